@@ -92,6 +92,75 @@ def cmd_fit_judge(args) -> int:
     return 0
 
 
+def _parse_heads(spec: str):
+    if spec.strip().lower() == "all":
+        return None
+    try:
+        return tuple(sorted({int(h) for h in spec.split(",") if h.strip()}))
+    except ValueError:
+        raise UsageError(f"--heads must be 'all' or comma-separated integers, got {spec!r}") from None
+
+
+def cmd_generate(args) -> int:
+    import time
+
+    from .evaluation import parse_layers
+    from .generation import Request, generate_batch
+    from .judge import default_judge
+    from .models import load_model
+    from .steering import SteerConfig
+
+    try:
+        layers = parse_layers(args.layers)
+    except ValueError:
+        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+    steer = SteerConfig(method=args.method if args.method in ("sae", "query", "meandiff") else "sae", layers=layers,
+                        heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
+                        alpha=args.alpha, target=args.target, positions=args.positions)
+    if args.scenarios:
+        items = [(o.get("id", n), o.get("question"), o.get("student_answer")) for n, o in _read_jsonl(args.scenarios)]
+    else:
+        if args.question is None or args.answer is None:
+            raise UsageError("give --question and --answer, or --scenarios FILE.jsonl")
+        items = [(None, args.question, args.answer)]
+    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    judge = default_judge()
+    for sid, q, a in items:
+        if not isinstance(q, str) or not isinstance(a, str):
+            raise UsageError(f"scenario {sid}: needs string fields 'question' and 'student_answer'")
+        req = Request(q, a, args.method, args.level, steer=steer, k_shots=args.k, style=args.style)
+        t0 = time.time()
+        out = generate_batch(lm, [req], max_new_tokens=args.max_new_tokens, seed=args.seed,
+                             temperature=args.temperature)[0]
+        verdict = judge.judge([out.text])[0]
+        rec = {"text": out.text, "method": args.method, "level": req.level, "seconds": round(time.time() - t0, 3),
+               "new_tokens": out.new_tokens, "judge": verdict}
+        if args.scenarios:
+            rec = {"id": sid, **rec}
+        print(json.dumps(rec) if args.json else f"[{args.method} -> {req.level}] {out.text}\n"
+              f"judge: {verdict['pred']} ({verdict['probs'][verdict['pred']]:.2f})", flush=True)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .bank import bank_roots
+    from .evaluation import parse_layers
+    from .models import load_model
+    from .sae import SAETrainConfig
+    from .training import train_layers
+
+    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    layers = parse_layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
+    for layer in layers:
+        lm.check_layer(layer)
+    cfg = SAETrainConfig(architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k,
+                         epochs=args.epochs)
+    out = Path(args.out) if args.out else bank_roots(lm, args.style)[-1]
+    results = train_layers(lm, list(layers), out, cfg, style=args.style)
+    print(json.dumps({"out": str(out), "layers": results}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m steer_core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -106,6 +175,45 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", default=str(DEFAULT_DATASET))
     f.add_argument("--out", default=None, help="directory for the judge weights (default assets/judge)")
     f.set_defaults(func=cmd_fit_judge)
+
+    g = sub.add_parser("generate", help="generate feedback, steered or not, and judge its level")
+    g.add_argument("--question")
+    g.add_argument("--answer")
+    g.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
+    g.add_argument("--level", default="apply", choices=LEVELS)
+    g.add_argument("--method", default="sae", choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
+    g.add_argument("--layers", default="8-21", help="15, 8-21 or 3,9,15 (default 8-21)")
+    g.add_argument("--heads", default="all", help="'all' or e.g. 0,3,5")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--lr", type=float, default=0.2)
+    g.add_argument("--mu", type=float, default=0.0)
+    g.add_argument("--alpha", type=float, default=8.0, help="strength of the level shift (target delta, meandiff)")
+    g.add_argument("--target", default="delta", choices=("delta", "prototype"))
+    g.add_argument("--positions", default="all", choices=("all", "prompt", "generated"))
+    g.add_argument("--k", type=int, default=3, help="few-shot examples")
+    g.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    g.add_argument("--max-new-tokens", type=int, default=80)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--model", default="smollm2-135m-instruct")
+    g.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers")
+    t.add_argument("--model", default="smollm2-135m-instruct")
+    t.add_argument("--layers", default="all", help="all, 15, 8-21 or 3,9,15")
+    t.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/saes/...)")
+    t.add_argument("--architecture", default="topk", choices=("topk", "standard"))
+    t.add_argument("--expansion", type=int, default=8)
+    t.add_argument("--k", type=int, default=16)
+    t.add_argument("--l1", type=float, default=1.0)
+    t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    t.add_argument("--no-adapter", action="store_true")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=cmd_train)
     return p
 
 
@@ -114,7 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DatasetError, FileNotFoundError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - anything else is reported below
+        from .models import ModelLoadError
+        from .sae import SAEFileError
+
+        if not isinstance(exc, (UsageError, DatasetError, FileNotFoundError, ValueError, ModelLoadError, SAEFileError)):
+            raise
+
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,198 @@
+"""Generation: unsteered, SAE-steered, query-steered, few-shot and instruction feedback, batched.
+
+A hand-written decoding loop (greedy by default, seeded sampling optional) over a KV cache, so
+that rows of one batch can use different methods and levels, every forward knows whether it is
+reading the prompt or generated tokens (the `positions` option), and all rows stream together.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from .bank import STORE
+from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
+from .hooks import query_edits
+from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
+from .steering import RowGroup, SteerConfig, make_layer_edit
+
+GEN_METHODS = ("none", "sae", "query", "meandiff", "fewshot", "instruction")
+MAX_INPUT_CHARS = 4000
+MAX_NEW_TOKENS = 512
+
+
+@dataclass
+class Request:
+    """One row of a batch: what to ask, how to steer, toward which level."""
+
+    question: str
+    student_answer: str
+    method: str = "none"
+    level: str = "apply"
+    steer: SteerConfig | None = None
+    k_shots: int = 3
+    style: str = "plain"
+    scenario_id: str | None = None  # excluded from few-shot examples
+
+    def __post_init__(self):
+        if self.method not in GEN_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(GEN_METHODS)}")
+        self.level = normalize_level(self.level)
+        for name in ("question", "student_answer"):
+            text = getattr(self, name)
+            if not isinstance(text, str) or not text.strip() or not any(c.isprintable() and not c.isspace() for c in text):
+                raise ValueError(f"{name.replace('_', ' ')} is empty")
+            if len(text) > MAX_INPUT_CHARS:
+                raise ValueError(f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})")
+        if self.method in ("sae", "query", "meandiff"):
+            base = self.steer or SteerConfig()
+            if base.method != self.method:
+                base = SteerConfig(**{**base.__dict__, "method": self.method})
+            self.steer = base
+        else:
+            self.steer = None
+
+
+@dataclass
+class Output:
+    text: str
+    method: str
+    level: str
+    new_tokens: int
+    seconds: float
+    token_ids: list[int] = field(default_factory=list)
+
+
+_POOL: list[FeedbackExample] | None = None
+
+
+def _fewshot_pool() -> list[FeedbackExample]:
+    global _POOL
+    if _POOL is None:
+        _POOL = load_dataset(split="train")
+    return _POOL
+
+
+def build_messages(req: Request) -> list[dict]:
+    if req.method == "fewshot":
+        shots = pick_fewshot(_fewshot_pool(), req.level, req.k_shots, exclude_scenario=req.scenario_id)
+        return fewshot_messages(req.question, req.student_answer, shots, req.style)
+    if req.method == "instruction":
+        return instruction_messages(req.question, req.student_answer, req.level, req.style)
+    return messages(req.question, req.student_answer, req.style)
+
+
+def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
+    """layer -> row groups sharing one SteerConfig and prompt style, each with its layer's bank."""
+    by_cfg: dict[tuple, list[int]] = {}
+    for i, r in enumerate(requests):
+        if r.steer is not None and r.steer.method != "none":
+            by_cfg.setdefault((r.steer.key, r.style), []).append(i)
+    out: dict[int, list[RowGroup]] = {}
+    for (_, style), rows in by_cfg.items():
+        cfg = requests[rows[0]].steer
+        levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows])
+        for layer in cfg.layers:
+            bank = STORE.get(lm, layer, style=style)
+            out.setdefault(layer, []).append(RowGroup(torch.tensor(rows), levels, cfg, bank))
+    return out
+
+
+def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed: int = 0,
+                 temperature: float = 0.0, top_p: float = 1.0) -> Iterator[list[Output]]:
+    """Generate all requests together; yield the outputs so far after every new token."""
+    if not requests:
+        return
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
+    import math
+
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError("temperature must be a finite number >= 0")
+    tok = lm.tokenizer
+    device = lm.device
+    heads_of = {}
+    for r in requests:
+        if r.steer is not None:
+            for layer in r.steer.layers:
+                lm.check_layer(layer)
+            heads_of[r.steer.heads] = lm.check_heads("all" if r.steer.heads is None else list(r.steer.heads))
+    groups = _groups(lm, requests)
+
+    prompts = [render(tok, build_messages(r))[0] for r in requests]
+    B, W = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((B, W), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((B, W), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, W - len(p):] = torch.tensor(p)  # left padding
+        mask[i, W - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    eos = tok.eos_token_id
+    # Chat models end a turn with their EOS, but a fine-tuned one may open the next turn instead.
+    stops = torch.tensor(sorted({eos, *tok.all_special_ids} - {None}), device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    new_ids: list[list[int]] = [[] for _ in range(B)]
+    t0 = time.time()
+
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    inp = ids
+    for step in range(max_new_tokens):
+        phase = "prompt" if step == 0 else "generated"
+        edits = {}
+        for layer, gs in groups.items():
+            e = make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, heads_of)
+            if e is not None:
+                edits[layer] = e
+        with torch.no_grad(), query_edits(lm, edits):
+            out = lm.model(input_ids=inp, attention_mask=mask, position_ids=position_ids,
+                           past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1, :].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1).cpu()
+            if top_p < 1.0:
+                sp, si = probs.sort(descending=True)
+                keep = sp.cumsum(-1) - sp < top_p
+                probs = torch.zeros_like(probs).scatter_(-1, si, sp * keep)
+            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(device)
+        else:
+            nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        is_stop = torch.isin(nxt, stops)
+        for i in range(B):
+            if not done[i] and not is_stop[i]:
+                new_ids[i].append(int(nxt[i]))
+        done |= is_stop
+        elapsed = time.time() - t0
+        yield [Output(tok.decode(n, skip_special_tokens=True).strip(), r.method, r.level, len(n), elapsed, n)
+               for r, n in zip(requests, new_ids)]
+        if bool(done.all()):
+            break
+        inp = nxt[:, None]
+        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+
+
+def generate_batch(lm, requests: Sequence[Request], **kw) -> list[Output]:
+    last = []
+    for last in stream_batch(lm, requests, **kw):
+        pass
+    return last
+
+
+@torch.no_grad()
+def perplexity(lm, question: str, student_answer: str, token_ids: Sequence[int], style: str = "plain") -> float:
+    """Perplexity of generated tokens under the unsteered model, given the base prompt."""
+    if not token_ids:
+        return float("nan")
+    prompt, _ = render(lm.tokenizer, messages(question, student_answer, style))
+    ids = torch.tensor([prompt + list(token_ids)], device=lm.device)
+    logits = lm.model(input_ids=ids, use_cache=False).logits[0, len(prompt) - 1 : -1].float()
+    nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt):])
+    return float(torch.exp(nll))

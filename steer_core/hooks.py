@@ -1,0 +1,94 @@
+"""Reading and replacing attention queries at `q_proj`, per call, without leaking between calls.
+
+One dispatcher forward hook per steered layer reads the current context's edits from a
+ContextVar, so two threads generating with different settings at the same time each see only
+their own edits (a thread's context is its own). Dispatchers are reference-counted and removed
+when the last context using them exits, on every path, exceptions included. With no edits
+active for the calling context the dispatcher returns None: the output is untouched, bit for bit.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator, Mapping
+
+import torch
+
+# An edit gets q_proj's output (batch, seq, n_heads * head_dim) and returns a replacement or None.
+QueryEdit = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+_ACTIVE: ContextVar[Mapping[tuple[int, int], QueryEdit] | None] = ContextVar("steer_core_query_edits", default=None)
+_LOCK = threading.Lock()
+_INSTALLED: dict[tuple[int, int], list] = {}  # (id(module), layer) -> [handle, refcount]
+
+
+def _dispatcher(key: tuple[int, int]):
+    def hook(module, inputs, output):
+        edits = _ACTIVE.get()
+        if not edits:
+            return None
+        fn = edits.get(key)
+        return None if fn is None else fn(output)
+
+    return hook
+
+
+def active_hook_count() -> int:
+    """Dispatchers currently registered (0 when no steering context is open anywhere)."""
+    with _LOCK:
+        return len(_INSTALLED)
+
+
+@contextmanager
+def query_edits(lm, edits: Mapping[int, QueryEdit]) -> Iterator[None]:
+    """Within this block, and only in this context/thread, apply edits[layer] to layer's queries."""
+    keyed = {}
+    for layer, fn in edits.items():
+        module = lm.q_proj(lm.check_layer(layer))
+        keyed[(id(module), layer)] = (module, fn)
+    acquired = []
+    token = None
+    try:
+        with _LOCK:
+            for key, (module, _) in keyed.items():
+                slot = _INSTALLED.get(key)
+                if slot is None:
+                    slot = _INSTALLED[key] = [module.register_forward_hook(_dispatcher(key)), 0]
+                slot[1] += 1
+                acquired.append(key)
+        current = dict(_ACTIVE.get() or {})
+        current.update({key: fn for key, (_, fn) in keyed.items()})
+        token = _ACTIVE.set(current)
+        yield
+    finally:
+        if token is not None:
+            _ACTIVE.reset(token)
+        with _LOCK:
+            for key in acquired:
+                slot = _INSTALLED[key]
+                slot[1] -= 1
+                if slot[1] == 0:
+                    slot[0].remove()
+                    del _INSTALLED[key]
+
+
+@contextmanager
+def capture_queries(lm, layers) -> Iterator[dict[int, list[torch.Tensor]]]:
+    """Record q_proj outputs of `layers` as (batch, seq, n_heads, head_dim) tensors, one per forward."""
+    store: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+
+    def recorder(layer):
+        def fn(q):
+            store[layer].append(q.detach().view(*q.shape[:-1], lm.n_heads, lm.head_dim))
+            return None
+
+        return fn
+
+    with query_edits(lm, {layer: recorder(layer) for layer in layers}):
+        yield store
+
+
+class StopForward(Exception):
+    """Raised by a capture hook to skip the layers above the last one needed."""

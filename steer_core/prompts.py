@@ -1,0 +1,78 @@
+"""Prompt formats. One place, because prototypes are only meaningful under exactly the prompt
+format used at generation time, and the feedback adapter is trained on it too.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .bloom import DESCRIPTIONS, LEVELS, FeedbackExample
+
+SYSTEM = "You are a teacher. Reply to the student with short feedback on their answer."
+RUBRIC = (
+    SYSTEM
+    + " Feedback can ask for any of six levels of thinking:\n"
+    + "\n".join(f"- {lv}: {DESCRIPTIONS[lv]}" for lv in LEVELS)
+)
+PROMPT_STYLES = ("plain", "rubric")
+
+
+def user_turn(question: str, student_answer: str) -> str:
+    return f"Question: {question.strip()}\nStudent's answer: {student_answer.strip()}"
+
+
+def instruction_turn(question: str, student_answer: str, level: str) -> str:
+    return (
+        user_turn(question, student_answer)
+        + f"\n\nWrite feedback at the '{level}' level of Bloom's taxonomy: {DESCRIPTIONS[level]}"
+    )
+
+
+def messages(question: str, student_answer: str, style: str = "plain") -> list[dict]:
+    """The base prompt: the only format used for training data, prototypes and steering."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}")
+    system = RUBRIC if style == "rubric" else SYSTEM
+    return [{"role": "system", "content": system}, {"role": "user", "content": user_turn(question, student_answer)}]
+
+
+def instruction_messages(question: str, student_answer: str, level: str, style: str = "plain") -> list[dict]:
+    msgs = messages(question, student_answer, style)
+    msgs[-1]["content"] = instruction_turn(question, student_answer, level)
+    return msgs
+
+
+def fewshot_messages(
+    question: str, student_answer: str, examples: Sequence[FeedbackExample], style: str = "plain"
+) -> list[dict]:
+    """Earlier turns show k feedbacks of the target level on other scenarios; no hooks."""
+    msgs = messages(question, student_answer, style)[:1]
+    for ex in examples:
+        msgs.append({"role": "user", "content": user_turn(ex.question, ex.student_answer)})
+        msgs.append({"role": "assistant", "content": ex.feedback})
+    msgs.append({"role": "user", "content": user_turn(question, student_answer)})
+    return msgs
+
+
+def pick_fewshot(pool: Sequence[FeedbackExample], level: str, k: int, exclude_scenario: str | None = None,
+                 seed: int = 0) -> list[FeedbackExample]:
+    """k train-split feedbacks of `level`, from distinct scenarios, deterministic for a seed."""
+    import random
+
+    cands = [r for r in pool if r.level == level and r.split == "train" and r.scenario_id != exclude_scenario]
+    rng = random.Random(f"{level}-{seed}")
+    return rng.sample(cands, min(k, len(cands)))
+
+
+def render(tokenizer, msgs: list[dict], assistant: str | None = None) -> tuple[list[int], int]:
+    """Token ids of the chat, ready for generation (assistant=None) or with the assistant's reply.
+
+    Returns (ids, start) where start is the index of the first token of the assistant's content.
+    """
+    prompt = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    start = len(ids)
+    if assistant is not None:
+        eos = tokenizer.eos_token or ""
+        ids = ids + tokenizer(assistant.strip() + eos, add_special_tokens=False)["input_ids"]
+    return ids, start

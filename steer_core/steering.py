@@ -1,0 +1,190 @@
+"""Steering at the query site: the paper's latent descent, query-space descent, mean difference.
+
+All functions work on whole tensors of shape (rows, positions, heads, dim); the only Python loop
+is over descent steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .bloom import LEVELS
+
+METHODS = ("none", "sae", "query", "meandiff")
+POSITIONS = ("all", "prompt", "generated")
+DISTANCES = ("l2", "cosine")
+TARGETS = ("prototype", "delta")
+MAX_STEPS = 500
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    """How to steer; belongs to one call, never to the model."""
+
+    # Defaults chosen on 12 train-split validation scenarios (README, "Does it steer?").
+    method: str = "sae"
+    layers: tuple[int, ...] = tuple(range(8, 22))
+    heads: tuple[int, ...] | None = None  # None = all heads
+    steps: int = 20
+    lr: float = 0.2
+    mu: float = 0.0
+    distance: str = "l2"
+    positions: str = "all"
+    alpha: float = 8.0  # strength of the level shift for target="delta" and for meandiff
+    target: str = "delta"  # "prototype": descend to p_level; "delta": to z0 + alpha * (p_level - p_mean)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown steering method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {', '.join(DISTANCES)}")
+        for name in ("lr", "mu", "alpha"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
+        if not self.layers:
+            raise ValueError("choose at least one layer to steer")
+
+    @property
+    def key(self) -> tuple:
+        return (self.method, self.layers, self.heads, self.steps, self.lr, self.mu, self.distance, self.positions,
+                self.alpha, self.target)
+
+    @property
+    def label(self) -> str:
+        """Short text naming the strength settings, for tables."""
+        if self.method == "meandiff":
+            return f"a{self.alpha:g}"
+        t = f"delta a{self.alpha:g}" if self.target == "delta" else "proto"
+        return f"{t} T{self.steps} lr{self.lr:g} mu{self.mu:g}"
+
+
+def _distance_grad(x: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
+    if distance == "l2":
+        return 2 * (x - target)
+    xn = x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    tn = target.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    cos = (x * target).sum(-1, keepdim=True) / (xn * tn)
+    return -(target / (xn * tn) - cos * x / xn**2)
+
+
+def latent_descent(z0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0,
+                   distance: str = "l2", nonneg: bool = True, trace_to: torch.Tensor | None = None):
+    """Minimise d(z, target) + mu * ||z - z0||^2 by gradient descent from z0; z = relu(z) each step.
+
+    trace_to: optional (L, ..., K)-broadcastable prototypes; returns (z, trace) where trace[t] holds
+    the l2 distance of z to each of them after t steps.
+    """
+    z = z0
+    trace = []
+    if trace_to is not None:
+        trace.append(torch.linalg.vector_norm(z.unsqueeze(0) - trace_to, dim=-1))
+    for _ in range(steps):
+        grad = _distance_grad(z, target, distance) + 2 * mu * (z - z0)
+        z = z - lr * grad
+        if nonneg:
+            z = torch.relu(z)
+        if trace_to is not None:
+            trace.append(torch.linalg.vector_norm(z.unsqueeze(0) - trace_to, dim=-1))
+    if trace_to is not None:
+        return z, torch.stack(trace)
+    return z
+
+
+def query_descent(q0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0,
+                  distance: str = "l2") -> torch.Tensor:
+    """The query baseline: the same descent directly on the raw query, toward the level's mean query."""
+    return latent_descent(q0, target, steps, lr, mu, distance, nonneg=False)
+
+
+@dataclass
+class LayerBank:
+    """What steering one layer needs: its SAEs and the per-level prototypes."""
+
+    layer: int
+    sae: "object"  # HeadSAEs
+    codes: torch.Tensor  # (levels, heads, d_sae) mean sparse code per level
+    queries: torch.Tensor  # (levels, heads, head_dim) mean query per level
+    query_all: torch.Tensor  # (heads, head_dim) mean query over all levels
+    meta: dict = field(default_factory=dict)
+
+    def to(self, device) -> "LayerBank":
+        self.sae = self.sae.to(device)
+        self.codes, self.queries, self.query_all = (t.to(device) for t in (self.codes, self.queries, self.query_all))
+        return self
+
+
+def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: list[int], cfg: SteerConfig) -> torch.Tensor:
+    """x: (rows, seq, len(heads), head_dim) queries of the chosen heads; levels: (rows,) target
+    level indices. Returns the steered queries, same shape."""
+    h = torch.as_tensor(heads, device=x.device)
+    if cfg.method == "sae":
+        sae = bank.sae
+        W_enc, b_enc = sae.W_enc.index_select(0, h), sae.b_enc.index_select(0, h)
+        W_dec, b_dec = sae.W_dec.index_select(0, h), sae.b_dec.index_select(0, h)
+        pre = torch.einsum("rshd,hdk->rshk", x - b_dec, W_enc) + b_enc
+        z0 = torch.relu(pre)
+        if sae.architecture == "topk":
+            vals, idx = z0.topk(min(sae.k, sae.d_sae), dim=-1)
+            z0 = torch.zeros_like(z0).scatter_(-1, idx, vals)
+        target = bank.codes.index_select(0, levels).index_select(1, h)[:, None]  # (rows, 1, heads, K)
+        if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
+            target = z0 + cfg.alpha * (target - bank.codes.mean(0).index_select(0, h))
+        z = latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
+        return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec)  # reconstruction error is kept
+    if cfg.method == "query":
+        target = bank.queries.index_select(0, levels).index_select(1, h)[:, None]
+        if cfg.target == "delta":
+            target = x + cfg.alpha * (target - bank.query_all.index_select(0, h))
+        return query_descent(x, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
+    if cfg.method == "meandiff":
+        diff = (bank.queries.index_select(0, levels) - bank.query_all).index_select(1, h)[:, None]
+        return x + cfg.alpha * diff
+    return x
+
+
+@dataclass
+class RowGroup:
+    """Rows of a batch that share one SteerConfig and prompt style (target levels may differ)."""
+
+    rows: torch.Tensor
+    levels: torch.Tensor
+    cfg: SteerConfig
+    bank: LayerBank | None = None
+
+
+def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, heads_of: dict):
+    """The q_proj edit for one layer and one forward (phase 'prompt' or 'generated')."""
+    live = [g for g in groups if g.cfg.positions in ("all", phase) and g.cfg.method != "none"]
+    if not live:
+        return None
+
+    def edit(q: torch.Tensor) -> torch.Tensor:
+        B, S, _ = q.shape
+        q4 = q.view(B, S, n_heads, head_dim)
+        out = q4.clone()
+        for g in live:
+            heads = heads_of[g.cfg.heads]
+            h = torch.as_tensor(heads, device=q.device)
+            rows = g.rows.to(q.device)
+            x = q4.index_select(0, rows).index_select(2, h)
+            new = steer_rows(g.bank, x, g.levels.to(q.device), heads, g.cfg)
+            block = out.index_select(0, rows)
+            block[:, :, h] = new.to(block.dtype)
+            out[rows] = block
+        return out.view(B, S, n_heads * head_dim)
+
+    return edit
+
+
+def level_index(level: str) -> int:
+    return LEVELS.index(level)

@@ -1,0 +1,91 @@
+"""`train`: capture queries on the train split, fit the per-head SAEs of each layer, compute the
+level prototypes, save everything (SAELens layout + manifest)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .bloom import LEVELS, load_dataset
+from .hooks import StopForward, capture_queries, query_edits
+from .prompts import messages, render
+from .sae import SAETrainConfig, report_json, train_head_saes
+
+
+@dataclass
+class Captured:
+    """Queries at every non-pad token of the train split, per layer, plus token bookkeeping."""
+
+    queries: dict[int, torch.Tensor]  # layer -> (tokens, heads, head_dim), float16 on CPU
+    example_ids: torch.Tensor  # (tokens,)
+    is_feedback: torch.Tensor  # (tokens,) bool: token belongs to the assistant's feedback
+    example_levels: torch.Tensor  # (examples,)
+    style: str
+
+
+@torch.no_grad()
+def capture_train_queries(lm, layers: list[int], style: str = "plain", batch_size: int = 16,
+                          progress: bool = True, rows=None) -> Captured:
+    rows = rows if rows is not None else load_dataset(split="train")
+    encoded = [render(lm.tokenizer, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
+    top = max(layers)
+    chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    ex_ids, fb = [], []
+
+    def stop(q):
+        raise StopForward
+
+    for i in tqdm(range(0, len(order), batch_size), desc="capturing queries", disable=not progress):
+        idx = order[i : i + batch_size]
+        width = max(len(encoded[j][0]) for j in idx)
+        ids = torch.full((len(idx), width), lm.tokenizer.pad_token_id)
+        mask = torch.zeros((len(idx), width), dtype=torch.bool)
+        feedback = torch.zeros_like(mask)
+        for r, j in enumerate(idx):
+            seq, start = encoded[j]
+            ids[r, : len(seq)] = torch.tensor(seq)  # right padding: earlier tokens are unaffected
+            mask[r, : len(seq)] = True
+            feedback[r, start : len(seq)] = True
+        with capture_queries(lm, layers) as store:
+            try:
+                with query_edits(lm, {top + 1: stop} if top + 1 < lm.n_layers else {}):
+                    lm.model(input_ids=ids.to(lm.device), attention_mask=mask.long().to(lm.device), use_cache=False)
+            except StopForward:
+                pass
+        for layer in layers:
+            chunks[layer].append(store[layer][0][mask.to(lm.device)].to("cpu", torch.float16))
+        ex_ids.append(torch.tensor(idx).view(-1, 1).expand(-1, width)[mask])
+        fb.append(feedback[mask])
+    return Captured({layer: torch.cat(c) for layer, c in chunks.items()}, torch.cat(ex_ids), torch.cat(fb),
+                    torch.tensor([LEVELS.index(r.level) for r in rows]), style)
+
+
+def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None = None, style: str = "plain",
+                 progress: bool = True, captured: Captured | None = None, dtype: str = "float16") -> dict[int, dict]:
+    """Train and save SAEs + prototypes for each layer; returns each layer's metrics."""
+    from .bank import save_layer
+    from .prototypes import compute_prototypes
+
+    cfg = cfg or SAETrainConfig()
+    layers = [lm.check_layer(layer) for layer in layers]
+    captured = captured or capture_train_queries(lm, layers, style, progress=progress)
+    results = {}
+    for layer in tqdm(layers, desc="training SAEs", disable=not progress or len(layers) == 1):
+        t0 = time.time()
+        x = captured.queries[layer].to(lm.device).float()
+        sae, report = train_head_saes(x, cfg, progress=progress, desc=f"SAE layer {layer}")
+        fbx = x[captured.is_feedback.to(lm.device)]
+        protos = compute_prototypes(sae, fbx, captured.example_ids[captured.is_feedback].to(lm.device),
+                                    captured.example_levels.to(lm.device))
+        metrics = report_json(report, cfg)
+        metrics["train_seconds"] = round(time.time() - t0, 2)
+        settings = {"prompt_style": style, "n_examples": len(captured.example_levels),
+                    "n_tokens": len(x), "n_feedback_tokens": int(captured.is_feedback.sum())}
+        save_layer(root, lm, layer, sae, protos, metrics, settings, dtype=dtype)
+        results[layer] = metrics["summary"] | {"seconds": metrics["train_seconds"]}
+    return results

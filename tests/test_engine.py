@@ -1,0 +1,172 @@
+"""Engine tests on a tiny random Llama: hooks, SAEs, descent, batching, isolation."""
+
+import threading
+
+import pytest
+import torch
+
+from steer_core.hooks import active_hook_count, capture_queries, query_edits
+from steer_core.sae import HeadSAEs, SAEFileError, SAETrainConfig, load_head_saes, save_head_saes, train_head_saes
+from steer_core.steering import RowGroup, SteerConfig, latent_descent, make_layer_edit, steer_rows
+from tiny import tiny_bank, tiny_lm
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
+
+
+def ids(batch=2, seq=7, seed=0):
+    return torch.randint(0, 97, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def logits(lm, x):
+    with torch.no_grad():
+        return lm.model(input_ids=x, use_cache=False).logits
+
+
+def test_no_edits_is_bit_identical(lm):
+    x = ids()
+    ref = logits(lm, x)
+    with query_edits(lm, {1: lambda q: None}):
+        same = logits(lm, x)
+    with query_edits(lm, {}):
+        same2 = logits(lm, x)
+    assert torch.equal(ref, same) and torch.equal(ref, same2)
+    assert active_hook_count() == 0
+
+
+def test_edit_changes_output_and_hooks_leave_on_exception(lm):
+    x = ids()
+    ref = logits(lm, x)
+    with query_edits(lm, {0: lambda q: q * 3}):
+        assert not torch.equal(ref, logits(lm, x))
+    with pytest.raises(RuntimeError):
+        with query_edits(lm, {0: lambda q: q * 3, 2: lambda q: q}):
+            raise RuntimeError("boom")
+    assert active_hook_count() == 0
+    assert all(not m.self_attn.q_proj._forward_hooks for m in lm.model.model.layers)
+    assert torch.equal(ref, logits(lm, x))
+
+
+def test_capture_shapes(lm):
+    with capture_queries(lm, [0, 2]) as store:
+        logits(lm, ids(3, 5))
+    assert store[0][0].shape == (3, 5, 4, 12) and store[2][0].shape == (3, 5, 4, 12)
+    assert active_hook_count() == 0
+
+
+def test_sae_trains_and_reconstructs():
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(2, 40, 12, generator=g)  # each head: sparse mixtures of 40 directions
+    codes = torch.relu(torch.randn(4000, 2, 40, generator=g) - 1.2)
+    x = torch.einsum("nhk,hkd->nhd", codes, basis) + 0.5
+    for arch in ("topk", "standard"):
+        sae, rep = train_head_saes(x, SAETrainConfig(architecture=arch, expansion=4, k=8, l1_coeff=0.05,
+                                                     epochs=30, batch_size=512), progress=False)
+        assert min(rep.explained_variance) > 0.7, (arch, rep.explained_variance)
+        assert max(rep.l0) < 48
+
+
+def test_saelens_round_trip_and_bad_files(tmp_path):
+    sae = HeadSAEs(3, 12, 24, "topk", k=5)
+    sae.init_from(torch.randn(50, 3, 12))
+    save_head_saes(sae, tmp_path, "tiny", 1, dtype="float32")
+    import json
+
+    from safetensors.torch import load_file
+
+    t = load_file(str(tmp_path / "head_2" / "sae_weights.safetensors"))
+    assert t["W_enc"].shape == (12, 24) and t["W_dec"].shape == (24, 12)
+    cfg = json.loads((tmp_path / "head_2" / "cfg.json").read_text())
+    assert cfg["metadata"]["hook_name"] == "model.layers.1.self_attn.q_proj.head.2" and cfg["k"] == 5
+    back = load_head_saes(tmp_path, 3, 12)
+    x = torch.randn(10, 3, 12)
+    assert torch.allclose(back(x)[0], sae(x)[0], atol=1e-6)
+    w = tmp_path / "head_1" / "sae_weights.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(SAEFileError, match="unreadable"):
+        load_head_saes(tmp_path, 3, 12)
+    save_head_saes(sae, tmp_path, "tiny", 1, dtype="float32")
+    (tmp_path / "head_0" / "cfg.json").write_text(json.dumps({**cfg, "d_sae": 99}))
+    with pytest.raises(SAEFileError, match="shape"):
+        load_head_saes(tmp_path, 3, 12)
+
+
+def test_descent_lowers_distance_to_prototype():
+    g = torch.Generator().manual_seed(0)
+    z0, p = torch.rand(5, 3, 16, generator=g), torch.rand(5, 3, 16, generator=g)
+    d0 = (z0 - p).norm(dim=-1)
+    for dist in ("l2", "cosine"):
+        z = latent_descent(z0, p, steps=10, lr=0.1, distance=dist)
+        assert (z >= 0).all()
+        if dist == "l2":
+            assert ((z - p).norm(dim=-1) < d0).all()
+        else:
+            cos = torch.nn.functional.cosine_similarity
+            assert (cos(z, p, dim=-1) > cos(z0, p, dim=-1)).all()
+    z, trace = latent_descent(z0, p, 4, 0.1, trace_to=p.unsqueeze(0))
+    assert trace.shape == (5, 1, 5, 3) and (trace[-1] < trace[0]).all()
+    assert torch.equal(latent_descent(z0, p, steps=0, lr=0.1), z0)
+
+
+@pytest.mark.parametrize("method,target", [("sae", "prototype"), ("sae", "delta"), ("query", "prototype"), ("meandiff", "delta")])
+def test_batched_heads_equal_per_head_reference(lm, method, target):
+    bank = tiny_bank(lm, 1)
+    cfg = SteerConfig(method=method, layers=(1,), steps=5, lr=0.1, alpha=2.0, target=target)
+    x = torch.randn(3, 4, lm.n_heads, lm.head_dim)
+    levels = torch.tensor([0, 3, 5])
+    heads = [0, 2, 3]
+    batched = steer_rows(bank, x[:, :, heads], levels, heads, cfg)
+    for j, h in enumerate(heads):
+        single = steer_rows(bank, x[:, :, [h]], levels, [h], cfg)
+        assert torch.allclose(batched[:, :, j : j + 1], single, atol=1e-5)
+
+
+def test_layer_edit_touches_only_its_rows_and_heads(lm):
+    bank = tiny_bank(lm, 1)
+    cfg = SteerConfig(method="sae", layers=(1,), heads=(1,), steps=5, lr=0.2, target="prototype")
+    edit = make_layer_edit([RowGroup(torch.tensor([1]), torch.tensor([4]), cfg, bank)], "prompt", 4, 12, {(1,): [1]})
+    q = torch.randn(2, 5, 48)
+    out = edit(q).view(2, 5, 4, 12)
+    q4 = q.view(2, 5, 4, 12)
+    assert torch.equal(out[0], q4[0])
+    assert torch.equal(out[1][:, [0, 2, 3]], q4[1][:, [0, 2, 3]])
+    assert not torch.equal(out[1][:, 1], q4[1][:, 1])
+    gen_only = SteerConfig(method="sae", layers=(1,), positions="generated")
+    assert make_layer_edit([RowGroup(torch.tensor([0]), torch.tensor([0]), gen_only, bank)], "prompt", 4, 12, {None: [0, 1, 2, 3]}) is None
+
+
+def test_threads_with_different_settings_are_isolated(lm):
+    x = ids(2, 9, seed=3)
+    scales = [1.0, 2.0, 0.5, 3.0]
+    alone = {}
+    for s in scales:
+        with query_edits(lm, {1: (lambda q, s=s: q * s)}):
+            alone[s] = logits(lm, x)
+    results, errors = {}, []
+    barrier = threading.Barrier(len(scales))
+
+    def worker(s):
+        try:
+            barrier.wait()
+            for _ in range(5):
+                with query_edits(lm, {1: (lambda q, s=s: q * s)}):
+                    out = logits(lm, x)
+                assert torch.equal(out, alone[s])
+            results[s] = True
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in scales]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(results) == len(scales)
+    assert active_hook_count() == 0
+
+
+@pytest.mark.parametrize("bad", [dict(steps=-1), dict(lr=float("nan")), dict(mu=-1.0), dict(alpha=float("inf")),
+                                 dict(method="magic"), dict(positions="middle"), dict(layers=())])
+def test_steer_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        SteerConfig(**bad)

