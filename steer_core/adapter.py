@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .bloom import load_dataset
 from .io_utils import atomic_write_text
-from .prompts import messages, render
+from .prompts import messages, pad_right, render
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -24,16 +24,8 @@ def _batches(examples, batch_size, pad_id, rng):
     order = list(range(len(examples)))
     rng.shuffle(order)
     for i in range(0, len(order), batch_size):
-        chunk = [examples[j] for j in order[i : i + batch_size]]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), pad_id)
-        labels = torch.full((len(chunk), width), -100)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (seq, start) in enumerate(chunk):
-            ids[r, : len(seq)] = torch.tensor(seq)
-            labels[r, start : len(seq)] = torch.tensor(seq[start:])
-            mask[r, : len(seq)] = 1
-        yield ids, mask, labels
+        ids, mask, reply = pad_right([examples[j] for j in order[i : i + batch_size]], pad_id)
+        yield ids, mask.long(), ids.masked_fill(~reply, -100)
 
 
 def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: float = 1e-3,

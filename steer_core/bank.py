@@ -20,7 +20,7 @@ import torch
 
 from .bloom import LEVELS
 from .io_utils import atomic_write_bytes, atomic_write_text
-from .models import DEFAULT_MODEL, cache_root
+from .models import ADAPTER_DIR, DEFAULT_MODEL, cache_root
 from .sae import SAEFileError, load_head_saes, save_head_saes
 from .steering import LayerBank
 
@@ -31,8 +31,8 @@ def model_key(lm) -> str:
     """Folder name for a model (+ adapter): SAEs are only valid for the exact weights they saw."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name.strip("/"))[-80:]
     if lm.adapter:
-        tag = "feedback-lora" if Path(lm.adapter).resolve() == (Path(__file__).resolve().parent.parent / "assets" / "adapter") else "lora-" + hashlib.sha256(str(lm.adapter).encode()).hexdigest()[:8]
-        base += "+" + tag
+        shipped = Path(lm.adapter).resolve() == ADAPTER_DIR
+        base += "+" + ("feedback-lora" if shipped else "lora-" + hashlib.sha256(str(lm.adapter).encode()).hexdigest()[:8])
     return base
 
 
@@ -135,10 +135,9 @@ class BankStore:
             if d is not None:
                 try:
                     bank = load_layer(d, lm)
-                except SAEFileError:
+                except SAEFileError:  # a corrupt cache entry is rebuilt, never trusted
                     if d.is_relative_to(ASSET_SAES) or not train_missing:
                         raise
-                    bank = None  # a corrupt cache entry is rebuilt, never trusted
             if bank is None:
                 if not train_missing:
                     raise SAEFileError(f"no trained SAEs for layer {layer} of {model_key(lm)}; "

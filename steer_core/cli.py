@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
+from .errors import ModelLoadError
 
 
 class UsageError(Exception):
@@ -151,8 +152,6 @@ def cmd_train(args) -> int:
 
     lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
     layers = parse_layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
-    for layer in layers:
-        lm.check_layer(layer)
     cfg = SAETrainConfig(architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k,
                          epochs=args.epochs)
     out = Path(args.out) if args.out else bank_roots(lm, args.style)[-1]
@@ -222,13 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except Exception as exc:  # noqa: BLE001 - anything else is reported below
-        from .models import ModelLoadError
-        from .sae import SAEFileError
-
-        if not isinstance(exc, (UsageError, DatasetError, FileNotFoundError, ValueError, ModelLoadError, SAEFileError)):
-            raise
-
+    except (UsageError, DatasetError, FileNotFoundError, ValueError, ModelLoadError) as exc:
+        # SAEFileError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

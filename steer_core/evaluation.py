@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -21,8 +21,6 @@ from .generation import Request, generate_batch, perplexity
 from .steering import SteerConfig
 
 STEERED = ("sae", "query", "meandiff")
-RESULT_FIELDS = ["scenario_id", "method", "level", "layers", "setting", "style", "model", "text",
-                 "new_tokens", "seconds", "ppl", "pred", "target_prob", "pred_index", "probs"]
 
 
 def parse_layers(spec: str) -> tuple[int, ...]:
@@ -64,7 +62,7 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
             combos = [(l, s) for l in layer_sets for s in steers] if method in STEERED else [(None, None)]
             for layers, st in combos:
                 for level in (levels if method != "none" else ["-"]):
-                    cfg = SteerConfig(**{**asdict(st), "method": method, "layers": tuple(layers)}) if layers else None
+                    cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
                     lab = layers_label(layers) if cfg else "-"
                     setting = cfg.label if cfg else "-"
                     if (sc.scenario_id, method, level, lab, setting, style) in done:
@@ -110,20 +108,14 @@ def add_judgements(rows: list[dict], judge=None) -> list[dict]:
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (model, style, method, layers, level) and per (model, style, method, layers) overall:
     target accuracy, mean judged level index, perplexity, length."""
-    import math
-
     import numpy as np
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["style"], r["method"], r["layers"] + ("" if r.get("setting", "-") in ("-", "") else " " + r["setting"]), r["level"]), []).append(r)
+        variant = r["layers"] + ("" if r.get("setting", "-") in ("-", "") else " " + r["setting"])
+        groups.setdefault((r["model"], r["style"], r["method"], variant, r["level"]), []).append(r)
     out = []
-    none_rows = {}
-    for (model, style, method, layers, level), rs in groups.items():
-        if method == "none":
-            none_rows[(model, style)] = rs
     for (model, style, method, layers, level), rs in sorted(groups.items()):
-        targets = [level] if level in LEVELS else list(LEVELS)
         if method == "none":  # unsteered: the same text scored against every target level
             for t in LEVELS:
                 out.append(_stats(model, style, method, layers, t, rs, t))

@@ -7,8 +7,9 @@ reading the prompt or generated tokens (the `positions` option), and all rows st
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -48,10 +49,7 @@ class Request:
             if len(text) > MAX_INPUT_CHARS:
                 raise ValueError(f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})")
         if self.method in ("sae", "query", "meandiff"):
-            base = self.steer or SteerConfig()
-            if base.method != self.method:
-                base = SteerConfig(**{**base.__dict__, "method": self.method})
-            self.steer = base
+            self.steer = replace(self.steer or SteerConfig(), method=self.method)
         else:
             self.steer = None
 
@@ -86,7 +84,8 @@ def build_messages(req: Request) -> list[dict]:
 
 
 def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
-    """layer -> row groups sharing one SteerConfig and prompt style, each with its layer's bank."""
+    """layer -> row groups sharing one SteerConfig and prompt style, each with its layer's bank.
+    Layers and heads are checked here, before any generation starts."""
     by_cfg: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests):
         if r.steer is not None and r.steer.method != "none":
@@ -94,11 +93,19 @@ def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
     out: dict[int, list[RowGroup]] = {}
     for (_, style), rows in by_cfg.items():
         cfg = requests[rows[0]].steer
-        levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows])
+        heads = lm.check_heads("all" if cfg.heads is None else list(cfg.heads))
+        head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
+        row_idx = torch.tensor(rows, device=lm.device)
+        levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
         for layer in cfg.layers:
             bank = STORE.get(lm, layer, style=style)
-            out.setdefault(layer, []).append(RowGroup(torch.tensor(rows), levels, cfg, bank))
+            out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx))
     return out
+
+
+def _layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str) -> dict:
+    edits = {layer: make_layer_edit(gs, phase, lm.n_heads, lm.head_dim) for layer, gs in groups.items()}
+    return {layer: e for layer, e in edits.items() if e is not None}
 
 
 def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed: int = 0,
@@ -108,19 +115,12 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
         return
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
-    import math
-
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError("temperature must be a finite number >= 0")
     tok = lm.tokenizer
     device = lm.device
-    heads_of = {}
-    for r in requests:
-        if r.steer is not None:
-            for layer in r.steer.layers:
-                lm.check_layer(layer)
-            heads_of[r.steer.heads] = lm.check_heads("all" if r.steer.heads is None else list(r.steer.heads))
     groups = _groups(lm, requests)
+    edits_for = {phase: _layer_edits(lm, groups, phase) for phase in ("prompt", "generated")}
 
     prompts = [render(tok, build_messages(r))[0] for r in requests]
     B, W = len(prompts), max(len(p) for p in prompts)
@@ -144,13 +144,7 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     inp = ids
     for step in range(max_new_tokens):
-        phase = "prompt" if step == 0 else "generated"
-        edits = {}
-        for layer, gs in groups.items():
-            e = make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, heads_of)
-            if e is not None:
-                edits[layer] = e
-        with torch.no_grad(), query_edits(lm, edits):
+        with torch.no_grad(), query_edits(lm, edits_for["prompt" if step == 0 else "generated"]):
             out = lm.model(input_ids=inp, attention_mask=mask, position_ids=position_ids,
                            past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1, :].float()

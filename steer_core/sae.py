@@ -69,16 +69,19 @@ class HeadSAEs(nn.Module):
             self.b_dec.copy_(x.mean(0))
             self.b_enc.zero_()
 
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., H, d_in) -> pre-activations (..., H, d_sae)."""
-        return torch.einsum("...hd,hdk->...hk", x - self.b_dec, self.W_enc) + self.b_enc
+    def weights(self, heads: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(W_enc, b_enc, W_dec, b_dec), of all heads or of the given head indices."""
+        ws = (self.W_enc, self.b_enc, self.W_dec, self.b_dec)
+        return ws if heads is None else tuple(w.index_select(0, heads) for w in ws)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pre = torch.relu(self.pre_acts(x))
+    def encode(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., H, d_in) -> codes (..., H, d_sae); with `heads`, x holds only those heads."""
+        W_enc, b_enc, _, b_dec = self.weights(heads)
+        z = torch.relu(torch.einsum("...hd,hdk->...hk", x - b_dec, W_enc) + b_enc)
         if self.architecture == "topk":
-            vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1)
-            return torch.zeros_like(pre).scatter_(-1, idx, vals)
-        return pre
+            vals, idx = z.topk(min(self.k, self.d_sae), dim=-1)
+            return torch.zeros_like(z).scatter_(-1, idx, vals)
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.einsum("...hk,hkd->...hd", z, self.W_dec) + self.b_dec
@@ -86,15 +89,6 @@ class HeadSAEs(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
         return self.decode(z), z
-
-    def select(self, heads: list[int]) -> "HeadSAEs":
-        """A view of some heads (shares no state with the caller's optimiser)."""
-        sub = HeadSAEs(len(heads), self.d_in, self.d_sae, self.architecture, self.k)
-        idx = torch.as_tensor(heads, device=self.W_enc.device)
-        with torch.no_grad():
-            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-                getattr(sub, name).data = getattr(self, name).data.index_select(0, idx)
-        return sub.requires_grad_(False)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .bloom import LEVELS
+from .sae import HeadSAEs
 
 METHODS = ("none", "sae", "query", "meandiff")
 POSITIONS = ("all", "prompt", "generated")
@@ -111,7 +111,7 @@ class LayerBank:
     """What steering one layer needs: its SAEs and the per-level prototypes."""
 
     layer: int
-    sae: "object"  # HeadSAEs
+    sae: HeadSAEs
     codes: torch.Tensor  # (levels, heads, d_sae) mean sparse code per level
     queries: torch.Tensor  # (levels, heads, head_dim) mean query per level
     query_all: torch.Tensor  # (heads, head_dim) mean query over all levels
@@ -123,47 +123,45 @@ class LayerBank:
         return self
 
 
-def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: list[int], cfg: SteerConfig) -> torch.Tensor:
-    """x: (rows, seq, len(heads), head_dim) queries of the chosen heads; levels: (rows,) target
-    level indices. Returns the steered queries, same shape."""
-    h = torch.as_tensor(heads, device=x.device)
+def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None,
+               cfg: SteerConfig) -> torch.Tensor:
+    """x: (rows, seq, heads, head_dim) queries of the chosen heads (None = all heads); levels:
+    (rows,) target level indices. Returns the steered queries, same shape."""
+    def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
+        return t if heads is None else t.index_select(dim, heads)
+
     if cfg.method == "sae":
-        sae = bank.sae
-        W_enc, b_enc = sae.W_enc.index_select(0, h), sae.b_enc.index_select(0, h)
-        W_dec, b_dec = sae.W_dec.index_select(0, h), sae.b_dec.index_select(0, h)
-        pre = torch.einsum("rshd,hdk->rshk", x - b_dec, W_enc) + b_enc
-        z0 = torch.relu(pre)
-        if sae.architecture == "topk":
-            vals, idx = z0.topk(min(sae.k, sae.d_sae), dim=-1)
-            z0 = torch.zeros_like(z0).scatter_(-1, idx, vals)
-        target = bank.codes.index_select(0, levels).index_select(1, h)[:, None]  # (rows, 1, heads, K)
+        z0 = bank.sae.encode(x, heads)
+        target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
         if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
-            target = z0 + cfg.alpha * (target - bank.codes.mean(0).index_select(0, h))
+            target = z0 + cfg.alpha * (target - pick(bank.codes.mean(0), 0))
         z = latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
+        W_dec = bank.sae.weights(heads)[2]
         return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec)  # reconstruction error is kept
     if cfg.method == "query":
-        target = bank.queries.index_select(0, levels).index_select(1, h)[:, None]
+        target = pick(bank.queries.index_select(0, levels), 1)[:, None]
         if cfg.target == "delta":
-            target = x + cfg.alpha * (target - bank.query_all.index_select(0, h))
+            target = x + cfg.alpha * (target - pick(bank.query_all, 0))
         return query_descent(x, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
     if cfg.method == "meandiff":
-        diff = (bank.queries.index_select(0, levels) - bank.query_all).index_select(1, h)[:, None]
-        return x + cfg.alpha * diff
+        return x + cfg.alpha * pick(bank.queries.index_select(0, levels) - bank.query_all, 1)[:, None]
     return x
 
 
 @dataclass
 class RowGroup:
-    """Rows of a batch that share one SteerConfig and prompt style (target levels may differ)."""
+    """Rows of a batch that share one SteerConfig and prompt style (target levels may differ).
+    Tensors live on the model's device; heads is None when every head is steered."""
 
     rows: torch.Tensor
     levels: torch.Tensor
     cfg: SteerConfig
-    bank: LayerBank | None = None
+    bank: LayerBank
+    heads: torch.Tensor | None = None
 
 
-def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, heads_of: dict):
-    """The q_proj edit for one layer and one forward (phase 'prompt' or 'generated')."""
+def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int):
+    """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated')."""
     live = [g for g in groups if g.cfg.positions in ("all", phase) and g.cfg.method != "none"]
     if not live:
         return None
@@ -173,18 +171,14 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         q4 = q.view(B, S, n_heads, head_dim)
         out = q4.clone()
         for g in live:
-            heads = heads_of[g.cfg.heads]
-            h = torch.as_tensor(heads, device=q.device)
-            rows = g.rows.to(q.device)
-            x = q4.index_select(0, rows).index_select(2, h)
-            new = steer_rows(g.bank, x, g.levels.to(q.device), heads, g.cfg)
-            block = out.index_select(0, rows)
-            block[:, :, h] = new.to(block.dtype)
-            out[rows] = block
+            block = out.index_select(0, g.rows)
+            x = block if g.heads is None else block.index_select(2, g.heads)
+            new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg).to(block.dtype)
+            if g.heads is None:
+                block = new
+            else:
+                block[:, :, g.heads] = new
+            out[g.rows] = block
         return out.view(B, S, n_heads * head_dim)
 
     return edit
-
-
-def level_index(level: str) -> int:
-    return LEVELS.index(level)

@@ -4,7 +4,7 @@ level prototypes, save everything (SAELens layout + manifest)."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .bloom import LEVELS, load_dataset
 from .hooks import StopForward, capture_queries, query_edits
-from .prompts import messages, render
+from .prompts import messages, pad_right, render
 from .sae import SAETrainConfig, report_json, train_head_saes
 
 
@@ -42,15 +42,7 @@ def capture_train_queries(lm, layers: list[int], style: str = "plain", batch_siz
 
     for i in tqdm(range(0, len(order), batch_size), desc="capturing queries", disable=not progress):
         idx = order[i : i + batch_size]
-        width = max(len(encoded[j][0]) for j in idx)
-        ids = torch.full((len(idx), width), lm.tokenizer.pad_token_id)
-        mask = torch.zeros((len(idx), width), dtype=torch.bool)
-        feedback = torch.zeros_like(mask)
-        for r, j in enumerate(idx):
-            seq, start = encoded[j]
-            ids[r, : len(seq)] = torch.tensor(seq)  # right padding: earlier tokens are unaffected
-            mask[r, : len(seq)] = True
-            feedback[r, start : len(seq)] = True
+        ids, mask, feedback = pad_right([encoded[j] for j in idx], lm.tokenizer.pad_token_id)
         with capture_queries(lm, layers) as store:
             try:
                 with query_edits(lm, {top + 1: stop} if top + 1 < lm.n_layers else {}):
@@ -59,7 +51,7 @@ def capture_train_queries(lm, layers: list[int], style: str = "plain", batch_siz
                 pass
         for layer in layers:
             chunks[layer].append(store[layer][0][mask.to(lm.device)].to("cpu", torch.float16))
-        ex_ids.append(torch.tensor(idx).view(-1, 1).expand(-1, width)[mask])
+        ex_ids.append(torch.tensor(idx).view(-1, 1).expand_as(mask)[mask])
         fb.append(feedback[mask])
     return Captured({layer: torch.cat(c) for layer, c in chunks.items()}, torch.cat(ex_ids), torch.cat(fb),
                     torch.tensor([LEVELS.index(r.level) for r in rows]), style)
@@ -74,6 +66,7 @@ def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None =
     cfg = cfg or SAETrainConfig()
     layers = [lm.check_layer(layer) for layer in layers]
     captured = captured or capture_train_queries(lm, layers, style, progress=progress)
+    style = captured.style  # prototypes belong to the prompt format the queries were read under
     results = {}
     for layer in tqdm(layers, desc="training SAEs", disable=not progress or len(layers) == 1):
         t0 = time.time()

@@ -117,16 +117,18 @@ def test_batched_heads_equal_per_head_reference(lm, method, target):
     x = torch.randn(3, 4, lm.n_heads, lm.head_dim)
     levels = torch.tensor([0, 3, 5])
     heads = [0, 2, 3]
-    batched = steer_rows(bank, x[:, :, heads], levels, heads, cfg)
+    batched = steer_rows(bank, x[:, :, heads], levels, torch.tensor(heads), cfg)
+    every = steer_rows(bank, x, levels, None, cfg)
     for j, h in enumerate(heads):
-        single = steer_rows(bank, x[:, :, [h]], levels, [h], cfg)
+        single = steer_rows(bank, x[:, :, [h]], levels, torch.tensor([h]), cfg)
         assert torch.allclose(batched[:, :, j : j + 1], single, atol=1e-5)
+        assert torch.allclose(every[:, :, h : h + 1], single, atol=1e-5)
 
 
 def test_layer_edit_touches_only_its_rows_and_heads(lm):
     bank = tiny_bank(lm, 1)
     cfg = SteerConfig(method="sae", layers=(1,), heads=(1,), steps=5, lr=0.2, target="prototype")
-    edit = make_layer_edit([RowGroup(torch.tensor([1]), torch.tensor([4]), cfg, bank)], "prompt", 4, 12, {(1,): [1]})
+    edit = make_layer_edit([RowGroup(torch.tensor([1]), torch.tensor([4]), cfg, bank, torch.tensor([1]))], "prompt", 4, 12)
     q = torch.randn(2, 5, 48)
     out = edit(q).view(2, 5, 4, 12)
     q4 = q.view(2, 5, 4, 12)
@@ -134,7 +136,7 @@ def test_layer_edit_touches_only_its_rows_and_heads(lm):
     assert torch.equal(out[1][:, [0, 2, 3]], q4[1][:, [0, 2, 3]])
     assert not torch.equal(out[1][:, 1], q4[1][:, 1])
     gen_only = SteerConfig(method="sae", layers=(1,), positions="generated")
-    assert make_layer_edit([RowGroup(torch.tensor([0]), torch.tensor([0]), gen_only, bank)], "prompt", 4, 12, {None: [0, 1, 2, 3]}) is None
+    assert make_layer_edit([RowGroup(torch.tensor([0]), torch.tensor([0]), gen_only, bank)], "prompt", 4, 12) is None
 
 
 def test_threads_with_different_settings_are_isolated(lm):
