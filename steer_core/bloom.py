@@ -22,6 +22,16 @@ DESCRIPTIONS: dict[str, str] = {
     "create": "Produce something new: propose a plan, a hypothesis, an experiment, a design or an original piece.",
 }
 
+# Each level's textbook verb, as regexes: the dataset must not let one stock verb give a level away.
+TEXTBOOK_VERBS: dict[str, str] = {
+    "remember": r"\b(recall\w*|remember\w*)",
+    "understand": r"\bexplain\w*",
+    "apply": r"\b(apply|applie\w*|applying|application\w*)",
+    "analyze": r"\b(analy[sz]\w*|compar\w*)",
+    "evaluate": r"\b(evaluat\w*|justif\w*)",
+    "create": r"\b(creat\w*|design\w*)",
+}
+
 SPLITS = ("train", "test")
 FIELDS = ("id", "scenario_id", "subject", "question", "student_answer", "level", "feedback", "split")
 

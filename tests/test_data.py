@@ -6,16 +6,8 @@ import re
 
 import pytest
 
-from steer_core.bloom import DESCRIPTIONS, LEVELS, DatasetError, load_dataset, normalize_level, scenarios
-
-TEXTBOOK_VERBS = {
-    "remember": r"\b(recall\w*|remember\w*)",
-    "understand": r"\bexplain\w*",
-    "apply": r"\b(apply|applie\w*|applying|application\w*)",
-    "analyze": r"\b(analy[sz]\w*|compar\w*)",
-    "evaluate": r"\b(evaluat\w*|justif\w*)",
-    "create": r"\b(creat\w*|design\w*)",
-}
+from steer_core.bloom import (DESCRIPTIONS, LEVELS, TEXTBOOK_VERBS, DatasetError, load_dataset, normalize_level,
+                               scenarios)
 
 
 def test_levels_are_ordered_and_described():
