@@ -143,6 +143,58 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _eval_scenarios(path: str | None, split: str, limit: int | None):
+    """Scenarios from the dataset (default: its test split) or any JSONL of question/student_answer/id."""
+    from .bloom import FeedbackExample, scenarios
+
+    if path is None:
+        items = scenarios(load_dataset(split=None if split == "all" else split))
+    else:
+        items, seen = [], set()
+        for lineno, o in _read_jsonl(path):
+            if split != "all" and "split" in o and o["split"] != split:
+                continue
+            sid = str(o.get("scenario_id", o.get("id", f"line{lineno}")))
+            if sid in seen:
+                continue
+            q, a = o.get("question"), o.get("student_answer")
+            if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
+                raise UsageError(f"{path} line {lineno}: needs non-empty string fields 'question' and 'student_answer'")
+            seen.add(sid)
+            items.append(FeedbackExample(id=sid, scenario_id=sid, subject=str(o.get("subject", "")), question=q,
+                                         student_answer=a, level="remember", feedback="-", split="test"))
+        if not items:
+            raise UsageError(f"{path}: no scenarios (split {split!r})")
+    if limit is not None:
+        if limit < 1:
+            raise UsageError("--limit must be >= 1")
+        items = items[:limit]
+    return items
+
+
+def cmd_eval(args) -> int:
+    from .evaluation import parse_layers, run_eval
+    from .models import load_model
+    from .steering import SteerConfig
+
+    try:
+        layer_sets = [parse_layers(spec) for spec in args.layers]
+    except ValueError:
+        raise UsageError(f"--layers takes layer sets like 15 8-21 3,9,15; got {' '.join(args.layers)!r}") from None
+    levels = [normalize_level(lv) for lv in args.levels]
+    items = _eval_scenarios(args.scenarios, args.split, args.limit)
+    steer = SteerConfig(layers=layer_sets[0], heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
+                        alpha=args.alpha, target=args.target, positions=args.positions)
+    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    for layers in layer_sets:
+        for layer in layers:
+            lm.check_layer(layer)
+    report = run_eval(lm, items, args.methods, levels, layer_sets, steer, Path(args.out),
+                      max_new_tokens=args.max_new_tokens, style=args.style, max_batch=args.max_batch)
+    print(json.dumps(report))
+    return 0
+
+
 def cmd_train(args) -> int:
     from .bank import bank_roots
     from .evaluation import parse_layers
@@ -199,6 +251,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("eval", help="methods x levels x layers over scenarios: results.csv, summary.csv, report.html")
+    e.add_argument("--scenarios", default=None,
+                   help="JSONL with question, student_answer, id (default: the dataset's scenarios)")
+    e.add_argument("--split", default="test", choices=("test", "train", "all"),
+                   help="keep lines of this split when the file has a 'split' field (default test)")
+    e.add_argument("--limit", type=int, default=None, help="only the first N scenarios")
+    e.add_argument("--methods", nargs="+", default=["none", "sae", "query", "fewshot", "instruction"],
+                   choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
+    e.add_argument("--levels", nargs="+", default=list(LEVELS))
+    e.add_argument("--layers", nargs="+", default=["8-21"], help="one or more layer sets: 15 8-21 0-29 (default 8-21)")
+    e.add_argument("--heads", default="all")
+    e.add_argument("--steps", type=int, default=20)
+    e.add_argument("--lr", type=float, default=0.2)
+    e.add_argument("--mu", type=float, default=0.0)
+    e.add_argument("--alpha", type=float, default=8.0)
+    e.add_argument("--target", default="delta", choices=("delta", "prototype"))
+    e.add_argument("--positions", default="all", choices=("all", "prompt", "generated"))
+    e.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    e.add_argument("--max-new-tokens", type=int, default=64)
+    e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
+    e.add_argument("--model", default="smollm2-135m-instruct")
+    e.add_argument("--no-adapter", action="store_true")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
+    e.set_defaults(func=cmd_eval)
 
     t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers")
     t.add_argument("--model", default="smollm2-135m-instruct")

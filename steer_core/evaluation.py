@@ -2,7 +2,8 @@
 
 Each scenario is one batch: all methods and levels of it share the base prompt (few-shot and
 instruction rows are left-padded into the same batch), so a grid costs one generation loop per
-scenario and layer set.
+scenario and layer set. `run_eval` appends judged rows to `results.csv` as each batch finishes,
+so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -92,6 +93,87 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
     return rows_out
 
 
+RESULT_FIELDS = ["scenario_id", "method", "level", "layers", "setting", "style", "model", "text", "new_tokens",
+                 "seconds", "ppl", "pred", "pred_index", "target_prob", "probs"]
+
+
+def row_key(r: dict) -> tuple:
+    return (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
+
+
+def read_results(path: Path) -> list[dict]:
+    """Rows of a results.csv; a row cut short by an interrupted write is dropped (and redone)."""
+    if not Path(path).is_file():
+        return []
+    return [r for r in read_csv(path) if r.get("probs") and None not in r.values()]
+
+
+def append_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file() or path.stat().st_size == 0
+    with path.open("a", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+        fh.flush()
+
+
+def run_eval(lm, scenarios: Sequence[FeedbackExample], methods: Sequence[str], levels: Sequence[str],
+             layer_sets: Sequence[tuple[int, ...]], steer: SteerConfig, out_dir: Path, max_new_tokens: int = 64,
+             style: str = "plain", judge=None, progress: bool = True, max_batch: int = 96) -> dict:
+    """The `eval` command: resumable grid -> results.csv, then summary.csv and report.html."""
+    out_dir = Path(out_dir)
+    results = out_dir / "results.csv"
+    existing = read_results(results)
+    if results.is_file() and len(existing) < len(read_csv(results)):  # drop torn rows before appending
+        write_csv(results, existing, RESULT_FIELDS) if existing else results.unlink()
+    done = {row_key(r) for r in existing}
+    from .judge import default_judge
+
+    judge = judge or default_judge()
+
+    def on_rows(rows):
+        append_csv(results, add_judgements(rows, judge), RESULT_FIELDS)
+
+    new = run_grid(lm, scenarios, methods, levels, layer_sets, steer, max_new_tokens=max_new_tokens, style=style,
+                   done=done, progress=progress, on_rows=on_rows, max_batch=max_batch)
+    wanted = {s.scenario_id for s in scenarios}
+    rows = [r for r in read_results(results) if r["scenario_id"] in wanted]
+    summary = summarize(rows, similarity=unsteered_similarity(rows))
+    write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)
+    write_report(out_dir / "report.html", summary, rows)
+    return {"results": str(results), "summary": str(out_dir / "summary.csv"), "report": str(out_dir / "report.html"),
+            "generated": len(new), "skipped": len(done), "rows": len(rows)}
+
+
+def unsteered_similarity(rows: list[dict]) -> dict[tuple, float]:
+    """row_key -> MiniLM cosine between a row's text and the unsteered text of its scenario: how much
+    of the original feedback survives steering (1 = unchanged)."""
+    from .judge import embed
+
+    base = {(r["scenario_id"], r["style"], r["model"]): r["text"] for r in rows if r["method"] == "none"}
+    pairs = [(r, base.get((r["scenario_id"], r["style"], r["model"]))) for r in rows]
+    pairs = [(r, b) for r, b in pairs if b is not None]
+    if not pairs:
+        return {}
+    a = embed([r["text"] or " " for r, _ in pairs])
+    b = embed([t or " " for _, t in pairs])
+    sims = (a * b).sum(-1)
+    return {row_key(r): float(s) for (r, _), s in zip(pairs, sims)}
+
+
+def write_report(path: Path, summary: list[dict], rows: list[dict]) -> None:
+    from .charts import accuracy_by_method_level, layer_sweep, report_html
+    from .io_utils import atomic_write_text
+
+    n_sc = len({r["scenario_id"] for r in rows})
+    intro = (f"<p>{len(rows)} generations over {n_sc} scenarios. Accuracy = the judge's predicted level equals the "
+             "target level (chance 1/6). Figures from <code>summary.csv</code> next to this file.</p>")
+    html = report_html([accuracy_by_method_level(summary), layer_sweep(summary)], "Bloom steering evaluation", intro)
+    atomic_write_text(path, html)
+
+
 def add_judgements(rows: list[dict], judge=None) -> list[dict]:
     from .judge import default_judge
 
@@ -105,10 +187,21 @@ def add_judgements(rows: list[dict], judge=None) -> list[dict]:
     return rows
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per (model, style, method, layers, level) and per (model, style, method, layers) overall:
-    target accuracy, mean judged level index, perplexity, length."""
+SUMMARY_FIELDS = ["model", "style", "method", "layers", "level", "n", "accuracy", "mean_level_index", "level_shift",
+                  "level_corr", "ppl", "ppl_ratio", "similarity", "words"]
+
+
+def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) -> list[dict]:
+    """Per (model, style, method, layers, level) and per (model, style, method, layers) overall
+    (level "ALL"): target accuracy, mean judged level index and its shift from unsteered, the
+    correlation of judged with target level index (ALL rows: does the judged level follow the
+    target?), median perplexity and its ratio to unsteered's, similarity to the unsteered text,
+    length in words."""
     import numpy as np
+
+    similarity = similarity or {}
+    for r in rows:
+        r["_sim"] = similarity.get(row_key(r), float("nan"))
 
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -126,12 +219,29 @@ def summarize(rows: list[dict]) -> list[dict]:
     for s in out:
         agg.setdefault((s["model"], s["style"], s["method"], s["layers"]), []).append(s)
     for (model, style, method, layers), ss in sorted(agg.items()):
+        rs = [r for key, g in groups.items() if key[:4] == (model, style, method, layers) for r in g]
+        corr = float("nan")
+        if method != "none":
+            t = np.array([LEVELS.index(r["level"]) for r in rs], dtype=float)
+            p = np.array([int(r["pred_index"]) for r in rs], dtype=float)
+            if t.std() > 0 and p.std() > 0:
+                corr = float(np.corrcoef(t, p)[0, 1])
         out.append({"model": model, "style": style, "method": method, "layers": layers, "level": "ALL",
                     "n": sum(s["n"] for s in ss),
                     "accuracy": round(float(np.mean([s["accuracy"] for s in ss])), 4),
                     "mean_level_index": round(float(np.mean([s["mean_level_index"] for s in ss])), 3),
+                    "level_corr": round(corr, 3),
                     "ppl": round(float(np.nanmedian([s["ppl"] for s in ss])), 3),
+                    "similarity": round(float(np.nanmean([s["similarity"] for s in ss])), 3)
+                    if any(np.isfinite(s["similarity"]) for s in ss) else float("nan"),
                     "words": round(float(np.mean([s["words"] for s in ss])), 1)})
+    base = {(s["model"], s["style"], s["level"]): s for s in out if s["method"] == "none"}
+    for s in out:
+        b = base.get((s["model"], s["style"], s["level"]))
+        s["level_shift"] = round(s["mean_level_index"] - b["mean_level_index"], 3) if b else float("nan")
+        s["ppl_ratio"] = round(s["ppl"] / b["ppl"], 3) if b and b["ppl"] and np.isfinite(b["ppl"]) else float("nan")
+    for r in rows:
+        r.pop("_sim", None)
     return out
 
 
@@ -139,10 +249,12 @@ def _stats(model, style, method, layers, level, rs, target):
     import numpy as np
 
     ppl = [float(r["ppl"]) for r in rs if r["ppl"] not in ("", None) and not np.isnan(float(r["ppl"]))]
+    sims = np.array([r.get("_sim", float("nan")) for r in rs], dtype=float)
     return {"model": model, "style": style, "method": method, "layers": layers, "level": level, "n": len(rs),
             "accuracy": round(float(np.mean([r["pred"] == target for r in rs])), 4),
             "mean_level_index": round(float(np.mean([int(r["pred_index"]) for r in rs])), 3),
             "ppl": round(float(np.median(ppl)), 3) if ppl else float("nan"),
+            "similarity": round(float(np.nanmean(sims)), 3) if np.isfinite(sims).any() else float("nan"),
             "words": round(float(np.mean([len(str(r["text"]).split()) for r in rs])), 1)}
 
 

@@ -7,7 +7,7 @@ import torch
 
 from steer_core.hooks import active_hook_count, capture_queries, query_edits
 from steer_core.sae import HeadSAEs, SAEFileError, SAETrainConfig, load_head_saes, save_head_saes, train_head_saes
-from steer_core.steering import RowGroup, SteerConfig, latent_descent, make_layer_edit, steer_rows
+from steer_core.steering import RowGroup, SteerConfig, latent_descent, make_layer_edit, query_descent, steer_rows
 from tiny import tiny_bank, tiny_lm
 
 
@@ -108,6 +108,21 @@ def test_descent_lowers_distance_to_prototype():
     z, trace = latent_descent(z0, p, 4, 0.1, trace_to=p.unsqueeze(0))
     assert trace.shape == (5, 1, 5, 3) and (trace[-1] < trace[0]).all()
     assert torch.equal(latent_descent(z0, p, steps=0, lr=0.1), z0)
+
+
+@pytest.mark.parametrize("lr,mu,steps", [(0.2, 0.0, 20), (0.1, 0.5, 7), (0.05, 2.0, 3), (0.4, 0.0, 5), (0.6, 0.0, 4)])
+def test_closed_form_descent_equals_the_step_loop(lr, mu, steps):
+    """The l2 fast path must give what T explicit steps give (lr 0.6 overshoots: loop fallback)."""
+    g = torch.Generator().manual_seed(1)
+    z0 = torch.relu(torch.randn(6, 3, 32, generator=g))
+    target = 2 * torch.randn(6, 3, 32, generator=g)  # negative coordinates exercise the relu clamp
+    fast = latent_descent(z0, target, steps, lr, mu)
+    loop, _ = latent_descent(z0, target, steps, lr, mu, trace_to=torch.zeros(1, 1, 1, 32))
+    assert torch.allclose(fast, loop, atol=1e-5)
+    q0 = torch.randn(6, 3, 32, generator=g)
+    assert torch.allclose(query_descent(q0, target, steps, lr, mu),
+                          latent_descent(q0, target, steps, lr, mu, nonneg=False, trace_to=torch.zeros(1, 32))[0],
+                          atol=1e-5)
 
 
 @pytest.mark.parametrize("method,target", [("sae", "prototype"), ("sae", "delta"), ("query", "prototype"), ("meandiff", "delta")])

@@ -1,0 +1,489 @@
+"""Plotly figures that show a teacher *why* steering changed the feedback.
+
+Numbers alone (a judge score, a distance) do not explain what the sparse autoencoders see. These
+charts put the same quantities the engine computes -- sparse codes, distances to the six level
+prototypes, judge probabilities, evaluation summaries -- into small, consistently coloured pictures:
+one colour per Bloom level and one per steering method everywhere, so the web UI and the standalone
+HTML report read the same way. The module only builds figures (no gradio import); callers decide
+where to show them.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .bloom import LEVELS
+
+__all__ = [
+    "LEVEL_COLORS",
+    "METHOD_COLORS",
+    "METHOD_LABELS",
+    "latent_bars",
+    "token_latent_heatmap",
+    "descent_trace",
+    "judge_probs",
+    "separability_map",
+    "accuracy_by_method_level",
+    "layer_sweep",
+    "report_html",
+]
+
+# Okabe-Ito-like qualitative palette: distinguishable for common colour-vision deficiencies.
+LEVEL_COLORS: dict[str, str] = dict(
+    zip(LEVELS, ("#0072B2", "#56B4E9", "#009E73", "#E69F00", "#D55E00", "#CC79A7"), strict=True)
+)
+
+METHOD_COLORS: dict[str, str] = {
+    "none": "#7F7F7F",
+    "sae": "#1F77B4",
+    "query": "#17BECF",
+    "meandiff": "#9467BD",
+    "fewshot": "#FF7F0E",
+    "instruction": "#2CA02C",
+}
+
+METHOD_LABELS: dict[str, str] = {
+    "none": "Unsteered",
+    "sae": "SAE-steered",
+    "query": "Query-steered",
+    "meandiff": "Mean-difference",
+    "fewshot": "Few-shot",
+    "instruction": "Instruction",
+}
+
+_FALLBACK_COLORS = ("#8C564B", "#E377C2", "#BCBD22", "#393B79", "#637939", "#843C39")
+_PATTERNS = ("", "/", "x", ".", "\\", "+", "-", "|")
+_CHANCE = 1.0 / len(LEVELS)
+_HEIGHT = 360
+_MAX_TOKENS = 120
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _style(fig: go.Figure, title: str, xtitle: str, ytitle: str, height: int = _HEIGHT) -> go.Figure:
+    """Apply the shared look: title, axis titles, white template, compact size."""
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        template="plotly_white",
+        height=height,
+        margin={"l": 10, "r": 10, "t": 48, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        hoverlabel={"align": "left"},
+    )
+    fig.update_xaxes(title_text=xtitle, automargin=True)
+    fig.update_yaxes(title_text=ytitle, automargin=True)
+    return fig
+
+
+def _note(fig: go.Figure, text: str) -> go.Figure:
+    """Centre a grey message on an otherwise empty figure."""
+    fig.add_annotation(
+        text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 14, "color": "#777"}
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def _vector(x: Any, name: str) -> np.ndarray:
+    """A 1-D float array, or ValueError naming the argument."""
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    return arr
+
+
+def _method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _method_color(method: str) -> str:
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _FALLBACK_COLORS[sum(map(ord, method)) % len(_FALLBACK_COLORS)]
+
+
+def _check_level(level: str, name: str = "target_level") -> int:
+    if level not in LEVELS:
+        raise ValueError(f"{name} must be one of {', '.join(LEVELS)}; got {level!r}")
+    return LEVELS.index(level)
+
+
+def _top_ids(scores: np.ndarray, top: int) -> np.ndarray:
+    """Indices of the `top` largest scores, largest first (ties: lower index first)."""
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    return np.argsort(-scores, kind="stable")[: min(top, scores.size)]
+
+
+def _given_ids(latent_ids: Sequence[int], k: int) -> np.ndarray:
+    ids = np.asarray(latent_ids)
+    if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError("latent_ids must be a non-empty 1-D sequence of integers")
+    if ids.min() < 0 or ids.max() >= k:
+        raise ValueError(f"latent_ids must lie in [0, {k}); got min {ids.min()}, max {ids.max()}")
+    return ids
+
+
+def _latent_labels(ids: np.ndarray) -> list[str]:
+    return [f"#{int(i)}" for i in ids]
+
+
+def _clean_token(tok: str) -> str:
+    """Make a token readable as a tick label: visible newlines/tabs, no stray spaces, no HTML."""
+    t = str(tok).replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎").replace("\t", "⇥").strip()
+    return html.escape(t, quote=False) if t else "␣"
+
+
+def _rows(summary_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Normalise CSV-like rows: strings for method/layers/level, float accuracy."""
+    out = []
+    for i, row in enumerate(summary_rows):
+        missing = [k for k in ("method", "layers", "level", "accuracy") if k not in row]
+        if missing:
+            raise ValueError(f"summary row {i} lacks {', '.join(missing)}: {dict(row)!r}")
+        try:
+            acc = float(row["accuracy"])
+        except (TypeError, ValueError):
+            raise ValueError(f"summary row {i}: accuracy {row['accuracy']!r} is not a number") from None
+        layers = str(row["layers"]).strip() or "-"
+        method, level = str(row["method"]).strip(), str(row["level"]).strip()
+        out.append({"method": method, "layers": layers, "level": level, "accuracy": acc})
+    return out
+
+
+def _add_chance(fig: go.Figure) -> None:
+    fig.add_hline(
+        y=_CHANCE,
+        line={"dash": "dash", "color": "#888", "width": 1},
+        annotation_text="chance",
+        annotation_position="top left",
+        annotation_font={"color": "#666", "size": 11},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# per-request figures (what steering did to one answer)
+# ---------------------------------------------------------------------------------------------
+
+
+def latent_bars(
+    before: Any,
+    after: Any,
+    prototype: Any,
+    latent_ids: Sequence[int] | None = None,
+    top: int = 15,
+    title: str | None = None,
+    level: str | None = None,
+) -> go.Figure:
+    """Grouped bars of one head's mean sparse code before/after steering next to the target prototype.
+
+    Shows the `top` latents with the largest value in any of the three codes (or `latent_ids`).
+    """
+    b, a, p = _vector(before, "before"), _vector(after, "after"), _vector(prototype, "prototype")
+    if not b.shape == a.shape == p.shape:
+        raise ValueError(f"before, after and prototype must have the same length; got {b.size}, {a.size}, {p.size}")
+    if b.size == 0:
+        raise ValueError("before/after/prototype are empty (no latents)")
+    ids = _given_ids(latent_ids, b.size) if latent_ids is not None else _top_ids(np.maximum(np.maximum(b, a), p), top)
+    x = _latent_labels(ids)
+    proto_name = f"{level} prototype" if level else "target prototype"
+    proto_color = LEVEL_COLORS.get(level or "", "#444444")
+    fig = go.Figure()
+    for name, vals, color in (
+        ("before steering", b, "#BBBBBB"),
+        ("after steering", a, METHOD_COLORS["sae"]),
+        (proto_name, p, proto_color),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=vals[ids],
+                name=name,
+                marker_color=color,
+                hovertemplate=f"latent %{{x}}<br>{html.escape(name)}: %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_xaxes(type="category")
+    return _style(fig, title or "Top latents: before vs after steering vs target", "SAE latent", "mean activation")
+
+
+def token_latent_heatmap(
+    tokens: Sequence[str], codes: Any, latent_ids: Sequence[int] | None = None, top: int = 20, title: str | None = None
+) -> go.Figure:
+    """Heatmap of one head's sparse code per token (rows: tokens, columns: the most active latents).
+
+    Only the last 120 tokens are drawn; the top latents are chosen over those tokens.
+    """
+    tokens = list(tokens)
+    z = np.asarray(codes, dtype=float)
+    if z.ndim != 2:
+        raise ValueError(f"codes must be a 2-D (tokens, latents) array, got shape {z.shape}")
+    if z.shape[0] != len(tokens):
+        raise ValueError(f"codes has {z.shape[0]} rows but there are {len(tokens)} tokens")
+    title = title or "Sparse code per token (latents × tokens)"
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        return _style(_note(go.Figure(), "no tokens to show"), title, "", "")
+    start = max(0, len(tokens) - _MAX_TOKENS)
+    z, tokens = z[start:], tokens[start:]
+    ids = _given_ids(latent_ids, z.shape[1]) if latent_ids is not None else _top_ids(z.sum(axis=0), top)
+    y = [f"{start + i}: {_clean_token(t)}" for i, t in enumerate(tokens)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z[:, ids],
+            x=_latent_labels(ids),
+            y=y,
+            colorscale="Blues",
+            zmin=0.0 if np.nanmin(z[:, ids]) >= 0 else None,
+            colorbar={"title": {"text": "activation"}, "thickness": 12},
+            hovertemplate="token %{y}<br>latent %{x}<br>activation %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _style(fig, title, "SAE latent", "token (position: text)", height=380)
+
+
+def descent_trace(trace: Any, target_level: str, title: str | None = None) -> go.Figure:
+    """Distance of the sparse code to each level's prototype over the descent steps; target drawn bold."""
+    t_idx = _check_level(target_level)
+    d = np.asarray(trace, dtype=float)
+    if d.ndim != 2 or d.shape[1] != len(LEVELS):
+        raise ValueError(f"trace must have shape (steps + 1, {len(LEVELS)}), got {d.shape}")
+    if d.shape[0] == 0:
+        raise ValueError("trace has no rows (expected at least the 'before' row)")
+    steps = np.arange(d.shape[0])
+    fig = go.Figure()
+    for j, level in enumerate(LEVELS):
+        is_target = j == t_idx
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=d[:, j],
+                name=f"{level} (target)" if is_target else level,
+                mode="lines+markers" if is_target else "lines",
+                line={
+                    "color": LEVEL_COLORS[level],
+                    "width": 4 if is_target else 1.5,
+                    "dash": "solid" if is_target else "dot",
+                },
+                opacity=1.0 if is_target else 0.7,
+                hovertemplate=f"{level}<br>step %{{x}}<br>distance %{{y:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(tickmode="auto", rangemode="tozero")
+    title = title or f"Descent toward '{target_level}': distance to each level's prototype"
+    return _style(fig, title, "descent step", "distance to prototype")
+
+
+def judge_probs(probs: Mapping[str, Sequence[float]], target_level: str, title: str | None = None) -> go.Figure:
+    """Grouped bars of the judge's six level probabilities, one series per method; target level shaded."""
+    t_idx = _check_level(target_level)
+    title = title or "Judge: probability of each level, per method"
+    fig = go.Figure()
+    for method, values in probs.items():
+        v = _vector(values, f"probs[{method!r}]")
+        if v.size != len(LEVELS):
+            raise ValueError(f"probs[{method!r}] must have {len(LEVELS)} values (one per level), got {v.size}")
+        label = _method_label(method)
+        fig.add_trace(
+            go.Bar(
+                x=list(LEVELS),
+                y=v,
+                name=label,
+                marker_color=_method_color(method),
+                hovertemplate=f"{html.escape(label)}<br>%{{x}}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    if not fig.data:
+        return _style(_note(fig, "no judge results"), title, "", "")
+    fig.add_vrect(
+        x0=t_idx - 0.5, x1=t_idx + 0.5, fillcolor=LEVEL_COLORS[target_level], opacity=0.15, layer="below", line_width=0
+    )
+    ticktext = [f"<b>{lv} (target)</b>" if i == t_idx else lv for i, lv in enumerate(LEVELS)]
+    fig.update_layout(barmode="group", bargap=0.2)
+    fig.update_xaxes(type="category", tickmode="array", tickvals=list(LEVELS), ticktext=ticktext)
+    fig.update_yaxes(range=[0, 1])
+    return _style(fig, title, "Bloom level", "judge probability")
+
+
+# ---------------------------------------------------------------------------------------------
+# model-level and evaluation figures
+# ---------------------------------------------------------------------------------------------
+
+
+def separability_map(
+    scores: Any,
+    layers: Sequence[Any] | None = None,
+    title: str | None = None,
+    highlight: tuple[Any, Sequence[int]] | None = None,
+) -> go.Figure:
+    """Heatmap of prototype separability per (layer, head); NaN = no SAE; `highlight` outlines chosen cells."""
+    s = np.asarray(scores, dtype=float)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be a 2-D (layers, heads) array, got shape {s.shape}")
+    n_layers, n_heads = s.shape
+    layer_labels = [str(v) for v in (range(n_layers) if layers is None else layers)]
+    if len(layer_labels) != n_layers:
+        raise ValueError(f"layers has {len(layer_labels)} labels but scores has {n_layers} rows")
+    heads = [str(h) for h in range(n_heads)]
+    finite = np.isfinite(s)
+    cell = np.char.add(
+        np.char.add(np.char.add("layer ", np.asarray(layer_labels)[:, None]), ", head "), np.asarray(heads)[None, :]
+    )
+    text = np.char.add(np.char.add(cell, ": "), np.where(finite, np.char.mod("%.3f", np.nan_to_num(s)), "no SAE"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=s,
+            x=heads,
+            y=layer_labels,
+            text=text,
+            colorscale="Viridis",
+            hoverongaps=True,
+            colorbar={"title": {"text": "separability"}, "thickness": 12},
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+    if highlight is not None:
+        h_layer, h_heads = highlight
+        if str(h_layer) not in layer_labels:
+            raise ValueError(f"highlight layer {h_layer!r} is not one of the layers {layer_labels}")
+        row = layer_labels.index(str(h_layer))
+        for h in h_heads:
+            if not 0 <= int(h) < n_heads:
+                raise ValueError(f"highlight head {h} is out of range [0, {n_heads})")
+            fig.add_shape(
+                type="rect",
+                x0=int(h) - 0.5, x1=int(h) + 0.5, y0=row - 0.5, y1=row + 0.5,
+                xref="x", yref="y",
+                line={"color": "#D62728", "width": 3},
+                fillcolor="rgba(0,0,0,0)",
+            )
+    if not finite.any():
+        fig.add_annotation(text="no trained SAEs", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return _style(
+        fig, title or "Where do the six levels differ? Prototype separability per layer and head", "head h", "layer l"
+    )
+
+
+def accuracy_by_method_level(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Grouped bars of target-level accuracy per level, one series per (method, layers); chance at 1/6."""
+    title = title or "Target-level accuracy by method and level"
+    rows = [r for r in _rows(summary_rows) if r["level"] != "ALL"]
+    for r in rows:
+        _check_level(r["level"], "level")
+    series: dict[tuple[str, str], np.ndarray] = {}
+    for r in rows:
+        y = series.setdefault((r["method"], r["layers"]), np.full(len(LEVELS), np.nan))
+        y[LEVELS.index(r["level"])] = r["accuracy"]
+    fig = go.Figure()
+    if not series:
+        return _style(_note(fig, "no per-level rows in this evaluation"), title, "", "")
+    seen: dict[str, int] = {}
+    for (method, layers), y in series.items():
+        label = _method_label(method) if layers == "-" else f"{_method_label(method)} ({layers})"
+        k = seen[method] = seen.get(method, -1) + 1  # same method at other layers: same colour, new pattern
+        fig.add_trace(
+            go.Bar(
+                x=list(LEVELS),
+                y=y,
+                name=label,
+                marker={"color": _method_color(method), "pattern": {"shape": _PATTERNS[k % len(_PATTERNS)]}},
+                hovertemplate=f"{html.escape(label)}<br>%{{x}}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    _add_chance(fig)
+    fig.update_layout(barmode="group", bargap=0.2)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[0, 1])
+    return _style(fig, title, "target Bloom level", "target-level accuracy")
+
+
+def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Overall accuracy against the single steered layer, one line per method; unsteered baselines dashed."""
+    title = title or "Layer sweep: accuracy vs steered layer"
+    rows = [r for r in _rows(summary_rows) if r["level"] == "ALL"]
+    single = [r for r in rows if r["layers"].isdigit()]
+    fig = go.Figure()
+    if not single:
+        return _style(_note(fig, "no single-layer runs in this evaluation"), title, "steered layer", "accuracy")
+    by_method: dict[str, dict[int, float]] = {}
+    for r in single:
+        by_method.setdefault(r["method"], {})[int(r["layers"])] = r["accuracy"]
+    all_layers = np.array([int(r["layers"]) for r in single])
+    lo, hi = int(all_layers.min()), int(all_layers.max())
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    for method, points in by_method.items():
+        xs = np.array(sorted(points))
+        label = _method_label(method)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[points[int(x)] for x in xs],
+                name=label,
+                mode="lines+markers",
+                line={"color": _method_color(method), "width": 2.5},
+                hovertemplate=f"{html.escape(label)}<br>layer %{{x}}: %{{y:.2f}}<extra></extra>",
+            )
+        )
+    refs: dict[str, float] = {}
+    for r in rows:
+        if r["layers"] == "-":
+            refs[r["method"]] = r["accuracy"]
+    for method, acc in refs.items():
+        label = _method_label(method)
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[acc, acc],
+                name=label,
+                mode="lines",
+                line={"color": _method_color(method), "width": 1.5, "dash": "dash"},
+                hovertemplate=f"{html.escape(label)} (no steered layer): {acc:.2f}<extra></extra>",
+            )
+        )
+    _add_chance(fig)
+    fig.update_xaxes(tickmode="auto")
+    fig.update_yaxes(range=[0, 1])
+    return _style(fig, title, "steered layer", "target-level accuracy")
+
+
+# ---------------------------------------------------------------------------------------------
+# standalone report
+# ---------------------------------------------------------------------------------------------
+
+
+def report_html(figures: Sequence[go.Figure], title: str, intro_html: str = "") -> str:
+    """A self-contained HTML page (plotly.js inlined once, works offline) with a heading, intro and figures."""
+    parts = []
+    for i, fig in enumerate(figures):
+        if not isinstance(fig, go.Figure):
+            raise ValueError(f"figures[{i}] is {type(fig).__name__}, not a plotly Figure")
+        parts.append(
+            '<section class="chart">'
+            + fig.to_html(
+                full_html=False,
+                include_plotlyjs="inline" if i == 0 else False,
+                config={"displaylogo": False, "responsive": True},
+            )
+            + "</section>"
+        )
+    head = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{head}</title>\n"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:1.5em auto;padding:0 1em;color:#222}"
+        ".chart{margin:1.2em 0}</style>\n</head>\n<body>\n"
+        f"<h1>{head}</h1>\n<div class=\"intro\">{intro_html}</div>\n" + "\n".join(parts) + "\n</body>\n</html>\n"
+    )

@@ -1,0 +1,69 @@
+"""The evaluation tables: summary statistics on hand-made rows (fast) and the resumable `eval`
+command on the real model (slow)."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from steer_core.bloom import LEVELS
+from steer_core.evaluation import parse_layers, read_results, summarize
+
+
+def _row(sid, method, level, pred, ppl=2.0, layers="15"):
+    return {"scenario_id": sid, "method": method, "level": level, "layers": layers if method in ("sae", "query") else "-",
+            "setting": "s" if method in ("sae", "query") else "-", "style": "plain", "model": "m", "text": "a b c",
+            "ppl": ppl, "pred": pred, "pred_index": LEVELS.index(pred)}
+
+
+def test_summary_accuracy_shift_correlation_and_ppl_ratio():
+    rows = [_row(s, "none", "-", "remember", ppl=2.0) for s in ("a", "b")]
+    # steering that always hits its target: accuracy 1, judged level follows the target exactly
+    rows += [_row(s, "sae", lv, lv, ppl=3.0) for s in ("a", "b") for lv in LEVELS]
+    rows += [_row(s, "query", lv, "remember", ppl=4.0) for s in ("a", "b") for lv in LEVELS]
+    out = {(r["method"], r["level"]): r for r in summarize(rows)}
+    assert out[("sae", "ALL")]["accuracy"] == 1.0 and out[("sae", "ALL")]["level_corr"] == 1.0
+    assert out[("query", "ALL")]["accuracy"] == pytest.approx(1 / 6, abs=1e-3)
+    assert math.isnan(out[("query", "ALL")]["level_corr"])  # judged level never moves
+    assert out[("none", "remember")]["accuracy"] == 1.0 and out[("none", "create")]["accuracy"] == 0.0
+    assert out[("sae", "create")]["level_shift"] == 5.0 and out[("sae", "ALL")]["level_shift"] == 2.5
+    assert out[("sae", "ALL")]["ppl_ratio"] == 1.5 and out[("query", "ALL")]["ppl_ratio"] == 2.0
+
+
+def test_parse_layers():
+    assert parse_layers("15") == (15,) and parse_layers("8-10") == (8, 9, 10) and parse_layers("3,1,3") == (1, 3)
+    with pytest.raises(ValueError):
+        parse_layers(",")
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_tables_and_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "steer_core", "eval", "--limit", "1", "--levels", "apply", "create",
+           "--methods", "none", "sae", "fewshot", "--layers", "15", "--max-new-tokens", "12", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-2000:]
+    rep = json.loads(first.stdout.strip().splitlines()[-1])
+    assert rep["generated"] == 5 and rep["skipped"] == 0  # 1 unsteered + 2 sae + 2 few-shot
+    rows = read_results(tmp_path / "results.csv")
+    assert {r["method"] for r in rows} == {"none", "sae", "fewshot"} and all(r["pred"] in LEVELS for r in rows)
+    with (tmp_path / "summary.csv").open() as fh:
+        summary = list(csv.DictReader(fh))
+    assert {"accuracy", "level_shift", "ppl", "ppl_ratio", "similarity", "words"} <= set(summary[0])
+    assert any(r["method"] == "sae" and r["level"] == "ALL" for r in summary)
+    assert "Plotly.newPlot" in (tmp_path / "report.html").read_text()
+
+    # an interrupted write leaves a torn last line: it is dropped and redone, the rest is skipped
+    text = (tmp_path / "results.csv").read_text()
+    (tmp_path / "results.csv").write_text(text + text.splitlines()[-1][:40])
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    rep2 = json.loads(again.stdout.strip().splitlines()[-1])
+    assert rep2["generated"] == 0 and rep2["skipped"] == 5 and rep2["rows"] == 5
+
+    bad = subprocess.run(cmd[:-2] + ["--layers", "99", "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert bad.returncode == 2 and "out of range" in bad.stderr and "Traceback" not in bad.stderr
