@@ -1,43 +1,284 @@
-"""Bloom steering demo (web UI). Thin Gradio layer over steer_core.
+"""Bloom steering demo: the web UI. Widgets, events and layout only; the work is in steer_core.
 
-Until the steering UI lands this page offers only what already works for real: the Bloom-level
-judge on any feedback text. It does not steer anything yet.
+    python app.py        # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
+
+Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its feedback
+adapter), STEER_DEVICE (auto | cpu | cuda), STEER_CONCURRENCY (requests served at once, default 4).
 """
 
+from __future__ import annotations
+
+import json
+import logging
 import os
+import tempfile
+
+try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is touched
+    import spaces
+
+    gpu = spaces.GPU(duration=120)
+except ImportError:  # anywhere else generation simply runs on the device steer_core picked
+
+    def gpu(fn):
+        return fn
+
 
 import gradio as gr
 
-from steer_core.bloom import DESCRIPTIONS, LEVELS
-from steer_core.judge import default_judge
+from steer_core import charts
+from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
+from steer_core.compare import BASE_ALPHA, MAX_STRENGTH, CompareRequest, compare_stream
+from steer_core.errors import ModelLoadError
+from steer_core.evaluation import layers_label
+from steer_core.generation import MAX_INPUT_CHARS
+from steer_core.latents import inspect_steering, separability_scores
+from steer_core.models import DEFAULT_MODEL, load_model
 
-MAX_CHARS = 4000
+log = logging.getLogger("bloom-steer")
+MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
+DEVICE = os.environ.get("STEER_DEVICE", "auto")
+METHOD_ORDER = ("none", "sae", "query", "fewshot", "instruction")
+HEADLINES = {
+    "none": "Unsteered",
+    "sae": "SAE-steered (the paper's method)",
+    "query": "Query-steered (baseline)",
+    "fewshot": "Few-shot prompt (baseline)",
+    "instruction": "Instruction prompt (baseline)",
+}
+LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS]
+USER_ERRORS = (ValueError, ModelLoadError)  # SAEFileError and DatasetError are ValueErrors
 
 
-def judge_feedback(text: str) -> dict:
-    if not isinstance(text, str) or not text.strip():
-        raise gr.Error("Please type some feedback to classify.")
-    if len(text) > MAX_CHARS:
-        raise gr.Error(f"Feedback is too long ({len(text)} characters); the limit is {MAX_CHARS}.")
-    return default_judge().judge([text])[0]["probs"]
+def lm():
+    return load_model(MODEL, device=DEVICE)
+
+
+def layer_choices(n_layers: int) -> list[tuple[str, str]]:
+    band = [("8-21: middle band (recommended)", "8-21"), (f"0-{n_layers - 1}: every layer", f"0-{n_layers - 1}")]
+    return band + [(f"{i}", str(i)) for i in range(n_layers)]
+
+
+def example_rows(n: int = 8) -> list[list[str]]:
+    """Ready examples from the test split (never seen by the SAEs, prototypes or judge)."""
+    picks = scenarios(load_dataset(split="test"))[::2][:n]
+    return [[s.question, s.student_answer, LEVELS[i % len(LEVELS)]] for i, s in enumerate(picks)]
+
+
+def _probs_label(verdict: dict | None) -> dict | None:
+    return None if verdict is None else dict(verdict["probs"])
+
+
+def _user_error(exc: Exception) -> gr.Error:
+    return gr.Error(str(exc), title="Please check the input")
+
+
+@gpu
+def compare(question, student_answer, level, layers="8-21", heads=None, strength=1.0, steps=20, lr=0.2, mu=0.0,
+            target="delta", positions="all", max_new_tokens=80, seed=0, k_shots=3, instruction=False):
+    """Unsteered, SAE-steered, query-steered and few-shot feedback (and optionally the instruction
+    baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report."""
+    try:
+        req = CompareRequest.from_ui(question, student_answer, level, layers, heads, strength, steps, lr, mu, target,
+                                     positions, max_new_tokens, seed, k_shots, instruction)
+        model = lm()
+        req.check_against(model)
+        last = None
+        for last in compare_stream(model, req):
+            if not last.judgements:
+                texts = [last.outputs[m].text if m in last.outputs else "" for m in METHOD_ORDER]
+                yield (*texts, *[gr.skip()] * 5, *[gr.skip()] * 5, gr.skip(),
+                       f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens")
+        view = inspect_steering(model, req.question, req.student_answer, req.level, req.steer("sae"),
+                                last.outputs["sae"].token_ids)
+    except USER_ERRORS as exc:
+        raise _user_error(exc) from None
+    except gr.Error:
+        raise
+    except Exception as exc:  # keep serving; tell the user something broke on our side
+        log.exception("compare failed")
+        raise gr.Error(f"Internal error ({type(exc).__name__}); the app is still running, please try again.") from None
+    yield (*_final_texts(last), *_labels(last), *_figures(model, req, last, view), _report(model, last),
+           _status(last, view))
+
+
+def _final_texts(result):
+    return [result.outputs[m].text if m in result.outputs else "" for m in METHOD_ORDER]
+
+
+def _labels(result):
+    return [_probs_label(result.judgements.get(m)) for m in METHOD_ORDER]
+
+
+def _figures(model, req, result, view):
+    before, after = view.mean_codes()
+    fb = slice(view.prompt_len, None)
+    title_where = f"layer {view.layer}, head {view.head}"
+    bars = charts.latent_bars(before, after, view.prototype, level=req.level,
+                              title=f"Top latents ({title_where}): before vs after steering vs '{req.level}' prototype")
+    heat = charts.token_latent_heatmap(view.tokens[fb] or view.tokens, view.after[fb] if view.after[fb].size else view.after,
+                                       title=f"Sparse code per token of the SAE-steered feedback ({title_where})")
+    trace = charts.descent_trace(view.trace, req.level)
+    probs = charts.judge_probs({m: [v["probs"][lv] for lv in LEVELS] for m, v in result.judgements.items()}, req.level)
+    layers, scores = separability_scores(model)
+    shown = list(range(model.n_heads)) if req.heads is None else list(req.heads)
+    sep = charts.separability_map(scores, layers, highlight=(view.layer, shown))
+    return bars, heat, trace, probs, sep
+
+
+def _report(model, result) -> str:
+    record = result.record(model.name + (" + feedback adapter" if model.adapter else ""))
+    fd, path = tempfile.mkstemp(prefix="bloom-steer-run-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1)
+    return path
+
+
+def _status(result, view) -> str:
+    req = result.request
+    hits = [m for m, v in result.judgements.items() if v["pred"] == req.level]
+    hit_text = ", ".join(HEADLINES[m].split(" (")[0] for m in hits) or "none of the methods"
+    return (f"Done in {result.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
+            f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} (alpha {BASE_ALPHA * req.strength:g}); "
+            f"charts show layer {view.layer}, head {view.head}.")
+
+
+def initial_map():
+    try:
+        model = lm()
+        layers, scores = separability_scores(model)
+        return charts.separability_map(scores, layers, highlight=(15, list(range(model.n_heads))))
+    except Exception:  # the map is a hint; the page must load without it
+        log.exception("separability map failed")
+        return None
+
+
+def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progress(track_tqdm=True)):
+    """Train SAEs + prototypes for all heads of one layer of the loaded model into the user cache;
+    they replace the shipped ones for that layer at once."""
+    from steer_core.bank import STORE, user_root
+    from steer_core.sae import SAETrainConfig
+    from steer_core.training import train_layers
+
+    try:
+        model = lm()
+        layer = model.check_layer(int(layer))
+        cfg = SAETrainConfig(architecture=architecture, expansion=int(expansion), k=int(k), l1_coeff=float(l1),
+                             epochs=int(epochs))
+        root = user_root(model)
+        progress(0, desc="capturing queries of the train split")
+        results = train_layers(model, [layer], root, cfg)
+        STORE.forget(model, layer)
+    except (TypeError, OverflowError) as exc:
+        raise gr.Error(f"Please give whole numbers for layer, k, expansion and epochs ({exc}).") from None
+    except USER_ERRORS as exc:
+        raise _user_error(exc) from None
+    m = results[layer]
+    return (f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
+            f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
+            "the Compare tab uses it now.")
 
 
 def build() -> gr.Blocks:
+    model = lm()
     with gr.Blocks(title="Bloom steering demo") as demo:
         gr.Markdown(
-            "# Bloom-level feedback judge\n"
-            "Paste teacher feedback to see which level of Bloom's taxonomy it asks of the student. "
-            "(Steering of the language model is not in this build yet.)\n\n"
-            + "\n".join(f"- **{lv}**: {DESCRIPTIONS[lv]}" for lv in LEVELS)
+            "# Steer the thinking level of feedback\n"
+            "Type a question and a student's answer, pick the level of Bloom's taxonomy the feedback should ask "
+            "for, and compare four ways of getting it from a small language model (SmolLM2-135M with a feedback "
+            "adapter). **SAE-steered** is the method of *Steered Generation via Gradient Descent on Sparse "
+            "Features*: it nudges the model's attention queries toward the chosen level, without changing the "
+            "prompt. A classifier (the *judge*) says which level each reply actually asks for. "
+            "Honest note: on this small model steering moves the level only a little; see the README's figures."
         )
-        text = gr.Textbox(label="Feedback", lines=4)
-        out = gr.Label(label="Judged Bloom level", num_top_classes=6)
-        gr.Button("Judge", variant="primary").click(judge_feedback, text, out, api_name="judge")
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    question = gr.Textbox(label="Question", lines=2, max_length=MAX_INPUT_CHARS,
+                                          value="Why do we see phases of the Moon?")
+                    answer = gr.Textbox(label="Student's answer", lines=2, max_length=MAX_INPUT_CHARS,
+                                        value="Because the Earth's shadow covers part of the Moon.")
+                with gr.Column(scale=2):
+                    level = gr.Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
+            with gr.Row():
+                layers = gr.Dropdown(layer_choices(model.n_layers), value="8-21", allow_custom_value=True,
+                                     label="Layers to steer", info="a band, one layer, or type e.g. 3,9,15")
+                heads = gr.CheckboxGroup([(f"head {h}", h) for h in range(model.n_heads)],
+                                         value=list(range(model.n_heads)), label="Heads (all ticked = every head)")
+                strength = gr.Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength",
+                                     info="0 = off, 1 = the tested default, higher = stronger but less fluent")
+            with gr.Accordion("Advanced (the paper's knobs)", open=False):
+                with gr.Row():
+                    steps = gr.Slider(0, 100, value=20, step=1, label="Descent steps T")
+                    lr = gr.Slider(0.0, 0.5, value=0.2, step=0.01, label="Step size")
+                    mu = gr.Slider(0.0, 5.0, value=0.0, step=0.1, label="mu (stay close to the original code)")
+                with gr.Row():
+                    target = gr.Radio([("shift by the level's offset (default)", "delta"),
+                                       ("the level's prototype (paper)", "prototype")], value="delta",
+                                      label="Descent target")
+                    positions = gr.Radio(["all", "prompt", "generated"], value="all", label="Steered positions")
+                with gr.Row():
+                    max_new = gr.Slider(8, 256, value=80, step=8, label="Max new tokens")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
+                    k_shots = gr.Slider(1, 8, value=3, step=1, label="Few-shot examples")
+                    instruction = gr.Checkbox(value=False, label="Also show the instruction baseline")
+            go = gr.Button("Compare", variant="primary")
+            status = gr.Markdown("")
+            texts, labels = [], []
+            with gr.Row(equal_height=True):
+                for m in METHOD_ORDER:
+                    with gr.Column(min_width=200, visible=m != "instruction") as col:
+                        texts.append(gr.Textbox(label=HEADLINES[m], lines=6, interactive=False,
+                                                elem_id=f"out-{m}", buttons=["copy"]))
+                        labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
+                    if m == "instruction":
+                        instr_col = col
+            with gr.Row():
+                plot_probs = gr.Plot(label="Judge probabilities", elem_id="plot-probs")
+                plot_trace = gr.Plot(label="Descent trace", elem_id="plot-trace")
+            with gr.Row():
+                plot_bars = gr.Plot(label="Top latents", elem_id="plot-bars")
+                plot_heat = gr.Plot(label="Tokens x latents", elem_id="plot-heat")
+            plot_sep = gr.Plot(label="Where to steer", elem_id="plot-sep")
+            report = gr.File(label="Report of this run (JSON)", elem_id="report")
+            gr.Examples(example_rows(), inputs=[question, answer, level], label="Examples from the test split")
+
+            inputs = [question, answer, level, layers, heads, strength, steps, lr, mu, target, positions, max_new,
+                      seed, k_shots, instruction]
+            outputs = [*texts, *labels, plot_bars, plot_heat, plot_trace, plot_probs, plot_sep, report, status]
+            go.click(compare, inputs, outputs, api_name="compare")
+            instruction.change(lambda on: gr.update(visible=on), instruction, instr_col, api_visibility="private")
+            demo.load(initial_map, None, plot_sep, api_visibility="private")
+
+        with gr.Tab("Train your own"):
+            gr.Markdown(
+                "Train sparse autoencoders (all heads of one layer at once) and the six level prototypes on the "
+                "train split, for the loaded model. The result is cached and replaces that layer's shipped SAEs "
+                "immediately. About a minute per layer on a laptop CPU."
+            )
+            with gr.Row():
+                t_layer = gr.Number(value=15, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")
+                t_arch = gr.Radio([("TopK", "topk"), ("ReLU + L1", "standard")], value="topk", label="SAE type")
+                t_k = gr.Slider(1, 128, value=16, step=1, label="k (TopK)")
+                t_l1 = gr.Slider(0.0, 5.0, value=1.0, step=0.05, label="L1 weight (ReLU + L1)")
+                t_exp = gr.Dropdown([2, 4, 8, 16], value=8, label="Expansion (latents = expansion x 64)")
+                t_epochs = gr.Slider(1, 20, value=8, step=1, label="Epochs")
+            t_go = gr.Button("Train", variant="primary")
+            t_out = gr.Markdown()
+            t_go.click(train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train",
+                       concurrency_limit=1)
+
+        with gr.Tab("About the levels"):
+            gr.Markdown("\n".join(f"- **{lv.capitalize()}**: {DESCRIPTIONS[lv]}" for lv in LEVELS))
     return demo
 
 
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    demo = build()
+    demo.queue(default_concurrency_limit=int(os.environ.get("STEER_CONCURRENCY", "4")))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), theme=gr.themes.Soft())
+
+
 if __name__ == "__main__":
-    build().queue().launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-    )
+    main()

@@ -36,14 +36,18 @@ def model_key(lm) -> str:
     return base
 
 
+def user_root(lm, style: str = "plain") -> Path:
+    """Where SAEs trained on this machine go (the `train` command's default, the app's Train tab)."""
+    return cache_root() / "saes" / (model_key(lm) + ("" if style == "plain" else f"@{style}"))
+
+
 def bank_roots(lm, style: str = "plain") -> list[Path]:
-    """Where to look for a layer: the shipped assets first (default model), then the user cache.
-    Prototypes depend on the prompt format, so each prompt style has its own folder."""
-    key = model_key(lm) + ("" if style == "plain" else f"@{style}")
-    roots = []
+    """Where to look for a layer, in order: the user's own training first (so a retrained layer
+    replaces the shipped one), then the shipped assets (default model only). Prototypes depend on
+    the prompt format, so each prompt style has its own folder."""
+    roots = [user_root(lm, style)]
     if lm.name == DEFAULT_MODEL:
-        roots.append(ASSET_SAES / key)
-    roots.append(cache_root() / "saes" / key)
+        roots.append(ASSET_SAES / user_root(lm, style).name)
     return roots
 
 
@@ -144,11 +148,16 @@ class BankStore:
                                        f"run `python -m steer_core train --layers {layer}`")
                 from .training import train_layers
 
-                root = bank_roots(lm, style)[-1]
+                root = user_root(lm, style)
                 train_layers(lm, [layer], root, style=style, progress=progress)
                 bank = load_layer(root / f"layer_{layer}", lm)
             self._layers[key] = bank
             return bank
+
+    def forget(self, lm, layer: int, style: str = "plain") -> None:
+        """Drop a loaded layer so the next `get` reads it from disk again (after retraining)."""
+        with self._lock:
+            self._layers.pop((model_key(lm) + str(lm.device) + style, layer), None)
 
 
 STORE = BankStore()

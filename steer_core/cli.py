@@ -196,7 +196,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .bank import bank_roots
+    from .bank import user_root
     from .evaluation import parse_layers
     from .models import load_model
     from .sae import SAETrainConfig
@@ -206,7 +206,7 @@ def cmd_train(args) -> int:
     layers = parse_layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
     cfg = SAETrainConfig(architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k,
                          epochs=args.epochs)
-    out = Path(args.out) if args.out else bank_roots(lm, args.style)[-1]
+    out = Path(args.out) if args.out else user_root(lm, args.style)
     results = train_layers(lm, list(layers), out, cfg, style=args.style)
     print(json.dumps({"out": str(out), "layers": results}))
     return 0

@@ -1,0 +1,177 @@
+"""The demo's side-by-side comparison: one question, one target level, several methods in one
+batched generation, judged, and a JSON record of the run.
+
+Kept out of `app.py` so the web UI, the API and the benchmark run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+from .bloom import LEVELS, normalize_level
+from .evaluation import layers_label, parse_layers
+from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
+from .steering import MAX_STEPS, POSITIONS, TARGETS, SteerConfig
+
+DEFAULT_LAYERS = SteerConfig().layers
+BASE_ALPHA = SteerConfig().alpha  # strength 1 = the default level shift chosen on validation data
+MAX_STRENGTH = 4.0
+COMPARE_METHODS = ("none", "sae", "query", "fewshot")
+OPTIONAL_METHODS = ("instruction",)
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """Everything one comparison needs; validated on construction so bad input fails before any work."""
+
+    question: str
+    student_answer: str
+    level: str
+    layers: tuple[int, ...] = DEFAULT_LAYERS
+    heads: tuple[int, ...] | None = None  # None = all heads
+    strength: float = 1.0
+    steps: int = 20
+    lr: float = 0.2
+    mu: float = 0.0
+    target: str = "delta"
+    positions: str = "all"
+    max_new_tokens: int = 80
+    seed: int = 0
+    k_shots: int = 3
+    instruction: bool = False
+
+    @classmethod
+    def from_ui(cls, question, student_answer, level, layers="8-21", heads=None, strength=1.0, steps=20, lr=0.2,
+                mu=0.0, target="delta", positions="all", max_new_tokens=80, seed=0, k_shots=3,
+                instruction=False) -> "CompareRequest":
+        """Build from loosely typed widget values (strings, floats from sliders, None)."""
+        if not isinstance(layers, (list, tuple)):
+            text = str(layers if layers is not None else "").split("(")[0].strip()
+            try:
+                layers = parse_layers(text)
+            except ValueError:
+                raise ValueError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
+        if heads in (None, "all", "", []):
+            heads = None if heads != [] else ()
+        else:
+            try:
+                heads = tuple(sorted({int(h) for h in (heads.split(",") if isinstance(heads, str) else heads)}))
+            except (TypeError, ValueError):
+                raise ValueError(f"heads must be 'all' or head numbers, got {heads!r}") from None
+        return cls(question, student_answer, level, tuple(layers), heads, _number("strength", strength),
+                   _integer("steps", steps), _number("step size", lr), _number("mu", mu), str(target),
+                   str(positions), _integer("max new tokens", max_new_tokens), _integer("seed", seed),
+                   _integer("few-shot examples", k_shots), bool(instruction))
+
+    def __post_init__(self):
+        for name in ("question", "student_answer"):
+            text = getattr(self, name)
+            label = name.replace("_", " ")
+            if not isinstance(text, str) or not any(c.isprintable() and not c.isspace() for c in text):
+                raise ValueError(f"The {label} is empty: type some text.")
+            if len(text) > MAX_INPUT_CHARS:
+                raise ValueError(f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}).")
+        object.__setattr__(self, "level", normalize_level(self.level))
+        if not math.isfinite(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
+            raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")
+        if self.heads is not None and len(self.heads) == 0:
+            raise ValueError("choose at least one head to steer")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ValueError(f"max new tokens must be from 1 to {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError("seed must be a non-negative integer")
+        if not 1 <= self.k_shots <= 8:
+            raise ValueError("few-shot examples must be from 1 to 8")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
+        if not 0 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be from 0 to {MAX_STEPS}, got {self.steps}")
+        self.steer("sae")  # the remaining knobs are checked by SteerConfig
+
+    def check_against(self, lm) -> None:
+        """Layer and head numbers exist in this model (raises ValueError naming the range)."""
+        for layer in self.layers:
+            lm.check_layer(layer)
+        if self.heads is not None:
+            lm.check_heads(list(self.heads))
+
+    def steer(self, method: str) -> SteerConfig:
+        return SteerConfig(method=method, layers=self.layers, heads=self.heads, steps=self.steps, lr=self.lr,
+                           mu=self.mu, alpha=BASE_ALPHA * self.strength, target=self.target,
+                           positions=self.positions)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return COMPARE_METHODS + (OPTIONAL_METHODS if self.instruction else ())
+
+    def requests(self) -> list[Request]:
+        return [Request(self.question, self.student_answer, m, self.level,
+                        steer=self.steer(m) if m in ("sae", "query") else None, k_shots=self.k_shots)
+                for m in self.methods]
+
+
+def _number(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if v < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    return v
+
+
+def _integer(name: str, value) -> int:
+    v = _number(name, value)
+    if v != int(v):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(v)
+
+
+@dataclass
+class CompareResult:
+    request: CompareRequest
+    outputs: dict[str, Output]
+    judgements: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def record(self, model: str) -> dict:
+        """The downloadable report of one run: inputs, settings, outputs, judge scores."""
+        req = asdict(self.request)
+        inputs = {k: req.pop(k) for k in ("question", "student_answer", "level")}
+        req["layers"] = layers_label(self.request.layers)
+        req["alpha"] = BASE_ALPHA * self.request.strength
+        return {
+            "model": model,
+            "inputs": inputs,
+            "settings": req,
+            "outputs": {m: {"text": o.text, "new_tokens": o.new_tokens, "judge": self.judgements.get(m)}
+                        for m, o in self.outputs.items()},
+            "seconds": round(self.seconds, 3),
+            "levels": list(LEVELS),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def compare_stream(lm, req: CompareRequest, judge=None) -> Iterator[CompareResult]:
+    """All methods in one batched generation; yields the texts so far after every token, then once
+    more with the judge's verdicts filled in."""
+    req.check_against(lm)
+    t0 = time.time()
+    reqs = req.requests()
+    outs: list[Output] = []
+    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
+        yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
+    from .judge import default_judge
+
+    judge = judge or default_judge()
+    verdicts = judge.judge([o.text for o in outs])
+    result = CompareResult(req, {r.method: o for r, o in zip(reqs, outs)},
+                           {r.method: v for r, v in zip(reqs, verdicts)}, time.time() - t0)
+    yield result
