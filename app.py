@@ -49,6 +49,29 @@ LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS
 USER_ERRORS = (ValueError, ModelLoadError)  # SAEFileError and DatasetError are ValueErrors
 
 
+def _named_bounds(component, preprocess, payload):
+    """Out-of-range errors that name the setting, so an API caller knows which value is wrong."""
+    try:
+        return preprocess(payload)
+    except gr.Error as exc:
+        raise gr.Error(f"{component.label}: {exc.message}", title="Please check the input") from None
+
+
+def _named(cls):
+    class Named(cls):
+        is_template = True  # keeps Gradio's own front-end component (named after the base class)
+
+        def preprocess(self, payload):
+            return _named_bounds(self, super().preprocess, payload)
+
+    Named.__name__ = Named.__qualname__ = cls.__name__
+    return Named
+
+
+Slider, Number, Radio, CheckboxGroup, Dropdown = map(_named, (gr.Slider, gr.Number, gr.Radio, gr.CheckboxGroup,
+                                                              gr.Dropdown))
+
+
 def lm():
     return load_model(MODEL, device=DEVICE)
 
@@ -198,28 +221,28 @@ def build() -> gr.Blocks:
                     answer = gr.Textbox(label="Student's answer", lines=2, max_length=MAX_INPUT_CHARS,
                                         value="Because the Earth's shadow covers part of the Moon.")
                 with gr.Column(scale=2):
-                    level = gr.Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
+                    level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
             with gr.Row():
-                layers = gr.Dropdown(layer_choices(model.n_layers), value="8-21", allow_custom_value=True,
+                layers = Dropdown(layer_choices(model.n_layers), value="8-21", allow_custom_value=True,
                                      label="Layers to steer", info="a band, one layer, or type e.g. 3,9,15")
-                heads = gr.CheckboxGroup([(f"head {h}", h) for h in range(model.n_heads)],
+                heads = CheckboxGroup([(f"head {h}", h) for h in range(model.n_heads)],
                                          value=list(range(model.n_heads)), label="Heads (all ticked = every head)")
-                strength = gr.Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength",
+                strength = Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength",
                                      info="0 = off, 1 = the tested default, higher = stronger but less fluent")
             with gr.Accordion("Advanced (the paper's knobs)", open=False):
                 with gr.Row():
-                    steps = gr.Slider(0, 100, value=20, step=1, label="Descent steps T")
-                    lr = gr.Slider(0.0, 0.5, value=0.2, step=0.01, label="Step size")
-                    mu = gr.Slider(0.0, 5.0, value=0.0, step=0.1, label="mu (stay close to the original code)")
+                    steps = Slider(0, 100, value=20, step=1, label="Descent steps T")
+                    lr = Slider(0.0, 0.5, value=0.2, step=0.01, label="Step size")
+                    mu = Slider(0.0, 5.0, value=0.0, step=0.1, label="mu (stay close to the original code)")
                 with gr.Row():
-                    target = gr.Radio([("shift by the level's offset (default)", "delta"),
+                    target = Radio([("shift by the level's offset (default)", "delta"),
                                        ("the level's prototype (paper)", "prototype")], value="delta",
                                       label="Descent target")
-                    positions = gr.Radio(["all", "prompt", "generated"], value="all", label="Steered positions")
+                    positions = Radio(["all", "prompt", "generated"], value="all", label="Steered positions")
                 with gr.Row():
-                    max_new = gr.Slider(8, 256, value=80, step=8, label="Max new tokens")
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
-                    k_shots = gr.Slider(1, 8, value=3, step=1, label="Few-shot examples")
+                    max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
+                    seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
+                    k_shots = Slider(1, 8, value=3, step=1, label="Few-shot examples")
                     instruction = gr.Checkbox(value=False, label="Also show the instruction baseline")
             go = gr.Button("Compare", variant="primary")
             status = gr.Markdown("")
@@ -256,12 +279,12 @@ def build() -> gr.Blocks:
                 "immediately. About a minute per layer on a laptop CPU."
             )
             with gr.Row():
-                t_layer = gr.Number(value=15, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")
-                t_arch = gr.Radio([("TopK", "topk"), ("ReLU + L1", "standard")], value="topk", label="SAE type")
-                t_k = gr.Slider(1, 128, value=16, step=1, label="k (TopK)")
-                t_l1 = gr.Slider(0.0, 5.0, value=1.0, step=0.05, label="L1 weight (ReLU + L1)")
-                t_exp = gr.Dropdown([2, 4, 8, 16], value=8, label="Expansion (latents = expansion x 64)")
-                t_epochs = gr.Slider(1, 20, value=8, step=1, label="Epochs")
+                t_layer = Number(value=15, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")
+                t_arch = Radio([("TopK", "topk"), ("ReLU + L1", "standard")], value="topk", label="SAE type")
+                t_k = Slider(1, 128, value=16, step=1, label="k (TopK)")
+                t_l1 = Slider(0.0, 5.0, value=1.0, step=0.05, label="L1 weight (ReLU + L1)")
+                t_exp = Dropdown([2, 4, 8, 16], value=8, label="Expansion (latents = expansion x 64)")
+                t_epochs = Slider(1, 20, value=8, step=1, label="Epochs")
             t_go = gr.Button("Train", variant="primary")
             t_out = gr.Markdown()
             t_go.click(train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train",

@@ -1,0 +1,118 @@
+"""The launched app through its API (`gradio_client`): the comparison, bad input, many users.
+
+These start the real `python app.py` once (conftest `app_url`) on the embedded default model.
+"""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from steer_core.bloom import LEVELS
+
+pytestmark = pytest.mark.slow
+
+Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
+A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
+N_TEXTS, N_LABELS = 5, 5  # unsteered, sae, query, fewshot, instruction (the last empty unless asked)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def compare(client, q=Q, a=A, level="analyze", **kw):
+    return client.predict(q, a, level, api_name="/compare", **kw)
+
+
+def test_compare_returns_four_texts_judgements_charts_and_report(client):
+    out = compare(client, max_new_tokens=24)
+    texts, labels = out[:N_TEXTS], out[N_TEXTS : N_TEXTS + N_LABELS]
+    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and texts[4] == ""
+    for lab in labels[:4]:
+        assert lab["label"] in LEVELS and len(lab["confidences"]) >= 1
+    plots = out[N_TEXTS + N_LABELS : N_TEXTS + N_LABELS + 5]
+    assert all(p and p["type"] == "plotly" and json.loads(p["plot"])["layout"]["title"]["text"] for p in plots)
+    record = json.loads(open(out[-2], encoding="utf-8").read())
+    assert record["inputs"] == {"question": Q, "student_answer": A, "level": "analyze"}
+    assert set(record["outputs"]) == {"none", "sae", "query", "fewshot"}
+    assert all(set(v["judge"]["probs"]) == set(LEVELS) for v in record["outputs"].values())
+    assert record["outputs"]["sae"]["text"] == texts[1]
+    assert "Done in" in out[-1]
+
+
+def test_instruction_baseline_on_request(client):
+    out = compare(client, level="create", max_new_tokens=12, instruction=True)
+    assert out[4].strip() and out[N_TEXTS + 4]["label"] in LEVELS
+
+
+BAD = [
+    (dict(q=""), "question is empty"),
+    (dict(q="   \n\t "), "question is empty"),
+    (dict(a="\x00\x01\x02\x1b"), "answer is empty"),
+    (dict(q="x" * 200_000), "too long"),
+    (dict(a="y" * 4001), "too long"),
+    (dict(level="brilliant"), "level"),
+    (dict(layers="-1"), "layers"),
+    (dict(layers="999"), "out of range"),
+    (dict(layers="3-x"), "layers"),
+    (dict(heads=[99]), "head"),
+    (dict(heads=[]), "at least one head"),
+    (dict(strength=-1.0), "strength"),
+    (dict(strength=99.0), "strength"),
+    (dict(max_new_tokens=0), "max new tokens"),
+    (dict(steps=-3), "steps"),
+    (dict(steps=2.5), "steps"),
+    (dict(mu=-0.5), "mu"),
+    (dict(seed=-1), "seed"),
+    (dict(k_shots=0), "few-shot"),
+    (dict(target="nowhere"), "target"),
+    (dict(positions="everywhere"), "positions"),
+]
+
+
+@pytest.mark.parametrize("kw,message", BAD, ids=[m + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, kw, message):
+    from gradio_client.exceptions import AppError
+
+    kw = dict(kw)
+    args = {"q": kw.pop("q", Q), "a": kw.pop("a", A), "level": kw.pop("level", "apply")}
+    with pytest.raises(AppError) as err:
+        compare(client, args["q"], args["a"], args["level"], max_new_tokens=kw.pop("max_new_tokens", 8), **kw)
+    assert message.lower() in str(err.value).lower()
+    assert "Traceback" not in str(err.value)
+
+
+@pytest.mark.parametrize("index,value,message", [(5, "NaN", "strength"), (5, "Infinity", "strength"),
+                                                  (5, "-Infinity", "strength"), (7, "NaN", "step size"),
+                                                  (8, "Infinity", "mu")])
+def test_non_finite_numbers_sent_as_raw_json_are_refused(app_url, index, value, message):
+    """JSON has no NaN, but a hostile client can still send the literal; it must be refused clearly."""
+    import urllib.request
+
+    data = [Q, A, "apply", "8-21", list(range(9)), 1.0, 20, 0.2, 0.0, "delta", "all", 8, 0, 3, False]
+    parts = json.dumps({"data": data[:index] + ["__X__"] + data[index + 1 :]}).split('"__X__"')
+    body = (parts[0] + value + parts[1]).encode()
+    req = urllib.request.Request(app_url + "gradio_api/call/compare", body, {"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(f"{app_url}gradio_api/call/compare/{event_id}", timeout=120).read().decode()
+    assert "event: error" in stream and message in stream.lower(), stream[-500:]
+
+
+def test_app_still_serves_after_bad_inputs(client):
+    out = compare(client, level="remember", max_new_tokens=6)
+    assert out[0].strip()
+
+
+def test_concurrent_users_get_what_they_get_alone(client):
+    """8 simultaneous comparisons with different levels and layers equal their results run alone."""
+    settings = [dict(level=LEVELS[i % 6], layers=lay, max_new_tokens=16)
+                for i, lay in enumerate(["8-21", "15", "3", "0-29", "20", "8-21", "10", "25"])]
+    alone = [compare(client, **s)[:4] for s in settings]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda s: compare(client, **s)[:4], settings))
+    assert together == alone
+    assert len({tuple(t) for t in alone}) > 1  # the settings really differ
