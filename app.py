@@ -222,6 +222,7 @@ def build() -> gr.Blocks:
                                         value="Because the Earth's shadow covers part of the Moon.")
                 with gr.Column(scale=2):
                     level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
+            gr.Examples(example_rows(), inputs=[question, answer, level], label="Examples from the test split (click one)")
             with gr.Row():
                 layers = Dropdown(layer_choices(model.n_layers), value="8-21", allow_custom_value=True,
                                      label="Layers to steer", info="a band, one layer, or type e.g. 3,9,15")
@@ -263,7 +264,6 @@ def build() -> gr.Blocks:
                 plot_heat = gr.Plot(label="Tokens x latents", elem_id="plot-heat")
             plot_sep = gr.Plot(label="Where to steer", elem_id="plot-sep")
             report = gr.File(label="Report of this run (JSON)", elem_id="report")
-            gr.Examples(example_rows(), inputs=[question, answer, level], label="Examples from the test split")
 
             inputs = [question, answer, level, layers, heads, strength, steps, lr, mu, target, positions, max_new,
                       seed, k_shots, instruction]

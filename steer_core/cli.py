@@ -195,6 +195,20 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    from .models import load_model
+
+    if args.tokens < 1 or args.repeats < 1:
+        raise UsageError("--tokens and --repeats must be >= 1")
+    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    lm.check_layer(args.layer)
+    out = run_bench(lm, tokens=args.tokens, repeats=args.repeats, layer=args.layer, train=not args.no_train,
+                    cold_start=not args.no_cold_start)
+    print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+    return 0
+
+
 def cmd_train(args) -> int:
     from .bank import user_root
     from .evaluation import parse_layers
@@ -277,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
     e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="performance figures: tokens/s, steering overhead, cold start, SAE training")
+    b.add_argument("--json", action="store_true", help="one JSON object")
+    b.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
+    b.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
+    b.add_argument("--layer", type=int, default=15, help="layer for the one-layer and training figures")
+    b.add_argument("--no-train", action="store_true", help="skip the SAE training figure (about a minute)")
+    b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
+    b.add_argument("--model", default="smollm2-135m-instruct")
+    b.add_argument("--no-adapter", action="store_true")
+    b.add_argument("--device", default="auto")
+    b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers")
     t.add_argument("--model", default="smollm2-135m-instruct")

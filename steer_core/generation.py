@@ -114,8 +114,9 @@ def _layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str) -> dict:
 
 
 def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed: int = 0,
-                 temperature: float = 0.0, top_p: float = 1.0) -> Iterator[list[Output]]:
-    """Generate all requests together; yield the outputs so far after every new token."""
+                 temperature: float = 0.0, top_p: float = 1.0, ignore_stop: bool = False) -> Iterator[list[Output]]:
+    """Generate all requests together; yield the outputs so far after every new token.
+    ignore_stop: always generate max_new_tokens (benchmarks compare equal work)."""
     if not requests:
         return
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
@@ -163,7 +164,7 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
         else:
             nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-        is_stop = torch.isin(nxt, stops)
+        is_stop = torch.isin(nxt, stops) & (not ignore_stop)
         for i in range(B):
             if not done[i] and not is_stop[i]:
                 new_ids[i].append(int(nxt[i]))

@@ -1,0 +1,74 @@
+"""End to end in a real browser: Debian's chromium driven by the playwright package (never
+`playwright install`). Open the page, pick an example, choose a level, compare, wait for the four
+outputs and the charts, save a screenshot. Fails if any output or chart is missing.
+
+SAVE_SCREENSHOT=docs/screenshot.png pytest tests/test_browser.py   # refresh the README's image
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run"]
+OUTPUTS = ("none", "sae", "query", "fewshot")
+PLOTS = ("plot-probs", "plot-trace", "plot-bars", "plot-heat", "plot-sep")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (CI installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_compare_in_the_browser(browser, app_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    # the separability map is drawn when the page loads
+    page.locator("#plot-sep .js-plotly-plot").wait_for(timeout=60_000)
+
+    example = "How can a sedimentary rock become a metamorphic rock?"
+    page.get_by_text(example).first.click()
+    page.wait_for_function(
+        "q => [...document.querySelectorAll('textarea')].some(t => t.value === q)", arg=example, timeout=10_000)
+    page.get_by_label("Create: Produce something new", exact=False).check()
+    page.get_by_role("button", name="Compare", exact=True).click()
+
+    for m in OUTPUTS:
+        page.wait_for_function(
+            "id => { const t = document.querySelector(`#${id} textarea`); return t && t.value.trim().length > 0; }",
+            arg=f"out-{m}", timeout=240_000)
+    page.get_by_text("Done in").wait_for(timeout=240_000)
+    for pid in PLOTS:
+        page.locator(f"#{pid} .js-plotly-plot").wait_for(timeout=60_000)
+    for m in OUTPUTS:
+        assert page.locator(f"#judge-{m}").inner_text().strip(), f"no judge verdict for {m}"
+    texts = {m: page.locator(f"#out-{m} textarea").input_value() for m in OUTPUTS}
+    assert all(t.strip() for t in texts.values()), texts
+    titles = page.locator(".js-plotly-plot .gtitle").all_text_contents()
+    assert len([t for t in titles if t and t.strip()]) >= len(PLOTS), titles
+    assert not errors, errors
+
+    shot = tmp_path / "screenshot.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+    if os.environ.get("SAVE_SCREENSHOT"):
+        dest = ROOT / os.environ["SAVE_SCREENSHOT"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, dest)
