@@ -77,11 +77,23 @@ class HeadSAEs(nn.Module):
     def encode(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., H, d_in) -> codes (..., H, d_sae); with `heads`, x holds only those heads."""
         W_enc, b_enc, _, b_dec = self.weights(heads)
-        z = torch.relu(torch.einsum("...hd,hdk->...hk", x - b_dec, W_enc) + b_enc)
-        if self.architecture == "topk":
-            vals, idx = z.topk(min(self.k, self.d_sae), dim=-1)
-            return torch.zeros_like(z).scatter_(-1, idx, vals)
-        return z
+        pre = torch.einsum("...hd,hdk->...hk", x - b_dec, W_enc) + b_enc
+        if self.architecture == "topk":  # relu(topk(pre)) == topk(relu(pre)), on k values only
+            vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1)
+            return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+        return torch.relu(pre)
+
+    def forward_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TopK training step: x (N, H, d_in) -> (x_hat, values, indices), decoding only the k
+        active latents (embedding_bag) instead of a dense (N, H, d_sae) code: ~3x faster on CPU."""
+        pre = torch.einsum("nhd,hdk->nhk", x - self.b_dec, self.W_enc) + self.b_enc
+        vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1)
+        vals = torch.relu(vals)
+        N, H, k = idx.shape
+        flat = (idx + torch.arange(H, device=idx.device)[:, None] * self.d_sae).reshape(N * H, k)
+        x_hat = torch.nn.functional.embedding_bag(flat, self.W_dec.reshape(H * self.d_sae, self.d_in),
+                                                  per_sample_weights=vals.reshape(N * H, k), mode="sum")
+        return x_hat.view(N, H, self.d_in) + self.b_dec, vals, idx
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.einsum("...hk,hkd->...hd", z, self.W_dec) + self.b_dec
@@ -151,10 +163,12 @@ def train_head_saes(x: torch.Tensor, cfg: SAETrainConfig, progress: bool = True,
         perm = torch.randperm(n, generator=g).to(x.device)
         for i in range(steps_per_epoch):
             xb = xs[perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]]
-            x_hat, z = sae(xb)
-            mse = ((x_hat - xb) ** 2).sum(-1).mean()
-            loss = mse
-            if cfg.architecture == "standard":
+            if cfg.architecture == "topk":
+                x_hat = sae.forward_sparse(xb)[0]
+                loss = ((x_hat - xb) ** 2).sum(-1).mean()
+            else:
+                x_hat, z = sae(xb)
+                loss = ((x_hat - xb) ** 2).sum(-1).mean()
                 loss = loss + cfg.l1_coeff * (z * sae.W_dec.norm(dim=-1)).sum(-1).mean() / H
             opt.zero_grad(set_to_none=True)
             loss.backward()
