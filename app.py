@@ -49,23 +49,25 @@ LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS
 USER_ERRORS = (ValueError, ModelLoadError)  # SAEFileError and DatasetError are ValueErrors
 
 
-def _named_bounds(component, preprocess, payload):
-    """Out-of-range errors that name the setting, so an API caller knows which value is wrong."""
-    try:
-        return preprocess(payload)
-    except gr.Error as exc:
-        raise gr.Error(f"{component.label}: {exc.message}", title="Please check the input") from None
-
-
 def _named(cls):
-    class Named(cls):
-        is_template = True  # keeps Gradio's own front-end component (named after the base class)
+    """A component factory whose validation errors name the setting, so an API caller knows which
+    value is wrong ("Max new tokens: Value 0 is less than minimum value 1."). Wraps the instance's
+    preprocess: a subclass would make Gradio write an app.pyi stub next to this file."""
 
-        def preprocess(self, payload):
-            return _named_bounds(self, super().preprocess, payload)
+    def make(*args, **kwargs):
+        component = cls(*args, **kwargs)
+        inner = component.preprocess
 
-    Named.__name__ = Named.__qualname__ = cls.__name__
-    return Named
+        def preprocess(payload):
+            try:
+                return inner(payload)
+            except gr.Error as exc:
+                raise gr.Error(f"{component.label}: {exc.message}", title="Please check the input") from None
+
+        component.preprocess = preprocess
+        return component
+
+    return make
 
 
 Slider, Number, Radio, CheckboxGroup, Dropdown = map(_named, (gr.Slider, gr.Number, gr.Radio, gr.CheckboxGroup,
