@@ -2,6 +2,7 @@
 
     python scripts/steering_sweep.py val-prototype OUT.csv   # paper's target, 7 layer sets x 2 strengths
     python scripts/steering_sweep.py val-delta OUT.csv       # delta target, 2 layer sets x alpha 2/4/8
+    python scripts/steering_sweep.py val-positions OUT.csv   # steer generated tokens only, alpha 8/16/32
     python scripts/steering_sweep.py test-prompts OUT.csv    # test split: unsteered, few-shot, instruction
     ... [--limit N]                                          # only the first N scenarios (a smoke run)
 
@@ -36,7 +37,7 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("phase", choices=("val-prototype", "val-delta", "test-prompts"))
+    ap.add_argument("phase", choices=("val-prototype", "val-delta", "val-positions", "test-prompts"))
     ap.add_argument("out", type=Path)
     ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args()
@@ -53,6 +54,10 @@ def main() -> None:
     elif phase == "val-delta":
         steers = [SteerConfig(target="delta", alpha=a, steps=20, lr=0.2) for a in (2.0, 4.0, 8.0)]
         rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
+    elif phase == "val-positions":
+        steers = [SteerConfig(target="delta", alpha=a, positions="generated") for a in (8.0, 16.0, 32.0)]
+        rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
+        rows += run_grid(lm, val, ["query"], LEVELS, [BAND, ALL], steers[1:2], max_new_tokens=64)
     elif phase == "test-prompts":
         test = scenarios(load_dataset(split="test"))[: args.limit]
         rows = run_grid(lm, test, ["none", "fewshot", "instruction"], LEVELS, [BAND], SteerConfig(), max_new_tokens=64)

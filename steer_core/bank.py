@@ -128,8 +128,12 @@ class BankStore:
                 out.add(int(p.parent.name.split("_")[1]))
         return sorted(out)
 
-    def get(self, lm, layer: int, style: str = "plain", train_missing: bool = True, progress: bool = True) -> LayerBank:
+    def get(self, lm, layer: int, style: str = "plain", train_missing: bool = True, progress: bool = True,
+            root: str | Path | None = None) -> LayerBank:
+        """The layer's SAEs + prototypes; `root`: an explicit folder of layer_<l>/ (never trained here)."""
         lm.check_layer(layer)
+        if root is not None:
+            return self._get_explicit(lm, layer, Path(root))
         key = (model_key(lm) + str(lm.device) + style, layer)
         with self._lock:
             if key in self._layers:
@@ -153,6 +157,16 @@ class BankStore:
                 bank = load_layer(root / f"layer_{layer}", lm)
             self._layers[key] = bank
             return bank
+
+    def _get_explicit(self, lm, layer: int, root: Path) -> LayerBank:
+        key = (f"{root.resolve()}|{lm.device}", layer)
+        with self._lock:
+            if key not in self._layers:
+                d = root / f"layer_{layer}"
+                if not d.is_dir():
+                    raise SAEFileError(f"{root}: no SAEs for layer {layer} (expected {d})")
+                self._layers[key] = load_layer(d, lm)
+            return self._layers[key]
 
     def forget(self, lm, layer: int, style: str = "plain") -> None:
         """Drop a loaded layer so the next `get` reads it from disk again (after retraining)."""

@@ -117,7 +117,7 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
     steer = SteerConfig(method=args.method if args.method in ("sae", "query", "meandiff") else "sae", layers=layers,
                         heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
-                        alpha=args.alpha, target=args.target, positions=args.positions)
+                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes)
     if args.scenarios:
         items = [(o.get("id", n), o.get("question"), o.get("student_answer")) for n, o in _read_jsonl(args.scenarios)]
     else:
@@ -184,7 +184,7 @@ def cmd_eval(args) -> int:
     levels = [normalize_level(lv) for lv in args.levels]
     items = _eval_scenarios(args.scenarios, args.split, args.limit)
     steer = SteerConfig(layers=layer_sets[0], heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
-                        alpha=args.alpha, target=args.target, positions=args.positions)
+                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes)
     lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
     for layers in layer_sets:
         for layer in layers:
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--positions", default="all", choices=("all", "prompt", "generated"))
     g.add_argument("--k", type=int, default=3, help="few-shot examples")
     g.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    g.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     g.add_argument("--max-new-tokens", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--target", default="delta", choices=("delta", "prototype"))
     e.add_argument("--positions", default="all", choices=("all", "prompt", "generated"))
     e.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    e.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
     e.add_argument("--model", default="smollm2-135m-instruct")

@@ -120,7 +120,8 @@ def append_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
 
 
 def run_eval(lm, scenarios: Sequence[FeedbackExample], methods: Sequence[str], levels: Sequence[str],
-             layer_sets: Sequence[tuple[int, ...]], steer: SteerConfig, out_dir: Path, max_new_tokens: int = 64,
+             layer_sets: Sequence[tuple[int, ...]], steer: SteerConfig | Sequence[SteerConfig], out_dir: Path,
+             max_new_tokens: int = 64,
              style: str = "plain", judge=None, progress: bool = True, max_batch: int = 96) -> dict:
     """The `eval` command: resumable grid -> results.csv, then summary.csv and report.html."""
     out_dir = Path(out_dir)

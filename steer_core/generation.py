@@ -103,7 +103,7 @@ def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
         for layer in cfg.layers:
-            bank = STORE.get(lm, layer, style=style)
+            bank = STORE.get(lm, layer, style=style, root=cfg.saes)
             out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx))
     return out
 

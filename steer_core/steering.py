@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -35,6 +36,7 @@ class SteerConfig:
     positions: str = "all"
     alpha: float = 8.0  # strength of the level shift for target="delta" and for meandiff
     target: str = "delta"  # "prototype": descend to p_level; "delta": to z0 + alpha * (p_level - p_mean)
+    saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -57,7 +59,7 @@ class SteerConfig:
     @property
     def key(self) -> tuple:
         return (self.method, self.layers, self.heads, self.steps, self.lr, self.mu, self.distance, self.positions,
-                self.alpha, self.target)
+                self.alpha, self.target, self.saes)
 
     @property
     def label(self) -> str:
@@ -65,7 +67,10 @@ class SteerConfig:
         if self.method == "meandiff":
             return f"a{self.alpha:g}"
         t = f"delta a{self.alpha:g}" if self.target == "delta" else "proto"
-        return f"{t} T{self.steps} lr{self.lr:g} mu{self.mu:g}"
+        extra = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
+        extra += "" if self.positions == "all" else f" pos {self.positions}"
+        extra += "" if self.saes is None else f" saes {Path(self.saes).name}"
+        return f"{t} T{self.steps} lr{self.lr:g} mu{self.mu:g}{extra}"
 
 
 def _distance_grad(x: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:

@@ -1,0 +1,69 @@
+"""Ablations like the paper's: SAE expansion, sparsity (TopK k, ReLU + L1) and number of steered heads.
+
+    python scripts/ablations.py runs/ablations [--layers 12-17] [--scenarios 9]
+
+Trains one SAE variant per setting for the given layers (queries captured once), then runs the
+`eval` grid (unsteered + SAE steering toward all six levels) on every other test-split scenario,
+one batch per scenario for all variants. Writes OUT/saes_<variant>/, OUT/results.csv,
+OUT/summary.csv, OUT/report.html and OUT/sae_metrics.json; reruns skip what is done.
+The shipped SAEs (expansion 8, k 16) are the reference row.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from steer_core.bank import STORE  # noqa: E402
+from steer_core.bloom import LEVELS, load_dataset, scenarios  # noqa: E402
+from steer_core.evaluation import parse_layers, run_eval  # noqa: E402
+from steer_core.models import load_model  # noqa: E402
+from steer_core.prototypes import separability  # noqa: E402
+from steer_core.sae import SAETrainConfig  # noqa: E402
+from steer_core.steering import SteerConfig  # noqa: E402
+from steer_core.training import capture_train_queries, train_layers  # noqa: E402
+
+VARIANTS = {
+    "exp2": SAETrainConfig(expansion=2),
+    "exp4": SAETrainConfig(expansion=4),
+    "exp16": SAETrainConfig(expansion=16),
+    "k8": SAETrainConfig(k=8),
+    "k32": SAETrainConfig(k=32),
+    "relu-l1-0.3": SAETrainConfig(architecture="standard", l1_coeff=0.3),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--layers", default="12-17")
+    ap.add_argument("--scenarios", type=int, default=9, help="number of test scenarios (every other one)")
+    args = ap.parse_args()
+    layers = list(parse_layers(args.layers))
+    lm = load_model()
+    metrics_path = args.out / "sae_metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    todo = [v for v in VARIANTS if not all((args.out / f"saes_{v}" / f"layer_{l}" / "layer.json").is_file()
+                                           for l in layers)]
+    if todo:
+        captured = capture_train_queries(lm, layers)
+        for name in todo:
+            metrics[name] = train_layers(lm, layers, args.out / f"saes_{name}", VARIANTS[name], captured=captured)
+            metrics_path.write_text(json.dumps(metrics, indent=1))
+
+    # number of heads: the 1 and 3 heads whose prototypes differ most, averaged over the layers
+    sep = sum(separability(STORE.get(lm, l, train_missing=False).codes).cpu() for l in layers)
+    ranked = [int(h) for h in sep.argsort(descending=True)]
+    base = SteerConfig(layers=tuple(layers))
+    steers = [base, SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:1]))),
+              SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:3])))]
+    steers += [SteerConfig(layers=tuple(layers), saes=str(args.out / f"saes_{v}")) for v in VARIANTS]
+    test = scenarios(load_dataset(split="test"))[::2][: args.scenarios]
+    report = run_eval(lm, test, ["none", "sae"], list(LEVELS), [tuple(layers)], steers, args.out, max_new_tokens=64)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
