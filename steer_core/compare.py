@@ -54,10 +54,10 @@ class CompareRequest:
                 layers = parse_layers(text)
             except ValueError:
                 raise ValueError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
-        if heads in (None, "all", "", []):
-            heads = None if heads != [] else ()
+        if heads is None or (isinstance(heads, str) and heads.strip().lower() in ("", "all")):
+            heads = None  # every head
         else:
-            try:
+            try:  # an empty selection stays empty and is refused by __post_init__
                 heads = tuple(sorted({int(h) for h in (heads.split(",") if isinstance(heads, str) else heads)}))
             except (TypeError, ValueError):
                 raise ValueError(f"heads must be 'all' or head numbers, got {heads!r}") from None

@@ -58,3 +58,22 @@ def test_generate_cli_json():
     bad = subprocess.run([sys.executable, "-m", "steer_core", "generate", "--question", Q, "--answer", A,
                           "--layers", "99", "--json"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "out of range" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_inspect_steering_looks_inside_the_steered_head(lm):
+    from steer_core.generation import Request, generate_batch
+    from steer_core.latents import inspect_steering, separability_scores
+    from steer_core.steering import SteerConfig
+
+    cfg = SteerConfig(layers=(10, 15), heads=(2, 5), target="prototype", steps=8, lr=0.1)
+    out = generate_batch(lm, [Request(Q, A, "sae", "evaluate", steer=cfg)], max_new_tokens=12)[0]
+    view = inspect_steering(lm, Q, A, "evaluate", cfg, out.token_ids)
+    assert view.layer == 15 and view.head in (2, 5)
+    S = len(view.tokens)
+    assert view.before.shape == view.after.shape == (S, 512) and S == view.prompt_len + len(out.token_ids)
+    assert view.trace.shape == (9, 6)
+    target = 4  # evaluate: the prototype target pulls the code toward that level's prototype
+    assert view.trace[-1, target] < view.trace[0, target]
+    assert (view.after != view.before).any()
+    layers, scores = separability_scores(lm)
+    assert scores.shape == (30, 9) and not (scores != scores).any() and len(layers) == 30
