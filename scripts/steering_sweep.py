@@ -2,7 +2,9 @@
 
     python scripts/steering_sweep.py val-prototype OUT.csv   # paper's target, 7 layer sets x 2 strengths
     python scripts/steering_sweep.py val-delta OUT.csv       # delta target, 2 layer sets x alpha 2/4/8
-    python scripts/steering_sweep.py val-positions OUT.csv   # steer generated tokens only, alpha 8/16/32
+    python scripts/steering_sweep.py val-positions OUT.csv --early DIR   # generated tokens only (alpha
+                                                             # 16/32), and early-token prototypes from
+                                                             # scripts/early_prototypes.py DIR
     python scripts/steering_sweep.py test-prompts OUT.csv    # test split: unsteered, few-shot, instruction
     ... [--limit N]                                          # only the first N scenarios (a smoke run)
 
@@ -40,6 +42,7 @@ def main() -> None:
     ap.add_argument("phase", choices=("val-prototype", "val-delta", "val-positions", "test-prompts"))
     ap.add_argument("out", type=Path)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--early", default=None, help="SAE folder with early-token prototypes (val-positions)")
     args = ap.parse_args()
     phase, out = args.phase, args.out
     lm = load_model()
@@ -55,9 +58,11 @@ def main() -> None:
         steers = [SteerConfig(target="delta", alpha=a, steps=20, lr=0.2) for a in (2.0, 4.0, 8.0)]
         rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
     elif phase == "val-positions":
-        steers = [SteerConfig(target="delta", alpha=a, positions="generated") for a in (8.0, 16.0, 32.0)]
-        rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
-        rows += run_grid(lm, val, ["query"], LEVELS, [BAND, ALL], steers[1:2], max_new_tokens=64)
+        steers = [SteerConfig(alpha=a, positions="generated") for a in (16.0, 32.0)]
+        if args.early:
+            steers += [SteerConfig(alpha=8.0, saes=args.early), SteerConfig(alpha=16.0, positions="generated",
+                                                                            saes=args.early)]
+        rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND], steers, max_new_tokens=64)
     elif phase == "test-prompts":
         test = scenarios(load_dataset(split="test"))[: args.limit]
         rows = run_grid(lm, test, ["none", "fewshot", "instruction"], LEVELS, [BAND], SteerConfig(), max_new_tokens=64)
