@@ -278,7 +278,8 @@ def build() -> gr.Blocks:
             gr.Markdown(
                 "Train sparse autoencoders (all heads of one layer at once) and the six level prototypes on the "
                 "train split, for the loaded model. The result is cached and replaces that layer's shipped SAEs "
-                "immediately. About a minute per layer on a laptop CPU."
+                "immediately. About a minute per layer on a laptop CPU (deeper layers take longer to capture). "
+                "To train for another model, start the app with `STEER_MODEL=<HF id or local path> python app.py`."
             )
             with gr.Row():
                 t_layer = Number(value=15, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")

@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
-    b.add_argument("--layer", type=int, default=15, help="layer for the one-layer and training figures")
+    b.add_argument("--layer", type=int, default=15, help="the one steered layer, and the layer trained (default 15)")
     b.add_argument("--no-train", action="store_true", help="skip the SAE training figure (about a minute)")
     b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
     b.add_argument("--model", default="smollm2-135m-instruct")

@@ -36,10 +36,19 @@ def app_url(tmp_path_factory):
     import time
     import urllib.request
 
+    from steer_core.models import cache_root
+
     port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
+    home = tmp_path_factory.mktemp("app")
+    log = home / "app.log"
+    # A private cache (the model files linked in) so SAEs trained through the app stay in the test.
+    cache = home / "cache"
+    cache.mkdir()
+    for name in ("gguf", "smollm2-135m-instruct"):
+        if (cache_root() / name).is_dir():
+            (cache / name).symlink_to(cache_root() / name, target_is_directory=True)
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "STEER_CONCURRENCY": "8"}
+           "GRADIO_ANALYTICS_ENABLED": "False", "STEER_CONCURRENCY": "8", "STEER_CACHE": str(cache)}
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

@@ -116,3 +116,21 @@ def test_concurrent_users_get_what_they_get_alone(client):
         together = list(pool.map(lambda s: compare(client, **s)[:4], settings))
     assert together == alone
     assert len({tuple(t) for t in alone}) > 1  # the settings really differ
+
+
+def test_train_tab_trains_a_layer_that_compare_uses_at_once(client):
+    msg = client.predict(0, "topk", 16, 1.0, 8, 1, api_name="/train")
+    assert msg.startswith("Trained layer 0") and "explained variance" in msg
+    path = msg.split("Saved under `")[1].split("`")[0]
+    from pathlib import Path
+
+    assert (Path(path) / "layer_0" / "layer.json").is_file()
+    out = compare(client, layers="0", max_new_tokens=6)
+    assert out[1].strip()
+
+
+def test_train_tab_refuses_bad_settings(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Layer"):
+        client.predict(99, "topk", 16, 1.0, 8, 1, api_name="/train")
