@@ -33,10 +33,13 @@ from steer_core.evaluation import layers_label
 from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
 from steer_core.models import DEFAULT_MODEL, load_model
+from steer_core.steering import SteerConfig
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
+DEFAULTS = SteerConfig()  # chosen on validation data (README, "Does it steer?")
+DEFAULT_BAND = layers_label(DEFAULTS.layers)
 METHOD_ORDER = ("none", "sae", "query", "fewshot", "instruction")
 HEADLINES = {
     "none": "Unsteered",
@@ -79,7 +82,8 @@ def lm():
 
 
 def layer_choices(n_layers: int) -> list[tuple[str, str]]:
-    band = [("8-21: middle band (recommended)", "8-21"), (f"0-{n_layers - 1}: every layer", f"0-{n_layers - 1}")]
+    band = [(f"{DEFAULT_BAND}: middle band (recommended)", DEFAULT_BAND),
+            (f"0-{n_layers - 1}: every layer", f"0-{n_layers - 1}")]
     return band + [(f"{i}", str(i)) for i in range(n_layers)]
 
 
@@ -98,8 +102,9 @@ def _user_error(exc: Exception) -> gr.Error:
 
 
 @gpu
-def compare(question, student_answer, level, layers="8-21", heads=None, strength=1.0, steps=20, lr=0.2, mu=0.0,
-            target="delta", positions="all", max_new_tokens=80, seed=0, k_shots=3, instruction=False):
+def compare(question, student_answer, level, layers=DEFAULT_BAND, heads=None, strength=1.0, steps=DEFAULTS.steps,
+            lr=DEFAULTS.lr, mu=DEFAULTS.mu, target=DEFAULTS.target, positions=DEFAULTS.positions, max_new_tokens=80,
+            seed=0, k_shots=3, instruction=False):
     """Unsteered, SAE-steered, query-steered and few-shot feedback (and optionally the instruction
     baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report."""
     try:
@@ -226,7 +231,7 @@ def build() -> gr.Blocks:
                     level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
             gr.Examples(example_rows(), inputs=[question, answer, level], label="Examples from the test split (click one)")
             with gr.Row():
-                layers = Dropdown(layer_choices(model.n_layers), value="8-21", allow_custom_value=True,
+                layers = Dropdown(layer_choices(model.n_layers), value=DEFAULT_BAND, allow_custom_value=True,
                                      label="Layers to steer", info="a band, one layer, or type e.g. 3,9,15")
                 heads = CheckboxGroup([(f"head {h}", h) for h in range(model.n_heads)],
                                          value=list(range(model.n_heads)), label="Heads (all ticked = every head)")
@@ -234,14 +239,14 @@ def build() -> gr.Blocks:
                                      info="0 = off, 1 = the tested default, higher = stronger but less fluent")
             with gr.Accordion("Advanced (the paper's knobs)", open=False):
                 with gr.Row():
-                    steps = Slider(0, 100, value=20, step=1, label="Descent steps T")
-                    lr = Slider(0.0, 0.5, value=0.2, step=0.01, label="Step size")
-                    mu = Slider(0.0, 5.0, value=0.0, step=0.1, label="mu (stay close to the original code)")
+                    steps = Slider(0, 100, value=DEFAULTS.steps, step=1, label="Descent steps T")
+                    lr = Slider(0.0, 0.5, value=DEFAULTS.lr, step=0.01, label="Step size")
+                    mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
                 with gr.Row():
                     target = Radio([("shift by the level's offset (default)", "delta"),
-                                       ("the level's prototype (paper)", "prototype")], value="delta",
+                                       ("the level's prototype (paper)", "prototype")], value=DEFAULTS.target,
                                       label="Descent target")
-                    positions = Radio(["all", "prompt", "generated"], value="all", label="Steered positions")
+                    positions = Radio(["all", "prompt", "generated"], value=DEFAULTS.positions, label="Steered positions")
                 with gr.Row():
                     max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
                     seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")

@@ -33,21 +33,25 @@ class CompareRequest:
     layers: tuple[int, ...] = DEFAULT_LAYERS
     heads: tuple[int, ...] | None = None  # None = all heads
     strength: float = 1.0
-    steps: int = 20
-    lr: float = 0.2
-    mu: float = 0.0
-    target: str = "delta"
-    positions: str = "all"
+    steps: int = SteerConfig().steps
+    lr: float = SteerConfig().lr
+    mu: float = SteerConfig().mu
+    target: str = SteerConfig().target
+    positions: str = SteerConfig().positions
     max_new_tokens: int = 80
     seed: int = 0
     k_shots: int = 3
     instruction: bool = False
 
     @classmethod
-    def from_ui(cls, question, student_answer, level, layers="8-21", heads=None, strength=1.0, steps=20, lr=0.2,
-                mu=0.0, target="delta", positions="all", max_new_tokens=80, seed=0, k_shots=3,
+    def from_ui(cls, question, student_answer, level, layers=None, heads=None, strength=1.0, steps=None, lr=None,
+                mu=None, target=None, positions=None, max_new_tokens=80, seed=0, k_shots=3,
                 instruction=False) -> "CompareRequest":
-        """Build from loosely typed widget values (strings, floats from sliders, None)."""
+        """Build from loosely typed widget values (strings, floats from sliders, None = the default)."""
+        d = SteerConfig()
+        layers = d.layers if layers is None else layers
+        steps, lr, mu = (d.steps if steps is None else steps), (d.lr if lr is None else lr), (d.mu if mu is None else mu)
+        target, positions = target or d.target, positions or d.positions
         if not isinstance(layers, (list, tuple)):
             text = str(layers if layers is not None else "").split("(")[0].strip()
             try:
