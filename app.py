@@ -263,6 +263,18 @@ def build() -> gr.Blocks:
                         labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
                     if m == "instruction":
                         instr_col = col
+            with gr.Accordion("How to read the charts", open=False):
+                gr.Markdown(
+                    "- **Judge probabilities**: for each reply, how likely the judge thinks it asks for each level; "
+                    "the shaded column is the level you chose.\n"
+                    "- **Descent trace**: steering moves the head's sparse code step by step; each line is the "
+                    "distance to one level's prototype (the typical code of feedback at that level).\n"
+                    "- **Top latents**: the sparse features most active before and after steering, next to the "
+                    "target level's prototype.\n"
+                    "- **Tokens x latents**: which features are active at each word of the SAE-steered reply.\n"
+                    "- **Where to steer**: brighter cells are layers and heads where the six levels look most "
+                    "different to the SAE; the outlined cells are the ones you steered."
+                )
             with gr.Row():
                 plot_probs = gr.Plot(label="Judge probabilities", elem_id="plot-probs")
                 plot_trace = gr.Plot(label="Descent trace", elem_id="plot-trace")
