@@ -31,7 +31,6 @@ VARIANTS = {
     "exp16": SAETrainConfig(expansion=16),
     "k8": SAETrainConfig(k=8),
     "k32": SAETrainConfig(k=32),
-    "relu-l1-0.3": SAETrainConfig(architecture="standard", l1_coeff=0.3),
 }
 
 

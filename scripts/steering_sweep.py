@@ -5,6 +5,7 @@
     python scripts/steering_sweep.py val-positions OUT.csv --early DIR   # generated tokens only (alpha
                                                              # 16/32), and early-token prototypes from
                                                              # scripts/early_prototypes.py DIR
+    python scripts/steering_sweep.py val-generated OUT.csv   # generated tokens only, alpha 8/12, SAE and query
     python scripts/steering_sweep.py test-prompts OUT.csv    # test split: unsteered, few-shot, instruction
     ... [--limit N]                                          # only the first N scenarios (a smoke run)
 
@@ -39,7 +40,7 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("phase", choices=("val-prototype", "val-delta", "val-positions", "test-prompts"))
+    ap.add_argument("phase", choices=("val-prototype", "val-delta", "val-positions", "val-generated", "test-prompts"))
     ap.add_argument("out", type=Path)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--early", default=None, help="SAE folder with early-token prototypes (val-positions)")
@@ -63,6 +64,9 @@ def main() -> None:
             steers += [SteerConfig(alpha=8.0, saes=args.early), SteerConfig(alpha=16.0, positions="generated",
                                                                             saes=args.early)]
         rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND], steers, max_new_tokens=64)
+    elif phase == "val-generated":  # the strength of generated-only steering, SAE against query
+        steers = [SteerConfig(alpha=a, positions="generated") for a in (8.0, 12.0)]
+        rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND], steers, max_new_tokens=64)
     elif phase == "test-prompts":
         test = scenarios(load_dataset(split="test"))[: args.limit]
         rows = run_grid(lm, test, ["none", "fewshot", "instruction"], LEVELS, [BAND], SteerConfig(), max_new_tokens=64)

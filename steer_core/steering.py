@@ -25,7 +25,8 @@ MAX_STEPS = 500
 class SteerConfig:
     """How to steer; belongs to one call, never to the model."""
 
-    # Defaults chosen on 12 train-split validation scenarios (README, "Does it steer?").
+    # Defaults chosen on 12 train-split validation scenarios (README, "Does it steer?"): the most
+    # accurate setting whose perplexity stays within 1.5x of unsteered's.
     method: str = "sae"
     layers: tuple[int, ...] = tuple(range(8, 22))
     heads: tuple[int, ...] | None = None  # None = all heads
@@ -33,7 +34,7 @@ class SteerConfig:
     lr: float = 0.2
     mu: float = 0.0
     distance: str = "l2"
-    positions: str = "all"
+    positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
     alpha: float = 8.0  # strength of the level shift for target="delta" and for meandiff
     target: str = "delta"  # "prototype": descend to p_level; "delta": to z0 + alpha * (p_level - p_mean)
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
@@ -68,7 +69,7 @@ class SteerConfig:
             return f"a{self.alpha:g}"
         t = f"delta a{self.alpha:g}" if self.target == "delta" else "proto"
         extra = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
-        extra += "" if self.positions == "all" else f" pos {self.positions}"
+        extra += "" if self.positions == "all" else f" pos {self.positions}"  # no suffix: all positions
         extra += "" if self.saes is None else f" saes {Path(self.saes).name}"
         return f"{t} T{self.steps} lr{self.lr:g} mu{self.mu:g}{extra}"
 

@@ -142,7 +142,7 @@ def test_batched_heads_equal_per_head_reference(lm, method, target):
 
 def test_layer_edit_touches_only_its_rows_and_heads(lm):
     bank = tiny_bank(lm, 1)
-    cfg = SteerConfig(method="sae", layers=(1,), heads=(1,), steps=5, lr=0.2, target="prototype")
+    cfg = SteerConfig(method="sae", layers=(1,), heads=(1,), steps=5, lr=0.2, target="prototype", positions="all")
     edit = make_layer_edit([RowGroup(torch.tensor([1]), torch.tensor([4]), cfg, bank, torch.tensor([1]))], "prompt", 4, 12)
     q = torch.randn(2, 5, 48)
     out = edit(q).view(2, 5, 4, 12)
