@@ -3,7 +3,7 @@
     python scripts/ablations.py runs/ablations [--layers 12-17] [--scenarios 9]
 
 Trains one SAE variant per setting for the given layers (queries captured once), then runs the
-`eval` grid (unsteered + SAE steering toward all six levels) on every other test-split scenario,
+`eval` grid (unsteered + SAE steering toward all six levels) on the first N test-split scenarios,
 one batch per scenario for all variants. Writes OUT/saes_<variant>/, OUT/results.csv,
 OUT/summary.csv, OUT/report.html and OUT/sae_metrics.json; reruns skip what is done.
 The shipped SAEs (expansion 8, k 16) are the reference row.
@@ -38,7 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--layers", default="12-17")
-    ap.add_argument("--scenarios", type=int, default=9, help="number of test scenarios (every other one)")
+    ap.add_argument("--scenarios", type=int, default=9, help="the first N test-split scenarios (eval --limit N)")
     args = ap.parse_args()
     layers = list(parse_layers(args.layers))
     lm = load_model()
@@ -59,7 +59,7 @@ def main() -> None:
     steers = [base, SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:1]))),
               SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:3])))]
     steers += [SteerConfig(layers=tuple(layers), saes=str(args.out / f"saes_{v}")) for v in VARIANTS]
-    test = scenarios(load_dataset(split="test"))[::2][: args.scenarios]
+    test = scenarios(load_dataset(split="test"))[: args.scenarios]
     report = run_eval(lm, test, ["none", "sae"], list(LEVELS), [tuple(layers)], steers, args.out, max_new_tokens=64)
     print(json.dumps(report))
 
