@@ -79,7 +79,7 @@ class HeadSAEs(nn.Module):
         W_enc, b_enc, _, b_dec = self.weights(heads)
         pre = torch.einsum("...hd,hdk->...hk", x - b_dec, W_enc) + b_enc
         if self.architecture == "topk":  # relu(topk(pre)) == topk(relu(pre)), on k values only
-            vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1)
+            vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1, sorted=False)
             return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
         return torch.relu(pre)
 
@@ -87,7 +87,7 @@ class HeadSAEs(nn.Module):
         """TopK training step: x (N, H, d_in) -> (x_hat, values, indices), decoding only the k
         active latents (embedding_bag) instead of a dense (N, H, d_sae) code: ~3x faster on CPU."""
         pre = torch.einsum("nhd,hdk->nhk", x - self.b_dec, self.W_enc) + self.b_enc
-        vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1)
+        vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1, sorted=False)
         vals = torch.relu(vals)
         N, H, k = idx.shape
         flat = (idx + torch.arange(H, device=idx.device)[:, None] * self.d_sae).reshape(N * H, k)
@@ -129,11 +129,17 @@ def evaluate_sae(sae: HeadSAEs, x: torch.Tensor, batch_size: int = 8192) -> tupl
     sst = ((x - mean) ** 2).sum(dim=(0, 2)).cpu()
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size]
-        x_hat, z = sae(xb)
+        if sae.architecture == "topk":  # only the k active latents: no dense (N, H, d_sae) code
+            x_hat, vals, idx = sae.forward_sparse(xb)
+            active = vals > 0
+            heads = torch.arange(H, device=idx.device)[None, :, None].expand_as(idx)
+            fired[heads[active].cpu(), idx[active].cpu()] = True
+        else:
+            x_hat, z = sae(xb)
+            active = z > 0
+            fired |= active.any(0).cpu()
         sse += ((xb - x_hat) ** 2).sum(dim=(0, 2)).cpu()
-        active = z > 0
         l0 += active.sum(dim=(0, 2)).cpu().float()
-        fired |= active.any(0).cpu()
     ev = (1 - sse / sst.clamp_min(1e-12)).tolist()
     return ev, (l0 / len(x)).tolist(), (1 - fired.float().mean(1)).tolist()
 
