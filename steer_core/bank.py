@@ -158,6 +158,31 @@ class BankStore:
             self._layers[key] = bank
             return bank
 
+    def get_many(self, lm, layers, style: str = "plain", train_missing: bool = True, progress: bool = True,
+                 root: str | Path | None = None) -> dict[int, LayerBank]:
+        """Several layers; those to be trained are trained together, after one pass of query
+        capture over the train split instead of one pass per layer."""
+        if root is None and train_missing:
+            with self._lock:
+                todo = [layer for layer in layers if self._needs_training(lm, layer, style)]
+                if len(todo) > 1:
+                    from .training import train_layers
+
+                    train_layers(lm, todo, user_root(lm, style), style=style, progress=progress)
+        return {layer: self.get(lm, layer, style, train_missing, progress, root) for layer in layers}
+
+    def _needs_training(self, lm, layer: int, style: str) -> bool:
+        if (model_key(lm) + str(lm.device) + style, lm.check_layer(layer)) in self._layers:
+            return False
+        d = self.find(lm, layer, style)
+        if d is None:
+            return True
+        try:
+            verify_layer(d)
+            return False
+        except SAEFileError:
+            return not d.is_relative_to(ASSET_SAES)  # a corrupt shipped layer is refused by get()
+
     def _get_explicit(self, lm, layer: int, root: Path) -> LayerBank:
         key = (f"{root.resolve()}|{lm.device}", layer)
         with self._lock:

@@ -102,8 +102,7 @@ def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
         head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
-        for layer in cfg.layers:
-            bank = STORE.get(lm, layer, style=style, root=cfg.saes)
+        for layer, bank in STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes).items():
             out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx))
     return out
 

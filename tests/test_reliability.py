@@ -55,6 +55,23 @@ def test_corrupt_cached_layer_is_rebuilt_not_used(cache, monkeypatch):
     assert got.meta["metrics"] == {"seed": 2}  # the rebuilt layer, not the corrupt one
 
 
+def test_missing_layers_are_trained_together(cache, monkeypatch):
+    """One capture pass for all missing layers, not one per layer; present layers are not retrained."""
+    lm, root = cache
+    _write_layer(root, lm, 1, seed=1)
+    calls = []
+
+    def fake_train(lm_, layers, root_, style="plain", progress=True):
+        calls.append(list(layers))
+        for layer in layers:
+            _write_layer(root_, lm_, layer, seed=3)
+
+    monkeypatch.setattr("steer_core.training.train_layers", fake_train)
+    banks = STORE.get_many(lm, [0, 1, 2])
+    assert calls == [[0, 2]] and sorted(banks) == [0, 1, 2]
+    assert banks[1].meta["metrics"] == {"seed": 1} and banks[2].meta["metrics"] == {"seed": 3}
+
+
 def test_corrupt_layer_is_refused_when_training_is_not_allowed(cache):
     lm, root = cache
     d = _write_layer(root, lm, 2, seed=1)
