@@ -108,6 +108,11 @@ def load_layer(d: Path, lm) -> LayerBank:
     return LayerBank(manifest["layer"], sae, p["codes"], p["queries"], p["query_all"], manifest).to(lm.device)
 
 
+def _loaded_key(lm, layer: int, style: str) -> tuple[str, int]:
+    """A loaded layer is valid for one model (+ adapter), device and prompt style."""
+    return (model_key(lm) + str(lm.device) + style, layer)
+
+
 class BankStore:
     """Loads layers on demand (and trains missing ones when allowed), one copy per process."""
 
@@ -134,7 +139,7 @@ class BankStore:
         lm.check_layer(layer)
         if root is not None:
             return self._get_explicit(lm, layer, Path(root))
-        key = (model_key(lm) + str(lm.device) + style, layer)
+        key = _loaded_key(lm, layer, style)
         with self._lock:
             if key in self._layers:
                 return self._layers[key]
@@ -172,7 +177,7 @@ class BankStore:
         return {layer: self.get(lm, layer, style, train_missing, progress, root) for layer in layers}
 
     def _needs_training(self, lm, layer: int, style: str) -> bool:
-        if (model_key(lm) + str(lm.device) + style, lm.check_layer(layer)) in self._layers:
+        if _loaded_key(lm, lm.check_layer(layer), style) in self._layers:
             return False
         d = self.find(lm, layer, style)
         if d is None:
@@ -196,7 +201,7 @@ class BankStore:
     def forget(self, lm, layer: int, style: str = "plain") -> None:
         """Drop a loaded layer so the next `get` reads it from disk again (after retraining)."""
         with self._lock:
-            self._layers.pop((model_key(lm) + str(lm.device) + style, layer), None)
+            self._layers.pop(_loaded_key(lm, layer, style), None)
 
 
 STORE = BankStore()
