@@ -111,7 +111,6 @@ def compare(question, student_answer, level, layers=DEFAULT_BAND, heads=None, st
         req = CompareRequest.from_ui(question, student_answer, level, layers, heads, strength, steps, lr, mu, target,
                                      positions, max_new_tokens, seed, k_shots, instruction)
         model = lm()
-        req.check_against(model)
         last = None
         for last in compare_stream(model, req):
             if not last.judgements:
