@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
 from .errors import ModelLoadError
+from .offsets import OffsetFitConfig
+from .steering import TARGETS
 
 
 class UsageError(Exception):
@@ -117,7 +119,8 @@ def cmd_generate(args) -> int:
         raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
     steer = SteerConfig(method=args.method if args.method in ("sae", "query", "meandiff") else "sae", layers=layers,
                         heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
-                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes)
+                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes,
+                        offsets=args.offsets)
     if args.scenarios:
         items = [(o.get("id", n), o.get("question"), o.get("student_answer")) for n, o in _read_jsonl(args.scenarios)]
     else:
@@ -143,7 +146,7 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _eval_scenarios(path: str | None, split: str, limit: int | None):
+def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=None):
     """Scenarios from the dataset (default: its test split) or any JSONL of question/student_answer/id."""
     from .bloom import FeedbackExample, scenarios
 
@@ -165,6 +168,11 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None):
                                          student_answer=a, level="remember", feedback="-", split="test"))
         if not items:
             raise UsageError(f"{path}: no scenarios (split {split!r})")
+    if writers:
+        wanted = {w.upper() for w in writers}
+        items = [s for s in items if s.scenario_id[:1].upper() in wanted]
+        if not items:
+            raise UsageError(f"no scenarios by writers {' '.join(sorted(wanted))}")
     if limit is not None:
         if limit < 1:
             raise UsageError("--limit must be >= 1")
@@ -182,9 +190,10 @@ def cmd_eval(args) -> int:
     except ValueError:
         raise UsageError(f"--layers takes layer sets like 15 8-21 3,9,15; got {' '.join(args.layers)!r}") from None
     levels = [normalize_level(lv) for lv in args.levels]
-    items = _eval_scenarios(args.scenarios, args.split, args.limit)
+    items = _eval_scenarios(args.scenarios, args.split, args.limit, args.writers)
     steer = SteerConfig(layers=layer_sets[0], heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
-                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes)
+                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes,
+                        offsets=args.offsets)
     lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
     for layers in layer_sets:
         for layer in layers:
@@ -192,6 +201,46 @@ def cmd_eval(args) -> int:
     report = run_eval(lm, items, args.methods, levels, layer_sets, steer, Path(args.out),
                       max_new_tokens=args.max_new_tokens, style=args.style, max_batch=args.max_batch)
     print(json.dumps(report))
+    return 0
+
+
+def _writer_rows(writers, split: str = "train"):
+    rows = load_dataset(split=split)
+    if writers:
+        wanted = {w.upper() for w in writers}
+        rows = [r for r in rows if r.scenario_id[:1].upper() in wanted]
+        if not rows:
+            raise UsageError(f"no {split}-split rows by writers {' '.join(sorted(wanted))} (scenario id letters A-F)")
+    return rows
+
+
+def cmd_fit_offsets(args) -> int:
+    from .bank import STORE, user_root
+    from .evaluation import parse_layers
+    from .models import load_model
+    from .offsets import OffsetFitConfig, fit_offsets, offsets_roots
+    from .training import refit_prototypes
+
+    try:
+        layers = parse_layers(args.layers)
+    except ValueError:
+        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+    cfg = OffsetFitConfig(layers=layers, epochs=args.epochs, lr=args.lr, beta=args.beta, l1=args.l1, sft=args.sft,
+                          max_feedback_tokens=args.max_feedback_tokens, seed=args.seed, style=args.style)
+    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    for layer in layers:
+        lm.check_layer(layer)
+    rows = _writer_rows(args.writers)
+    banks = None
+    out = Path(args.out) if args.out else offsets_roots(lm, args.style)[0]
+    if args.writers:  # a cross-writer fold: prototypes from these writers only, next to the offsets
+        saes = refit_prototypes(lm, list(layers), rows, out / "saes", style=args.style)
+        banks = STORE.get_many(lm, layers, style=args.style, root=saes)
+        out = out / "offsets"
+    offsets = fit_offsets(lm, rows, cfg, banks=banks)
+    offsets.save(out)
+    print(json.dumps({"out": str(out), **{k: v for k, v in offsets.meta.items() if k not in ("sae_manifests",
+                                                                                          "scenario_ids")}}))
     return 0
 
 
@@ -253,10 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=0.2)
     g.add_argument("--mu", type=float, default=0.0)
     g.add_argument("--alpha", type=float, default=8.0, help="strength of the level shift (target delta, meandiff)")
-    g.add_argument("--target", default="delta", choices=("delta", "prototype"))
+    g.add_argument("--target", default="delta", choices=TARGETS)
     g.add_argument("--positions", default="generated", choices=("all", "prompt", "generated"))
     g.add_argument("--k", type=int, default=3, help="few-shot examples")
     g.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    g.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
     g.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     g.add_argument("--max-new-tokens", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
@@ -273,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("test", "train", "all"),
                    help="keep lines of this split when the file has a 'split' field (default test)")
     e.add_argument("--limit", type=int, default=None, help="only the first N scenarios")
+    e.add_argument("--writers", nargs="+", default=None,
+                   help="only scenarios of these writing batches (scenario id letters, e.g. D E F)")
+    e.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
     e.add_argument("--methods", nargs="+", default=["none", "sae", "query", "fewshot", "instruction"],
                    choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
     e.add_argument("--levels", nargs="+", default=list(LEVELS))
@@ -282,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lr", type=float, default=0.2)
     e.add_argument("--mu", type=float, default=0.0)
     e.add_argument("--alpha", type=float, default=8.0)
-    e.add_argument("--target", default="delta", choices=("delta", "prototype"))
+    e.add_argument("--target", default="delta", choices=TARGETS)
     e.add_argument("--positions", default="generated", choices=("all", "prompt", "generated"))
     e.add_argument("--style", default="plain", choices=("plain", "rubric"))
     e.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
@@ -305,6 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-adapter", action="store_true")
     b.add_argument("--device", default="auto")
     b.set_defaults(func=cmd_bench)
+
+    o = sub.add_parser("fit-offsets", help="fit learned sparse code offsets per level (the steering bound)")
+    o.add_argument("--layers", default="8-21")
+    o.add_argument("--writers", nargs="+", default=None,
+                   help="fit on these writers' train scenarios only (a cross-writer fold); also writes the "
+                        "fold's prototypes to OUT/saes and the offsets to OUT/offsets")
+    d = OffsetFitConfig()
+    o.add_argument("--epochs", type=int, default=d.epochs)
+    o.add_argument("--lr", type=float, default=d.lr)
+    o.add_argument("--beta", type=float, default=d.beta)
+    o.add_argument("--l1", type=float, default=d.l1)
+    o.add_argument("--sft", type=float, default=d.sft)
+    o.add_argument("--max-feedback-tokens", type=int, default=d.max_feedback_tokens)
+    o.add_argument("--seed", type=int, default=d.seed)
+    o.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
+    o.add_argument("--model", default="smollm2-135m-instruct")
+    o.add_argument("--no-adapter", action="store_true")
+    o.add_argument("--device", default="auto")
+    o.set_defaults(func=cmd_fit_offsets)
 
     t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers")
     t.add_argument("--model", default="smollm2-135m-instruct")

@@ -188,8 +188,45 @@ def add_judgements(rows: list[dict], judge=None) -> list[dict]:
     return rows
 
 
-SUMMARY_FIELDS = ["model", "style", "method", "layers", "level", "n", "accuracy", "mean_level_index", "level_shift",
-                  "level_corr", "ppl", "ppl_ratio", "similarity", "words"]
+SUMMARY_FIELDS = ["model", "style", "method", "layers", "level", "n", "n_scenarios", "accuracy", "accuracy_lo",
+                  "accuracy_hi", "mean_level_index", "level_shift", "level_corr", "level_corr_lo", "level_corr_hi",
+                  "ppl", "ppl_ratio", "similarity", "words"] + [f"judged_{lv}" for lv in LEVELS]
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_over_scenarios(scenario_ids: Sequence[str], targets: Sequence[int], preds: Sequence[int],
+                             draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+    """Accuracy and the judged-vs-target level correlation, with 95% percentile intervals from
+    resampling whole scenarios (a scenario's rows share a question, so they are not independent)."""
+    import numpy as np
+
+    sids = sorted(set(scenario_ids))
+    index = {s: i for i, s in enumerate(sids)}
+    sc = np.array([index[s] for s in scenario_ids])
+    t, p = np.asarray(targets, dtype=float), np.asarray(preds, dtype=float)
+    hit = (t == p).astype(float)
+    n_sc = len(sids)
+    # per scenario sufficient statistics: count, hits, sums for the correlation
+    def stats(ws):  # ws: (draws, n_sc) multiplicity of each scenario
+        cnt = ws @ np.bincount(sc, minlength=n_sc)
+        acc = (ws @ np.bincount(sc, weights=hit, minlength=n_sc)) / cnt
+        m = {}
+        for name, v in (("t", t), ("p", p), ("tt", t * t), ("pp", p * p), ("tp", t * p)):
+            m[name] = (ws @ np.bincount(sc, weights=v, minlength=n_sc)) / cnt
+        vt, vp = m["tt"] - m["t"] ** 2, m["pp"] - m["p"] ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (m["tp"] - m["t"] * m["p"]) / np.sqrt(vt * vp)
+        return acc, r
+
+    acc, r = stats(np.ones((1, n_sc)))
+    rng = np.random.default_rng(seed)
+    ws = np.stack([np.bincount(rng.integers(0, n_sc, n_sc), minlength=n_sc) for _ in range(draws)]).astype(float)
+    accs, rs = stats(ws)
+    lo, hi = np.percentile(accs, [2.5, 97.5])
+    rs = rs[np.isfinite(rs)]
+    rlo, rhi = np.percentile(rs, [2.5, 97.5]) if len(rs) else (float("nan"), float("nan"))
+    return {"accuracy": float(acc[0]), "accuracy_lo": float(lo), "accuracy_hi": float(hi), "level_corr": float(r[0]),
+            "level_corr_lo": float(rlo), "level_corr_hi": float(rhi), "n_scenarios": n_sc}
 
 
 def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) -> list[dict]:
@@ -221,17 +258,18 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
         agg.setdefault((s["model"], s["style"], s["method"], s["layers"]), []).append(s)
     for (model, style, method, layers), ss in sorted(agg.items()):
         rs = [r for key, g in groups.items() if key[:4] == (model, style, method, layers) for r in g]
-        corr = float("nan")
-        if method != "none":
-            t = np.array([LEVELS.index(r["level"]) for r in rs], dtype=float)
-            p = np.array([int(r["pred_index"]) for r in rs], dtype=float)
-            if t.std() > 0 and p.std() > 0:
-                corr = float(np.corrcoef(t, p)[0, 1])
+        if method == "none":  # one text per scenario, scored against every target level
+            rs = [dict(r, level=t) for r in rs for t in LEVELS]
+        boot = bootstrap_over_scenarios([r["scenario_id"] for r in rs], [LEVELS.index(r["level"]) for r in rs],
+                                        [int(r["pred_index"]) for r in rs])
+        ci = {k: round(v, 4) if isinstance(v, float) else v for k, v in boot.items()}
+        if method == "none":  # judged level does not depend on the target: no correlation to report
+            ci.update(level_corr=float("nan"), level_corr_lo=float("nan"), level_corr_hi=float("nan"))
+        judged = np.bincount([int(r["pred_index"]) for r in rs], minlength=len(LEVELS)) / max(1, len(rs))
         out.append({"model": model, "style": style, "method": method, "layers": layers, "level": "ALL",
-                    "n": sum(s["n"] for s in ss),
-                    "accuracy": round(float(np.mean([s["accuracy"] for s in ss])), 4),
+                    "n": sum(s["n"] for s in ss), **ci,
+                    **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, judged)},
                     "mean_level_index": round(float(np.mean([s["mean_level_index"] for s in ss])), 3),
-                    "level_corr": round(corr, 3),
                     "ppl": round(float(np.nanmedian([s["ppl"] for s in ss])), 3),
                     "similarity": round(float(np.nanmean([s["similarity"] for s in ss])), 3)
                     if any(np.isfinite(s["similarity"]) for s in ss) else float("nan"),
@@ -251,7 +289,10 @@ def _stats(model, style, method, layers, level, rs, target):
 
     ppl = [float(r["ppl"]) for r in rs if r["ppl"] not in ("", None) and not np.isnan(float(r["ppl"]))]
     sims = np.array([r.get("_sim", float("nan")) for r in rs], dtype=float)
+    judged = np.bincount([int(r["pred_index"]) for r in rs], minlength=len(LEVELS)) / max(1, len(rs))
     return {"model": model, "style": style, "method": method, "layers": layers, "level": level, "n": len(rs),
+            "n_scenarios": len({r["scenario_id"] for r in rs}),
+            **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, judged)},
             "accuracy": round(float(np.mean([r["pred"] == target for r in rs])), 4),
             "mean_level_index": round(float(np.mean([int(r["pred_index"]) for r in rs])), 3),
             "ppl": round(float(np.median(ppl)), 3) if ppl else float("nan"),

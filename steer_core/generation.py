@@ -18,6 +18,7 @@ import torch
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
 from .hooks import query_edits
+from .offsets import load_offsets
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
 from .steering import RowGroup, SteerConfig, make_layer_edit
 
@@ -102,8 +103,14 @@ def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
         head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
-        for layer, bank in STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes).items():
-            out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx))
+        banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
+        learned = None
+        if cfg.method == "sae" and cfg.target == "learned":
+            learned = load_offsets(lm, cfg.offsets, style)
+            learned.check_matches(banks)
+        for layer, bank in banks.items():
+            offsets = None if learned is None else learned.for_layer(layer)
+            out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx, offsets))
     return out
 
 

@@ -17,7 +17,14 @@ from .sae import HeadSAEs
 METHODS = ("none", "sae", "query", "meandiff")
 POSITIONS = ("all", "prompt", "generated")
 DISTANCES = ("l2", "cosine")
-TARGETS = ("prototype", "delta")
+TARGETS = ("prototype", "delta", "softmax", "learned")
+TARGET_HELP = {
+    "prototype": "the paper's target: descend to the level's prototype code",
+    "delta": "descend to the token's own code shifted by alpha x (level prototype - mean prototype)",
+    "softmax": "the follow-up paper's objective: raise the target level's probability under a softmax over "
+               "negative squared distances to all six prototypes (alpha scales the step)",
+    "learned": "add the level's learned sparse code offset (fit-offsets), alpha x; no descent",
+}
 MAX_STEPS = 500
 
 
@@ -38,6 +45,7 @@ class SteerConfig:
     alpha: float = 8.0  # strength of the level shift for target="delta" and for meandiff
     target: str = "delta"  # "prototype": descend to p_level; "delta": to z0 + alpha * (p_level - p_mean)
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
+    offsets: str | None = None  # a folder of learned offsets (target "learned"); None = the shipped ones
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -60,18 +68,24 @@ class SteerConfig:
     @property
     def key(self) -> tuple:
         return (self.method, self.layers, self.heads, self.steps, self.lr, self.mu, self.distance, self.positions,
-                self.alpha, self.target, self.saes)
+                self.alpha, self.target, self.saes, self.offsets)
 
     @property
     def label(self) -> str:
         """Short text naming the strength settings, for tables."""
         if self.method == "meandiff":
             return f"a{self.alpha:g}"
-        t = f"delta a{self.alpha:g}" if self.target == "delta" else "proto"
+        t = {"delta": f"delta a{self.alpha:g}", "prototype": "proto", "softmax": f"softmax a{self.alpha:g}",
+             "learned": f"learned a{self.alpha:g}"}[self.target]
+        if self.target == "learned":
+            t += "" if self.offsets is None else f" offsets {Path(self.offsets).name}"
+            steps = ""
+        else:
+            steps = f" T{self.steps} lr{self.lr:g} mu{self.mu:g}"
         extra = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
         extra += "" if self.positions == "all" else f" pos {self.positions}"  # no suffix: all positions
         extra += "" if self.saes is None else f" saes {Path(self.saes).name}"
-        return f"{t} T{self.steps} lr{self.lr:g} mu{self.mu:g}{extra}"
+        return f"{t}{steps}{extra}"
 
 
 def _distance_grad(x: torch.Tensor, target: torch.Tensor, distance: str) -> torch.Tensor:
@@ -128,6 +142,46 @@ def _l2_descent_closed_form(z0, target, steps, lr, mu, nonneg):
     return torch.relu(u) if nonneg else u
 
 
+def _prototype_scale(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, H, K) prototypes -> squared norms (L, H) and per-head temperature (H,): the mean squared
+    distance between two distinct prototypes."""
+    L = protos.shape[0]
+    pp = (protos * protos).sum(-1)
+    gaps = pp[:, None] + pp[None] - 2 * torch.einsum("ahk,bhk->abh", protos, protos)  # (L, L, H)
+    return pp, (gaps.sum((0, 1)) / (L * (L - 1))).clamp_min(1e-6)
+
+
+def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
+                    mu: float = 0.0, nonneg: bool = True) -> torch.Tensor:
+    """Descent on the prototype-softmax loss of the follow-up paper (arXiv 2605.23040):
+    -log softmax_j(-||z - p_j||^2 / tau)[target] + mu ||z - z0||^2, scaled by tau / 2 so that a step
+    is in code units: the gradient is (sum_j pi_j p_j) - p_target, which pulls toward the target and
+    away from the levels the code is nearest to, and vanishes once the code sits at its target.
+
+    z0 (..., H, K); protos (L, H, K); target (...) level indices broadcastable to z0's leading dims;
+    tau per head = mean squared distance between distinct prototypes (logit gaps of order 1).
+    """
+    pp, tau = _prototype_scale(protos)
+    p_t = protos[target]  # (..., H, K)
+    z = z0
+    for _ in range(steps):
+        d2 = (z * z).sum(-1, keepdim=True) - 2 * torch.einsum("...hk,lhk->...hl", z, protos) + pp.T
+        pi = torch.softmax(-d2 / tau[:, None], dim=-1)
+        grad = torch.einsum("...hl,lhk->...hk", pi, protos) - p_t + 2 * mu * (z - z0)
+        z = z - lr * grad
+        if nonneg:
+            z = torch.relu(z)
+    return z
+
+
+def level_probabilities(z: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """(..., H, K) codes -> (..., H, L) probability of each level under the prototypes (the softmax
+    over negative squared distances that the softmax target raises)."""
+    pp, tau = _prototype_scale(protos)
+    d2 = (z * z).sum(-1, keepdim=True) - 2 * torch.einsum("...hk,lhk->...hl", z, protos) + pp.T
+    return torch.softmax(-d2 / tau[:, None], dim=-1)
+
+
 def query_descent(q0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0,
                   distance: str = "l2") -> torch.Tensor:
     """The query baseline: the same descent directly on the raw query, toward the level's mean query."""
@@ -152,12 +206,25 @@ class LayerBank:
 
 
 def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None,
-               cfg: SteerConfig) -> torch.Tensor:
+               cfg: SteerConfig, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """x: (rows, seq, heads, head_dim) queries of the chosen heads (None = all heads); levels:
-    (rows,) target level indices. Returns the steered queries, same shape."""
+    (rows,) target level indices; offsets: this layer's (levels, heads, d_sae) learned offsets
+    (target "learned"). Returns the steered queries, same shape."""
     def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t if heads is None else t.index_select(dim, heads)
 
+    if cfg.method == "sae" and cfg.target == "learned":
+        if offsets is None:
+            raise ValueError("target 'learned' needs learned offsets for this layer")
+        W_dec = bank.sae.weights(heads)[2]
+        shift = torch.einsum("rhk,hkd->rhd", pick(offsets.index_select(0, levels), 1), W_dec)
+        return x + cfg.alpha * shift[:, None].to(x.dtype)
+    if cfg.method == "sae" and cfg.target == "softmax":
+        z0 = bank.sae.encode(x, heads)
+        z = softmax_descent(z0, pick(bank.codes, 1), levels[:, None].expand(z0.shape[:2]), cfg.steps,
+                            cfg.lr * cfg.alpha, cfg.mu)
+        W_dec = bank.sae.weights(heads)[2]
+        return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec)
     if cfg.method == "sae":
         z0 = bank.sae.encode(x, heads)
         target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
@@ -186,6 +253,7 @@ class RowGroup:
     cfg: SteerConfig
     bank: LayerBank
     heads: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets of this layer
 
 
 def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int):
@@ -201,7 +269,7 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         for g in live:
             block = out.index_select(0, g.rows)
             x = block if g.heads is None else block.index_select(2, g.heads)
-            new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg).to(block.dtype)
+            new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
             if g.heads is None:
                 block = new
             else:

@@ -82,3 +82,23 @@ def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None =
         save_layer(root, lm, layer, sae, protos, metrics, settings, dtype=dtype)
         results[layer] = metrics["summary"] | {"seconds": metrics["train_seconds"]}
     return results
+
+
+def refit_prototypes(lm, layers: list[int], rows, root: Path, style: str = "plain", progress: bool = True) -> Path:
+    """Copy the model's trained SAEs of `layers` to `root` with prototypes computed from `rows` only:
+    cross-writer validation fits prototypes (and offsets) without the writers it is scored on."""
+    from .bank import STORE, save_layer
+    from .prototypes import compute_prototypes
+
+    banks = STORE.get_many(lm, layers, style=style, progress=progress)
+    captured = capture_train_queries(lm, list(layers), style, progress=progress, rows=list(rows))
+    fb = captured.is_feedback
+    for layer in layers:
+        bank = banks[layer]
+        x = captured.queries[layer].to(lm.device).float()[fb.to(lm.device)]
+        protos = compute_prototypes(bank.sae, x, captured.example_ids[fb].to(lm.device),
+                                    captured.example_levels.to(lm.device))
+        settings = dict(bank.meta.get("settings", {}), prototype_rows=len(rows),
+                        prototype_scenarios=sorted({r.scenario_id for r in rows}))
+        save_layer(root, lm, layer, bank.sae, protos, bank.meta.get("metrics", {}), settings)
+    return Path(root)

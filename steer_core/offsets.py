@@ -1,0 +1,320 @@
+"""Learned sparse offsets: per Bloom level, an offset in each steered head's SAE code, fitted on the
+model's own likelihood of that level's feedbacks, contrasted with the other levels' feedbacks.
+
+Prototype steering guesses a direction from mean codes; here the direction is fitted for what we
+want, so it bounds what steering at the query site can do with this model, prompt and SAE basis.
+At a steered position the query becomes q' = q + strength * W_dec^T delta_level (the code moves by
+delta and is decoded; the SAE's reconstruction error is kept, as for the other SAE targets).
+
+Objective, one scenario at a time (the dataset has a feedback of every level for each scenario):
+the scenario's six feedbacks are teacher-forced twice in one batch, each under steering toward its
+own level and each under steering toward a level shifted by a random k. For every target level L
+that gives a preferred reply (L's feedback) and a rejected one (the feedback of level L - k), both
+steered toward L, and the loss is a preference loss on their likelihoods relative to the unsteered
+model (as in bi-directional preference optimisation of steering vectors), plus an L1 penalty,
+applied as a proximal step after each Adam step, so that only a few latents move.
+
+Only the feedback tokens are steered while fitting (the generated positions at generation time),
+so the prompt is read once per scenario without gradients and its KV cache is shared by all rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .bank import STORE, model_key
+from .bloom import LEVELS, FeedbackExample
+from .hooks import query_edits
+from .io_utils import atomic_write_bytes, atomic_write_text
+from .prompts import messages, render
+
+OFFSETS_FILE = "offsets.safetensors"
+OFFSETS_CFG = "offsets.json"
+ASSET_OFFSETS = Path(__file__).resolve().parent.parent / "assets" / "offsets"
+
+
+class OffsetsFileError(ValueError):
+    """An offsets folder that is missing, corrupt, or made for other SAEs or another model."""
+
+
+@dataclass(frozen=True)
+class OffsetFitConfig:
+    """How to fit the offsets; stored with them."""
+
+    layers: tuple[int, ...] = tuple(range(8, 22))
+    epochs: int = 2
+    lr: float = 0.003  # Adam step on the code offsets (decoder rows have norm ~14, queries ~14)
+    beta: float = 0.1  # preference temperature on summed log-likelihoods
+    l1: float = 0.5  # proximal L1: each step shrinks every offset by lr * l1, so only latents with a
+    # consistent gradient move (Adam steps are ~lr in size whatever the gradient's scale)
+    sft: float = 1.0  # weight of the chosen reply's per-token likelihood gain: keeps both from falling
+    max_feedback_tokens: int = 48  # the level shows early; later tokens cost time, not signal
+    seed: int = 0
+    style: str = "plain"
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("choose at least one layer to fit offsets for")
+        for name in ("lr", "beta", "l1", "sft"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        if self.epochs < 1 or self.max_feedback_tokens < 2:
+            raise ValueError("epochs must be >= 1 and max_feedback_tokens >= 2")
+
+
+@dataclass
+class LevelOffsets:
+    """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named."""
+
+    delta: torch.Tensor
+    layers: tuple[int, ...]
+    meta: dict = field(default_factory=dict)
+
+    def for_layer(self, layer: int) -> torch.Tensor:
+        """(levels, heads, d_sae) offsets of one layer."""
+        if layer not in self.layers:
+            raise OffsetsFileError(f"no learned offsets for layer {layer} (fitted for layers "
+                                   f"{self.layers[0]}..{self.layers[-1]}); fit them with `python -m steer_core "
+                                   f"fit-offsets --layers ...` or choose those layers")
+        return self.delta[:, self.layers.index(layer)]
+
+    def sparsity(self) -> dict:
+        nz = self.delta != 0
+        return {"nonzero_fraction": round(float(nz.float().mean()), 5),
+                "nonzero_per_head": round(float(nz.sum(-1).float().mean()), 2)}
+
+    def save(self, out_dir: str | Path) -> Path:
+        from safetensors.torch import save
+
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / OFFSETS_CFG).unlink(missing_ok=True)  # unfinished until the config is back
+        blob = save({"delta": self.delta.detach().float().cpu().contiguous()})
+        atomic_write_bytes(d / OFFSETS_FILE, blob)
+        cfg = {**self.meta, "layers": list(self.layers), "levels": list(LEVELS),
+               "shape": list(self.delta.shape), "sha256": hashlib.sha256(blob).hexdigest()}
+        atomic_write_text(d / OFFSETS_CFG, json.dumps(cfg, indent=1))
+        return d
+
+    @classmethod
+    def load(cls, d: str | Path, device="cpu") -> "LevelOffsets":
+        from safetensors.torch import load
+
+        d = Path(d)
+        cpath, fpath = d / OFFSETS_CFG, d / OFFSETS_FILE
+        if not cpath.is_file() or not fpath.is_file():
+            raise OffsetsFileError(f"{d}: no learned offsets here (expected {OFFSETS_CFG} and {OFFSETS_FILE})")
+        try:
+            cfg = json.loads(cpath.read_text())
+            layers = tuple(int(x) for x in cfg["layers"])
+            digest = cfg["sha256"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise OffsetsFileError(f"{cpath}: unreadable config") from None
+        blob = fpath.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise OffsetsFileError(f"{fpath}: contents do not match {OFFSETS_CFG} (corrupt or edited)")
+        delta = load(blob).get("delta")
+        if delta is None or delta.dim() != 4 or delta.shape[0] != len(LEVELS) or delta.shape[1] != len(layers):
+            raise OffsetsFileError(f"{fpath}: delta must have shape (6, {len(layers)}, heads, d_sae)")
+        if not torch.isfinite(delta).all():
+            raise OffsetsFileError(f"{fpath}: delta holds NaN or infinite values")
+        return cls(delta.to(device), layers, cfg)
+
+    def check_matches(self, banks: dict) -> None:
+        """Offsets are codes of particular SAEs: refuse them for any others."""
+        want = self.meta.get("sae_manifests", {})
+        for layer, bank in banks.items():
+            have = _manifest_digest(bank.meta)
+            if str(layer) in want and want[str(layer)] != have:
+                raise OffsetsFileError(f"learned offsets of layer {layer} were fitted for other SAEs than the ones "
+                                       "loaded; refit them (`python -m steer_core fit-offsets`)")
+            if bank.sae.n_heads != self.delta.shape[2] or bank.sae.d_sae != self.delta.shape[3]:
+                raise OffsetsFileError(f"learned offsets have {self.delta.shape[2]} heads x {self.delta.shape[3]} "
+                                       f"latents, the SAEs of layer {layer} {bank.sae.n_heads} x {bank.sae.d_sae}")
+
+
+def _manifest_digest(manifest: dict) -> str:
+    """Identity of a trained layer: the hashes of its files."""
+    return hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def offset_edit(delta_layer: torch.Tensor, W_dec: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor | None,
+                n_heads: int, head_dim: int, strength: float = 1.0):
+    """A q_proj edit adding W_dec^T delta[level] to each row's queries (where `positions` is True)."""
+    def edit(q: torch.Tensor) -> torch.Tensor:
+        B, S, _ = q.shape
+        shift = torch.einsum("bhk,hkd->bhd", delta_layer.index_select(0, levels), W_dec) * strength
+        shift = shift[:, None].expand(B, S, n_heads, head_dim)
+        if positions is not None:
+            shift = shift * positions[:, :, None, None].to(shift.dtype)
+        return q + shift.reshape(B, S, n_heads * head_dim).to(q.dtype)
+
+    return edit
+
+
+@dataclass
+class EncodedScenario:
+    prompt: list[int]
+    replies: list[list[int]]  # one token list per level, in LEVELS order
+
+
+def _encode_scenarios(tok, rows: Sequence[FeedbackExample], style: str, max_tokens: int) -> list[EncodedScenario]:
+    by_sc: dict[str, dict[str, FeedbackExample]] = {}
+    for r in rows:
+        by_sc.setdefault(r.scenario_id, {})[r.level] = r
+    out = []
+    for levels in by_sc.values():
+        if len(levels) != len(LEVELS):  # the contrast needs every level's feedback on the same scenario
+            continue
+        first = levels[LEVELS[0]]
+        prompt, start = render(tok, messages(first.question, first.student_answer, style))
+        replies = []
+        for lv in LEVELS:
+            ids, start = render(tok, messages(first.question, first.student_answer, style), levels[lv].feedback)
+            replies.append(ids[start:][:max_tokens])
+        out.append(EncodedScenario(prompt, replies))
+    return out
+
+
+def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0) -> torch.Tensor:
+    """Summed log-likelihood of each reply (rows = replies repeated n_rows_per_reply times) given the
+    shared prompt, with `edits` active on the reply tokens. Returns (rows,)."""
+    from transformers import DynamicCache
+
+    dev = lm.device
+    replies = sc.replies * n_rows_per_reply
+    R, T = len(replies), max(len(r) for r in replies)
+    ids = torch.full((R, T), pad_id, dtype=torch.long)
+    real = torch.zeros((R, T), dtype=torch.bool)
+    for i, r in enumerate(replies):
+        ids[i, : len(r)] = torch.tensor(r)
+        real[i, : len(r)] = True
+    ids, real = ids.to(dev), real.to(dev)
+    P = len(sc.prompt)
+    with torch.no_grad():
+        out = lm.model(input_ids=torch.tensor([sc.prompt], device=dev), past_key_values=DynamicCache(), use_cache=True)
+    cache = out.past_key_values
+    for layer in cache.layers:  # share the prompt's keys and values with every row
+        layer.keys = layer.keys.expand(R, -1, -1, -1).contiguous()
+        layer.values = layer.values.expand(R, -1, -1, -1).contiguous()
+    first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each reply's first token, unsteered
+    mask = torch.cat([torch.ones((R, P), dtype=torch.long, device=dev), real.long()], dim=1)
+    pos = torch.arange(P, P + T, device=dev)[None].expand(R, T)
+    with query_edits(lm, edits):
+        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                          use_cache=True).logits.float()
+    lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # token t+1 from t
+    lp = (lp * real[:, 1:]).sum(-1)
+    return lp + first[ids[:, 0]]
+
+
+def fit_offsets(lm, rows: Sequence[FeedbackExample], cfg: OffsetFitConfig | None = None, banks: dict | None = None,
+                progress: bool = True) -> LevelOffsets:
+    """Fit LevelOffsets for cfg.layers on `rows` (train-split feedbacks, all six levels per scenario)."""
+    cfg = cfg or OffsetFitConfig()
+    layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
+    banks = banks if banks is not None else STORE.get_many(lm, layers, style=cfg.style, progress=progress)
+    scenarios = _encode_scenarios(lm.tokenizer, rows, cfg.style, cfg.max_feedback_tokens)
+    if not scenarios:
+        raise ValueError("fitting offsets needs scenarios with a feedback at every one of the six levels")
+    out = fit_encoded(lm, scenarios, cfg, banks, pad_id=lm.tokenizer.pad_token_id or 0, progress=progress)
+    out.meta["scenario_ids"] = sorted({r.scenario_id for r in rows})
+    return out
+
+
+def fit_encoded(lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, banks: dict, pad_id: int = 0,
+                progress: bool = True) -> LevelOffsets:
+    """The fitting loop on tokenized scenarios (prompt ids + one reply per level)."""
+    layers = tuple(cfg.layers)
+    W_dec = {layer: banks[layer].sae.W_dec.detach().float() for layer in layers}
+    H, K = W_dec[layers[0]].shape[:2]
+    n_lv = len(LEVELS)
+    delta = torch.zeros((n_lv, len(layers), H, K), device=lm.device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    for p in lm.model.parameters():
+        p.requires_grad_(False)
+
+    lv = torch.arange(n_lv, device=lm.device)
+    with torch.no_grad():  # the unsteered model's likelihood of every reply: the reference
+        ref = [_reply_logprobs(lm, sc, {}, 1, pad_id) for sc in tqdm(scenarios, desc="reference", disable=not progress)]
+
+    lengths = [torch.tensor([len(r) for r in sc.replies], device=lm.device, dtype=torch.float) for sc in scenarios]
+    history, t0 = [], time.time()
+    bar = tqdm(total=cfg.epochs * len(scenarios), desc="fitting offsets", disable=not progress)
+    for _ in range(cfg.epochs):
+        order = list(range(len(scenarios)))
+        rng.shuffle(order)
+        for s in order:
+            sc = scenarios[s]
+            k = rng.randrange(1, n_lv)
+            steer_to = torch.cat([lv, (lv + k) % n_lv])  # rows 0-5: own level; rows 6-11: shifted by k
+            edits = {layer: offset_edit(delta[:, i], W_dec[layer], steer_to, None, lm.n_heads, lm.head_dim)
+                     for i, layer in enumerate(layers)}
+            gain = _reply_logprobs(lm, sc, edits, 2, pad_id) - ref[s].repeat(2)
+            chosen = gain[:n_lv]  # reply L steered toward L
+            rejected = gain[n_lv:][(lv - k) % n_lv]  # reply L-k steered toward L
+            loss = -torch.nn.functional.logsigmoid(cfg.beta * (chosen - rejected)).mean()
+            loss = loss - cfg.sft * (chosen / lengths[s]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # proximal L1: soft-threshold, exact zeros
+                delta.copy_(torch.sign(delta) * torch.relu(delta.abs() - cfg.lr * cfg.l1))
+            history.append({"loss": float(loss.detach()), "margin": float((chosen - rejected).detach().mean()),
+                            "chosen": float((chosen / lengths[s]).detach().mean())})
+            bar.update(1)
+            recent = history[-20:]
+            bar.set_postfix(loss=f"{sum(h['loss'] for h in recent) / len(recent):.3f}",
+                            margin=f"{sum(h['margin'] for h in recent) / len(recent):.2f}")
+    bar.close()
+    n = max(1, len(history) // 10)
+    meta = {"fit": asdict(cfg) | {"layers": list(layers)}, "n_scenarios": len(scenarios),
+            "seconds": round(time.time() - t0, 1),
+            "loss_first": round(sum(h["loss"] for h in history[:n]) / n, 4),
+            "loss_last": round(sum(h["loss"] for h in history[-n:]) / n, 4),
+            "margin_last": round(sum(h["margin"] for h in history[-n:]) / n, 3),
+            "chosen_gain_per_token_last": round(sum(h["chosen"] for h in history[-n:]) / n, 4),
+            "sae_manifests": {str(layer): _manifest_digest(banks[layer].meta) for layer in layers}}
+    out = LevelOffsets(delta.detach(), layers, meta)
+    out.meta.update(out.sparsity())
+    return out
+
+
+def offsets_roots(lm, style: str = "plain") -> list[Path]:
+    """Where a model's learned offsets are looked for: the user's own fit first, then the shipped one."""
+    from .models import cache_root
+
+    name = model_key(lm) + ("" if style == "plain" else f"@{style}")
+    return [cache_root() / "offsets" / name, ASSET_OFFSETS / name]
+
+
+_LOADED: dict[tuple[str, str], LevelOffsets] = {}
+_LOCK = threading.Lock()
+
+
+def load_offsets(lm, folder: str | Path | None = None, style: str = "plain") -> LevelOffsets:
+    """The learned offsets in `folder`, or the model's own (user fit, else shipped); loaded once."""
+    if folder is None:
+        found = [d for d in offsets_roots(lm, style) if (d / OFFSETS_CFG).is_file()]
+        if not found:
+            raise OffsetsFileError(f"no learned offsets for {model_key(lm)} ({style} prompt); fit them with "
+                                   "`python -m steer_core fit-offsets` or choose another steering target")
+        folder = found[0]
+    key = (str(Path(folder).resolve()), str(lm.device))
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = LevelOffsets.load(folder, lm.device)
+        return _LOADED[key]

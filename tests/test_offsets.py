@@ -1,0 +1,155 @@
+"""Learned sparse offsets, the prototype-softmax objective and the bootstrap, on a tiny random Llama."""
+
+import pytest
+import torch
+
+from steer_core.bloom import LEVELS
+from steer_core.evaluation import bootstrap_over_scenarios
+from steer_core.hooks import active_hook_count
+from steer_core.offsets import (EncodedScenario, LevelOffsets, OffsetFitConfig, OffsetsFileError, _manifest_digest,
+                                _reply_logprobs, fit_encoded, offset_edit)
+from steer_core.steering import (RowGroup, SteerConfig, level_probabilities, make_layer_edit, softmax_descent,
+                                 steer_rows)
+from tiny import tiny_bank, tiny_lm
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
+
+
+def scenarios(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        prompt = torch.randint(1, 97, (6,), generator=g).tolist()
+        replies = [torch.randint(1, 97, (int(torch.randint(4, 8, (1,), generator=g)),), generator=g).tolist()
+                   for _ in LEVELS]
+        out.append(EncodedScenario(prompt, replies))
+    return out
+
+
+def margin(lm, offsets: LevelOffsets, banks, scs) -> float:
+    """Mean over scenarios and levels of log p(reply L | steer L) - log p(reply L | steer L+1)."""
+    lv = torch.arange(len(LEVELS))
+    total = 0.0
+    for sc in scs:
+        def lp(levels):
+            edits = {layer: offset_edit(offsets.for_layer(layer), banks[layer].sae.W_dec, levels, None,
+                                        lm.n_heads, lm.head_dim) for layer in offsets.layers}
+            with torch.no_grad():
+                return _reply_logprobs(lm, sc, edits, 1)
+        total += float((lp(lv) - lp((lv + 1) % len(LEVELS))).mean())
+    return total / len(scs)
+
+
+def test_fitting_offsets_makes_steering_prefer_the_level(lm):
+    banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
+    scs = scenarios()
+    cfg = OffsetFitConfig(layers=(1, 2), epochs=8, lr=0.05, beta=1.0, l1=0.0, sft=0.0)
+    zero = LevelOffsets(torch.zeros(6, 2, lm.n_heads, 48), (1, 2))
+    fitted = fit_encoded(lm, scs, cfg, banks, progress=False)
+    assert fitted.delta.shape == (6, 2, lm.n_heads, 48)
+    assert margin(lm, zero, banks, scs) == pytest.approx(0.0, abs=1e-5)
+    assert margin(lm, fitted, banks, scs) > 0.05  # a random tiny model is not very steerable
+    assert fitted.meta["loss_last"] < fitted.meta["loss_first"]
+    assert active_hook_count() == 0
+    assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_l1_moves_few_latents(lm):
+    banks = {1: tiny_bank(lm, 1)}
+    scs = scenarios(2)
+    dense = fit_encoded(lm, scs, OffsetFitConfig(layers=(1,), epochs=2, lr=0.05, l1=0.0), banks, progress=False)
+    sparse = fit_encoded(lm, scs, OffsetFitConfig(layers=(1,), epochs=2, lr=0.05, l1=0.9), banks, progress=False)
+    assert sparse.sparsity()["nonzero_fraction"] < 0.5 * dense.sparsity()["nonzero_fraction"]
+
+
+def test_learned_target_adds_the_decoded_offset(lm):
+    bank = tiny_bank(lm, 1)
+    delta = torch.randn(6, lm.n_heads, 48)
+    x = torch.randn(2, 5, lm.n_heads, lm.head_dim)
+    levels = torch.tensor([0, 5])
+    cfg = SteerConfig(layers=(1,), target="learned", alpha=2.0)
+    out = steer_rows(bank, x, levels, None, cfg, delta)
+    want = x + 2.0 * torch.einsum("rhk,hkd->rhd", delta[levels], bank.sae.W_dec)[:, None]
+    assert torch.allclose(out, want, atol=1e-5)
+    heads = torch.tensor([1, 3])  # a head subset steers only those heads, with their own offsets
+    sub = steer_rows(bank, x[:, :, heads], levels, heads, cfg, delta)
+    assert torch.allclose(sub, want[:, :, heads], atol=1e-5)
+    with pytest.raises(ValueError, match="learned offsets"):
+        steer_rows(bank, x, levels, None, cfg, None)
+    # through the layer edit: only the generated phase is steered by default
+    group = RowGroup(torch.tensor([0, 1]), levels, cfg, bank, None, delta)
+    assert make_layer_edit([group], "prompt", lm.n_heads, lm.head_dim) is None
+    edit = make_layer_edit([group], "generated", lm.n_heads, lm.head_dim)
+    q = x.reshape(2, 5, -1)
+    assert torch.allclose(edit(q), want.reshape(2, 5, -1), atol=1e-5)
+
+
+def test_offsets_round_trip_and_refuse_corrupt_or_foreign_files(tmp_path, lm):
+    bank = tiny_bank(lm, 1)
+    bank.meta = {"files": {"a": "1"}}
+    off = LevelOffsets(torch.randn(6, 1, lm.n_heads, 48), (1,), {"sae_manifests": {"1": _manifest_digest(bank.meta)}})
+    off.save(tmp_path / "o")
+    back = LevelOffsets.load(tmp_path / "o")
+    assert torch.equal(back.delta, off.delta) and back.layers == (1,)
+    back.check_matches({1: bank})
+    other = tiny_bank(lm, 1)
+    other.meta = {"files": {"a": "2"}}
+    with pytest.raises(OffsetsFileError, match="other SAEs"):
+        back.check_matches({1: other})
+    with pytest.raises(OffsetsFileError, match="no learned offsets for layer 2"):
+        back.for_layer(2)
+    blob = bytearray((tmp_path / "o" / "offsets.safetensors").read_bytes())
+    blob[-3] ^= 0xFF
+    (tmp_path / "o" / "offsets.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(OffsetsFileError, match="corrupt"):
+        LevelOffsets.load(tmp_path / "o")
+    (tmp_path / "o" / "offsets.json").write_text("{not json")
+    with pytest.raises(OffsetsFileError, match="unreadable"):
+        LevelOffsets.load(tmp_path / "o")
+    with pytest.raises(OffsetsFileError, match="no learned offsets here"):
+        LevelOffsets.load(tmp_path / "missing")
+
+
+def test_softmax_descent_follows_the_followup_objective():
+    g = torch.Generator().manual_seed(0)
+    protos = torch.rand(6, 3, 16, generator=g)
+    z0 = torch.rand(4, 5, 3, 16, generator=g)
+    target = torch.tensor([0, 2, 4, 5])[:, None].expand(4, 5)
+    # one step equals autograd on the scaled loss tau/2 * -log softmax(-d^2/tau)[target]
+    from steer_core.steering import _prototype_scale
+
+    _, tau = _prototype_scale(protos)
+    z = z0.clone().requires_grad_(True)
+    d2 = ((z.unsqueeze(-2) - protos.permute(1, 0, 2)) ** 2).sum(-1)  # (4, 5, 3, 6)
+    nll = -torch.log_softmax(-d2 / tau[:, None], -1).gather(-1, target[..., None, None].expand(4, 5, 3, 1))
+    (nll.squeeze(-1) * tau / 2).sum().backward()
+    one = softmax_descent(z0, protos, target, steps=1, lr=0.1, nonneg=False)
+    assert torch.allclose(one, z0 - 0.1 * z.grad, atol=1e-5)
+    # more steps raise the target level's probability under the prototypes
+    before = level_probabilities(z0, protos).gather(-1, target[..., None, None].expand(4, 5, 3, 1))
+    after_z = softmax_descent(z0, protos, target, steps=30, lr=0.5)
+    after = level_probabilities(after_z, protos).gather(-1, target[..., None, None].expand(4, 5, 3, 1))
+    assert bool((after > before).float().mean() > 0.9) and bool((after_z >= 0).all())
+
+
+def test_bootstrap_intervals():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sids = [f"s{i}" for i in range(30) for _ in range(6)]
+    targets = [t for _ in range(30) for t in range(6)]
+    preds = [t if rng.random() < 0.5 else int(rng.integers(0, 6)) for t in targets]
+    b = bootstrap_over_scenarios(sids, targets, preds)
+    assert b["accuracy_lo"] < b["accuracy"] < b["accuracy_hi"]
+    assert b["level_corr_lo"] < b["level_corr"] < b["level_corr_hi"]
+    assert b["accuracy"] == pytest.approx(np.mean(np.array(targets) == np.array(preds)))
+    assert b["n_scenarios"] == 30
+    assert 0.05 < b["accuracy_hi"] - b["accuracy_lo"] < 0.3
+    wide = bootstrap_over_scenarios(sids[:36], targets[:36], preds[:36])  # 6 scenarios: wider interval
+    assert wide["accuracy_hi"] - wide["accuracy_lo"] > b["accuracy_hi"] - b["accuracy_lo"]
+    perfect = bootstrap_over_scenarios(sids, targets, targets)
+    assert perfect["accuracy_lo"] == perfect["accuracy_hi"] == 1.0 and perfect["level_corr"] == pytest.approx(1.0)
+    assert bootstrap_over_scenarios(sids, targets, preds) == b  # seeded: reproducible
