@@ -27,18 +27,20 @@ import gradio as gr
 
 from steer_core import charts
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
-from steer_core.compare import BASE_ALPHA, MAX_STRENGTH, CompareRequest, compare_stream
+from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
 from steer_core.errors import ModelLoadError
 from steer_core.evaluation import layers_label
 from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
 from steer_core.models import DEFAULT_MODEL, load_model
-from steer_core.steering import SteerConfig
+from steer_core.steering import TARGETS, SteerConfig
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
-DEFAULTS = SteerConfig()  # chosen on validation data (README, "Does it steer?")
+DEFAULTS = SteerConfig()
+TARGET_LABELS = {"prototype": "the level's prototype (the paper's)", "delta": "shift the code by the level's offset",
+                 "softmax": "prototype softmax (follow-up paper)", "learned": "learned sparse offset"}  # chosen on validation data (README, "Does it steer?")
 DEFAULT_BAND = layers_label(DEFAULTS.layers)
 METHOD_ORDER = ("none", "sae", "query", "fewshot", "instruction")
 HEADLINES = {
@@ -167,7 +169,7 @@ def _status(result, view) -> str:
     hits = [m for m, v in result.judgements.items() if v["pred"] == req.level]
     hit_text = ", ".join(HEADLINES[m].split(" (")[0] for m in hits) or "none of the methods"
     return (f"Done in {result.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
-            f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} (alpha {BASE_ALPHA * req.strength:g}); "
+            f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}); "
             f"charts show layer {view.layer}, head {view.head}.")
 
 
@@ -242,9 +244,8 @@ def build() -> gr.Blocks:
                     lr = Slider(0.0, 0.5, value=DEFAULTS.lr, step=0.01, label="Step size")
                     mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
                 with gr.Row():
-                    target = Radio([("shift by the level's offset (default)", "delta"),
-                                       ("the level's prototype (paper)", "prototype")], value=DEFAULTS.target,
-                                      label="Descent target")
+                    target = Radio([(TARGET_LABELS[t] + (" (default)" if t == DEFAULTS.target else ""), t)
+                                    for t in TARGETS], value=DEFAULTS.target, label="Steering target")
                     positions = Radio(["all", "prompt", "generated"], value=DEFAULTS.positions, label="Steered positions")
                 with gr.Row():
                     max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")

@@ -180,6 +180,17 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=Non
     return items
 
 
+def _parse_variant(spec: str) -> tuple[str, float]:
+    target, _, alpha = spec.partition(":")
+    try:
+        value = float(alpha)
+    except ValueError:
+        value = float("nan")
+    if target not in TARGETS or not value >= 0:
+        raise UsageError(f"--variants items look like learned:1 or delta:8 (target: {', '.join(TARGETS)}); got {spec!r}")
+    return target, value
+
+
 def cmd_eval(args) -> int:
     from .evaluation import parse_layers, run_eval
     from .models import load_model
@@ -194,6 +205,10 @@ def cmd_eval(args) -> int:
     steer = SteerConfig(layers=layer_sets[0], heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
                         alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes,
                         offsets=args.offsets)
+    if args.variants:
+        from dataclasses import replace
+
+        steer = [replace(steer, target=t, alpha=a) for t, a in (_parse_variant(v) for v in args.variants)]
     lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
     for layers in layer_sets:
         for layer in layers:
@@ -337,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--alpha", type=float, default=8.0)
     e.add_argument("--target", default="delta", choices=TARGETS)
     e.add_argument("--positions", default="generated", choices=("all", "prompt", "generated"))
+    e.add_argument("--variants", nargs="+", default=None,
+                   help="several steering targets with their strengths in one run, e.g. delta:8 learned:1 "
+                        "softmax:2 (replaces --target/--alpha; query steering runs the delta/prototype ones)")
     e.add_argument("--style", default="plain", choices=("plain", "rubric"))
     e.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     e.add_argument("--max-new-tokens", type=int, default=64)

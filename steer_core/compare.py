@@ -14,10 +14,9 @@ from typing import Iterator
 from .bloom import LEVELS, normalize_level
 from .evaluation import layers_label, parse_layers
 from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
-from .steering import MAX_STEPS, POSITIONS, TARGETS, SteerConfig
+from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, QUERY_TARGETS, TARGETS, SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
-BASE_ALPHA = SteerConfig().alpha  # strength 1 = the default level shift chosen on validation data
 MAX_STRENGTH = 4.0
 COMPARE_METHODS = ("none", "sae", "query", "fewshot")
 OPTIONAL_METHODS = ("instruction",)
@@ -105,8 +104,11 @@ class CompareRequest:
             lm.check_heads(list(self.heads))
 
     def steer(self, method: str) -> SteerConfig:
+        """The SAE row steers with the chosen target; the query baseline, which has no SAE codes,
+        uses the delta shift when the target is defined on codes only."""
+        target = self.target if method == "sae" or self.target in QUERY_TARGETS else "delta"
         return SteerConfig(method=method, layers=self.layers, heads=self.heads, steps=self.steps, lr=self.lr,
-                           mu=self.mu, alpha=BASE_ALPHA * self.strength, target=self.target,
+                           mu=self.mu, alpha=BASE_ALPHA[target] * self.strength, target=target,
                            positions=self.positions)
 
     @property
@@ -150,7 +152,7 @@ class CompareResult:
         req = asdict(self.request)
         inputs = {k: req.pop(k) for k in ("question", "student_answer", "level")}
         req["layers"] = layers_label(self.request.layers)
-        req["alpha"] = BASE_ALPHA * self.request.strength
+        req["alpha"] = self.request.steer("sae").alpha
         return {
             "model": model,
             "inputs": inputs,

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .bloom import LEVELS, FeedbackExample
 from .generation import Request, generate_batch, perplexity
-from .steering import SteerConfig
+from .steering import QUERY_TARGETS, SteerConfig
 
 STEERED = ("sae", "query", "meandiff")
 
@@ -60,7 +60,8 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
     for sc in scenarios:
         reqs, meta = [], []
         for method in methods:
-            combos = [(l, s) for l in layer_sets for s in steers] if method in STEERED else [(None, None)]
+            usable = [s for s in steers if method == "sae" or s.target in QUERY_TARGETS]
+            combos = [(l, s) for l in layer_sets for s in usable] if method in STEERED else [(None, None)]
             for layers, st in combos:
                 for level in (levels if method != "none" else ["-"]):
                     cfg = replace(st, method=method, layers=tuple(layers)) if layers else None

@@ -25,6 +25,10 @@ TARGET_HELP = {
                "negative squared distances to all six prototypes (alpha scales the step)",
     "learned": "add the level's learned sparse code offset (fit-offsets), alpha x; no descent",
 }
+QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
+# Strength 1 in the UI and the API means this alpha for each target (the learned offsets are fitted
+# at alpha 1; 8 was the delta shift chosen on validation data before the offsets existed).
+BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 1.0}
 MAX_STEPS = 500
 
 
@@ -54,6 +58,9 @@ class SteerConfig:
             raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+        if self.method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
+            raise ValueError(f"target {self.target!r} works on SAE codes; query steering takes "
+                             f"{' or '.join(QUERY_TARGETS)}")
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(DISTANCES)}")
         for name in ("lr", "mu", "alpha"):

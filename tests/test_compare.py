@@ -15,7 +15,7 @@ def test_from_ui_parses_widget_values():
     assert r.level == "analyze" and r.layers == (8, 9, 10) and r.heads == (1, 3)
     assert (r.steps, r.max_new_tokens, r.seed, r.k_shots) == (10, 32, 7, 2)
     cfg = r.steer("sae")
-    assert cfg.alpha == 2 * BASE_ALPHA and cfg.target == "prototype" and cfg.positions == "generated"
+    assert cfg.alpha == 2 * BASE_ALPHA['prototype'] and cfg.target == "prototype" and cfg.positions == "generated"
     assert r.methods == ("none", "sae", "query", "fewshot", "instruction")
     reqs = r.requests()
     assert [q.method for q in reqs] == list(r.methods) and reqs[1].steer.method == "sae" and reqs[3].steer is None
@@ -46,3 +46,11 @@ def test_bad_values_are_refused_with_a_clear_message(kw, message):
     args.update(kw)
     with pytest.raises(ValueError, match=message):
         CompareRequest.from_ui(**args)
+
+
+def test_code_only_targets_leave_the_query_baseline_on_delta():
+    for target in ("learned", "softmax"):
+        r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 2.0, target=target)
+        sae, query = r.steer("sae"), r.steer("query")
+        assert sae.target == target and sae.alpha == 2 * BASE_ALPHA[target]
+        assert query.target == "delta" and query.alpha == 2 * BASE_ALPHA["delta"]
