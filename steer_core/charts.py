@@ -409,6 +409,40 @@ def accuracy_by_method_level(summary_rows: Sequence[Mapping[str, Any]], title: s
     return _style(fig, title, "target Bloom level", "target-level accuracy")
 
 
+def judged_vs_target(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """Mean judged level against target level, one line per method variant, with the diagonal that
+    perfect steering would follow and unsteered's flat line (it does not depend on the target)."""
+    title = title or "Judged level against target level"
+    series: dict[str, np.ndarray] = {}
+    for i, row in enumerate(summary_rows):
+        if str(row.get("level", "")).strip() not in LEVELS:
+            continue
+        try:
+            y = float(row["mean_level_index"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"summary row {i} lacks a numeric mean_level_index") from None
+        method, layers = str(row["method"]).strip(), str(row.get("layers", "-")).strip() or "-"
+        label = _method_label(method) if layers == "-" else f"{_method_label(method)} ({layers})"
+        series.setdefault(label, np.full(len(LEVELS), np.nan))[LEVELS.index(str(row["level"]).strip())] = y
+    fig = go.Figure()
+    if not series:
+        return _style(_note(fig, "no per-level rows in this evaluation"), title, "", "")
+    idx = list(range(len(LEVELS)))
+    fig.add_trace(go.Scatter(x=list(LEVELS), y=idx, mode="lines", name="perfect steering",
+                             line={"dash": "dot", "color": "#999"}, hoverinfo="skip"))
+    used = set()
+    for label, y in series.items():
+        method = label.split(" (")[0]  # a method's first variant gets its colour, the others plotly's
+        color = None if method in used else next((c for m, c in METHOD_COLORS.items() if _method_label(m) == method), None)
+        used.add(method)
+        fig.add_trace(go.Scatter(x=list(LEVELS), y=y, mode="lines+markers", name=label,
+                                 line={"color": color} if color else None,
+                                 hovertemplate=f"{html.escape(label)}<br>target %{{x}}: judged %{{y:.2f}}<extra></extra>"))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[-0.2, len(LEVELS) - 0.8], tickvals=idx, ticktext=list(LEVELS))
+    return _style(fig, title, "target Bloom level", "mean judged level")
+
+
 def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
     """Overall accuracy against the single steered layer, one line per method; unsteered baselines dashed."""
     title = title or "Layer sweep: accuracy vs steered layer"

@@ -85,7 +85,7 @@ class SteerConfig:
         t = {"delta": f"delta a{self.alpha:g}", "prototype": "proto", "softmax": f"softmax a{self.alpha:g}",
              "learned": f"learned a{self.alpha:g}"}[self.target]
         if self.target == "learned":
-            t += "" if self.offsets is None else f" offsets {Path(self.offsets).name}"
+            t += "" if self.offsets is None else " offsets " + "/".join(Path(self.offsets).parts[-2:])
             steps = ""
         else:
             steps = f" T{self.steps} lr{self.lr:g} mu{self.mu:g}"

@@ -310,3 +310,19 @@ def test_report_html_inlines_plotly_once():
 def test_report_html_rejects_non_figures():
     with pytest.raises(ValueError, match="figures"):
         charts.report_html([{"data": []}], "x")
+
+
+def test_judged_vs_target_plots_each_variant_and_the_diagonal():
+    from steer_core.charts import judged_vs_target
+
+    rows = [{"method": "sae", "layers": "8-21 learned a1", "level": lv, "accuracy": 0.5, "mean_level_index": i * 0.5}
+            for i, lv in enumerate(LEVELS)]
+    rows += [{"method": "none", "layers": "-", "level": lv, "accuracy": 0.17, "mean_level_index": 2.0} for lv in LEVELS]
+    rows.append({"method": "sae", "layers": "8-21 learned a1", "level": "ALL", "accuracy": 0.5, "mean_level_index": 1})
+    fig = judged_vs_target(rows)
+    names = [t.name for t in fig.data]
+    assert names == ["perfect steering", "SAE-steered (8-21 learned a1)", "Unsteered"]
+    assert list(fig.data[1].y) == [i * 0.5 for i in range(6)] and list(fig.data[0].y) == list(range(6))
+    assert "no per-level rows" in judged_vs_target([])["layout"]["annotations"][0]["text"]
+    with pytest.raises(ValueError, match="mean_level_index"):
+        judged_vs_target([{"method": "sae", "layers": "-", "level": "apply", "accuracy": 0.1}])
