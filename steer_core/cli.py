@@ -259,6 +259,17 @@ def cmd_fit_offsets(args) -> int:
     return 0
 
 
+def cmd_summarize(args) -> int:
+    from .tables import overall_table, per_level_table, summary_rows
+
+    for path in args.csv:
+        if not Path(path).is_file():
+            raise UsageError(f"no such file: {path}")
+    summary = summary_rows(args.csv, rejudge=args.rejudge, similarity=args.similarity)
+    print(per_level_table(summary, args.per_level) if args.per_level else overall_table(summary))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
     from .models import load_model
@@ -364,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
     e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("summarize", help="Markdown table of results.csv files, with 95% bootstrap intervals")
+    m.add_argument("csv", nargs="+", help="results.csv files written by eval (pooled)")
+    m.add_argument("--per-level", metavar="METHOD", help="per-level rows of this method, with judged-level shares")
+    m.add_argument("--similarity", action="store_true", help="add the MiniLM similarity to the unsteered text")
+    m.add_argument("--rejudge", action="store_true", help="re-score the texts with the shipped judge")
+    m.set_defaults(func=cmd_summarize)
 
     b = sub.add_parser("bench", help="performance figures: tokens/s, steering overhead, cold start, SAE training")
     b.add_argument("--json", action="store_true", help="one JSON object")

@@ -67,3 +67,31 @@ def test_eval_cli_writes_tables_and_resumes(tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--layers", "99", "--out", str(tmp_path / "x")], capture_output=True, text=True,
                          cwd=ROOT)
     assert bad.returncode == 2 and "out of range" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_summary_carries_intervals_and_judged_shares(tmp_path):
+    from steer_core.evaluation import RESULT_FIELDS, write_csv
+
+    rows = [_row(s, "none", "-", "remember") for s in "abcdef"]
+    rows += [_row(s, "sae", lv, lv if i % 2 else "apply") for i, s in enumerate("abcdef") for lv in LEVELS]
+    out = {(r["method"], r["level"]): r for r in summarize([dict(r) for r in rows])}
+    sae = out[("sae", "ALL")]
+    assert sae["accuracy_lo"] <= sae["accuracy"] <= sae["accuracy_hi"] and sae["accuracy_hi"] > sae["accuracy_lo"]
+    assert sae["n_scenarios"] == 6 and out[("none", "ALL")]["accuracy"] == pytest.approx(1 / 6, abs=1e-4)
+    assert out[("sae", "create")]["judged_create"] == 0.5 and out[("sae", "create")]["judged_apply"] == 0.5
+    assert sum(sae[f"judged_{lv}"] for lv in LEVELS) == pytest.approx(1.0, abs=1e-3)
+    # the summarize command prints the same figures as a Markdown table
+    for r in rows:
+        r.update(probs="[]", new_tokens=3, seconds=0.1)
+    write_csv(tmp_path / "results.csv", rows, RESULT_FIELDS)
+    out = subprocess.run([sys.executable, "-m", "steer_core", "summarize", str(tmp_path / "results.csv")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("| sae"))
+    assert f"{sae['accuracy']:.3f} [{sae['accuracy_lo']:.3f}, {sae['accuracy_hi']:.3f}]" in line
+    per = subprocess.run([sys.executable, "-m", "steer_core", "summarize", str(tmp_path / "results.csv"),
+                          "--per-level", "sae"], capture_output=True, text=True, cwd=ROOT)
+    assert per.returncode == 0 and per.stdout.count("| 15 s |") == 6
+    bad = subprocess.run([sys.executable, "-m", "steer_core", "eval", "--variants", "learned:x", "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--variants" in bad.stderr

@@ -1,0 +1,58 @@
+"""Markdown tables of evaluation results (the `summarize` command): the figures the README quotes,
+with their 95% bootstrap intervals over scenarios."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+from .bloom import LEVELS
+from .evaluation import add_judgements, read_csv, summarize, unsteered_similarity
+
+
+def _fmt(v, spec: str) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(v) else format(v, spec)
+
+
+def _interval(s: dict, key: str, spec: str = ".3f") -> str:
+    lo, hi = s.get(f"{key}_lo"), s.get(f"{key}_hi")
+    if lo is None or hi is None or _fmt(lo, spec) == "-":
+        return _fmt(s[key], spec)
+    return f"{_fmt(s[key], spec)} [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
+
+
+def summary_rows(paths: Sequence[str | Path], rejudge: bool = False, similarity: bool = False) -> list[dict]:
+    rows = [r for p in paths for r in read_csv(Path(p)) if r.get("probs")]
+    if not rows:
+        raise ValueError("no judged rows in " + ", ".join(map(str, paths)))
+    if rejudge:
+        add_judgements(rows)
+    return summarize(rows, similarity=unsteered_similarity(rows) if similarity else None)
+
+
+def overall_table(summary: list[dict]) -> str:
+    out = ["| method | layers / setting | accuracy [95% CI] | r judged~target [95% CI] | mean judged level "
+           "| perplexity (x unsteered) | similarity | words | n |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    overall = [s for s in summary if s["level"] == "ALL"]
+    for s in sorted(overall, key=lambda s: (s["model"], s["style"], s["method"], -s["accuracy"])):
+        out.append(f"| {s['method']} | {s['layers']} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
+                   f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
+                   f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |")
+    return "\n".join(out)
+
+
+def per_level_table(summary: list[dict], method: str) -> str:
+    """Accuracy per target level, and where the judge put the replies (share of each judged level)."""
+    out = ["| layers / setting | target level | accuracy | " + " | ".join(f"judged {lv}" for lv in LEVELS) + " |",
+           "|---|---|---|" + "---|" * len(LEVELS)]
+    for s in summary:
+        if s["method"] == method and s["level"] != "ALL":
+            shares = " | ".join(_fmt(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
+            out.append(f"| {s['layers']} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
+    return "\n".join(out)
