@@ -89,7 +89,7 @@ def build_messages(req: Request) -> list[dict]:
     return messages(req.question, req.student_answer, req.style)
 
 
-def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
+def steering_groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
     """layer -> row groups sharing one SteerConfig and prompt style, each with its layer's bank.
     Layers and heads are checked here, before any generation starts."""
     by_cfg: dict[tuple, list[int]] = {}
@@ -114,7 +114,7 @@ def _groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
     return out
 
 
-def _layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str) -> dict:
+def layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str) -> dict:
     edits = {layer: make_layer_edit(gs, phase, lm.n_heads, lm.head_dim) for layer, gs in groups.items()}
     return {layer: e for layer, e in edits.items() if e is not None}
 
@@ -131,7 +131,7 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
         raise ValueError("temperature must be a finite number >= 0")
     tok = lm.tokenizer
     device = lm.device
-    groups = _groups(lm, requests)  # checks layers and heads (and loads their SAEs) before any work
+    groups = steering_groups(lm, requests)  # checks layers and heads (and loads their SAEs) before any work
     prompts = [render(tok, build_messages(r))[0] for r in requests]
     B, W = len(prompts), max(len(p) for p in prompts)
     mask = torch.zeros((B, W), dtype=torch.long)
@@ -147,7 +147,7 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
     t0 = time.time()
 
     cache, first_logits = _prefill(lm, requests, prompts, W, max_new_tokens)
-    decode_edits = _layer_edits(lm, groups, "generated")
+    decode_edits = layer_edits(lm, groups, "generated")
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     for step in range(max_new_tokens):
         if step == 0:
@@ -198,7 +198,7 @@ def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: i
     for length, rows in by_len.items():
         sub = [requests[i] for i in rows]
         ids = torch.tensor([prompts[i] for i in rows], device=lm.device)
-        with query_edits(lm, _layer_edits(lm, _groups(lm, sub), "prompt")):
+        with query_edits(lm, layer_edits(lm, steering_groups(lm, sub), "prompt")):
             # logits_to_keep=1: the vocabulary projection of every prompt position would cost more
             # than the rest of the prefill
             out = lm.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)

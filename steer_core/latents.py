@@ -1,9 +1,9 @@
 """What the steering did inside one head: the data behind the demo's latent charts.
 
-The SAE-steered text is replayed (teacher-forced, one forward) under the same steering, and at
-the inspected layer the queries that reach the steering function are recorded; their sparse codes
-before and after the descent, and the descent's distance to each level's prototype step by step,
-are what a researcher wants to see. Also: how separable the six prototypes are per layer and
+The SAE-steered text is replayed (teacher-forced) through the very steering code generation used,
+and at the inspected layer the queries that reach the steering edit, and the ones it returns, are
+recorded; their sparse codes before and after the edit (computed by the same `steer_codes`), and
+the distance to each level's prototype step by step, are what a researcher wants to see. Also: how separable the six prototypes are per layer and
 head, to help choose where to steer.
 """
 
@@ -16,10 +16,11 @@ import torch
 
 from .bank import STORE
 from .bloom import LEVELS
+from .generation import Request, build_messages, layer_edits, steering_groups
 from .hooks import query_edits
-from .prompts import messages, render
+from .prompts import render
 from .prototypes import separability
-from .steering import SteerConfig, latent_descent, steer_rows
+from .steering import SteerConfig, steer_codes
 
 
 @dataclass
@@ -33,6 +34,8 @@ class LatentView:
     after: np.ndarray  # (S, K) codes after the descent (equal to before at unsteered positions)
     prototype: np.ndarray  # (K,) target level's prototype
     trace: np.ndarray  # (T+1, 6) mean distance over steered positions to each level's prototype
+    query_before: np.ndarray  # (S, D) the head's query as it reached the steering edit during the replay
+    query_after: np.ndarray  # (S, D) the query the edit returned (what attention used)
 
     def mean_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean code over the steered positions, before and after."""
@@ -51,69 +54,57 @@ def pick_head(bank, heads: tuple[int, ...] | None) -> int:
     return max(cand, key=lambda h: float(scores[h]))
 
 
-def _position_mask(cfg: SteerConfig, prompt_len: int, total: int, device) -> torch.Tensor:
-    pos = torch.arange(total, device=device)
-    if cfg.positions == "prompt":
-        return pos < prompt_len
-    if cfg.positions == "generated":
-        return pos >= prompt_len
-    return torch.ones(total, dtype=torch.bool, device=device)
-
-
 @torch.no_grad()
 def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: SteerConfig, feedback_ids: list[int],
                      layer: int | None = None, head: int | None = None, style: str = "plain") -> LatentView:
-    """Replay prompt + SAE-steered feedback under `cfg` and look inside `layer`/`head` (defaults: the
-    middle steered layer, its most separable steered head)."""
+    """Replay prompt + SAE-steered feedback through generation's own steering (the same row groups
+    and layer edits, the prompt and the feedback as the two phases generation has) and look inside
+    `layer`/`head` (defaults: the middle steered layer, its most separable steered head)."""
+    from transformers import DynamicCache
+
     layer = cfg.layers[len(cfg.layers) // 2] if layer is None else lm.check_layer(layer)
-    bank = STORE.get(lm, layer, style=style)
+    req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
+    groups = steering_groups(lm, [req])
+    group = groups[layer][0] if layer in groups else None
+    bank = group.bank if group else STORE.get(lm, layer, style=style, root=cfg.saes)
     head = pick_head(bank, cfg.heads) if head is None else lm.check_heads([head])[0]
-    prompt, _ = render(lm.tokenizer, messages(question, student_answer, style))
-    ids = torch.tensor([prompt + list(feedback_ids)], device=lm.device)
-    S = ids.shape[1]
-    mask = _position_mask(cfg, len(prompt), S, lm.device)[None, :, None, None]
-    level_idx = torch.tensor([LEVELS.index(level)], device=lm.device)
-    heads_t = None if cfg.heads is None else torch.tensor(cfg.heads, device=lm.device)
-    recorded = {}
+    prompt, _ = render(lm.tokenizer, build_messages(req))
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # phase -> (query in, query out) of `layer`
 
-    def edit_for(layer_bank, record: bool):
-        def edit(q):
-            q4 = q.view(1, S, lm.n_heads, lm.head_dim)
-            if record:
-                recorded["q"] = q4[0, :, head].float()
-            x = q4 if heads_t is None else q4.index_select(2, heads_t)
-            new = torch.where(mask, steer_rows(layer_bank, x.float(), level_idx, heads_t, cfg).to(q.dtype), x)
-            out = q4.clone()
-            if heads_t is None:
-                out = new
-            else:
-                out[:, :, heads_t] = new
-            return out.view(1, S, -1)
+    def recording(phase, edit):
+        def fn(q):
+            out = edit(q) if edit is not None else None
+            seen[phase] = (q.detach(), (q if out is None else out).detach())
+            return out
+        return fn
 
-        return edit
-
-    edits = {l: edit_for(STORE.get(lm, l, style=style), l == layer) for l in cfg.layers}
-    if layer not in edits:
-        edits[layer] = lambda q: recorded.__setitem__("q", q.view(1, S, lm.n_heads, lm.head_dim)[0, :, head].float())
-    with query_edits(lm, edits):
-        lm.model(input_ids=ids, use_cache=False)
-
+    cache, steered = DynamicCache(), []
+    for phase, ids in (("prompt", prompt), ("generated", list(feedback_ids))):
+        if not ids:
+            continue
+        edits = layer_edits(lm, groups, phase)
+        steered += [layer in edits] * len(ids)
+        edits[layer] = recording(phase, edits.get(layer))
+        with query_edits(lm, edits):
+            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+    q_in, q_out = (torch.cat([seen[p][i] for p in ("prompt", "generated") if p in seen], dim=1) for i in (0, 1))
+    S = q_in.shape[1]
+    x = q_in.view(1, S, lm.n_heads, lm.head_dim)[:, :, head : head + 1].float()  # (1, S, 1, D)
     hsel = torch.tensor([head], device=lm.device)
-    x = recorded["q"][None, :, None]  # (1, S, 1, D)
     z0 = bank.sae.encode(x, hsel)
     protos = bank.codes[:, head].float()  # (6, K)
-    target = protos[LEVELS.index(level)]
-    if cfg.target == "delta":
-        target = z0 + cfg.alpha * (target - protos.mean(0))
-    steered = mask[0, :, 0, 0] & (layer in cfg.layers)
-    z, trace = latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance,
-                              trace_to=protos[:, None, None, None, :])
-    z = torch.where(steered[None, :, None, None], z, z0)
-    trace = trace[:, :, 0, steered, 0].mean(-1) if bool(steered.any()) else trace[:, :, 0, :, 0].mean(-1)
+    level_idx = torch.tensor([LEVELS.index(level)], device=lm.device)
+    offsets = group.offsets if group is not None else None
+    z, trace = steer_codes(bank, z0, level_idx, hsel, cfg, offsets, trace_to=protos[:, None, None, None, :])
+    mask = torch.tensor(steered, device=lm.device)
+    z = torch.where(mask[None, :, None, None], z, z0)
+    trace = trace[:, :, 0, mask, 0].mean(-1) if bool(mask.any()) else trace[:, :, 0, :, 0].mean(-1)
     tok = lm.tokenizer
-    return LatentView(layer, head, level, [tok.decode([t]) for t in ids[0].tolist()], len(prompt),
+    all_ids = prompt + list(feedback_ids)
+    return LatentView(layer, head, level, [tok.decode([t]) for t in all_ids], len(prompt),
                       z0[0, :, 0].cpu().numpy(), z[0, :, 0].cpu().numpy(), target_proto(bank, head, level),
-                      trace.cpu().numpy())
+                      trace.cpu().numpy(), q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+                      q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy())
 
 
 def target_proto(bank, head: int, level: str) -> np.ndarray:

@@ -159,7 +159,7 @@ def _prototype_scale(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
-                    mu: float = 0.0, nonneg: bool = True) -> torch.Tensor:
+                    mu: float = 0.0, nonneg: bool = True, trace_to: torch.Tensor | None = None):
     """Descent on the prototype-softmax loss of the follow-up paper (arXiv 2605.23040):
     -log softmax_j(-||z - p_j||^2 / tau)[target] + mu ||z - z0||^2, scaled by tau / 2 so that a step
     is in code units: the gradient is (sum_j pi_j p_j) - p_target, which pulls toward the target and
@@ -167,10 +167,12 @@ def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor
 
     z0 (..., H, K); protos (L, H, K); target (...) level indices broadcastable to z0's leading dims;
     tau per head = mean squared distance between distinct prototypes (logit gaps of order 1).
+    trace_to: as for latent_descent.
     """
     pp, tau = _prototype_scale(protos)
     p_t = protos[target]  # (..., H, K)
     z = z0
+    trace = [] if trace_to is None else [torch.linalg.vector_norm(z.unsqueeze(0) - trace_to, dim=-1)]
     for _ in range(steps):
         d2 = (z * z).sum(-1, keepdim=True) - 2 * torch.einsum("...hk,lhk->...hl", z, protos) + pp.T
         pi = torch.softmax(-d2 / tau[:, None], dim=-1)
@@ -178,7 +180,9 @@ def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor
         z = z - lr * grad
         if nonneg:
             z = torch.relu(z)
-    return z
+        if trace_to is not None:
+            trace.append(torch.linalg.vector_norm(z.unsqueeze(0) - trace_to, dim=-1))
+    return z if trace_to is None else (z, torch.stack(trace))
 
 
 def level_probabilities(z: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
@@ -212,6 +216,30 @@ class LayerBank:
         return self
 
 
+def steer_codes(bank: LayerBank, z0: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None,
+                cfg: SteerConfig, offsets: torch.Tensor | None = None, trace_to: torch.Tensor | None = None):
+    """The SAE method's edit of sparse codes z0 (rows, seq, heads, K) toward `levels` (rows,): the one
+    place each target is defined, used by generation and by the charts alike. With trace_to
+    ((L, ..., K)-broadcastable prototypes) returns (z, trace): the distance to each after every step."""
+    def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
+        return t if heads is None else t.index_select(dim, heads)
+
+    if cfg.target == "learned":
+        if offsets is None:
+            raise ValueError("target 'learned' needs learned offsets for this layer")
+        z = z0 + cfg.alpha * pick(offsets.index_select(0, levels), 1)[:, None].to(z0.dtype)
+        if trace_to is None:
+            return z
+        return z, torch.stack([torch.linalg.vector_norm(c.unsqueeze(0) - trace_to, dim=-1) for c in (z0, z)])
+    if cfg.target == "softmax":
+        return softmax_descent(z0, pick(bank.codes, 1), levels[:, None].expand(z0.shape[:2]), cfg.steps,
+                               cfg.lr * cfg.alpha, cfg.mu, trace_to=trace_to)
+    target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
+    if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
+        target = z0 + cfg.alpha * (target - pick(bank.codes.mean(0), 0))
+    return latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance, trace_to=trace_to)
+
+
 def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None,
                cfg: SteerConfig, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """x: (rows, seq, heads, head_dim) queries of the chosen heads (None = all heads); levels:
@@ -220,26 +248,11 @@ def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: to
     def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t if heads is None else t.index_select(dim, heads)
 
-    if cfg.method == "sae" and cfg.target == "learned":
-        if offsets is None:
-            raise ValueError("target 'learned' needs learned offsets for this layer")
-        W_dec = bank.sae.weights(heads)[2]
-        shift = torch.einsum("rhk,hkd->rhd", pick(offsets.index_select(0, levels), 1), W_dec)
-        return x + cfg.alpha * shift[:, None].to(x.dtype)
-    if cfg.method == "sae" and cfg.target == "softmax":
-        z0 = bank.sae.encode(x, heads)
-        z = softmax_descent(z0, pick(bank.codes, 1), levels[:, None].expand(z0.shape[:2]), cfg.steps,
-                            cfg.lr * cfg.alpha, cfg.mu)
-        W_dec = bank.sae.weights(heads)[2]
-        return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec)
     if cfg.method == "sae":
         z0 = bank.sae.encode(x, heads)
-        target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
-        if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
-            target = z0 + cfg.alpha * (target - pick(bank.codes.mean(0), 0))
-        z = latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
+        z = steer_codes(bank, z0, levels, heads, cfg, offsets)
         W_dec = bank.sae.weights(heads)[2]
-        return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec)  # reconstruction error is kept
+        return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec).to(x.dtype)  # reconstruction error is kept
     if cfg.method == "query":
         target = pick(bank.queries.index_select(0, levels), 1)[:, None]
         if cfg.target == "delta":

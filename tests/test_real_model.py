@@ -77,3 +77,25 @@ def test_inspect_steering_looks_inside_the_steered_head(lm):
     assert (view.after != view.before).any()
     layers, scores = separability_scores(lm)
     assert scores.shape == (30, 9) and not (scores != scores).any() and len(layers) == 30
+
+
+@pytest.mark.parametrize("target", ["learned", "delta", "softmax"])
+def test_inspected_codes_are_what_generation_used(lm, target):
+    """The charts' codes decode to exactly the query edit that steered the text."""
+    import numpy as np
+
+    from steer_core.generation import Request, generate_batch
+    from steer_core.latents import inspect_steering
+    from steer_core.steering import BASE_ALPHA, SteerConfig
+
+    cfg = SteerConfig(target=target, alpha=BASE_ALPHA[target])
+    out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
+    view = inspect_steering(lm, Q, A, "create", cfg, out.token_ids)
+    from steer_core.bank import STORE
+
+    W_dec = STORE.get(lm, view.layer).sae.W_dec[view.head].float().cpu().numpy()
+    decoded = view.query_before + (view.after - view.before) @ W_dec
+    assert np.allclose(decoded, view.query_after, atol=2e-3)
+    P = view.prompt_len  # the default reads the prompt unsteered and steers the generated tokens
+    assert np.array_equal(view.query_after[:P], view.query_before[:P])
+    assert np.abs(view.query_after[P:] - view.query_before[P:]).max() > 1e-3
