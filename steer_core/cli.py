@@ -267,6 +267,16 @@ def cmd_summarize(args) -> int:
             raise UsageError(f"no such file: {path}")
     summary = summary_rows(args.csv, rejudge=args.rejudge, similarity=args.similarity)
     print(per_level_table(summary, args.per_level) if args.per_level else overall_table(summary))
+    if args.figure:
+        from .charts import accuracy_by_method_level, judged_vs_target, report_html
+        from .io_utils import atomic_write_text
+
+        keep = [s for s in summary if args.only is None or any(k in f"{s['method']} {s['layers']}" for k in args.only)]
+        html = report_html([judged_vs_target(keep, "Judged level against target level"),
+                            accuracy_by_method_level(keep)], "Does it steer?",
+                           f"<p>From {', '.join(map(str, args.csv))}.</p>")
+        atomic_write_text(Path(args.figure), html)
+        print(f"wrote {args.figure}", file=sys.stderr)
     return 0
 
 
@@ -381,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--per-level", metavar="METHOD", help="per-level rows of this method, with judged-level shares")
     m.add_argument("--similarity", action="store_true", help="add the MiniLM similarity to the unsteered text")
     m.add_argument("--rejudge", action="store_true", help="re-score the texts with the shipped judge")
+    m.add_argument("--figure", metavar="HTML", help="also write the judged-vs-target and accuracy charts (offline HTML)")
+    m.add_argument("--only", nargs="+", metavar="TEXT",
+                   help="in the figure, only variants whose 'method layers/setting' contains one of these")
     m.set_defaults(func=cmd_summarize)
 
     b = sub.add_parser("bench", help="performance figures: tokens/s, steering overhead, cold start, SAE training")

@@ -37,6 +37,7 @@ from .bloom import LEVELS, FeedbackExample
 from .hooks import query_edits
 from .io_utils import atomic_write_bytes, atomic_write_text
 from .prompts import messages, render
+from .steering import RowGroup, SteerConfig, make_layer_edit
 
 OFFSETS_FILE = "offsets.safetensors"
 OFFSETS_CFG = "offsets.json"
@@ -153,18 +154,16 @@ def _manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def offset_edit(delta_layer: torch.Tensor, W_dec: torch.Tensor, levels: torch.Tensor, positions: torch.Tensor | None,
-                n_heads: int, head_dim: int, strength: float = 1.0):
-    """A q_proj edit adding W_dec^T delta[level] to each row's queries (where `positions` is True)."""
-    def edit(q: torch.Tensor) -> torch.Tensor:
-        B, S, _ = q.shape
-        shift = torch.einsum("bhk,hkd->bhd", delta_layer.index_select(0, levels), W_dec) * strength
-        shift = shift[:, None].expand(B, S, n_heads, head_dim)
-        if positions is not None:
-            shift = shift * positions[:, :, None, None].to(shift.dtype)
-        return q + shift.reshape(B, S, n_heads * head_dim).to(q.dtype)
-
-    return edit
+def offset_edits(offsets: LevelOffsets | torch.Tensor, layers: Sequence[int], banks: dict, levels: torch.Tensor,
+                 n_heads: int, head_dim: int, strength: float = 1.0) -> dict:
+    """q_proj edits that steer row r toward levels[r] with the offsets, built by the same code that
+    steers at generation time (target "learned", every head; the caller's forward is the
+    generated phase). offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted."""
+    delta = offsets.delta if isinstance(offsets, LevelOffsets) else offsets
+    cfg = SteerConfig(method="sae", layers=tuple(layers), target="learned", alpha=strength)
+    rows = torch.arange(len(levels), device=levels.device)
+    return {layer: make_layer_edit([RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i])], "generated",
+                                   n_heads, head_dim) for i, layer in enumerate(layers)}
 
 
 @dataclass
@@ -241,8 +240,7 @@ def fit_encoded(lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, 
                 progress: bool = True) -> LevelOffsets:
     """The fitting loop on tokenized scenarios (prompt ids + one reply per level)."""
     layers = tuple(cfg.layers)
-    W_dec = {layer: banks[layer].sae.W_dec.detach().float() for layer in layers}
-    H, K = W_dec[layers[0]].shape[:2]
+    H, K = banks[layers[0]].sae.W_dec.shape[:2]
     n_lv = len(LEVELS)
     delta = torch.zeros((n_lv, len(layers), H, K), device=lm.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
@@ -265,8 +263,7 @@ def fit_encoded(lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, 
             sc = scenarios[s]
             k = rng.randrange(1, n_lv)
             steer_to = torch.cat([lv, (lv + k) % n_lv])  # rows 0-5: own level; rows 6-11: shifted by k
-            edits = {layer: offset_edit(delta[:, i], W_dec[layer], steer_to, None, lm.n_heads, lm.head_dim)
-                     for i, layer in enumerate(layers)}
+            edits = offset_edits(delta, layers, banks, steer_to, lm.n_heads, lm.head_dim)
             gain = _reply_logprobs(lm, sc, edits, 2, pad_id) - ref[s].repeat(2)
             chosen = gain[:n_lv]  # reply L steered toward L
             rejected = gain[n_lv:][(lv - k) % n_lv]  # reply L-k steered toward L

@@ -7,7 +7,7 @@ from steer_core.bloom import LEVELS
 from steer_core.evaluation import bootstrap_over_scenarios
 from steer_core.hooks import active_hook_count
 from steer_core.offsets import (EncodedScenario, LevelOffsets, OffsetFitConfig, OffsetsFileError, _manifest_digest,
-                                _reply_logprobs, fit_encoded, offset_edit)
+                                _reply_logprobs, fit_encoded, offset_edits)
 from steer_core.steering import (RowGroup, SteerConfig, level_probabilities, make_layer_edit, softmax_descent,
                                  steer_rows)
 from tiny import tiny_bank, tiny_lm
@@ -35,8 +35,7 @@ def margin(lm, offsets: LevelOffsets, banks, scs) -> float:
     total = 0.0
     for sc in scs:
         def lp(levels):
-            edits = {layer: offset_edit(offsets.for_layer(layer), banks[layer].sae.W_dec, levels, None,
-                                        lm.n_heads, lm.head_dim) for layer in offsets.layers}
+            edits = offset_edits(offsets, offsets.layers, banks, levels, lm.n_heads, lm.head_dim)
             with torch.no_grad():
                 return _reply_logprobs(lm, sc, edits, 1)
         total += float((lp(lv) - lp((lv + 1) % len(LEVELS))).mean())
