@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .bloom import load_dataset
 from .io_utils import atomic_write_text
-from .prompts import messages, pad_right, render
+from .prompts import instruction_messages, messages, pad_right, render
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -29,15 +29,27 @@ def _batches(examples, batch_size, pad_id, rng):
 
 
 def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: float = 1e-3,
-                  batch_size: int = 8, seed: int = 0, style: str = "plain") -> dict:
-    """Fit a LoRA on the train split's feedbacks and save it (peft format, safetensors)."""
+                  batch_size: int = 8, seed: int = 0, style: str = "plain",
+                  prompts: tuple[str, ...] = ("plain",)) -> dict:
+    """Fit a LoRA on the train split's feedbacks and save it (peft format, safetensors).
+    prompts: "plain" shows each feedback under the base prompt (the level never named);
+    "instruction" also under the prompt that names and describes its level, so the adapter learns to
+    write each level when told (and steering has level-specific behaviour to select)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     tok = lm.tokenizer
     rows = load_dataset(split="train")
-    examples = [render(tok, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
+    unknown = set(prompts) - {"plain", "instruction"}
+    if unknown or not prompts:
+        raise ValueError(f"prompts must be plain and/or instruction, got {prompts!r}")
+    examples = []
+    if "plain" in prompts:
+        examples += [render(tok, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
+    if "instruction" in prompts:
+        examples += [render(tok, instruction_messages(r.question, r.student_answer, r.level, style), r.feedback)
+                     for r in rows]
     cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=TARGET_MODULES,
                      task_type="CAUSAL_LM")
     model = get_peft_model(lm.model, cfg)
@@ -64,6 +76,7 @@ def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: f
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     info = {"epochs": epochs, "rank": rank, "lr": lr, "batch_size": batch_size, "seed": seed, "style": style,
+            "prompts": list(prompts),
             "n_examples": len(examples), "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
             "first_loss": round(losses[0], 4), "seconds": round(time.time() - t0, 1)}
     atomic_write_text(out_dir / "training.json", json.dumps(info, indent=1))

@@ -95,6 +95,19 @@ def cmd_fit_judge(args) -> int:
     return 0
 
 
+def _load(args):
+    """The model the command runs on: --model, with the shipped feedback adapter, another (--adapter)
+    or none (--no-adapter)."""
+    from .models import load_model
+
+    if getattr(args, "adapter", None) and args.no_adapter:
+        raise UsageError("--adapter and --no-adapter exclude each other")
+    if getattr(args, "adapter", None) and not (Path(args.adapter) / "adapter_config.json").is_file():
+        raise UsageError(f"--adapter {args.adapter}: no LoRA adapter there (adapter_config.json)")
+    return load_model(args.model, device=args.device,
+                      adapter=None if args.no_adapter else (getattr(args, "adapter", None) or "default"))
+
+
 def _parse_heads(spec: str):
     if spec.strip().lower() == "all":
         return None
@@ -127,7 +140,7 @@ def cmd_generate(args) -> int:
         if args.question is None or args.answer is None:
             raise UsageError("give --question and --answer, or --scenarios FILE.jsonl")
         items = [(None, args.question, args.answer)]
-    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    lm = _load(args)
     judge = default_judge()
     for sid, q, a in items:
         if not isinstance(q, str) or not isinstance(a, str):
@@ -209,7 +222,7 @@ def cmd_eval(args) -> int:
         from dataclasses import replace
 
         steer = [replace(steer, target=t, alpha=a) for t, a in (_parse_variant(v) for v in args.variants)]
-    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    lm = _load(args)
     for layers in layer_sets:
         for layer in layers:
             lm.check_layer(layer)
@@ -229,6 +242,33 @@ def _writer_rows(writers, split: str = "train"):
     return rows
 
 
+def cmd_prototypes(args) -> int:
+    from .evaluation import parse_layers
+    from .training import refit_prototypes
+
+    try:
+        layers = parse_layers(args.layers)
+    except ValueError:
+        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+    lm = _load(args)
+    for layer in layers:
+        lm.check_layer(layer)
+    out = refit_prototypes(lm, list(layers), _writer_rows(args.writers), Path(args.out), style=args.style)
+    print(json.dumps({"out": str(out), "layers": list(layers), "writers": args.writers}))
+    return 0
+
+
+def cmd_train_adapter(args) -> int:
+    from .adapter import train_adapter
+    from .models import load_model
+
+    lm = load_model(args.model, device=args.device, adapter=None)
+    info = train_adapter(lm, Path(args.out), epochs=args.epochs, rank=args.rank, lr=args.lr, style=args.style,
+                         prompts=tuple(args.prompts))
+    print(json.dumps({"out": args.out, **info}))
+    return 0
+
+
 def cmd_fit_offsets(args) -> int:
     from .bank import STORE, user_root
     from .evaluation import parse_layers
@@ -242,7 +282,7 @@ def cmd_fit_offsets(args) -> int:
         raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
     cfg = OffsetFitConfig(layers=layers, epochs=args.epochs, lr=args.lr, beta=args.beta, l1=args.l1, sft=args.sft,
                           max_feedback_tokens=args.max_feedback_tokens, seed=args.seed, style=args.style)
-    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    lm = _load(args)
     for layer in layers:
         lm.check_layer(layer)
     rows = _writer_rows(args.writers)
@@ -286,7 +326,7 @@ def cmd_bench(args) -> int:
 
     if args.tokens < 1 or args.repeats < 1:
         raise UsageError("--tokens and --repeats must be >= 1")
-    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    lm = _load(args)
     lm.check_layer(args.layer)
     out = run_bench(lm, tokens=args.tokens, repeats=args.repeats, layer=args.layer, train=not args.no_train,
                     cold_start=not args.no_cold_start)
@@ -301,7 +341,7 @@ def cmd_train(args) -> int:
     from .sae import SAETrainConfig
     from .training import train_layers
 
-    lm = load_model(args.model, device=args.device, adapter=None if args.no_adapter else "default")
+    lm = _load(args)
     layers = parse_layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
     cfg = SAETrainConfig(architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k,
                          epochs=args.epochs)
@@ -349,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--model", default="smollm2-135m-instruct")
     g.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
+    g.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
     g.add_argument("--device", default="auto")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
@@ -382,11 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
     e.add_argument("--model", default="smollm2-135m-instruct")
     e.add_argument("--no-adapter", action="store_true")
+    e.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
     e.add_argument("--device", default="auto")
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
     e.set_defaults(func=cmd_eval)
 
-    m = sub.add_parser("summarize", help="Markdown table of results.csv files, with 95% bootstrap intervals")
+    m = sub.add_parser("summarize", help="Markdown table of results.csv files, with 95%% bootstrap intervals")
     m.add_argument("csv", nargs="+", help="results.csv files written by eval (pooled)")
     m.add_argument("--per-level", metavar="METHOD", help="per-level rows of this method, with judged-level shares")
     m.add_argument("--similarity", action="store_true", help="add the MiniLM similarity to the unsteered text")
@@ -405,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
     b.add_argument("--model", default="smollm2-135m-instruct")
     b.add_argument("--no-adapter", action="store_true")
+    b.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
     b.add_argument("--device", default="auto")
     b.set_defaults(func=cmd_bench)
 
@@ -425,8 +468,35 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
     o.add_argument("--model", default="smollm2-135m-instruct")
     o.add_argument("--no-adapter", action="store_true")
+    o.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
     o.add_argument("--device", default="auto")
     o.set_defaults(func=cmd_fit_offsets)
+
+    r = sub.add_parser("prototypes", help="copy the trained SAEs of layers with level prototypes from some writers "
+                                          "only (a cross-writer fold; use the folder with --saes)")
+    r.add_argument("--layers", default="8-21")
+    r.add_argument("--writers", nargs="+", required=True, help="writing batches (scenario id letters), e.g. A B C")
+    r.add_argument("--out", required=True)
+    r.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    r.add_argument("--model", default="smollm2-135m-instruct")
+    r.add_argument("--no-adapter", action="store_true")
+    r.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_prototypes)
+
+    a = sub.add_parser("train-adapter", help="fit the feedback LoRA on the train split (the level is never shown "
+                                             "unless --prompts includes instruction)")
+    a.add_argument("--out", required=True, help="folder for the adapter (peft format, safetensors)")
+    a.add_argument("--prompts", nargs="+", default=["plain"], choices=("plain", "instruction"),
+                   help="prompt formats of the training examples: plain (level never shown), instruction "
+                        "(the level named and described); both = every feedback twice")
+    a.add_argument("--epochs", type=int, default=4)
+    a.add_argument("--rank", type=int, default=8)
+    a.add_argument("--lr", type=float, default=1e-3)
+    a.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    a.add_argument("--model", default="smollm2-135m-instruct")
+    a.add_argument("--device", default="auto")
+    a.set_defaults(func=cmd_train_adapter)
 
     t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers")
     t.add_argument("--model", default="smollm2-135m-instruct")
@@ -439,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--style", default="plain", choices=("plain", "rubric"))
     t.add_argument("--no-adapter", action="store_true")
+    t.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
     t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
     return p
