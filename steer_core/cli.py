@@ -14,7 +14,8 @@ from pathlib import Path
 from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
 from .errors import ModelLoadError
 from .offsets import OffsetFitConfig
-from .steering import TARGETS
+from .evaluation import layers_label
+from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
 
 class UsageError(Exception):
@@ -123,17 +124,11 @@ def cmd_generate(args) -> int:
     from .evaluation import parse_layers
     from .generation import Request, generate_batch
     from .judge import default_judge
-    from .models import load_model
-    from .steering import SteerConfig
-
     try:
         layers = parse_layers(args.layers)
     except ValueError:
         raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
-    steer = SteerConfig(method=args.method if args.method in ("sae", "query", "meandiff") else "sae", layers=layers,
-                        heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
-                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes,
-                        offsets=args.offsets)
+    steer = _steer_config(args, layers)
     if args.scenarios:
         items = [(o.get("id", n), o.get("question"), o.get("student_answer")) for n, o in _read_jsonl(args.scenarios)]
     else:
@@ -206,8 +201,6 @@ def _parse_variant(spec: str) -> tuple[str, float]:
 
 def cmd_eval(args) -> int:
     from .evaluation import parse_layers, run_eval
-    from .models import load_model
-    from .steering import SteerConfig
 
     try:
         layer_sets = [parse_layers(spec) for spec in args.layers]
@@ -215,9 +208,7 @@ def cmd_eval(args) -> int:
         raise UsageError(f"--layers takes layer sets like 15 8-21 3,9,15; got {' '.join(args.layers)!r}") from None
     levels = [normalize_level(lv) for lv in args.levels]
     items = _eval_scenarios(args.scenarios, args.split, args.limit, args.writers)
-    steer = SteerConfig(layers=layer_sets[0], heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
-                        alpha=args.alpha, target=args.target, positions=args.positions, saes=args.saes,
-                        offsets=args.offsets)
+    steer = _steer_config(args, layer_sets[0])
     if args.variants:
         from dataclasses import replace
 
@@ -351,6 +342,37 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
+    """The steering options, their defaults read from SteerConfig (the validated setting)."""
+    d = SteerConfig()
+    layers = layers_label(d.layers)
+    p = argparse.ArgumentParser(add_help=False)
+    s = p.add_argument_group("steering (defaults: the setting chosen on validation data)")
+    if multi_layers:
+        s.add_argument("--layers", nargs="+", default=[layers], help=f"one or more layer sets: 15 8-21 0-29 (default {layers})")
+    else:
+        s.add_argument("--layers", default=layers, help=f"15, 8-21 or 3,9,15 (default {layers})")
+    s.add_argument("--heads", default="all", help="'all' or e.g. 0,3,5")
+    s.add_argument("--target", default=d.target, choices=TARGETS,
+                   help="; ".join(f"{t}: {h}" for t, h in TARGET_HELP.items()) + f" (default {d.target})")
+    s.add_argument("--alpha", type=float, default=None,
+                   help="strength; default: strength 1 for the target (" +
+                        ", ".join(f"{t} {a:g}" for t, a in BASE_ALPHA.items()) + ")")
+    s.add_argument("--steps", type=int, default=d.steps, help="descent steps T")
+    s.add_argument("--lr", type=float, default=d.lr, help="descent step size")
+    s.add_argument("--mu", type=float, default=d.mu, help="pull back toward the token's own code")
+    s.add_argument("--positions", default=d.positions, choices=POSITIONS)
+    s.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
+    s.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
+    return p
+
+
+def _steer_config(args, layers) -> SteerConfig:
+    alpha = BASE_ALPHA[args.target] if args.alpha is None else args.alpha
+    return SteerConfig(layers=layers, heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
+                       alpha=alpha, target=args.target, positions=args.positions, saes=args.saes, offsets=args.offsets)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m steer_core", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -366,24 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=None, help="directory for the judge weights (default assets/judge)")
     f.set_defaults(func=cmd_fit_judge)
 
-    g = sub.add_parser("generate", help="generate feedback, steered or not, and judge its level")
+    g = sub.add_parser("generate", help="generate feedback, steered or not, and judge its level",
+                       parents=[_steer_parent(multi_layers=False)])
     g.add_argument("--question")
     g.add_argument("--answer")
     g.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
     g.add_argument("--level", default="apply", choices=LEVELS)
     g.add_argument("--method", default="sae", choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
-    g.add_argument("--layers", default="8-21", help="15, 8-21 or 3,9,15 (default 8-21)")
-    g.add_argument("--heads", default="all", help="'all' or e.g. 0,3,5")
-    g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--lr", type=float, default=0.2)
-    g.add_argument("--mu", type=float, default=0.0)
-    g.add_argument("--alpha", type=float, default=8.0, help="strength of the level shift (target delta, meandiff)")
-    g.add_argument("--target", default="delta", choices=TARGETS)
-    g.add_argument("--positions", default="generated", choices=("all", "prompt", "generated"))
     g.add_argument("--k", type=int, default=3, help="few-shot examples")
     g.add_argument("--style", default="plain", choices=("plain", "rubric"))
-    g.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
-    g.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     g.add_argument("--max-new-tokens", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -394,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("eval", help="methods x levels x layers over scenarios: results.csv, summary.csv, report.html")
+    e = sub.add_parser("eval", help="methods x levels x layers over scenarios: results.csv, summary.csv, report.html",
+                       parents=[_steer_parent(multi_layers=True)])
     e.add_argument("--scenarios", default=None,
                    help="JSONL with question, student_answer, id (default: the dataset's scenarios)")
     e.add_argument("--split", default="test", choices=("test", "train", "all"),
@@ -402,23 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None, help="only the first N scenarios")
     e.add_argument("--writers", nargs="+", default=None,
                    help="only scenarios of these writing batches (scenario id letters, e.g. D E F)")
-    e.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
     e.add_argument("--methods", nargs="+", default=["none", "sae", "query", "fewshot", "instruction"],
                    choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
     e.add_argument("--levels", nargs="+", default=list(LEVELS))
-    e.add_argument("--layers", nargs="+", default=["8-21"], help="one or more layer sets: 15 8-21 0-29 (default 8-21)")
-    e.add_argument("--heads", default="all")
-    e.add_argument("--steps", type=int, default=20)
-    e.add_argument("--lr", type=float, default=0.2)
-    e.add_argument("--mu", type=float, default=0.0)
-    e.add_argument("--alpha", type=float, default=8.0)
-    e.add_argument("--target", default="delta", choices=TARGETS)
-    e.add_argument("--positions", default="generated", choices=("all", "prompt", "generated"))
     e.add_argument("--variants", nargs="+", default=None,
                    help="several steering targets with their strengths in one run, e.g. delta:8 learned:1 "
                         "softmax:2 (replaces --target/--alpha; query steering runs the delta/prototype ones)")
     e.add_argument("--style", default="plain", choices=("plain", "rubric"))
-    e.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
     e.add_argument("--model", default="smollm2-135m-instruct")

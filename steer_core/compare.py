@@ -14,7 +14,7 @@ from typing import Iterator
 from .bloom import LEVELS, normalize_level
 from .evaluation import layers_label, parse_layers
 from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
-from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, QUERY_TARGETS, TARGETS, SteerConfig
+from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, TARGETS, SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
 MAX_STRENGTH = 4.0
@@ -106,10 +106,9 @@ class CompareRequest:
     def steer(self, method: str) -> SteerConfig:
         """The SAE row steers with the chosen target; the query baseline, which has no SAE codes,
         uses the delta shift when the target is defined on codes only."""
-        target = self.target if method == "sae" or self.target in QUERY_TARGETS else "delta"
-        return SteerConfig(method=method, layers=self.layers, heads=self.heads, steps=self.steps, lr=self.lr,
-                           mu=self.mu, alpha=BASE_ALPHA[target] * self.strength, target=target,
-                           positions=self.positions)
+        return SteerConfig(layers=self.layers, heads=self.heads, steps=self.steps, lr=self.lr, mu=self.mu,
+                           alpha=BASE_ALPHA[self.target] * self.strength, target=self.target,
+                           positions=self.positions).for_method(method)
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .bloom import LEVELS, FeedbackExample
 from .generation import Request, generate_batch, perplexity
-from .steering import QUERY_TARGETS, SteerConfig
+from .steering import SteerConfig
 
 STEERED = ("sae", "query", "meandiff")
 
@@ -60,7 +60,7 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
     for sc in scenarios:
         reqs, meta = [], []
         for method in methods:
-            usable = [s for s in steers if method == "sae" or s.target in QUERY_TARGETS]
+            usable = list({s.for_method(method).key: s.for_method(method) for s in steers}.values())
             combos = [(l, s) for l in layer_sets for s in usable] if method in STEERED else [(None, None)]
             for layers, st in combos:
                 for level in (levels if method != "none" else ["-"]):

@@ -55,7 +55,7 @@ class Request:
             if len(text) > MAX_INPUT_CHARS:
                 raise ValueError(f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})")
         if self.method in ("sae", "query", "meandiff"):
-            self.steer = replace(self.steer or SteerConfig(), method=self.method)
+            self.steer = (self.steer or SteerConfig()).for_method(self.method)
         else:
             self.steer = None
 

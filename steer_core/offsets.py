@@ -150,8 +150,10 @@ class LevelOffsets:
 
 
 def _manifest_digest(manifest: dict) -> str:
-    """Identity of a trained layer: the hashes of its files."""
-    return hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True).encode()).hexdigest()[:16]
+    """Identity of a layer's SAEs: the hashes of their weight and config files (not the prototypes,
+    which offsets do not use, so a cross-writer fold's offsets stay valid for the shipped SAEs)."""
+    files = {k: v for k, v in manifest.get("files", {}).items() if k.startswith("head_")}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def offset_edits(offsets: LevelOffsets | torch.Tensor, layers: Sequence[int], banks: dict, levels: torch.Tensor,

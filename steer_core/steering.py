@@ -7,7 +7,7 @@ is over descent steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,8 +36,9 @@ MAX_STEPS = 500
 class SteerConfig:
     """How to steer; belongs to one call, never to the model."""
 
-    # Defaults chosen on 12 train-split validation scenarios (README, "Does it steer?"): the most
-    # accurate setting whose perplexity stays within 1.5x of unsteered's.
+    # Defaults chosen by cross-writer validation (36 train-split scenarios of writers D-F, prototypes
+    # from writers A-C; docs/steering.md): the most accurate setting whose perplexity stays within
+    # 1.5x of unsteered's.
     method: str = "sae"
     layers: tuple[int, ...] = tuple(range(8, 22))
     heads: tuple[int, ...] | None = None  # None = all heads
@@ -46,8 +47,8 @@ class SteerConfig:
     mu: float = 0.0
     distance: str = "l2"
     positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
-    alpha: float = 8.0  # strength of the level shift for target="delta" and for meandiff
-    target: str = "delta"  # "prototype": descend to p_level; "delta": to z0 + alpha * (p_level - p_mean)
+    alpha: float = 3.0  # strength: see BASE_ALPHA for what strength 1 means for each target
+    target: str = "softmax"  # see TARGET_HELP
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
     offsets: str | None = None  # a folder of learned offsets (target "learned"); None = the shipped ones
 
@@ -71,6 +72,14 @@ class SteerConfig:
             raise ValueError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
         if not self.layers:
             raise ValueError("choose at least one layer to steer")
+
+    def for_method(self, method: str) -> "SteerConfig":
+        """This config for another method; query steering and mean difference have no codes, so a
+        code-only target becomes delta at the same relative strength."""
+        if method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
+            alpha = BASE_ALPHA["delta"] * self.alpha / BASE_ALPHA[self.target]
+            return replace(self, method=method, target="delta", alpha=alpha)
+        return replace(self, method=method)
 
     @property
     def key(self) -> tuple:

@@ -88,14 +88,17 @@ def test_learned_target_adds_the_decoded_offset(lm):
 
 def test_offsets_round_trip_and_refuse_corrupt_or_foreign_files(tmp_path, lm):
     bank = tiny_bank(lm, 1)
-    bank.meta = {"files": {"a": "1"}}
+    bank.meta = {"files": {"head_0/sae_weights.safetensors": "1", "prototypes.safetensors": "x"}}
     off = LevelOffsets(torch.randn(6, 1, lm.n_heads, 48), (1,), {"sae_manifests": {"1": _manifest_digest(bank.meta)}})
     off.save(tmp_path / "o")
     back = LevelOffsets.load(tmp_path / "o")
     assert torch.equal(back.delta, off.delta) and back.layers == (1,)
     back.check_matches({1: bank})
+    fold = tiny_bank(lm, 1)  # other prototypes, same SAE weights (a cross-writer fold): still valid
+    fold.meta = {"files": {"head_0/sae_weights.safetensors": "1", "prototypes.safetensors": "y"}}
+    back.check_matches({1: fold})
     other = tiny_bank(lm, 1)
-    other.meta = {"files": {"a": "2"}}
+    other.meta = {"files": {"head_0/sae_weights.safetensors": "2", "prototypes.safetensors": "x"}}
     with pytest.raises(OffsetsFileError, match="other SAEs"):
         back.check_matches({1: other})
     with pytest.raises(OffsetsFileError, match="no learned offsets for layer 2"):
