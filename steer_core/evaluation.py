@@ -60,8 +60,10 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
     for sc in scenarios:
         reqs, meta = [], []
         for method in methods:
-            usable = list({s.for_method(method).key: s.for_method(method) for s in steers}.values())
-            combos = [(l, s) for l in layer_sets for s in usable] if method in STEERED else [(None, None)]
+            combos = [(None, None)]
+            if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
+                usable = list({s.for_method(method).key: s.for_method(method) for s in steers}.values())
+                combos = [(l, s) for l in layer_sets for s in usable]
             for layers, st in combos:
                 for level in (levels if method != "none" else ["-"]):
                     cfg = replace(st, method=method, layers=tuple(layers)) if layers else None

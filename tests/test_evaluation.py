@@ -95,3 +95,34 @@ def test_summary_carries_intervals_and_judged_shares(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "steer_core", "eval", "--variants", "learned:x", "--out",
                           str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--variants" in bad.stderr
+
+
+def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
+    """Several SAE targets in one grid: prompt-only methods run once, query steering (no codes)
+    runs the delta form of each code-only target, once per distinct setting."""
+    from steer_core import evaluation
+    from steer_core.bloom import FeedbackExample
+    from steer_core.generation import Output
+    from steer_core.steering import SteerConfig
+
+    seen = []
+
+    def fake_generate(lm, reqs, max_new_tokens):
+        seen.extend(reqs)
+        return [Output("text", r.method, r.level, 1, 0.0, [1]) for r in reqs]
+
+    monkeypatch.setattr(evaluation, "generate_batch", fake_generate)
+    monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: 2.0)
+    sc = FeedbackExample("x-apply", "x", "s", "q?", "a.", "apply", "f", "test")
+    lm = type("LM", (), {"name": "m", "adapter": None})()
+    steers = [SteerConfig(target="softmax", alpha=3.0), SteerConfig(target="learned", alpha=1.0),
+              SteerConfig(target="delta", alpha=8.0)]
+    rows = evaluation.run_grid(lm, [sc], ["none", "sae", "query", "fewshot"], ["apply", "create"], [(8, 9)], steers,
+                               progress=False)
+    by_method = {}
+    for r in rows:
+        by_method.setdefault(r["method"], set()).add(r["setting"])
+    assert len(by_method["sae"]) == 3 and by_method["fewshot"] == {"-"} and by_method["none"] == {"-"}
+    assert all(s.startswith("delta") for s in by_method["query"])
+    assert sum(r["method"] == "query" for r in rows) == 2 * len(by_method["query"])
+    assert sum(r["method"] == "none" for r in rows) == 1
