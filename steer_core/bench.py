@@ -1,4 +1,4 @@
-"""`python -m steer_core bench`: the performance figures of DESIGN.md, as ratios measured in one run.
+"""`python -m steer_core bench`: the project's performance figures, as ratios measured in one run.
 
 Every generation timing forces the same number of new tokens (stop tokens ignored), is preceded
 by a warm-up, and is the median of `repeats` runs, so ratios compare equal work on one machine.
@@ -89,7 +89,7 @@ def run_bench(lm, tokens: int = 64, repeats: int = 3, layer: int = 15, train: bo
         "model": lm.name + ("+adapter" if lm.adapter else ""),
         "new_tokens": tokens,
         "unsteered_tok_s": round(tokens / t_none, 2),
-        # DESIGN.md's target: all heads of one layer
+        # the performance target is stated for all heads of one layer
         "sae_steered_tok_s": round(tokens / t_sae_one, 2),
         "sae_overhead_ratio": round(t_sae_one / t_none, 3),
         "layer": layer,

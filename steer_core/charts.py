@@ -440,7 +440,10 @@ def judged_vs_target(summary_rows: Sequence[Mapping[str, Any]], title: str | Non
                                  hovertemplate=f"{html.escape(label)}<br>target %{{x}}: judged %{{y:.2f}}<extra></extra>"))
     fig.update_xaxes(type="category")
     fig.update_yaxes(range=[-0.2, len(LEVELS) - 0.8], tickvals=idx, ticktext=list(LEVELS))
-    return _style(fig, title, "target Bloom level", "mean judged level")
+    fig = _style(fig, title, "target Bloom level", "mean judged level", height=560)
+    fig.update_layout(legend={"orientation": "v", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
+                      margin={"l": 70, "r": 10, "t": 48, "b": 10})  # long names: listed below the plot
+    return fig
 
 
 def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:

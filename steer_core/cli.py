@@ -1,4 +1,4 @@
-"""`python -m steer_core <command>`: the stable command-line contract of DESIGN.md.
+"""`python -m steer_core <command>`: the stable command-line contract (docs in the README).
 
 Errors the user can fix (a missing file, a malformed line, a bad option) print one line on stderr
 and exit with status 2, never a traceback.

@@ -179,18 +179,30 @@ def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor
     trace_to: as for latent_descent.
     """
     pp, tau = _prototype_scale(protos)
-    p_t = protos[target]  # (..., H, K)
-    z = z0
-    trace = [] if trace_to is None else [torch.linalg.vector_norm(z.unsqueeze(0) - trace_to, dim=-1)]
+    H, K = protos.shape[1:]
+    lead = z0.shape[:-2]
+    # Work in (H, N, K) so each step is two batched matmuls; ||z||^2 is the same for every level and
+    # cancels in the softmax, so the logits are (2 z.p_j - ||p_j||^2) / tau.
+    A = (2 * protos / tau[None, :, None]).permute(1, 2, 0)  # (H, K, L)
+    b = (-pp / tau[None]).T[:, None, :]  # (H, 1, L)
+    P = protos.permute(1, 0, 2)  # (H, L, K)
+    flat = lambda t: t.reshape(-1, H, K).transpose(0, 1)  # noqa: E731  (..., H, K) -> (H, N, K)
+    p_t = flat(protos[target].expand(*lead, H, K))
+    z0f = flat(z0)
+    z = z0f
+    back = lambda t: t.transpose(0, 1).reshape(*lead, H, K)  # noqa: E731
+    trace = [] if trace_to is None else [torch.linalg.vector_norm(z0.unsqueeze(0) - trace_to, dim=-1)]
     for _ in range(steps):
-        d2 = (z * z).sum(-1, keepdim=True) - 2 * torch.einsum("...hk,lhk->...hl", z, protos) + pp.T
-        pi = torch.softmax(-d2 / tau[:, None], dim=-1)
-        grad = torch.einsum("...hl,lhk->...hk", pi, protos) - p_t + 2 * mu * (z - z0)
+        pi = torch.softmax(torch.baddbmm(b, z, A), dim=-1)  # (H, N, L)
+        grad = torch.bmm(pi, P) - p_t
+        if mu:
+            grad = grad + 2 * mu * (z - z0f)
         z = z - lr * grad
         if nonneg:
             z = torch.relu(z)
         if trace_to is not None:
-            trace.append(torch.linalg.vector_norm(z.unsqueeze(0) - trace_to, dim=-1))
+            trace.append(torch.linalg.vector_norm(back(z).unsqueeze(0) - trace_to, dim=-1))
+    z = back(z)
     return z if trace_to is None else (z, torch.stack(trace))
 
 

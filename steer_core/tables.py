@@ -51,8 +51,8 @@ def per_level_table(summary: list[dict], method: str) -> str:
     """Accuracy per target level, and where the judge put the replies (share of each judged level)."""
     out = ["| layers / setting | target level | accuracy | " + " | ".join(f"judged {lv}" for lv in LEVELS) + " |",
            "|---|---|---|" + "---|" * len(LEVELS)]
-    for s in summary:
-        if s["method"] == method and s["level"] != "ALL":
-            shares = " | ".join(_fmt(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
-            out.append(f"| {s['layers']} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
+    rows = [s for s in summary if s["method"] == method and s["level"] in LEVELS]
+    for s in sorted(rows, key=lambda s: (s["model"], s["style"], s["layers"], LEVELS.index(s["level"]))):
+        shares = " | ".join(_fmt(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
+        out.append(f"| {s['layers']} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
     return "\n".join(out)
