@@ -45,7 +45,7 @@ DEFAULT_BAND = layers_label(DEFAULTS.layers)
 METHOD_ORDER = ("none", "sae", "query", "fewshot", "instruction")
 HEADLINES = {
     "none": "Unsteered",
-    "sae": "SAE-steered (the paper's method)",
+    "sae": "SAE-steered (sparse-code steering)",
     "query": "Query-steered (baseline)",
     "fewshot": "Few-shot prompt (baseline)",
     "instruction": "Instruction prompt (baseline)",

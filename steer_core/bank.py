@@ -16,8 +16,6 @@ import re
 import threading
 from pathlib import Path
 
-import torch
-
 from .bloom import LEVELS
 from .io_utils import atomic_write_bytes, atomic_write_text
 from .models import ADAPTER_DIR, DEFAULT_MODEL, cache_root

@@ -261,9 +261,8 @@ def cmd_train_adapter(args) -> int:
 
 
 def cmd_fit_offsets(args) -> int:
-    from .bank import STORE, user_root
+    from .bank import STORE
     from .evaluation import parse_layers
-    from .models import load_model
     from .offsets import OffsetFitConfig, fit_offsets, offsets_roots
     from .training import refit_prototypes
 
@@ -313,7 +312,6 @@ def cmd_summarize(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run_bench
-    from .models import load_model
 
     if args.tokens < 1 or args.repeats < 1:
         raise UsageError("--tokens and --repeats must be >= 1")
@@ -328,7 +326,6 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     from .bank import user_root
     from .evaluation import parse_layers
-    from .models import load_model
     from .sae import SAETrainConfig
     from .training import train_layers
 
