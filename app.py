@@ -148,7 +148,7 @@ def _figures(model, req, result, view):
                               title=f"Top latents ({title_where}): before vs after steering vs '{req.level}' prototype")
     heat = charts.token_latent_heatmap(view.tokens[fb] or view.tokens, view.after[fb] if view.after[fb].size else view.after,
                                        title=f"Sparse code per token of the SAE-steered feedback ({title_where})")
-    trace = charts.descent_trace(view.trace, req.level)
+    trace = charts.descent_trace(view.trace, req.level, probs=view.level_probs)
     probs = charts.judge_probs({m: [v["probs"][lv] for lv in LEVELS] for m, v in result.judgements.items()}, req.level)
     layers, scores = separability_scores(model)
     shown = list(range(model.n_heads)) if req.heads is None else list(req.heads)
@@ -267,8 +267,9 @@ def build() -> gr.Blocks:
                 gr.Markdown(
                     "- **Judge probabilities**: for each reply, how likely the judge thinks it asks for each level; "
                     "the shaded column is the level you chose.\n"
-                    "- **Descent trace**: steering moves the head's sparse code step by step; each line is the "
-                    "distance to one level's prototype (the typical code of feedback at that level).\n"
+                    "- **Steering trace**: steering moves the head's sparse code step by step; each line is how likely "
+                    "that level looks under the prototypes (rising for the level you chose when steering "
+                    "works, flat when it does not); a prototype is the typical code of feedback at that level.\n"
                     "- **Top latents**: the sparse features most active before and after steering, next to the "
                     "target level's prototype.\n"
                     "- **Tokens x latents**: which features are active at each word of the SAE-steered reply.\n"
@@ -277,7 +278,7 @@ def build() -> gr.Blocks:
                 )
             with gr.Row():
                 plot_probs = gr.Plot(label="Judge probabilities", elem_id="plot-probs")
-                plot_trace = gr.Plot(label="Descent trace", elem_id="plot-trace")
+                plot_trace = gr.Plot(label="Steering trace", elem_id="plot-trace")
             with gr.Row():
                 plot_bars = gr.Plot(label="Top latents", elem_id="plot-bars")
                 plot_heat = gr.Plot(label="Tokens x latents", elem_id="plot-heat")

@@ -252,9 +252,14 @@ def token_latent_heatmap(
     return _style(fig, title, "SAE latent", "token (position: text)", height=380)
 
 
-def descent_trace(trace: Any, target_level: str, title: str | None = None) -> go.Figure:
-    """Distance of the sparse code to each level's prototype over the descent steps; target drawn bold."""
+def descent_trace(trace: Any, target_level: str, title: str | None = None, probs: Any = None) -> go.Figure:
+    """Over the steering steps, each level's probability under the prototypes (a softmax over
+    negative squared distances: what the default target raises) when `probs` is given, else the
+    distance of the sparse code to each level's prototype; target drawn bold. Either way the
+    target's line goes the right way (up, or down) when steering moves the code toward its level."""
     t_idx = _check_level(target_level)
+    if probs is not None:
+        trace = probs
     d = np.asarray(trace, dtype=float)
     if d.ndim != 2 or d.shape[1] != len(LEVELS):
         raise ValueError(f"trace must have shape (steps + 1, {len(LEVELS)}), got {d.shape}")
@@ -276,10 +281,15 @@ def descent_trace(trace: Any, target_level: str, title: str | None = None) -> go
                     "dash": "solid" if is_target else "dot",
                 },
                 opacity=1.0 if is_target else 0.7,
-                hovertemplate=f"{level}<br>step %{{x}}<br>distance %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"{level}<br>step %{{x}}<br>{'probability' if probs is not None else 'distance'} "
+                              "%{y:.3f}<extra></extra>",
             )
         )
     fig.update_xaxes(tickmode="auto", rangemode="tozero")
+    if probs is not None:
+        fig.update_yaxes(range=[0, 1])
+        title = title or f"Steering toward '{target_level}': each level's probability under the prototypes"
+        return _style(fig, title, "steering step", "probability of the level")
     title = title or f"Descent toward '{target_level}': distance to each level's prototype"
     return _style(fig, title, "descent step", "distance to prototype")
 

@@ -20,7 +20,7 @@ from .generation import Request, build_messages, layer_edits, steering_groups
 from .hooks import query_edits
 from .prompts import render
 from .prototypes import separability
-from .steering import SteerConfig, steer_codes
+from .steering import SteerConfig, prototype_scale, steer_codes
 
 
 @dataclass
@@ -34,6 +34,7 @@ class LatentView:
     after: np.ndarray  # (S, K) codes after the descent (equal to before at unsteered positions)
     prototype: np.ndarray  # (K,) target level's prototype
     trace: np.ndarray  # (T+1, 6) mean distance over steered positions to each level's prototype
+    level_probs: np.ndarray  # (T+1, 6) mean over steered positions of softmax(-d^2 / tau) over the levels
     query_before: np.ndarray  # (S, D) the head's query as it reached the steering edit during the replay
     query_after: np.ndarray  # (S, D) the query the edit returned (what attention used)
 
@@ -98,12 +99,16 @@ def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: St
     z, trace = steer_codes(bank, z0, level_idx, hsel, cfg, offsets, trace_to=protos[:, None, None, None, :])
     mask = torch.tensor(steered, device=lm.device)
     z = torch.where(mask[None, :, None, None], z, z0)
-    trace = trace[:, :, 0, mask, 0].mean(-1) if bool(mask.any()) else trace[:, :, 0, :, 0].mean(-1)
+    sel = mask if bool(mask.any()) else torch.ones_like(mask)
+    per_pos = trace[:, :, 0, sel, 0]  # (T+1, 6, positions) distances
+    _, tau = prototype_scale(protos[:, None, :])
+    probs = torch.softmax(-per_pos**2 / tau, dim=1).mean(-1)  # the levels' probability under the prototypes
+    trace = per_pos.mean(-1)
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)
     return LatentView(layer, head, level, [tok.decode([t]) for t in all_ids], len(prompt),
                       z0[0, :, 0].cpu().numpy(), z[0, :, 0].cpu().numpy(), target_proto(bank, head, level),
-                      trace.cpu().numpy(), q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+                      trace.cpu().numpy(), probs.cpu().numpy(), q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
                       q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy())
 
 

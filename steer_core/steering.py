@@ -158,7 +158,7 @@ def _l2_descent_closed_form(z0, target, steps, lr, mu, nonneg):
     return torch.relu(u) if nonneg else u
 
 
-def _prototype_scale(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def prototype_scale(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(L, H, K) prototypes -> squared norms (L, H) and per-head temperature (H,): the mean squared
     distance between two distinct prototypes."""
     L = protos.shape[0]
@@ -178,7 +178,7 @@ def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor
     tau per head = mean squared distance between distinct prototypes (logit gaps of order 1).
     trace_to: as for latent_descent.
     """
-    pp, tau = _prototype_scale(protos)
+    pp, tau = prototype_scale(protos)
     H, K = protos.shape[1:]
     lead = z0.shape[:-2]
     # Work in (H, N, K) so each step is two batched matmuls; ||z||^2 is the same for every level and
@@ -209,7 +209,7 @@ def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor
 def level_probabilities(z: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     """(..., H, K) codes -> (..., H, L) probability of each level under the prototypes (the softmax
     over negative squared distances that the softmax target raises)."""
-    pp, tau = _prototype_scale(protos)
+    pp, tau = prototype_scale(protos)
     d2 = (z * z).sum(-1, keepdim=True) - 2 * torch.einsum("...hk,lhk->...hl", z, protos) + pp.T
     return torch.softmax(-d2 / tau[:, None], dim=-1)
 

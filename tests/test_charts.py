@@ -326,3 +326,14 @@ def test_judged_vs_target_plots_each_variant_and_the_diagonal():
     assert "no per-level rows" in judged_vs_target([])["layout"]["annotations"][0]["text"]
     with pytest.raises(ValueError, match="mean_level_index"):
         judged_vs_target([{"method": "sae", "layers": "-", "level": "apply", "accuracy": 0.1}])
+
+
+def test_descent_trace_shows_level_probabilities_when_given():
+    probs = np.full((5, 6), 1 / 6)
+    probs[:, 2] = np.linspace(1 / 6, 0.6, 5)
+    fig = charts.descent_trace(np.ones((5, 6)), "apply", probs=probs)
+    target = next(t for t in fig.data if t.name == "apply (target)")
+    assert list(target.y) == list(probs[:, 2]) and "probability" in fig.layout.yaxis.title.text
+    assert tuple(fig.layout.yaxis.range) == (0, 1)
+    with pytest.raises(ValueError):
+        charts.descent_trace(np.ones((5, 6)), "apply", probs=np.ones((5, 4)))

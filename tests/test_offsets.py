@@ -121,9 +121,9 @@ def test_softmax_descent_follows_the_followup_objective():
     z0 = torch.rand(4, 5, 3, 16, generator=g)
     target = torch.tensor([0, 2, 4, 5])[:, None].expand(4, 5)
     # one step equals autograd on the scaled loss tau/2 * -log softmax(-d^2/tau)[target]
-    from steer_core.steering import _prototype_scale
+    from steer_core.steering import prototype_scale
 
-    _, tau = _prototype_scale(protos)
+    _, tau = prototype_scale(protos)
     z = z0.clone().requires_grad_(True)
     d2 = ((z.unsqueeze(-2) - protos.permute(1, 0, 2)) ** 2).sum(-1)  # (4, 5, 3, 6)
     nll = -torch.log_softmax(-d2 / tau[:, None], -1).gather(-1, target[..., None, None].expand(4, 5, 3, 1))

@@ -99,3 +99,4 @@ def test_inspected_codes_are_what_generation_used(lm, target):
     P = view.prompt_len  # the default reads the prompt unsteered and steers the generated tokens
     assert np.array_equal(view.query_after[:P], view.query_before[:P])
     assert np.abs(view.query_after[P:] - view.query_before[P:]).max() > 1e-3
+    assert view.level_probs.shape == view.trace.shape and np.allclose(view.level_probs.sum(1), 1, atol=1e-4)
