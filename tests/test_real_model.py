@@ -90,8 +90,15 @@ def test_inspected_codes_are_what_generation_used(lm, target):
 
     cfg = SteerConfig(target=target, alpha=BASE_ALPHA[target])
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
-    view = inspect_steering(lm, Q, A, "create", cfg, out.token_ids)
     from steer_core.bank import STORE
+
+    head = None  # the most separable head; learned offsets are sparse, so there: the most moved head
+    if target == "learned":
+        from steer_core.offsets import load_offsets
+
+        layer = cfg.layers[len(cfg.layers) // 2]
+        head = int(load_offsets(lm).for_layer(layer)[5].abs().sum(-1).argmax())
+    view = inspect_steering(lm, Q, A, "create", cfg, out.token_ids, head=head)
 
     W_dec = STORE.get(lm, view.layer).sae.W_dec[view.head].float().cpu().numpy()
     decoded = view.query_before + (view.after - view.before) @ W_dec
