@@ -61,8 +61,8 @@ class OffsetFitConfig:
     beta: float = 0.1  # preference temperature on summed log-likelihoods
     l1: float = 0.5  # proximal L1: each step shrinks every offset by lr * l1, so only latents with a
     # consistent gradient move (Adam steps are ~lr in size whatever the gradient's scale)
-    sft: float = 1.0  # weight of the chosen reply's per-token likelihood gain: without it the preference
-    # term alone widened the margin by making every reply unlikely (perplexity 6x at strength 1)
+    sft: float = 1.0  # weight of the chosen reply's per-token likelihood gain, so that the preference
+    # margin is not bought by making every reply less likely
     max_feedback_tokens: int = 48  # the level shows early; later tokens cost time, not signal
     seed: int = 0
     style: str = "plain"
