@@ -11,7 +11,8 @@ the scenario's six feedbacks are teacher-forced twice in one batch, each under s
 own level and each under steering toward a level shifted by a random k. For every target level L
 that gives a preferred reply (L's feedback) and a rejected one (the feedback of level L - k), both
 steered toward L, and the loss is a preference loss on their likelihoods relative to the unsteered
-model (as in bi-directional preference optimisation of steering vectors), plus an L1 penalty,
+model (as in bi-directional preference optimisation of steering vectors), plus the preferred
+reply's own per-token gain (a fluency anchor), plus an L1 penalty,
 applied as a proximal step after each Adam step, so that only a few latents move.
 
 Only the feedback tokens are steered while fitting (the generated positions at generation time),
