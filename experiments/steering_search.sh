@@ -10,7 +10,7 @@ python -m steer_core fit-offsets --writers A B C --out runs/fold_ABC_v3
 # 2. Validation on writers D-F's 36 train scenarios x 6 levels (216 generations a row).
 python -m steer_core eval --split train --writers D E F --saes runs/fold_ABC_v3/saes \
   --offsets runs/fold_ABC_v3/offsets --methods none sae query \
-  --variants delta:8 softmax:3 learned:1 learned:2 learned:4 learned:8 learned:16 \
+  --variants delta:8 softmax:3 softmax:6 softmax:10 learned:1 learned:2 learned:4 learned:8 learned:16 \
   --layers 8-21 --out runs/val_DEF
 python -m steer_core summarize runs/val_DEF/results.csv --similarity
 # The rule: the most accurate setting within 1.5x unsteered perplexity becomes SteerConfig's default.
