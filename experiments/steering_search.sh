@@ -12,6 +12,8 @@ python -m steer_core eval --split train --writers D E F --saes runs/fold_ABC_v3/
   --offsets runs/fold_ABC_v3/offsets --methods none sae query \
   --variants delta:8 softmax:3 softmax:6 softmax:10 learned:1 learned:2 learned:4 learned:8 learned:16 \
   --layers 8-21 --out runs/val_DEF
+python -m steer_core eval --split train --writers D E F --saes runs/fold_ABC_v3/saes --methods none sae \
+  --positions all --variants delta:8 delta:16 --layers 15 --out runs/val_DEF
 python -m steer_core summarize runs/val_DEF/results.csv --similarity
 # The rule: the most accurate setting within 1.5x unsteered perplexity becomes SteerConfig's default.
 
