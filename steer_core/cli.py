@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
 from .errors import ModelLoadError
+from .models import DEFAULT_MODEL
 from .offsets import OffsetFitConfig
 from .evaluation import layers_label
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
@@ -176,11 +177,7 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=Non
                                          student_answer=a, level="remember", feedback="-", split="test"))
         if not items:
             raise UsageError(f"{path}: no scenarios (split {split!r})")
-    if writers:
-        wanted = {w.upper() for w in writers}
-        items = [s for s in items if s.scenario_id[:1].upper() in wanted]
-        if not items:
-            raise UsageError(f"no scenarios by writers {' '.join(sorted(wanted))}")
+    items = _by_writers(items, writers, "scenarios")
     if limit is not None:
         if limit < 1:
             raise UsageError("--limit must be >= 1")
@@ -223,14 +220,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _by_writers(items: list, writers, what: str) -> list:
+    """Only the items (dataset rows or scenarios) whose scenario id starts with one of the writers' letters."""
+    if not writers:
+        return items
+    wanted = {w.upper() for w in writers}
+    items = [s for s in items if s.scenario_id[:1].upper() in wanted]
+    if not items:
+        raise UsageError(f"no {what} by writers {' '.join(sorted(wanted))} (scenario id letters A-F)")
+    return items
+
+
 def _writer_rows(writers, split: str = "train"):
-    rows = load_dataset(split=split)
-    if writers:
-        wanted = {w.upper() for w in writers}
-        rows = [r for r in rows if r.scenario_id[:1].upper() in wanted]
-        if not rows:
-            raise UsageError(f"no {split}-split rows by writers {' '.join(sorted(wanted))} (scenario id letters A-F)")
-    return rows
+    return _by_writers(load_dataset(split=split), writers, f"{split}-split rows")
 
 
 def cmd_prototypes(args) -> int:
@@ -339,6 +341,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _model_parent() -> argparse.ArgumentParser:
+    """Which model a command runs on; `_load` turns these into a loaded model."""
+    p = argparse.ArgumentParser(add_help=False)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=DEFAULT_MODEL, help=f"HF id or local path (default: the embedded {DEFAULT_MODEL})")
+    m.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
+    m.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
+    m.add_argument("--device", default="auto")
+    return p
+
+
 def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
     """The steering options, their defaults read from SteerConfig (the validated setting)."""
     d = SteerConfig()
@@ -386,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit_judge)
 
     g = sub.add_parser("generate", help="generate feedback, steered or not, and judge its level",
-                       parents=[_steer_parent(multi_layers=False)])
+                       parents=[_steer_parent(multi_layers=False), _model_parent()])
     g.add_argument("--question")
     g.add_argument("--answer")
     g.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
@@ -397,15 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--model", default="smollm2-135m-instruct")
-    g.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
-    g.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
-    g.add_argument("--device", default="auto")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("eval", help="methods x levels x layers over scenarios: results.csv, summary.csv, report.html",
-                       parents=[_steer_parent(multi_layers=True)])
+                       parents=[_steer_parent(multi_layers=True), _model_parent()])
     e.add_argument("--scenarios", default=None,
                    help="JSONL with question, student_answer, id (default: the dataset's scenarios)")
     e.add_argument("--split", default="test", choices=("test", "train", "all"),
@@ -422,10 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--style", default="plain", choices=("plain", "rubric"))
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
-    e.add_argument("--model", default="smollm2-135m-instruct")
-    e.add_argument("--no-adapter", action="store_true")
-    e.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
-    e.add_argument("--device", default="auto")
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
     e.set_defaults(func=cmd_eval)
 
@@ -439,20 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in the figure, only variants whose 'method layers/setting' contains one of these")
     m.set_defaults(func=cmd_summarize)
 
-    b = sub.add_parser("bench", help="performance figures: tokens/s, steering overhead, cold start, SAE training")
+    b = sub.add_parser("bench", help="performance figures: tokens/s, steering overhead, cold start, SAE training",
+                       parents=[_model_parent()])
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
     b.add_argument("--layer", type=int, default=15, help="the one steered layer, and the layer trained (default 15)")
     b.add_argument("--no-train", action="store_true", help="skip the SAE training figure (about a minute)")
     b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
-    b.add_argument("--model", default="smollm2-135m-instruct")
-    b.add_argument("--no-adapter", action="store_true")
-    b.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
-    b.add_argument("--device", default="auto")
     b.set_defaults(func=cmd_bench)
 
-    o = sub.add_parser("fit-offsets", help="fit learned sparse code offsets per level (the steering bound)")
+    o = sub.add_parser("fit-offsets", help="fit learned sparse code offsets per level (the steering bound)",
+                       parents=[_model_parent()])
     o.add_argument("--layers", default="8-21")
     o.add_argument("--writers", nargs="+", default=None,
                    help="fit on these writers' train scenarios only (a cross-writer fold); also writes the "
@@ -467,22 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=d.seed)
     o.add_argument("--style", default="plain", choices=("plain", "rubric"))
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
-    o.add_argument("--model", default="smollm2-135m-instruct")
-    o.add_argument("--no-adapter", action="store_true")
-    o.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
-    o.add_argument("--device", default="auto")
     o.set_defaults(func=cmd_fit_offsets)
 
     r = sub.add_parser("prototypes", help="copy the trained SAEs of layers with level prototypes from some writers "
-                                          "only (a cross-writer fold; use the folder with --saes)")
+                                          "only (a cross-writer fold; use the folder with --saes)",
+                       parents=[_model_parent()])
     r.add_argument("--layers", default="8-21")
     r.add_argument("--writers", nargs="+", required=True, help="writing batches (scenario id letters), e.g. A B C")
     r.add_argument("--out", required=True)
     r.add_argument("--style", default="plain", choices=("plain", "rubric"))
-    r.add_argument("--model", default="smollm2-135m-instruct")
-    r.add_argument("--no-adapter", action="store_true")
-    r.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
-    r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_prototypes)
 
     a = sub.add_parser("train-adapter", help="fit the feedback LoRA on the train split (the level is never shown "
@@ -495,12 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--rank", type=int, default=8)
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--style", default="plain", choices=("plain", "rubric"))
-    a.add_argument("--model", default="smollm2-135m-instruct")
+    a.add_argument("--model", default=DEFAULT_MODEL)
     a.add_argument("--device", default="auto")
     a.set_defaults(func=cmd_train_adapter)
 
-    t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers")
-    t.add_argument("--model", default="smollm2-135m-instruct")
+    t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers", parents=[_model_parent()])
     t.add_argument("--layers", default="all", help="all, 15, 8-21 or 3,9,15")
     t.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/saes/...)")
     t.add_argument("--architecture", default="topk", choices=("topk", "standard"))
@@ -509,9 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--l1", type=float, default=1.0)
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--style", default="plain", choices=("plain", "rubric"))
-    t.add_argument("--no-adapter", action="store_true")
-    t.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
-    t.add_argument("--device", default="auto")
     t.set_defaults(func=cmd_train)
     return p
 
