@@ -20,7 +20,7 @@ from .generation import Request, build_messages, layer_edits, steering_groups
 from .hooks import query_edits
 from .prompts import render
 from .prototypes import separability
-from .steering import SteerConfig, prototype_scale, steer_codes
+from .steering import SteerConfig, level_probabilities, prototype_scale, steer_codes
 
 
 @dataclass
@@ -102,7 +102,7 @@ def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: St
     sel = mask if bool(mask.any()) else torch.ones_like(mask)
     per_pos = trace[:, :, 0, sel, 0]  # (T+1, 6, positions) distances
     _, tau = prototype_scale(protos[:, None, :])
-    probs = torch.softmax(-per_pos**2 / tau, dim=1).mean(-1)  # the levels' probability under the prototypes
+    probs = level_probabilities(per_pos, tau, dim=1).mean(-1)
     trace = per_pos.mean(-1)
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)

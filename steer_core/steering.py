@@ -206,12 +206,11 @@ def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor
     return z if trace_to is None else (z, torch.stack(trace))
 
 
-def level_probabilities(z: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-    """(..., H, K) codes -> (..., H, L) probability of each level under the prototypes (the softmax
-    over negative squared distances that the softmax target raises)."""
-    pp, tau = prototype_scale(protos)
-    d2 = (z * z).sum(-1, keepdim=True) - 2 * torch.einsum("...hk,lhk->...hl", z, protos) + pp.T
-    return torch.softmax(-d2 / tau[:, None], dim=-1)
+def level_probabilities(distances: torch.Tensor, tau: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Distances of codes to the L level prototypes (along `dim`) -> each level's probability under the
+    prototypes, softmax(-d^2 / tau): what the softmax target raises. tau from prototype_scale,
+    shaped to broadcast against `distances`."""
+    return torch.softmax(-distances**2 / tau, dim=dim)
 
 
 def query_descent(q0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0,

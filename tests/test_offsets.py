@@ -130,10 +130,16 @@ def test_softmax_descent_follows_the_followup_objective():
     (nll.squeeze(-1) * tau / 2).sum().backward()
     one = softmax_descent(z0, protos, target, steps=1, lr=0.1, nonneg=False)
     assert torch.allclose(one, z0 - 0.1 * z.grad, atol=1e-5)
+
     # more steps raise the target level's probability under the prototypes
-    before = level_probabilities(z0, protos).gather(-1, target[..., None, None].expand(4, 5, 3, 1))
+    def target_prob(codes):
+        dist = torch.linalg.vector_norm(codes.unsqueeze(-2) - protos.permute(1, 0, 2), dim=-1)  # (4, 5, 3, 6)
+        probs = level_probabilities(dist, tau[:, None])
+        return probs.gather(-1, target[..., None, None].expand(4, 5, 3, 1))
+
+    before = target_prob(z0)
     after_z = softmax_descent(z0, protos, target, steps=30, lr=0.5)
-    after = level_probabilities(after_z, protos).gather(-1, target[..., None, None].expand(4, 5, 3, 1))
+    after = target_prob(after_z)
     assert bool((after > before).float().mean() > 0.9) and bool((after_z >= 0).all())
 
 
