@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .bloom import LEVELS, load_dataset
 from .hooks import StopForward, capture_queries, query_edits
 from .prompts import messages, pad_right, render
+from .prototypes import compute_prototypes
 from .sae import SAETrainConfig, report_json, train_head_saes
 
 
@@ -57,11 +58,17 @@ def capture_train_queries(lm, layers: list[int], style: str = "plain", batch_siz
                     torch.tensor([LEVELS.index(r.level) for r in rows]), style)
 
 
+def feedback_prototypes(sae, x: torch.Tensor, captured: Captured, device) -> dict[str, torch.Tensor]:
+    """Level prototypes of one layer from its captured queries x (tokens, heads, dim): feedback tokens only."""
+    fb = captured.is_feedback
+    return compute_prototypes(sae, x[fb.to(device)], captured.example_ids[fb].to(device),
+                              captured.example_levels.to(device))
+
+
 def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None = None, style: str = "plain",
                  progress: bool = True, captured: Captured | None = None, dtype: str = "float16") -> dict[int, dict]:
     """Train and save SAEs + prototypes for each layer; returns each layer's metrics."""
     from .bank import save_layer
-    from .prototypes import compute_prototypes
 
     cfg = cfg or SAETrainConfig()
     layers = [lm.check_layer(layer) for layer in layers]
@@ -72,9 +79,7 @@ def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None =
         t0 = time.time()
         x = captured.queries[layer].to(lm.device).float()
         sae, report = train_head_saes(x, cfg, progress=progress, desc=f"SAE layer {layer}")
-        fbx = x[captured.is_feedback.to(lm.device)]
-        protos = compute_prototypes(sae, fbx, captured.example_ids[captured.is_feedback].to(lm.device),
-                                    captured.example_levels.to(lm.device))
+        protos = feedback_prototypes(sae, x, captured, lm.device)
         metrics = report_json(report, cfg)
         metrics["train_seconds"] = round(time.time() - t0, 2)
         settings = {"prompt_style": style, "n_examples": len(captured.example_levels),
@@ -88,16 +93,12 @@ def refit_prototypes(lm, layers: list[int], rows, root: Path, style: str = "plai
     """Copy the model's trained SAEs of `layers` to `root` with prototypes computed from `rows` only:
     cross-writer validation fits prototypes (and offsets) without the writers it is scored on."""
     from .bank import STORE, save_layer
-    from .prototypes import compute_prototypes
 
     banks = STORE.get_many(lm, layers, style=style, progress=progress)
     captured = capture_train_queries(lm, list(layers), style, progress=progress, rows=list(rows))
-    fb = captured.is_feedback
     for layer in layers:
         bank = banks[layer]
-        x = captured.queries[layer].to(lm.device).float()[fb.to(lm.device)]
-        protos = compute_prototypes(bank.sae, x, captured.example_ids[fb].to(lm.device),
-                                    captured.example_levels.to(lm.device))
+        protos = feedback_prototypes(bank.sae, captured.queries[layer].to(lm.device).float(), captured, lm.device)
         settings = dict(bank.meta.get("settings", {}), prototype_rows=len(rows),
                         prototype_scenarios=sorted({r.scenario_id for r in rows}))
         save_layer(root, lm, layer, bank.sae, protos, bank.meta.get("metrics", {}), settings)
