@@ -62,7 +62,7 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
         for method in methods:
             combos = [(None, None)]
             if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
-                usable = list({s.for_method(method).key: s.for_method(method) for s in steers}.values())
+                usable = list({c.key: c for c in (s.for_method(method) for s in steers)}.values())
                 combos = [(l, s) for l in layer_sets for s in usable]
             for layers, st in combos:
                 for level in (levels if method != "none" else ["-"]):
@@ -268,10 +268,9 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
         ci = {k: round(v, 4) if isinstance(v, float) else v for k, v in boot.items()}
         if method == "none":  # judged level does not depend on the target: no correlation to report
             ci.update(level_corr=float("nan"), level_corr_lo=float("nan"), level_corr_hi=float("nan"))
-        judged = np.bincount([int(r["pred_index"]) for r in rs], minlength=len(LEVELS)) / max(1, len(rs))
         out.append({"model": model, "style": style, "method": method, "layers": layers, "level": "ALL",
                     "n": sum(s["n"] for s in ss), **ci,
-                    **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, judged)},
+                    **_judged_shares(rs),
                     "mean_level_index": round(float(np.mean([s["mean_level_index"] for s in ss])), 3),
                     "ppl": round(float(np.nanmedian([s["ppl"] for s in ss])), 3),
                     "similarity": round(float(np.nanmean([s["similarity"] for s in ss])), 3)
@@ -287,15 +286,22 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
     return out
 
 
+def _judged_shares(rs: list[dict]) -> dict[str, float]:
+    """judged_<level>: the share of rows the judge put at each level."""
+    import numpy as np
+
+    shares = np.bincount([int(r["pred_index"]) for r in rs], minlength=len(LEVELS)) / max(1, len(rs))
+    return {f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, shares)}
+
+
 def _stats(model, style, method, layers, level, rs, target):
     import numpy as np
 
     ppl = [float(r["ppl"]) for r in rs if r["ppl"] not in ("", None) and not np.isnan(float(r["ppl"]))]
     sims = np.array([r.get("_sim", float("nan")) for r in rs], dtype=float)
-    judged = np.bincount([int(r["pred_index"]) for r in rs], minlength=len(LEVELS)) / max(1, len(rs))
     return {"model": model, "style": style, "method": method, "layers": layers, "level": level, "n": len(rs),
             "n_scenarios": len({r["scenario_id"] for r in rs}),
-            **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, judged)},
+            **_judged_shares(rs),
             "accuracy": round(float(np.mean([r["pred"] == target for r in rs])), 4),
             "mean_level_index": round(float(np.mean([int(r["pred_index"]) for r in rs])), 3),
             "ppl": round(float(np.median(ppl)), 3) if ppl else float("nan"),
