@@ -15,21 +15,46 @@ from tqdm.auto import tqdm
 
 from .bloom import load_dataset
 from .io_utils import atomic_write_text
-from .prompts import instruction_messages, messages, pad_right, render
+from .prompts import instruction_messages, messages, render
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _batches(examples, batch_size, pad_id, rng):
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    for i in range(0, len(order), batch_size):
-        ids, mask, reply = pad_right([examples[j] for j in order[i : i + batch_size]], pad_id)
-        yield ids, mask.long(), ids.masked_fill(~reply, -100)
+def prompt_groups(examples: list[tuple[list[int], int]]) -> list[tuple[list[int], list[list[int]]]]:
+    """Group rendered (ids, start) examples by their prompt: the six feedbacks of a scenario share one
+    prompt, which then runs once per step instead of six times (training is about 3x faster)."""
+    groups: dict[tuple[int, ...], list[list[int]]] = {}
+    for ids, start in examples:
+        groups.setdefault(tuple(ids[:start]), []).append(list(ids[start:]))
+    return [(list(prompt), replies) for prompt, replies in groups.items()]
+
+
+def shared_prompt_loss(model, prompt: list[int], replies: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, int]:
+    """Summed next-token loss of each reply after the same prompt, and the number of reply tokens.
+    The prompt runs once; its key/value cache is repeated for the replies (gradients flow through it),
+    so this equals the loss of the concatenated sequences run separately."""
+    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    cache = out.past_key_values
+    n = len(replies)
+    cache.batch_repeat_interleave(n)
+    width = max(len(r) for r in replies)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    real = torch.zeros((n, width), dtype=torch.bool)
+    for i, reply in enumerate(replies):
+        ids[i, : len(reply)] = torch.tensor(reply)
+        real[i, : len(reply)] = True
+    ids, real = ids.to(device), real.to(device)
+    attention = torch.cat([torch.ones((n, len(prompt)), dtype=torch.long, device=device), real.long()], dim=1)
+    logits = model(input_ids=ids, attention_mask=attention, past_key_values=cache, use_cache=True).logits
+    # reply token t is predicted by the logits at reply position t-1; token 0 by the prompt's last position
+    first = out.logits[:, -1:].expand(n, 1, -1)
+    predicted = torch.cat([first, logits[:, :-1]], dim=1)
+    loss = torch.nn.functional.cross_entropy(predicted[real].float(), ids[real], reduction="sum")
+    return loss, int(real.sum())
 
 
 def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: float = 1e-3,
-                  batch_size: int = 8, seed: int = 0, style: str = "plain",
+                  batch_size: int = 12, seed: int = 0, style: str = "plain",
                   prompts: tuple[str, ...] = ("plain",)) -> dict:
     """Fit a LoRA on the train split's feedbacks and save it (peft format, safetensors).
     prompts: "plain" shows each feedback under the base prompt (the level never named);
@@ -56,19 +81,24 @@ def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: f
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps = epochs * ((len(examples) + batch_size - 1) // batch_size)
+    groups = prompt_groups(examples)
+    per_step = max(1, round(batch_size * len(groups) / len(examples)))  # prompts per step, ~batch_size replies
+    steps = epochs * ((len(groups) + per_step - 1) // per_step)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     losses, t0 = [], time.time()
     bar = tqdm(total=steps, desc="LoRA feedback adapter")
     for _ in range(epochs):
-        for ids, mask, labels in _batches(examples, batch_size, tok.pad_token_id, rng):
-            out = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), labels=labels.to(lm.device))
-            out.loss.backward()
+        order = list(range(len(groups)))
+        rng.shuffle(order)
+        for i in range(0, len(order), per_step):
+            parts = [shared_prompt_loss(model, *groups[j], tok.pad_token_id, lm.device) for j in order[i : i + per_step]]
+            loss = sum(p[0] for p in parts) / sum(p[1] for p in parts)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(out.loss.item())
+            losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     bar.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -25,10 +24,6 @@ from .steering import RowGroup, SteerConfig, make_layer_edit
 GEN_METHODS = ("none", "sae", "query", "meandiff", "fewshot", "instruction")
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
-
-# transformers 5.2x renamed `past_key_values` to `cache` but 5.0 only knows the old name; keep the
-# name every supported version accepts and silence the rename notice.
-warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated", category=FutureWarning)
 
 
 @dataclass

@@ -12,11 +12,14 @@ import torch
 from .bloom import DESCRIPTIONS, LEVELS, FeedbackExample
 
 SYSTEM = "You are a teacher. Reply to the student with short feedback on their answer."
-RUBRIC = (
-    SYSTEM
-    + " Feedback can ask for any of six levels of thinking:\n"
-    + "\n".join(f"- {lv}: {DESCRIPTIONS[lv]}" for lv in LEVELS)
-)
+
+
+def rubric_line(level: str) -> str:
+    """The rubric prompt's line for one level (the attention view finds it by this text)."""
+    return f"- {level}: {DESCRIPTIONS[level]}"
+
+
+RUBRIC = SYSTEM + " Feedback can ask for any of six levels of thinking:\n" + "\n".join(rubric_line(lv) for lv in LEVELS)
 PROMPT_STYLES = ("plain", "rubric")
 
 

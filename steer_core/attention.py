@@ -1,0 +1,116 @@
+"""Where reply tokens look: each head's attention over the prompt's parts (the rubric's level lines,
+the question, the student's answer), steered or not.
+
+A query edit only changes which earlier tokens a head reads, so this is the direct view of what
+steering does. The weights are recomputed from the queries the model actually used (after the
+steering edit, read at q_proj by the same edits generation installs) and the keys it cached, so
+they are exact for any attention kernel and need no global switch to eager attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from .bloom import LEVELS
+from .hooks import QueryEdit, query_edits
+
+
+@dataclass
+class PromptParts:
+    """Named token spans [start, end) of a rendered prompt."""
+
+    names: list[str]
+    spans: list[tuple[int, int]]
+
+    def mass(self, weights: torch.Tensor) -> torch.Tensor:
+        """Attention mass on each part: weights (..., keys) -> (..., parts)."""
+        return torch.stack([weights[..., a:b].sum(-1) for a, b in self.spans], dim=-1)
+
+
+def prompt_parts(tokenizer, prompt_ids: Sequence[int], texts: Mapping[str, str]) -> PromptParts:
+    """Token spans of named pieces of text inside the rendered prompt (first occurrence of each).
+
+    Spans are found by decoding the prompt token by token and matching character offsets, so any
+    tokenizer works; a piece that is not in the prompt is an error (the caller named the wrong style)."""
+    pieces = [tokenizer.decode([t]) for t in prompt_ids]
+    ends, pos = [], 0
+    for p in pieces:
+        pos += len(p)
+        ends.append(pos)
+    full = "".join(pieces)
+    names, spans = [], []
+    for name, text in texts.items():
+        at = full.find(text)
+        if at < 0:
+            raise ValueError(f"prompt part {name!r} is not in the prompt")
+        first = next(i for i, e in enumerate(ends) if e > at)
+        last = next(i for i, e in enumerate(ends) if e >= at + len(text))
+        names.append(name)
+        spans.append((first, last + 1))
+    return PromptParts(names, spans)
+
+
+def rubric_parts(tokenizer, prompt_ids: Sequence[int], question: str, student_answer: str) -> PromptParts:
+    """The six rubric lines (named by level), the question and the student's answer."""
+    from .prompts import rubric_line
+
+    texts = {lv: rubric_line(lv) for lv in LEVELS}
+    texts.update({"question": question.strip(), "student answer": student_answer.strip()})
+    return prompt_parts(tokenizer, prompt_ids, texts)
+
+
+def _record_queries(lm, layers: Sequence[int], edits: Mapping[int, QueryEdit], store: dict) -> dict:
+    """Edits that apply the steering edit (if any) and keep the query the model then uses."""
+
+    def wrap(layer):
+        edit = edits.get(layer)
+
+        def fn(q):
+            out = edit(q) if edit is not None else None
+            store.setdefault(layer, []).append((q if out is None else out).detach())
+            return out
+
+        return fn
+
+    wrapped = dict(edits)
+    wrapped.update({layer: wrap(layer) for layer in layers})
+    return wrapped
+
+
+@torch.no_grad()
+def reply_attention(lm, prompt_ids: Sequence[int], reply_ids: Sequence[int], layers: Sequence[int],
+                    phase_edits=None) -> torch.Tensor:
+    """Attention of each reply token over all earlier tokens: (layers, heads, reply, prompt + reply).
+
+    phase_edits(phase) -> {layer: QueryEdit} for "prompt" and "generated" (generation's own
+    `layer_edits`); None for unsteered. The prompt and the reply run as the two phases generation has."""
+    from transformers import DynamicCache
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    layers = [lm.check_layer(layer) for layer in layers]
+    if not reply_ids:
+        raise ValueError("no reply tokens to look at")
+    cache, store = DynamicCache(), {}
+    for phase, ids in (("prompt", list(prompt_ids)), ("generated", list(reply_ids))):
+        edits = phase_edits(phase) if phase_edits else {}
+        store_phase: dict = {}
+        with query_edits(lm, _record_queries(lm, layers, edits, store_phase)):
+            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+        if phase == "generated":
+            store = store_phase
+    P, R = len(prompt_ids), len(reply_ids)
+    positions = torch.arange(P, P + R, device=lm.device)[None]
+    out = []
+    for layer in layers:
+        q = store[layer][0].view(1, R, lm.n_heads, lm.head_dim).transpose(1, 2)  # (1, H, R, D)
+        keys = cache.layers[layer].keys  # (1, kv_heads, P + R, D), rotated
+        cos, sin = lm.model.model.rotary_emb(q, positions)
+        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        k = repeat_kv(keys, lm.n_heads // keys.shape[1])
+        scores = (q.float() @ k.float().transpose(-1, -2)) * lm.head_dim**-0.5  # (1, H, R, P + R)
+        causal = torch.arange(P + R, device=lm.device)[None] > positions[0, :, None]
+        out.append(torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)[0])
+    return torch.stack(out)
