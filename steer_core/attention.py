@@ -114,3 +114,45 @@ def reply_attention(lm, prompt_ids: Sequence[int], reply_ids: Sequence[int], lay
         causal = torch.arange(P + R, device=lm.device)[None] > positions[0, :, None]
         out.append(torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)[0])
     return torch.stack(out)
+
+
+@torch.no_grad()
+def rubric_line_lift(lm, rows, layers: Sequence[int], max_feedback_tokens: int = 48,
+                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which heads read the level they are writing: teacher-force each train feedback under the rubric
+    prompt and measure its tokens' attention on each level's rubric line.
+
+    Returns (lift (layers, heads), mass (6 feedback levels, 6 lines, layers, heads)). lift is, averaged
+    over levels L, how much more level-L feedback reads line L than other levels' feedback reads it
+    (0.5 = 50% more); these heads have something to find when steered toward a level."""
+    from tqdm.auto import tqdm
+
+    from .prompts import messages, render
+
+    if not rows:
+        raise ValueError("no feedbacks to measure")
+    layers = [lm.check_layer(layer) for layer in layers]
+    mass = torch.zeros(len(LEVELS), len(LEVELS), len(layers), lm.n_heads)
+    count = torch.zeros(len(LEVELS))
+    for r in tqdm(rows, desc="attention to rubric lines", disable=not progress):
+        ids, start = render(lm.tokenizer, messages(r.question, r.student_answer, "rubric"), r.feedback)
+        prompt, reply = ids[:start], ids[start:][:max_feedback_tokens]
+        parts = rubric_parts(lm.tokenizer, prompt, r.question, r.student_answer)
+        w = reply_attention(lm, prompt, reply, layers)  # (layers, heads, reply, seq)
+        per_line = parts.mass(w)[..., : len(LEVELS)].mean(2)  # (layers, heads, 6 lines)
+        lv = LEVELS.index(r.level)
+        mass[lv] += per_line.permute(2, 0, 1).float().cpu()
+        count[lv] += 1
+    if bool((count == 0).any()):
+        raise ValueError("measuring the lift needs feedbacks of all six levels")
+    mass = mass / count[:, None, None, None]
+    return line_lift(mass), mass
+
+
+def line_lift(mass: torch.Tensor) -> torch.Tensor:
+    """mass (feedback levels, lines, ...) -> (...): mean over levels L of mass[L, L] over the mean of
+    mass[M, L] for the other levels M, minus 1."""
+    n = mass.shape[0]
+    own = torch.diagonal(mass, dim1=0, dim2=1).movedim(-1, 0)  # (lines, ...): line L read by level L
+    others = (mass.sum(0) - own) / (n - 1)
+    return (own / others.clamp_min(1e-9) - 1).mean(0)

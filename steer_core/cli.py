@@ -110,13 +110,19 @@ def _load(args):
                       adapter=None if args.no_adapter else (getattr(args, "adapter", None) or "default"))
 
 
-def _parse_heads(spec: str):
-    if spec.strip().lower() == "all":
-        return None
+def _parse_heads(spec: str) -> tuple[tuple[int, ...] | None, tuple[tuple[int, int], ...] | None]:
+    """'all', heads of every layer ('0,3,5') or layer.head pairs ('18.6,18.7,8.0'): (heads, layer_heads)."""
+    spec = spec.strip().lower()
+    if spec == "all":
+        return None, None
+    items = [h.strip() for h in spec.split(",") if h.strip()]
     try:
-        return tuple(sorted({int(h) for h in spec.split(",") if h.strip()}))
-    except ValueError:
-        raise UsageError(f"--heads must be 'all' or comma-separated integers, got {spec!r}") from None
+        if items and all("." in h for h in items):
+            return None, tuple(sorted({(int(h.split(".")[0]), int(h.split(".")[1])) for h in items}))
+        return tuple(sorted({int(h) for h in items})), None
+    except (ValueError, IndexError):
+        pass
+    raise UsageError(f"--heads must be 'all', head numbers (0,3,5) or layer.head pairs (18.6,8.0), got {spec!r}")
 
 
 def cmd_generate(args) -> int:
@@ -206,6 +212,8 @@ def cmd_eval(args) -> int:
     levels = [normalize_level(lv) for lv in args.levels]
     items = _eval_scenarios(args.scenarios, args.split, args.limit, args.writers)
     steer = _steer_config(args, layer_sets[0])
+    if steer.layer_heads is not None:  # layer.head pairs: their layers are the one layer set
+        layer_sets = [steer.layers]
     if args.variants:
         from dataclasses import replace
 
@@ -233,6 +241,38 @@ def _by_writers(items: list, writers, what: str) -> list:
 
 def _writer_rows(writers, split: str = "train"):
     return _by_writers(load_dataset(split=split), writers, f"{split}-split rows")
+
+
+def cmd_heads(args) -> int:
+    import torch
+
+    from .attention import rubric_line_lift
+    from .evaluation import parse_layers
+
+    try:
+        layers = parse_layers(args.layers)
+    except ValueError:
+        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    lm = _load(args)
+    for layer in layers:
+        lm.check_layer(layer)
+    rows = _writer_rows(args.writers)
+    lift, _ = rubric_line_lift(lm, rows, layers, args.max_feedback_tokens)
+    order = torch.argsort(lift.flatten(), descending=True)[: args.top]
+    ranked = [{"layer": layers[int(i) // lm.n_heads], "head": int(i) % lm.n_heads,
+               "lift": round(float(lift.flatten()[i]), 3)} for i in order]
+    pairs = ",".join(f"{r['layer']}.{r['head']}" for r in ranked)
+    if args.json:
+        print(json.dumps({"heads": pairs, "ranked": ranked, "mean_lift": round(float(lift.mean()), 3),
+                          "n_feedbacks": len(rows)}))
+    else:
+        print(f"mean lift over {lift.numel()} heads: {float(lift.mean()):+.0%} ({len(rows)} feedbacks)")
+        for r in ranked:
+            print(f"  layer {r['layer']:>2} head {r['head']}: {r['lift']:+.0%}")
+        print(f"--heads {pairs}")
+    return 0
 
 
 def cmd_prototypes(args) -> int:
@@ -362,7 +402,9 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
         s.add_argument("--layers", nargs="+", default=[layers], help=f"one or more layer sets: 15 8-21 0-29 (default {layers})")
     else:
         s.add_argument("--layers", default=layers, help=f"15, 8-21 or 3,9,15 (default {layers})")
-    s.add_argument("--heads", default="all", help="'all' or e.g. 0,3,5")
+    s.add_argument("--heads", default="all",
+                   help="'all', heads of every steered layer (0,3,5) or layer.head pairs (18.6,18.7,8.0; these "
+                        "replace --layers; the `heads` command ranks them)")
     s.add_argument("--target", default=d.target, choices=TARGETS,
                    help="; ".join(f"{t}: {h}" for t, h in TARGET_HELP.items()) + f" (default {d.target})")
     s.add_argument("--alpha", type=float, default=None,
@@ -379,7 +421,10 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
 
 def _steer_config(args, layers) -> SteerConfig:
     alpha = BASE_ALPHA[args.target] if args.alpha is None else args.alpha
-    return SteerConfig(layers=layers, heads=_parse_heads(args.heads), steps=args.steps, lr=args.lr, mu=args.mu,
+    heads, layer_heads = _parse_heads(args.heads)
+    if layer_heads is not None:  # layer.head pairs name their own layers
+        layers = tuple(sorted({layer for layer, _ in layer_heads}))
+    return SteerConfig(layers=layers, heads=heads, layer_heads=layer_heads, steps=args.steps, lr=args.lr, mu=args.mu,
                        alpha=alpha, target=args.target, positions=args.positions, saes=args.saes, offsets=args.offsets)
 
 
@@ -480,6 +525,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--style", default="plain", choices=("plain", "rubric"))
     r.set_defaults(func=cmd_prototypes)
+
+    h = sub.add_parser("heads", help="rank heads by how much more feedback of each level reads that level's line "
+                                     "of the rubric prompt (heads that steering can move)", parents=[_model_parent()])
+    h.add_argument("--layers", default="8-21")
+    h.add_argument("--writers", nargs="+", default=None, help="only these writers' train feedbacks (e.g. A B C)")
+    h.add_argument("--top", type=int, default=12)
+    h.add_argument("--max-feedback-tokens", type=int, default=48)
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_heads)
 
     a = sub.add_parser("train-adapter", help="fit the feedback LoRA on the train split (the level is never shown "
                                              "unless --prompts includes instruction)")

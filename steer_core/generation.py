@@ -94,8 +94,6 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]
     out: dict[int, list[RowGroup]] = {}
     for (_, style), rows in by_cfg.items():
         cfg = requests[rows[0]].steer
-        heads = lm.check_heads("all" if cfg.heads is None else list(cfg.heads))
-        head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
         banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
@@ -104,6 +102,9 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]
             learned = load_offsets(lm, cfg.offsets, style)
             learned.check_matches(banks)
         for layer, bank in banks.items():
+            heads = cfg.heads_at(layer)
+            heads = lm.check_heads("all" if heads is None else list(heads))
+            head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
             offsets = None if learned is None else learned.for_layer(layer)
             out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx, offsets))
     return out

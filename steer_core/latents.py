@@ -68,7 +68,7 @@ def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: St
     groups = steering_groups(lm, [req])
     group = groups[layer][0] if layer in groups else None
     bank = group.bank if group else STORE.get(lm, layer, style=style, root=cfg.saes)
-    head = pick_head(bank, cfg.heads) if head is None else lm.check_heads([head])[0]
+    head = pick_head(bank, cfg.heads_at(layer)) if head is None else lm.check_heads([head])[0]
     prompt, _ = render(lm.tokenizer, build_messages(req))
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # phase -> (query in, query out) of `layer`
 

@@ -42,6 +42,7 @@ class SteerConfig:
     method: str = "sae"
     layers: tuple[int, ...] = tuple(range(8, 22))
     heads: tuple[int, ...] | None = None  # None = all heads
+    layer_heads: tuple[tuple[int, int], ...] | None = None  # (layer, head) pairs: only these (replaces heads)
     steps: int = 20
     lr: float = 0.2
     mu: float = 0.0
@@ -72,6 +73,17 @@ class SteerConfig:
             raise ValueError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
         if not self.layers:
             raise ValueError("choose at least one layer to steer")
+        if self.layer_heads is not None:
+            if self.heads is not None:
+                raise ValueError("give heads for every layer or (layer, head) pairs, not both")
+            if {layer for layer, _ in self.layer_heads} != set(self.layers):
+                raise ValueError("the steered layers must be exactly the layers of the (layer, head) pairs")
+
+    def heads_at(self, layer: int) -> tuple[int, ...] | None:
+        """The heads steered in `layer` (None = all)."""
+        if self.layer_heads is None:
+            return self.heads
+        return tuple(sorted(h for lay, h in self.layer_heads if lay == layer))
 
     def for_method(self, method: str) -> "SteerConfig":
         """This config for another method; query steering and mean difference have no codes, so a
@@ -83,7 +95,7 @@ class SteerConfig:
 
     @property
     def key(self) -> tuple:
-        return (self.method, self.layers, self.heads, self.steps, self.lr, self.mu, self.distance, self.positions,
+        return (self.method, self.layers, self.heads, self.layer_heads, self.steps, self.lr, self.mu, self.distance, self.positions,
                 self.alpha, self.target, self.saes, self.offsets)
 
     @property
@@ -99,6 +111,7 @@ class SteerConfig:
         else:
             steps = f" T{self.steps} lr{self.lr:g} mu{self.mu:g}"
         extra = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
+        extra += "" if self.layer_heads is None else " heads " + ",".join(f"{lay}.{h}" for lay, h in self.layer_heads)
         extra += "" if self.positions == "all" else f" pos {self.positions}"  # no suffix: all positions
         extra += "" if self.saes is None else f" saes {Path(self.saes).name}"
         return f"{t}{steps}{extra}"

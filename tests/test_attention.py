@@ -56,3 +56,13 @@ def test_prompt_parts_spans_and_mass():
     with pytest.raises(ValueError, match="not in the prompt"):
         prompt_parts(CharTokenizer(), ids, {"create": "- create"})
     assert isinstance(parts, PromptParts)
+
+
+def test_line_lift_is_zero_without_preference_and_counts_own_line():
+    from steer_core.attention import line_lift
+
+    flat = torch.full((6, 6, 2), 0.1)
+    assert torch.allclose(line_lift(flat), torch.zeros(2))
+    picky = flat.clone()
+    picky[torch.arange(6), torch.arange(6), 1] = 0.3  # head 1: level-L feedback reads line L 3x as much
+    assert torch.allclose(line_lift(picky), torch.tensor([0.0, 2.0]))

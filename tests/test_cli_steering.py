@@ -30,3 +30,23 @@ def test_new_commands_are_listed():
     out = run("--help")
     for cmd in ("fit-offsets", "prototypes", "train-adapter", "summarize"):
         assert cmd in out.stdout
+
+
+def test_heads_as_layer_head_pairs_steer_only_those():
+    from steer_core.cli import _parse_heads
+    from steer_core.cli import UsageError
+    from steer_core.steering import SteerConfig
+
+    assert _parse_heads("all") == (None, None)
+    assert _parse_heads("3,0,3") == ((0, 3), None)
+    assert _parse_heads("18.6, 8.0,18.7") == (None, ((8, 0), (18, 6), (18, 7)))
+    with pytest.raises(UsageError, match="layer.head"):
+        _parse_heads("18.x")
+    cfg = SteerConfig(layers=(8, 18), layer_heads=((8, 0), (18, 6), (18, 7)))
+    assert cfg.heads_at(18) == (6, 7) and cfg.heads_at(8) == (0,)
+    assert "heads 8.0,18.6,18.7" in cfg.label
+    assert SteerConfig(heads=(1, 2)).heads_at(5) == (1, 2)
+    with pytest.raises(ValueError, match="exactly the layers"):
+        SteerConfig(layers=(8, 9), layer_heads=((8, 0),))
+    with pytest.raises(ValueError, match="not both"):
+        SteerConfig(layers=(8,), heads=(1,), layer_heads=((8, 0),))

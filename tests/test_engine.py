@@ -187,3 +187,19 @@ def test_threads_with_different_settings_are_isolated(lm):
 def test_steer_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         SteerConfig(**bad)
+
+
+def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
+    from steer_core.bank import save_layer
+    from steer_core.generation import Request, steering_groups
+
+    for layer in (0, 2):
+        b = tiny_bank(lm, layer)
+        save_layer(tmp_path, lm, layer, b.sae, {"codes": b.codes, "queries": b.queries, "query_all": b.query_all},
+                   {}, {}, dtype="float32")
+    cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype", saes=str(tmp_path))
+    groups = steering_groups(lm, [Request("q", "a", "sae", "apply", steer=cfg)])
+    assert groups[0][0].heads.tolist() == [3] and groups[2][0].heads.tolist() == [1, 2]
+    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), saes=str(tmp_path))
+    with pytest.raises(ValueError, match="head"):
+        steering_groups(lm, [Request("q", "a", "sae", "apply", steer=bad)])
