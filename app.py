@@ -39,8 +39,12 @@ log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
 DEFAULTS = SteerConfig()
-TARGET_LABELS = {"prototype": "the level's prototype (the paper's)", "delta": "shift the code by the level's offset",
-                 "softmax": "prototype softmax (follow-up paper)", "learned": "learned sparse offset"}  # chosen on validation data (README, "Does it steer?")
+TARGET_LABELS = {
+    "prototype": "the level's prototype (the paper's)",
+    "delta": "shift the code by the level's offset",
+    "softmax": "prototype softmax (follow-up paper)",
+    "learned": "learned sparse offset",
+}  # chosen on validation data (README, "Does it steer?")
 DEFAULT_BAND = layers_label(DEFAULTS.layers)
 METHOD_ORDER = ("none", "sae", "query", "fewshot", "instruction")
 HEADLINES = {
@@ -75,8 +79,9 @@ def _named(cls):
     return make
 
 
-Slider, Number, Radio, CheckboxGroup, Dropdown = map(_named, (gr.Slider, gr.Number, gr.Radio, gr.CheckboxGroup,
-                                                              gr.Dropdown))
+Slider, Number, Radio, CheckboxGroup, Dropdown = map(
+    _named, (gr.Slider, gr.Number, gr.Radio, gr.CheckboxGroup, gr.Dropdown)
+)
 
 
 def lm():
@@ -84,8 +89,10 @@ def lm():
 
 
 def layer_choices(n_layers: int) -> list[tuple[str, str]]:
-    band = [(f"{DEFAULT_BAND}: middle band (recommended)", DEFAULT_BAND),
-            (f"0-{n_layers - 1}: every layer", f"0-{n_layers - 1}")]
+    band = [
+        (f"{DEFAULT_BAND}: middle band (recommended)", DEFAULT_BAND),
+        (f"0-{n_layers - 1}: every layer", f"0-{n_layers - 1}"),
+    ]
     return band + [(f"{i}", str(i)) for i in range(n_layers)]
 
 
@@ -104,23 +111,58 @@ def _user_error(exc: Exception) -> gr.Error:
 
 
 @gpu
-def compare(question, student_answer, level, layers=DEFAULT_BAND, heads=None, strength=1.0, steps=DEFAULTS.steps,
-            lr=DEFAULTS.lr, mu=DEFAULTS.mu, target=DEFAULTS.target, positions=DEFAULTS.positions, max_new_tokens=80,
-            seed=0, k_shots=3, instruction=False):
+def compare(
+    question,
+    student_answer,
+    level,
+    layers=DEFAULT_BAND,
+    heads=None,
+    strength=1.0,
+    steps=DEFAULTS.steps,
+    lr=DEFAULTS.lr,
+    mu=DEFAULTS.mu,
+    target=DEFAULTS.target,
+    positions=DEFAULTS.positions,
+    max_new_tokens=80,
+    seed=0,
+    k_shots=3,
+    instruction=False,
+):
     """Unsteered, SAE-steered, query-steered and few-shot feedback (and optionally the instruction
     baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report."""
     try:
-        req = CompareRequest.from_ui(question, student_answer, level, layers, heads, strength, steps, lr, mu, target,
-                                     positions, max_new_tokens, seed, k_shots, instruction)
+        req = CompareRequest.from_ui(
+            question,
+            student_answer,
+            level,
+            layers,
+            heads,
+            strength,
+            steps,
+            lr,
+            mu,
+            target,
+            positions,
+            max_new_tokens,
+            seed,
+            k_shots,
+            instruction,
+        )
         model = lm()
         last = None
         for last in compare_stream(model, req):
             if not last.judgements:
                 texts = [last.outputs[m].text if m in last.outputs else "" for m in METHOD_ORDER]
-                yield (*texts, *[gr.skip()] * 5, *[gr.skip()] * 5, gr.skip(),
-                       f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens")
-        view = inspect_steering(model, req.question, req.student_answer, req.level, req.steer("sae"),
-                                last.outputs["sae"].token_ids)
+                yield (
+                    *texts,
+                    *[gr.skip()] * 5,
+                    *[gr.skip()] * 5,
+                    gr.skip(),
+                    f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens",
+                )
+        view = inspect_steering(
+            model, req.question, req.student_answer, req.level, req.steer("sae"), last.outputs["sae"].token_ids
+        )
     except USER_ERRORS as exc:
         raise _user_error(exc) from None
     except gr.Error:
@@ -128,8 +170,13 @@ def compare(question, student_answer, level, layers=DEFAULT_BAND, heads=None, st
     except Exception as exc:  # keep serving; tell the user something broke on our side
         log.exception("compare failed")
         raise gr.Error(f"Internal error ({type(exc).__name__}); the app is still running, please try again.") from None
-    yield (*_final_texts(last), *_labels(last), *_figures(model, req, last, view), _report(model, last),
-           _status(last, view))
+    yield (
+        *_final_texts(last),
+        *_labels(last),
+        *_figures(model, req, last, view),
+        _report(model, last),
+        _status(last, view),
+    )
 
 
 def _final_texts(result):
@@ -144,10 +191,18 @@ def _figures(model, req, result, view):
     before, after = view.mean_codes()
     fb = slice(view.prompt_len, None)
     title_where = f"layer {view.layer}, head {view.head}"
-    bars = charts.latent_bars(before, after, view.prototype, level=req.level,
-                              title=f"Top latents ({title_where}): before vs after steering vs '{req.level}' prototype")
-    heat = charts.token_latent_heatmap(view.tokens[fb] or view.tokens, view.after[fb] if view.after[fb].size else view.after,
-                                       title=f"Sparse code per token of the SAE-steered feedback ({title_where})")
+    bars = charts.latent_bars(
+        before,
+        after,
+        view.prototype,
+        level=req.level,
+        title=f"Top latents ({title_where}): before vs after steering vs '{req.level}' prototype",
+    )
+    heat = charts.token_latent_heatmap(
+        view.tokens[fb] or view.tokens,
+        view.after[fb] if view.after[fb].size else view.after,
+        title=f"Sparse code per token of the SAE-steered feedback ({title_where})",
+    )
     trace = charts.descent_trace(view.trace, req.level, probs=view.level_probs)
     probs = charts.judge_probs({m: [v["probs"][lv] for lv in LEVELS] for m, v in result.judgements.items()}, req.level)
     layers, scores = separability_scores(model)
@@ -168,9 +223,12 @@ def _status(result, view) -> str:
     req = result.request
     hits = [m for m, v in result.judgements.items() if v["pred"] == req.level]
     hit_text = ", ".join(HEADLINES[m].split(" (")[0] for m in hits) or "none of the methods"
-    return (f"Done in {result.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
-            f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}); "
-            f"charts show layer {view.layer}, head {view.head}.")
+    return (
+        f"Done in {result.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
+        f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} "
+        f"(alpha {req.steer('sae').alpha:g}, target {req.target}); "
+        f"charts show layer {view.layer}, head {view.head}."
+    )
 
 
 def initial_map():
@@ -193,8 +251,9 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
     try:
         model = lm()
         layer = model.check_layer(int(layer))
-        cfg = SAETrainConfig(architecture=architecture, expansion=int(expansion), k=int(k), l1_coeff=float(l1),
-                             epochs=int(epochs))
+        cfg = SAETrainConfig(
+            architecture=architecture, expansion=int(expansion), k=int(k), l1_coeff=float(l1), epochs=int(epochs)
+        )
         root = user_root(model)
         progress(0, desc="capturing queries of the train split")
         results = train_layers(model, [layer], root, cfg)
@@ -204,9 +263,11 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
     except USER_ERRORS as exc:
         raise _user_error(exc) from None
     m = results[layer]
-    return (f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
-            f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
-            "the Compare tab uses it now.")
+    return (
+        f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
+        f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
+        "the Compare tab uses it now."
+    )
 
 
 def build() -> gr.Blocks:
@@ -224,29 +285,55 @@ def build() -> gr.Blocks:
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    question = gr.Textbox(label="Question", lines=2, max_length=MAX_INPUT_CHARS,
-                                          value="Why do we see phases of the Moon?")
-                    answer = gr.Textbox(label="Student's answer", lines=2, max_length=MAX_INPUT_CHARS,
-                                        value="Because the Earth's shadow covers part of the Moon.")
+                    question = gr.Textbox(
+                        label="Question", lines=2, max_length=MAX_INPUT_CHARS, value="Why do we see phases of the Moon?"
+                    )
+                    answer = gr.Textbox(
+                        label="Student's answer",
+                        lines=2,
+                        max_length=MAX_INPUT_CHARS,
+                        value="Because the Earth's shadow covers part of the Moon.",
+                    )
                 with gr.Column(scale=2):
                     level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
-            gr.Examples(example_rows(), inputs=[question, answer, level], label="Examples from the test split (click one)")
+            gr.Examples(
+                example_rows(), inputs=[question, answer, level], label="Examples from the test split (click one)"
+            )
             with gr.Row():
-                layers = Dropdown(layer_choices(model.n_layers), value=DEFAULT_BAND, allow_custom_value=True,
-                                     label="Layers to steer", info="a band, one layer, or type e.g. 3,9,15")
-                heads = CheckboxGroup([(f"head {h}", h) for h in range(model.n_heads)],
-                                         value=list(range(model.n_heads)), label="Heads (all ticked = every head)")
-                strength = Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength",
-                                     info="0 = off, 1 = the tested default, higher = stronger but less fluent")
+                layers = Dropdown(
+                    layer_choices(model.n_layers),
+                    value=DEFAULT_BAND,
+                    allow_custom_value=True,
+                    label="Layers to steer",
+                    info="a band, one layer, or type e.g. 3,9,15",
+                )
+                heads = CheckboxGroup(
+                    [(f"head {h}", h) for h in range(model.n_heads)],
+                    value=list(range(model.n_heads)),
+                    label="Heads (all ticked = every head)",
+                )
+                strength = Slider(
+                    0,
+                    MAX_STRENGTH,
+                    value=1.0,
+                    step=0.25,
+                    label="Steering strength",
+                    info="0 = off, 1 = the tested default, higher = stronger but less fluent",
+                )
             with gr.Accordion("Advanced (the paper's knobs)", open=False):
                 with gr.Row():
                     steps = Slider(0, 100, value=DEFAULTS.steps, step=1, label="Descent steps T")
                     lr = Slider(0.0, 0.5, value=DEFAULTS.lr, step=0.01, label="Step size")
                     mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
                 with gr.Row():
-                    target = Radio([(TARGET_LABELS[t] + (" (default)" if t == DEFAULTS.target else ""), t)
-                                    for t in TARGETS], value=DEFAULTS.target, label="Steering target")
-                    positions = Radio(["all", "prompt", "generated"], value=DEFAULTS.positions, label="Steered positions")
+                    target = Radio(
+                        [(TARGET_LABELS[t] + (" (default)" if t == DEFAULTS.target else ""), t) for t in TARGETS],
+                        value=DEFAULTS.target,
+                        label="Steering target",
+                    )
+                    positions = Radio(
+                        ["all", "prompt", "generated"], value=DEFAULTS.positions, label="Steered positions"
+                    )
                 with gr.Row():
                     max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
                     seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
@@ -258,8 +345,11 @@ def build() -> gr.Blocks:
             with gr.Row(equal_height=True):
                 for m in METHOD_ORDER:
                     with gr.Column(min_width=200, visible=m != "instruction") as col:
-                        texts.append(gr.Textbox(label=HEADLINES[m], lines=6, interactive=False,
-                                                elem_id=f"out-{m}", buttons=["copy"]))
+                        texts.append(
+                            gr.Textbox(
+                                label=HEADLINES[m], lines=6, interactive=False, elem_id=f"out-{m}", buttons=["copy"]
+                            )
+                        )
                         labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
                     if m == "instruction":
                         instr_col = col
@@ -285,8 +375,23 @@ def build() -> gr.Blocks:
             plot_sep = gr.Plot(label="Where to steer", elem_id="plot-sep")
             report = gr.File(label="Report of this run (JSON)", elem_id="report")
 
-            inputs = [question, answer, level, layers, heads, strength, steps, lr, mu, target, positions, max_new,
-                      seed, k_shots, instruction]
+            inputs = [
+                question,
+                answer,
+                level,
+                layers,
+                heads,
+                strength,
+                steps,
+                lr,
+                mu,
+                target,
+                positions,
+                max_new,
+                seed,
+                k_shots,
+                instruction,
+            ]
             outputs = [*texts, *labels, plot_bars, plot_heat, plot_trace, plot_probs, plot_sep, report, status]
             go.click(compare, inputs, outputs, api_name="compare")
             instruction.change(lambda on: gr.update(visible=on), instruction, instr_col, api_visibility="private")
@@ -308,8 +413,9 @@ def build() -> gr.Blocks:
                 t_epochs = Slider(1, 20, value=8, step=1, label="Epochs")
             t_go = gr.Button("Train", variant="primary")
             t_out = gr.Markdown()
-            t_go.click(train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train",
-                       concurrency_limit=1)
+            t_go.click(
+                train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train", concurrency_limit=1
+            )
 
         with gr.Tab("About the levels"):
             gr.Markdown("\n".join(f"- **{lv.capitalize()}**: {DESCRIPTIONS[lv]}" for lv in LEVELS))
@@ -320,8 +426,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     demo = build()
     demo.queue(default_concurrency_limit=int(os.environ.get("STEER_CONCURRENCY", "4")))
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")), theme=gr.themes.Soft())
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        theme=gr.themes.Soft(),
+    )
 
 
 if __name__ == "__main__":

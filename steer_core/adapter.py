@@ -29,7 +29,9 @@ def prompt_groups(examples: list[tuple[list[int], int]]) -> list[tuple[list[int]
     return [(list(prompt), replies) for prompt, replies in groups.items()]
 
 
-def shared_prompt_loss(model, prompt: list[int], replies: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, int]:
+def shared_prompt_loss(
+    model, prompt: list[int], replies: list[list[int]], pad_id: int, device
+) -> tuple[torch.Tensor, int]:
     """Summed next-token loss of each reply after the same prompt, and the number of reply tokens.
     The prompt runs once; its key/value cache is repeated for the replies (gradients flow through it),
     so this equals the loss of the concatenated sequences run separately."""
@@ -53,9 +55,17 @@ def shared_prompt_loss(model, prompt: list[int], replies: list[list[int]], pad_i
     return loss, int(real.sum())
 
 
-def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: float = 1e-3,
-                  batch_size: int = 12, seed: int = 0, style: str = "plain",
-                  prompts: tuple[str, ...] = ("plain",)) -> dict:
+def train_adapter(
+    lm,
+    out_dir: str | Path,
+    epochs: int = 2,
+    rank: int = 8,
+    lr: float = 1e-3,
+    batch_size: int = 12,
+    seed: int = 0,
+    style: str = "plain",
+    prompts: tuple[str, ...] = ("plain",),
+) -> dict:
     """Fit a LoRA on the train split's feedbacks and save it (peft format, safetensors).
     prompts: "plain" shows each feedback under the base prompt (the level never named);
     "instruction" also under the prompt that names and describes its level, so the adapter learns to
@@ -73,10 +83,12 @@ def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: f
     if "plain" in prompts:
         examples += [render(tok, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
     if "instruction" in prompts:
-        examples += [render(tok, instruction_messages(r.question, r.student_answer, r.level, style), r.feedback)
-                     for r in rows]
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=TARGET_MODULES,
-                     task_type="CAUSAL_LM")
+        examples += [
+            render(tok, instruction_messages(r.question, r.student_answer, r.level, style), r.feedback) for r in rows
+        ]
+    cfg = LoraConfig(
+        r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=TARGET_MODULES, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(lm.model, cfg)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -91,7 +103,9 @@ def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: f
         order = list(range(len(groups)))
         rng.shuffle(order)
         for i in range(0, len(order), per_step):
-            parts = [shared_prompt_loss(model, *groups[j], tok.pad_token_id, lm.device) for j in order[i : i + per_step]]
+            parts = [
+                shared_prompt_loss(model, *groups[j], tok.pad_token_id, lm.device) for j in order[i : i + per_step]
+            ]
             loss = sum(p[0] for p in parts) / sum(p[1] for p in parts)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -105,10 +119,19 @@ def train_adapter(lm, out_dir: str | Path, epochs: int = 2, rank: int = 8, lr: f
     model.eval()
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    info = {"epochs": epochs, "rank": rank, "lr": lr, "batch_size": batch_size, "seed": seed, "style": style,
-            "prompts": list(prompts),
-            "n_examples": len(examples), "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
-            "first_loss": round(losses[0], 4), "seconds": round(time.time() - t0, 1)}
+    info = {
+        "epochs": epochs,
+        "rank": rank,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "style": style,
+        "prompts": list(prompts),
+        "n_examples": len(examples),
+        "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+        "first_loss": round(losses[0], 4),
+        "seconds": round(time.time() - t0, 1),
+    }
     atomic_write_text(out_dir / "training.json", json.dumps(info, indent=1))
     model.unload()  # leave lm.model as it was (no LoRA layers)
     return info

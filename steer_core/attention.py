@@ -9,8 +9,8 @@ they are exact for any attention kernel and need no global switch to eager atten
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 
@@ -81,8 +81,9 @@ def _record_queries(lm, layers: Sequence[int], edits: Mapping[int, QueryEdit], s
 
 
 @torch.no_grad()
-def reply_attention(lm, prompt_ids: Sequence[int], reply_ids: Sequence[int], layers: Sequence[int],
-                    phase_edits=None) -> torch.Tensor:
+def reply_attention(
+    lm, prompt_ids: Sequence[int], reply_ids: Sequence[int], layers: Sequence[int], phase_edits=None
+) -> torch.Tensor:
     """Attention of each reply token over all earlier tokens: (layers, heads, reply, prompt + reply).
 
     phase_edits(phase) -> {layer: QueryEdit} for "prompt" and "generated" (generation's own
@@ -117,8 +118,9 @@ def reply_attention(lm, prompt_ids: Sequence[int], reply_ids: Sequence[int], lay
 
 
 @torch.no_grad()
-def rubric_line_lift(lm, rows, layers: Sequence[int], max_feedback_tokens: int = 48,
-                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def rubric_line_lift(
+    lm, rows, layers: Sequence[int], max_feedback_tokens: int = 48, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Which heads read the level they are writing: teacher-force each train feedback under the rubric
     prompt and measure its tokens' attention on each level's rubric line.
 

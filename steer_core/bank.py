@@ -30,7 +30,9 @@ def model_key(lm) -> str:
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name.strip("/"))[-80:]
     if lm.adapter:
         shipped = Path(lm.adapter).resolve() == ADAPTER_DIR
-        base += "+" + ("feedback-lora" if shipped else "lora-" + hashlib.sha256(str(lm.adapter).encode()).hexdigest()[:8])
+        base += "+" + (
+            "feedback-lora" if shipped else "lora-" + hashlib.sha256(str(lm.adapter).encode()).hexdigest()[:8]
+        )
     return base
 
 
@@ -53,19 +55,31 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_layer(root: Path, lm, layer: int, sae, protos: dict, metrics: dict, settings: dict, dtype: str = "float16") -> Path:
+def save_layer(
+    root: Path, lm, layer: int, sae, protos: dict, metrics: dict, settings: dict, dtype: str = "float16"
+) -> Path:
     from safetensors.torch import save
 
     d = Path(root) / f"layer_{layer}"
     (d / "layer.json").unlink(missing_ok=True)  # unfinished until the manifest is back
     digests = save_head_saes(sae, d, lm.name, layer, dtype=dtype)
-    blob = save({k: v.detach().float().cpu().contiguous() for k, v in protos.items()},
-                metadata={"levels": ",".join(LEVELS)})
+    blob = save(
+        {k: v.detach().float().cpu().contiguous() for k, v in protos.items()}, metadata={"levels": ",".join(LEVELS)}
+    )
     atomic_write_bytes(d / "prototypes.safetensors", blob)
     digests["prototypes.safetensors"] = hashlib.sha256(blob).hexdigest()
-    manifest = {"model": lm.name, "adapter": model_key(lm), "layer": layer, "n_heads": sae.n_heads,
-                "head_dim": sae.d_in, "d_sae": sae.d_sae, "levels": list(LEVELS), "files": digests,
-                "metrics": metrics, "settings": settings}
+    manifest = {
+        "model": lm.name,
+        "adapter": model_key(lm),
+        "layer": layer,
+        "n_heads": sae.n_heads,
+        "head_dim": sae.d_in,
+        "d_sae": sae.d_sae,
+        "levels": list(LEVELS),
+        "files": digests,
+        "metrics": metrics,
+        "settings": settings,
+    }
     atomic_write_text(d / "layer.json", json.dumps(manifest, indent=1))
     return d
 
@@ -94,12 +108,17 @@ def load_layer(d: Path, lm) -> LayerBank:
 
     manifest = verify_layer(d)
     if manifest["n_heads"] != lm.n_heads or manifest["head_dim"] != lm.head_dim:
-        raise SAEFileError(f"{d}: SAEs are for {manifest['n_heads']} heads of dim {manifest['head_dim']}, "
-                           f"the model has {lm.n_heads} of dim {lm.head_dim}")
+        raise SAEFileError(
+            f"{d}: SAEs are for {manifest['n_heads']} heads of dim {manifest['head_dim']}, "
+            f"the model has {lm.n_heads} of dim {lm.head_dim}"
+        )
     sae = load_head_saes(d, lm.n_heads, lm.head_dim)
     p = load_file(str(d / "prototypes.safetensors"))
-    want = {"codes": (len(LEVELS), lm.n_heads, sae.d_sae), "queries": (len(LEVELS), lm.n_heads, lm.head_dim),
-            "query_all": (lm.n_heads, lm.head_dim)}
+    want = {
+        "codes": (len(LEVELS), lm.n_heads, sae.d_sae),
+        "queries": (len(LEVELS), lm.n_heads, lm.head_dim),
+        "query_all": (lm.n_heads, lm.head_dim),
+    }
     for k, shape in want.items():
         if k not in p or tuple(p[k].shape) != shape:
             raise SAEFileError(f"{d}/prototypes.safetensors: {k} missing or not of shape {shape}")
@@ -131,8 +150,15 @@ class BankStore:
                 out.add(int(p.parent.name.split("_")[1]))
         return sorted(out)
 
-    def get(self, lm, layer: int, style: str = "plain", train_missing: bool = True, progress: bool = True,
-            root: str | Path | None = None) -> LayerBank:
+    def get(
+        self,
+        lm,
+        layer: int,
+        style: str = "plain",
+        train_missing: bool = True,
+        progress: bool = True,
+        root: str | Path | None = None,
+    ) -> LayerBank:
         """The layer's SAEs + prototypes; `root`: an explicit folder of layer_<l>/ (never trained here)."""
         lm.check_layer(layer)
         if root is not None:
@@ -151,8 +177,10 @@ class BankStore:
                         raise
             if bank is None:
                 if not train_missing:
-                    raise SAEFileError(f"no trained SAEs for layer {layer} of {model_key(lm)}; "
-                                       f"run `python -m steer_core train --layers {layer}`")
+                    raise SAEFileError(
+                        f"no trained SAEs for layer {layer} of {model_key(lm)}; "
+                        f"run `python -m steer_core train --layers {layer}`"
+                    )
                 from .training import train_layers
 
                 root = user_root(lm, style)
@@ -161,8 +189,15 @@ class BankStore:
             self._layers[key] = bank
             return bank
 
-    def get_many(self, lm, layers, style: str = "plain", train_missing: bool = True, progress: bool = True,
-                 root: str | Path | None = None) -> dict[int, LayerBank]:
+    def get_many(
+        self,
+        lm,
+        layers,
+        style: str = "plain",
+        train_missing: bool = True,
+        progress: bool = True,
+        root: str | Path | None = None,
+    ) -> dict[int, LayerBank]:
         """Several layers; those to be trained are trained together, after one pass of query
         capture over the train split instead of one pass per layer."""
         if root is None and train_missing:

@@ -44,12 +44,19 @@ def peak_rss_mb() -> float:
 
 def cold_start_s(model: str = "smollm2-135m-instruct") -> float:
     """Wall time from launching a fresh interpreter to model + default SAEs ready (caches warm)."""
-    code = ("from steer_core.models import load_model; from steer_core.bank import STORE; "
-            "from steer_core.steering import SteerConfig; lm = load_model(%r); "
-            "[STORE.get(lm, l, train_missing=False) for l in SteerConfig().layers]" % model)
+    code = (
+        "from steer_core.models import load_model; from steer_core.bank import STORE; "
+        f"from steer_core.steering import SteerConfig; lm = load_model({model!r}); "
+        "[STORE.get(lm, layer, train_missing=False) for layer in SteerConfig().layers]"
+    )
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     return time.perf_counter() - t0
 
 
@@ -67,8 +74,9 @@ def sae_train_seconds(lm, layer: int, epochs: int | None = None) -> tuple[float,
     return capture, time.perf_counter() - t0
 
 
-def run_bench(lm, tokens: int = 64, repeats: int = 3, layer: int = 15, train: bool = True,
-              cold_start: bool = True) -> dict:
+def run_bench(
+    lm, tokens: int = 64, repeats: int = 3, layer: int = 15, train: bool = True, cold_start: bool = True
+) -> dict:
     band = SteerConfig()
     one = SteerConfig(layers=(layer,))
 
@@ -83,9 +91,12 @@ def run_bench(lm, tokens: int = 64, repeats: int = 3, layer: int = 15, train: bo
     four = CompareRequest(Q, A, "analyze", max_new_tokens=tokens).requests()  # exactly the app's batch
     t_four = _timed(gen(four), repeats)
     out = {
-        "device": str(lm.device) + (f" ({torch.cuda.get_device_name(lm.device)})" if lm.device.type == "cuda"
-                                    else f" ({platform.processor() or platform.machine()}, "
-                                         f"{torch.get_num_threads()} threads)"),
+        "device": str(lm.device)
+        + (
+            f" ({torch.cuda.get_device_name(lm.device)})"
+            if lm.device.type == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
         "model": lm.name + ("+adapter" if lm.adapter else ""),
         "new_tokens": tokens,
         "unsteered_tok_s": round(tokens / t_none, 2),

@@ -7,9 +7,9 @@ prototypes, the UI's choices), so they live here with the loader that checks the
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 LEVELS: tuple[str, ...] = ("remember", "understand", "apply", "analyze", "evaluate", "create")
 

@@ -11,7 +11,8 @@ where to show them.
 from __future__ import annotations
 
 import html
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -282,7 +283,7 @@ def descent_trace(trace: Any, target_level: str, title: str | None = None, probs
                 },
                 opacity=1.0 if is_target else 0.7,
                 hovertemplate=f"{level}<br>step %{{x}}<br>{'probability' if probs is not None else 'distance'} "
-                              "%{y:.3f}<extra></extra>",
+                "%{y:.3f}<extra></extra>",
             )
         )
     fig.update_xaxes(tickmode="auto", rangemode="tozero")
@@ -372,8 +373,12 @@ def separability_map(
                 raise ValueError(f"highlight head {h} is out of range [0, {n_heads})")
             fig.add_shape(
                 type="rect",
-                x0=int(h) - 0.5, x1=int(h) + 0.5, y0=row - 0.5, y1=row + 0.5,
-                xref="x", yref="y",
+                x0=int(h) - 0.5,
+                x1=int(h) + 0.5,
+                y0=row - 0.5,
+                y1=row + 0.5,
+                xref="x",
+                yref="y",
                 line={"color": "#D62728", "width": 3},
                 fillcolor="rgba(0,0,0,0)",
             )
@@ -438,21 +443,40 @@ def judged_vs_target(summary_rows: Sequence[Mapping[str, Any]], title: str | Non
     if not series:
         return _style(_note(fig, "no per-level rows in this evaluation"), title, "", "")
     idx = list(range(len(LEVELS)))
-    fig.add_trace(go.Scatter(x=list(LEVELS), y=idx, mode="lines", name="perfect steering",
-                             line={"dash": "dot", "color": "#999"}, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=list(LEVELS),
+            y=idx,
+            mode="lines",
+            name="perfect steering",
+            line={"dash": "dot", "color": "#999"},
+            hoverinfo="skip",
+        )
+    )
     used = set()
     for label, y in series.items():
         method = label.split(" (")[0]  # a method's first variant gets its colour, the others plotly's
-        color = None if method in used else next((c for m, c in METHOD_COLORS.items() if _method_label(m) == method), None)
+        color = (
+            None if method in used else next((c for m, c in METHOD_COLORS.items() if _method_label(m) == method), None)
+        )
         used.add(method)
-        fig.add_trace(go.Scatter(x=list(LEVELS), y=y, mode="lines+markers", name=label,
-                                 line={"color": color} if color else None,
-                                 hovertemplate=f"{html.escape(label)}<br>target %{{x}}: judged %{{y:.2f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=list(LEVELS),
+                y=y,
+                mode="lines+markers",
+                name=label,
+                line={"color": color} if color else None,
+                hovertemplate=f"{html.escape(label)}<br>target %{{x}}: judged %{{y:.2f}}<extra></extra>",
+            )
+        )
     fig.update_xaxes(type="category")
     fig.update_yaxes(range=[-0.2, len(LEVELS) - 0.8], tickvals=idx, ticktext=list(LEVELS))
     fig = _style(fig, title, "target Bloom level", "mean judged level", height=560)
-    fig.update_layout(legend={"orientation": "v", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
-                      margin={"l": 70, "r": 10, "t": 48, "b": 10})  # long names: listed below the plot
+    fig.update_layout(
+        legend={"orientation": "v", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
+        margin={"l": 70, "r": 10, "t": 48, "b": 10},
+    )  # long names: listed below the plot
     return fig
 
 
@@ -528,9 +552,9 @@ def report_html(figures: Sequence[go.Figure], title: str, intro_html: str = "") 
         )
     head = html.escape(title)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{head}</title>\n"
         "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:1.5em auto;padding:0 1em;color:#222}"
         ".chart{margin:1.2em 0}</style>\n</head>\n<body>\n"
-        f"<h1>{head}</h1>\n<div class=\"intro\">{intro_html}</div>\n" + "\n".join(parts) + "\n</body>\n</html>\n"
+        f'<h1>{head}</h1>\n<div class="intro">{intro_html}</div>\n' + "\n".join(parts) + "\n</body>\n</html>\n"
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
 from .errors import ModelLoadError
+from .evaluation import layers_label
 from .models import DEFAULT_MODEL
 from .offsets import OffsetFitConfig
-from .evaluation import layers_label
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
 
@@ -106,8 +106,11 @@ def _load(args):
         raise UsageError("--adapter and --no-adapter exclude each other")
     if getattr(args, "adapter", None) and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise UsageError(f"--adapter {args.adapter}: no LoRA adapter there (adapter_config.json)")
-    return load_model(args.model, device=args.device,
-                      adapter=None if args.no_adapter else (getattr(args, "adapter", None) or "default"))
+    return load_model(
+        args.model,
+        device=args.device,
+        adapter=None if args.no_adapter else (getattr(args, "adapter", None) or "default"),
+    )
 
 
 def _parse_heads(spec: str) -> tuple[tuple[int, ...] | None, tuple[tuple[int, int], ...] | None]:
@@ -128,13 +131,10 @@ def _parse_heads(spec: str) -> tuple[tuple[int, ...] | None, tuple[tuple[int, in
 def cmd_generate(args) -> int:
     import time
 
-    from .evaluation import parse_layers
     from .generation import Request, generate_batch
     from .judge import default_judge
-    try:
-        layers = parse_layers(args.layers)
-    except ValueError:
-        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+
+    layers = _layers(args.layers)
     steer = _steer_config(args, layers)
     if args.scenarios:
         items = [(o.get("id", n), o.get("question"), o.get("student_answer")) for n, o in _read_jsonl(args.scenarios)]
@@ -149,15 +149,27 @@ def cmd_generate(args) -> int:
             raise UsageError(f"scenario {sid}: needs string fields 'question' and 'student_answer'")
         req = Request(q, a, args.method, args.level, steer=steer, k_shots=args.k, style=args.style)
         t0 = time.time()
-        out = generate_batch(lm, [req], max_new_tokens=args.max_new_tokens, seed=args.seed,
-                             temperature=args.temperature)[0]
+        out = generate_batch(
+            lm, [req], max_new_tokens=args.max_new_tokens, seed=args.seed, temperature=args.temperature
+        )[0]
         verdict = judge.judge([out.text])[0]
-        rec = {"text": out.text, "method": args.method, "level": req.level, "seconds": round(time.time() - t0, 3),
-               "new_tokens": out.new_tokens, "judge": verdict}
+        rec = {
+            "text": out.text,
+            "method": args.method,
+            "level": req.level,
+            "seconds": round(time.time() - t0, 3),
+            "new_tokens": out.new_tokens,
+            "judge": verdict,
+        }
         if args.scenarios:
             rec = {"id": sid, **rec}
-        print(json.dumps(rec) if args.json else f"[{args.method} -> {req.level}] {out.text}\n"
-              f"judge: {verdict['pred']} ({verdict['probs'][verdict['pred']]:.2f})", flush=True)
+        print(
+            json.dumps(rec)
+            if args.json
+            else f"[{args.method} -> {req.level}] {out.text}\n"
+            f"judge: {verdict['pred']} ({verdict['probs'][verdict['pred']]:.2f})",
+            flush=True,
+        )
     return 0
 
 
@@ -179,8 +191,18 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=Non
             if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
                 raise UsageError(f"{path} line {lineno}: needs non-empty string fields 'question' and 'student_answer'")
             seen.add(sid)
-            items.append(FeedbackExample(id=sid, scenario_id=sid, subject=str(o.get("subject", "")), question=q,
-                                         student_answer=a, level="remember", feedback="-", split="test"))
+            items.append(
+                FeedbackExample(
+                    id=sid,
+                    scenario_id=sid,
+                    subject=str(o.get("subject", "")),
+                    question=q,
+                    student_answer=a,
+                    level="remember",
+                    feedback="-",
+                    split="test",
+                )
+            )
         if not items:
             raise UsageError(f"{path}: no scenarios (split {split!r})")
     items = _by_writers(items, writers, "scenarios")
@@ -198,17 +220,16 @@ def _parse_variant(spec: str) -> tuple[str, float]:
     except ValueError:
         value = float("nan")
     if target not in TARGETS or not value >= 0:
-        raise UsageError(f"--variants items look like learned:1 or delta:8 (target: {', '.join(TARGETS)}); got {spec!r}")
+        raise UsageError(
+            f"--variants items look like learned:1 or delta:8 (target: {', '.join(TARGETS)}); got {spec!r}"
+        )
     return target, value
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import parse_layers, run_eval
+    from .evaluation import run_eval
 
-    try:
-        layer_sets = [parse_layers(spec) for spec in args.layers]
-    except ValueError:
-        raise UsageError(f"--layers takes layer sets like 15 8-21 3,9,15; got {' '.join(args.layers)!r}") from None
+    layer_sets = [_layers(spec) for spec in args.layers]
     levels = [normalize_level(lv) for lv in args.levels]
     items = _eval_scenarios(args.scenarios, args.split, args.limit, args.writers)
     steer = _steer_config(args, layer_sets[0])
@@ -222,10 +243,29 @@ def cmd_eval(args) -> int:
     for layers in layer_sets:
         for layer in layers:
             lm.check_layer(layer)
-    report = run_eval(lm, items, args.methods, levels, layer_sets, steer, Path(args.out),
-                      max_new_tokens=args.max_new_tokens, style=args.style, max_batch=args.max_batch)
+    report = run_eval(
+        lm,
+        items,
+        args.methods,
+        levels,
+        layer_sets,
+        steer,
+        Path(args.out),
+        max_new_tokens=args.max_new_tokens,
+        style=args.style,
+        max_batch=args.max_batch,
+    )
     print(json.dumps(report))
     return 0
+
+
+def _layers(spec: str) -> tuple[int, ...]:
+    from .evaluation import parse_layers
+
+    try:
+        return parse_layers(spec)
+    except ValueError:
+        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {spec!r}") from None
 
 
 def _by_writers(items: list, writers, what: str) -> list:
@@ -247,12 +287,8 @@ def cmd_heads(args) -> int:
     import torch
 
     from .attention import rubric_line_lift
-    from .evaluation import parse_layers
 
-    try:
-        layers = parse_layers(args.layers)
-    except ValueError:
-        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+    layers = _layers(args.layers)
     if args.top < 1:
         raise UsageError("--top must be at least 1")
     lm = _load(args)
@@ -261,12 +297,17 @@ def cmd_heads(args) -> int:
     rows = _writer_rows(args.writers)
     lift, _ = rubric_line_lift(lm, rows, layers, args.max_feedback_tokens)
     order = torch.argsort(lift.flatten(), descending=True)[: args.top]
-    ranked = [{"layer": layers[int(i) // lm.n_heads], "head": int(i) % lm.n_heads,
-               "lift": round(float(lift.flatten()[i]), 3)} for i in order]
+    ranked = [
+        {"layer": layers[int(i) // lm.n_heads], "head": int(i) % lm.n_heads, "lift": round(float(lift.flatten()[i]), 3)}
+        for i in order
+    ]
     pairs = ",".join(f"{r['layer']}.{r['head']}" for r in ranked)
     if args.json:
-        print(json.dumps({"heads": pairs, "ranked": ranked, "mean_lift": round(float(lift.mean()), 3),
-                          "n_feedbacks": len(rows)}))
+        print(
+            json.dumps(
+                {"heads": pairs, "ranked": ranked, "mean_lift": round(float(lift.mean()), 3), "n_feedbacks": len(rows)}
+            )
+        )
     else:
         print(f"mean lift over {lift.numel()} heads: {float(lift.mean()):+.0%} ({len(rows)} feedbacks)")
         for r in ranked:
@@ -276,18 +317,22 @@ def cmd_heads(args) -> int:
 
 
 def cmd_prototypes(args) -> int:
-    from .evaluation import parse_layers
     from .training import refit_prototypes
 
-    try:
-        layers = parse_layers(args.layers)
-    except ValueError:
-        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
+    layers = _layers(args.layers)
     lm = _load(args)
     for layer in layers:
         lm.check_layer(layer)
-    out = refit_prototypes(lm, list(layers), _writer_rows(args.writers), Path(args.out), style=args.style)
-    print(json.dumps({"out": str(out), "layers": list(layers), "writers": args.writers}))
+    if args.first_tokens is not None and args.first_tokens < 1:
+        raise UsageError("--first-tokens must be at least 1")
+    out = refit_prototypes(
+        lm, list(layers), _writer_rows(args.writers), Path(args.out), style=args.style, first_tokens=args.first_tokens
+    )
+    print(
+        json.dumps(
+            {"out": str(out), "layers": list(layers), "writers": args.writers, "first_tokens": args.first_tokens}
+        )
+    )
     return 0
 
 
@@ -296,24 +341,36 @@ def cmd_train_adapter(args) -> int:
     from .models import load_model
 
     lm = load_model(args.model, device=args.device, adapter=None)
-    info = train_adapter(lm, Path(args.out), epochs=args.epochs, rank=args.rank, lr=args.lr, style=args.style,
-                         prompts=tuple(args.prompts))
+    info = train_adapter(
+        lm,
+        Path(args.out),
+        epochs=args.epochs,
+        rank=args.rank,
+        lr=args.lr,
+        style=args.style,
+        prompts=tuple(args.prompts),
+    )
     print(json.dumps({"out": args.out, **info}))
     return 0
 
 
 def cmd_fit_offsets(args) -> int:
     from .bank import STORE
-    from .evaluation import parse_layers
     from .offsets import OffsetFitConfig, fit_offsets, offsets_roots
     from .training import refit_prototypes
 
-    try:
-        layers = parse_layers(args.layers)
-    except ValueError:
-        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {args.layers!r}") from None
-    cfg = OffsetFitConfig(layers=layers, epochs=args.epochs, lr=args.lr, beta=args.beta, l1=args.l1, sft=args.sft,
-                          max_feedback_tokens=args.max_feedback_tokens, seed=args.seed, style=args.style)
+    layers = _layers(args.layers)
+    cfg = OffsetFitConfig(
+        layers=layers,
+        epochs=args.epochs,
+        lr=args.lr,
+        beta=args.beta,
+        l1=args.l1,
+        sft=args.sft,
+        max_feedback_tokens=args.max_feedback_tokens,
+        seed=args.seed,
+        style=args.style,
+    )
     lm = _load(args)
     for layer in layers:
         lm.check_layer(layer)
@@ -326,8 +383,11 @@ def cmd_fit_offsets(args) -> int:
         out = out / "offsets"
     offsets = fit_offsets(lm, rows, cfg, banks=banks)
     offsets.save(out)
-    print(json.dumps({"out": str(out), **{k: v for k, v in offsets.meta.items() if k not in ("sae_manifests",
-                                                                                          "scenario_ids")}}))
+    print(
+        json.dumps(
+            {"out": str(out), **{k: v for k, v in offsets.meta.items() if k not in ("sae_manifests", "scenario_ids")}}
+        )
+    )
     return 0
 
 
@@ -344,9 +404,11 @@ def cmd_summarize(args) -> int:
         from .io_utils import atomic_write_text
 
         keep = [s for s in summary if args.only is None or any(k in f"{s['method']} {s['layers']}" for k in args.only)]
-        html = report_html([judged_vs_target(keep, "Judged level against target level"),
-                            accuracy_by_method_level(keep)], "Does it steer?",
-                           f"<p>From {', '.join(map(str, args.csv))}.</p>")
+        html = report_html(
+            [judged_vs_target(keep, "Judged level against target level"), accuracy_by_method_level(keep)],
+            "Does it steer?",
+            f"<p>From {', '.join(map(str, args.csv))}.</p>",
+        )
         atomic_write_text(Path(args.figure), html)
         print(f"wrote {args.figure}", file=sys.stderr)
     return 0
@@ -359,22 +421,28 @@ def cmd_bench(args) -> int:
         raise UsageError("--tokens and --repeats must be >= 1")
     lm = _load(args)
     lm.check_layer(args.layer)
-    out = run_bench(lm, tokens=args.tokens, repeats=args.repeats, layer=args.layer, train=not args.no_train,
-                    cold_start=not args.no_cold_start)
+    out = run_bench(
+        lm,
+        tokens=args.tokens,
+        repeats=args.repeats,
+        layer=args.layer,
+        train=not args.no_train,
+        cold_start=not args.no_cold_start,
+    )
     print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0
 
 
 def cmd_train(args) -> int:
     from .bank import user_root
-    from .evaluation import parse_layers
     from .sae import SAETrainConfig
     from .training import train_layers
 
     lm = _load(args)
-    layers = parse_layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
-    cfg = SAETrainConfig(architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k,
-                         epochs=args.epochs)
+    layers = _layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
+    cfg = SAETrainConfig(
+        architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k, epochs=args.epochs
+    )
     out = Path(args.out) if args.out else user_root(lm, args.style)
     results = train_layers(lm, list(layers), out, cfg, style=args.style)
     print(json.dumps({"out": str(out), "layers": results}))
@@ -385,7 +453,9 @@ def _model_parent() -> argparse.ArgumentParser:
     """Which model a command runs on; `_load` turns these into a loaded model."""
     p = argparse.ArgumentParser(add_help=False)
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=DEFAULT_MODEL, help=f"HF id or local path (default: the embedded {DEFAULT_MODEL})")
+    m.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"HF id or local path (default: the embedded {DEFAULT_MODEL})"
+    )
     m.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
     m.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
     m.add_argument("--device", default="auto")
@@ -399,17 +469,31 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     s = p.add_argument_group("steering (defaults: the setting chosen on validation data)")
     if multi_layers:
-        s.add_argument("--layers", nargs="+", default=[layers], help=f"one or more layer sets: 15 8-21 0-29 (default {layers})")
+        s.add_argument(
+            "--layers", nargs="+", default=[layers], help=f"one or more layer sets: 15 8-21 0-29 (default {layers})"
+        )
     else:
         s.add_argument("--layers", default=layers, help=f"15, 8-21 or 3,9,15 (default {layers})")
-    s.add_argument("--heads", default="all",
-                   help="'all', heads of every steered layer (0,3,5) or layer.head pairs (18.6,18.7,8.0; these "
-                        "replace --layers; the `heads` command ranks them)")
-    s.add_argument("--target", default=d.target, choices=TARGETS,
-                   help="; ".join(f"{t}: {h}" for t, h in TARGET_HELP.items()) + f" (default {d.target})")
-    s.add_argument("--alpha", type=float, default=None,
-                   help="strength; default: strength 1 for the target (" +
-                        ", ".join(f"{t} {a:g}" for t, a in BASE_ALPHA.items()) + ")")
+    s.add_argument(
+        "--heads",
+        default="all",
+        help="'all', heads of every steered layer (0,3,5) or layer.head pairs (18.6,18.7,8.0; these "
+        "replace --layers; the `heads` command ranks them)",
+    )
+    s.add_argument(
+        "--target",
+        default=d.target,
+        choices=TARGETS,
+        help="; ".join(f"{t}: {h}" for t, h in TARGET_HELP.items()) + f" (default {d.target})",
+    )
+    s.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="strength; default: strength 1 for the target ("
+        + ", ".join(f"{t} {a:g}" for t, a in BASE_ALPHA.items())
+        + ")",
+    )
     s.add_argument("--steps", type=int, default=d.steps, help="descent steps T")
     s.add_argument("--lr", type=float, default=d.lr, help="descent step size")
     s.add_argument("--mu", type=float, default=d.mu, help="pull back toward the token's own code")
@@ -424,8 +508,19 @@ def _steer_config(args, layers) -> SteerConfig:
     heads, layer_heads = _parse_heads(args.heads)
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
-    return SteerConfig(layers=layers, heads=heads, layer_heads=layer_heads, steps=args.steps, lr=args.lr, mu=args.mu,
-                       alpha=alpha, target=args.target, positions=args.positions, saes=args.saes, offsets=args.offsets)
+    return SteerConfig(
+        layers=layers,
+        heads=heads,
+        layer_heads=layer_heads,
+        steps=args.steps,
+        lr=args.lr,
+        mu=args.mu,
+        alpha=alpha,
+        target=args.target,
+        positions=args.positions,
+        saes=args.saes,
+        offsets=args.offsets,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,8 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", default=None, help="directory for the judge weights (default assets/judge)")
     f.set_defaults(func=cmd_fit_judge)
 
-    g = sub.add_parser("generate", help="generate feedback, steered or not, and judge its level",
-                       parents=[_steer_parent(multi_layers=False), _model_parent()])
+    g = sub.add_parser(
+        "generate",
+        help="generate feedback, steered or not, and judge its level",
+        parents=[_steer_parent(multi_layers=False), _model_parent()],
+    )
     g.add_argument("--question")
     g.add_argument("--answer")
     g.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
@@ -458,21 +556,41 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("eval", help="methods x levels x layers over scenarios: results.csv, summary.csv, report.html",
-                       parents=[_steer_parent(multi_layers=True), _model_parent()])
-    e.add_argument("--scenarios", default=None,
-                   help="JSONL with question, student_answer, id (default: the dataset's scenarios)")
-    e.add_argument("--split", default="test", choices=("test", "train", "all"),
-                   help="keep lines of this split when the file has a 'split' field (default test)")
+    e = sub.add_parser(
+        "eval",
+        help="methods x levels x layers over scenarios: results.csv, summary.csv, report.html",
+        parents=[_steer_parent(multi_layers=True), _model_parent()],
+    )
+    e.add_argument(
+        "--scenarios", default=None, help="JSONL with question, student_answer, id (default: the dataset's scenarios)"
+    )
+    e.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "train", "all"),
+        help="keep lines of this split when the file has a 'split' field (default test)",
+    )
     e.add_argument("--limit", type=int, default=None, help="only the first N scenarios")
-    e.add_argument("--writers", nargs="+", default=None,
-                   help="only scenarios of these writing batches (scenario id letters, e.g. D E F)")
-    e.add_argument("--methods", nargs="+", default=["none", "sae", "query", "fewshot", "instruction"],
-                   choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
+    e.add_argument(
+        "--writers",
+        nargs="+",
+        default=None,
+        help="only scenarios of these writing batches (scenario id letters, e.g. D E F)",
+    )
+    e.add_argument(
+        "--methods",
+        nargs="+",
+        default=["none", "sae", "query", "fewshot", "instruction"],
+        choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"),
+    )
     e.add_argument("--levels", nargs="+", default=list(LEVELS))
-    e.add_argument("--variants", nargs="+", default=None,
-                   help="several steering targets with their strengths in one run, e.g. delta:8 learned:1 "
-                        "softmax:2 (replaces --target/--alpha; query steering runs the delta/prototype ones)")
+    e.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="several steering targets with their strengths in one run, e.g. delta:8 learned:1 "
+        "softmax:2 (replaces --target/--alpha; query steering runs the delta/prototype ones)",
+    )
     e.add_argument("--style", default="plain", choices=("plain", "rubric"))
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
@@ -484,13 +602,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--per-level", metavar="METHOD", help="per-level rows of this method, with judged-level shares")
     m.add_argument("--similarity", action="store_true", help="add the MiniLM similarity to the unsteered text")
     m.add_argument("--rejudge", action="store_true", help="re-score the texts with the shipped judge")
-    m.add_argument("--figure", metavar="HTML", help="also write the judged-vs-target and accuracy charts (offline HTML)")
-    m.add_argument("--only", nargs="+", metavar="TEXT",
-                   help="in the figure, only variants whose 'method layers/setting' contains one of these")
+    m.add_argument(
+        "--figure", metavar="HTML", help="also write the judged-vs-target and accuracy charts (offline HTML)"
+    )
+    m.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="in the figure, only variants whose 'method layers/setting' contains one of these",
+    )
     m.set_defaults(func=cmd_summarize)
 
-    b = sub.add_parser("bench", help="performance figures: tokens/s, steering overhead, cold start, SAE training",
-                       parents=[_model_parent()])
+    b = sub.add_parser(
+        "bench",
+        help="performance figures: tokens/s, steering overhead, cold start, SAE training",
+        parents=[_model_parent()],
+    )
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
@@ -499,12 +626,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
     b.set_defaults(func=cmd_bench)
 
-    o = sub.add_parser("fit-offsets", help="fit learned sparse code offsets per level (the steering bound)",
-                       parents=[_model_parent()])
+    o = sub.add_parser(
+        "fit-offsets", help="fit learned sparse code offsets per level (the steering bound)", parents=[_model_parent()]
+    )
     o.add_argument("--layers", default="8-21")
-    o.add_argument("--writers", nargs="+", default=None,
-                   help="fit on these writers' train scenarios only (a cross-writer fold); also writes the "
-                        "fold's prototypes to OUT/saes and the offsets to OUT/offsets")
+    o.add_argument(
+        "--writers",
+        nargs="+",
+        default=None,
+        help="fit on these writers' train scenarios only (a cross-writer fold); also writes the "
+        "fold's prototypes to OUT/saes and the offsets to OUT/offsets",
+    )
     d = OffsetFitConfig()
     o.add_argument("--epochs", type=int, default=d.epochs)
     o.add_argument("--lr", type=float, default=d.lr)
@@ -517,17 +649,37 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
     o.set_defaults(func=cmd_fit_offsets)
 
-    r = sub.add_parser("prototypes", help="copy the trained SAEs of layers with level prototypes from some writers "
-                                          "only (a cross-writer fold; use the folder with --saes)",
-                       parents=[_model_parent()])
+    r = sub.add_parser(
+        "prototypes",
+        help="copy the trained SAEs of layers with level prototypes recomputed from some "
+        "writers only (a cross-writer fold) or from each feedback's first tokens; "
+        "steer with the folder through --saes",
+        parents=[_model_parent()],
+    )
     r.add_argument("--layers", default="8-21")
-    r.add_argument("--writers", nargs="+", required=True, help="writing batches (scenario id letters), e.g. A B C")
+    r.add_argument(
+        "--writers",
+        nargs="+",
+        default=None,
+        help="writing batches (scenario id letters), e.g. A B C (default: all train scenarios)",
+    )
+    r.add_argument(
+        "--first-tokens",
+        type=int,
+        default=None,
+        metavar="K",
+        help="prototypes from each feedback's first K tokens only (its opening names the task)",
+    )
     r.add_argument("--out", required=True)
     r.add_argument("--style", default="plain", choices=("plain", "rubric"))
     r.set_defaults(func=cmd_prototypes)
 
-    h = sub.add_parser("heads", help="rank heads by how much more feedback of each level reads that level's line "
-                                     "of the rubric prompt (heads that steering can move)", parents=[_model_parent()])
+    h = sub.add_parser(
+        "heads",
+        help="rank heads by how much more feedback of each level reads that level's line "
+        "of the rubric prompt (heads that steering can move)",
+        parents=[_model_parent()],
+    )
     h.add_argument("--layers", default="8-21")
     h.add_argument("--writers", nargs="+", default=None, help="only these writers' train feedbacks (e.g. A B C)")
     h.add_argument("--top", type=int, default=12)
@@ -535,12 +687,20 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_heads)
 
-    a = sub.add_parser("train-adapter", help="fit the feedback LoRA on the train split (the level is never shown "
-                                             "unless --prompts includes instruction)")
+    a = sub.add_parser(
+        "train-adapter",
+        help="fit the feedback LoRA on the train split (the level is never shown "
+        "unless --prompts includes instruction)",
+    )
     a.add_argument("--out", required=True, help="folder for the adapter (peft format, safetensors)")
-    a.add_argument("--prompts", nargs="+", default=["plain"], choices=("plain", "instruction"),
-                   help="prompt formats of the training examples: plain (level never shown), instruction "
-                        "(the level named and described); both = every feedback twice")
+    a.add_argument(
+        "--prompts",
+        nargs="+",
+        default=["plain"],
+        choices=("plain", "instruction"),
+        help="prompt formats of the training examples: plain (level never shown), instruction "
+        "(the level named and described); both = every feedback twice",
+    )
     a.add_argument("--epochs", type=int, default=4)
     a.add_argument("--rank", type=int, default=8)
     a.add_argument("--lr", type=float, default=1e-3)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 from .bloom import LEVELS, normalize_level
 from .evaluation import layers_label, parse_layers
@@ -43,13 +43,32 @@ class CompareRequest:
     instruction: bool = False
 
     @classmethod
-    def from_ui(cls, question, student_answer, level, layers=None, heads=None, strength=1.0, steps=None, lr=None,
-                mu=None, target=None, positions=None, max_new_tokens=80, seed=0, k_shots=3,
-                instruction=False) -> "CompareRequest":
+    def from_ui(
+        cls,
+        question,
+        student_answer,
+        level,
+        layers=None,
+        heads=None,
+        strength=1.0,
+        steps=None,
+        lr=None,
+        mu=None,
+        target=None,
+        positions=None,
+        max_new_tokens=80,
+        seed=0,
+        k_shots=3,
+        instruction=False,
+    ) -> CompareRequest:
         """Build from loosely typed widget values (strings, floats from sliders, None = the default)."""
         d = SteerConfig()
         layers = d.layers if layers is None else layers
-        steps, lr, mu = (d.steps if steps is None else steps), (d.lr if lr is None else lr), (d.mu if mu is None else mu)
+        steps, lr, mu = (
+            (d.steps if steps is None else steps),
+            (d.lr if lr is None else lr),
+            (d.mu if mu is None else mu),
+        )
         target, positions = target or d.target, positions or d.positions
         if not isinstance(layers, (list, tuple)):
             text = str(layers if layers is not None else "").split("(")[0].strip()
@@ -64,10 +83,23 @@ class CompareRequest:
                 heads = tuple(sorted({int(h) for h in (heads.split(",") if isinstance(heads, str) else heads)}))
             except (TypeError, ValueError):
                 raise ValueError(f"heads must be 'all' or head numbers, got {heads!r}") from None
-        return cls(question, student_answer, level, tuple(layers), heads, _number("strength", strength),
-                   _integer("steps", steps), _number("step size", lr), _number("mu", mu), str(target),
-                   str(positions), _integer("max new tokens", max_new_tokens), _integer("seed", seed),
-                   _integer("few-shot examples", k_shots), bool(instruction))
+        return cls(
+            question,
+            student_answer,
+            level,
+            tuple(layers),
+            heads,
+            _number("strength", strength),
+            _integer("steps", steps),
+            _number("step size", lr),
+            _number("mu", mu),
+            str(target),
+            str(positions),
+            _integer("max new tokens", max_new_tokens),
+            _integer("seed", seed),
+            _integer("few-shot examples", k_shots),
+            bool(instruction),
+        )
 
     def __post_init__(self):
         for name in ("question", "student_answer"):
@@ -76,7 +108,9 @@ class CompareRequest:
             if not isinstance(text, str) or not any(c.isprintable() and not c.isspace() for c in text):
                 raise ValueError(f"The {label} is empty: type some text.")
             if len(text) > MAX_INPUT_CHARS:
-                raise ValueError(f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}).")
+                raise ValueError(
+                    f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,})."
+                )
         object.__setattr__(self, "level", normalize_level(self.level))
         if not math.isfinite(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
             raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")
@@ -106,18 +140,33 @@ class CompareRequest:
     def steer(self, method: str) -> SteerConfig:
         """The SAE row steers with the chosen target; the query baseline, which has no SAE codes,
         uses the delta shift when the target is defined on codes only."""
-        return SteerConfig(layers=self.layers, heads=self.heads, steps=self.steps, lr=self.lr, mu=self.mu,
-                           alpha=BASE_ALPHA[self.target] * self.strength, target=self.target,
-                           positions=self.positions).for_method(method)
+        return SteerConfig(
+            layers=self.layers,
+            heads=self.heads,
+            steps=self.steps,
+            lr=self.lr,
+            mu=self.mu,
+            alpha=BASE_ALPHA[self.target] * self.strength,
+            target=self.target,
+            positions=self.positions,
+        ).for_method(method)
 
     @property
     def methods(self) -> tuple[str, ...]:
         return COMPARE_METHODS + (OPTIONAL_METHODS if self.instruction else ())
 
     def requests(self) -> list[Request]:
-        return [Request(self.question, self.student_answer, m, self.level,
-                        steer=self.steer(m) if m in ("sae", "query") else None, k_shots=self.k_shots)
-                for m in self.methods]
+        return [
+            Request(
+                self.question,
+                self.student_answer,
+                m,
+                self.level,
+                steer=self.steer(m) if m in ("sae", "query") else None,
+                k_shots=self.k_shots,
+            )
+            for m in self.methods
+        ]
 
 
 def _number(name: str, value) -> float:
@@ -156,8 +205,10 @@ class CompareResult:
             "model": model,
             "inputs": inputs,
             "settings": req,
-            "outputs": {m: {"text": o.text, "new_tokens": o.new_tokens, "judge": self.judgements.get(m)}
-                        for m, o in self.outputs.items()},
+            "outputs": {
+                m: {"text": o.text, "new_tokens": o.new_tokens, "judge": self.judgements.get(m)}
+                for m, o in self.outputs.items()
+            },
             "seconds": round(self.seconds, 3),
             "levels": list(LEVELS),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -177,6 +228,7 @@ def compare_stream(lm, req: CompareRequest, judge=None) -> Iterator[CompareResul
 
     judge = judge or default_judge()
     verdicts = judge.judge([o.text for o in outs])
-    result = CompareResult(req, {r.method: o for r, o in zip(reqs, outs)},
-                           {r.method: v for r, v in zip(reqs, verdicts)}, time.time() - t0)
+    result = CompareResult(
+        req, {r.method: o for r, o in zip(reqs, outs)}, {r.method: v for r, v in zip(reqs, verdicts)}, time.time() - t0
+    )
     yield result

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -46,10 +46,20 @@ def layers_label(layers: Sequence[int]) -> str:
     return ",".join(map(str, layers))
 
 
-def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], levels: Sequence[str],
-             layer_sets: Sequence[tuple[int, ...]], steer: SteerConfig | Sequence[SteerConfig], max_new_tokens: int = 80,
-             style: str = "plain", done: set | None = None, progress: bool = True,
-             on_rows=None, max_batch: int = 96) -> list[dict]:
+def run_grid(
+    lm,
+    scenarios: Iterable[FeedbackExample],
+    methods: Sequence[str],
+    levels: Sequence[str],
+    layer_sets: Sequence[tuple[int, ...]],
+    steer: SteerConfig | Sequence[SteerConfig],
+    max_new_tokens: int = 80,
+    style: str = "plain",
+    done: set | None = None,
+    progress: bool = True,
+    on_rows=None,
+    max_batch: int = 96,
+) -> list[dict]:
     """Generate every (scenario, method, level, layer set), one batch per scenario (chunked at
     max_batch rows); unsteered and prompt-only methods don't depend on layers and run once."""
     rows_out = []
@@ -63,16 +73,25 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
             combos = [(None, None)]
             if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
                 usable = list({c.key: c for c in (s.for_method(method) for s in steers)}.values())
-                combos = [(l, s) for l in layer_sets for s in usable]
+                combos = [(layers, s) for layers in layer_sets for s in usable]
             for layers, st in combos:
-                for level in (levels if method != "none" else ["-"]):
+                for level in levels if method != "none" else ["-"]:
                     cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
                     lab = layers_label(layers) if cfg else "-"
                     setting = cfg.label if cfg else "-"
                     if (sc.scenario_id, method, level, lab, setting, style) in done:
                         continue
-                    reqs.append(Request(sc.question, sc.student_answer, method, LEVELS[0] if level == "-" else level,
-                                        steer=cfg, style=style, scenario_id=sc.scenario_id))
+                    reqs.append(
+                        Request(
+                            sc.question,
+                            sc.student_answer,
+                            method,
+                            LEVELS[0] if level == "-" else level,
+                            steer=cfg,
+                            style=style,
+                            scenario_id=sc.scenario_id,
+                        )
+                    )
                     meta.append((method, level, lab, setting))
         for c in range(0, len(reqs), max_batch):
             chunk, chunk_meta = reqs[c : c + max_batch], meta[c : c + max_batch]
@@ -81,13 +100,21 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
             secs = time.time() - t0
             batch_rows = []
             for (method, level, lab, setting), o in zip(chunk_meta, outs):
-                batch_rows.append({
-                    "scenario_id": sc.scenario_id, "method": method, "level": level, "layers": lab,
-                    "setting": setting, "style": style,
-                    "model": lm.name + ("+adapter" if lm.adapter else ""), "text": o.text,
-                    "new_tokens": o.new_tokens, "seconds": round(secs / len(outs), 3),
-                    "ppl": round(perplexity(lm, sc.question, sc.student_answer, o.token_ids, style), 3),
-                })
+                batch_rows.append(
+                    {
+                        "scenario_id": sc.scenario_id,
+                        "method": method,
+                        "level": level,
+                        "layers": lab,
+                        "setting": setting,
+                        "style": style,
+                        "model": lm.name + ("+adapter" if lm.adapter else ""),
+                        "text": o.text,
+                        "new_tokens": o.new_tokens,
+                        "seconds": round(secs / len(outs), 3),
+                        "ppl": round(perplexity(lm, sc.question, sc.student_answer, o.token_ids, style), 3),
+                    }
+                )
             rows_out += batch_rows
             if on_rows:
                 on_rows(batch_rows)
@@ -96,8 +123,23 @@ def run_grid(lm, scenarios: Iterable[FeedbackExample], methods: Sequence[str], l
     return rows_out
 
 
-RESULT_FIELDS = ["scenario_id", "method", "level", "layers", "setting", "style", "model", "text", "new_tokens",
-                 "seconds", "ppl", "pred", "pred_index", "target_prob", "probs"]
+RESULT_FIELDS = [
+    "scenario_id",
+    "method",
+    "level",
+    "layers",
+    "setting",
+    "style",
+    "model",
+    "text",
+    "new_tokens",
+    "seconds",
+    "ppl",
+    "pred",
+    "pred_index",
+    "target_prob",
+    "probs",
+]
 
 
 def row_key(r: dict) -> tuple:
@@ -122,10 +164,20 @@ def append_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
         fh.flush()
 
 
-def run_eval(lm, scenarios: Sequence[FeedbackExample], methods: Sequence[str], levels: Sequence[str],
-             layer_sets: Sequence[tuple[int, ...]], steer: SteerConfig | Sequence[SteerConfig], out_dir: Path,
-             max_new_tokens: int = 64,
-             style: str = "plain", judge=None, progress: bool = True, max_batch: int = 96) -> dict:
+def run_eval(
+    lm,
+    scenarios: Sequence[FeedbackExample],
+    methods: Sequence[str],
+    levels: Sequence[str],
+    layer_sets: Sequence[tuple[int, ...]],
+    steer: SteerConfig | Sequence[SteerConfig],
+    out_dir: Path,
+    max_new_tokens: int = 64,
+    style: str = "plain",
+    judge=None,
+    progress: bool = True,
+    max_batch: int = 96,
+) -> dict:
     """The `eval` command: resumable grid -> results.csv, then summary.csv and report.html."""
     out_dir = Path(out_dir)
     results = out_dir / "results.csv"
@@ -140,15 +192,33 @@ def run_eval(lm, scenarios: Sequence[FeedbackExample], methods: Sequence[str], l
     def on_rows(rows):
         append_csv(results, add_judgements(rows, judge), RESULT_FIELDS)
 
-    new = run_grid(lm, scenarios, methods, levels, layer_sets, steer, max_new_tokens=max_new_tokens, style=style,
-                   done=done, progress=progress, on_rows=on_rows, max_batch=max_batch)
+    new = run_grid(
+        lm,
+        scenarios,
+        methods,
+        levels,
+        layer_sets,
+        steer,
+        max_new_tokens=max_new_tokens,
+        style=style,
+        done=done,
+        progress=progress,
+        on_rows=on_rows,
+        max_batch=max_batch,
+    )
     wanted = {s.scenario_id for s in scenarios}
     rows = [r for r in read_results(results) if r["scenario_id"] in wanted]
     summary = summarize(rows, similarity=unsteered_similarity(rows))
     write_csv(out_dir / "summary.csv", summary, SUMMARY_FIELDS)
     write_report(out_dir / "report.html", summary, rows)
-    return {"results": str(results), "summary": str(out_dir / "summary.csv"), "report": str(out_dir / "report.html"),
-            "generated": len(new), "skipped": len(done), "rows": len(rows)}
+    return {
+        "results": str(results),
+        "summary": str(out_dir / "summary.csv"),
+        "report": str(out_dir / "report.html"),
+        "generated": len(new),
+        "skipped": len(done),
+        "rows": len(rows),
+    }
 
 
 def unsteered_similarity(rows: list[dict]) -> dict[tuple, float]:
@@ -172,9 +242,15 @@ def write_report(path: Path, summary: list[dict], rows: list[dict]) -> None:
     from .io_utils import atomic_write_text
 
     n_sc = len({r["scenario_id"] for r in rows})
-    intro = (f"<p>{len(rows)} generations over {n_sc} scenarios. Accuracy = the judge's predicted level equals the "
-             "target level (chance 1/6). Figures from <code>summary.csv</code> next to this file.</p>")
-    html = report_html([accuracy_by_method_level(summary), judged_vs_target(summary), layer_sweep(summary)], "Bloom steering evaluation", intro)
+    intro = (
+        f"<p>{len(rows)} generations over {n_sc} scenarios. Accuracy = the judge's predicted level equals the "
+        "target level (chance 1/6). Figures from <code>summary.csv</code> next to this file.</p>"
+    )
+    html = report_html(
+        [accuracy_by_method_level(summary), judged_vs_target(summary), layer_sweep(summary)],
+        "Bloom steering evaluation",
+        intro,
+    )
     atomic_write_text(path, html)
 
 
@@ -191,14 +267,37 @@ def add_judgements(rows: list[dict], judge=None) -> list[dict]:
     return rows
 
 
-SUMMARY_FIELDS = ["model", "style", "method", "layers", "level", "n", "n_scenarios", "accuracy", "accuracy_lo",
-                  "accuracy_hi", "mean_level_index", "level_shift", "level_corr", "level_corr_lo", "level_corr_hi",
-                  "ppl", "ppl_ratio", "similarity", "words"] + [f"judged_{lv}" for lv in LEVELS]
+SUMMARY_FIELDS = [
+    "model",
+    "style",
+    "method",
+    "layers",
+    "level",
+    "n",
+    "n_scenarios",
+    "accuracy",
+    "accuracy_lo",
+    "accuracy_hi",
+    "mean_level_index",
+    "level_shift",
+    "level_corr",
+    "level_corr_lo",
+    "level_corr_hi",
+    "ppl",
+    "ppl_ratio",
+    "similarity",
+    "words",
+] + [f"judged_{lv}" for lv in LEVELS]
 BOOTSTRAP_DRAWS = 2000
 
 
-def bootstrap_over_scenarios(scenario_ids: Sequence[str], targets: Sequence[int], preds: Sequence[int],
-                             draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+def bootstrap_over_scenarios(
+    scenario_ids: Sequence[str],
+    targets: Sequence[int],
+    preds: Sequence[int],
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict:
     """Accuracy and the judged-vs-target level correlation, with 95% percentile intervals from
     resampling whole scenarios (a scenario's rows share a question, so they are not independent)."""
     import numpy as np
@@ -209,6 +308,7 @@ def bootstrap_over_scenarios(scenario_ids: Sequence[str], targets: Sequence[int]
     t, p = np.asarray(targets, dtype=float), np.asarray(preds, dtype=float)
     hit = (t == p).astype(float)
     n_sc = len(sids)
+
     # per scenario sufficient statistics: count, hits, sums for the correlation
     def stats(ws):  # ws: (draws, n_sc) multiplicity of each scenario
         cnt = ws @ np.bincount(sc, minlength=n_sc)
@@ -228,8 +328,15 @@ def bootstrap_over_scenarios(scenario_ids: Sequence[str], targets: Sequence[int]
     lo, hi = np.percentile(accs, [2.5, 97.5])
     rs = rs[np.isfinite(rs)]
     rlo, rhi = np.percentile(rs, [2.5, 97.5]) if len(rs) else (float("nan"), float("nan"))
-    return {"accuracy": float(acc[0]), "accuracy_lo": float(lo), "accuracy_hi": float(hi), "level_corr": float(r[0]),
-            "level_corr_lo": float(rlo), "level_corr_hi": float(rhi), "n_scenarios": n_sc}
+    return {
+        "accuracy": float(acc[0]),
+        "accuracy_lo": float(lo),
+        "accuracy_hi": float(hi),
+        "level_corr": float(r[0]),
+        "level_corr_lo": float(rlo),
+        "level_corr_hi": float(rhi),
+        "n_scenarios": n_sc,
+    }
 
 
 def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) -> list[dict]:
@@ -263,19 +370,30 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
         rs = [r for key, g in groups.items() if key[:4] == (model, style, method, layers) for r in g]
         if method == "none":  # one text per scenario, scored against every target level
             rs = [dict(r, level=t) for r in rs for t in LEVELS]
-        boot = bootstrap_over_scenarios([r["scenario_id"] for r in rs], [LEVELS.index(r["level"]) for r in rs],
-                                        [int(r["pred_index"]) for r in rs])
+        boot = bootstrap_over_scenarios(
+            [r["scenario_id"] for r in rs], [LEVELS.index(r["level"]) for r in rs], [int(r["pred_index"]) for r in rs]
+        )
         ci = {k: round(v, 4) if isinstance(v, float) else v for k, v in boot.items()}
         if method == "none":  # judged level does not depend on the target: no correlation to report
             ci.update(level_corr=float("nan"), level_corr_lo=float("nan"), level_corr_hi=float("nan"))
-        out.append({"model": model, "style": style, "method": method, "layers": layers, "level": "ALL",
-                    "n": sum(s["n"] for s in ss), **ci,
-                    **_judged_shares(rs),
-                    "mean_level_index": round(float(np.mean([s["mean_level_index"] for s in ss])), 3),
-                    "ppl": round(float(np.nanmedian([s["ppl"] for s in ss])), 3),
-                    "similarity": round(float(np.nanmean([s["similarity"] for s in ss])), 3)
-                    if any(np.isfinite(s["similarity"]) for s in ss) else float("nan"),
-                    "words": round(float(np.mean([s["words"] for s in ss])), 1)})
+        out.append(
+            {
+                "model": model,
+                "style": style,
+                "method": method,
+                "layers": layers,
+                "level": "ALL",
+                "n": sum(s["n"] for s in ss),
+                **ci,
+                **_judged_shares(rs),
+                "mean_level_index": round(float(np.mean([s["mean_level_index"] for s in ss])), 3),
+                "ppl": round(float(np.nanmedian([s["ppl"] for s in ss])), 3),
+                "similarity": round(float(np.nanmean([s["similarity"] for s in ss])), 3)
+                if any(np.isfinite(s["similarity"]) for s in ss)
+                else float("nan"),
+                "words": round(float(np.mean([s["words"] for s in ss])), 1),
+            }
+        )
     base = {(s["model"], s["style"], s["level"]): s for s in out if s["method"] == "none"}
     for s in out:
         b = base.get((s["model"], s["style"], s["level"]))
@@ -299,14 +417,21 @@ def _stats(model, style, method, layers, level, rs, target):
 
     ppl = [float(r["ppl"]) for r in rs if r["ppl"] not in ("", None) and not np.isnan(float(r["ppl"]))]
     sims = np.array([r.get("_sim", float("nan")) for r in rs], dtype=float)
-    return {"model": model, "style": style, "method": method, "layers": layers, "level": level, "n": len(rs),
-            "n_scenarios": len({r["scenario_id"] for r in rs}),
-            **_judged_shares(rs),
-            "accuracy": round(float(np.mean([r["pred"] == target for r in rs])), 4),
-            "mean_level_index": round(float(np.mean([int(r["pred_index"]) for r in rs])), 3),
-            "ppl": round(float(np.median(ppl)), 3) if ppl else float("nan"),
-            "similarity": round(float(np.nanmean(sims)), 3) if np.isfinite(sims).any() else float("nan"),
-            "words": round(float(np.mean([len(str(r["text"]).split()) for r in rs])), 1)}
+    return {
+        "model": model,
+        "style": style,
+        "method": method,
+        "layers": layers,
+        "level": level,
+        "n": len(rs),
+        "n_scenarios": len({r["scenario_id"] for r in rs}),
+        **_judged_shares(rs),
+        "accuracy": round(float(np.mean([r["pred"] == target for r in rs])), 4),
+        "mean_level_index": round(float(np.mean([int(r["pred_index"]) for r in rs])), 3),
+        "ppl": round(float(np.median(ppl)), 3) if ppl else float("nan"),
+        "similarity": round(float(np.nanmean(sims)), 3) if np.isfinite(sims).any() else float("nan"),
+        "words": round(float(np.mean([len(str(r["text"]).split()) for r in rs])), 1),
+    }
 
 
 def write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 
@@ -45,10 +45,16 @@ class Request:
         self.level = normalize_level(self.level)
         for name in ("question", "student_answer"):
             text = getattr(self, name)
-            if not isinstance(text, str) or not text.strip() or not any(c.isprintable() and not c.isspace() for c in text):
+            if (
+                not isinstance(text, str)
+                or not text.strip()
+                or not any(c.isprintable() and not c.isspace() for c in text)
+            ):
                 raise ValueError(f"{name.replace('_', ' ')} is empty")
             if len(text) > MAX_INPUT_CHARS:
-                raise ValueError(f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})")
+                raise ValueError(
+                    f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})"
+                )
         if self.method in ("sae", "query", "meandiff"):
             self.steer = (self.steer or SteerConfig()).for_method(self.method)
         else:
@@ -115,16 +121,29 @@ def layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str) -> dict:
     return {layer: e for layer, e in edits.items() if e is not None}
 
 
-def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed: int = 0,
-                 temperature: float = 0.0, top_p: float = 1.0, ignore_stop: bool = False) -> Iterator[list[Output]]:
+def stream_batch(
+    lm,
+    requests: Sequence[Request],
+    max_new_tokens: int = 80,
+    seed: int = 0,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    ignore_stop: bool = False,
+) -> Iterator[list[Output]]:
     """Generate all requests together; yield the outputs so far after every new token.
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work)."""
     if not requests:
         return
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= MAX_NEW_TOKENS
+    ):
         raise ValueError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError("temperature must be a finite number >= 0")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError("top_p must be a number in (0, 1]")
     tok = lm.tokenizer
     device = lm.device
     groups = steering_groups(lm, requests)  # checks layers and heads (and loads their SAEs) before any work
@@ -132,7 +151,7 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
     B, W = len(prompts), max(len(p) for p in prompts)
     mask = torch.zeros((B, W), dtype=torch.long)
     for i, p in enumerate(prompts):
-        mask[i, W - len(p):] = 1  # left padding
+        mask[i, W - len(p) :] = 1  # left padding
     mask = mask.to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     eos = tok.eos_token_id
@@ -142,6 +161,8 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
     new_ids: list[list[int]] = [[] for _ in range(B)]
     t0 = time.time()
 
+    warpers = _sampling_warpers(temperature, top_p)
+    inp = None  # the previous step's tokens
     cache, first_logits = _prefill(lm, requests, prompts, W, max_new_tokens)
     decode_edits = layer_edits(lm, groups, "generated")
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
@@ -150,18 +171,20 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
             logits = first_logits
         else:
             with torch.no_grad(), query_edits(lm, decode_edits):
-                out = lm.model(input_ids=inp, attention_mask=mask, position_ids=position_ids,
-                               past_key_values=cache, use_cache=True, logits_to_keep=1,
-                               cache_position=position_ids.new_tensor([W + step - 1]))
+                out = lm.model(
+                    input_ids=inp,
+                    attention_mask=mask,
+                    position_ids=position_ids,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    cache_position=position_ids.new_tensor([W + step - 1]),
+                )
             logits = out.logits[:, -1, :].float()
             position_ids = position_ids + 1
         if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1).cpu()
-            if top_p < 1.0:
-                sp, si = probs.sort(descending=True)
-                keep = sp.cumsum(-1) - sp < top_p
-                probs = torch.zeros_like(probs).scatter_(-1, si, sp * keep)
-            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(device)
+            scores = warpers(None, logits.cpu())
+            nxt = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=gen).squeeze(-1).to(device)
         else:
             nxt = logits.argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
@@ -171,12 +194,26 @@ def stream_batch(lm, requests: Sequence[Request], max_new_tokens: int = 80, seed
                 new_ids[i].append(int(nxt[i]))
         done |= is_stop
         elapsed = time.time() - t0
-        yield [Output(tok.decode(n, skip_special_tokens=True).strip(), r.method, r.level, len(n), elapsed, n)
-               for r, n in zip(requests, new_ids)]
+        yield [
+            Output(tok.decode(n, skip_special_tokens=True).strip(), r.method, r.level, len(n), elapsed, n)
+            for r, n in zip(requests, new_ids)
+        ]
         if bool(done.all()):
             break
         inp = nxt[:, None]
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+
+
+def _sampling_warpers(temperature: float, top_p: float):
+    """transformers' own temperature and nucleus warpers, so sampling means what it means in generate()."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if temperature > 0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+    return warpers
 
 
 @torch.no_grad()
@@ -191,7 +228,7 @@ def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: i
         by_len.setdefault(len(p), []).append(i)
     logits = None
     parts = []  # (rows, cache) per length
-    for length, rows in by_len.items():
+    for rows in by_len.values():
         sub = [requests[i] for i in rows]
         ids = torch.tensor([prompts[i] for i in rows], device=lm.device)
         with query_edits(lm, layer_edits(lm, steering_groups(lm, sub), "prompt")):
@@ -213,7 +250,7 @@ def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: i
     positions = torch.arange(width, device=lm.device)
     for layer in range(len(parts[0][1].layers)):
         ks, vs = [], []
-        for rows, c in parts:
+        for _, c in parts:
             k, v = c.layers[layer].keys, c.layers[layer].values  # (rows, kv_heads, len, dim)
             pad = width - k.shape[2]
             ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
@@ -223,10 +260,10 @@ def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: i
 
 
 def generate_batch(lm, requests: Sequence[Request], **kw) -> list[Output]:
-    last = []
-    for last in stream_batch(lm, requests, **kw):
+    outputs: list[Output] = []
+    for outputs in stream_batch(lm, requests, **kw):  # noqa: B007 - the last yield is the result
         pass
-    return last
+    return outputs
 
 
 @torch.no_grad()
@@ -237,5 +274,5 @@ def perplexity(lm, question: str, student_answer: str, token_ids: Sequence[int],
     prompt, _ = render(lm.tokenizer, messages(question, student_answer, style))
     ids = torch.tensor([prompt + list(token_ids)], device=lm.device)
     logits = lm.model(input_ids=ids, use_cache=False).logits[0, len(prompt) - 1 : -1].float()
-    nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt):])
+    nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :])
     return float(torch.exp(nll))

@@ -10,9 +10,9 @@ active for the calling context the dispatcher returns None: the output is untouc
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable, Iterator, Mapping
 
 import torch
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class BloomJudge:
         atomic_write_text(out_dir / "judge_config.json", json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, path: str | Path = JUDGE_DIR) -> "BloomJudge":
+    def load(cls, path: str | Path = JUDGE_DIR) -> BloomJudge:
         from safetensors.numpy import load_file
 
         path = Path(path)

@@ -9,7 +9,7 @@ split is only reported, never used to choose.
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -65,8 +65,15 @@ def compare_and_fit(train: Sequence[FeedbackExample], test: Sequence[FeedbackExa
     report = {"candidates": []}
     for cfg in tqdm(candidates, desc="cross-writer CV", disable=not progress):
         cv = cross_writer_scores(train, cfg, emb_train)
-        report["candidates"].append({"kind": cfg.kind, "tfidf_C": cfg.tfidf_C, "embed_C": cfg.embed_C,
-                                     "cv_accuracy": cv["accuracy"], "cv_macro_f1": cv["macro_f1"]})
+        report["candidates"].append(
+            {
+                "kind": cfg.kind,
+                "tfidf_C": cfg.tfidf_C,
+                "embed_C": cfg.embed_C,
+                "cv_accuracy": cv["accuracy"],
+                "cv_macro_f1": cv["macro_f1"],
+            }
+        )
     best_per_kind = {}
     for cfg, rec in zip(candidates, report["candidates"]):
         if cfg.kind not in best_per_kind or rec["cv_macro_f1"] > best_per_kind[cfg.kind][1]["cv_macro_f1"]:
@@ -77,9 +84,12 @@ def compare_and_fit(train: Sequence[FeedbackExample], test: Sequence[FeedbackExa
         judge = fit_judge(train, cfg, embeddings=emb_train)
         probs = _probs(judge, [r.feedback for r in test], emb_test)
         test_scores = scores([r.level for r in test], [LEVELS[int(k)] for k in probs.argmax(1)])
-        report["per_kind"][kind] = {"config": {"tfidf_C": cfg.tfidf_C, "embed_C": cfg.embed_C},
-                                    "cv_accuracy": rec["cv_accuracy"], "cv_macro_f1": rec["cv_macro_f1"],
-                                    "test": test_scores}
+        report["per_kind"][kind] = {
+            "config": {"tfidf_C": cfg.tfidf_C, "embed_C": cfg.embed_C},
+            "cv_accuracy": rec["cv_accuracy"],
+            "cv_macro_f1": rec["cv_macro_f1"],
+            "test": test_scores,
+        }
         judges[kind] = judge
     chosen = max(best_per_kind, key=lambda k: best_per_kind[k][1]["cv_macro_f1"])
     report["chosen"] = chosen

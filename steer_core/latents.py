@@ -3,8 +3,8 @@
 The SAE-steered text is replayed (teacher-forced) through the very steering code generation used,
 and at the inspected layer the queries that reach the steering edit, and the ones it returns, are
 recorded; their sparse codes before and after the edit (computed by the same `steer_codes`), and
-the distance to each level's prototype step by step, are what a researcher wants to see. Also: how separable the six prototypes are per layer and
-head, to help choose where to steer.
+the distance to each level's prototype step by step, are what a researcher wants to see. Also: how
+separable the six prototypes are per layer and head, to help choose where to steer.
 """
 
 from __future__ import annotations
@@ -56,8 +56,17 @@ def pick_head(bank, heads: tuple[int, ...] | None) -> int:
 
 
 @torch.no_grad()
-def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: SteerConfig, feedback_ids: list[int],
-                     layer: int | None = None, head: int | None = None, style: str = "plain") -> LatentView:
+def inspect_steering(
+    lm,
+    question: str,
+    student_answer: str,
+    level: str,
+    cfg: SteerConfig,
+    feedback_ids: list[int],
+    layer: int | None = None,
+    head: int | None = None,
+    style: str = "plain",
+) -> LatentView:
     """Replay prompt + SAE-steered feedback through generation's own steering (the same row groups
     and layer edits, the prompt and the feedback as the two phases generation has) and look inside
     `layer`/`head` (defaults: the middle steered layer, its most separable steered head)."""
@@ -77,6 +86,7 @@ def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: St
             out = edit(q) if edit is not None else None
             seen[phase] = (q.detach(), (q if out is None else out).detach())
             return out
+
         return fn
 
     cache, steered = DynamicCache(), []
@@ -106,10 +116,20 @@ def inspect_steering(lm, question: str, student_answer: str, level: str, cfg: St
     trace = per_pos.mean(-1)
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)
-    return LatentView(layer, head, level, [tok.decode([t]) for t in all_ids], len(prompt),
-                      z0[0, :, 0].cpu().numpy(), z[0, :, 0].cpu().numpy(), target_proto(bank, head, level),
-                      trace.cpu().numpy(), probs.cpu().numpy(), q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
-                      q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy())
+    return LatentView(
+        layer,
+        head,
+        level,
+        [tok.decode([t]) for t in all_ids],
+        len(prompt),
+        z0[0, :, 0].cpu().numpy(),
+        z[0, :, 0].cpu().numpy(),
+        target_proto(bank, head, level),
+        trace.cpu().numpy(),
+        probs.cpu().numpy(),
+        q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+        q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+    )
 
 
 def target_proto(bank, head: int, level: str) -> np.ndarray:

@@ -145,8 +145,12 @@ def build_default_cache(d: Path) -> None:
     os.replace(tmp, d / "model.safetensors")
     model.config.save_pretrained(d)
     tok.save_pretrained(d)
-    manifest = {"size": (d / "model.safetensors").stat().st_size, "sha256": _sha256(d / "model.safetensors"),
-                "keys": sorted(sd), "gguf_sha256": GGUF_SHA256}
+    manifest = {
+        "size": (d / "model.safetensors").stat().st_size,
+        "sha256": _sha256(d / "model.safetensors"),
+        "keys": sorted(sd),
+        "gguf_sha256": GGUF_SHA256,
+    }
     atomic_write_text(d / "manifest.json", json.dumps(manifest))  # written last: the cache is complete
 
 
@@ -242,8 +246,16 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, adapter: st
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
-        lm = LoadedModel(model, tok, name, dev, len(layers), cfg.num_attention_heads, head_dim,
-                         str(adapter_path) if adapter_path else None)
+        lm = LoadedModel(
+            model,
+            tok,
+            name,
+            dev,
+            len(layers),
+            cfg.num_attention_heads,
+            head_dim,
+            str(adapter_path) if adapter_path else None,
+        )
         _CACHE[key] = lm
         return lm
 

@@ -26,9 +26,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -90,15 +90,19 @@ class LevelOffsets:
     def for_layer(self, layer: int) -> torch.Tensor:
         """(levels, heads, d_sae) offsets of one layer."""
         if layer not in self.layers:
-            raise OffsetsFileError(f"no learned offsets for layer {layer} (fitted for layers "
-                                   f"{self.layers[0]}..{self.layers[-1]}); fit them with `python -m steer_core "
-                                   f"fit-offsets --layers ...` or choose those layers")
+            raise OffsetsFileError(
+                f"no learned offsets for layer {layer} (fitted for layers "
+                f"{self.layers[0]}..{self.layers[-1]}); fit them with `python -m steer_core "
+                f"fit-offsets --layers ...` or choose those layers"
+            )
         return self.delta[:, self.layers.index(layer)]
 
     def sparsity(self) -> dict:
         nz = self.delta != 0
-        return {"nonzero_fraction": round(float(nz.float().mean()), 5),
-                "nonzero_per_head": round(float(nz.sum(-1).float().mean()), 2)}
+        return {
+            "nonzero_fraction": round(float(nz.float().mean()), 5),
+            "nonzero_per_head": round(float(nz.sum(-1).float().mean()), 2),
+        }
 
     def save(self, out_dir: str | Path) -> Path:
         from safetensors.torch import save
@@ -108,13 +112,18 @@ class LevelOffsets:
         (d / OFFSETS_CFG).unlink(missing_ok=True)  # unfinished until the config is back
         blob = save({"delta": self.delta.detach().float().cpu().contiguous()})
         atomic_write_bytes(d / OFFSETS_FILE, blob)
-        cfg = {**self.meta, "layers": list(self.layers), "levels": list(LEVELS),
-               "shape": list(self.delta.shape), "sha256": hashlib.sha256(blob).hexdigest()}
+        cfg = {
+            **self.meta,
+            "layers": list(self.layers),
+            "levels": list(LEVELS),
+            "shape": list(self.delta.shape),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
         atomic_write_text(d / OFFSETS_CFG, json.dumps(cfg, indent=1))
         return d
 
     @classmethod
-    def load(cls, d: str | Path, device="cpu") -> "LevelOffsets":
+    def load(cls, d: str | Path, device="cpu") -> LevelOffsets:
         from safetensors.torch import load
 
         d = Path(d)
@@ -143,11 +152,15 @@ class LevelOffsets:
         for layer, bank in banks.items():
             have = _manifest_digest(bank.meta)
             if str(layer) in want and want[str(layer)] != have:
-                raise OffsetsFileError(f"learned offsets of layer {layer} were fitted for other SAEs than the ones "
-                                       "loaded; refit them (`python -m steer_core fit-offsets`)")
+                raise OffsetsFileError(
+                    f"learned offsets of layer {layer} were fitted for other SAEs than the ones "
+                    "loaded; refit them (`python -m steer_core fit-offsets`)"
+                )
             if bank.sae.n_heads != self.delta.shape[2] or bank.sae.d_sae != self.delta.shape[3]:
-                raise OffsetsFileError(f"learned offsets have {self.delta.shape[2]} heads x {self.delta.shape[3]} "
-                                       f"latents, the SAEs of layer {layer} {bank.sae.n_heads} x {bank.sae.d_sae}")
+                raise OffsetsFileError(
+                    f"learned offsets have {self.delta.shape[2]} heads x {self.delta.shape[3]} "
+                    f"latents, the SAEs of layer {layer} {bank.sae.n_heads} x {bank.sae.d_sae}"
+                )
 
 
 def _manifest_digest(manifest: dict) -> str:
@@ -157,16 +170,27 @@ def _manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def offset_edits(offsets: LevelOffsets | torch.Tensor, layers: Sequence[int], banks: dict, levels: torch.Tensor,
-                 n_heads: int, head_dim: int, strength: float = 1.0) -> dict:
+def offset_edits(
+    offsets: LevelOffsets | torch.Tensor,
+    layers: Sequence[int],
+    banks: dict,
+    levels: torch.Tensor,
+    n_heads: int,
+    head_dim: int,
+    strength: float = 1.0,
+) -> dict:
     """q_proj edits that steer row r toward levels[r] with the offsets, built by the same code that
     steers at generation time (target "learned", every head; the caller's forward is the
     generated phase). offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted."""
     delta = offsets.delta if isinstance(offsets, LevelOffsets) else offsets
     cfg = SteerConfig(method="sae", layers=tuple(layers), target="learned", alpha=strength)
     rows = torch.arange(len(levels), device=levels.device)
-    return {layer: make_layer_edit([RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i])], "generated",
-                                   n_heads, head_dim) for i, layer in enumerate(layers)}
+    return {
+        layer: make_layer_edit(
+            [RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i])], "generated", n_heads, head_dim
+        )
+        for i, layer in enumerate(layers)
+    }
 
 
 @dataclass
@@ -218,15 +242,21 @@ def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int,
     mask = torch.cat([torch.ones((R, P), dtype=torch.long, device=dev), real.long()], dim=1)
     pos = torch.arange(P, P + T, device=dev)[None].expand(R, T)
     with query_edits(lm, edits):
-        logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                          use_cache=True).logits.float()
+        logits = lm.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        ).logits.float()
     lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # token t+1 from t
     lp = (lp * real[:, 1:]).sum(-1)
     return lp + first[ids[:, 0]]
 
 
-def fit_offsets(lm, rows: Sequence[FeedbackExample], cfg: OffsetFitConfig | None = None, banks: dict | None = None,
-                progress: bool = True) -> LevelOffsets:
+def fit_offsets(
+    lm,
+    rows: Sequence[FeedbackExample],
+    cfg: OffsetFitConfig | None = None,
+    banks: dict | None = None,
+    progress: bool = True,
+) -> LevelOffsets:
     """Fit LevelOffsets for cfg.layers on `rows` (train-split feedbacks, all six levels per scenario)."""
     cfg = cfg or OffsetFitConfig()
     layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
@@ -239,8 +269,9 @@ def fit_offsets(lm, rows: Sequence[FeedbackExample], cfg: OffsetFitConfig | None
     return out
 
 
-def fit_encoded(lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, banks: dict, pad_id: int = 0,
-                progress: bool = True) -> LevelOffsets:
+def fit_encoded(
+    lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, banks: dict, pad_id: int = 0, progress: bool = True
+) -> LevelOffsets:
     """The fitting loop on tokenized scenarios (prompt ids + one reply per level)."""
     layers = tuple(cfg.layers)
     H, K = banks[layers[0]].sae.W_dec.shape[:2]
@@ -277,21 +308,31 @@ def fit_encoded(lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, 
             opt.step()
             with torch.no_grad():  # proximal L1: soft-threshold, exact zeros
                 delta.copy_(torch.sign(delta) * torch.relu(delta.abs() - cfg.lr * cfg.l1))
-            history.append({"loss": float(loss.detach()), "margin": float((chosen - rejected).detach().mean()),
-                            "chosen": float((chosen / lengths[s]).detach().mean())})
+            history.append(
+                {
+                    "loss": float(loss.detach()),
+                    "margin": float((chosen - rejected).detach().mean()),
+                    "chosen": float((chosen / lengths[s]).detach().mean()),
+                }
+            )
             bar.update(1)
             recent = history[-20:]
-            bar.set_postfix(loss=f"{sum(h['loss'] for h in recent) / len(recent):.3f}",
-                            margin=f"{sum(h['margin'] for h in recent) / len(recent):.2f}")
+            bar.set_postfix(
+                loss=f"{sum(h['loss'] for h in recent) / len(recent):.3f}",
+                margin=f"{sum(h['margin'] for h in recent) / len(recent):.2f}",
+            )
     bar.close()
     n = max(1, len(history) // 10)
-    meta = {"fit": asdict(cfg) | {"layers": list(layers)}, "n_scenarios": len(scenarios),
-            "seconds": round(time.time() - t0, 1),
-            "loss_first": round(sum(h["loss"] for h in history[:n]) / n, 4),
-            "loss_last": round(sum(h["loss"] for h in history[-n:]) / n, 4),
-            "margin_last": round(sum(h["margin"] for h in history[-n:]) / n, 3),
-            "chosen_gain_per_token_last": round(sum(h["chosen"] for h in history[-n:]) / n, 4),
-            "sae_manifests": {str(layer): _manifest_digest(banks[layer].meta) for layer in layers}}
+    meta = {
+        "fit": asdict(cfg) | {"layers": list(layers)},
+        "n_scenarios": len(scenarios),
+        "seconds": round(time.time() - t0, 1),
+        "loss_first": round(sum(h["loss"] for h in history[:n]) / n, 4),
+        "loss_last": round(sum(h["loss"] for h in history[-n:]) / n, 4),
+        "margin_last": round(sum(h["margin"] for h in history[-n:]) / n, 3),
+        "chosen_gain_per_token_last": round(sum(h["chosen"] for h in history[-n:]) / n, 4),
+        "sae_manifests": {str(layer): _manifest_digest(banks[layer].meta) for layer in layers},
+    }
     out = LevelOffsets(delta.detach(), layers, meta)
     out.meta.update(out.sparsity())
     return out
@@ -314,8 +355,10 @@ def load_offsets(lm, folder: str | Path | None = None, style: str = "plain") -> 
     if folder is None:
         found = [d for d in offsets_roots(lm, style) if (d / OFFSETS_CFG).is_file()]
         if not found:
-            raise OffsetsFileError(f"no learned offsets for {model_key(lm)} ({style} prompt); fit them with "
-                                   "`python -m steer_core fit-offsets` or choose another steering target")
+            raise OffsetsFileError(
+                f"no learned offsets for {model_key(lm)} ({style} prompt); fit them with "
+                "`python -m steer_core fit-offsets` or choose another steering target"
+            )
         folder = found[0]
     key = (str(Path(folder).resolve()), str(lm.device))
     with _LOCK:

@@ -5,7 +5,7 @@ format used at generation time, and the feedback adapter is trained on it too.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -60,8 +60,9 @@ def fewshot_messages(
     return msgs
 
 
-def pick_fewshot(pool: Sequence[FeedbackExample], level: str, k: int, exclude_scenario: str | None = None,
-                 seed: int = 0) -> list[FeedbackExample]:
+def pick_fewshot(
+    pool: Sequence[FeedbackExample], level: str, k: int, exclude_scenario: str | None = None, seed: int = 0
+) -> list[FeedbackExample]:
     """k train-split feedbacks of `level`, from distinct scenarios, deterministic for a seed."""
     cands = [r for r in pool if r.level == level and r.split == "train" and r.scenario_id != exclude_scenario]
     rng = random.Random(f"{level}-{seed}")

@@ -25,8 +25,9 @@ def level_means(per_example: torch.Tensor, example_levels: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def compute_prototypes(sae, queries: torch.Tensor, example_ids: torch.Tensor, example_levels: torch.Tensor,
-                       batch_size: int = 8192) -> dict[str, torch.Tensor]:
+def compute_prototypes(
+    sae, queries: torch.Tensor, example_ids: torch.Tensor, example_levels: torch.Tensor, batch_size: int = 8192
+) -> dict[str, torch.Tensor]:
     """queries (feedback tokens, heads, head_dim) of one layer; example_ids (tokens,) index into
     example_levels (examples,). Returns codes (6, H, d_sae), queries (6, H, D), query_all (H, D)."""
     n_examples = len(example_levels)

@@ -91,8 +91,9 @@ class HeadSAEs(nn.Module):
         vals = torch.relu(vals)
         N, H, k = idx.shape
         flat = (idx + torch.arange(H, device=idx.device)[:, None] * self.d_sae).reshape(N * H, k)
-        x_hat = torch.nn.functional.embedding_bag(flat, self.W_dec.reshape(H * self.d_sae, self.d_in),
-                                                  per_sample_weights=vals.reshape(N * H, k), mode="sum")
+        x_hat = torch.nn.functional.embedding_bag(
+            flat, self.W_dec.reshape(H * self.d_sae, self.d_in), per_sample_weights=vals.reshape(N * H, k), mode="sum"
+        )
         return x_hat.view(N, H, self.d_in) + self.b_dec, vals, idx
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -114,12 +115,19 @@ class SAEReport:
 
     def summary(self) -> dict:
         mean = lambda v: round(sum(v) / len(v), 4)  # noqa: E731
-        return {"explained_variance": mean(self.explained_variance), "l0": mean(self.l0),
-                "dead_fraction": mean(self.dead_fraction), "seconds": round(self.seconds, 2), "n_tokens": self.n_tokens}
+        return {
+            "explained_variance": mean(self.explained_variance),
+            "l0": mean(self.l0),
+            "dead_fraction": mean(self.dead_fraction),
+            "seconds": round(self.seconds, 2),
+            "n_tokens": self.n_tokens,
+        }
 
 
 @torch.no_grad()
-def evaluate_sae(sae: HeadSAEs, x: torch.Tensor, batch_size: int = 8192) -> tuple[list[float], list[float], list[float]]:
+def evaluate_sae(
+    sae: HeadSAEs, x: torch.Tensor, batch_size: int = 8192
+) -> tuple[list[float], list[float], list[float]]:
     """Per head: explained variance, mean L0, fraction of latents never active on x."""
     H = sae.n_heads
     sse = torch.zeros(H)
@@ -144,7 +152,9 @@ def evaluate_sae(sae: HeadSAEs, x: torch.Tensor, batch_size: int = 8192) -> tupl
     return ev, (l0 / len(x)).tolist(), (1 - fired.float().mean(1)).tolist()
 
 
-def train_head_saes(x: torch.Tensor, cfg: SAETrainConfig, progress: bool = True, desc: str = "SAE") -> tuple[HeadSAEs, SAEReport]:
+def train_head_saes(
+    x: torch.Tensor, cfg: SAETrainConfig, progress: bool = True, desc: str = "SAE"
+) -> tuple[HeadSAEs, SAEReport]:
     """Train one SAE per head on x (n_tokens, n_heads, d_in), all heads at once.
 
     Each head's data is scaled to unit mean norm for training (one L1 coefficient fits every
@@ -285,7 +295,10 @@ def load_head_saes(layer_dir: str | Path, n_heads: int, d_in: int | None = None)
         cfgs.append(cfg)
         tensors.append(t)
     c0 = cfgs[0]
-    if any((c["d_in"], c["d_sae"], c.get("architecture")) != (c0["d_in"], c0["d_sae"], c0.get("architecture")) for c in cfgs):
+    if any(
+        (c["d_in"], c["d_sae"], c.get("architecture")) != (c0["d_in"], c0["d_sae"], c0.get("architecture"))
+        for c in cfgs
+    ):
         raise SAEFileError(f"{layer_dir}: heads disagree on d_in, d_sae or architecture")
     if d_in is not None and c0["d_in"] != d_in:
         raise SAEFileError(f"{layer_dir}: SAE d_in {c0['d_in']} does not match the model's head_dim {d_in}")
@@ -297,5 +310,12 @@ def load_head_saes(layer_dir: str | Path, n_heads: int, d_in: int | None = None)
 
 
 def report_json(report: SAEReport, cfg: SAETrainConfig) -> dict:
-    return {"train_config": asdict(cfg), "per_head": {"explained_variance": report.explained_variance,
-            "l0": report.l0, "dead_fraction": report.dead_fraction}, "summary": report.summary()}
+    return {
+        "train_config": asdict(cfg),
+        "per_head": {
+            "explained_variance": report.explained_variance,
+            "l0": report.l0,
+            "dead_fraction": report.dead_fraction,
+        },
+        "summary": report.summary(),
+    }

@@ -22,7 +22,7 @@ TARGET_HELP = {
     "prototype": "the paper's target: descend to the level's prototype code",
     "delta": "descend to the token's own code shifted by alpha x (level prototype - mean prototype)",
     "softmax": "the follow-up paper's objective: raise the target level's probability under a softmax over "
-               "negative squared distances to all six prototypes (alpha scales the step)",
+    "negative squared distances to all six prototypes (alpha scales the step)",
     "learned": "add the level's learned sparse code offset (fit-offsets), alpha x; no descent",
 }
 QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
@@ -61,8 +61,9 @@ class SteerConfig:
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}")
         if self.method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
-            raise ValueError(f"target {self.target!r} works on SAE codes; query steering takes "
-                             f"{' or '.join(QUERY_TARGETS)}")
+            raise ValueError(
+                f"target {self.target!r} works on SAE codes; query steering takes {' or '.join(QUERY_TARGETS)}"
+            )
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {', '.join(DISTANCES)}")
         for name in ("lr", "mu", "alpha"):
@@ -85,7 +86,7 @@ class SteerConfig:
             return self.heads
         return tuple(sorted(h for lay, h in self.layer_heads if lay == layer))
 
-    def for_method(self, method: str) -> "SteerConfig":
+    def for_method(self, method: str) -> SteerConfig:
         """This config for another method; query steering and mean difference have no codes, so a
         code-only target becomes delta at the same relative strength."""
         if method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
@@ -95,16 +96,33 @@ class SteerConfig:
 
     @property
     def key(self) -> tuple:
-        return (self.method, self.layers, self.heads, self.layer_heads, self.steps, self.lr, self.mu, self.distance, self.positions,
-                self.alpha, self.target, self.saes, self.offsets)
+        return (
+            self.method,
+            self.layers,
+            self.heads,
+            self.layer_heads,
+            self.steps,
+            self.lr,
+            self.mu,
+            self.distance,
+            self.positions,
+            self.alpha,
+            self.target,
+            self.saes,
+            self.offsets,
+        )
 
     @property
     def label(self) -> str:
         """Short text naming the strength settings, for tables."""
         if self.method == "meandiff":
             return f"a{self.alpha:g}"
-        t = {"delta": f"delta a{self.alpha:g}", "prototype": "proto", "softmax": f"softmax a{self.alpha:g}",
-             "learned": f"learned a{self.alpha:g}"}[self.target]
+        t = {
+            "delta": f"delta a{self.alpha:g}",
+            "prototype": "proto",
+            "softmax": f"softmax a{self.alpha:g}",
+            "learned": f"learned a{self.alpha:g}",
+        }[self.target]
         if self.target == "learned":
             t += "" if self.offsets is None else " offsets " + "/".join(Path(self.offsets).parts[-2:])
             steps = ""
@@ -126,8 +144,16 @@ def _distance_grad(x: torch.Tensor, target: torch.Tensor, distance: str) -> torc
     return -(target / (xn * tn) - cos * x / xn**2)
 
 
-def latent_descent(z0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0,
-                   distance: str = "l2", nonneg: bool = True, trace_to: torch.Tensor | None = None):
+def latent_descent(
+    z0: torch.Tensor,
+    target: torch.Tensor,
+    steps: int,
+    lr: float,
+    mu: float = 0.0,
+    distance: str = "l2",
+    nonneg: bool = True,
+    trace_to: torch.Tensor | None = None,
+):
     """Minimise d(z, target) + mu * ||z - z0||^2 by gradient descent from z0; z = relu(z) each step.
 
     trace_to: optional (L, ..., K)-broadcastable prototypes; returns (z, trace) where trace[t] holds
@@ -180,8 +206,16 @@ def prototype_scale(protos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pp, (gaps.sum((0, 1)) / (L * (L - 1))).clamp_min(1e-6)
 
 
-def softmax_descent(z0: torch.Tensor, protos: torch.Tensor, target: torch.Tensor, steps: int, lr: float,
-                    mu: float = 0.0, nonneg: bool = True, trace_to: torch.Tensor | None = None):
+def softmax_descent(
+    z0: torch.Tensor,
+    protos: torch.Tensor,
+    target: torch.Tensor,
+    steps: int,
+    lr: float,
+    mu: float = 0.0,
+    nonneg: bool = True,
+    trace_to: torch.Tensor | None = None,
+):
     """Descent on the prototype-softmax loss of the follow-up paper (arXiv 2605.23040):
     -log softmax_j(-||z - p_j||^2 / tau)[target] + mu ||z - z0||^2, scaled by tau / 2 so that a step
     is in code units: the gradient is (sum_j pi_j p_j) - p_target, which pulls toward the target and
@@ -223,11 +257,12 @@ def level_probabilities(distances: torch.Tensor, tau: torch.Tensor, dim: int = -
     """Distances of codes to the L level prototypes (along `dim`) -> each level's probability under the
     prototypes, softmax(-d^2 / tau): what the softmax target raises. tau from prototype_scale,
     shaped to broadcast against `distances`."""
-    return torch.softmax(-distances**2 / tau, dim=dim)
+    return torch.softmax(-(distances**2) / tau, dim=dim)
 
 
-def query_descent(q0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0,
-                  distance: str = "l2") -> torch.Tensor:
+def query_descent(
+    q0: torch.Tensor, target: torch.Tensor, steps: int, lr: float, mu: float = 0.0, distance: str = "l2"
+) -> torch.Tensor:
     """The query baseline: the same descent directly on the raw query, toward the level's mean query."""
     return latent_descent(q0, target, steps, lr, mu, distance, nonneg=False)
 
@@ -243,17 +278,25 @@ class LayerBank:
     query_all: torch.Tensor  # (heads, head_dim) mean query over all levels
     meta: dict = field(default_factory=dict)
 
-    def to(self, device) -> "LayerBank":
+    def to(self, device) -> LayerBank:
         self.sae = self.sae.to(device)
         self.codes, self.queries, self.query_all = (t.to(device) for t in (self.codes, self.queries, self.query_all))
         return self
 
 
-def steer_codes(bank: LayerBank, z0: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None,
-                cfg: SteerConfig, offsets: torch.Tensor | None = None, trace_to: torch.Tensor | None = None):
+def steer_codes(
+    bank: LayerBank,
+    z0: torch.Tensor,
+    levels: torch.Tensor,
+    heads: torch.Tensor | None,
+    cfg: SteerConfig,
+    offsets: torch.Tensor | None = None,
+    trace_to: torch.Tensor | None = None,
+):
     """The SAE method's edit of sparse codes z0 (rows, seq, heads, K) toward `levels` (rows,): the one
     place each target is defined, used by generation and by the charts alike. With trace_to
     ((L, ..., K)-broadcastable prototypes) returns (z, trace): the distance to each after every step."""
+
     def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t if heads is None else t.index_select(dim, heads)
 
@@ -265,19 +308,33 @@ def steer_codes(bank: LayerBank, z0: torch.Tensor, levels: torch.Tensor, heads: 
             return z
         return z, torch.stack([torch.linalg.vector_norm(c.unsqueeze(0) - trace_to, dim=-1) for c in (z0, z)])
     if cfg.target == "softmax":
-        return softmax_descent(z0, pick(bank.codes, 1), levels[:, None].expand(z0.shape[:2]), cfg.steps,
-                               cfg.lr * cfg.alpha, cfg.mu, trace_to=trace_to)
+        return softmax_descent(
+            z0,
+            pick(bank.codes, 1),
+            levels[:, None].expand(z0.shape[:2]),
+            cfg.steps,
+            cfg.lr * cfg.alpha,
+            cfg.mu,
+            trace_to=trace_to,
+        )
     target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
     if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
         target = z0 + cfg.alpha * (target - pick(bank.codes.mean(0), 0))
     return latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance, trace_to=trace_to)
 
 
-def steer_rows(bank: LayerBank, x: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None,
-               cfg: SteerConfig, offsets: torch.Tensor | None = None) -> torch.Tensor:
+def steer_rows(
+    bank: LayerBank,
+    x: torch.Tensor,
+    levels: torch.Tensor,
+    heads: torch.Tensor | None,
+    cfg: SteerConfig,
+    offsets: torch.Tensor | None = None,
+) -> torch.Tensor:
     """x: (rows, seq, heads, head_dim) queries of the chosen heads (None = all heads); levels:
     (rows,) target level indices; offsets: this layer's (levels, heads, d_sae) learned offsets
     (target "learned"). Returns the steered queries, same shape."""
+
     def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t if heads is None else t.index_select(dim, heads)
 

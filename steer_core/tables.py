@@ -4,8 +4,8 @@ with their 95% bootstrap intervals over scenarios."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .bloom import LEVELS
 from .evaluation import add_judgements, read_csv, summarize, unsteered_similarity
@@ -36,21 +36,27 @@ def summary_rows(paths: Sequence[str | Path], rejudge: bool = False, similarity:
 
 
 def overall_table(summary: list[dict]) -> str:
-    out = ["| method | layers / setting | accuracy [95% CI] | r judged~target [95% CI] | mean judged level "
-           "| perplexity (x unsteered) | similarity | words | n |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| method | layers / setting | accuracy [95% CI] | r judged~target [95% CI] | mean judged level "
+        "| perplexity (x unsteered) | similarity | words | n |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     overall = [s for s in summary if s["level"] == "ALL"]
     for s in sorted(overall, key=lambda s: (s["model"], s["style"], s["method"], -s["accuracy"])):
-        out.append(f"| {s['method']} | {s['layers']} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
-                   f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
-                   f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |")
+        out.append(
+            f"| {s['method']} | {s['layers']} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
+            f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
+            f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |"
+        )
     return "\n".join(out)
 
 
 def per_level_table(summary: list[dict], method: str) -> str:
     """Accuracy per target level, and where the judge put the replies (share of each judged level)."""
-    out = ["| layers / setting | target level | accuracy | " + " | ".join(f"judged {lv}" for lv in LEVELS) + " |",
-           "|---|---|---|" + "---|" * len(LEVELS)]
+    out = [
+        "| layers / setting | target level | accuracy | " + " | ".join(f"judged {lv}" for lv in LEVELS) + " |",
+        "|---|---|---|" + "---|" * len(LEVELS),
+    ]
     rows = [s for s in summary if s["method"] == method and s["level"] in LEVELS]
     for s in sorted(rows, key=lambda s: (s["model"], s["style"], s["layers"], LEVELS.index(s["level"]))):
         shares = " | ".join(_fmt(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)

@@ -29,8 +29,9 @@ class Captured:
 
 
 @torch.no_grad()
-def capture_train_queries(lm, layers: list[int], style: str = "plain", batch_size: int = 16,
-                          progress: bool = True, rows=None) -> Captured:
+def capture_train_queries(
+    lm, layers: list[int], style: str = "plain", batch_size: int = 16, progress: bool = True, rows=None
+) -> Captured:
     rows = rows if rows is not None else load_dataset(split="train")
     encoded = [render(lm.tokenizer, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
@@ -54,19 +55,48 @@ def capture_train_queries(lm, layers: list[int], style: str = "plain", batch_siz
             chunks[layer].append(store[layer][0][mask.to(lm.device)].to("cpu", torch.float16))
         ex_ids.append(torch.tensor(idx).view(-1, 1).expand_as(mask)[mask])
         fb.append(feedback[mask])
-    return Captured({layer: torch.cat(c) for layer, c in chunks.items()}, torch.cat(ex_ids), torch.cat(fb),
-                    torch.tensor([LEVELS.index(r.level) for r in rows]), style)
+    return Captured(
+        {layer: torch.cat(c) for layer, c in chunks.items()},
+        torch.cat(ex_ids),
+        torch.cat(fb),
+        torch.tensor([LEVELS.index(r.level) for r in rows]),
+        style,
+    )
 
 
-def feedback_prototypes(sae, x: torch.Tensor, captured: Captured, device) -> dict[str, torch.Tensor]:
-    """Level prototypes of one layer from its captured queries x (tokens, heads, dim): feedback tokens only."""
-    fb = captured.is_feedback
-    return compute_prototypes(sae, x[fb.to(device)], captured.example_ids[fb].to(device),
-                              captured.example_levels.to(device))
+def position_in_example(example_ids: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2, ... within each run of equal example ids (an example's tokens are contiguous)."""
+    idx = torch.arange(len(example_ids))
+    starts = torch.ones(len(example_ids), dtype=torch.bool)
+    starts[1:] = example_ids[1:] != example_ids[:-1]
+    first = torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), 0).values
+    return idx - first
 
 
-def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None = None, style: str = "plain",
-                 progress: bool = True, captured: Captured | None = None, dtype: str = "float16") -> dict[int, dict]:
+def feedback_prototypes(
+    sae, x: torch.Tensor, captured: Captured, device, first_tokens: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Level prototypes of one layer from its captured queries x (tokens, heads, dim): feedback tokens
+    only, or only each feedback's first `first_tokens` (its opening names the task, the rest the topic)."""
+    keep = captured.is_feedback
+    if first_tokens is not None:
+        keep = keep.clone()
+        keep[keep.clone()] = position_in_example(captured.example_ids[keep]) < first_tokens
+    return compute_prototypes(
+        sae, x[keep.to(device)], captured.example_ids[keep].to(device), captured.example_levels.to(device)
+    )
+
+
+def train_layers(
+    lm,
+    layers: list[int],
+    root: Path,
+    cfg: SAETrainConfig | None = None,
+    style: str = "plain",
+    progress: bool = True,
+    captured: Captured | None = None,
+    dtype: str = "float16",
+) -> dict[int, dict]:
     """Train and save SAEs + prototypes for each layer; returns each layer's metrics."""
     from .bank import save_layer
 
@@ -82,24 +112,44 @@ def train_layers(lm, layers: list[int], root: Path, cfg: SAETrainConfig | None =
         protos = feedback_prototypes(sae, x, captured, lm.device)
         metrics = report_json(report, cfg)
         metrics["train_seconds"] = round(time.time() - t0, 2)
-        settings = {"prompt_style": style, "n_examples": len(captured.example_levels),
-                    "n_tokens": len(x), "n_feedback_tokens": int(captured.is_feedback.sum())}
+        settings = {
+            "prompt_style": style,
+            "n_examples": len(captured.example_levels),
+            "n_tokens": len(x),
+            "n_feedback_tokens": int(captured.is_feedback.sum()),
+        }
         save_layer(root, lm, layer, sae, protos, metrics, settings, dtype=dtype)
         results[layer] = metrics["summary"] | {"seconds": metrics["train_seconds"]}
     return results
 
 
-def refit_prototypes(lm, layers: list[int], rows, root: Path, style: str = "plain", progress: bool = True) -> Path:
-    """Copy the model's trained SAEs of `layers` to `root` with prototypes computed from `rows` only:
-    cross-writer validation fits prototypes (and offsets) without the writers it is scored on."""
+def refit_prototypes(
+    lm,
+    layers: list[int],
+    rows,
+    root: Path,
+    style: str = "plain",
+    progress: bool = True,
+    first_tokens: int | None = None,
+) -> Path:
+    """Copy the model's trained SAEs of `layers` to `root` with prototypes computed from `rows` only
+    (cross-writer validation fits prototypes and offsets without the writers it is scored on), or from
+    each feedback's first tokens only."""
     from .bank import STORE, save_layer
 
     banks = STORE.get_many(lm, layers, style=style, progress=progress)
     captured = capture_train_queries(lm, list(layers), style, progress=progress, rows=list(rows))
     for layer in layers:
         bank = banks[layer]
-        protos = feedback_prototypes(bank.sae, captured.queries[layer].to(lm.device).float(), captured, lm.device)
-        settings = dict(bank.meta.get("settings", {}), prototype_rows=len(rows),
-                        prototype_scenarios=sorted({r.scenario_id for r in rows}))
+        protos = feedback_prototypes(
+            bank.sae, captured.queries[layer].to(lm.device).float(), captured, lm.device, first_tokens
+        )
+        settings = dict(
+            bank.meta.get("settings", {}),
+            prototype_rows=len(rows),
+            prototype_scenarios=sorted({r.scenario_id for r in rows}),
+        )
+        if first_tokens is not None:
+            settings["prototype_tokens"] = f"first {first_tokens} feedback tokens"
         save_layer(root, lm, layer, bank.sae, protos, bank.meta.get("metrics", {}), settings)
     return Path(root)

@@ -5,13 +5,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: needs the real default model (downloads a PyPI wheel once)")
-    config.addinivalue_line("markers", "browser: drives the real app in headless Chromium")
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +41,14 @@ def app_url(tmp_path_factory):
     for name in ("gguf", "smollm2-135m-instruct"):
         if (cache_root() / name).is_dir():
             (cache / name).symlink_to(cache_root() / name, target_is_directory=True)
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "STEER_CONCURRENCY": "8", "STEER_CACHE": str(cache)}
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "STEER_CONCURRENCY": "8",
+        "STEER_CACHE": str(cache),
+    }
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

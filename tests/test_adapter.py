@@ -2,9 +2,9 @@
 repeated for several replies must give the same loss and gradients as running each sequence whole."""
 
 import torch
+from tiny import tiny_lm
 
 from steer_core.adapter import prompt_groups, shared_prompt_loss
-from tiny import tiny_lm
 
 
 def test_prompt_groups_share_each_prompt_once():

@@ -86,9 +86,16 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, kw, mess
     assert "Traceback" not in str(err.value)
 
 
-@pytest.mark.parametrize("index,value,message", [(5, "NaN", "strength"), (5, "Infinity", "strength"),
-                                                  (5, "-Infinity", "strength"), (7, "NaN", "step size"),
-                                                  (8, "Infinity", "mu")])
+@pytest.mark.parametrize(
+    "index,value,message",
+    [
+        (5, "NaN", "strength"),
+        (5, "Infinity", "strength"),
+        (5, "-Infinity", "strength"),
+        (7, "NaN", "step size"),
+        (8, "Infinity", "mu"),
+    ],
+)
 def test_non_finite_numbers_sent_as_raw_json_are_refused(app_url, index, value, message):
     """JSON has no NaN, but a hostile client can still send the literal; it must be refused clearly."""
     import urllib.request
@@ -109,8 +116,10 @@ def test_app_still_serves_after_bad_inputs(client):
 
 def test_concurrent_users_get_what_they_get_alone(client):
     """8 simultaneous comparisons with different levels and layers equal their results run alone."""
-    settings = [dict(level=LEVELS[i % 6], layers=lay, max_new_tokens=16)
-                for i, lay in enumerate(["8-21", "15", "3", "0-29", "20", "8-21", "10", "25"])]
+    settings = [
+        dict(level=LEVELS[i % 6], layers=lay, max_new_tokens=16)
+        for i, lay in enumerate(["8-21", "15", "3", "0-29", "20", "8-21", "10", "25"])
+    ]
     alone = [compare(client, **s)[:4] for s in settings]
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda s: compare(client, **s)[:4], settings))

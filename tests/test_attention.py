@@ -3,10 +3,10 @@ model's own eager attention, unsteered and under a query edit."""
 
 import pytest
 import torch
+from tiny import tiny_lm
 
 from steer_core.attention import PromptParts, prompt_parts, reply_attention
 from steer_core.hooks import active_hook_count, query_edits
-from tiny import tiny_lm
 
 
 @pytest.fixture(scope="module")

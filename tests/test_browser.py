@@ -10,14 +10,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 OUTPUTS = ("none", "sae", "query", "fewshot")
 PLOTS = ("plot-probs", "plot-trace", "plot-bars", "plot-heat", "plot-sep")
 
@@ -46,14 +50,17 @@ def test_compare_in_the_browser(browser, app_url, tmp_path):
     example = "How can a sedimentary rock become a metamorphic rock?"
     page.get_by_text(example).first.click()
     page.wait_for_function(
-        "q => [...document.querySelectorAll('textarea')].some(t => t.value === q)", arg=example, timeout=10_000)
+        "q => [...document.querySelectorAll('textarea')].some(t => t.value === q)", arg=example, timeout=10_000
+    )
     page.get_by_label("Create: Produce something new", exact=False).check()
     page.get_by_role("button", name="Compare", exact=True).click()
 
     for m in OUTPUTS:
         page.wait_for_function(
             "id => { const t = document.querySelector(`#${id} textarea`); return t && t.value.trim().length > 0; }",
-            arg=f"out-{m}", timeout=240_000)
+            arg=f"out-{m}",
+            timeout=240_000,
+        )
     page.get_by_text("Done in").wait_for(timeout=240_000)
     for pid in PLOTS:
         page.locator(f"#{pid} .js-plotly-plot").wait_for(timeout=60_000)

@@ -315,8 +315,10 @@ def test_report_html_rejects_non_figures():
 def test_judged_vs_target_plots_each_variant_and_the_diagonal():
     from steer_core.charts import judged_vs_target
 
-    rows = [{"method": "sae", "layers": "8-21 learned a1", "level": lv, "accuracy": 0.5, "mean_level_index": i * 0.5}
-            for i, lv in enumerate(LEVELS)]
+    rows = [
+        {"method": "sae", "layers": "8-21 learned a1", "level": lv, "accuracy": 0.5, "mean_level_index": i * 0.5}
+        for i, lv in enumerate(LEVELS)
+    ]
     rows += [{"method": "none", "layers": "-", "level": lv, "accuracy": 0.17, "mean_level_index": 2.0} for lv in LEVELS]
     rows.append({"method": "sae", "layers": "8-21 learned a1", "level": "ALL", "accuracy": 0.5, "mean_level_index": 1})
     fig = judged_vs_target(rows)

@@ -14,8 +14,15 @@ def run(*args):
 def test_judge_lines_and_summary(tmp_path):
     f = tmp_path / "in.jsonl"
     rows = [
-        {"id": "a", "feedback": "Write down the formula for the area of a circle and the value of pi to two places.", "level": "remember"},
-        {"feedback": "Plan your own experiment to test whether light colour changes how fast cress grows.", "level": "create"},
+        {
+            "id": "a",
+            "feedback": "Write down the formula for the area of a circle and the value of pi to two places.",
+            "level": "remember",
+        },
+        {
+            "feedback": "Plan your own experiment to test whether light colour changes how fast cress grows.",
+            "level": "create",
+        },
     ]
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     out = run("judge", str(f))
@@ -51,7 +58,7 @@ def test_missing_and_malformed_files(tmp_path):
     assert "line 2: invalid JSON" in _one_line_error(run("judge", str(bad)))
     bad.write_text('{"text": "no feedback field"}\n')
     assert "line 1: needs a non-empty string field 'feedback'" in _one_line_error(run("judge", str(bad)))
-    bad.write_text('[1, 2]\n')
+    bad.write_text("[1, 2]\n")
     assert "expected a JSON object" in _one_line_error(run("judge", str(bad)))
     bad.write_text('{"feedback": "List the planets.", "level": "wizardry"}\n')
     assert "unknown Bloom level" in _one_line_error(run("judge", str(bad)))

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -12,14 +11,17 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "steer_core", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["generate", "--question", "q", "--answer", "a", "--adapter", "/no/such/adapter"], "no LoRA adapter"),
-    (["generate", "--question", "q", "--answer", "a", "--adapter", ".", "--no-adapter"], "exclude each other"),
-    (["eval", "--out", "x", "--variants", "sideways:1"], "--variants"),
-    (["eval", "--out", "x", "--variants", "learned:-1"], "--variants"),
-    (["fit-offsets", "--layers", "8-x"], "--layers"),
-    (["prototypes", "--writers", "Z", "--out", "x", "--layers", "nine"], "--layers"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["generate", "--question", "q", "--answer", "a", "--adapter", "/no/such/adapter"], "no LoRA adapter"),
+        (["generate", "--question", "q", "--answer", "a", "--adapter", ".", "--no-adapter"], "exclude each other"),
+        (["eval", "--out", "x", "--variants", "sideways:1"], "--variants"),
+        (["eval", "--out", "x", "--variants", "learned:-1"], "--variants"),
+        (["fit-offsets", "--layers", "8-x"], "--layers"),
+        (["prototypes", "--writers", "Z", "--out", "x", "--layers", "nine"], "--layers"),
+    ],
+)
 def test_bad_steering_options_exit_2_with_one_line(args, message):
     out = run(*args)
     assert out.returncode == 2, out.stderr[-1500:]
@@ -33,8 +35,7 @@ def test_new_commands_are_listed():
 
 
 def test_heads_as_layer_head_pairs_steer_only_those():
-    from steer_core.cli import _parse_heads
-    from steer_core.cli import UsageError
+    from steer_core.cli import UsageError, _parse_heads
     from steer_core.steering import SteerConfig
 
     assert _parse_heads("all") == (None, None)

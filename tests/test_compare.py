@@ -10,37 +10,41 @@ Q, A = "What is 3 x 4?", "7"
 
 
 def test_from_ui_parses_widget_values():
-    r = CompareRequest.from_ui(Q, A, "Analyse", "8-10", [3, 1, 3], 2.0, 10.0, 0.1, 0.0, "prototype", "generated",
-                               32.0, 7.0, 2.0, True)
+    r = CompareRequest.from_ui(
+        Q, A, "Analyse", "8-10", [3, 1, 3], 2.0, 10.0, 0.1, 0.0, "prototype", "generated", 32.0, 7.0, 2.0, True
+    )
     assert r.level == "analyze" and r.layers == (8, 9, 10) and r.heads == (1, 3)
     assert (r.steps, r.max_new_tokens, r.seed, r.k_shots) == (10, 32, 7, 2)
     cfg = r.steer("sae")
-    assert cfg.alpha == 2 * BASE_ALPHA['prototype'] and cfg.target == "prototype" and cfg.positions == "generated"
+    assert cfg.alpha == 2 * BASE_ALPHA["prototype"] and cfg.target == "prototype" and cfg.positions == "generated"
     assert r.methods == ("none", "sae", "query", "fewshot", "instruction")
     reqs = r.requests()
     assert [q.method for q in reqs] == list(r.methods) and reqs[1].steer.method == "sae" and reqs[3].steer is None
     assert CompareRequest.from_ui(Q, A, "apply", "8-21 (recommended)", "all").heads is None
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(question=" \t"), "question is empty"),
-    (dict(student_answer="\x00\x07"), "answer is empty"),
-    (dict(question="x" * 4001), "too long"),
-    (dict(level="wise"), "unknown Bloom level"),
-    (dict(layers="one"), "layers must look like"),
-    (dict(heads=[]), "at least one head"),
-    (dict(heads="a,b"), "heads must be"),
-    (dict(strength=math.nan), "strength must be a finite"),
-    (dict(strength=-0.5), "must not be negative"),
-    (dict(strength=5), "strength must be a number from 0"),
-    (dict(steps=1.5), "whole number"),
-    (dict(steps=10_000), "steps must be from 0"),
-    (dict(max_new_tokens=0), "max new tokens"),
-    (dict(lr=math.inf), "step size must be a finite"),
-    (dict(k_shots=9), "few-shot"),
-    (dict(target="moon"), "target must be one of"),
-    (dict(positions="some"), "positions must be one of"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(question=" \t"), "question is empty"),
+        (dict(student_answer="\x00\x07"), "answer is empty"),
+        (dict(question="x" * 4001), "too long"),
+        (dict(level="wise"), "unknown Bloom level"),
+        (dict(layers="one"), "layers must look like"),
+        (dict(heads=[]), "at least one head"),
+        (dict(heads="a,b"), "heads must be"),
+        (dict(strength=math.nan), "strength must be a finite"),
+        (dict(strength=-0.5), "must not be negative"),
+        (dict(strength=5), "strength must be a number from 0"),
+        (dict(steps=1.5), "whole number"),
+        (dict(steps=10_000), "steps must be from 0"),
+        (dict(max_new_tokens=0), "max new tokens"),
+        (dict(lr=math.inf), "step size must be a finite"),
+        (dict(k_shots=9), "few-shot"),
+        (dict(target="moon"), "target must be one of"),
+        (dict(positions="some"), "positions must be one of"),
+    ],
+)
 def test_bad_values_are_refused_with_a_clear_message(kw, message):
     args = dict(question=Q, student_answer=A, level="apply")
     args.update(kw)

@@ -6,8 +6,15 @@ import re
 
 import pytest
 
-from steer_core.bloom import (DESCRIPTIONS, LEVELS, TEXTBOOK_VERBS, DatasetError, load_dataset, normalize_level,
-                               scenarios)
+from steer_core.bloom import (
+    DESCRIPTIONS,
+    LEVELS,
+    TEXTBOOK_VERBS,
+    DatasetError,
+    load_dataset,
+    normalize_level,
+    scenarios,
+)
 
 
 def test_levels_are_ordered_and_described():
@@ -77,8 +84,16 @@ def _write(tmp_path, rows, raw=None):
     return p
 
 
-GOOD = {"id": "X1-apply", "scenario_id": "X1", "subject": "Maths", "question": "q?", "student_answer": "a",
-        "level": "apply", "feedback": "Try the same method on 3/5 + 1/10 and check it.", "split": "train"}
+GOOD = {
+    "id": "X1-apply",
+    "scenario_id": "X1",
+    "subject": "Maths",
+    "question": "q?",
+    "student_answer": "a",
+    "level": "apply",
+    "feedback": "Try the same method on 3/5 + 1/10 and check it.",
+    "split": "train",
+}
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,11 @@ import threading
 
 import pytest
 import torch
+from tiny import tiny_bank, tiny_lm
 
 from steer_core.hooks import active_hook_count, capture_queries, query_edits
 from steer_core.sae import HeadSAEs, SAEFileError, SAETrainConfig, load_head_saes, save_head_saes, train_head_saes
 from steer_core.steering import RowGroup, SteerConfig, latent_descent, make_layer_edit, query_descent, steer_rows
-from tiny import tiny_bank, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,11 @@ def test_sae_trains_and_reconstructs():
     codes = torch.relu(torch.randn(4000, 2, 40, generator=g) - 1.2)
     x = torch.einsum("nhk,hkd->nhd", codes, basis) + 0.5
     for arch in ("topk", "standard"):
-        sae, rep = train_head_saes(x, SAETrainConfig(architecture=arch, expansion=4, k=8, l1_coeff=0.05,
-                                                     epochs=30, batch_size=512), progress=False)
+        sae, rep = train_head_saes(
+            x,
+            SAETrainConfig(architecture=arch, expansion=4, k=8, l1_coeff=0.05, epochs=30, batch_size=512),
+            progress=False,
+        )
         assert min(rep.explained_variance) > 0.7, (arch, rep.explained_variance)
         assert max(rep.l0) < 48
 
@@ -120,12 +123,16 @@ def test_closed_form_descent_equals_the_step_loop(lr, mu, steps):
     loop, _ = latent_descent(z0, target, steps, lr, mu, trace_to=torch.zeros(1, 1, 1, 32))
     assert torch.allclose(fast, loop, atol=1e-5)
     q0 = torch.randn(6, 3, 32, generator=g)
-    assert torch.allclose(query_descent(q0, target, steps, lr, mu),
-                          latent_descent(q0, target, steps, lr, mu, nonneg=False, trace_to=torch.zeros(1, 32))[0],
-                          atol=1e-5)
+    assert torch.allclose(
+        query_descent(q0, target, steps, lr, mu),
+        latent_descent(q0, target, steps, lr, mu, nonneg=False, trace_to=torch.zeros(1, 32))[0],
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("method,target", [("sae", "prototype"), ("sae", "delta"), ("query", "prototype"), ("meandiff", "delta")])
+@pytest.mark.parametrize(
+    "method,target", [("sae", "prototype"), ("sae", "delta"), ("query", "prototype"), ("meandiff", "delta")]
+)
 def test_batched_heads_equal_per_head_reference(lm, method, target):
     bank = tiny_bank(lm, 1)
     cfg = SteerConfig(method=method, layers=(1,), steps=5, lr=0.1, alpha=2.0, target=target)
@@ -143,7 +150,9 @@ def test_batched_heads_equal_per_head_reference(lm, method, target):
 def test_layer_edit_touches_only_its_rows_and_heads(lm):
     bank = tiny_bank(lm, 1)
     cfg = SteerConfig(method="sae", layers=(1,), heads=(1,), steps=5, lr=0.2, target="prototype", positions="all")
-    edit = make_layer_edit([RowGroup(torch.tensor([1]), torch.tensor([4]), cfg, bank, torch.tensor([1]))], "prompt", 4, 12)
+    edit = make_layer_edit(
+        [RowGroup(torch.tensor([1]), torch.tensor([4]), cfg, bank, torch.tensor([1]))], "prompt", 4, 12
+    )
     q = torch.randn(2, 5, 48)
     out = edit(q).view(2, 5, 4, 12)
     q4 = q.view(2, 5, 4, 12)
@@ -182,8 +191,18 @@ def test_threads_with_different_settings_are_isolated(lm):
     assert active_hook_count() == 0
 
 
-@pytest.mark.parametrize("bad", [dict(steps=-1), dict(lr=float("nan")), dict(mu=-1.0), dict(alpha=float("inf")),
-                                 dict(method="magic"), dict(positions="middle"), dict(layers=())])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(steps=-1),
+        dict(lr=float("nan")),
+        dict(mu=-1.0),
+        dict(alpha=float("inf")),
+        dict(method="magic"),
+        dict(positions="middle"),
+        dict(layers=()),
+    ],
+)
 def test_steer_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         SteerConfig(**bad)
@@ -195,8 +214,16 @@ def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
 
     for layer in (0, 2):
         b = tiny_bank(lm, layer)
-        save_layer(tmp_path, lm, layer, b.sae, {"codes": b.codes, "queries": b.queries, "query_all": b.query_all},
-                   {}, {}, dtype="float32")
+        save_layer(
+            tmp_path,
+            lm,
+            layer,
+            b.sae,
+            {"codes": b.codes, "queries": b.queries, "query_all": b.query_all},
+            {},
+            {},
+            dtype="float32",
+        )
     cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype", saes=str(tmp_path))
     groups = steering_groups(lm, [Request("q", "a", "sae", "apply", steer=cfg)])
     assert groups[0][0].heads.tolist() == [3] and groups[2][0].heads.tolist() == [1, 2]

@@ -8,16 +8,26 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from steer_core.bloom import LEVELS
 from steer_core.evaluation import parse_layers, read_results, summarize
 
 
 def _row(sid, method, level, pred, ppl=2.0, layers="15"):
-    return {"scenario_id": sid, "method": method, "level": level, "layers": layers if method in ("sae", "query") else "-",
-            "setting": "s" if method in ("sae", "query") else "-", "style": "plain", "model": "m", "text": "a b c",
-            "ppl": ppl, "pred": pred, "pred_index": LEVELS.index(pred)}
+    return {
+        "scenario_id": sid,
+        "method": method,
+        "level": level,
+        "layers": layers if method in ("sae", "query") else "-",
+        "setting": "s" if method in ("sae", "query") else "-",
+        "style": "plain",
+        "model": "m",
+        "text": "a b c",
+        "ppl": ppl,
+        "pred": pred,
+        "pred_index": LEVELS.index(pred),
+    }
 
 
 def test_summary_accuracy_shift_correlation_and_ppl_ratio():
@@ -42,8 +52,27 @@ def test_parse_layers():
 
 @pytest.mark.slow
 def test_eval_cli_writes_tables_and_resumes(tmp_path):
-    cmd = [sys.executable, "-m", "steer_core", "eval", "--limit", "1", "--levels", "apply", "create",
-           "--methods", "none", "sae", "fewshot", "--layers", "15", "--max-new-tokens", "12", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "steer_core",
+        "eval",
+        "--limit",
+        "1",
+        "--levels",
+        "apply",
+        "create",
+        "--methods",
+        "none",
+        "sae",
+        "fewshot",
+        "--layers",
+        "15",
+        "--max-new-tokens",
+        "12",
+        "--out",
+        str(tmp_path),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stderr[-2000:]
     rep = json.loads(first.stdout.strip().splitlines()[-1])
@@ -64,8 +93,9 @@ def test_eval_cli_writes_tables_and_resumes(tmp_path):
     rep2 = json.loads(again.stdout.strip().splitlines()[-1])
     assert rep2["generated"] == 0 and rep2["skipped"] == 5 and rep2["rows"] == 5
 
-    bad = subprocess.run(cmd[:-2] + ["--layers", "99", "--out", str(tmp_path / "x")], capture_output=True, text=True,
-                         cwd=ROOT)
+    bad = subprocess.run(
+        cmd[:-2] + ["--layers", "99", "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT
+    )
     assert bad.returncode == 2 and "out of range" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -84,16 +114,28 @@ def test_summary_carries_intervals_and_judged_shares(tmp_path):
     for r in rows:
         r.update(probs="[]", new_tokens=3, seconds=0.1)
     write_csv(tmp_path / "results.csv", rows, RESULT_FIELDS)
-    out = subprocess.run([sys.executable, "-m", "steer_core", "summarize", str(tmp_path / "results.csv")],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "steer_core", "summarize", str(tmp_path / "results.csv")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("| sae"))
     assert f"{sae['accuracy']:.3f} [{sae['accuracy_lo']:.3f}, {sae['accuracy_hi']:.3f}]" in line
-    per = subprocess.run([sys.executable, "-m", "steer_core", "summarize", str(tmp_path / "results.csv"),
-                          "--per-level", "sae"], capture_output=True, text=True, cwd=ROOT)
+    per = subprocess.run(
+        [sys.executable, "-m", "steer_core", "summarize", str(tmp_path / "results.csv"), "--per-level", "sae"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert per.returncode == 0 and per.stdout.count("| 15 s |") == 6
-    bad = subprocess.run([sys.executable, "-m", "steer_core", "eval", "--variants", "learned:x", "--out",
-                          str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "steer_core", "eval", "--variants", "learned:x", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "--variants" in bad.stderr
 
 
@@ -115,10 +157,14 @@ def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: 2.0)
     sc = FeedbackExample("x-apply", "x", "s", "q?", "a.", "apply", "f", "test")
     lm = type("LM", (), {"name": "m", "adapter": None})()
-    steers = [SteerConfig(target="softmax", alpha=3.0), SteerConfig(target="learned", alpha=1.0),
-              SteerConfig(target="delta", alpha=8.0)]
-    rows = evaluation.run_grid(lm, [sc], ["none", "sae", "query", "fewshot"], ["apply", "create"], [(8, 9)], steers,
-                               progress=False)
+    steers = [
+        SteerConfig(target="softmax", alpha=3.0),
+        SteerConfig(target="learned", alpha=1.0),
+        SteerConfig(target="delta", alpha=8.0),
+    ]
+    rows = evaluation.run_grid(
+        lm, [sc], ["none", "sae", "query", "fewshot"], ["apply", "create"], [(8, 9)], steers, progress=False
+    )
     by_method = {}
     for r in rows:
         by_method.setdefault(r["method"], set()).add(r["setting"])

@@ -2,15 +2,22 @@
 
 import pytest
 import torch
+from tiny import tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.evaluation import bootstrap_over_scenarios
 from steer_core.hooks import active_hook_count
-from steer_core.offsets import (EncodedScenario, LevelOffsets, OffsetFitConfig, OffsetsFileError, _manifest_digest,
-                                _reply_logprobs, fit_encoded, offset_edits)
-from steer_core.steering import (RowGroup, SteerConfig, level_probabilities, make_layer_edit, softmax_descent,
-                                 steer_rows)
-from tiny import tiny_bank, tiny_lm
+from steer_core.offsets import (
+    EncodedScenario,
+    LevelOffsets,
+    OffsetFitConfig,
+    OffsetsFileError,
+    _manifest_digest,
+    _reply_logprobs,
+    fit_encoded,
+    offset_edits,
+)
+from steer_core.steering import RowGroup, SteerConfig, level_probabilities, make_layer_edit, softmax_descent, steer_rows
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +30,9 @@ def scenarios(n=3, seed=0):
     out = []
     for _ in range(n):
         prompt = torch.randint(1, 97, (6,), generator=g).tolist()
-        replies = [torch.randint(1, 97, (int(torch.randint(4, 8, (1,), generator=g)),), generator=g).tolist()
-                   for _ in LEVELS]
+        replies = [
+            torch.randint(1, 97, (int(torch.randint(4, 8, (1,), generator=g)),), generator=g).tolist() for _ in LEVELS
+        ]
         out.append(EncodedScenario(prompt, replies))
     return out
 
@@ -34,10 +42,12 @@ def margin(lm, offsets: LevelOffsets, banks, scs) -> float:
     lv = torch.arange(len(LEVELS))
     total = 0.0
     for sc in scs:
-        def lp(levels):
+
+        def lp(levels, sc=sc):
             edits = offset_edits(offsets, offsets.layers, banks, levels, lm.n_heads, lm.head_dim)
             with torch.no_grad():
                 return _reply_logprobs(lm, sc, edits, 1)
+
         total += float((lp(lv) - lp((lv + 1) % len(LEVELS))).mean())
     return total / len(scs)
 

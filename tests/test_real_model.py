@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -38,8 +37,11 @@ def test_steered_generation_differs_from_unsteered(lm):
     from steer_core.generation import Request, generate_batch
     from steer_core.steering import SteerConfig
 
-    reqs = [Request(Q, A, "none"), Request(Q, A, "sae", "create", steer=SteerConfig()),
-            Request(Q, A, "sae", "remember", steer=SteerConfig())]
+    reqs = [
+        Request(Q, A, "none"),
+        Request(Q, A, "sae", "create", steer=SteerConfig()),
+        Request(Q, A, "sae", "remember", steer=SteerConfig()),
+    ]
     outs = generate_batch(lm, reqs, max_new_tokens=30)
     assert all(o.text for o in outs)
     assert outs[1].text != outs[0].text and outs[2].text != outs[1].text
@@ -48,15 +50,38 @@ def test_steered_generation_differs_from_unsteered(lm):
 
 
 def test_generate_cli_json():
-    out = subprocess.run([sys.executable, "-m", "steer_core", "generate", "--question", Q, "--answer", A,
-                          "--level", "create", "--method", "sae", "--max-new-tokens", "20", "--json"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "steer_core",
+            "generate",
+            "--question",
+            Q,
+            "--answer",
+            A,
+            "--level",
+            "create",
+            "--method",
+            "sae",
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rec = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"text", "method", "level", "seconds", "new_tokens", "judge"} <= set(rec)
     assert rec["method"] == "sae" and rec["level"] == "create" and set(rec["judge"]) == {"pred", "probs"}
-    bad = subprocess.run([sys.executable, "-m", "steer_core", "generate", "--question", Q, "--answer", A,
-                          "--layers", "99", "--json"], capture_output=True, text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "steer_core", "generate", "--question", Q, "--answer", A, "--layers", "99", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "out of range" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -8,21 +8,24 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+from tiny import tiny_lm
+
 from steer_core import bank as bank_mod
 from steer_core.bank import STORE, load_layer, save_layer, verify_layer
 from steer_core.bloom import DatasetError, load_dataset
 from steer_core.sae import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
-from tiny import tiny_lm
 
 
 def _write_layer(root, lm, layer, seed):
     g = torch.Generator().manual_seed(seed)
     sae = HeadSAEs(lm.n_heads, lm.head_dim, 24, "topk", k=4)
     sae.init_from(torch.randn(64, lm.n_heads, lm.head_dim, generator=g), generator=g)
-    protos = {"codes": torch.rand(6, lm.n_heads, 24, generator=g), "queries": torch.randn(6, lm.n_heads, lm.head_dim),
-              "query_all": torch.randn(lm.n_heads, lm.head_dim)}
+    protos = {
+        "codes": torch.rand(6, lm.n_heads, 24, generator=g),
+        "queries": torch.randn(6, lm.n_heads, lm.head_dim),
+        "query_all": torch.randn(lm.n_heads, lm.head_dim),
+    }
     return save_layer(root, lm, layer, sae, protos, {"seed": seed}, {}, dtype="float32")
 
 
@@ -123,11 +126,14 @@ def test_truncated_safetensors(tmp_path):
         load_head_saes(tmp_path, 2, 8)
 
 
-@pytest.mark.parametrize("line,message", [
-    ('{"id": "x"', "invalid JSON"),
-    ('[1, 2]', "expected a JSON object"),
-    ('{"id": "x", "scenario_id": "s"}', "missing field"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ('{"id": "x"', "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"id": "x", "scenario_id": "s"}', "missing field"),
+    ],
+)
 def test_malformed_dataset_line_is_named(tmp_path, line, message):
     good = (ROOT / "assets" / "data" / "bloom_feedback.jsonl").read_text().splitlines()[:3]
     p = tmp_path / "d.jsonl"
@@ -151,9 +157,11 @@ def test_corrupt_model_cache_is_detected_and_rebuilt(tmp_path):
         fh.seek(-1, 1)
         fh.write(bytes([b[0] ^ 0xFF]))
     env = {**os.environ, "STEER_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    code = ("from steer_core.models import load_model, _cache_is_valid, cache_root; "
-            "d = cache_root() / 'smollm2-135m-instruct'; print('valid before', _cache_is_valid(d)); "
-            "load_model(adapter=None); print('valid after', _cache_is_valid(d))")
+    code = (
+        "from steer_core.models import load_model, _cache_is_valid, cache_root; "
+        "d = cache_root() / 'smollm2-135m-instruct'; print('valid before', _cache_is_valid(d)); "
+        "load_model(adapter=None); print('valid after', _cache_is_valid(d))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "valid before False" in out.stdout and "valid after True" in out.stdout

@@ -8,12 +8,42 @@ from steer_core.sae import HeadSAEs
 from steer_core.steering import LayerBank
 
 
-def tiny_lm(seed: int = 0) -> LoadedModel:
+def tiny_lm(seed: int = 0, tokenizer=None) -> LoadedModel:
+    """Vocabulary 97, or the tokenizer's size when one is given (see char_tokenizer)."""
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    vocab = 97 if tokenizer is None else len(tokenizer)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
     model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
-    return LoadedModel(model, None, "tiny-llama", torch.device("cpu"), 3, 4, 12)
+    return LoadedModel(model, tokenizer, "tiny-llama", torch.device("cpu"), 3, 4, 12)
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def char_tokenizer():
+    """A character-level chat tokenizer built in code: printable ASCII and newline, plus <pad> and </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = ["\n"] + [chr(c) for c in range(32, 127)]
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", chat_template=CHAT_TEMPLATE
+    )
 
 
 def tiny_bank(lm: LoadedModel, layer: int, seed: int = 1, d_sae: int = 48) -> LayerBank:

@@ -1,17 +1,13 @@
 """Print the datasheet's counts: rows per level and split, school levels, feedback length, and the
 share of each level's rows without its textbook verb.
 
-    python scripts/dataset_stats.py
+    python -m experiments.dataset_stats
 """
 
 import collections
 import re
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from steer_core.bloom import LEVELS, TEXTBOOK_VERBS, load_dataset, scenarios  # noqa: E402
+from steer_core.bloom import LEVELS, TEXTBOOK_VERBS, load_dataset, scenarios
 
 rows = load_dataset()
 counts = collections.Counter((r.level, r.split) for r in rows)

@@ -1,12 +1,12 @@
 """The sweeps behind the README's "Does it steer?" tables (they were run on a GPU).
 
-    python scripts/steering_sweep.py val-prototype OUT.csv   # paper's target, 7 layer sets x 2 strengths
-    python scripts/steering_sweep.py val-delta OUT.csv       # delta target, 2 layer sets x alpha 2/4/8
-    python scripts/steering_sweep.py val-positions OUT.csv --early DIR   # generated tokens only (alpha
+    python -m experiments.steering_sweep val-prototype OUT.csv   # paper's target, 7 layer sets x 2 strengths
+    python -m experiments.steering_sweep val-delta OUT.csv       # delta target, 2 layer sets x alpha 2/4/8
+    python -m experiments.steering_sweep val-positions OUT.csv --early DIR   # generated tokens only (alpha
                                                              # 16/32), and early-token prototypes from
-                                                             # scripts/early_prototypes.py DIR
-    python scripts/steering_sweep.py val-generated OUT.csv   # generated tokens only, alpha 8/12, SAE and query
-    python scripts/steering_sweep.py test-prompts OUT.csv    # test split: unsteered, few-shot, instruction
+                                                             # `prototypes --first-tokens 8 --out DIR`
+    python -m experiments.steering_sweep val-generated OUT.csv   # generated tokens only, alpha 8/12, SAE and query
+    python -m experiments.steering_sweep test-prompts OUT.csv    # test split: unsteered, few-shot, instruction
     ... [--limit N]                                          # only the first N scenarios (a smoke run)
 
 Validation uses 12 train-split scenarios (2 per writing batch) and is judged by a TF-IDF judge
@@ -15,16 +15,13 @@ judge. All use the adapted default model, the plain prompt and 64 new tokens.
 """
 
 import random
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from steer_core.bloom import LEVELS, load_dataset, scenarios  # noqa: E402
-from steer_core.evaluation import add_judgements, run_grid, write_csv  # noqa: E402
-from steer_core.judge import JudgeConfig, fit_judge  # noqa: E402
-from steer_core.models import load_model  # noqa: E402
-from steer_core.steering import SteerConfig  # noqa: E402
+from steer_core.bloom import LEVELS, load_dataset, scenarios
+from steer_core.evaluation import add_judgements, run_grid, write_csv
+from steer_core.judge import JudgeConfig, fit_judge
+from steer_core.models import load_model
+from steer_core.steering import SteerConfig
 
 BAND, ALL = tuple(range(8, 22)), tuple(range(30))
 
@@ -52,17 +49,25 @@ def main() -> None:
     if phase == "val-prototype":
         rows = []
         for steps, lr in [(5, 0.1), (20, 0.2)]:
-            rows += run_grid(lm, val, (["none"] if steps == 5 else []) + ["sae", "query"], LEVELS,
-                             [(5,), (10,), (15,), (20,), (25,), BAND, ALL],
-                             SteerConfig(target="prototype", steps=steps, lr=lr), max_new_tokens=64)
+            rows += run_grid(
+                lm,
+                val,
+                (["none"] if steps == 5 else []) + ["sae", "query"],
+                LEVELS,
+                [(5,), (10,), (15,), (20,), (25,), BAND, ALL],
+                SteerConfig(target="prototype", steps=steps, lr=lr),
+                max_new_tokens=64,
+            )
     elif phase == "val-delta":
         steers = [SteerConfig(target="delta", alpha=a, steps=20, lr=0.2) for a in (2.0, 4.0, 8.0)]
         rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
     elif phase == "val-positions":
         steers = [SteerConfig(alpha=a, positions="generated") for a in (16.0, 32.0)]
         if args.early:
-            steers += [SteerConfig(alpha=8.0, saes=args.early), SteerConfig(alpha=16.0, positions="generated",
-                                                                            saes=args.early)]
+            steers += [
+                SteerConfig(alpha=8.0, saes=args.early),
+                SteerConfig(alpha=16.0, positions="generated", saes=args.early),
+            ]
         rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND], steers, max_new_tokens=64)
     elif phase == "val-generated":  # the strength of generated-only steering, SAE against query
         steers = [SteerConfig(alpha=a, positions="generated") for a in (8.0, 12.0)]

@@ -1,6 +1,6 @@
 """Ablations like the paper's: SAE expansion, sparsity (TopK k, ReLU + L1) and number of steered heads.
 
-    python scripts/ablations.py runs/ablations [--layers 12-17] [--scenarios 9]
+    python -m experiments.ablations runs/ablations [--layers 12-17] [--scenarios 9]
 
 Trains one SAE variant per setting for the given layers (queries captured once), then runs the
 `eval` grid (unsteered + SAE steering toward all six levels) on the first N test-split scenarios,
@@ -11,19 +11,16 @@ The shipped SAEs (expansion 8, k 16) are the reference row.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from steer_core.bank import STORE  # noqa: E402
-from steer_core.bloom import LEVELS, load_dataset, scenarios  # noqa: E402
-from steer_core.evaluation import parse_layers, run_eval  # noqa: E402
-from steer_core.models import load_model  # noqa: E402
-from steer_core.prototypes import separability  # noqa: E402
-from steer_core.sae import SAETrainConfig  # noqa: E402
-from steer_core.steering import SteerConfig  # noqa: E402
-from steer_core.training import capture_train_queries, train_layers  # noqa: E402
+from steer_core.bank import STORE
+from steer_core.bloom import LEVELS, load_dataset, scenarios
+from steer_core.evaluation import parse_layers, run_eval
+from steer_core.models import load_model
+from steer_core.prototypes import separability
+from steer_core.sae import SAETrainConfig
+from steer_core.steering import SteerConfig
+from steer_core.training import capture_train_queries, train_layers
 
 VARIANTS = {
     "exp2": SAETrainConfig(expansion=2),
@@ -44,8 +41,11 @@ def main() -> None:
     lm = load_model()
     metrics_path = args.out / "sae_metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    todo = [v for v in VARIANTS if not all((args.out / f"saes_{v}" / f"layer_{l}" / "layer.json").is_file()
-                                           for l in layers)]
+    todo = [
+        v
+        for v in VARIANTS
+        if not all((args.out / f"saes_{v}" / f"layer_{layer}" / "layer.json").is_file() for layer in layers)
+    ]
     if todo:
         captured = capture_train_queries(lm, layers)
         for name in todo:
@@ -53,11 +53,14 @@ def main() -> None:
             metrics_path.write_text(json.dumps(metrics, indent=1))
 
     # number of heads: the 1 and 3 heads whose prototypes differ most, averaged over the layers
-    sep = sum(separability(STORE.get(lm, l, train_missing=False).codes).cpu() for l in layers)
+    sep = sum(separability(STORE.get(lm, layer, train_missing=False).codes).cpu() for layer in layers)
     ranked = [int(h) for h in sep.argsort(descending=True)]
     base = SteerConfig(layers=tuple(layers))
-    steers = [base, SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:1]))),
-              SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:3])))]
+    steers = [
+        base,
+        SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:1]))),
+        SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:3]))),
+    ]
     steers += [SteerConfig(layers=tuple(layers), saes=str(args.out / f"saes_{v}")) for v in VARIANTS]
     test = scenarios(load_dataset(split="test"))[: args.scenarios]
     report = run_eval(lm, test, ["none", "sae"], list(LEVELS), [tuple(layers)], steers, args.out, max_new_tokens=64)

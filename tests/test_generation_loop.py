@@ -1,0 +1,64 @@
+"""The hand-written decoding loop against transformers' own generate(), on a tiny random Llama with a
+character tokenizer built in code: unsteered greedy output must be the library's, token for token,
+and a mixed-length batch must equal each row run alone."""
+
+import pytest
+import torch
+from tiny import char_tokenizer, tiny_lm
+
+from steer_core.generation import Request, build_messages, generate_batch
+from steer_core.prompts import render
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm(seed=3, tokenizer=char_tokenizer())
+
+
+REQUESTS = [
+    ("What is 2 + 2?", "5"),
+    ("Name the largest planet of the solar system.", "Saturn, I think."),
+    ("Why is the sky blue?", "Because of the sea reflecting on it, which makes it blue."),
+]
+
+
+def library_greedy(lm, req: Request, n: int) -> list[int]:
+    ids, _ = render(lm.tokenizer, build_messages(req))
+    stops = sorted(set(lm.tokenizer.all_special_ids))
+    out = lm.model.generate(
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=n,
+        do_sample=False,
+        eos_token_id=stops,
+        pad_token_id=0,
+    )
+    new = out[0, len(ids) :].tolist()
+    return [t for t in new if t not in stops][: next((i for i, t in enumerate(new) if t in stops), len(new))]
+
+
+@pytest.mark.parametrize("q,a", REQUESTS)
+def test_unsteered_greedy_equals_model_generate(lm, q, a):
+    req = Request(q, a, "none", "apply")
+    ours = generate_batch(lm, [req], max_new_tokens=24)[0].token_ids
+    assert ours == library_greedy(lm, req, 24)
+    assert len(ours) > 0
+
+
+def test_mixed_length_batch_equals_each_row_alone(lm):
+    reqs = [Request(q, a, "none", "apply") for q, a in REQUESTS]
+    lengths = {len(render(lm.tokenizer, build_messages(r))[0]) for r in reqs}
+    assert len(lengths) == len(reqs)  # every row has its own prompt length (left padding is exercised)
+    together = [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=20, ignore_stop=True)]
+    alone = [generate_batch(lm, [r], max_new_tokens=20, ignore_stop=True)[0].token_ids for r in reqs]
+    assert together == alone
+
+
+def test_sampling_is_seeded_and_uses_the_library_warpers(lm):
+    req = Request(*REQUESTS[0], "none", "apply")
+    a = generate_batch(lm, [req], max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7, ignore_stop=True)
+    b = generate_batch(lm, [req], max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7, ignore_stop=True)
+    c = generate_batch(lm, [req], max_new_tokens=12, temperature=1.0, top_p=0.9, seed=8, ignore_stop=True)
+    assert a[0].token_ids == b[0].token_ids != c[0].token_ids
+    with pytest.raises(ValueError):
+        generate_batch(lm, [req], max_new_tokens=4, temperature=1.0, top_p=1.5)
