@@ -32,7 +32,8 @@ from steer_core.errors import ModelLoadError
 from steer_core.evaluation import layers_label
 from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
-from steer_core.models import DEFAULT_MODEL, load_model
+from steer_core.models import load_model
+from steer_core.paths import DEFAULT_MODEL
 from steer_core.steering import TARGETS, SteerConfig
 
 log = logging.getLogger("bloom-steer")

@@ -18,6 +18,7 @@ import torch
 
 from .compare import CompareRequest
 from .generation import Request, generate_batch
+from .paths import DEFAULT_MODEL
 from .steering import SteerConfig
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
@@ -42,7 +43,7 @@ def peak_rss_mb() -> float:
     return round(kb / 1024 if sys.platform != "darwin" else kb / 2**20, 1)
 
 
-def cold_start_s(model: str = "smollm2-135m-instruct") -> float:
+def cold_start_s(model: str = DEFAULT_MODEL) -> float:
     """Wall time from launching a fresh interpreter to model + default SAEs ready (caches warm)."""
     code = (
         "from steer_core.models import load_model; from steer_core.bank import STORE; "
@@ -97,7 +98,7 @@ def run_bench(
             if lm.device.type == "cuda"
             else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
         ),
-        "model": lm.name + ("+adapter" if lm.adapter else ""),
+        "model": lm.label,
         "new_tokens": tokens,
         "unsteered_tok_s": round(tokens / t_none, 2),
         # the performance target is stated for all heads of one layer

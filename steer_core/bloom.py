@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .paths import DATA_DIR
+
 LEVELS: tuple[str, ...] = ("remember", "understand", "apply", "analyze", "evaluate", "create")
 
 DESCRIPTIONS: dict[str, str] = {
@@ -35,7 +37,7 @@ TEXTBOOK_VERBS: dict[str, str] = {
 SPLITS = ("train", "test")
 FIELDS = ("id", "scenario_id", "subject", "question", "student_answer", "level", "feedback", "split")
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "assets" / "data"
+
 DEFAULT_DATASET = DATA_DIR / "bloom_feedback.jsonl"
 
 

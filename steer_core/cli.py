@@ -14,8 +14,8 @@ from pathlib import Path
 from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
 from .errors import ModelLoadError
 from .evaluation import layers_label
-from .models import DEFAULT_MODEL
 from .offsets import OffsetFitConfig
+from .paths import DEFAULT_MODEL
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
 
@@ -317,6 +317,7 @@ def cmd_heads(args) -> int:
 
 
 def cmd_prototypes(args) -> int:
+    from .bank import STORE
     from .training import refit_prototypes
 
     layers = _layers(args.layers)
@@ -325,8 +326,9 @@ def cmd_prototypes(args) -> int:
         lm.check_layer(layer)
     if args.first_tokens is not None and args.first_tokens < 1:
         raise UsageError("--first-tokens must be at least 1")
+    banks = STORE.get_many(lm, layers, style=args.style)
     out = refit_prototypes(
-        lm, list(layers), _writer_rows(args.writers), Path(args.out), style=args.style, first_tokens=args.first_tokens
+        lm, banks, _writer_rows(args.writers), Path(args.out), style=args.style, first_tokens=args.first_tokens
     )
     print(
         json.dumps(
@@ -378,7 +380,7 @@ def cmd_fit_offsets(args) -> int:
     banks = None
     out = Path(args.out) if args.out else offsets_roots(lm, args.style)[0]
     if args.writers:  # a cross-writer fold: prototypes from these writers only, next to the offsets
-        saes = refit_prototypes(lm, list(layers), rows, out / "saes", style=args.style)
+        saes = refit_prototypes(lm, STORE.get_many(lm, layers, style=args.style), rows, out / "saes", style=args.style)
         banks = STORE.get_many(lm, layers, style=args.style, root=saes)
         out = out / "offsets"
     offsets = fit_offsets(lm, rows, cfg, banks=banks)

@@ -108,7 +108,7 @@ def run_grid(
                         "layers": lab,
                         "setting": setting,
                         "style": style,
-                        "model": lm.name + ("+adapter" if lm.adapter else ""),
+                        "model": lm.label,
                         "text": o.text,
                         "new_tokens": o.new_tokens,
                         "seconds": round(secs / len(outs), 3),

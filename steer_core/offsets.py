@@ -33,16 +33,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .bank import STORE, model_key
+from .bank import STORE
 from .bloom import LEVELS, FeedbackExample
 from .hooks import query_edits
 from .io_utils import atomic_write_bytes, atomic_write_text
+from .paths import ASSET_OFFSETS, cache_root
 from .prompts import messages, render
 from .steering import RowGroup, SteerConfig, make_layer_edit
 
 OFFSETS_FILE = "offsets.safetensors"
 OFFSETS_CFG = "offsets.json"
-ASSET_OFFSETS = Path(__file__).resolve().parent.parent / "assets" / "offsets"
 
 
 class OffsetsFileError(ValueError):
@@ -340,10 +340,7 @@ def fit_encoded(
 
 def offsets_roots(lm, style: str = "plain") -> list[Path]:
     """Where a model's learned offsets are looked for: the user's own fit first, then the shipped one."""
-    from .models import cache_root
-
-    name = model_key(lm) + ("" if style == "plain" else f"@{style}")
-    return [cache_root() / "offsets" / name, ASSET_OFFSETS / name]
+    return [cache_root() / "offsets" / lm.folder(style), ASSET_OFFSETS / lm.folder(style)]
 
 
 _LOADED: dict[tuple[str, str], LevelOffsets] = {}
@@ -356,7 +353,7 @@ def load_offsets(lm, folder: str | Path | None = None, style: str = "plain") -> 
         found = [d for d in offsets_roots(lm, style) if (d / OFFSETS_CFG).is_file()]
         if not found:
             raise OffsetsFileError(
-                f"no learned offsets for {model_key(lm)} ({style} prompt); fit them with "
+                f"no learned offsets for {lm.key} ({style} prompt); fit them with "
                 "`python -m steer_core fit-offsets` or choose another steering target"
             )
         folder = found[0]

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .bloom import LEVELS, load_dataset
 from .hooks import StopForward, capture_queries, query_edits
+from .layer_files import save_layer
 from .prompts import messages, pad_right, render
 from .prototypes import compute_prototypes
 from .sae import SAETrainConfig, report_json, train_head_saes
@@ -98,8 +99,6 @@ def train_layers(
     dtype: str = "float16",
 ) -> dict[int, dict]:
     """Train and save SAEs + prototypes for each layer; returns each layer's metrics."""
-    from .bank import save_layer
-
     cfg = cfg or SAETrainConfig()
     layers = [lm.check_layer(layer) for layer in layers]
     captured = captured or capture_train_queries(lm, layers, style, progress=progress)
@@ -125,7 +124,7 @@ def train_layers(
 
 def refit_prototypes(
     lm,
-    layers: list[int],
+    banks: dict,
     rows,
     root: Path,
     style: str = "plain",
@@ -134,10 +133,8 @@ def refit_prototypes(
 ) -> Path:
     """Copy the model's trained SAEs of `layers` to `root` with prototypes computed from `rows` only
     (cross-writer validation fits prototypes and offsets without the writers it is scored on), or from
-    each feedback's first tokens only."""
-    from .bank import STORE, save_layer
-
-    banks = STORE.get_many(lm, layers, style=style, progress=progress)
+    each feedback's first tokens only. banks: layer -> the LayerBank whose SAEs are copied."""
+    layers = list(banks)
     captured = capture_train_queries(lm, list(layers), style, progress=progress, rows=list(rows))
     for layer in layers:
         bank = banks[layer]

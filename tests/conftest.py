@@ -30,7 +30,7 @@ def app_url(tmp_path_factory):
     import time
     import urllib.request
 
-    from steer_core.models import cache_root
+    from steer_core.paths import cache_root
 
     port = _free_port()
     home = tmp_path_factory.mktemp("app")

@@ -156,7 +156,7 @@ def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     monkeypatch.setattr(evaluation, "generate_batch", fake_generate)
     monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: 2.0)
     sc = FeedbackExample("x-apply", "x", "s", "q?", "a.", "apply", "f", "test")
-    lm = type("LM", (), {"name": "m", "adapter": None})()
+    lm = type("LM", (), {"name": "m", "adapter": None, "label": "m"})()
     steers = [
         SteerConfig(target="softmax", alpha=3.0),
         SteerConfig(target="learned", alpha=1.0),

@@ -12,8 +12,9 @@ from conftest import ROOT
 from tiny import tiny_lm
 
 from steer_core import bank as bank_mod
-from steer_core.bank import STORE, load_layer, save_layer, verify_layer
+from steer_core.bank import STORE
 from steer_core.bloom import DatasetError, load_dataset
+from steer_core.layer_files import load_layer, save_layer, verify_layer
 from steer_core.sae import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
 
 
@@ -52,7 +53,7 @@ def test_corrupt_cached_layer_is_rebuilt_not_used(cache, monkeypatch):
         rebuilt.append(layers)
         _write_layer(root_, lm_, layers[0], seed=2)
 
-    monkeypatch.setattr("steer_core.training.train_layers", fake_train)
+    monkeypatch.setattr(STORE, "trainer", fake_train)
     got = STORE.get(lm, 1)
     assert rebuilt == [[1]]
     assert got.meta["metrics"] == {"seed": 2}  # the rebuilt layer, not the corrupt one
@@ -69,7 +70,7 @@ def test_missing_layers_are_trained_together(cache, monkeypatch):
         for layer in layers:
             _write_layer(root_, lm_, layer, seed=3)
 
-    monkeypatch.setattr("steer_core.training.train_layers", fake_train)
+    monkeypatch.setattr(STORE, "trainer", fake_train)
     banks = STORE.get_many(lm, [0, 1, 2])
     assert calls == [[0, 2]] and sorted(banks) == [0, 1, 2]
     assert banks[1].meta["metrics"] == {"seed": 1} and banks[2].meta["metrics"] == {"seed": 3}
@@ -145,7 +146,7 @@ def test_malformed_dataset_line_is_named(tmp_path, line, message):
 @pytest.mark.slow
 def test_corrupt_model_cache_is_detected_and_rebuilt(tmp_path):
     """A flipped byte in the cached model weights: the next start notices and rebuilds the cache."""
-    from steer_core.models import cache_root
+    from steer_core.paths import cache_root
 
     src = cache_root()
     for name in ("gguf", "smollm2-135m-instruct"):

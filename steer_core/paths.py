@@ -1,0 +1,21 @@
+"""Where things live, defined once: the shipped assets, the user cache, the default model's name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+DATA_DIR = ASSETS / "data"  # the Bloom feedback dataset and its datasheet
+JUDGE_DIR = ASSETS / "judge"  # the fitted judge
+ADAPTER_DIR = ASSETS / "adapter"  # the feedback LoRA of the default model
+ASSET_SAES = ASSETS / "saes"  # SAEs + prototypes per model folder (see layer_files)
+ASSET_OFFSETS = ASSETS / "offsets"  # learned sparse offsets per model folder
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def cache_root() -> Path:
+    """Where derived artifacts live: $STEER_CACHE, else ~/.cache/bloom-steer."""
+    return Path(os.environ.get("STEER_CACHE", Path.home() / ".cache" / "bloom-steer"))
