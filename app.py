@@ -28,7 +28,7 @@ import gradio as gr
 from steer_core import charts
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
-from steer_core.errors import ModelLoadError
+from steer_core.errors import UserError
 from steer_core.evaluation import layers_label
 from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
@@ -56,7 +56,7 @@ HEADLINES = {
     "instruction": "Instruction prompt (baseline)",
 }
 LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS]
-USER_ERRORS = (ValueError, ModelLoadError)  # SAEFileError and DatasetError are ValueErrors
+USER_ERRORS = (UserError,)  # bad input the user can fix; anything else is logged as an internal error
 
 
 def _named(cls):

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .bloom import load_dataset
+from .errors import UserError
 from .io_utils import atomic_write_text
 from .prompts import instruction_messages, messages, render
 
@@ -78,7 +79,7 @@ def train_adapter(
     rows = load_dataset(split="train")
     unknown = set(prompts) - {"plain", "instruction"}
     if unknown or not prompts:
-        raise ValueError(f"prompts must be plain and/or instruction, got {prompts!r}")
+        raise UserError(f"prompts must be plain and/or instruction, got {prompts!r}")
     examples = []
     if "plain" in prompts:
         examples += [render(tok, messages(r.question, r.student_answer, style), r.feedback) for r in rows]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .bloom import LEVELS
+from .errors import UserError
 from .hooks import QueryEdit, query_edits
 
 
@@ -45,7 +46,7 @@ def prompt_parts(tokenizer, prompt_ids: Sequence[int], texts: Mapping[str, str])
     for name, text in texts.items():
         at = full.find(text)
         if at < 0:
-            raise ValueError(f"prompt part {name!r} is not in the prompt")
+            raise UserError(f"prompt part {name!r} is not in the prompt")
         first = next(i for i, e in enumerate(ends) if e > at)
         last = next(i for i, e in enumerate(ends) if e >= at + len(text))
         names.append(name)
@@ -93,7 +94,7 @@ def reply_attention(
 
     layers = [lm.check_layer(layer) for layer in layers]
     if not reply_ids:
-        raise ValueError("no reply tokens to look at")
+        raise UserError("no reply tokens to look at")
     cache, store = DynamicCache(), {}
     for phase, ids in (("prompt", list(prompt_ids)), ("generated", list(reply_ids))):
         edits = phase_edits(phase) if phase_edits else {}
@@ -132,7 +133,7 @@ def rubric_line_lift(
     from .prompts import messages, render
 
     if not rows:
-        raise ValueError("no feedbacks to measure")
+        raise UserError("no feedbacks to measure")
     layers = [lm.check_layer(layer) for layer in layers]
     mass = torch.zeros(len(LEVELS), len(LEVELS), len(layers), lm.n_heads)
     count = torch.zeros(len(LEVELS))
@@ -146,7 +147,7 @@ def rubric_line_lift(
         mass[lv] += per_line.permute(2, 0, 1).float().cpu()
         count[lv] += 1
     if bool((count == 0).any()):
-        raise ValueError("measuring the lift needs feedbacks of all six levels")
+        raise UserError("measuring the lift needs feedbacks of all six levels")
     mass = mass / count[:, None, None, None]
     return line_lift(mass), mass
 

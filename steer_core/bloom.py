@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
 from .paths import DATA_DIR
 
 LEVELS: tuple[str, ...] = ("remember", "understand", "apply", "analyze", "evaluate", "create")
@@ -41,7 +42,7 @@ FIELDS = ("id", "scenario_id", "subject", "question", "student_answer", "level",
 DEFAULT_DATASET = DATA_DIR / "bloom_feedback.jsonl"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset file that cannot be used; the message names the line and the problem."""
 
 
@@ -65,12 +66,12 @@ class FeedbackExample:
 def normalize_level(level: str) -> str:
     """Accept 'Analyse', ' analyze ', '4' (1-based) and return the canonical level name."""
     if not isinstance(level, str):
-        raise ValueError(f"level must be a string, got {type(level).__name__}")
+        raise UserError(f"level must be a string, got {type(level).__name__}")
     key = level.strip().lower().replace("analyse", "analyze")
     if key.isdigit() and 1 <= int(key) <= len(LEVELS):
         return LEVELS[int(key) - 1]
     if key not in LEVELS:
-        raise ValueError(f"unknown Bloom level {level!r}; choose one of: {', '.join(LEVELS)}")
+        raise UserError(f"unknown Bloom level {level!r}; choose one of: {', '.join(LEVELS)}")
     return key
 
 
@@ -119,7 +120,7 @@ def load_dataset(path: str | Path = DEFAULT_DATASET, split: str | None = None) -
         raise DatasetError(f"{path.name}: no rows")
     if split is not None:
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}")
+            raise UserError(f"split must be one of {SPLITS}")
         rows = [r for r in rows if r.split == split]
     return rows
 

@@ -11,16 +11,16 @@ import json
 import sys
 from pathlib import Path
 
-from .bloom import DEFAULT_DATASET, LEVELS, DatasetError, load_dataset, normalize_level
-from .errors import ModelLoadError
+from .bloom import DEFAULT_DATASET, LEVELS, load_dataset, normalize_level
+from .errors import UserError
 from .evaluation import layers_label
 from .offsets import OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
 
-class UsageError(Exception):
-    """A problem with the user's input, reported as one line and exit status 2."""
+class UsageError(UserError):
+    """A problem with the command line itself (a flag's value, a missing file)."""
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
@@ -729,8 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DatasetError, FileNotFoundError, ValueError, ModelLoadError) as exc:
-        # SAEFileError is a ValueError
+    except (UserError, FileNotFoundError) as exc:  # the user can fix these: one line, status 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

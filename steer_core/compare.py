@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from .bloom import LEVELS, normalize_level
+from .errors import UserError
 from .evaluation import layers_label, parse_layers
 from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
 from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, TARGETS, SteerConfig
@@ -75,14 +76,14 @@ class CompareRequest:
             try:
                 layers = parse_layers(text)
             except ValueError:
-                raise ValueError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
+                raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
         if heads is None or (isinstance(heads, str) and heads.strip().lower() in ("", "all")):
             heads = None  # every head
         else:
             try:  # an empty selection stays empty and is refused by __post_init__
                 heads = tuple(sorted({int(h) for h in (heads.split(",") if isinstance(heads, str) else heads)}))
             except (TypeError, ValueError):
-                raise ValueError(f"heads must be 'all' or head numbers, got {heads!r}") from None
+                raise UserError(f"heads must be 'all' or head numbers, got {heads!r}") from None
         return cls(
             question,
             student_answer,
@@ -106,28 +107,28 @@ class CompareRequest:
             text = getattr(self, name)
             label = name.replace("_", " ")
             if not isinstance(text, str) or not any(c.isprintable() and not c.isspace() for c in text):
-                raise ValueError(f"The {label} is empty: type some text.")
+                raise UserError(f"The {label} is empty: type some text.")
             if len(text) > MAX_INPUT_CHARS:
-                raise ValueError(
+                raise UserError(
                     f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,})."
                 )
         object.__setattr__(self, "level", normalize_level(self.level))
         if not math.isfinite(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
-            raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")
+            raise UserError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")
         if self.heads is not None and len(self.heads) == 0:
-            raise ValueError("choose at least one head to steer")
+            raise UserError("choose at least one head to steer")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise ValueError(f"max new tokens must be from 1 to {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
+            raise UserError(f"max new tokens must be from 1 to {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
         if not 0 <= self.seed < 2**63:
-            raise ValueError("seed must be a non-negative integer")
+            raise UserError("seed must be a non-negative integer")
         if not 1 <= self.k_shots <= 8:
-            raise ValueError("few-shot examples must be from 1 to 8")
+            raise UserError("few-shot examples must be from 1 to 8")
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+            raise UserError(f"target must be one of {', '.join(TARGETS)}")
         if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
+            raise UserError(f"positions must be one of {', '.join(POSITIONS)}")
         if not 0 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be from 0 to {MAX_STEPS}, got {self.steps}")
+            raise UserError(f"steps must be from 0 to {MAX_STEPS}, got {self.steps}")
         self.steer("sae")  # the remaining knobs are checked by SteerConfig
 
     def check_against(self, lm) -> None:
@@ -173,18 +174,18 @@ def _number(name: str, value) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+        raise UserError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise UserError(f"{name} must be a finite number, got {value!r}")
     if v < 0:
-        raise ValueError(f"{name} must not be negative, got {value!r}")
+        raise UserError(f"{name} must not be negative, got {value!r}")
     return v
 
 
 def _integer(name: str, value) -> int:
     v = _number(name, value)
     if v != int(v):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise UserError(f"{name} must be a whole number, got {value!r}")
     return int(v)
 
 

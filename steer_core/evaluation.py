@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .bloom import LEVELS, FeedbackExample
+from .errors import UserError
 from .generation import Request, generate_batch, perplexity
 from .steering import SteerConfig
 
@@ -35,7 +36,7 @@ def parse_layers(spec: str) -> tuple[int, ...]:
         elif part:
             out.append(int(part))
     if not out:
-        raise ValueError(f"no layers in {spec!r}")
+        raise UserError(f"no layers in {spec!r}")
     return tuple(sorted(set(out)))
 
 

@@ -16,6 +16,7 @@ import torch
 
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
+from .errors import UserError
 from .hooks import query_edits
 from .offsets import load_offsets
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
@@ -41,7 +42,7 @@ class Request:
 
     def __post_init__(self):
         if self.method not in GEN_METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(GEN_METHODS)}")
+            raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(GEN_METHODS)}")
         self.level = normalize_level(self.level)
         for name in ("question", "student_answer"):
             text = getattr(self, name)
@@ -50,9 +51,9 @@ class Request:
                 or not text.strip()
                 or not any(c.isprintable() and not c.isspace() for c in text)
             ):
-                raise ValueError(f"{name.replace('_', ' ')} is empty")
+                raise UserError(f"{name.replace('_', ' ')} is empty")
             if len(text) > MAX_INPUT_CHARS:
-                raise ValueError(
+                raise UserError(
                     f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})"
                 )
         if self.method in ("sae", "query", "meandiff"):
@@ -139,11 +140,11 @@ def stream_batch(
         or not isinstance(max_new_tokens, int)
         or not 1 <= max_new_tokens <= MAX_NEW_TOKENS
     ):
-        raise ValueError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
+        raise UserError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError("temperature must be a finite number >= 0")
+        raise UserError("temperature must be a finite number >= 0")
     if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ValueError("top_p must be a number in (0, 1]")
+        raise UserError("top_p must be a number in (0, 1]")
     tok = lm.tokenizer
     device = lm.device
     groups = steering_groups(lm, requests)  # checks layers and heads (and loads their SAEs) before any work

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .bloom import LEVELS, FeedbackExample
+from .errors import UserError
 from .io_utils import atomic_write_bytes, atomic_write_text
 from .paths import JUDGE_DIR
 
@@ -87,7 +88,7 @@ class BloomJudge:
 
     def __init__(self, cfg: JudgeConfig, vectorizer=None, tfidf_w=None, tfidf_b=None, embed_w=None, embed_b=None):
         if cfg.kind not in KINDS:
-            raise ValueError(f"judge kind must be one of {KINDS}")
+            raise UserError(f"judge kind must be one of {KINDS}")
         self.cfg = cfg
         self.vectorizer, self.tfidf_w, self.tfidf_b = vectorizer, tfidf_w, tfidf_b
         self.embed_w, self.embed_b = embed_w, embed_b
@@ -150,7 +151,7 @@ class BloomJudge:
             vec = _make_vectorizer(cfg, vocabulary=vocab)
             vec.idf_ = t["idf"].astype(np.float64)
             if t["tfidf_w"].shape != (len(LEVELS), len(vocab)):
-                raise ValueError(f"judge weights in {path} do not match their vocabulary")
+                raise UserError(f"judge weights in {path} do not match their vocabulary")
         return cls(cfg, vec, t.get("tfidf_w"), t.get("tfidf_b"), t.get("embed_w"), t.get("embed_b"))
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, UserError
 from .io_utils import atomic_write_text, sha256_file
 from .paths import ADAPTER_DIR, DEFAULT_MODEL, cache_root
 
@@ -86,7 +86,7 @@ class LoadedModel:
 
     def check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
-            raise ValueError(f"layer {layer!r} is out of range: this model has layers 0..{self.n_layers - 1}")
+            raise UserError(f"layer {layer!r} is out of range: this model has layers 0..{self.n_layers - 1}")
         return layer
 
     def check_heads(self, heads) -> list[int]:
@@ -98,7 +98,7 @@ class LoadedModel:
         heads = sorted(set(int(h) for h in heads))
         bad = [h for h in heads if not 0 <= h < self.n_heads]
         if bad or not heads:
-            raise ValueError(f"heads {bad or heads} out of range: this model has heads 0..{self.n_heads - 1}")
+            raise UserError(f"heads {bad or heads} out of range: this model has heads 0..{self.n_heads - 1}")
         return heads
 
 

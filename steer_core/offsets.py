@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample
+from .errors import UserError
 from .hooks import query_edits
 from .io_utils import atomic_write_bytes, atomic_write_text
 from .paths import ASSET_OFFSETS, cache_root
@@ -45,7 +46,7 @@ OFFSETS_FILE = "offsets.safetensors"
 OFFSETS_CFG = "offsets.json"
 
 
-class OffsetsFileError(ValueError):
+class OffsetsFileError(UserError):
     """An offsets folder that is missing, corrupt, or made for other SAEs or another model."""
 
 
@@ -70,13 +71,13 @@ class OffsetFitConfig:
 
     def __post_init__(self):
         if not self.layers:
-            raise ValueError("choose at least one layer to fit offsets for")
+            raise UserError("choose at least one layer to fit offsets for")
         for name in ("lr", "beta", "l1", "sft"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+                raise UserError(f"{name} must be a number >= 0, got {v!r}")
         if self.epochs < 1 or self.max_feedback_tokens < 2:
-            raise ValueError("epochs must be >= 1 and max_feedback_tokens >= 2")
+            raise UserError("epochs must be >= 1 and max_feedback_tokens >= 2")
 
 
 @dataclass
@@ -263,7 +264,7 @@ def fit_offsets(
     banks = banks if banks is not None else STORE.get_many(lm, layers, style=cfg.style, progress=progress)
     scenarios = _encode_scenarios(lm.tokenizer, rows, cfg.style, cfg.max_feedback_tokens)
     if not scenarios:
-        raise ValueError("fitting offsets needs scenarios with a feedback at every one of the six levels")
+        raise UserError("fitting offsets needs scenarios with a feedback at every one of the six levels")
     out = fit_encoded(lm, scenarios, cfg, banks, pad_id=lm.tokenizer.pad_token_id or 0, progress=progress)
     out.meta["scenario_ids"] = sorted({r.scenario_id for r in rows})
     return out

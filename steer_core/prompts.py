@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .bloom import DESCRIPTIONS, LEVELS, FeedbackExample
+from .errors import UserError
 
 SYSTEM = "You are a teacher. Reply to the student with short feedback on their answer."
 
@@ -37,7 +38,7 @@ def instruction_turn(question: str, student_answer: str, level: str) -> str:
 def messages(question: str, student_answer: str, style: str = "plain") -> list[dict]:
     """The base prompt: the only format used for training data, prototypes and steering."""
     if style not in PROMPT_STYLES:
-        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}")
+        raise UserError(f"prompt style must be one of {PROMPT_STYLES}")
     system = RUBRIC if style == "rubric" else SYSTEM
     return [{"role": "system", "content": system}, {"role": "user", "content": user_turn(question, student_answer)}]
 

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import UserError
 from .io_utils import atomic_write_bytes, atomic_write_text
 
 ARCHITECTURES = ("standard", "topk")
 
 
-class SAEFileError(ValueError):
+class SAEFileError(UserError):
     """An SAE on disk that is missing, truncated, or does not match its config."""
 
 
@@ -41,11 +42,11 @@ class SAETrainConfig:
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}")
+            raise UserError(f"architecture must be one of {ARCHITECTURES}")
         if self.expansion < 1 or self.k < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("expansion, k, epochs and batch_size must be positive")
+            raise UserError("expansion, k, epochs and batch_size must be positive")
         if not (self.l1_coeff >= 0 and self.lr > 0):
-            raise ValueError("l1_coeff must be >= 0 and lr > 0")
+            raise UserError("l1_coeff must be >= 0 and lr > 0")
 
 
 class HeadSAEs(nn.Module):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 from .sae import HeadSAEs
 
 METHODS = ("none", "sae", "query", "meandiff")
@@ -55,30 +56,30 @@ class SteerConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown steering method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise UserError(f"unknown steering method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}")
+            raise UserError(f"positions must be one of {', '.join(POSITIONS)}")
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+            raise UserError(f"target must be one of {', '.join(TARGETS)}")
         if self.method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
-            raise ValueError(
+            raise UserError(
                 f"target {self.target!r} works on SAE codes; query steering takes {' or '.join(QUERY_TARGETS)}"
             )
         if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {', '.join(DISTANCES)}")
+            raise UserError(f"distance must be one of {', '.join(DISTANCES)}")
         for name in ("lr", "mu", "alpha"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+                raise UserError(f"{name} must be a finite number >= 0, got {v!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
+            raise UserError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
         if not self.layers:
-            raise ValueError("choose at least one layer to steer")
+            raise UserError("choose at least one layer to steer")
         if self.layer_heads is not None:
             if self.heads is not None:
-                raise ValueError("give heads for every layer or (layer, head) pairs, not both")
+                raise UserError("give heads for every layer or (layer, head) pairs, not both")
             if {layer for layer, _ in self.layer_heads} != set(self.layers):
-                raise ValueError("the steered layers must be exactly the layers of the (layer, head) pairs")
+                raise UserError("the steered layers must be exactly the layers of the (layer, head) pairs")
 
     def heads_at(self, layer: int) -> tuple[int, ...] | None:
         """The heads steered in `layer` (None = all)."""
@@ -302,7 +303,7 @@ def steer_codes(
 
     if cfg.target == "learned":
         if offsets is None:
-            raise ValueError("target 'learned' needs learned offsets for this layer")
+            raise UserError("target 'learned' needs learned offsets for this layer")
         z = z0 + cfg.alpha * pick(offsets.index_select(0, levels), 1)[:, None].to(z0.dtype)
         if trace_to is None:
             return z

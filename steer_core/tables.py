@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .bloom import LEVELS
+from .errors import UserError
 from .evaluation import add_judgements, read_csv, summarize, unsteered_similarity
 
 
@@ -29,7 +30,7 @@ def _interval(s: dict, key: str, spec: str = ".3f") -> str:
 def summary_rows(paths: Sequence[str | Path], rejudge: bool = False, similarity: bool = False) -> list[dict]:
     rows = [r for p in paths for r in read_csv(Path(p)) if r.get("probs")]
     if not rows:
-        raise ValueError("no judged rows in " + ", ".join(map(str, paths)))
+        raise UserError("no judged rows in " + ", ".join(map(str, paths)))
     if rejudge:
         add_judgements(rows)
     return summarize(rows, similarity=unsteered_similarity(rows) if similarity else None)

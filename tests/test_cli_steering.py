@@ -51,3 +51,23 @@ def test_heads_as_layer_head_pairs_steer_only_those():
         SteerConfig(layers=(8, 9), layer_heads=((8, 0),))
     with pytest.raises(ValueError, match="not both"):
         SteerConfig(layers=(8,), heads=(1,), layer_heads=((8, 0),))
+
+
+def test_user_errors_exit_2_and_bugs_are_not_disguised(monkeypatch, capsys):
+    from steer_core import cli
+    from steer_core.errors import UserError
+
+    def fails(exc):
+        def cmd(args):
+            raise exc
+
+        return cmd
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["judge"].set_defaults(func=fails(UserError("bad level 'x'")))
+    assert cli.main(["judge", "f.jsonl"]) == 2
+    assert "error: bad level 'x'" in capsys.readouterr().err
+    parser._subparsers._group_actions[0].choices["judge"].set_defaults(func=fails(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["judge", "f.jsonl"])
