@@ -94,7 +94,9 @@ class BloomJudge:
         self.embed_w, self.embed_b = embed_w, embed_b
 
     # -- inference -------------------------------------------------------------------------
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+        """(texts, 6) level probabilities; embeddings: the texts' sentence embeddings when already
+        computed (model selection reuses them across folds)."""
         texts = [t if isinstance(t, str) else "" for t in texts]
         if not texts:
             return np.zeros((0, len(LEVELS)), dtype=np.float32)
@@ -103,7 +105,8 @@ class BloomJudge:
             x = self.vectorizer.transform(texts)
             parts.append(_softmax(np.asarray(x @ self.tfidf_w.T) + self.tfidf_b))
         if self.cfg.kind in ("embed", "combined"):
-            parts.append(_softmax(embed(texts) @ self.embed_w.T + self.embed_b))
+            emb = embed(texts) if embeddings is None else embeddings
+            parts.append(_softmax(emb @ self.embed_w.T + self.embed_b))
         return np.mean(parts, axis=0).astype(np.float32)
 
     def judge(self, texts: Sequence[str]) -> list[dict]:

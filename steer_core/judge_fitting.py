@@ -32,22 +32,10 @@ def cross_writer_scores(rows: Sequence[FeedbackExample], cfg: JudgeConfig, emb: 
     for g in sorted(set(groups)):
         tr, te = np.where(groups != g)[0], np.where(groups == g)[0]
         judge = fit_judge([rows[i] for i in tr], cfg, embeddings=emb[tr])
-        probs = _probs(judge, [rows[i].feedback for i in te], emb[te])
+        probs = judge.predict_proba([rows[i].feedback for i in te], emb[te])
         y_true += [rows[i].level for i in te]
         y_pred += [LEVELS[int(k)] for k in probs.argmax(1)]
     return scores(y_true, y_pred)
-
-
-def _probs(judge, texts, emb) -> np.ndarray:
-    """Like judge.predict_proba but reusing precomputed embeddings."""
-    from .judge import _softmax
-
-    parts = []
-    if judge.cfg.kind in ("tfidf", "combined"):
-        parts.append(_softmax(np.asarray(judge.vectorizer.transform(texts) @ judge.tfidf_w.T) + judge.tfidf_b))
-    if judge.cfg.kind in ("embed", "combined"):
-        parts.append(_softmax(emb @ judge.embed_w.T + judge.embed_b))
-    return np.mean(parts, axis=0)
 
 
 def compare_and_fit(train: Sequence[FeedbackExample], test: Sequence[FeedbackExample], progress: bool = True):
@@ -82,7 +70,7 @@ def compare_and_fit(train: Sequence[FeedbackExample], test: Sequence[FeedbackExa
     judges = {}
     for kind, (cfg, rec) in best_per_kind.items():
         judge = fit_judge(train, cfg, embeddings=emb_train)
-        probs = _probs(judge, [r.feedback for r in test], emb_test)
+        probs = judge.predict_proba([r.feedback for r in test], emb_test)
         test_scores = scores([r.level for r in test], [LEVELS[int(k)] for k in probs.argmax(1)])
         report["per_kind"][kind] = {
             "config": {"tfidf_C": cfg.tfidf_C, "embed_C": cfg.embed_C},
