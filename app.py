@@ -25,7 +25,7 @@ except ImportError:  # anywhere else generation simply runs on the device steer_
 
 import gradio as gr
 
-from steer_core import charts
+from steer_core import charts, methods
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
 from steer_core.errors import UserError
@@ -47,7 +47,7 @@ TARGET_LABELS = {
     "learned": "learned sparse offset",
 }  # chosen on validation data (README, "Does it steer?")
 DEFAULT_BAND = layers_label(DEFAULTS.layers)
-METHOD_ORDER = ("none", "sae", "query", "fewshot", "instruction")
+METHOD_ORDER = methods.COMPARE + methods.COMPARE_OPTIONAL
 HEADLINES = {
     "none": "Unsteered",
     "sae": "SAE-steered (sparse-code steering)",

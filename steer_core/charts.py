@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from . import methods
 from .bloom import LEVELS
 
 __all__ = [
@@ -47,14 +48,7 @@ METHOD_COLORS: dict[str, str] = {
     "instruction": "#2CA02C",
 }
 
-METHOD_LABELS: dict[str, str] = {
-    "none": "Unsteered",
-    "sae": "SAE-steered",
-    "query": "Query-steered",
-    "meandiff": "Mean-difference",
-    "fewshot": "Few-shot",
-    "instruction": "Instruction",
-}
+METHOD_LABELS: dict[str, str] = methods.LABELS
 
 _FALLBACK_COLORS = ("#8C564B", "#E377C2", "#BCBD22", "#393B79", "#637939", "#843C39")
 _PATTERNS = ("", "/", "x", ".", "\\", "+", "-", "|")

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import methods
 from .bloom import DEFAULT_DATASET, LEVELS, load_dataset, normalize_level
 from .errors import UserError
 from .evaluation import layers_label
@@ -549,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--answer")
     g.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
     g.add_argument("--level", default="apply", choices=LEVELS)
-    g.add_argument("--method", default="sae", choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"))
+    g.add_argument("--method", default="sae", choices=methods.ALL)
     g.add_argument("--k", type=int, default=3, help="few-shot examples")
     g.add_argument("--style", default="plain", choices=("plain", "rubric"))
     g.add_argument("--max-new-tokens", type=int, default=80)
@@ -582,8 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--methods",
         nargs="+",
-        default=["none", "sae", "query", "fewshot", "instruction"],
-        choices=("none", "sae", "query", "meandiff", "fewshot", "instruction"),
+        default=list(methods.EVAL_DEFAULT),
+        choices=methods.ALL,
     )
     e.add_argument("--levels", nargs="+", default=list(LEVELS))
     e.add_argument(

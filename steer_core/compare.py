@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from . import methods
 from .bloom import LEVELS, normalize_level
 from .errors import UserError
 from .evaluation import layers_label, parse_layers
@@ -19,8 +20,6 @@ from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, TARGETS, SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
 MAX_STRENGTH = 4.0
-COMPARE_METHODS = ("none", "sae", "query", "fewshot")
-OPTIONAL_METHODS = ("instruction",)
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ class CompareRequest:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return COMPARE_METHODS + (OPTIONAL_METHODS if self.instruction else ())
+        return methods.COMPARE + (methods.COMPARE_OPTIONAL if self.instruction else ())
 
     def requests(self) -> list[Request]:
         return [
@@ -163,7 +162,7 @@ class CompareRequest:
                 self.student_answer,
                 m,
                 self.level,
-                steer=self.steer(m) if m in ("sae", "query") else None,
+                steer=self.steer(m) if m in methods.STEERED else None,
                 k_shots=self.k_shots,
             )
             for m in self.methods

@@ -20,9 +20,8 @@ from tqdm.auto import tqdm
 from .bloom import LEVELS, FeedbackExample
 from .errors import UserError
 from .generation import Request, generate_batch, perplexity
+from .methods import STEERED
 from .steering import SteerConfig
-
-STEERED = ("sae", "query", "meandiff")
 
 
 def parse_layers(spec: str) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import methods
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
 from .errors import UserError
@@ -22,7 +23,6 @@ from .offsets import load_offsets
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
 from .steering import RowGroup, SteerConfig, make_layer_edit
 
-GEN_METHODS = ("none", "sae", "query", "meandiff", "fewshot", "instruction")
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
 
@@ -41,8 +41,8 @@ class Request:
     scenario_id: str | None = None  # excluded from few-shot examples
 
     def __post_init__(self):
-        if self.method not in GEN_METHODS:
-            raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(GEN_METHODS)}")
+        if self.method not in methods.ALL:
+            raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(methods.ALL)}")
         self.level = normalize_level(self.level)
         for name in ("question", "student_answer"):
             text = getattr(self, name)
@@ -56,7 +56,7 @@ class Request:
                 raise UserError(
                     f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})"
                 )
-        if self.method in ("sae", "query", "meandiff"):
+        if self.method in methods.STEERED:
             self.steer = (self.steer or SteerConfig()).for_method(self.method)
         else:
             self.steer = None

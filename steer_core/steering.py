@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .methods import STEERED, WITHOUT_CODES
 from .sae import HeadSAEs
 
-METHODS = ("none", "sae", "query", "meandiff")
+METHODS = ("none", *STEERED)  # a SteerConfig's method
 POSITIONS = ("all", "prompt", "generated")
 DISTANCES = ("l2", "cosine")
 TARGETS = ("prototype", "delta", "softmax", "learned")
@@ -61,7 +62,7 @@ class SteerConfig:
             raise UserError(f"positions must be one of {', '.join(POSITIONS)}")
         if self.target not in TARGETS:
             raise UserError(f"target must be one of {', '.join(TARGETS)}")
-        if self.method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
+        if self.method in WITHOUT_CODES and self.target not in QUERY_TARGETS:
             raise UserError(
                 f"target {self.target!r} works on SAE codes; query steering takes {' or '.join(QUERY_TARGETS)}"
             )
@@ -90,7 +91,7 @@ class SteerConfig:
     def for_method(self, method: str) -> SteerConfig:
         """This config for another method; query steering and mean difference have no codes, so a
         code-only target becomes delta at the same relative strength."""
-        if method in ("query", "meandiff") and self.target not in QUERY_TARGETS:
+        if method in WITHOUT_CODES and self.target not in QUERY_TARGETS:
             alpha = BASE_ALPHA["delta"] * self.alpha / BASE_ALPHA[self.target]
             return replace(self, method=method, target="delta", alpha=alpha)
         return replace(self, method=method)

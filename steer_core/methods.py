@@ -1,0 +1,21 @@
+"""The generation methods, named once. Every list of methods (CLI choices, eval defaults, the demo's
+columns, chart colours and labels, validation) is derived from these."""
+
+from __future__ import annotations
+
+STEERED = ("sae", "query", "meandiff")  # edit the attention queries during generation
+WITHOUT_CODES = ("query", "meandiff")  # steer the raw query: no SAE codes, so code-only targets fall back
+PROMPTED = ("fewshot", "instruction")  # baselines that change the prompt; no hooks
+ALL = ("none", *STEERED, *PROMPTED)
+COMPARE = ("none", "sae", "query", "fewshot")  # the demo's side-by-side columns
+COMPARE_OPTIONAL = ("instruction",)  # a fifth column on request
+EVAL_DEFAULT = (*COMPARE, *COMPARE_OPTIONAL)  # what `eval` runs unless told otherwise
+
+LABELS = {
+    "none": "Unsteered",
+    "sae": "SAE-steered",
+    "query": "Query-steered",
+    "meandiff": "Mean-difference",
+    "fewshot": "Few-shot",
+    "instruction": "Instruction",
+}
