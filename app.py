@@ -34,12 +34,14 @@ from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
 from steer_core.models import load_model
 from steer_core.paths import DEFAULT_MODEL
+from steer_core.sae import SAETrainConfig
 from steer_core.steering import TARGETS, SteerConfig
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
 DEFAULTS = SteerConfig()
+SAE_DEFAULTS = SAETrainConfig()
 TARGET_LABELS = {
     "prototype": "the level's prototype (the paper's)",
     "delta": "shift the code by the level's offset",
@@ -246,7 +248,6 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
     """Train SAEs + prototypes for all heads of one layer of the loaded model into the user cache;
     they replace the shipped ones for that layer at once."""
     from steer_core.bank import STORE, user_root
-    from steer_core.sae import SAETrainConfig
     from steer_core.training import train_layers
 
     try:
@@ -407,11 +408,17 @@ def build() -> gr.Blocks:
             )
             with gr.Row():
                 t_layer = Number(value=15, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")
-                t_arch = Radio([("TopK", "topk"), ("ReLU + L1", "standard")], value="topk", label="SAE type")
-                t_k = Slider(1, 128, value=16, step=1, label="k (TopK)")
-                t_l1 = Slider(0.0, 5.0, value=1.0, step=0.05, label="L1 weight (ReLU + L1)")
-                t_exp = Dropdown([2, 4, 8, 16], value=8, label="Expansion (latents = expansion x 64)")
-                t_epochs = Slider(1, 20, value=8, step=1, label="Epochs")
+                t_arch = Radio(
+                    [("TopK", "topk"), ("ReLU + L1", "standard")], value=SAE_DEFAULTS.architecture, label="SAE type"
+                )
+                t_k = Slider(1, 128, value=SAE_DEFAULTS.k, step=1, label="k (TopK)")
+                t_l1 = Slider(0.0, 5.0, value=SAE_DEFAULTS.l1_coeff, step=0.05, label="L1 weight (ReLU + L1)")
+                t_exp = Dropdown(
+                    [2, 4, 8, 16],
+                    value=SAE_DEFAULTS.expansion,
+                    label=f"Expansion (latents = expansion x {model.head_dim})",
+                )
+                t_epochs = Slider(1, 20, value=SAE_DEFAULTS.epochs, step=1, label="Epochs")
             t_go = gr.Button("Train", variant="primary")
             t_out = gr.Markdown()
             t_go.click(

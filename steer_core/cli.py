@@ -17,6 +17,7 @@ from .errors import UserError
 from .evaluation import layers_label
 from .offsets import OffsetFitConfig
 from .paths import DEFAULT_MODEL
+from .sae import ARCHITECTURES, SAETrainConfig
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
 
@@ -715,11 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers", parents=[_model_parent()])
     t.add_argument("--layers", default="all", help="all, 15, 8-21 or 3,9,15")
     t.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/saes/...)")
-    t.add_argument("--architecture", default="topk", choices=("topk", "standard"))
-    t.add_argument("--expansion", type=int, default=8)
-    t.add_argument("--k", type=int, default=16)
-    t.add_argument("--l1", type=float, default=1.0)
-    t.add_argument("--epochs", type=int, default=8)
+    sd = SAETrainConfig()
+    t.add_argument("--architecture", default=sd.architecture, choices=ARCHITECTURES)
+    t.add_argument("--expansion", type=int, default=sd.expansion, help="latents per head = expansion x head dim")
+    t.add_argument("--k", type=int, default=sd.k, help="active latents (TopK)")
+    t.add_argument("--l1", type=float, default=sd.l1_coeff, help="L1 weight (standard)")
+    t.add_argument("--epochs", type=int, default=sd.epochs)
     t.add_argument("--style", default="plain", choices=("plain", "rubric"))
     t.set_defaults(func=cmd_train)
     return p
