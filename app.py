@@ -29,9 +29,9 @@ from steer_core import charts, methods
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
 from steer_core.errors import UserError
-from steer_core.evaluation import layers_label
 from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
+from steer_core.layer_spec import layers_label
 from steer_core.models import load_model
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae import SAETrainConfig

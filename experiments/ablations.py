@@ -15,7 +15,8 @@ from pathlib import Path
 
 from steer_core.bank import STORE
 from steer_core.bloom import LEVELS, load_dataset, scenarios
-from steer_core.evaluation import parse_layers, run_eval
+from steer_core.evaluation import run_eval
+from steer_core.layer_spec import parse_layers
 from steer_core.models import load_model
 from steer_core.prototypes import separability
 from steer_core.sae import SAETrainConfig

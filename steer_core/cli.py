@@ -14,7 +14,7 @@ from pathlib import Path
 from . import methods
 from .bloom import DEFAULT_DATASET, LEVELS, load_dataset, normalize_level
 from .errors import UserError
-from .evaluation import layers_label
+from .layer_spec import layers_label
 from .offsets import OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .sae import ARCHITECTURES, SAETrainConfig
@@ -262,7 +262,7 @@ def cmd_eval(args) -> int:
 
 
 def _layers(spec: str) -> tuple[int, ...]:
-    from .evaluation import parse_layers
+    from .layer_spec import parse_layers
 
     try:
         return parse_layers(spec)
@@ -396,7 +396,7 @@ def cmd_fit_offsets(args) -> int:
 
 
 def cmd_summarize(args) -> int:
-    from .tables import overall_table, per_level_table, summary_rows
+    from .evaluation.tables import overall_table, per_level_table, summary_rows
 
     for path in args.csv:
         if not Path(path).is_file():

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from . import methods
 from .bloom import LEVELS, normalize_level
 from .errors import UserError
-from .evaluation import layers_label, parse_layers
 from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
+from .layer_spec import layers_label, parse_layers
 from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, TARGETS, SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers

@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT
 
 from steer_core.bloom import LEVELS
-from steer_core.evaluation import parse_layers, read_results, summarize
+from steer_core.evaluation import read_results, summarize
+from steer_core.layer_spec import parse_layers
 
 
 def _row(sid, method, level, pred, ppl=2.0, layers="15"):
@@ -142,7 +143,7 @@ def test_summary_carries_intervals_and_judged_shares(tmp_path):
 def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     """Several SAE targets in one grid: prompt-only methods run once, query steering (no codes)
     runs the delta form of each code-only target, once per distinct setting."""
-    from steer_core import evaluation
+    from steer_core.evaluation import grid as evaluation
     from steer_core.bloom import FeedbackExample
     from steer_core.generation import Output
     from steer_core.steering import SteerConfig

@@ -7,23 +7,33 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "steer_core"
 
 
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PKG).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts) or "__init__"
+
+
 def imports_of(path: Path) -> set[str]:
+    """steer_core modules this file imports, as dotted names relative to the package (late imports too)."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                out.add(node.module.split(".")[0])
-            elif node.level == 1:
-                out.update(a.name for a in node.names)
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                target = [*base, *(node.module.split(".") if node.module else [])]
+                out.add(".".join(target))
+                out.update(".".join([*target, a.name]) for a in node.names)  # `from . import methods`
             elif node.module and node.module.startswith("steer_core."):
-                out.add(node.module.split(".")[1])
+                out.add(node.module.removeprefix("steer_core."))
         elif isinstance(node, ast.Import):
-            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("steer_core."))
+            out.update(a.name.removeprefix("steer_core.") for a in node.names if a.name.startswith("steer_core."))
     return out
 
 
 def graph() -> dict[str, set[str]]:
-    mods = {p.stem: p for p in PKG.glob("*.py")}
+    mods = {module_name(p): p for p in PKG.rglob("*.py")}
     return {m: {d for d in imports_of(p) if d in mods and d != m} for m, p in mods.items()}
 
 
@@ -63,7 +73,7 @@ def test_cycle_finder_finds_one():
 
 
 def test_core_never_imports_gradio():
-    for p in PKG.glob("*.py"):
+    for p in PKG.rglob("*.py"):
         tree = ast.parse(p.read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

@@ -7,9 +7,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .bloom import LEVELS
-from .errors import UserError
-from .evaluation import add_judgements, read_csv, summarize, unsteered_similarity
+from ..bloom import LEVELS
+from ..errors import UserError
+from .judging import add_judgements, unsteered_similarity
+from .results import read_csv
+from .stats import summarize
 
 
 def _fmt(v, spec: str) -> str:

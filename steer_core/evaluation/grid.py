@@ -1,0 +1,97 @@
+"""The generation grid: methods x levels x layer sets x settings over scenarios.
+
+Each scenario is one batch: all methods and levels of it share the base prompt (few-shot and
+instruction rows are left-padded into the same batch), so a grid costs one generation loop per
+scenario (chunked at max_batch rows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from tqdm.auto import tqdm
+
+from ..bloom import LEVELS, FeedbackExample
+from ..generation import Request, generate_batch, perplexity
+from ..layer_spec import layers_label
+from ..methods import STEERED
+from ..steering import SteerConfig
+
+
+def run_grid(
+    lm,
+    scenarios: Iterable[FeedbackExample],
+    methods: Sequence[str],
+    levels: Sequence[str],
+    layer_sets: Sequence[tuple[int, ...]],
+    steer: SteerConfig | Sequence[SteerConfig],
+    max_new_tokens: int = 80,
+    style: str = "plain",
+    done: set | None = None,
+    progress: bool = True,
+    on_rows=None,
+    max_batch: int = 96,
+) -> list[dict]:
+    """Generate every (scenario, method, level, layer set), one batch per scenario (chunked at
+    max_batch rows); unsteered and prompt-only methods don't depend on layers and run once."""
+    rows_out = []
+    done = done or set()
+    scenarios = list(scenarios)
+    steers = [steer] if isinstance(steer, SteerConfig) else list(steer)
+    bar = tqdm(total=len(scenarios), desc="eval", disable=not progress)
+    for sc in scenarios:
+        reqs, meta = [], []
+        for method in methods:
+            combos = [(None, None)]
+            if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
+                usable = list({c.key: c for c in (s.for_method(method) for s in steers)}.values())
+                combos = [(layers, s) for layers in layer_sets for s in usable]
+            for layers, st in combos:
+                for level in levels if method != "none" else ["-"]:
+                    cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
+                    lab = layers_label(layers) if cfg else "-"
+                    setting = cfg.label if cfg else "-"
+                    if (sc.scenario_id, method, level, lab, setting, style) in done:
+                        continue
+                    reqs.append(
+                        Request(
+                            sc.question,
+                            sc.student_answer,
+                            method,
+                            LEVELS[0] if level == "-" else level,
+                            steer=cfg,
+                            style=style,
+                            scenario_id=sc.scenario_id,
+                        )
+                    )
+                    meta.append((method, level, lab, setting))
+        for c in range(0, len(reqs), max_batch):
+            chunk, chunk_meta = reqs[c : c + max_batch], meta[c : c + max_batch]
+            t0 = time.time()
+            outs = generate_batch(lm, chunk, max_new_tokens=max_new_tokens)
+            secs = time.time() - t0
+            batch_rows = []
+            for (method, level, lab, setting), o in zip(chunk_meta, outs):
+                batch_rows.append(
+                    {
+                        "scenario_id": sc.scenario_id,
+                        "method": method,
+                        "level": level,
+                        "layers": lab,
+                        "setting": setting,
+                        "style": style,
+                        "model": lm.label,
+                        "text": o.text,
+                        "new_tokens": o.new_tokens,
+                        "seconds": round(secs / len(outs), 3),
+                        "ppl": round(perplexity(lm, sc.question, sc.student_answer, o.token_ids, style), 3),
+                    }
+                )
+            rows_out += batch_rows
+            if on_rows:
+                on_rows(batch_rows)
+        bar.update(1)
+    bar.close()
+    return rows_out

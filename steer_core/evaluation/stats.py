@@ -1,0 +1,166 @@
+"""summary.csv: per variant and target level, and per variant overall ("ALL"), the target accuracy,
+the judged-level distribution, the correlation of judged with target level, perplexity, similarity
+to the unsteered text and length, with 95% bootstrap intervals over scenarios."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..bloom import LEVELS
+from .results import row_key
+
+SUMMARY_FIELDS = [
+    "model",
+    "style",
+    "method",
+    "layers",
+    "level",
+    "n",
+    "n_scenarios",
+    "accuracy",
+    "accuracy_lo",
+    "accuracy_hi",
+    "mean_level_index",
+    "level_shift",
+    "level_corr",
+    "level_corr_lo",
+    "level_corr_hi",
+    "ppl",
+    "ppl_ratio",
+    "similarity",
+    "words",
+] + [f"judged_{lv}" for lv in LEVELS]
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_over_scenarios(
+    scenario_ids: Sequence[str],
+    targets: Sequence[int],
+    preds: Sequence[int],
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict:
+    """Accuracy and the judged-vs-target level correlation, with 95% percentile intervals from
+    resampling whole scenarios (a scenario's rows share a question, so they are not independent)."""
+    sids = sorted(set(scenario_ids))
+    index = {s: i for i, s in enumerate(sids)}
+    sc = np.array([index[s] for s in scenario_ids])
+    t, p = np.asarray(targets, dtype=float), np.asarray(preds, dtype=float)
+    hit = (t == p).astype(float)
+    n_sc = len(sids)
+
+    # per scenario sufficient statistics: count, hits, sums for the correlation
+    def stats(ws):  # ws: (draws, n_sc) multiplicity of each scenario
+        cnt = ws @ np.bincount(sc, minlength=n_sc)
+        acc = (ws @ np.bincount(sc, weights=hit, minlength=n_sc)) / cnt
+        m = {}
+        for name, v in (("t", t), ("p", p), ("tt", t * t), ("pp", p * p), ("tp", t * p)):
+            m[name] = (ws @ np.bincount(sc, weights=v, minlength=n_sc)) / cnt
+        vt, vp = m["tt"] - m["t"] ** 2, m["pp"] - m["p"] ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (m["tp"] - m["t"] * m["p"]) / np.sqrt(vt * vp)
+        return acc, r
+
+    acc, r = stats(np.ones((1, n_sc)))
+    rng = np.random.default_rng(seed)
+    ws = np.stack([np.bincount(rng.integers(0, n_sc, n_sc), minlength=n_sc) for _ in range(draws)]).astype(float)
+    accs, rs = stats(ws)
+    lo, hi = np.percentile(accs, [2.5, 97.5])
+    rs = rs[np.isfinite(rs)]
+    rlo, rhi = np.percentile(rs, [2.5, 97.5]) if len(rs) else (float("nan"), float("nan"))
+    return {
+        "accuracy": float(acc[0]),
+        "accuracy_lo": float(lo),
+        "accuracy_hi": float(hi),
+        "level_corr": float(r[0]),
+        "level_corr_lo": float(rlo),
+        "level_corr_hi": float(rhi),
+        "n_scenarios": n_sc,
+    }
+
+
+def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) -> list[dict]:
+    """Per (model, style, method, variant, level) and per (model, style, method, variant) overall
+    (level "ALL"). A variant is the layer set plus the steering setting. Unsteered rows carry one text
+    per scenario, scored against every target level. Overall rows average the per-level figures
+    (perplexity: the median of the per-level medians) and bootstrap accuracy and r over scenarios."""
+    if not rows:
+        return []
+    similarity = similarity or {}
+    df = pd.DataFrame(
+        {
+            "model": [r["model"] for r in rows],
+            "style": [r["style"] for r in rows],
+            "method": [r["method"] for r in rows],
+            "layers": [r["layers"] + ("" if r.get("setting", "-") in ("-", "") else " " + r["setting"]) for r in rows],
+            "level": [r["level"] for r in rows],
+            "scenario_id": [r["scenario_id"] for r in rows],
+            "pred_index": [int(r["pred_index"]) for r in rows],
+            "ppl": pd.to_numeric(pd.Series([r["ppl"] for r in rows], dtype=object), errors="coerce"),
+            "similarity": [similarity.get(row_key(r), np.nan) for r in rows],
+            "words": [len(str(r["text"]).split()) for r in rows],
+        }
+    )
+    unsteered = df["method"] == "none"
+    df = pd.concat([df[~unsteered]] + [df[unsteered].assign(level=lv) for lv in LEVELS], ignore_index=True)
+    df["target"] = df["level"].map(LEVELS.index)
+    df["hit"] = (df["pred_index"] == df["target"]).astype(float)
+    variant = ["model", "style", "method", "layers"]
+    shares = pd.crosstab([df[k] for k in [*variant, "level"]], df["pred_index"], normalize="index")
+    shares = shares.reindex(columns=range(len(LEVELS)), fill_value=0.0)
+    shares.columns = [f"judged_{lv}" for lv in LEVELS]
+    per = df.groupby([*variant, "level"]).agg(
+        n=("hit", "size"),
+        n_scenarios=("scenario_id", "nunique"),
+        accuracy=("hit", "mean"),
+        mean_level_index=("pred_index", "mean"),
+        ppl=("ppl", "median"),
+        similarity=("similarity", "mean"),
+        words=("words", "mean"),
+    )
+    per = per.join(shares).reset_index()
+    digits = {"accuracy": 4, "mean_level_index": 3, "ppl": 3, "similarity": 3, "words": 1}
+    digits.update({c: 4 for c in shares.columns})
+    for col, d in digits.items():  # Python's round, as every other figure of the summary
+        per[col] = per[col].map(lambda v, d=d: round(float(v), d))
+    # unsteered per-level rows in the levels' order, the others by level name (as before pandas)
+    per["_order"] = np.where(per["method"] == "none", per["level"].map(LEVELS.index).astype(str), per["level"])
+    per = per.sort_values([*variant, "_order"], kind="stable").drop(columns="_order")
+
+    overall = []
+    for key, g in df.groupby(variant, sort=True):
+        boot = bootstrap_over_scenarios(g["scenario_id"].tolist(), g["target"].tolist(), g["pred_index"].tolist())
+        ci = {k: round(v, 4) if isinstance(v, float) else v for k, v in boot.items()}
+        if key[2] == "none":  # the judged level does not depend on the target: no correlation to report
+            ci.update(level_corr=float("nan"), level_corr_lo=float("nan"), level_corr_hi=float("nan"))
+        levels = per[(per[variant] == pd.Series(key, index=variant)).all(axis=1)]
+        counts = np.bincount(g["pred_index"], minlength=len(LEVELS)) / len(g)
+        sim = levels["similarity"]
+        overall.append(
+            {
+                **dict(zip(variant, key)),
+                "level": "ALL",
+                "n": int(levels["n"].sum()),
+                **ci,
+                **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, counts)},
+                "mean_level_index": round(float(levels["mean_level_index"].mean()), 3),
+                "ppl": round(float(levels["ppl"].median()), 3),
+                "similarity": round(float(sim.mean()), 3) if sim.notna().any() else float("nan"),
+                "words": round(float(levels["words"].mean()), 1),
+            }
+        )
+    out = per.to_dict("records") + overall
+    base = {(s["model"], s["style"], s["level"]): s for s in out if s["method"] == "none"}
+    for s in out:
+        for k in ("n", "n_scenarios"):
+            if k in s:
+                s[k] = int(s[k])
+        for k in ("accuracy", "mean_level_index", "ppl", "similarity", "words"):
+            s[k] = float(s[k])
+        b = base.get((s["model"], s["style"], s["level"]))
+        s["level_shift"] = round(s["mean_level_index"] - b["mean_level_index"], 3) if b else float("nan")
+        s["ppl_ratio"] = round(s["ppl"] / b["ppl"], 3) if b and b["ppl"] and np.isfinite(b["ppl"]) else float("nan")
+    return out
