@@ -159,3 +159,70 @@ def line_lift(mass: torch.Tensor) -> torch.Tensor:
     own = torch.diagonal(mass, dim1=0, dim2=1).movedim(-1, 0)  # (lines, ...): line L read by level L
     others = (mass.sum(0) - own) / (n - 1)
     return (own / others.clamp_min(1e-9) - 1).mean(0)
+
+
+@dataclass
+class AttentionView:
+    """What steering changed in where the reply looks, at one layer, averaged over the chosen heads and
+    the reply's tokens. Both passes read the same reply tokens (the steered reply), so the difference
+    is the steering's alone."""
+
+    layer: int
+    heads: list[int]
+    tokens: list[str]  # the prompt's tokens
+    unsteered: torch.Tensor  # (prompt tokens,) share of the reply's attention on each prompt token
+    steered: torch.Tensor
+    parts: PromptParts
+
+    @property
+    def change(self) -> torch.Tensor:
+        return self.steered - self.unsteered
+
+    def part_shares(self) -> tuple[list[str], list[float], list[float]]:
+        """(part names, unsteered shares, steered shares)."""
+        return (
+            self.parts.names,
+            self.parts.mass(self.unsteered).tolist(),
+            self.parts.mass(self.steered).tolist(),
+        )
+
+
+def steering_attention(
+    lm,
+    question: str,
+    student_answer: str,
+    level: str,
+    cfg,
+    reply_ids: Sequence[int],
+    layer: int | None = None,
+    heads: Sequence[int] | None = None,
+    style: str = "plain",
+) -> AttentionView:
+    """Attention of the steered reply over its prompt at `layer` (default: the middle steered layer),
+    with generation's own steering edits (its row groups and per-phase layer edits) and without."""
+    from .generation import Request, build_messages, layer_edits, steering_groups
+    from .prompts import SYSTEM, render
+
+    req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
+    groups = steering_groups(lm, [req])
+    prompt, _ = render(lm.tokenizer, build_messages(req))
+    layer = cfg.layers[len(cfg.layers) // 2] if layer is None else lm.check_layer(layer)
+    if heads is None:
+        chosen = cfg.heads_at(layer)
+        heads = lm.check_heads("all" if chosen is None else list(chosen))
+    else:
+        heads = lm.check_heads(list(heads))
+    steered = reply_attention(lm, prompt, reply_ids, [layer], lambda phase: layer_edits(lm, groups, phase))[0]
+    unsteered = reply_attention(lm, prompt, reply_ids, [layer])[0]
+    P = len(prompt)
+
+    def share(w):  # mean over the chosen heads and the reply's tokens, prompt tokens only
+        return w[heads, :, :P].mean(dim=(0, 1)).float().cpu()
+
+    if style == "rubric":
+        parts = rubric_parts(lm.tokenizer, prompt, question, student_answer)
+    else:
+        texts = {"instructions": SYSTEM, "question": question.strip(), "student answer": student_answer.strip()}
+        parts = prompt_parts(lm.tokenizer, prompt, texts)
+    tokens = [lm.tokenizer.decode([t]) for t in prompt]
+    return AttentionView(layer, list(heads), tokens, share(unsteered), share(steered), parts)

@@ -525,6 +525,161 @@ def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = N
 
 
 # ---------------------------------------------------------------------------------------------
+# teacher views: the level ladder, the strength sweep, what steering changes in attention
+# ---------------------------------------------------------------------------------------------
+
+
+def ladder_chart(
+    targets: Sequence[str],
+    judged: Sequence[str],
+    target_probs: Sequence[float],
+    methods: Sequence[str],
+    title: str | None = None,
+) -> go.Figure:
+    """One marker per steered reply at (target level, judged level), one series per method, with the
+    diagonal of perfect steering; bars: the judge's probability of the target level per column."""
+    if not len(targets) == len(judged) == len(target_probs) == len(methods):
+        raise ValueError("targets, judged, target_probs and methods must have the same length")
+    for lv in (*targets, *judged):
+        _check_level(lv, "level")
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=list(LEVELS),
+            y=list(LEVELS),
+            mode="lines",
+            name="perfect steering",
+            line={"color": "#BBB", "dash": "dash"},
+            hoverinfo="skip",
+        )
+    )
+    for m in dict.fromkeys(methods):
+        idx = [i for i, mm in enumerate(methods) if mm == m]
+        fig.add_trace(
+            go.Bar(
+                x=[targets[i] for i in idx],
+                y=[float(target_probs[i]) for i in idx],
+                name=f"{_method_label(m)}: probability of the target",
+                marker={"color": _method_color(m), "opacity": 0.25},
+                yaxis="y2",
+                offsetgroup=m,
+                hovertemplate="target %{x}<br>probability %{y:.2f}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[targets[i] for i in idx],
+                y=[judged[i] for i in idx],
+                mode="markers",
+                name=f"{_method_label(m)}: judged level",
+                marker={"color": _method_color(m), "size": 14, "line": {"width": 1, "color": "white"}},
+                hovertemplate="target %{x}<br>judged %{y}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        yaxis={"categoryorder": "array", "categoryarray": list(LEVELS), "type": "category"},
+        yaxis2={"overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False, "title": "probability"},
+        xaxis={"categoryorder": "array", "categoryarray": list(LEVELS), "type": "category"},
+        barmode="group",
+    )
+    return _style(fig, title or "Judged level against the level asked for", "target level", "judged level")
+
+
+def sweep_chart(
+    strengths: Sequence[float],
+    target_probs: Sequence[float],
+    perplexities: Sequence[float],
+    level: str,
+    baseline_ppl: float | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The trade-off in one picture: the judge's probability of the target level (left axis) and the
+    reply's perplexity under the unsteered model (right axis) against steering strength."""
+    _check_level(level, "level")
+    x = _vector(strengths, "strengths")
+    p = _vector(target_probs, "target_probs")
+    ppl = _vector(perplexities, "perplexities")
+    if not len(x) == len(p) == len(ppl):
+        raise ValueError("strengths, target_probs and perplexities must have the same length")
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=p,
+            mode="lines+markers",
+            name=f"probability of '{level}' (judge)",
+            line={"color": LEVEL_COLORS[level], "width": 3},
+            hovertemplate="strength %{x}<br>probability %{y:.2f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=ppl,
+            mode="lines+markers",
+            name="perplexity (lower = more fluent)",
+            yaxis="y2",
+            line={"color": "#555", "dash": "dot"},
+            hovertemplate="strength %{x}<br>perplexity %{y:.2f}<extra></extra>",
+        )
+    )
+    if baseline_ppl is not None and np.isfinite(baseline_ppl):
+        fig.add_trace(
+            go.Scatter(
+                x=[x.min(), x.max()],
+                y=[1.5 * baseline_ppl] * 2,
+                mode="lines",
+                yaxis="y2",
+                name="1.5x the unsteered perplexity",
+                line={"color": "#D55E00", "dash": "dash", "width": 1},
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(yaxis={"range": [0, 1]}, yaxis2={"overlaying": "y", "side": "right", "title": "perplexity"})
+    return _style(fig, title or f"Steering strength toward '{level}'", "strength", "probability of the level")
+
+
+def attention_parts(
+    parts: Sequence[str], unsteered: Sequence[float], steered: Sequence[float], title: str | None = None
+) -> go.Figure:
+    """Share of the reply's attention on each part of the prompt, unsteered against steered."""
+    u, st = _vector(unsteered, "unsteered"), _vector(steered, "steered")
+    if not len(parts) == len(u) == len(st):
+        raise ValueError("parts, unsteered and steered must have the same length")
+    fig = go.Figure()
+    for name, vals, color in (("unsteered", u, METHOD_COLORS["none"]), ("steered", st, METHOD_COLORS["sae"])):
+        fig.add_trace(
+            go.Bar(
+                x=list(parts),
+                y=vals,
+                name=name,
+                marker={"color": color},
+                hovertemplate="%{x}<br>" + name + " %{y:.3f}<extra></extra>",
+            )
+        )
+    fig.update_layout(barmode="group")
+    return _style(fig, title or "Where the reply looks in the prompt", "part of the prompt", "share of attention")
+
+
+def attention_text(tokens: Sequence[str], change: Sequence[float], start: int = 0, end: int | None = None) -> str:
+    """The prompt as HTML, each token shaded by how much more (orange) or less (blue) the steered reply
+    reads it than the unsteered one; `change` is per token, tokens[start:end] are shown."""
+    c = _vector(change, "change")
+    if len(c) != len(tokens):
+        raise ValueError("tokens and change must have the same length")
+    end = len(tokens) if end is None else end
+    scale = float(np.abs(c[start:end]).max()) if end > start else 0.0
+    out = []
+    for tok, v in zip(tokens[start:end], c[start:end]):
+        a = 0.0 if scale == 0 else min(1.0, abs(float(v)) / scale)
+        rgb = "230,120,20" if v > 0 else "30,110,200"
+        text = html.escape(tok).replace("\n", "<br>")
+        style = f"background:rgba({rgb},{a * 0.85:.2f});border-radius:2px"
+        out.append(f'<span title="{float(v):+.4f}" style="{style}">{text}</span>')
+    return '<div class="attention-text" style="line-height:1.7;font-family:monospace">' + "".join(out) + "</div>"
+
+
+# ---------------------------------------------------------------------------------------------
 # standalone report
 # ---------------------------------------------------------------------------------------------
 

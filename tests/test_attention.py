@@ -66,3 +66,41 @@ def test_line_lift_is_zero_without_preference_and_counts_own_line():
     picky = flat.clone()
     picky[torch.arange(6), torch.arange(6), 1] = 0.3  # head 1: level-L feedback reads line L 3x as much
     assert torch.allclose(line_lift(picky), torch.tensor([0.0, 2.0]))
+
+
+def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
+    """The view's steered numbers are the eager attention of one forward pass under generation's own
+    steering edit (positions 'all': the same edit on prompt and reply), recomputed independently."""
+    from steer_core.attention import steering_attention
+    from steer_core.generation import Request, build_messages, generate_batch, layer_edits, steering_groups
+    from steer_core.layer_files import save_layer
+    from steer_core.prompts import render
+    from steer_core.steering import SteerConfig
+    from tiny import char_tokenizer, tiny_bank
+
+    lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
+    lm.model.set_attn_implementation("eager")
+    for layer in (1, 2):
+        b = tiny_bank(lm, layer, seed=layer)
+        protos = {"codes": b.codes * 4, "queries": b.queries, "query_all": b.query_all}
+        save_layer(tmp_path, lm, layer, b.sae, protos, {}, {}, dtype="float32")
+    cfg = SteerConfig(layers=(1, 2), target="prototype", positions="all", saes=str(tmp_path), steps=10, lr=0.3)
+    q, a = "Why do leaves change colour?", "Because it is cold."
+    req = Request(q, a, "sae", "create", steer=cfg)
+    reply = generate_batch(lm, [req], max_new_tokens=10, ignore_stop=True)[0].token_ids
+    view = steering_attention(lm, q, a, "create", cfg, reply, layer=2)
+
+    prompt, _ = render(lm.tokenizer, build_messages(req))
+    edits = layer_edits(lm, steering_groups(lm, [req]), "prompt")
+    with query_edits(lm, edits):
+        out = lm.model(input_ids=torch.tensor([prompt + reply]), output_attentions=True)
+    eager = out.attentions[2][0, :, len(prompt) :, : len(prompt)].mean(dim=(0, 1))
+    with torch.no_grad():
+        plain = lm.model(input_ids=torch.tensor([prompt + reply]), output_attentions=True)
+    eager_plain = plain.attentions[2][0, :, len(prompt) :, : len(prompt)].mean(dim=(0, 1))
+    torch.testing.assert_close(view.steered, eager, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(view.unsteered, eager_plain, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(view.steered, view.unsteered)  # the steering did change where it looks
+    names, u, s = view.part_shares()
+    assert names == ["instructions", "question", "student answer"] and len(u) == len(s) == 3
+    assert len(view.tokens) == len(prompt) and active_hook_count() == 0

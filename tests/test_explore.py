@@ -1,0 +1,100 @@
+"""The level ladder and the strength sweep on a tiny random Llama (character tokenizer built in code,
+SAEs saved in a temporary cache, a stand-in judge): one batch, the right rows, a complete record."""
+
+import json
+
+import pytest
+
+from steer_core.bloom import LEVELS
+from steer_core.compare import CompareRequest
+from steer_core.errors import UserError
+from steer_core.explore import ladder_rows, ladder_stream, parse_strengths, sweep_stream
+from tiny import char_tokenizer, tiny_bank, tiny_lm
+
+
+class FakeJudge:
+    """Calls every text 'apply' with probability 0.5 (the rest spread evenly)."""
+
+    def judge(self, texts):
+        probs = {lv: 0.1 for lv in LEVELS} | {"apply": 0.5}
+        return [{"pred": "apply", "probs": dict(probs)} for _ in texts]
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    import os
+
+    from steer_core.bank import STORE, user_root
+    from steer_core.layer_files import save_layer
+
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("STEER_CACHE")
+    os.environ["STEER_CACHE"] = str(cache)
+    lm = tiny_lm(seed=2, tokenizer=char_tokenizer())
+    for layer in range(lm.n_layers):
+        b = tiny_bank(lm, layer, seed=layer)
+        protos = {"codes": b.codes, "queries": b.queries, "query_all": b.query_all}
+        save_layer(user_root(lm), lm, layer, b.sae, protos, {}, {}, dtype="float32")
+    yield lm
+    STORE._layers.clear()
+    if old is None:
+        os.environ.pop("STEER_CACHE")
+    else:
+        os.environ["STEER_CACHE"] = old
+
+
+def request(**kw):
+    base = {"layers": (1, 2), "target": "delta", "max_new_tokens": 6}
+    return CompareRequest.from_ui("What is 3 x 4?", "It is 7.", "analyze", **(base | kw))
+
+
+def test_ladder_rows_and_baseline():
+    rows = ladder_rows()
+    assert [r.name for r in rows] == ["unsteered", *LEVELS]
+    assert [r.method for r in rows] == ["none"] + ["sae"] * 6
+    with_fewshot = ladder_rows("fewshot")
+    assert len(with_fewshot) == 13 and {r.method for r in with_fewshot[7:]} == {"fewshot"}
+    assert [r.level for r in with_fewshot[7:]] == list(LEVELS)
+    with pytest.raises(UserError, match="baseline"):
+        ladder_rows("sae")
+
+
+def test_parse_strengths():
+    assert parse_strengths("2, 0, 0.5,1 ,1") == (0.0, 0.5, 1.0, 2.0)
+    assert parse_strengths([3, 1]) == (1.0, 3.0)
+    for bad, msg in (("a, 1", "numbers"), ("", "at least one"), ("1,2,3,4,0.5,0.25,0.1", "at most"), ("9", "from 0")):
+        with pytest.raises(UserError, match=msg):
+            parse_strengths(bad)
+
+
+def test_ladder_streams_seven_rows_in_one_batch_and_records(lm):
+    results = list(ladder_stream(lm, request(), judge=FakeJudge()))
+    assert len(results) >= 2 and not results[0].done and results[-1].done
+    final = results[-1]
+    assert len(final.outputs) == 7 and all(o.new_tokens > 0 for o in final.outputs)
+    texts = [o.text for o in final.outputs]
+    assert len(set(texts[1:])) > 1  # steering toward different levels gives different replies
+    table = final.table()
+    assert [t["target"] for t in table] == ["-", *LEVELS]
+    assert table[3]["target_prob"] == 0.5 and table[1]["target_prob"] == 0.1  # apply vs remember
+    assert all(t["perplexity"] > 0 for t in table)
+    rec = json.loads(json.dumps(final.record("tiny")))
+    assert rec["view"] == "ladder" and rec["settings"]["layers"] == "1,2" and len(rec["rows"]) == 7
+    assert final.csv_text().splitlines()[0].startswith("row,method,target,strength,text")
+
+
+def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
+    req = request(positions="all", target="prototype", max_new_tokens=12)
+    final = list(sweep_stream(lm, req, "0, 1, 3", judge=FakeJudge()))[-1]
+    assert [r.strength for r in final.rows] == [0.0, 1.0, 3.0]
+    unsteered = list(ladder_stream(lm, req, judge=FakeJudge()))[-1].outputs[0]
+    assert final.outputs[0].token_ids == unsteered.token_ids  # strength 0 leaves the queries as they are
+    from steer_core.explore import _request
+    from steer_core.steering import BASE_ALPHA
+
+    assert [_request(req, r).steer.alpha for r in final.rows] == [
+        0.0,
+        BASE_ALPHA["prototype"],
+        3 * BASE_ALPHA["prototype"],
+    ]
+    assert len(final.perplexities) == 3
