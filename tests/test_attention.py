@@ -71,12 +71,13 @@ def test_line_lift_is_zero_without_preference_and_counts_own_line():
 def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     """The view's steered numbers are the eager attention of one forward pass under generation's own
     steering edit (positions 'all': the same edit on prompt and reply), recomputed independently."""
+    from tiny import char_tokenizer, tiny_bank
+
     from steer_core.attention import steering_attention
     from steer_core.generation import Request, build_messages, generate_batch, layer_edits, steering_groups
     from steer_core.layer_files import save_layer
     from steer_core.prompts import render
     from steer_core.steering import SteerConfig
-    from tiny import char_tokenizer, tiny_bank
 
     lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
     lm.model.set_attn_implementation("eager")

@@ -143,8 +143,8 @@ def test_summary_carries_intervals_and_judged_shares(tmp_path):
 def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     """Several SAE targets in one grid: prompt-only methods run once, query steering (no codes)
     runs the delta form of each code-only target, once per distinct setting."""
-    from steer_core.evaluation import grid as evaluation
     from steer_core.bloom import FeedbackExample
+    from steer_core.evaluation import grid as evaluation
     from steer_core.generation import Output
     from steer_core.steering import SteerConfig
 

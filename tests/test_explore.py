@@ -4,12 +4,12 @@ SAEs saved in a temporary cache, a stand-in judge): one batch, the right rows, a
 import json
 
 import pytest
+from tiny import char_tokenizer, tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.compare import CompareRequest
 from steer_core.errors import UserError
 from steer_core.explore import ladder_rows, ladder_stream, parse_strengths, sweep_stream
-from tiny import char_tokenizer, tiny_bank, tiny_lm
 
 
 class FakeJudge:
