@@ -8,6 +8,7 @@ adapter), STEER_DEVICE (auto | cpu | cuda), STEER_CONCURRENCY (requests served a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,9 +27,11 @@ except ImportError:  # anywhere else generation simply runs on the device steer_
 import gradio as gr
 
 from steer_core import charts, methods
+from steer_core.attention import steering_attention
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
 from steer_core.errors import UserError
+from steer_core.explore import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
 from steer_core.generation import MAX_INPUT_CHARS
 from steer_core.latents import inspect_steering, separability_scores
 from steer_core.layer_spec import layers_label
@@ -162,9 +165,20 @@ def compare(
                     *[gr.skip()] * 5,
                     gr.skip(),
                     f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens",
+                    gr.skip(),
+                    gr.skip(),
                 )
         view = inspect_steering(
             model, req.question, req.student_answer, req.level, req.steer("sae"), last.outputs["sae"].token_ids
+        )
+        attention = steering_attention(
+            model,
+            req.question,
+            req.student_answer,
+            req.level,
+            req.steer("sae"),
+            last.outputs["sae"].token_ids,
+            layer=view.layer,
         )
     except USER_ERRORS as exc:
         raise _user_error(exc) from None
@@ -179,7 +193,18 @@ def compare(
         *_figures(model, req, last, view),
         _report(model, last),
         _status(last, view),
+        *_attention_outputs(attention, req.level, model.n_heads),
     )
+
+
+def _attention_outputs(view, level, n_heads):
+    names, unsteered, steered = view.part_shares()
+    heads = "all heads" if len(view.heads) == n_heads else "heads " + ", ".join(map(str, view.heads))
+    where = f"layer {view.layer}, {heads}"
+    fig = charts.attention_parts(
+        names, unsteered, steered, title=f"Where the SAE-steered reply looks, steered toward '{level}' or not ({where})"
+    )
+    return fig, charts.attention_text(view.tokens, view.change.tolist())
 
 
 def _final_texts(result):
@@ -232,6 +257,132 @@ def _status(result, view) -> str:
         f"(alpha {req.steer('sae').alpha:g}, target {req.target}); "
         f"charts show layer {view.layer}, head {view.head}."
     )
+
+
+def guarded(name: str):
+    """Run a streaming handler so that bad input is reported as such and anything else as an internal
+    error (logged), and the app keeps serving either way."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except USER_ERRORS as exc:
+                raise _user_error(exc) from None
+            except gr.Error:
+                raise
+            except Exception as exc:
+                log.exception("%s failed", name)
+                raise gr.Error(
+                    f"Internal error ({type(exc).__name__}); the app is still running, please try again."
+                ) from None
+
+        return handler
+
+    return wrap
+
+
+def _save(record: dict, csv_text: str, kind: str) -> tuple[str, str]:
+    paths = []
+    for suffix, text in ((".json", json.dumps(record, indent=1)), (".csv", csv_text)):
+        fd, path = tempfile.mkstemp(prefix=f"bloom-steer-{kind}-", suffix=suffix)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _view_request(question, student_answer, level, strength, max_new_tokens, layers, target, seed):
+    return CompareRequest.from_ui(
+        question, student_answer, level, layers, None, strength, None, None, None, target, None, max_new_tokens, seed
+    )
+
+
+N_LADDER = 1 + len(LEVELS)
+
+
+@gpu
+@guarded("ladder")
+def ladder(
+    question,
+    student_answer,
+    baseline="none",
+    strength=1.0,
+    max_new_tokens=80,
+    layers=DEFAULT_BAND,
+    target=DEFAULTS.target,
+    seed=0,
+):
+    """The same question answered at every Bloom level: unsteered, then SAE-steered toward remember ..
+    create (and the same for a baseline on request), one batch; then verdicts, the chart and downloads."""
+    req = _view_request(question, student_answer, "analyze", strength, max_new_tokens, layers, target, seed)
+    model = lm()
+    last = None
+    for last in ladder_stream(model, req, baseline):
+        if not last.done:
+            texts = [o.text for o in last.outputs]
+            extra = texts[N_LADDER:] + [""] * (len(LEVELS) - len(texts[N_LADDER:]))
+            n = max(o.new_tokens for o in last.outputs)
+            yield (*texts[:N_LADDER], *[gr.skip()] * N_LADDER, *extra, *[gr.skip()] * 3, f"Generating... {n} tokens")
+    texts = [o.text for o in last.outputs]
+    labels = [dict(v["probs"]) for v in last.verdicts]
+    extra = texts[N_LADDER:] + [""] * (len(LEVELS) - len(texts[N_LADDER:]))
+    steered = [i for i, r in enumerate(last.rows) if r.method != "none"]
+    fig = charts.ladder_chart(
+        [last.rows[i].level for i in steered],
+        [last.verdicts[i]["pred"] for i in steered],
+        [last.target_probability(i) for i in steered],
+        [last.rows[i].method for i in steered],
+    )
+    hits = sum(last.verdicts[i]["pred"] == last.rows[i].level for i in range(1, N_LADDER))
+    json_path, csv_path = _save(last.record(model.label), last.csv_text(), "ladder")
+    status = (
+        f"Done in {last.seconds:.1f} s. The judge reads {hits} of the 6 SAE-steered replies at the level asked for "
+        f"(chance: 1). Strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}), "
+        f"layers {layers_label(req.layers)}."
+    )
+    yield (*texts[:N_LADDER], *labels[:N_LADDER], *extra, fig, json_path, csv_path, status)
+
+
+@gpu
+@guarded("sweep")
+def sweep(
+    question,
+    student_answer,
+    level,
+    strengths="0, 0.5, 1, 2, 3",
+    max_new_tokens=80,
+    layers=DEFAULT_BAND,
+    target=DEFAULTS.target,
+    seed=0,
+):
+    """One level at several steering strengths in one batch: how far can it be pushed before the
+    text stops making sense? Then verdicts, the probability/perplexity chart and a download."""
+    req = _view_request(question, student_answer, level, 1.0, max_new_tokens, layers, target, seed)
+    model = lm()
+    last = None
+    for last in sweep_stream(model, req, strengths):
+        if not last.done:  # the boxes get their strength as a label (and unused ones hide) while streaming
+            k = len(last.rows)
+            boxes = [gr.update(value=o.text, label=r.name, visible=True) for r, o in zip(last.rows, last.outputs)]
+            boxes += [gr.update(value="", visible=False)] * (MAX_SWEEP - k)
+            labels = [gr.update(value=None, visible=i < k) for i in range(MAX_SWEEP)]
+            n = max(o.new_tokens for o in last.outputs)
+            yield (*boxes, *labels, *[gr.skip()] * 3, f"Generating... {n} tokens")
+    k = len(last.rows)
+    texts = [o.text for o in last.outputs] + [""] * (MAX_SWEEP - k)
+    labels = [dict(v["probs"]) for v in last.verdicts] + [None] * (MAX_SWEEP - k)
+    probs = [last.target_probability(i) for i in range(k)]
+    base = next((p for r, p in zip(last.rows, last.perplexities) if r.strength == 0), None)
+    fig = charts.sweep_chart([r.strength for r in last.rows], probs, last.perplexities, req.level, base)
+    json_path, csv_path = _save(last.record(model.label), last.csv_text(), "sweep")
+    best = max(range(k), key=lambda i: probs[i])
+    status = (
+        f"Done in {last.seconds:.1f} s. The judge gives '{req.level}' its highest probability "
+        f"({probs[best]:.2f}) at strength {last.rows[best].strength:g}."
+    )
+    yield (*texts, *labels, fig, json_path, csv_path, status)
 
 
 def initial_map():
@@ -355,27 +506,49 @@ def build() -> gr.Blocks:
                         labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
                     if m == "instruction":
                         instr_col = col
-            with gr.Accordion("How to read the charts", open=False):
-                gr.Markdown(
-                    "- **Judge probabilities**: for each reply, how likely the judge thinks it asks for each level; "
-                    "the shaded column is the level you chose.\n"
-                    "- **Steering trace**: steering moves the head's sparse code step by step; each line is how likely "
-                    "that level looks under the prototypes (rising for the level you chose when steering "
-                    "works, flat when it does not); a prototype is the typical code of feedback at that level.\n"
-                    "- **Top latents**: the sparse features most active before and after steering, next to the "
-                    "target level's prototype.\n"
-                    "- **Tokens x latents**: which features are active at each word of the SAE-steered reply.\n"
-                    "- **Where to steer**: brighter cells are layers and heads where the six levels look most "
-                    "different to the SAE; the outlined cells are the ones you steered."
-                )
             with gr.Row():
-                plot_probs = gr.Plot(label="Judge probabilities", elem_id="plot-probs")
-                plot_trace = gr.Plot(label="Steering trace", elem_id="plot-trace")
-            with gr.Row():
-                plot_bars = gr.Plot(label="Top latents", elem_id="plot-bars")
-                plot_heat = gr.Plot(label="Tokens x latents", elem_id="plot-heat")
-            plot_sep = gr.Plot(label="Where to steer", elem_id="plot-sep")
+                with gr.Column():
+                    gr.Markdown(
+                        "**Judge probabilities.** How likely the judge thinks each reply asks for each level; the "
+                        "shaded column is the level you chose."
+                    )
+                    plot_probs = gr.Plot(label="Judge probabilities", elem_id="plot-probs")
+                with gr.Column():
+                    gr.Markdown(
+                        "**What steering changed.** Steering only changes which words of the prompt the model "
+                        "reads while it writes: bars are the share of its attention on each part, without and "
+                        "with steering (same reply)."
+                    )
+                    plot_attn = gr.Plot(label="Attention by part of the prompt", elem_id="plot-attn")
+            gr.Markdown(
+                "The prompt, shaded by how much more (orange) or less (blue) the steered model reads each word:"
+            )
+            attn_text = gr.HTML(elem_id="attn-text")
             report = gr.File(label="Report of this run (JSON)", elem_id="report")
+            with gr.Accordion("For researchers: inside the sparse autoencoder", open=False):
+                with gr.Row():
+                    with gr.Column():
+                        gr.Markdown(
+                            "**Steering trace.** Each line is how likely that level looks under the prototypes at "
+                            "every descent step: it rises for your level when steering works, stays flat when not."
+                        )
+                        plot_trace = gr.Plot(label="Steering trace", elem_id="plot-trace")
+                    with gr.Column():
+                        gr.Markdown(
+                            "**Top latents.** The sparse features most active before and after steering, next to "
+                            "the target level's prototype (the typical code of feedback at that level)."
+                        )
+                        plot_bars = gr.Plot(label="Top latents", elem_id="plot-bars")
+                with gr.Row():
+                    with gr.Column():
+                        gr.Markdown("**Tokens x latents.** Which features are active at each word of the reply.")
+                        plot_heat = gr.Plot(label="Tokens x latents", elem_id="plot-heat")
+                    with gr.Column():
+                        gr.Markdown(
+                            "**Where to steer.** Brighter cells: layers and heads where the six levels look most "
+                            "different to the SAE; outlined: the ones you steered."
+                        )
+                        plot_sep = gr.Plot(label="Where to steer", elem_id="plot-sep")
 
             inputs = [
                 question,
@@ -394,10 +567,133 @@ def build() -> gr.Blocks:
                 k_shots,
                 instruction,
             ]
-            outputs = [*texts, *labels, plot_bars, plot_heat, plot_trace, plot_probs, plot_sep, report, status]
+            outputs = [
+                *texts,
+                *labels,
+                plot_bars,
+                plot_heat,
+                plot_trace,
+                plot_probs,
+                plot_sep,
+                report,
+                status,
+                plot_attn,
+                attn_text,
+            ]
             go.click(compare, inputs, outputs, api_name="compare")
             instruction.change(lambda on: gr.update(visible=on), instruction, instr_col, api_visibility="private")
             demo.load(initial_map, None, plot_sep, api_visibility="private")
+
+        with gr.Tab("Level ladder"):
+            gr.Markdown(
+                "The same question answered at **every** Bloom level: the unsteered reply, then the reply steered "
+                "toward each level, side by side in one run. The chart puts the level the judge reads against "
+                "the level asked for: if steering worked, the dots would sit on the diagonal."
+            )
+            with gr.Row():
+                l_question = gr.Textbox(
+                    label="Question", lines=2, max_length=MAX_INPUT_CHARS, value="Why do we see phases of the Moon?"
+                )
+                l_answer = gr.Textbox(
+                    label="Student's answer",
+                    lines=2,
+                    max_length=MAX_INPUT_CHARS,
+                    value="Because the Earth's shadow covers part of the Moon.",
+                )
+            with gr.Row():
+                l_baseline = Radio(
+                    [("none", "none")] + [(methods.LABELS[b], b) for b in LADDER_BASELINES],
+                    value="none",
+                    label="Also show a baseline method at every level",
+                )
+                l_strength = Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength")
+                l_max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
+            l_go = gr.Button("Run the ladder", variant="primary")
+            l_status = gr.Markdown("")
+            l_texts, l_labels, l_base = [], [], []
+            with gr.Row(equal_height=True):
+                for i, name in enumerate(["unsteered", *LEVELS]):
+                    with gr.Column(min_width=160):
+                        l_texts.append(
+                            gr.Textbox(
+                                label=name if i == 0 else f"toward {name}",
+                                lines=7,
+                                interactive=False,
+                                elem_id=f"ladder-{name}",
+                            )
+                        )
+                        l_labels.append(
+                            gr.Label(label="Judged level", num_top_classes=2, elem_id=f"ladder-judge-{name}")
+                        )
+            with gr.Row(equal_height=True):
+                gr.Column(min_width=160)
+                for lv in LEVELS:
+                    with gr.Column(min_width=160):
+                        l_base.append(
+                            gr.Textbox(label=f"baseline: {lv}", lines=5, interactive=False, elem_id=f"ladder-base-{lv}")
+                        )
+            gr.Markdown(
+                "**How to read it.** Dots on the dashed diagonal = the reply asks for the level it was steered "
+                "toward; bars = how sure the judge is of that level (1/6 is chance)."
+            )
+            l_plot = gr.Plot(label="Judged level against target level", elem_id="ladder-plot")
+            with gr.Row():
+                l_json = gr.File(label="Ladder (JSON)", elem_id="ladder-json")
+                l_csv = gr.File(label="Ladder (CSV)", elem_id="ladder-csv")
+            l_go.click(
+                ladder,
+                [l_question, l_answer, l_baseline, l_strength, l_max_new],
+                [*l_texts, *l_labels, *l_base, l_plot, l_json, l_csv, l_status],
+                api_name="ladder",
+            )
+
+        with gr.Tab("Strength sweep"):
+            gr.Markdown(
+                "One level at several steering strengths, side by side in one run: how far can you push before "
+                "the feedback stops making sense?"
+            )
+            with gr.Row():
+                s_question = gr.Textbox(
+                    label="Question", lines=2, max_length=MAX_INPUT_CHARS, value="Why do we see phases of the Moon?"
+                )
+                s_answer = gr.Textbox(
+                    label="Student's answer",
+                    lines=2,
+                    max_length=MAX_INPUT_CHARS,
+                    value="Because the Earth's shadow covers part of the Moon.",
+                )
+            with gr.Row():
+                s_level = Radio(LEVEL_CHOICES, value="create", label="Bloom level to steer toward")
+                s_strengths = gr.Textbox(
+                    value=", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS),
+                    label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
+                )
+                s_max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
+            s_go = gr.Button("Run the sweep", variant="primary")
+            s_status = gr.Markdown("")
+            s_texts, s_labels = [], []
+            with gr.Row(equal_height=True):
+                for i in range(MAX_SWEEP):
+                    with gr.Column(min_width=160):
+                        s_texts.append(
+                            gr.Textbox(label=f"strength {i}", lines=7, interactive=False, elem_id=f"sweep-{i}")
+                        )
+                        s_labels.append(gr.Label(label="Judged level", num_top_classes=2, elem_id=f"sweep-judge-{i}"))
+            gr.Markdown(
+                "**How to read it.** The coloured line is how sure the judge is that the reply asks for your "
+                "level; the dotted line is perplexity (how surprised the unsteered model is by the text: higher "
+                "= less fluent). Good steering raises the first without the second crossing the red dashes."
+            )
+            s_plot = gr.Plot(label="Probability and perplexity against strength", elem_id="sweep-plot")
+            with gr.Row():
+                s_json = gr.File(label="Sweep (JSON)", elem_id="sweep-json")
+                s_csv = gr.File(label="Sweep (CSV)", elem_id="sweep-csv")
+            s_go.click(
+                sweep,
+                [s_question, s_answer, s_level, s_strengths, s_max_new],
+                [*s_texts, *s_labels, s_plot, s_json, s_csv, s_status],
+                api_name="sweep",
+            )
 
         with gr.Tab("Train your own"):
             gr.Markdown(

@@ -36,12 +36,17 @@ def test_compare_returns_four_texts_judgements_charts_and_report(client):
         assert lab["label"] in LEVELS and len(lab["confidences"]) >= 1
     plots = out[N_TEXTS + N_LABELS : N_TEXTS + N_LABELS + 5]
     assert all(p and p["type"] == "plotly" and json.loads(p["plot"])["layout"]["title"]["text"] for p in plots)
-    record = json.loads(open(out[-2], encoding="utf-8").read())
+    report, status, attention, attention_text = out[N_TEXTS + N_LABELS + 5 :]
+    record = json.loads(open(report, encoding="utf-8").read())
     assert record["inputs"] == {"question": Q, "student_answer": A, "level": "analyze"}
     assert set(record["outputs"]) == {"none", "sae", "query", "fewshot"}
     assert all(set(v["judge"]["probs"]) == set(LEVELS) for v in record["outputs"].values())
     assert record["outputs"]["sae"]["text"] == texts[1]
-    assert "Done in" in out[-1]
+    assert "Done in" in status
+    bars = json.loads(attention["plot"])["data"]
+    assert [b["name"] for b in bars] == ["unsteered", "steered"]
+    assert list(bars[0]["x"]) == ["instructions", "question", "student answer"]
+    assert "attention-text" in attention_text and "Moon" not in attention_text and "flour" in attention_text
 
 
 def test_instruction_baseline_on_request(client):
@@ -143,3 +148,43 @@ def test_train_tab_refuses_bad_settings(client):
 
     with pytest.raises(AppError, match="Layer"):
         client.predict(99, "topk", 16, 1.0, 8, 1, api_name="/train")
+
+
+def test_ladder_returns_seven_texts_then_verdicts_chart_and_downloads(client):
+    out = client.predict(Q, A, "none", 1.0, 16, api_name="/ladder")
+    texts, labels, base = out[:7], out[7:14], out[14:20]
+    assert all(isinstance(t, str) and t.strip() for t in texts) and list(base) == [""] * 6
+    assert all(lab["label"] in LEVELS for lab in labels)
+    plot, json_path, csv_path, status = out[20:]
+    assert plot["type"] == "plotly" and "Judged level" in json.loads(plot["plot"])["layout"]["title"]["text"]
+    record = json.loads(open(json_path, encoding="utf-8").read())
+    assert record["view"] == "ladder" and [r["target"] for r in record["rows"]] == ["-", *LEVELS]
+    assert [r["text"] for r in record["rows"]] == list(texts)
+    assert open(csv_path, encoding="utf-8").readline().startswith("row,method,target")
+    assert "of the 6 SAE-steered replies" in status
+
+
+def test_ladder_with_a_baseline_fills_the_second_row(client):
+    out = client.predict(Q, A, "instruction", 1.0, 8, api_name="/ladder")
+    assert all(t.strip() for t in out[14:20])
+
+
+def test_sweep_returns_a_reply_per_strength_and_the_tradeoff_chart(client):
+    out = client.predict(Q, A, "create", "0, 1, 3", 16, api_name="/sweep")
+    texts, labels = out[:6], out[6:12]
+    assert all(t.strip() for t in texts[:3]) and list(texts[3:]) == ["", "", ""]
+    assert all(lab["label"] in LEVELS for lab in labels[:3])
+    plot, json_path, csv_path, status = out[12:]
+    names = [t["name"] for t in json.loads(plot["plot"])["data"]]
+    assert names[:2] == ["probability of 'create' (judge)", "perplexity (lower = more fluent)"]
+    record = json.loads(open(json_path, encoding="utf-8").read())
+    assert [r["strength"] for r in record["rows"]] == [0.0, 1.0, 3.0]
+    assert all(r["perplexity"] > 0 for r in record["rows"]) and "highest probability" in status
+
+
+@pytest.mark.parametrize("args, message", [(("create", "1, x"), "strengths"), (("create", "9"), "from 0")])
+def test_sweep_refuses_bad_strengths(client, args, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(Q, A, *args, 8, api_name="/sweep")
