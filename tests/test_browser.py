@@ -2,7 +2,7 @@
 `playwright install`). Open the page, pick an example, choose a level, compare, wait for the four
 outputs and the charts, save a screenshot. Fails if any output or chart is missing.
 
-SAVE_SCREENSHOT=docs/screenshot.png pytest tests/test_browser.py   # refresh the README's image
+SAVE_SCREENSHOT=docs pytest tests/test_browser.py   # refresh the README's images (screenshot, ladder, sweep)
 """
 
 import os
@@ -23,7 +23,8 @@ FLAGS = [
     "--no-first-run",
 ]
 OUTPUTS = ("none", "sae", "query", "fewshot")
-PLOTS = ("plot-probs", "plot-trace", "plot-bars", "plot-heat", "plot-sep")
+PLOTS = ("plot-probs", "plot-attn")
+RESEARCH_PLOTS = ("plot-trace", "plot-bars", "plot-heat", "plot-sep")
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def test_compare_in_the_browser(browser, app_url, tmp_path):
     page.goto(app_url)
     page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
     # the separability map is drawn when the page loads
+    page.get_by_text("For researchers: inside the sparse autoencoder").click()
     page.locator("#plot-sep .js-plotly-plot").wait_for(timeout=60_000)
 
     example = "How can a sedimentary rock become a metamorphic rock?"
@@ -62,20 +64,68 @@ def test_compare_in_the_browser(browser, app_url, tmp_path):
             timeout=240_000,
         )
     page.get_by_text("Done in").wait_for(timeout=240_000)
-    for pid in PLOTS:
+    for pid in PLOTS + RESEARCH_PLOTS:
         page.locator(f"#{pid} .js-plotly-plot").wait_for(timeout=60_000)
+    assert page.locator("#attn-text .attention-text span").count() > 20  # the prompt, shaded token by token
     for m in OUTPUTS:
         assert page.locator(f"#judge-{m}").inner_text().strip(), f"no judge verdict for {m}"
     texts = {m: page.locator(f"#out-{m} textarea").input_value() for m in OUTPUTS}
     assert all(t.strip() for t in texts.values()), texts
     titles = page.locator(".js-plotly-plot .gtitle").all_text_contents()
-    assert len([t for t in titles if t and t.strip()]) >= len(PLOTS), titles
+    assert len([t for t in titles if t and t.strip()]) >= len(PLOTS + RESEARCH_PLOTS), titles
     assert not errors, errors
 
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 50_000
+    keep(shot, "screenshot.png")
+
+
+def keep(shot: Path, name: str) -> None:
+    """Copy a screenshot into the folder named by SAVE_SCREENSHOT (the README's images), if set."""
     if os.environ.get("SAVE_SCREENSHOT"):
-        dest = ROOT / os.environ["SAVE_SCREENSHOT"]
+        dest = ROOT / os.environ["SAVE_SCREENSHOT"] / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, dest)
+
+
+def wait_filled(page, elem_id: str, timeout: int = 240_000) -> None:
+    page.wait_for_function(
+        "id => { const t = document.querySelector(`#${id} textarea`); return t && t.value.trim().length > 0; }",
+        arg=elem_id,
+        timeout=timeout,
+    )
+
+
+def test_ladder_and_sweep_in_the_browser(browser, app_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("tab", name="Level ladder").click()
+    page.get_by_role("button", name="Run the ladder").click()
+    for name in ("unsteered", "remember", "understand", "apply", "analyze", "evaluate", "create"):
+        wait_filled(page, f"ladder-{name}")
+    page.get_by_text("SAE-steered replies at the level asked for").wait_for(timeout=240_000)
+    page.locator("#ladder-plot .js-plotly-plot").wait_for(timeout=60_000)
+    for name in ("unsteered", "remember", "create"):
+        assert page.locator(f"#ladder-judge-{name}").inner_text().strip(), f"no verdict for {name}"
+    assert page.locator("#ladder-json a, #ladder-json [download]").count() >= 1
+    shot = tmp_path / "ladder.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot, "ladder.png")
+
+    page.get_by_role("tab", name="Strength sweep").click()
+    strengths = page.get_by_role("textbox", name="Strengths (up to")
+    strengths.fill("0, 1, 2")
+    page.get_by_role("button", name="Run the sweep").click()
+    for i in range(3):
+        wait_filled(page, f"sweep-{i}")
+    page.get_by_text("its highest probability").wait_for(timeout=240_000)
+    page.locator("#sweep-plot .js-plotly-plot").wait_for(timeout=60_000)
+    assert page.locator("#sweep-0 label, #sweep-0 span").first.inner_text().strip()
+    assert not page.locator("#sweep-3").is_visible()  # only as many replies as strengths
+    assert not errors, errors
+    shot = tmp_path / "sweep.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot, "sweep.png")
