@@ -1,7 +1,9 @@
 """`python -m steer_core bench`: the project's performance figures, as ratios measured in one run.
 
 Every generation timing forces the same number of new tokens (stop tokens ignored), is preceded
-by a warm-up, and is the median of `repeats` runs, so ratios compare equal work on one machine.
+by a warm-up, and the variants take turns round by round (interleaved), so that a busy moment of a
+shared machine slows all of them alike. A ratio is the median over rounds of the variant's time over
+the unsteered time of the same round; `_range` gives the lowest and highest round.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import torch
 
 from .compare import CompareRequest
-from .generation import Request, generate_batch
+from .explore import ladder_rows, row_request
+from .generation import Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL
 from .steering import SteerConfig
 
@@ -26,14 +29,35 @@ A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations, lazy loads
-    times = []
+def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function per round, the functions taking turns (A B C A B C ...) after one
+    warm-up each, so that noise on a shared machine hits all of them alike."""
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations, lazy loads
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio_spread(times: dict[str, list[float]], name: str, base: str = "none") -> tuple[float, float, float]:
+    """(median, lowest, highest) over rounds of name's time over base's time in the same round."""
+    ratios = [t / b for t, b in zip(times[name], times[base])]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def first_token_s(lm, reqs, repeats: int) -> float:
+    """Median wall time until the first streamed token of a batch (prefill + one step)."""
+    out = []
+    for _ in range(repeats + 1):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for _outs in stream_batch(lm, reqs, max_new_tokens=2):
+            break
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out[1:])
 
 
 def peak_rss_mb() -> float:
@@ -84,13 +108,19 @@ def run_bench(
     def gen(reqs):
         return lambda: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True)
 
-    base = Request(Q, A, "none")
-    t_none = _timed(gen([base]), repeats)
-    t_sae_band = _timed(gen([Request(Q, A, "sae", "analyze", steer=band)]), repeats)
-    t_sae_one = _timed(gen([Request(Q, A, "sae", "analyze", steer=one)]), repeats)
-    t_query_band = _timed(gen([Request(Q, A, "query", "analyze", steer=band)]), repeats)
-    four = CompareRequest(Q, A, "analyze", max_new_tokens=tokens).requests()  # exactly the app's batch
-    t_four = _timed(gen(four), repeats)
+    compare = CompareRequest(Q, A, "analyze", max_new_tokens=tokens)
+    four = compare.requests()  # exactly the app's batch
+    ladder = [row_request(compare, row) for row in ladder_rows()]  # exactly the ladder's batch
+    batches = {
+        "none": [Request(Q, A, "none")],
+        "sae_one": [Request(Q, A, "sae", "analyze", steer=one)],
+        "sae_band": [Request(Q, A, "sae", "analyze", steer=band)],
+        "query_band": [Request(Q, A, "query", "analyze", steer=band)],
+        "compare4": four,
+        "ladder": ladder,
+    }
+    times = interleaved({name: gen(reqs) for name, reqs in batches.items()}, repeats)
+    med = {name: statistics.median(t) for name, t in times.items()}
     out = {
         "device": str(lm.device)
         + (
@@ -100,18 +130,27 @@ def run_bench(
         ),
         "model": lm.label,
         "new_tokens": tokens,
-        "unsteered_tok_s": round(tokens / t_none, 2),
+        "repeats": repeats,
+        "unsteered_tok_s": round(tokens / med["none"], 2),
         # the performance target is stated for all heads of one layer
-        "sae_steered_tok_s": round(tokens / t_sae_one, 2),
-        "sae_overhead_ratio": round(t_sae_one / t_none, 3),
+        "sae_steered_tok_s": round(tokens / med["sae_one"], 2),
         "layer": layer,
         # the app's default: all heads of the 14-layer band
-        "sae_band_tok_s": round(tokens / t_sae_band, 2),
-        "sae_band_overhead_ratio": round(t_sae_band / t_none, 3),
-        "query_band_overhead_ratio": round(t_query_band / t_none, 3),
+        "sae_band_tok_s": round(tokens / med["sae_band"], 2),
         "band": f"{band.layers[0]}-{band.layers[-1]}",
-        "compare4_ratio": round(t_four / t_none, 3),
     }
+    for key, name in (
+        ("sae_overhead_ratio", "sae_one"),
+        ("sae_band_overhead_ratio", "sae_band"),
+        ("query_band_overhead_ratio", "query_band"),
+        ("compare4_ratio", "compare4"),
+        ("ladder_ratio", "ladder"),
+    ):
+        mid, lo, hi = ratio_spread(times, name)
+        out[key] = round(mid, 3)
+        out[key + "_range"] = [round(lo, 3), round(hi, 3)]  # lowest and highest round
+    out["first_token_compare4_s"] = round(first_token_s(lm, four, repeats), 3)
+    out["first_token_ladder_s"] = round(first_token_s(lm, ladder, repeats), 3)
     if cold_start:
         out["cold_start_s"] = round(cold_start_s(lm.name), 2)
     if train:

@@ -68,7 +68,7 @@ def sweep_rows(level: str, strengths: Sequence[float]) -> list[Row]:
     return [Row(f"strength {s:g}", "sae", level, float(s)) for s in strengths]
 
 
-def _request(req: CompareRequest, row: Row) -> Request:
+def row_request(req: CompareRequest, row: Row) -> Request:
     target = LEVELS[0] if row.level == "-" else row.level
     base = req if row.strength is None else replace(req, strength=row.strength)
     steer = base.steer(row.method) if row.method in methods.STEERED else None
@@ -151,7 +151,7 @@ def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None)
     each reply's perplexity under the unsteered model (what the sweep's fluency axis shows)."""
     req.check_against(lm)
     t0 = time.time()
-    reqs = [_request(req, row) for row in rows]
+    reqs = [row_request(req, row) for row in rows]
     outs: list[Output] = []
     for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)

@@ -89,10 +89,10 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     assert [r.strength for r in final.rows] == [0.0, 1.0, 3.0]
     unsteered = list(ladder_stream(lm, req, judge=FakeJudge()))[-1].outputs[0]
     assert final.outputs[0].token_ids == unsteered.token_ids  # strength 0 leaves the queries as they are
-    from steer_core.explore import _request
+    from steer_core.explore import row_request
     from steer_core.steering import BASE_ALPHA
 
-    assert [_request(req, r).steer.alpha for r in final.rows] == [
+    assert [row_request(req, r).steer.alpha for r in final.rows] == [
         0.0,
         BASE_ALPHA["prototype"],
         3 * BASE_ALPHA["prototype"],
