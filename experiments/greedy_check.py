@@ -1,0 +1,40 @@
+"""Greedy token ids of a fixed set of requests, to show a refactor changed no output.
+
+    python -m experiments.greedy_check OUT.json     # in each checkout (old and new), then compare:
+    python -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); print(a == b)" OLD.json NEW.json
+
+Four test scenarios x seven variants (unsteered; SAE steering with the softmax default, delta and
+learned targets; query steering; few-shot; instruction), 32 greedy tokens each, in one batch.
+"""
+
+import json
+import sys
+
+from steer_core.bloom import load_dataset, scenarios
+from steer_core.generation import Request, generate_batch
+from steer_core.models import load_model
+from steer_core.steering import SteerConfig
+
+
+def main() -> None:
+    lm = load_model()
+    reqs = []
+    for s, lv in zip(scenarios(load_dataset(split="test"))[:4], ["remember", "apply", "evaluate", "create"]):
+        q, a = s.question, s.student_answer
+        reqs += [
+            Request(q, a, "none", lv),
+            Request(q, a, "sae", lv, steer=SteerConfig()),
+            Request(q, a, "sae", lv, steer=SteerConfig(target="delta", alpha=8.0)),
+            Request(q, a, "sae", lv, steer=SteerConfig(target="learned", alpha=4.0)),
+            Request(q, a, "query", lv, steer=SteerConfig()),
+            Request(q, a, "fewshot", lv, scenario_id=s.scenario_id),
+            Request(q, a, "instruction", lv),
+        ]
+    outs = generate_batch(lm, reqs, max_new_tokens=32)
+    with open(sys.argv[1], "w") as fh:
+        json.dump([o.token_ids for o in outs], fh)
+    print(f"{len(outs)} rows, {sum(o.new_tokens for o in outs)} tokens")
+
+
+if __name__ == "__main__":
+    main()
