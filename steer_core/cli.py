@@ -1,4 +1,4 @@
-"""`python -m steer_core <command>`: the stable command-line contract (docs in the README).
+"""`python -m steer_core <command>`: the stable command-line contract (reference: docs/cli.md).
 
 Errors the user can fix (a missing file, a malformed line, a bad option) print one line on stderr
 and exit with status 2, never a traceback.
