@@ -231,7 +231,9 @@ def _figures(model, req, result, view):
         view.after[fb] if view.after[fb].size else view.after,
         title=f"Sparse code per token of the SAE-steered feedback ({title_where})",
     )
-    trace = charts.descent_trace(view.trace, req.level, probs=view.level_probs)
+    trace = charts.descent_trace(
+        view.trace, req.level, probs=view.level_probs, objective=view.objective, objective_name=view.objective_name
+    )
     probs = charts.judge_probs({m: [v["probs"][lv] for lv in LEVELS] for m, v in result.judgements.items()}, req.level)
     layers, scores = separability_scores(model)
     shown = list(range(model.n_heads)) if req.heads is None else list(req.heads)

@@ -247,7 +247,14 @@ def token_latent_heatmap(
     return _style(fig, title, "SAE latent", "token (position: text)", height=380)
 
 
-def descent_trace(trace: Any, target_level: str, title: str | None = None, probs: Any = None) -> go.Figure:
+def descent_trace(
+    trace: Any,
+    target_level: str,
+    title: str | None = None,
+    probs: Any = None,
+    objective: Any = None,
+    objective_name: str = "what the descent minimises",
+) -> go.Figure:
     """Over the steering steps, each level's probability under the prototypes (a softmax over
     negative squared distances: what the default target raises) when `probs` is given, else the
     distance of the sparse code to each level's prototype; target drawn bold. Either way the
@@ -279,6 +286,30 @@ def descent_trace(trace: Any, target_level: str, title: str | None = None, probs
                 hovertemplate=f"{level}<br>step %{{x}}<br>{'probability' if probs is not None else 'distance'} "
                 "%{y:.3f}<extra></extra>",
             )
+        )
+    if objective is not None:
+        obj = _vector(objective, "objective")
+        if len(obj) != d.shape[0]:
+            raise ValueError("objective must have one value per step")
+        fig.add_trace(
+            go.Scatter(
+                x=steps,
+                y=obj,
+                name=f"descent objective: {objective_name}",
+                mode="lines",
+                yaxis="y2",
+                line={"color": "#222", "width": 2, "dash": "dash"},
+                hovertemplate=f"{objective_name}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            yaxis2={
+                "overlaying": "y",
+                "side": "right",
+                "showgrid": False,
+                "title": objective_name,
+                "rangemode": "tozero",
+            }
         )
     fig.update_xaxes(tickmode="auto", rangemode="tozero")
     if probs is not None:

@@ -37,6 +37,8 @@ class LatentView:
     level_probs: np.ndarray  # (T+1, 6) mean over steered positions of softmax(-d^2 / tau) over the levels
     query_before: np.ndarray  # (S, D) the head's query as it reached the steering edit during the replay
     query_after: np.ndarray  # (S, D) the query the edit returned (what attention used)
+    objective: np.ndarray | None = None  # (T+1,) what the descent minimises, mean over steered positions
+    objective_name: str = ""
 
     def mean_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean code over the steered positions, before and after."""
@@ -110,9 +112,17 @@ def inspect_steering(
     mask = torch.tensor(steered, device=lm.device)
     z = torch.where(mask[None, :, None, None], z, z0)
     sel = mask if bool(mask.any()) else torch.ones_like(mask)
-    per_pos = trace[:, :, 0, sel, 0]  # (T+1, 6, positions) distances
+    n = len(LEVELS)
+    per_pos = trace[:, :n, 0, sel, 0]  # (T+1, 6, positions) distances
     _, tau = prototype_scale(protos[:, None, :])
-    probs = level_probabilities(per_pos, tau, dim=1).mean(-1)
+    pos_probs = level_probabilities(per_pos, tau, dim=1)
+    probs = pos_probs.mean(-1)
+    if cfg.target == "softmax":  # -log p(target) under the prototypes
+        objective, objective_name = -torch.log(pos_probs[:, level_idx[0]].clamp_min(1e-12)).mean(-1), "-log p(target)"
+    elif trace.shape[1] > n:  # the descent to a point: its distance to that point
+        objective, objective_name = trace[:, n, 0, sel, 0].mean(-1), "distance to its target"
+    else:  # learned offsets: no descent
+        objective, objective_name = None, ""
     trace = per_pos.mean(-1)
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)
@@ -129,6 +139,8 @@ def inspect_steering(
         probs.cpu().numpy(),
         q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
         q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+        None if objective is None else objective.cpu().numpy(),
+        objective_name,
     )
 
 

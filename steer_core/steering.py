@@ -297,7 +297,9 @@ def steer_codes(
 ):
     """The SAE method's edit of sparse codes z0 (rows, seq, heads, K) toward `levels` (rows,): the one
     place each target is defined, used by generation and by the charts alike. With trace_to
-    ((L, ..., K)-broadcastable prototypes) returns (z, trace): the distance to each after every step."""
+    ((L, ..., K)-broadcastable prototypes) returns (z, trace): the distance to each after every step;
+    for the descents to a point (prototype, delta) the trace has one more entry last, the distance to
+    that point: what the descent minimises."""
 
     def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t if heads is None else t.index_select(dim, heads)
@@ -322,6 +324,9 @@ def steer_codes(
     target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
     if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
         target = z0 + cfg.alpha * (target - pick(bank.codes.mean(0), 0))
+    if trace_to is not None:
+        target = target.expand_as(z0)
+        trace_to = torch.cat([trace_to.expand(len(trace_to), *target.shape), target.unsqueeze(0)])
     return latent_descent(z0, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance, trace_to=trace_to)
 
 

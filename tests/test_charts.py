@@ -339,3 +339,14 @@ def test_descent_trace_shows_level_probabilities_when_given():
     assert tuple(fig.layout.yaxis.range) == (0, 1)
     with pytest.raises(ValueError):
         charts.descent_trace(np.ones((5, 6)), "apply", probs=np.ones((5, 4)))
+
+
+def test_descent_trace_adds_the_objective_on_its_own_axis():
+    probs = np.full((5, 6), 1 / 6)
+    objective = np.array([2.0, 1.5, 1.2, 1.1, 1.0])
+    fig = charts.descent_trace(probs, "apply", probs=probs, objective=objective, objective_name="-log p(target)")
+    obj = fig.data[-1]
+    assert len(fig.data) == 7 and obj.yaxis == "y2" and "-log p(target)" in obj.name
+    assert list(obj.y) == list(objective) and fig.layout.yaxis2.title.text == "-log p(target)"
+    with pytest.raises(ValueError, match="one value per step"):
+        charts.descent_trace(probs, "apply", probs=probs, objective=objective[:3])

@@ -132,3 +132,8 @@ def test_inspected_codes_are_what_generation_used(lm, target):
     assert np.array_equal(view.query_after[:P], view.query_before[:P])
     assert np.abs(view.query_after[P:] - view.query_before[P:]).max() > 1e-3
     assert view.level_probs.shape == view.trace.shape and np.allclose(view.level_probs.sum(1), 1, atol=1e-4)
+    if target == "learned":  # no descent, nothing minimised
+        assert view.objective is None
+    else:  # the chart's objective line is what the descent minimises, and it goes down
+        assert view.objective.shape == (cfg.steps + 1,) and view.objective[-1] < view.objective[0]
+        assert view.objective_name == {"softmax": "-log p(target)"}.get(target, "distance to its target")
