@@ -73,7 +73,8 @@ def _style(fig: go.Figure, title: str, xtitle: str, ytitle: str, height: int = _
         hoverlabel={"align": "left"},
     )
     fig.update_xaxes(title_text=xtitle, automargin=True)
-    fig.update_yaxes(title_text=ytitle, automargin=True)
+    fig.update_yaxes(automargin=True)
+    fig.update_layout(yaxis_title_text=ytitle)  # the primary axis only: a right-hand axis keeps its own title
     return fig
 
 
