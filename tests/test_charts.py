@@ -350,3 +350,38 @@ def test_descent_trace_adds_the_objective_on_its_own_axis():
     assert list(obj.y) == list(objective) and fig.layout.yaxis2.title.text == "-log p(target)"
     with pytest.raises(ValueError, match="one value per step"):
         charts.descent_trace(probs, "apply", probs=probs, objective=objective[:3])
+
+
+def test_ladder_chart_has_diagonal_judged_points_and_probability_bars():
+    targets = list(LEVELS)
+    judged = ["understand", "understand", "apply", "apply", "remember", "create"]
+    fig = charts.ladder_chart(targets, judged, [0.2, 0.5, 0.4, 0.1, 0.05, 0.6], ["sae"] * 6)
+    names = [t.name for t in fig.data]
+    assert names[0] == "perfect steering" and list(fig.data[0].x) == list(LEVELS) == list(fig.data[0].y)
+    points = next(t for t in fig.data if t.name.endswith("judged level"))
+    assert list(points.y) == judged
+    bars = next(t for t in fig.data if t.type == "bar")
+    assert bars.yaxis == "y2" and fig.layout.yaxis2.range == (0, 1)
+    with pytest.raises(ValueError, match="same length"):
+        charts.ladder_chart(targets, judged[:3], [0.1] * 6, ["sae"] * 6)
+    with pytest.raises(ValueError, match="level"):
+        charts.ladder_chart(["remember"], ["brilliant"], [0.1], ["sae"])
+
+
+def test_sweep_chart_probability_and_perplexity_against_strength():
+    fig = charts.sweep_chart([0, 1, 2], [0.1, 0.3, 0.5], [2.0, 2.5, 4.0], "create", baseline_ppl=2.0)
+    prob, ppl, budget = fig.data
+    assert list(prob.x) == [0, 1, 2] and prob.yaxis in (None, "y") and ppl.yaxis == "y2"
+    assert list(budget.y) == [3.0, 3.0] and fig.layout.yaxis2.title.text == "perplexity"
+    with pytest.raises(ValueError, match="same length"):
+        charts.sweep_chart([0, 1], [0.1], [2.0, 2.5], "create")
+
+
+def test_attention_parts_and_text():
+    fig = charts.attention_parts(["question", "student answer"], [0.2, 0.3], [0.25, 0.2])
+    assert [t.name for t in fig.data] == ["unsteered", "steered"] and list(fig.data[1].y) == [0.25, 0.2]
+    html_text = charts.attention_text(["<b>", " more", " less"], [0.0, 0.02, -0.01])
+    assert "&lt;b&gt;" in html_text and "<b>" not in html_text  # tokens are escaped
+    assert "rgba(230,120,20,0.85)" in html_text and "rgba(30,110,200,0.42)" in html_text
+    with pytest.raises(ValueError, match="same length"):
+        charts.attention_text(["a"], [0.1, 0.2])
