@@ -38,19 +38,13 @@ from steer_core.layer_spec import layers_label
 from steer_core.models import load_model
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae import SAETrainConfig
-from steer_core.steering import TARGETS, SteerConfig
+from steer_core.steering import POSITIONS, TARGET_NAMES, TARGETS, SteerConfig
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
 DEFAULTS = SteerConfig()
 SAE_DEFAULTS = SAETrainConfig()
-TARGET_LABELS = {
-    "prototype": "the level's prototype (the paper's)",
-    "delta": "shift the code by the level's offset",
-    "softmax": "prototype softmax (follow-up paper)",
-    "learned": "learned sparse offset",
-}  # chosen on validation data (README, "Does it steer?")
 DEFAULT_BAND = layers_label(DEFAULTS.layers)
 METHOD_ORDER = methods.COMPARE + methods.COMPARE_OPTIONAL
 HEADLINES = {
@@ -482,13 +476,11 @@ def build() -> gr.Blocks:
                     mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
                 with gr.Row():
                     target = Radio(
-                        [(TARGET_LABELS[t] + (" (default)" if t == DEFAULTS.target else ""), t) for t in TARGETS],
+                        [(TARGET_NAMES[t] + (" (default)" if t == DEFAULTS.target else ""), t) for t in TARGETS],
                         value=DEFAULTS.target,
                         label="Steering target",
                     )
-                    positions = Radio(
-                        ["all", "prompt", "generated"], value=DEFAULTS.positions, label="Steered positions"
-                    )
+                    positions = Radio(list(POSITIONS), value=DEFAULTS.positions, label="Steered positions")
                 with gr.Row():
                     max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
                     seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")

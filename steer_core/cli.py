@@ -17,6 +17,7 @@ from .errors import UserError
 from .layer_spec import layers_label
 from .offsets import OffsetFitConfig
 from .paths import DEFAULT_MODEL
+from .prompts import PROMPT_STYLES
 from .sae import ARCHITECTURES, SAETrainConfig
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
@@ -553,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--level", default="apply", choices=LEVELS)
     g.add_argument("--method", default="sae", choices=methods.ALL)
     g.add_argument("--k", type=int, default=3, help="few-shot examples")
-    g.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    g.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     g.add_argument("--max-new-tokens", type=int, default=80)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -595,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="several steering targets with their strengths in one run, e.g. delta:8 learned:1 "
         "softmax:2 (replaces --target/--alpha; query steering runs the delta/prototype ones)",
     )
-    e.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    e.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
@@ -649,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--sft", type=float, default=d.sft)
     o.add_argument("--max-feedback-tokens", type=int, default=d.max_feedback_tokens)
     o.add_argument("--seed", type=int, default=d.seed)
-    o.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    o.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
     o.set_defaults(func=cmd_fit_offsets)
 
@@ -675,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prototypes from each feedback's first K tokens only (its opening names the task)",
     )
     r.add_argument("--out", required=True)
-    r.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    r.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     r.set_defaults(func=cmd_prototypes)
 
     h = sub.add_parser(
@@ -708,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--epochs", type=int, default=4)
     a.add_argument("--rank", type=int, default=8)
     a.add_argument("--lr", type=float, default=1e-3)
-    a.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    a.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     a.add_argument("--model", default=DEFAULT_MODEL)
     a.add_argument("--device", default="auto")
     a.set_defaults(func=cmd_train_adapter)
@@ -722,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--k", type=int, default=sd.k, help="active latents (TopK)")
     t.add_argument("--l1", type=float, default=sd.l1_coeff, help="L1 weight (standard)")
     t.add_argument("--epochs", type=int, default=sd.epochs)
-    t.add_argument("--style", default="plain", choices=("plain", "rubric"))
+    t.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     t.set_defaults(func=cmd_train)
     return p
 

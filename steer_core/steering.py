@@ -27,6 +27,12 @@ TARGET_HELP = {
     "negative squared distances to all six prototypes (alpha scales the step)",
     "learned": "add the level's learned sparse code offset (fit-offsets), alpha x; no descent",
 }
+TARGET_NAMES = {  # short names for choosers (the app)
+    "prototype": "the level's prototype (the paper's)",
+    "delta": "shift the code by the level's offset",
+    "softmax": "prototype softmax (follow-up paper)",
+    "learned": "learned sparse offset",
+}
 QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
 # Strength 1 in the UI and the API means this alpha for each target (the learned offsets are fitted
 # at alpha 1; 8 was the delta shift chosen on validation data before the offsets existed).
