@@ -117,6 +117,8 @@ def run_bench(
         "sae_band": [Request(Q, A, "sae", "analyze", steer=band)],
         "query_band": [Request(Q, A, "query", "analyze", steer=band)],
         "compare4": four,
+        # the same batch with the delta target (a closed-form descent): what the default's descent costs
+        "compare4_delta": CompareRequest(Q, A, "analyze", max_new_tokens=tokens, target="delta").requests(),
         "ladder": ladder,
     }
     times = interleaved({name: gen(reqs) for name, reqs in batches.items()}, repeats)
@@ -144,6 +146,7 @@ def run_bench(
         ("sae_band_overhead_ratio", "sae_band"),
         ("query_band_overhead_ratio", "query_band"),
         ("compare4_ratio", "compare4"),
+        ("compare4_delta_ratio", "compare4_delta"),
         ("ladder_ratio", "ladder"),
     ):
         mid, lo, hi = ratio_spread(times, name)
