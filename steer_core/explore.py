@@ -92,10 +92,11 @@ class ViewResult:
         return bool(self.verdicts)
 
     def target_probability(self, i: int) -> float:
-        """The judge's probability of row i's target level (the unsteered row: of the ladder's level)."""
+        """The judge's probability of row i's target level (NaN for the unsteered row, which has none)."""
         row = self.rows[i]
-        level = self.request.level if row.level == "-" else row.level
-        return float(self.verdicts[i]["probs"][level]) if self.done else float("nan")
+        if not self.done or row.level == "-":
+            return float("nan")
+        return float(self.verdicts[i]["probs"][row.level])
 
     def table(self) -> list[dict]:
         out = []
@@ -109,7 +110,7 @@ class ViewResult:
                     "strength": "" if row.strength is None else row.strength,
                     "text": o.text,
                     "judged": v.get("pred", ""),
-                    "target_prob": round(self.target_probability(i), 4) if self.done else "",
+                    "target_prob": "" if math.isnan(p := self.target_probability(i)) else round(p, 4),
                     "perplexity": round(self.perplexities[i], 3) if self.perplexities else "",
                     "new_tokens": o.new_tokens,
                 }

@@ -77,6 +77,7 @@ def test_ladder_streams_seven_rows_in_one_batch_and_records(lm):
     table = final.table()
     assert [t["target"] for t in table] == ["-", *LEVELS]
     assert table[3]["target_prob"] == 0.5 and table[1]["target_prob"] == 0.1  # apply vs remember
+    assert table[0]["target_prob"] == ""  # the unsteered reply has no target
     assert all(t["perplexity"] > 0 for t in table)
     rec = json.loads(json.dumps(final.record("tiny")))
     assert rec["view"] == "ladder" and rec["settings"]["layers"] == "1,2" and len(rec["rows"]) == 7
