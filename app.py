@@ -619,7 +619,7 @@ def build() -> gr.Blocks:
                         l_labels.append(
                             gr.Label(label="Judged level", num_top_classes=2, elem_id=f"ladder-judge-{name}")
                         )
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=True, visible=False) as l_base_row:  # shown when a baseline is chosen
                 gr.Column(min_width=160)
                 for lv in LEVELS:
                     with gr.Column(min_width=160):
@@ -634,6 +634,9 @@ def build() -> gr.Blocks:
             with gr.Row():
                 l_json = gr.File(label="Ladder (JSON)", elem_id="ladder-json")
                 l_csv = gr.File(label="Ladder (CSV)", elem_id="ladder-csv")
+            l_baseline.change(
+                lambda b: gr.update(visible=b != "none"), l_baseline, l_base_row, api_visibility="private"
+            )
             l_go.click(
                 ladder,
                 [l_question, l_answer, l_baseline, l_strength, l_max_new],

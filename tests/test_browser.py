@@ -111,6 +111,7 @@ def test_ladder_and_sweep_in_the_browser(browser, app_url, tmp_path):
     for name in ("unsteered", "remember", "create"):
         assert page.locator(f"#ladder-judge-{name}").inner_text().strip(), f"no verdict for {name}"
     assert page.locator("#ladder-json a, #ladder-json [download]").count() >= 1
+    assert not page.locator("#ladder-base-create").is_visible()  # the baseline row only when one is chosen
     shot = tmp_path / "ladder.png"
     page.screenshot(path=str(shot), full_page=True)
     keep(shot, "ladder.png")
