@@ -110,7 +110,32 @@ def _user_error(exc: Exception) -> gr.Error:
     return gr.Error(str(exc), title="Please check the input")
 
 
+def guarded(name: str):
+    """Run a streaming handler so that bad input is reported as such and anything else as an internal
+    error (logged), and the app keeps serving either way."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except USER_ERRORS as exc:
+                raise _user_error(exc) from None
+            except gr.Error:
+                raise
+            except Exception as exc:
+                log.exception("%s failed", name)
+                raise gr.Error(
+                    f"Internal error ({type(exc).__name__}); the app is still running, please try again."
+                ) from None
+
+        return handler
+
+    return wrap
+
+
 @gpu
+@guarded("compare")
 def compare(
     question,
     student_answer,
@@ -130,57 +155,48 @@ def compare(
 ):
     """Unsteered, SAE-steered, query-steered and few-shot feedback (and optionally the instruction
     baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report."""
-    try:
-        req = CompareRequest.from_ui(
-            question,
-            student_answer,
-            level,
-            layers,
-            heads,
-            strength,
-            steps,
-            lr,
-            mu,
-            target,
-            positions,
-            max_new_tokens,
-            seed,
-            k_shots,
-            instruction,
-        )
-        model = lm()
-        last = None
-        for last in compare_stream(model, req):
-            if not last.judgements:
-                texts = [last.outputs[m].text if m in last.outputs else "" for m in METHOD_ORDER]
-                yield (
-                    *texts,
-                    *[gr.skip()] * 5,
-                    *[gr.skip()] * 5,
-                    gr.skip(),
-                    f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens",
-                    gr.skip(),
-                    gr.skip(),
-                )
-        view = inspect_steering(
-            model, req.question, req.student_answer, req.level, req.steer("sae"), last.outputs["sae"].token_ids
-        )
-        attention = steering_attention(
-            model,
-            req.question,
-            req.student_answer,
-            req.level,
-            req.steer("sae"),
-            last.outputs["sae"].token_ids,
-            layer=view.layer,
-        )
-    except USER_ERRORS as exc:
-        raise _user_error(exc) from None
-    except gr.Error:
-        raise
-    except Exception as exc:  # keep serving; tell the user something broke on our side
-        log.exception("compare failed")
-        raise gr.Error(f"Internal error ({type(exc).__name__}); the app is still running, please try again.") from None
+    req = CompareRequest.from_ui(
+        question,
+        student_answer,
+        level,
+        layers,
+        heads,
+        strength,
+        steps,
+        lr,
+        mu,
+        target,
+        positions,
+        max_new_tokens,
+        seed,
+        k_shots,
+        instruction,
+    )
+    model = lm()
+    last = None
+    for last in compare_stream(model, req):
+        if not last.judgements:
+            yield (
+                *_final_texts(last),
+                *[gr.skip()] * 5,
+                *[gr.skip()] * 5,
+                gr.skip(),
+                f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens",
+                gr.skip(),
+                gr.skip(),
+            )
+    view = inspect_steering(
+        model, req.question, req.student_answer, req.level, req.steer("sae"), last.outputs["sae"].token_ids
+    )
+    attention = steering_attention(
+        model,
+        req.question,
+        req.student_answer,
+        req.level,
+        req.steer("sae"),
+        last.outputs["sae"].token_ids,
+        layer=view.layer,
+    )
     yield (
         *_final_texts(last),
         *_labels(last),
@@ -255,30 +271,6 @@ def _status(result, view) -> str:
     )
 
 
-def guarded(name: str):
-    """Run a streaming handler so that bad input is reported as such and anything else as an internal
-    error (logged), and the app keeps serving either way."""
-
-    def wrap(fn):
-        @functools.wraps(fn)
-        def handler(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except USER_ERRORS as exc:
-                raise _user_error(exc) from None
-            except gr.Error:
-                raise
-            except Exception as exc:
-                log.exception("%s failed", name)
-                raise gr.Error(
-                    f"Internal error ({type(exc).__name__}); the app is still running, please try again."
-                ) from None
-
-        return handler
-
-    return wrap
-
-
 def _save(record: dict, csv_text: str, kind: str) -> tuple[str, str]:
     paths = []
     for suffix, text in ((".json", json.dumps(record, indent=1)), (".csv", csv_text)):
@@ -315,15 +307,18 @@ def ladder(
     req = _view_request(question, student_answer, "analyze", strength, max_new_tokens, layers, target, seed)
     model = lm()
     last = None
+
+    def texts(result):  # the seven ladder replies, then the six baseline ones ("" without a baseline)
+        out = [o.text for o in result.outputs]
+        return out[:N_LADDER], out[N_LADDER:] + [""] * (N_LADDER + len(LEVELS) - len(out))
+
     for last in ladder_stream(model, req, baseline):
         if not last.done:
-            texts = [o.text for o in last.outputs]
-            extra = texts[N_LADDER:] + [""] * (len(LEVELS) - len(texts[N_LADDER:]))
+            ladder_texts, base_texts = texts(last)
             n = max(o.new_tokens for o in last.outputs)
-            yield (*texts[:N_LADDER], *[gr.skip()] * N_LADDER, *extra, *[gr.skip()] * 3, f"Generating... {n} tokens")
-    texts = [o.text for o in last.outputs]
+            yield (*ladder_texts, *[gr.skip()] * N_LADDER, *base_texts, *[gr.skip()] * 3, f"Generating... {n} tokens")
+    ladder_texts, base_texts = texts(last)
     labels = [dict(v["probs"]) for v in last.verdicts]
-    extra = texts[N_LADDER:] + [""] * (len(LEVELS) - len(texts[N_LADDER:]))
     steered = [i for i, r in enumerate(last.rows) if r.method != "none"]
     fig = charts.ladder_chart(
         [last.rows[i].level for i in steered],
@@ -338,7 +333,7 @@ def ladder(
         f"(chance: 1). Strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}), "
         f"layers {layers_label(req.layers)}."
     )
-    yield (*texts[:N_LADDER], *labels[:N_LADDER], *extra, fig, json_path, csv_path, status)
+    yield (*ladder_texts, *labels[:N_LADDER], *base_texts, fig, json_path, csv_path, status)
 
 
 @gpu
@@ -419,6 +414,33 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
     )
 
 
+DEFAULT_QUESTION = "Why do we see phases of the Moon?"
+DEFAULT_ANSWER = "Because the Earth's shadow covers part of the Moon."
+
+
+def question_inputs() -> tuple[gr.Textbox, gr.Textbox]:
+    """The question and student's-answer boxes every tab starts with."""
+    question = gr.Textbox(label="Question", lines=2, max_length=MAX_INPUT_CHARS, value=DEFAULT_QUESTION)
+    answer = gr.Textbox(label="Student's answer", lines=2, max_length=MAX_INPUT_CHARS, value=DEFAULT_ANSWER)
+    return question, answer
+
+
+def reply_column(title: str, text_id: str, label_id: str) -> tuple[gr.Textbox, gr.Label]:
+    """One reply of the ladder or the sweep with the judge's verdict under it."""
+    with gr.Column(min_width=160):
+        text = gr.Textbox(label=title, lines=7, interactive=False, elem_id=text_id)
+        label = gr.Label(label="Judged level", num_top_classes=2, elem_id=label_id)
+    return text, label
+
+
+def downloads(title: str, kind: str) -> tuple[gr.File, gr.File]:
+    with gr.Row():
+        return (
+            gr.File(label=f"{title} (JSON)", elem_id=f"{kind}-json"),
+            gr.File(label=f"{title} (CSV)", elem_id=f"{kind}-csv"),
+        )
+
+
 def build() -> gr.Blocks:
     model = lm()
     with gr.Blocks(title="Bloom steering demo") as demo:
@@ -434,15 +456,7 @@ def build() -> gr.Blocks:
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    question = gr.Textbox(
-                        label="Question", lines=2, max_length=MAX_INPUT_CHARS, value="Why do we see phases of the Moon?"
-                    )
-                    answer = gr.Textbox(
-                        label="Student's answer",
-                        lines=2,
-                        max_length=MAX_INPUT_CHARS,
-                        value="Because the Earth's shadow covers part of the Moon.",
-                    )
+                    question, answer = question_inputs()
                 with gr.Column(scale=2):
                     level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
             gr.Examples(
@@ -585,15 +599,7 @@ def build() -> gr.Blocks:
                 "the level asked for: if steering worked, the dots would sit on the diagonal."
             )
             with gr.Row():
-                l_question = gr.Textbox(
-                    label="Question", lines=2, max_length=MAX_INPUT_CHARS, value="Why do we see phases of the Moon?"
-                )
-                l_answer = gr.Textbox(
-                    label="Student's answer",
-                    lines=2,
-                    max_length=MAX_INPUT_CHARS,
-                    value="Because the Earth's shadow covers part of the Moon.",
-                )
+                l_question, l_answer = question_inputs()
             with gr.Row():
                 l_baseline = Radio(
                     [("none", "none")] + [(methods.LABELS[b], b) for b in LADDER_BASELINES],
@@ -607,18 +613,11 @@ def build() -> gr.Blocks:
             l_texts, l_labels, l_base = [], [], []
             with gr.Row(equal_height=True):
                 for i, name in enumerate(["unsteered", *LEVELS]):
-                    with gr.Column(min_width=160):
-                        l_texts.append(
-                            gr.Textbox(
-                                label=name if i == 0 else f"toward {name}",
-                                lines=7,
-                                interactive=False,
-                                elem_id=f"ladder-{name}",
-                            )
-                        )
-                        l_labels.append(
-                            gr.Label(label="Judged level", num_top_classes=2, elem_id=f"ladder-judge-{name}")
-                        )
+                    text, label = reply_column(
+                        name if i == 0 else f"toward {name}", f"ladder-{name}", f"ladder-judge-{name}"
+                    )
+                    l_texts.append(text)
+                    l_labels.append(label)
             with gr.Row(equal_height=True, visible=False) as l_base_row:  # shown when a baseline is chosen
                 gr.Column(min_width=160)
                 for lv in LEVELS:
@@ -631,9 +630,7 @@ def build() -> gr.Blocks:
                 "toward; bars = how sure the judge is of that level (1/6 is chance)."
             )
             l_plot = gr.Plot(label="Judged level against target level", elem_id="ladder-plot")
-            with gr.Row():
-                l_json = gr.File(label="Ladder (JSON)", elem_id="ladder-json")
-                l_csv = gr.File(label="Ladder (CSV)", elem_id="ladder-csv")
+            l_json, l_csv = downloads("Ladder", "ladder")
             l_baseline.change(
                 lambda b: gr.update(visible=b != "none"), l_baseline, l_base_row, api_visibility="private"
             )
@@ -650,15 +647,7 @@ def build() -> gr.Blocks:
                 "the feedback stops making sense?"
             )
             with gr.Row():
-                s_question = gr.Textbox(
-                    label="Question", lines=2, max_length=MAX_INPUT_CHARS, value="Why do we see phases of the Moon?"
-                )
-                s_answer = gr.Textbox(
-                    label="Student's answer",
-                    lines=2,
-                    max_length=MAX_INPUT_CHARS,
-                    value="Because the Earth's shadow covers part of the Moon.",
-                )
+                s_question, s_answer = question_inputs()
             with gr.Row():
                 s_level = Radio(LEVEL_CHOICES, value="create", label="Bloom level to steer toward")
                 s_strengths = gr.Textbox(
@@ -671,20 +660,16 @@ def build() -> gr.Blocks:
             s_texts, s_labels = [], []
             with gr.Row(equal_height=True):
                 for i in range(MAX_SWEEP):
-                    with gr.Column(min_width=160):
-                        s_texts.append(
-                            gr.Textbox(label=f"strength {i}", lines=7, interactive=False, elem_id=f"sweep-{i}")
-                        )
-                        s_labels.append(gr.Label(label="Judged level", num_top_classes=2, elem_id=f"sweep-judge-{i}"))
+                    text, label = reply_column(f"strength {i}", f"sweep-{i}", f"sweep-judge-{i}")
+                    s_texts.append(text)
+                    s_labels.append(label)
             gr.Markdown(
                 "**How to read it.** The coloured line is how sure the judge is that the reply asks for your "
                 "level; the dotted line is perplexity (how surprised the unsteered model is by the text: higher "
                 "= less fluent). Good steering raises the first without the second crossing the red dashes."
             )
             s_plot = gr.Plot(label="Probability and perplexity against strength", elem_id="sweep-plot")
-            with gr.Row():
-                s_json = gr.File(label="Sweep (JSON)", elem_id="sweep-json")
-                s_csv = gr.File(label="Sweep (CSV)", elem_id="sweep-csv")
+            s_json, s_csv = downloads("Sweep", "sweep")
             s_go.click(
                 sweep,
                 [s_question, s_answer, s_level, s_strengths, s_max_new],

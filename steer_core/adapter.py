@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .bloom import load_dataset
 from .errors import UserError
 from .io_utils import atomic_write_text
-from .prompts import instruction_messages, messages, render
+from .prompts import instruction_messages, messages, pad_replies, render
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -40,13 +40,7 @@ def shared_prompt_loss(
     cache = out.past_key_values
     n = len(replies)
     cache.batch_repeat_interleave(n)
-    width = max(len(r) for r in replies)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    real = torch.zeros((n, width), dtype=torch.bool)
-    for i, reply in enumerate(replies):
-        ids[i, : len(reply)] = torch.tensor(reply)
-        real[i, : len(reply)] = True
-    ids, real = ids.to(device), real.to(device)
+    ids, real = (t.to(device) for t in pad_replies(replies, pad_id))
     attention = torch.cat([torch.ones((n, len(prompt)), dtype=torch.long, device=device), real.long()], dim=1)
     logits = model(input_ids=ids, attention_mask=attention, past_key_values=cache, use_cache=True).logits
     # reply token t is predicted by the logits at reply position t-1; token 0 by the prompt's last position

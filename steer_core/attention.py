@@ -206,7 +206,7 @@ def steering_attention(
     req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
     groups = steering_groups(lm, [req])
     prompt, _ = render(lm.tokenizer, build_messages(req))
-    layer = cfg.layers[len(cfg.layers) // 2] if layer is None else lm.check_layer(layer)
+    layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
     if heads is None:
         chosen = cfg.heads_at(layer)
         heads = lm.check_heads("all" if chosen is None else list(chosen))

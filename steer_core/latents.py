@@ -74,7 +74,7 @@ def inspect_steering(
     `layer`/`head` (defaults: the middle steered layer, its most separable steered head)."""
     from transformers import DynamicCache
 
-    layer = cfg.layers[len(cfg.layers) // 2] if layer is None else lm.check_layer(layer)
+    layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
     req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
     groups = steering_groups(lm, [req])
     group = groups[layer][0] if layer in groups else None

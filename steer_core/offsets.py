@@ -39,7 +39,7 @@ from .errors import UserError
 from .hooks import query_edits
 from .io_utils import atomic_write_bytes, atomic_write_text
 from .paths import ASSET_OFFSETS, cache_root
-from .prompts import messages, render
+from .prompts import messages, pad_replies, render
 from .steering import RowGroup, SteerConfig, make_layer_edit
 
 OFFSETS_FILE = "offsets.safetensors"
@@ -225,20 +225,13 @@ def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int,
 
     dev = lm.device
     replies = sc.replies * n_rows_per_reply
-    R, T = len(replies), max(len(r) for r in replies)
-    ids = torch.full((R, T), pad_id, dtype=torch.long)
-    real = torch.zeros((R, T), dtype=torch.bool)
-    for i, r in enumerate(replies):
-        ids[i, : len(r)] = torch.tensor(r)
-        real[i, : len(r)] = True
-    ids, real = ids.to(dev), real.to(dev)
+    ids, real = (t.to(dev) for t in pad_replies(replies, pad_id))
+    R, T = ids.shape
     P = len(sc.prompt)
     with torch.no_grad():
         out = lm.model(input_ids=torch.tensor([sc.prompt], device=dev), past_key_values=DynamicCache(), use_cache=True)
     cache = out.past_key_values
-    for layer in cache.layers:  # share the prompt's keys and values with every row
-        layer.keys = layer.keys.expand(R, -1, -1, -1).contiguous()
-        layer.values = layer.values.expand(R, -1, -1, -1).contiguous()
+    cache.batch_repeat_interleave(R)  # share the prompt's keys and values with every row
     first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each reply's first token, unsteered
     mask = torch.cat([torch.ones((R, P), dtype=torch.long, device=dev), real.long()], dim=1)
     pos = torch.arange(P, P + T, device=dev)[None].expand(R, T)

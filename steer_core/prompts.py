@@ -84,6 +84,17 @@ def render(tokenizer, msgs: list[dict], assistant: str | None = None) -> tuple[l
     return ids, start
 
 
+def pad_replies(replies: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of replies that follow one shared prompt, right-padded: ids (R, T), real (R, T) bool."""
+    width = max(len(r) for r in replies)
+    ids = torch.full((len(replies), width), pad_id, dtype=torch.long)
+    real = torch.zeros((len(replies), width), dtype=torch.bool)
+    for i, reply in enumerate(replies):
+        ids[i, : len(reply)] = torch.tensor(list(reply))
+        real[i, : len(reply)] = True
+    return ids, real
+
+
 def pad_right(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch `render(..., assistant=...)` outputs with right padding (earlier tokens unaffected).
 

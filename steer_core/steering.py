@@ -88,6 +88,11 @@ class SteerConfig:
             if {layer for layer, _ in self.layer_heads} != set(self.layers):
                 raise UserError("the steered layers must be exactly the layers of the (layer, head) pairs")
 
+    @property
+    def middle_layer(self) -> int:
+        """The steered layer the charts look inside by default."""
+        return self.layers[len(self.layers) // 2]
+
     def heads_at(self, layer: int) -> tuple[int, ...] | None:
         """The heads steered in `layer` (None = all)."""
         if self.layer_heads is None:
