@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .bloom import load_dataset
+from .bloom import by_writers, load_dataset
 from .errors import UserError
 from .io_utils import atomic_write_text
 from .prompts import instruction_messages, messages, pad_replies, render
@@ -50,6 +50,25 @@ def shared_prompt_loss(
     return loss, int(real.sum())
 
 
+def training_examples(
+    tok, rows, prompts: tuple[str, ...], style: str = "plain", instruction_writers: tuple[str, ...] | None = None
+) -> list[tuple[list[int], int]]:
+    """Rendered (ids, reply start) examples: every row under the plain prompt, and/or under the prompt
+    that names its level (from instruction_writers' rows only, when given)."""
+    unknown = set(prompts) - {"plain", "instruction"}
+    if unknown or not prompts:
+        raise UserError(f"prompts must be plain and/or instruction, got {prompts!r}")
+    examples = []
+    if "plain" in prompts:
+        examples += [render(tok, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
+    if "instruction" in prompts:
+        examples += [
+            render(tok, instruction_messages(r.question, r.student_answer, r.level, style), r.feedback)
+            for r in by_writers(rows, instruction_writers, "train-split rows")
+        ]
+    return examples
+
+
 def train_adapter(
     lm,
     out_dir: str | Path,
@@ -60,27 +79,21 @@ def train_adapter(
     seed: int = 0,
     style: str = "plain",
     prompts: tuple[str, ...] = ("plain",),
+    instruction_writers: tuple[str, ...] | None = None,
 ) -> dict:
     """Fit a LoRA on the train split's feedbacks and save it (peft format, safetensors).
     prompts: "plain" shows each feedback under the base prompt (the level never named);
     "instruction" also under the prompt that names and describes its level, so the adapter learns to
-    write each level when told (and steering has level-specific behaviour to select)."""
+    write each level when told (and steering has level-specific behaviour to select).
+    instruction_writers: the instruction examples come from these writers only, so a validation on
+    the other writers never scores feedbacks whose level the adapter was shown."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     tok = lm.tokenizer
     rows = load_dataset(split="train")
-    unknown = set(prompts) - {"plain", "instruction"}
-    if unknown or not prompts:
-        raise UserError(f"prompts must be plain and/or instruction, got {prompts!r}")
-    examples = []
-    if "plain" in prompts:
-        examples += [render(tok, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
-    if "instruction" in prompts:
-        examples += [
-            render(tok, instruction_messages(r.question, r.student_answer, r.level, style), r.feedback) for r in rows
-        ]
+    examples = training_examples(tok, rows, prompts, style, instruction_writers)
     cfg = LoraConfig(
         r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=TARGET_MODULES, task_type="CAUSAL_LM"
     )
@@ -122,6 +135,7 @@ def train_adapter(
         "seed": seed,
         "style": style,
         "prompts": list(prompts),
+        "instruction_writers": sorted(instruction_writers) if instruction_writers else None,
         "n_examples": len(examples),
         "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
         "first_loss": round(losses[0], 4),

@@ -125,6 +125,18 @@ def load_dataset(path: str | Path = DEFAULT_DATASET, split: str | None = None) -
     return rows
 
 
+def by_writers(items: list, writers, what: str = "rows") -> list:
+    """Only the items (rows or scenarios) whose scenario id starts with one of the writers' letters:
+    each writer (A-F) wrote their own scenarios, so a set of writers is a cross-writer fold."""
+    if not writers:
+        return items
+    wanted = {w.upper() for w in writers}
+    items = [s for s in items if s.scenario_id[:1].upper() in wanted]
+    if not items:
+        raise DatasetError(f"no {what} by writers {' '.join(sorted(wanted))} (scenario id letters A-F)")
+    return items
+
+
 def scenarios(rows: Iterable[FeedbackExample]) -> list[FeedbackExample]:
     """One representative row per scenario, in first-seen order (question and answer are shared)."""
     seen: dict[str, FeedbackExample] = {}

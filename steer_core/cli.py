@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import methods
-from .bloom import DEFAULT_DATASET, LEVELS, load_dataset, normalize_level
+from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
 from .layer_spec import layers_label
 from .offsets import OffsetFitConfig
@@ -208,7 +208,7 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=Non
             )
         if not items:
             raise UsageError(f"{path}: no scenarios (split {split!r})")
-    items = _by_writers(items, writers, "scenarios")
+    items = by_writers(items, writers, "scenarios")
     if limit is not None:
         if limit < 1:
             raise UsageError("--limit must be >= 1")
@@ -271,19 +271,8 @@ def _layers(spec: str) -> tuple[int, ...]:
         raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {spec!r}") from None
 
 
-def _by_writers(items: list, writers, what: str) -> list:
-    """Only the items (dataset rows or scenarios) whose scenario id starts with one of the writers' letters."""
-    if not writers:
-        return items
-    wanted = {w.upper() for w in writers}
-    items = [s for s in items if s.scenario_id[:1].upper() in wanted]
-    if not items:
-        raise UsageError(f"no {what} by writers {' '.join(sorted(wanted))} (scenario id letters A-F)")
-    return items
-
-
 def _writer_rows(writers, split: str = "train"):
-    return _by_writers(load_dataset(split=split), writers, f"{split}-split rows")
+    return by_writers(load_dataset(split=split), writers, f"{split}-split rows")
 
 
 def cmd_heads(args) -> int:
@@ -354,6 +343,7 @@ def cmd_train_adapter(args) -> int:
         lr=args.lr,
         style=args.style,
         prompts=tuple(args.prompts),
+        instruction_writers=args.instruction_writers,
     )
     print(json.dumps({"out": args.out, **info}))
     return 0
@@ -705,6 +695,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("plain", "instruction"),
         help="prompt formats of the training examples: plain (level never shown), instruction "
         "(the level named and described); both = every feedback twice",
+    )
+    a.add_argument(
+        "--instruction-writers",
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="take the instruction examples from these writers' scenarios only (e.g. A B C), so the "
+        "other writers' level labels stay unseen for a cross-writer validation; plain examples use "
+        "the whole train split (they never show a level)",
     )
     a.add_argument("--epochs", type=int, default=4)
     a.add_argument("--rank", type=int, default=8)
