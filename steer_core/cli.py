@@ -493,6 +493,13 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=d.lr, help="descent step size")
     s.add_argument("--mu", type=float, default=d.mu, help="pull back toward the token's own code")
     s.add_argument("--positions", default=d.positions, choices=POSITIONS)
+    s.add_argument(
+        "--first-tokens",
+        type=int,
+        default=d.first_tokens,
+        metavar="N",
+        help="steer only the first N generated tokens, the reply's opening (default: all)",
+    )
     s.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     s.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
     return p
@@ -513,6 +520,7 @@ def _steer_config(args, layers) -> SteerConfig:
         alpha=alpha,
         target=args.target,
         positions=args.positions,
+        first_tokens=args.first_tokens,
         saes=args.saes,
         offsets=args.offsets,
     )

@@ -117,8 +117,8 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]
     return out
 
 
-def layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str) -> dict:
-    edits = {layer: make_layer_edit(gs, phase, lm.n_heads, lm.head_dim) for layer, gs in groups.items()}
+def layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str, start: int = 0) -> dict:
+    edits = {layer: make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, start) for layer, gs in groups.items()}
     return {layer: e for layer, e in edits.items() if e is not None}
 
 
@@ -166,11 +166,15 @@ def stream_batch(
     inp = None  # the previous step's tokens
     cache, first_logits = _prefill(lm, requests, prompts, W, max_new_tokens)
     decode_edits = layer_edits(lm, groups, "generated")
+    # configs that steer only the reply's opening need edits that know which token a step runs
+    opening_only = any(g.cfg.first_tokens is not None for gs in groups.values() for g in gs)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     for step in range(max_new_tokens):
         if step == 0:
             logits = first_logits
         else:
+            if opening_only:
+                decode_edits = layer_edits(lm, groups, "generated", start=step - 1)  # step s runs token s-1
             with torch.no_grad(), query_edits(lm, decode_edits):
                 out = lm.model(
                     input_ids=inp,

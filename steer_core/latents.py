@@ -96,7 +96,8 @@ def inspect_steering(
         if not ids:
             continue
         edits = layer_edits(lm, groups, phase)
-        steered += [layer in edits] * len(ids)
+        n = len(ids) if phase != "generated" or cfg.first_tokens is None else min(len(ids), cfg.first_tokens)
+        steered += [layer in edits] * n + [False] * (len(ids) - n)
         edits[layer] = recording(phase, edits.get(layer))
         with query_edits(lm, edits):
             lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)

@@ -56,6 +56,7 @@ class SteerConfig:
     mu: float = 0.0
     distance: str = "l2"
     positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
+    first_tokens: int | None = None  # steer only the first N generated tokens (the reply's opening); None = all
     alpha: float = 3.0  # strength: see BASE_ALPHA for what strength 1 means for each target
     target: str = "softmax"  # see TARGET_HELP
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
@@ -80,6 +81,11 @@ class SteerConfig:
                 raise UserError(f"{name} must be a finite number >= 0, got {v!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
             raise UserError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
+        if self.first_tokens is not None:
+            if isinstance(self.first_tokens, bool) or not isinstance(self.first_tokens, int) or self.first_tokens < 1:
+                raise UserError(f"first tokens must be an integer >= 1 (or none for all), got {self.first_tokens!r}")
+            if self.positions == "prompt":
+                raise UserError("first tokens limits the generated tokens; positions 'prompt' steers none of them")
         if not self.layers:
             raise UserError("choose at least one layer to steer")
         if self.layer_heads is not None:
@@ -119,6 +125,7 @@ class SteerConfig:
             self.mu,
             self.distance,
             self.positions,
+            self.first_tokens,
             self.alpha,
             self.target,
             self.saes,
@@ -144,6 +151,7 @@ class SteerConfig:
         extra = "" if self.heads is None else " heads " + ",".join(map(str, self.heads))
         extra += "" if self.layer_heads is None else " heads " + ",".join(f"{lay}.{h}" for lay, h in self.layer_heads)
         extra += "" if self.positions == "all" else f" pos {self.positions}"  # no suffix: all positions
+        extra += "" if self.first_tokens is None else f" first {self.first_tokens}"
         extra += "" if self.saes is None else f" saes {Path(self.saes).name}"
         return f"{t}{steps}{extra}"
 
@@ -384,9 +392,18 @@ class RowGroup:
     offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets of this layer
 
 
-def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int):
-    """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated')."""
-    live = [g for g in groups if g.cfg.positions in ("all", phase) and g.cfg.method != "none"]
+def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, start: int = 0):
+    """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated').
+    start: in phase 'generated', which generated token the forward's first position is (a decode step
+    runs one token; a teacher-forced reply runs all from 0), for configs that steer only the first few."""
+
+    def steered(g: RowGroup) -> int | None:
+        """How many of the forward's leading positions g steers (None = all)."""
+        if phase != "generated" or g.cfg.first_tokens is None:
+            return None
+        return max(0, g.cfg.first_tokens - start)
+
+    live = [g for g in groups if g.cfg.positions in ("all", phase) and g.cfg.method != "none" and steered(g) != 0]
     if not live:
         return None
 
@@ -395,14 +412,15 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         q4 = q.view(B, S, n_heads, head_dim)
         out = q4.clone()
         for g in live:
-            block = out.index_select(0, g.rows)
+            n = S if steered(g) is None else min(S, steered(g))
+            block = out.index_select(0, g.rows)[:, :n]
             x = block if g.heads is None else block.index_select(2, g.heads)
             new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
             if g.heads is None:
                 block = new
             else:
                 block[:, :, g.heads] = new
-            out[g.rows] = block
+            out[g.rows, :n] = block
         return out.view(B, S, n_heads * head_dim)
 
     return edit

@@ -163,6 +163,25 @@ def test_layer_edit_touches_only_its_rows_and_heads(lm):
     assert make_layer_edit([RowGroup(torch.tensor([0]), torch.tensor([0]), gen_only, bank)], "prompt", 4, 12) is None
 
 
+def test_first_tokens_steers_only_the_replys_opening(lm):
+    bank = tiny_bank(lm, 1)
+    full = SteerConfig(method="sae", layers=(1,), steps=5, lr=0.2, target="prototype", positions="all")
+    opening = SteerConfig(method="sae", layers=(1,), steps=5, lr=0.2, target="prototype", first_tokens=3)
+
+    def edit(cfg, phase, start=0):
+        return make_layer_edit([RowGroup(torch.tensor([0, 1]), torch.tensor([4, 2]), cfg, bank)], phase, 4, 12, start)
+
+    q = torch.randn(2, 5, 48)
+    whole = edit(full, "generated")(q)
+    teacher_forced = edit(opening, "generated")(q)  # a whole reply from token 0: tokens 0-2 steered
+    torch.testing.assert_close(teacher_forced[:, :3], whole[:, :3])
+    assert torch.equal(teacher_forced[:, 3:], q[:, 3:]) and not torch.allclose(whole[:, :3], q[:, :3])
+    step = edit(opening, "generated", start=2)(q[:, :1])  # a decode step running token 2: still steered
+    torch.testing.assert_close(step, whole[:, :1])
+    assert edit(opening, "generated", start=3) is None  # token 3 onward: no hook at all
+    assert edit(opening, "prompt") is None  # the default positions steer no prompt token
+
+
 def test_threads_with_different_settings_are_isolated(lm):
     x = ids(2, 9, seed=3)
     scales = [1.0, 2.0, 0.5, 3.0]
@@ -201,6 +220,9 @@ def test_threads_with_different_settings_are_isolated(lm):
         dict(method="magic"),
         dict(positions="middle"),
         dict(layers=()),
+        dict(first_tokens=0),
+        dict(first_tokens=True),
+        dict(first_tokens=2, positions="prompt"),
     ],
 )
 def test_steer_config_rejects_bad_values(bad):

@@ -62,3 +62,26 @@ def test_sampling_is_seeded_and_uses_the_library_warpers(lm):
     assert a[0].token_ids == b[0].token_ids != c[0].token_ids
     with pytest.raises(ValueError):
         generate_batch(lm, [req], max_new_tokens=4, temperature=1.0, top_p=1.5)
+
+
+def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_path):
+    from tiny import tiny_bank
+
+    from steer_core.layer_files import save_layer
+    from steer_core.steering import SteerConfig
+
+    for layer in (1, 2):
+        b = tiny_bank(lm, layer, seed=layer)
+        tensors = {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}
+        save_layer(tmp_path, lm, layer, b.sae, tensors, {}, {}, dtype="float32")
+    full = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes=str(tmp_path))
+    k = 4
+    opening = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes=str(tmp_path), first_tokens=k)
+    q, a = REQUESTS[2]
+    reqs = [Request(q, a, "none", "apply"), Request(q, a, "sae", "apply", steer=full)]
+    reqs.append(Request(q, a, "sae", "apply", steer=opening))
+    none, steered, opened = (o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=24, ignore_stop=True))
+    assert none[: k + 1] != steered[: k + 1]  # steering changes the opening ...
+    # ... token 0 comes from the unsteered prompt pass; tokens 1..k from decode steps that run tokens 0..k-1
+    assert opened[: k + 1] == steered[: k + 1]
+    assert opened != steered  # after the opening the queries are the model's own again

@@ -137,3 +137,19 @@ def test_inspected_codes_are_what_generation_used(lm, target):
     else:  # the chart's objective line is what the descent minimises, and it goes down
         assert view.objective.shape == (cfg.steps + 1,) and view.objective[-1] < view.objective[0]
         assert view.objective_name == {"softmax": "-log p(target)"}.get(target, "distance to its target")
+
+
+def test_inspection_of_an_opening_only_steer_marks_just_the_opening(lm):
+    import numpy as np
+
+    from steer_core.generation import Request, generate_batch
+    from steer_core.latents import inspect_steering
+    from steer_core.steering import SteerConfig
+
+    cfg = SteerConfig(first_tokens=3)
+    out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
+    view = inspect_steering(lm, Q, A, "create", cfg, out.token_ids)
+    P = view.prompt_len
+    moved = np.abs(view.query_after - view.query_before).max(-1) > 1e-3
+    assert moved[P : P + 3].all() and not moved[:P].any() and not moved[P + 3 :].any()
+    assert view.steered_positions().sum() == 3
