@@ -433,6 +433,13 @@ def reply_column(title: str, text_id: str, label_id: str) -> tuple[gr.Textbox, g
     return text, label
 
 
+def captioned_plot(caption: str, label: str, elem_id: str) -> gr.Plot:
+    """A chart in its own column under its one-line "how to read this"."""
+    with gr.Column():
+        gr.Markdown(caption)
+        return gr.Plot(label=label, elem_id=elem_id)
+
+
 def downloads(title: str, kind: str) -> tuple[gr.File, gr.File]:
     with gr.Row():
         return (
@@ -515,19 +522,19 @@ def build() -> gr.Blocks:
                     if m == "instruction":
                         instr_col = col
             with gr.Row():
-                with gr.Column():
-                    gr.Markdown(
-                        "**Judge probabilities.** How likely the judge thinks each reply asks for each level; the "
-                        "shaded column is the level you chose."
-                    )
-                    plot_probs = gr.Plot(label="Judge probabilities", elem_id="plot-probs")
-                with gr.Column():
-                    gr.Markdown(
-                        "**What steering changed.** Steering only changes which words of the prompt the model "
-                        "reads while it writes: bars are the share of its attention on each part, without and "
-                        "with steering (same reply)."
-                    )
-                    plot_attn = gr.Plot(label="Attention by part of the prompt", elem_id="plot-attn")
+                plot_probs = captioned_plot(
+                    "**Judge probabilities.** How likely the judge thinks each reply asks for each level; the "
+                    "shaded column is the level you chose.",
+                    "Judge probabilities",
+                    "plot-probs",
+                )
+                plot_attn = captioned_plot(
+                    "**What steering changed.** Steering only changes which words of the prompt the model "
+                    "reads while it writes: bars are the share of its attention on each part, without and "
+                    "with steering (same reply).",
+                    "Attention by part of the prompt",
+                    "plot-attn",
+                )
             gr.Markdown(
                 "The prompt, shaded by how much more (orange) or less (blue) the steered model reads each word:"
             )
@@ -535,28 +542,30 @@ def build() -> gr.Blocks:
             report = gr.File(label="Report of this run (JSON)", elem_id="report")
             with gr.Accordion("For researchers: inside the sparse autoencoder", open=False):
                 with gr.Row():
-                    with gr.Column():
-                        gr.Markdown(
-                            "**Steering trace.** Each line is how likely that level looks under the prototypes at "
-                            "every descent step: it rises for your level when steering works, stays flat when not."
-                        )
-                        plot_trace = gr.Plot(label="Steering trace", elem_id="plot-trace")
-                    with gr.Column():
-                        gr.Markdown(
-                            "**Top latents.** The sparse features most active before and after steering, next to "
-                            "the target level's prototype (the typical code of feedback at that level)."
-                        )
-                        plot_bars = gr.Plot(label="Top latents", elem_id="plot-bars")
+                    plot_trace = captioned_plot(
+                        "**Steering trace.** Each line is how likely that level looks under the prototypes at "
+                        "every descent step: it rises for your level when steering works, stays flat when not.",
+                        "Steering trace",
+                        "plot-trace",
+                    )
+                    plot_bars = captioned_plot(
+                        "**Top latents.** The sparse features most active before and after steering, next to "
+                        "the target level's prototype (the typical code of feedback at that level).",
+                        "Top latents",
+                        "plot-bars",
+                    )
                 with gr.Row():
-                    with gr.Column():
-                        gr.Markdown("**Tokens x latents.** Which features are active at each word of the reply.")
-                        plot_heat = gr.Plot(label="Tokens x latents", elem_id="plot-heat")
-                    with gr.Column():
-                        gr.Markdown(
-                            "**Where to steer.** Brighter cells: layers and heads where the six levels look most "
-                            "different to the SAE; outlined: the ones you steered."
-                        )
-                        plot_sep = gr.Plot(label="Where to steer", elem_id="plot-sep")
+                    plot_heat = captioned_plot(
+                        "**Tokens x latents.** Which features are active at each word of the reply.",
+                        "Tokens x latents",
+                        "plot-heat",
+                    )
+                    plot_sep = captioned_plot(
+                        "**Where to steer.** Brighter cells: layers and heads where the six levels look most "
+                        "different to the SAE; outlined: the ones you steered.",
+                        "Where to steer",
+                        "plot-sep",
+                    )
 
             inputs = [
                 question,
