@@ -410,7 +410,8 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
     return (
         f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
         f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
-        "the Compare tab uses it now."
+        "the Compare tab uses it now with a descent target (softmax, delta or the paper's prototype); "
+        "learned offsets exist for layers 8-21 only."
     )
 
 

@@ -27,3 +27,38 @@ python -m steer_core summarize runs/test_final/results.csv --per-level sae
 
 # 4. The shipped offsets: the same fit on all 72 train scenarios.
 python -m steer_core fit-offsets --out assets/offsets/smollm2-135m-instruct+feedback-lora
+
+# 5. H3: the rubric prompt (the six levels listed), with an adapter, SAEs and a fold trained under it
+#    (about 95 minutes; results/h3_rubric/).
+python -m steer_core train-adapter --style rubric --epochs 3 --out runs/adapter_rubric
+python -m steer_core train --style rubric --layers 8-21 --adapter runs/adapter_rubric
+python -m steer_core fit-offsets --style rubric --adapter runs/adapter_rubric --writers A B C --out runs/fold_ABC_rubric
+python -m steer_core heads --adapter runs/adapter_rubric --writers A B C --top 12 --json > runs/heads_rubric.json
+python -m steer_core eval --style rubric --adapter runs/adapter_rubric --split train --writers D E F \
+  --saes runs/fold_ABC_rubric/saes --offsets runs/fold_ABC_rubric/offsets --methods none sae instruction \
+  --variants softmax:3 learned:4 learned:16 prototype:1 --layers 8-21 --out runs/val_DEF_rubric
+python -m steer_core eval --style rubric --adapter runs/adapter_rubric --split train --writers D E F \
+  --saes runs/fold_ABC_rubric/saes --offsets runs/fold_ABC_rubric/offsets --methods sae \
+  --heads 18.7,18.6,21.8,15.6,18.8,20.3,8.0,14.3,21.7,17.4,17.0,15.7 --variants learned:16 softmax:10 \
+  --out runs/val_DEF_rubric
+
+# 6. H4: an adapter that also learns to write each level when told (instruction examples from writers
+#    A-C only, so D-F's levels stay unseen), its SAEs and a fold (about 100 minutes; results/h4_instruction/).
+python -m steer_core train-adapter --prompts plain instruction --instruction-writers A B C --epochs 4 \
+  --out runs/adapter_h4
+python -m steer_core train --adapter runs/adapter_h4 --layers 8-21
+python -m steer_core fit-offsets --adapter runs/adapter_h4 --writers A B C --out runs/fold_ABC_h4
+python -m steer_core eval --adapter runs/adapter_h4 --split train --writers D E F --saes runs/fold_ABC_h4/saes \
+  --offsets runs/fold_ABC_h4/offsets --methods none instruction sae \
+  --variants softmax:3 learned:4 learned:16 learned:24 learned:32 prototype:1 --layers 8-21 --out runs/val_DEF_h4
+python -m steer_core summarize runs/val_DEF_h4/results.csv --similarity
+# The rule picked learned alpha 24 (1.49x). Shipped: runs/adapter_h4 -> assets/adapter, its SAEs for all
+# 30 layers (train --adapter runs/adapter_h4 --layers all) and runs/fold_ABC_h4/offsets -> assets/offsets.
+
+# 7. The test split under the shipped H4 adapter, once, for the final table and the README's figure.
+python -m steer_core eval --methods none sae fewshot instruction --variants learned:24 learned:16 --layers 8-21 \
+  --out runs/test_h4
+python -m steer_core eval --methods query --variants delta:8 delta:3 --layers 8-21 --out runs/test_h4
+python -m steer_core summarize runs/test_h4/results.csv --similarity
+python -m steer_core summarize runs/test_h4/results.csv --per-level sae
+python -m experiments.levels_figure runs/test_h4/results.csv docs/steering_levels.png

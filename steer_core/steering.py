@@ -34,9 +34,9 @@ TARGET_NAMES = {  # short names for choosers (the app)
     "learned": "learned sparse offset",
 }
 QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
-# Strength 1 in the UI and the API means this alpha for each target (the learned offsets are fitted
-# at alpha 1; 8 was the delta shift chosen on validation data before the offsets existed).
-BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 1.0}
+# Strength 1 in the UI and the API means this alpha for each target: for learned offsets (fitted at
+# alpha 1) and delta, the alpha chosen on validation data; query steering converts at equal strength.
+BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 24.0}
 MAX_STEPS = 500
 
 
@@ -57,8 +57,8 @@ class SteerConfig:
     distance: str = "l2"
     positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
     first_tokens: int | None = None  # steer only the first N generated tokens (the reply's opening); None = all
-    alpha: float = 3.0  # strength: see BASE_ALPHA for what strength 1 means for each target
-    target: str = "softmax"  # see TARGET_HELP
+    alpha: float = 24.0  # strength: see BASE_ALPHA for what strength 1 means for each target
+    target: str = "learned"  # see TARGET_HELP
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
     offsets: str | None = None  # a folder of learned offsets (target "learned"); None = the shipped ones
 

@@ -76,6 +76,7 @@ BAD = [
     (dict(k_shots=0), "few-shot"),
     (dict(target="nowhere"), "target"),
     (dict(positions="everywhere"), "positions"),
+    (dict(layers="3"), "no learned offsets for layer 3"),  # the default target outside its fitted layers
 ]
 
 
@@ -121,8 +122,8 @@ def test_app_still_serves_after_bad_inputs(client):
 
 def test_concurrent_users_get_what_they_get_alone(client):
     """8 simultaneous comparisons with different levels and layers equal their results run alone."""
-    settings = [
-        dict(level=LEVELS[i % 6], layers=lay, max_new_tokens=16)
+    settings = [  # a descent target: the learned offsets cover layers 8-21 only
+        dict(level=LEVELS[i % 6], layers=lay, max_new_tokens=16, target="softmax" if i % 2 else "delta")
         for i, lay in enumerate(["8-21", "15", "3", "0-29", "20", "8-21", "10", "25"])
     ]
     alone = [compare(client, **s)[:4] for s in settings]
@@ -139,7 +140,7 @@ def test_train_tab_trains_a_layer_that_compare_uses_at_once(client):
     from pathlib import Path
 
     assert (Path(path) / "layer_0" / "layer.json").is_file()
-    out = compare(client, layers="0", max_new_tokens=6)
+    out = compare(client, layers="0", target="softmax", max_new_tokens=6)
     assert out[1].strip()
 
 

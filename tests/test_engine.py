@@ -249,6 +249,6 @@ def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
     cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype", saes=str(tmp_path))
     groups = steering_groups(lm, [Request("q", "a", "sae", "apply", steer=cfg)])
     assert groups[0][0].heads.tolist() == [3] and groups[2][0].heads.tolist() == [1, 2]
-    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), saes=str(tmp_path))
+    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), target="prototype", saes=str(tmp_path))
     with pytest.raises(ValueError, match="head"):
         steering_groups(lm, [Request("q", "a", "sae", "apply", steer=bad)])

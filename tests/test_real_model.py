@@ -33,6 +33,26 @@ def test_shipped_saes_verify(lm):
     assert bank.codes.shape == (6, 9, 512)
 
 
+def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
+    """Learned offsets at the validated strength on layers 8-21; the shipped offsets load for the shipped
+    SAEs of every default layer (offsets fitted for other SAEs would be refused)."""
+    from steer_core.generation import Request, steering_groups
+    from steer_core.steering import BASE_ALPHA, SteerConfig
+
+    cfg = SteerConfig()
+    assert (cfg.target, cfg.alpha, cfg.layers, cfg.positions) == (
+        "learned",
+        BASE_ALPHA["learned"],
+        tuple(range(8, 22)),
+        "generated",
+    )
+    groups = steering_groups(lm, [Request(Q, A, "sae", "create", steer=cfg)])
+    assert sorted(groups) == list(cfg.layers)
+    assert all(g.offsets is not None and g.offsets.abs().sum() > 0 for gs in groups.values() for g in gs)
+    record = json.loads((ROOT / "assets" / "adapter" / "training.json").read_text())
+    assert record["prompts"] == ["plain", "instruction"]  # the adapter that can write each level when told
+
+
 def test_steered_generation_differs_from_unsteered(lm):
     from steer_core.generation import Request, generate_batch
     from steer_core.steering import SteerConfig
