@@ -51,6 +51,9 @@ python -m steer_core fit-offsets --adapter runs/adapter_h4 --writers A B C --out
 python -m steer_core eval --adapter runs/adapter_h4 --split train --writers D E F --saes runs/fold_ABC_h4/saes \
   --offsets runs/fold_ABC_h4/offsets --methods none instruction sae \
   --variants softmax:3 learned:4 learned:16 learned:24 learned:32 prototype:1 --layers 8-21 --out runs/val_DEF_h4
+python -m steer_core eval --adapter runs/adapter_h4 --split train --writers D E F --saes runs/fold_ABC_h4/saes \
+  --offsets runs/fold_ABC_h4/offsets --methods none sae --first-tokens 8 --variants learned:32 learned:48 \
+  --layers 8-21 --out runs/val_DEF_h4      # steering only the reply's first 8 tokens
 python -m steer_core summarize runs/val_DEF_h4/results.csv --similarity
 # The rule picked learned alpha 24 (1.49x). Shipped: runs/adapter_h4 -> assets/adapter, its SAEs for all
 # 30 layers (train --adapter runs/adapter_h4 --layers all) and runs/fold_ABC_h4/offsets -> assets/offsets.
