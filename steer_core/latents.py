@@ -96,7 +96,8 @@ def inspect_steering(
         if not ids:
             continue
         edits = layer_edits(lm, groups, phase)
-        n = len(ids) if phase != "generated" or cfg.first_tokens is None else min(len(ids), cfg.first_tokens)
+        count = cfg.steered_count(phase)
+        n = len(ids) if count is None else min(len(ids), count)
         steered += [layer in edits] * n + [False] * (len(ids) - n)
         edits[layer] = recording(phase, edits.get(layer))
         with query_edits(lm, edits):

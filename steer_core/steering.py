@@ -94,6 +94,16 @@ class SteerConfig:
             if {layer for layer, _ in self.layer_heads} != set(self.layers):
                 raise UserError("the steered layers must be exactly the layers of the (layer, head) pairs")
 
+    def steered_count(self, phase: str, start: int = 0) -> int | None:
+        """How many leading positions of a forward this config steers (None = all, 0 = none): phase is
+        'prompt' or 'generated', start the generated token a 'generated' forward begins at (a decode step
+        runs one token; a teacher-forced reply runs all from 0)."""
+        if self.method == "none" or self.positions not in ("all", phase):
+            return 0
+        if phase != "generated" or self.first_tokens is None:
+            return None
+        return max(0, self.first_tokens - start)
+
     @property
     def middle_layer(self) -> int:
         """The steered layer the charts look inside by default."""
@@ -393,17 +403,9 @@ class RowGroup:
 
 
 def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, start: int = 0):
-    """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated').
-    start: in phase 'generated', which generated token the forward's first position is (a decode step
-    runs one token; a teacher-forced reply runs all from 0), for configs that steer only the first few."""
-
-    def steered(g: RowGroup) -> int | None:
-        """How many of the forward's leading positions g steers (None = all)."""
-        if phase != "generated" or g.cfg.first_tokens is None:
-            return None
-        return max(0, g.cfg.first_tokens - start)
-
-    live = [g for g in groups if g.cfg.positions in ("all", phase) and g.cfg.method != "none" and steered(g) != 0]
+    """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated'; start: see
+    SteerConfig.steered_count), or None when no group steers any of its positions."""
+    live = [(g, count) for g in groups if (count := g.cfg.steered_count(phase, start)) != 0]
     if not live:
         return None
 
@@ -411,8 +413,8 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         B, S, _ = q.shape
         q4 = q.view(B, S, n_heads, head_dim)
         out = q4.clone()
-        for g in live:
-            n = S if steered(g) is None else min(S, steered(g))
+        for g, count in live:
+            n = S if count is None else min(S, count)
             block = out.index_select(0, g.rows)[:, :n]
             x = block if g.heads is None else block.index_select(2, g.heads)
             new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
