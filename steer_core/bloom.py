@@ -57,6 +57,7 @@ class FeedbackExample:
     feedback: str
     split: str
     school_level: str = ""
+    sample: int = 0  # which of several replies to one scenario and level (sampled teacher data); 0 in the dataset
 
     @property
     def level_index(self) -> int:
@@ -88,7 +89,10 @@ def _parse_row(obj: object, where: str) -> FeedbackExample:
         raise DatasetError(f"{where}: unknown level {obj['level']!r} (expected one of {', '.join(LEVELS)})")
     if obj["split"] not in SPLITS:
         raise DatasetError(f"{where}: split must be one of {SPLITS}, got {obj['split']!r}")
-    return FeedbackExample(**{f: obj[f] for f in FIELDS}, school_level=str(obj.get("school_level", "")))
+    sample = obj.get("sample", 0)
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+        raise DatasetError(f"{where}: field 'sample' must be an integer >= 0")
+    return FeedbackExample(**{f: obj[f] for f in FIELDS}, school_level=str(obj.get("school_level", "")), sample=sample)
 
 
 def load_dataset(path: str | Path = DEFAULT_DATASET, split: str | None = None) -> list[FeedbackExample]:

@@ -15,11 +15,12 @@ from . import methods
 from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
 from .layer_spec import layers_label
-from .offsets import OffsetFitConfig
+from .offsets import OBJECTIVES, OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .prompts import PROMPT_STYLES
 from .sae import ARCHITECTURES, SAETrainConfig
 from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
+from .teacher import TeacherConfig
 
 
 class UsageError(UserError):
@@ -365,18 +366,24 @@ def cmd_fit_offsets(args) -> int:
         max_feedback_tokens=args.max_feedback_tokens,
         seed=args.seed,
         style=args.style,
+        objective=args.objective,
+        factors=tuple(args.factors),
+        simpo_scaler=args.simpo_scaler,
     )
     lm = _load(args)
     for layer in layers:
         lm.check_layer(layer)
     rows = _writer_rows(args.writers)
+    fit_rows = rows if args.data is None else by_writers(load_dataset(args.data, split="train"), args.writers)
     banks = None
     out = Path(args.out) if args.out else offsets_roots(lm, args.style)[0]
     if args.writers:  # a cross-writer fold: prototypes from these writers only, next to the offsets
         saes = refit_prototypes(lm, STORE.get_many(lm, layers, style=args.style), rows, out / "saes", style=args.style)
         banks = STORE.get_many(lm, layers, style=args.style, root=saes)
         out = out / "offsets"
-    offsets = fit_offsets(lm, rows, cfg, banks=banks)
+    offsets = fit_offsets(lm, fit_rows, cfg, banks=banks)
+    if args.data is not None:
+        offsets.meta["data"] = str(args.data)
     offsets.save(out)
     print(
         json.dumps(
@@ -386,14 +393,51 @@ def cmd_fit_offsets(args) -> int:
     return 0
 
 
+def cmd_teacher(args) -> int:
+    from .io_utils import atomic_write_text
+    from .judge import default_judge
+    from .teacher import TeacherConfig, hit_rate, judged_at_level, sample_teacher
+
+    cfg = TeacherConfig(
+        per_level=args.per_level, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed
+    )
+    out = Path(args.out)
+    if out.suffix != ".jsonl":
+        raise UsageError(f"--out must name a .jsonl file, got {args.out!r}")
+    lm = _load(args)
+    rows = sample_teacher(lm, _writer_rows(args.writers), cfg, judge=default_judge())
+    kept = judged_at_level(rows)
+    kept_path = out.with_suffix(".judged.jsonl")
+    for path, part in ((out, rows), (kept_path, kept)):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in part))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "n": len(rows),
+                "hit_rate": round(hit_rate(rows), 4),
+                "judged_only": str(kept_path),
+                "n_judged_only": len(kept),
+                "scenarios": len({r["scenario_id"] for r in rows}),
+                "scenarios_judged_only": len({r["scenario_id"] for r in kept}),
+            }
+        )
+    )
+    return 0
+
+
 def cmd_summarize(args) -> int:
-    from .evaluation.tables import overall_table, per_level_table, summary_rows
+    from .evaluation.tables import judged_rows, overall_table, paired_table, per_level_table, summary_rows
 
     for path in args.csv:
         if not Path(path).is_file():
             raise UsageError(f"no such file: {path}")
-    summary = summary_rows(args.csv, rejudge=args.rejudge, similarity=args.similarity)
+    rows = judged_rows(args.csv, rejudge=args.rejudge)
+    summary = summary_rows(args.csv, similarity=args.similarity, rows=rows)
     print(per_level_table(summary, args.per_level) if args.per_level else overall_table(summary))
+    if args.paired:
+        print("\nPaired over scenarios (the same bootstrap draw for both rows):\n")
+        print(paired_table(rows, args.paired))
     if args.figure:
         from .charts import accuracy_by_method_level, judged_vs_target, report_html
         from .io_utils import atomic_write_text
@@ -606,6 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--similarity", action="store_true", help="add the MiniLM similarity to the unsteered text")
     m.add_argument("--rejudge", action="store_true", help="re-score the texts with the shipped judge")
     m.add_argument(
+        "--paired",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="also the paired difference A - B of accuracy and r, with its 95%% interval over the scenarios "
+        "both cover; A and B name rows by their 'method layers/setting' text or a part of it (repeatable)",
+    )
+    m.add_argument(
         "--figure", metavar="HTML", help="also write the judged-vs-target and accuracy charts (offline HTML)"
     )
     m.add_argument(
@@ -649,6 +701,27 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--max-feedback-tokens", type=int, default=d.max_feedback_tokens)
     o.add_argument("--seed", type=int, default=d.seed)
     o.add_argument("--style", default="plain", choices=PROMPT_STYLES)
+    o.add_argument(
+        "--objective",
+        default=d.objective,
+        choices=OBJECTIVES,
+        help="bipo: preference against the unsteered model, fitted at strength 1 and scaled afterwards; "
+        "reps: reference-free preference steering with the strength sampled inside the fit",
+    )
+    o.add_argument(
+        "--factors",
+        type=float,
+        nargs="+",
+        default=list(d.factors),
+        help="reps: strength factors sampled each step (strength 1 = the offsets as fitted)",
+    )
+    o.add_argument("--simpo-scaler", type=float, default=d.simpo_scaler, help="reps: up-weighting of unlikely replies")
+    o.add_argument(
+        "--data",
+        default=None,
+        help="JSONL of replies to fit on instead of the dataset (e.g. from `teacher`): the dataset's fields, "
+        "a reply of every level per scenario and sample",
+    )
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
     o.set_defaults(func=cmd_fit_offsets)
 
@@ -720,6 +793,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", default=DEFAULT_MODEL)
     a.add_argument("--device", default="auto")
     a.set_defaults(func=cmd_train_adapter)
+
+    tc = sub.add_parser(
+        "teacher",
+        help="sample the model's own replies under the instruction prompt, every level of every train "
+        "scenario, as data for fit-offsets --data",
+        parents=[_model_parent()],
+    )
+    td = TeacherConfig()
+    tc.add_argument("--writers", nargs="+", default=None, help="only these writers' train scenarios (e.g. A B C)")
+    tc.add_argument("--per-level", type=int, default=td.per_level, help="sampled replies per scenario and level")
+    tc.add_argument("--temperature", type=float, default=td.temperature)
+    tc.add_argument("--max-new-tokens", type=int, default=td.max_new_tokens)
+    tc.add_argument("--seed", type=int, default=td.seed)
+    tc.add_argument(
+        "--out",
+        required=True,
+        help="FILE.jsonl for every reply (judged); FILE.judged.jsonl gets the ones the judge reads at their level",
+    )
+    tc.set_defaults(func=cmd_teacher)
 
     t = sub.add_parser("train", help="train per-head SAEs + level prototypes for layers", parents=[_model_parent()])
     t.add_argument("--layers", default="all", help="all, 15, 8-21 or 3,9,15")

@@ -6,16 +6,22 @@ want, so it bounds what steering at the query site can do with this model, promp
 At a steered position the query becomes q' = q + strength * W_dec^T delta_level (the code moves by
 delta and is decoded; the SAE's reconstruction error is kept, as for the other SAE targets).
 
-Objective, one scenario at a time (the dataset has a feedback of every level for each scenario):
-the scenario's six feedbacks are teacher-forced twice in one batch, each under steering toward its
-own level and each under steering toward a level shifted by a random k. For every target level L
-that gives a preferred reply (L's feedback) and a rejected one (the feedback of level L - k), both
-steered toward L, and the loss is a preference loss on their likelihoods relative to the unsteered
-model (as in bi-directional preference optimisation of steering vectors), plus the preferred
-reply's own per-token gain (a fluency anchor), plus an L1 penalty,
-applied as a proximal step after each Adam step, so that only a few latents move.
+Each step takes one scenario (a reply of every level on the same question and answer), teacher-forces
+its replies in one batch under steering, and applies one of two objectives:
 
-Only the feedback tokens are steered while fitting (the generated positions at generation time),
+- "bipo": each reply steered toward its own level and toward a level shifted by a random k; a
+  preference loss on their likelihoods relative to the unsteered model (as in bi-directional
+  preference optimisation of steering vectors), plus the preferred reply's per-token gain. Fitted at
+  strength 1 and used at a strength chosen afterwards (24 for the shipped BiPO fit).
+- "reps": reference-free preference steering (RePS, arXiv 2505.20809): at a strength factor s
+  sampled each step, steering +s toward L must prefer L's reply over another level's, and steering
+  -s along L's offset must prefer the other level's reply over L's; likelihoods are length-normalised
+  and the preferred one is up-weighted by how unlikely the unsteered model finds it (the scaled
+  SimPO form). The strength is inside the fit: strength 1 is the strength it was fitted for.
+
+Both add an L1 penalty, applied as a proximal step after each Adam step, so that only a few latents move.
+
+Only the reply tokens are steered while fitting (the generated positions at generation time),
 so the prompt is read once per scenario without gradients and its KV cache is shared by all rows.
 """
 
@@ -43,6 +49,7 @@ from .prompts import messages, pad_replies, render
 from .steering import RowGroup, SteerConfig, make_layer_edit
 
 OFFSETS_FILE = "offsets.safetensors"
+OBJECTIVES = ("bipo", "reps")
 OFFSETS_CFG = "offsets.json"
 
 
@@ -68,14 +75,22 @@ class OffsetFitConfig:
     max_feedback_tokens: int = 48  # the level shows early; later tokens cost time, not signal
     seed: int = 0
     style: str = "plain"
+    objective: str = "bipo"  # see OBJECTIVES
+    # RePS: the strength factors sampled each step; strength 1 then means the offsets as fitted
+    factors: tuple[float, ...] = (0.5, 1.0, 1.5)
+    simpo_scaler: float = 1.0  # RePS: weight on how much less likely the preferred reply is unsteered
 
     def __post_init__(self):
         if not self.layers:
             raise UserError("choose at least one layer to fit offsets for")
-        for name in ("lr", "beta", "l1", "sft"):
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        for name in ("lr", "beta", "l1", "sft", "simpo_scaler"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v >= 0:
                 raise UserError(f"{name} must be a number >= 0, got {v!r}")
+        if not self.factors or not all(isinstance(f, (int, float)) and f > 0 for f in self.factors):
+            raise UserError(f"factors must be numbers > 0, got {self.factors!r}")
         if self.epochs < 1 or self.max_feedback_tokens < 2:
             raise UserError("epochs must be >= 1 and max_feedback_tokens >= 2")
 
@@ -201,12 +216,12 @@ class EncodedScenario:
 
 
 def _encode_scenarios(tok, rows: Sequence[FeedbackExample], style: str, max_tokens: int) -> list[EncodedScenario]:
-    by_sc: dict[str, dict[str, FeedbackExample]] = {}
-    for r in rows:
-        by_sc.setdefault(r.scenario_id, {})[r.level] = r
+    by_sc: dict[tuple[str, int], dict[str, FeedbackExample]] = {}
+    for r in rows:  # a group: one scenario's replies of every level (one sample of each, for teacher data)
+        by_sc.setdefault((r.scenario_id, r.sample), {})[r.level] = r
     out = []
     for levels in by_sc.values():
-        if len(levels) != len(LEVELS):  # the contrast needs every level's feedback on the same scenario
+        if len(levels) != len(LEVELS):  # the contrast needs every level's reply on the same scenario
             continue
         first = levels[LEVELS[0]]
         prompt, start = render(tok, messages(first.question, first.student_answer, style))
@@ -244,6 +259,44 @@ def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int,
     return lp + first[ids[:, 0]]
 
 
+def _bipo_loss(logprobs, delta, ref, length, k, factor, cfg):
+    """Each reply steered toward its own level (block 0) and toward the level k above (block 1):
+    for target L, L's reply against L-k's reply, both steered toward L, gains over the unsteered model."""
+    n = len(LEVELS)
+    lv = torch.arange(n, device=delta.device)
+    gain = logprobs(delta, torch.cat([lv, (lv + k) % n]), 2) - ref
+    chosen = gain[0]  # reply L steered toward L
+    rejected = gain[1][(lv - k) % n]  # reply L-k steered toward L
+    loss = -torch.nn.functional.logsigmoid(cfg.beta * (chosen - rejected)).mean()
+    loss = loss - cfg.sft * (chosen / length).mean()
+    return loss, {"margin": (chosen - rejected).mean(), "chosen": (chosen / length).mean()}
+
+
+def reps_logits(pref: torch.Tensor, disp: torch.Tensor, ref_pref, ref_disp, len_pref, len_disp, scaler: float):
+    """RePS's scaled-SimPO preference logit (arXiv 2505.20809): length-normalised log-likelihoods
+    under the intervention, the preferred one up-weighted by max(scaler * (ref_disp - ref_pref), 1),
+    i.e. by how much less likely the unsteered model finds it; no reference term in the difference."""
+    weight = torch.clamp_min((ref_disp - ref_pref).detach() * scaler, 1.0)
+    return weight * pref / len_pref - disp / len_disp
+
+
+def _reps_loss(logprobs, delta, ref, length, k, factor, cfg):
+    """Four blocks of the scenario's replies, row j of each steered by:
+    0: +factor toward j; 1: +factor toward j+k; 2: -factor along j+k's offset; 3: -factor along j's.
+    For target L (other = L-k): steering toward L prefers L's reply to other's (blocks 0 and 1), and
+    steering against L prefers other's reply to L's (blocks 2 and 3)."""
+    n = len(LEVELS)
+    lv = torch.arange(n, device=delta.device)
+    other = (lv - k) % n
+    signed = torch.cat([factor * delta, -factor * delta])  # levels 0..5: toward L; 6..11: against L
+    lp = logprobs(signed, torch.cat([lv, (lv + k) % n, n + (lv + k) % n, n + lv]), 4)
+    pos = reps_logits(lp[0], lp[1][other], ref, ref[other], length, length[other], cfg.simpo_scaler)
+    neg = reps_logits(lp[2][other], lp[3], ref[other], ref, length[other], length, cfg.simpo_scaler)
+    F = torch.nn.functional
+    loss = -(F.logsigmoid(pos) + F.logsigmoid(neg)).mean()
+    return loss, {"margin": (lp[0] - lp[1][other]).mean(), "chosen": ((lp[0] - ref) / length).mean()}
+
+
 def fit_offsets(
     lm,
     rows: Sequence[FeedbackExample],
@@ -277,38 +330,32 @@ def fit_encoded(
     for p in lm.model.parameters():
         p.requires_grad_(False)
 
-    lv = torch.arange(n_lv, device=lm.device)
     with torch.no_grad():  # the unsteered model's likelihood of every reply: the reference
         ref = [_reply_logprobs(lm, sc, {}, 1, pad_id) for sc in tqdm(scenarios, desc="reference", disable=not progress)]
 
     lengths = [torch.tensor([len(r) for r in sc.replies], device=lm.device, dtype=torch.float) for sc in scenarios]
+    step_loss = _reps_loss if cfg.objective == "reps" else _bipo_loss
     history, t0 = [], time.time()
-    bar = tqdm(total=cfg.epochs * len(scenarios), desc="fitting offsets", disable=not progress)
+    bar = tqdm(total=cfg.epochs * len(scenarios), desc=f"fitting offsets ({cfg.objective})", disable=not progress)
     for _ in range(cfg.epochs):
         order = list(range(len(scenarios)))
         rng.shuffle(order)
         for s in order:
-            sc = scenarios[s]
-            k = rng.randrange(1, n_lv)
-            steer_to = torch.cat([lv, (lv + k) % n_lv])  # rows 0-5: own level; rows 6-11: shifted by k
-            edits = offset_edits(delta, layers, banks, steer_to, lm.n_heads, lm.head_dim)
-            gain = _reply_logprobs(lm, sc, edits, 2, pad_id) - ref[s].repeat(2)
-            chosen = gain[:n_lv]  # reply L steered toward L
-            rejected = gain[n_lv:][(lv - k) % n_lv]  # reply L-k steered toward L
-            loss = -torch.nn.functional.logsigmoid(cfg.beta * (chosen - rejected)).mean()
-            loss = loss - cfg.sft * (chosen / lengths[s]).mean()
+            k = rng.randrange(1, n_lv)  # the contrasted level: L - k
+            factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # BiPO: fitted at 1
+
+            def logprobs(steer: torch.Tensor, levels: torch.Tensor, blocks: int, s=s) -> torch.Tensor:
+                """(blocks, levels) log-likelihoods of the scenario's replies, row i steered by steer[levels[i]]."""
+                edits = offset_edits(steer, layers, banks, levels, lm.n_heads, lm.head_dim)
+                return _reply_logprobs(lm, scenarios[s], edits, blocks, pad_id).view(blocks, n_lv)
+
+            loss, stats = step_loss(logprobs, delta, ref[s], lengths[s], k, factor, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():  # proximal L1: soft-threshold, exact zeros
                 delta.copy_(torch.sign(delta) * torch.relu(delta.abs() - cfg.lr * cfg.l1))
-            history.append(
-                {
-                    "loss": float(loss.detach()),
-                    "margin": float((chosen - rejected).detach().mean()),
-                    "chosen": float((chosen / lengths[s]).detach().mean()),
-                }
-            )
+            history.append({"loss": float(loss.detach()), **{name: float(v.detach()) for name, v in stats.items()}})
             bar.update(1)
             recent = history[-20:]
             bar.set_postfix(

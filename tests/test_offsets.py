@@ -16,6 +16,7 @@ from steer_core.offsets import (
     _reply_logprobs,
     fit_encoded,
     offset_edits,
+    reps_logits,
 )
 from steer_core.steering import RowGroup, SteerConfig, level_probabilities, make_layer_edit, softmax_descent, steer_rows
 
@@ -64,6 +65,33 @@ def test_fitting_offsets_makes_steering_prefer_the_level(lm):
     assert fitted.meta["loss_last"] < fitted.meta["loss_first"]
     assert active_hook_count() == 0
     assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_reps_fit_steers_both_ways_at_the_strength_it_was_fitted_for(lm):
+    banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
+    scs = scenarios()
+    cfg = OffsetFitConfig(layers=(1, 2), epochs=8, lr=0.05, l1=0.0, objective="reps", factors=(1.0,))
+    fitted = fit_encoded(lm, scs, cfg, banks, progress=False)
+    assert fitted.meta["fit"]["objective"] == "reps" and fitted.meta["loss_last"] < fitted.meta["loss_first"]
+    assert margin(lm, fitted, banks, scs) > 0.05  # toward L, L's reply beats the next level's
+    against = LevelOffsets(-fitted.delta, fitted.layers)  # against L, the other reply wins (RePS's second term)
+    assert margin(lm, against, banks, scs) < -0.05
+    assert active_hook_count() == 0 and not any(p.requires_grad for p in lm.model.parameters())
+    with pytest.raises(ValueError, match="objective"):
+        OffsetFitConfig(objective="dpo")
+    with pytest.raises(ValueError, match="factors"):
+        OffsetFitConfig(objective="reps", factors=(0.0,))
+
+
+def test_reps_logit_is_the_scaled_simpo_form():
+    pref, disp = torch.tensor([-20.0, -8.0]), torch.tensor([-12.0, -12.0])
+    ref_pref, ref_disp = torch.tensor([-30.0, -10.0]), torch.tensor([-10.0, -20.0])
+    n_pref, n_disp = torch.tensor([10.0, 4.0]), torch.tensor([6.0, 6.0])
+    got = reps_logits(pref, disp, ref_pref, ref_disp, n_pref, n_disp, scaler=0.5)
+    # row 0: the unsteered model finds the preferred reply 20 nats less likely: weight 0.5 * 20 = 10;
+    # row 1: it already prefers it, so the weight is the floor, 1
+    want = torch.tensor([10 * -20.0 / 10 + 12.0 / 6, 1 * -8.0 / 4 + 12.0 / 6])
+    assert torch.allclose(got, want)
 
 
 def test_l1_moves_few_latents(lm):
