@@ -173,3 +173,51 @@ def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     assert all(s.startswith("delta") for s in by_method["query"])
     assert sum(r["method"] == "query" for r in rows) == 2 * len(by_method["query"])
     assert sum(r["method"] == "none" for r in rows) == 1
+
+
+def test_paired_difference_shares_the_draw_and_is_narrower_than_two_intervals():
+    import numpy as np
+
+    from steer_core.evaluation.stats import bootstrap_over_scenarios, paired_difference
+
+    rng = np.random.default_rng(1)
+    sids = [f"s{i:02d}" for i in range(30) for _ in range(6)]
+    targets = [t for _ in range(30) for t in range(6)]
+    easy = {f"s{i:02d}": rng.random() < 0.5 for i in range(30)}  # scenario difficulty, shared by both methods
+    a = [t if easy[s] or rng.random() < 0.3 else (t + 1) % 6 for s, t in zip(sids, targets)]
+    b = [t if easy[s] and rng.random() < 0.7 else (t + 2) % 6 for s, t in zip(sids, targets)]
+    d = paired_difference((sids, targets, a), (sids, targets, b))
+    acc = lambda p: float(np.mean(np.array(p) == np.array(targets)))  # noqa: E731
+    assert d["accuracy_diff"] == pytest.approx(acc(a) - acc(b))
+    assert d["accuracy_diff_lo"] < d["accuracy_diff"] < d["accuracy_diff_hi"]
+    ia, ib = bootstrap_over_scenarios(sids, targets, a), bootstrap_over_scenarios(sids, targets, b)
+    separate = (ia["accuracy_hi"] - ia["accuracy_lo"]) + (ib["accuracy_hi"] - ib["accuracy_lo"])
+    assert d["accuracy_diff_hi"] - d["accuracy_diff_lo"] < 0.75 * separate
+    same = paired_difference((sids, targets, a), (sids, targets, a))
+    assert same["accuracy_diff"] == same["accuracy_diff_lo"] == same["accuracy_diff_hi"] == 0.0
+    # only the scenarios both rows cover count
+    half = paired_difference((sids[:60], targets[:60], a[:60]), (sids, targets, b))
+    assert half["n_scenarios"] == 10
+    with pytest.raises(ValueError, match="share no scenario"):
+        paired_difference((sids[:6], targets[:6], a[:6]), (sids[6:12], targets[6:12], b[6:12]))
+
+
+def test_summarize_paired_names_rows_and_refuses_ambiguous_ones(tmp_path):
+    from steer_core.errors import UserError
+    from steer_core.evaluation.tables import paired_table
+
+    def row(sid, method, level, setting, pred):
+        return {
+            "scenario_id": sid, "method": method, "level": level, "layers": "8-21" if setting != "-" else "-",
+            "setting": setting, "style": "plain", "model": "m", "text": "t", "ppl": "2", "pred_index": str(pred),
+        }  # fmt: skip
+
+    rows = [row(f"s{i}", "none", "-", "-", 1) for i in range(4)]
+    for setting in ("learned a1", "learned a24"):
+        rows += [row(f"s{i}", "sae", lv, setting, t) for i in range(4) for t, lv in enumerate(LEVELS)]
+    table = paired_table(rows, [("learned a24", "none")])
+    assert "| sae 8-21 learned a24 | none - | +0.833 [+0.833, +0.833] |" in table
+    with pytest.raises(UserError, match="2 rows"):
+        paired_table(rows, [("learned", "none")])
+    with pytest.raises(UserError, match="no row"):
+        paired_table(rows, [("softmax", "none")])

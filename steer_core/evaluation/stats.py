@@ -36,6 +36,34 @@ SUMMARY_FIELDS = [
 BOOTSTRAP_DRAWS = 2000
 
 
+def _scenario_stats(ws: np.ndarray, sc: np.ndarray, t: np.ndarray, p: np.ndarray, n_sc: int):
+    """Accuracy and the judged-vs-target correlation for each row of scenario multiplicities ws
+    (draws, n_sc), from per-scenario sums, so every bootstrap draw is one matrix product."""
+    cnt = ws @ np.bincount(sc, minlength=n_sc)
+    acc = (ws @ np.bincount(sc, weights=(t == p).astype(float), minlength=n_sc)) / cnt
+    m = {}
+    for name, v in (("t", t), ("p", p), ("tt", t * t), ("pp", p * p), ("tp", t * p)):
+        m[name] = (ws @ np.bincount(sc, weights=v, minlength=n_sc)) / cnt
+    vt, vp = m["tt"] - m["t"] ** 2, m["pp"] - m["p"] ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (m["tp"] - m["t"] * m["p"]) / np.sqrt(vt * vp)
+    return acc, r
+
+
+def _resample(n_sc: int, draws: int, seed: int) -> np.ndarray:
+    """(draws, n_sc) multiplicities of scenarios drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, n_sc, n_sc), minlength=n_sc) for _ in range(draws)]).astype(float)
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def bootstrap_over_scenarios(
     scenario_ids: Sequence[str],
     targets: Sequence[int],
@@ -49,46 +77,68 @@ def bootstrap_over_scenarios(
     index = {s: i for i, s in enumerate(sids)}
     sc = np.array([index[s] for s in scenario_ids])
     t, p = np.asarray(targets, dtype=float), np.asarray(preds, dtype=float)
-    hit = (t == p).astype(float)
     n_sc = len(sids)
-
-    # per scenario sufficient statistics: count, hits, sums for the correlation
-    def stats(ws):  # ws: (draws, n_sc) multiplicity of each scenario
-        cnt = ws @ np.bincount(sc, minlength=n_sc)
-        acc = (ws @ np.bincount(sc, weights=hit, minlength=n_sc)) / cnt
-        m = {}
-        for name, v in (("t", t), ("p", p), ("tt", t * t), ("pp", p * p), ("tp", t * p)):
-            m[name] = (ws @ np.bincount(sc, weights=v, minlength=n_sc)) / cnt
-        vt, vp = m["tt"] - m["t"] ** 2, m["pp"] - m["p"] ** 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = (m["tp"] - m["t"] * m["p"]) / np.sqrt(vt * vp)
-        return acc, r
-
-    acc, r = stats(np.ones((1, n_sc)))
-    rng = np.random.default_rng(seed)
-    ws = np.stack([np.bincount(rng.integers(0, n_sc, n_sc), minlength=n_sc) for _ in range(draws)]).astype(float)
-    accs, rs = stats(ws)
-    lo, hi = np.percentile(accs, [2.5, 97.5])
-    rs = rs[np.isfinite(rs)]
-    rlo, rhi = np.percentile(rs, [2.5, 97.5]) if len(rs) else (float("nan"), float("nan"))
+    acc, r = _scenario_stats(np.ones((1, n_sc)), sc, t, p, n_sc)
+    accs, rs = _scenario_stats(_resample(n_sc, draws, seed), sc, t, p, n_sc)
+    lo, hi = _interval(accs)
+    rlo, rhi = _interval(rs)
     return {
         "accuracy": float(acc[0]),
-        "accuracy_lo": float(lo),
-        "accuracy_hi": float(hi),
+        "accuracy_lo": lo,
+        "accuracy_hi": hi,
         "level_corr": float(r[0]),
-        "level_corr_lo": float(rlo),
-        "level_corr_hi": float(rhi),
+        "level_corr_lo": rlo,
+        "level_corr_hi": rhi,
         "n_scenarios": n_sc,
     }
 
 
-def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) -> list[dict]:
-    """Per (model, style, method, variant, level) and per (model, style, method, variant) overall
-    (level "ALL"). A variant is the layer set plus the steering setting. Unsteered rows carry one text
-    per scenario, scored against every target level. Overall rows average the per-level figures
-    (perplexity: the median of the per-level medians) and bootstrap accuracy and r over scenarios."""
-    if not rows:
-        return []
+def paired_difference(
+    a: tuple[Sequence[str], Sequence[int], Sequence[int]],
+    b: tuple[Sequence[str], Sequence[int], Sequence[int]],
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict:
+    """Accuracy and r of rows a minus rows b (each: scenario ids, targets, predictions), with 95%
+    intervals from resampling the scenarios both cover, the same draw for both: a scenario that is
+    hard for one method is hard for the other, so the paired interval is narrower than the two
+    separate ones, and a difference whose interval excludes 0 is one the data show."""
+    common = sorted(set(a[0]) & set(b[0]))
+    if not common:
+        raise ValueError("the two rows share no scenario")
+    index = {s: i for i, s in enumerate(common)}
+    n_sc = len(common)
+    ws = _resample(n_sc, draws, seed)
+    point, boot = [], []
+    for sids, targets, preds in (a, b):
+        keep = [i for i, s in enumerate(sids) if s in index]
+        sc = np.array([index[sids[i]] for i in keep])
+        t = np.asarray([targets[i] for i in keep], dtype=float)
+        p = np.asarray([preds[i] for i in keep], dtype=float)
+        point.append(_scenario_stats(np.ones((1, n_sc)), sc, t, p, n_sc))
+        boot.append(_scenario_stats(ws, sc, t, p, n_sc))
+    acc = float(point[0][0][0] - point[1][0][0])
+    r = float(point[0][1][0] - point[1][1][0])
+    acc_lo, acc_hi = _interval(boot[0][0] - boot[1][0])
+    r_lo, r_hi = _interval(boot[0][1] - boot[1][1])
+    return {
+        "accuracy_diff": acc,
+        "accuracy_diff_lo": acc_lo,
+        "accuracy_diff_hi": acc_hi,
+        "level_corr_diff": r,
+        "level_corr_diff_lo": r_lo,
+        "level_corr_diff_hi": r_hi,
+        "n_scenarios": n_sc,
+    }
+
+
+VARIANT = ("model", "style", "method", "layers")  # what tells two rows of a summary apart
+
+
+def judged_frame(rows: list[dict], similarity: dict[tuple, float] | None = None) -> pd.DataFrame:
+    """One judged generation a row, with its target level index and hit; an unsteered text counts once
+    for every target level (it does not depend on the target). "layers" holds the layer set plus the
+    steering setting: a variant is (model, style, method, layers)."""
     similarity = similarity or {}
     df = pd.DataFrame(
         {
@@ -108,7 +158,24 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
     df = pd.concat([df[~unsteered]] + [df[unsteered].assign(level=lv) for lv in LEVELS], ignore_index=True)
     df["target"] = df["level"].map(LEVELS.index)
     df["hit"] = (df["pred_index"] == df["target"]).astype(float)
-    variant = ["model", "style", "method", "layers"]
+    return df
+
+
+def paired_rows(df: pd.DataFrame, variant: tuple) -> tuple[list[str], list[int], list[int]]:
+    """(scenario ids, targets, predictions) of one variant of a judged frame, for paired_difference."""
+    g = df[(df[list(VARIANT)] == pd.Series(variant, index=list(VARIANT))).all(axis=1)]
+    return g["scenario_id"].tolist(), g["target"].tolist(), g["pred_index"].tolist()
+
+
+def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) -> list[dict]:
+    """Per (model, style, method, variant, level) and per (model, style, method, variant) overall
+    (level "ALL"). A variant is the layer set plus the steering setting. Unsteered rows carry one text
+    per scenario, scored against every target level. Overall rows average the per-level figures
+    (perplexity: the median of the per-level medians) and bootstrap accuracy and r over scenarios."""
+    if not rows:
+        return []
+    df = judged_frame(rows, similarity)
+    variant = list(VARIANT)
     shares = pd.crosstab([df[k] for k in [*variant, "level"]], df["pred_index"], normalize="index")
     shares = shares.reindex(columns=range(len(LEVELS)), fill_value=0.0)
     shares.columns = [f"judged_{lv}" for lv in LEVELS]

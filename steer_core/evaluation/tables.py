@@ -11,7 +11,7 @@ from ..bloom import LEVELS
 from ..errors import UserError
 from .judging import add_judgements, unsteered_similarity
 from .results import read_csv
-from .stats import summarize
+from .stats import VARIANT, judged_frame, paired_difference, paired_rows, summarize
 
 
 def _fmt(v, spec: str) -> str:
@@ -29,13 +29,55 @@ def _interval(s: dict, key: str, spec: str = ".3f") -> str:
     return f"{_fmt(s[key], spec)} [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
 
 
-def summary_rows(paths: Sequence[str | Path], rejudge: bool = False, similarity: bool = False) -> list[dict]:
+def judged_rows(paths: Sequence[str | Path], rejudge: bool = False) -> list[dict]:
+    """The judged rows of results.csv files, pooled (re-scored with the shipped judge on request)."""
     rows = [r for p in paths for r in read_csv(Path(p)) if r.get("probs")]
     if not rows:
         raise UserError("no judged rows in " + ", ".join(map(str, paths)))
     if rejudge:
         add_judgements(rows)
+    return rows
+
+
+def summary_rows(
+    paths: Sequence[str | Path], rejudge: bool = False, similarity: bool = False, rows: list[dict] | None = None
+) -> list[dict]:
+    rows = judged_rows(paths, rejudge) if rows is None else rows
     return summarize(rows, similarity=unsteered_similarity(rows) if similarity else None)
+
+
+def _variant_name(v: tuple) -> str:
+    return f"{v[2]} {v[3]}"
+
+
+def find_variant(variants: Sequence[tuple], spec: str) -> tuple:
+    """The one variant named by spec: its "method layers/setting" text exactly, else the one that
+    contains spec."""
+    exact = [v for v in variants if _variant_name(v) == spec.strip()]
+    found = exact or [v for v in variants if spec.strip() in _variant_name(v)]
+    if len(found) != 1:
+        names = "; ".join(sorted(_variant_name(v) for v in variants))
+        what = "no row" if not found else f"{len(found)} rows"
+        raise UserError(f"--paired {spec!r} matches {what}; give a part of one of: {names}")
+    return found[0]
+
+
+def paired_table(rows: list[dict], pairs: Sequence[tuple[str, str]]) -> str:
+    """Paired differences (row A - row B) of accuracy and r over the scenarios both rows cover."""
+    df = judged_frame(rows)
+    variants = list(df[list(VARIANT)].drop_duplicates().itertuples(index=False, name=None))
+    out = [
+        "| A | B | accuracy A - B [95% CI] | r A - B [95% CI] | scenarios |",
+        "|---|---|---|---|---|",
+    ]
+    for spec_a, spec_b in pairs:
+        a, b = find_variant(variants, spec_a), find_variant(variants, spec_b)
+        d = paired_difference(paired_rows(df, a), paired_rows(df, b))
+        out.append(
+            f"| {_variant_name(a)} | {_variant_name(b)} | {_interval(d, 'accuracy_diff', '+.3f')} "
+            f"| {_interval(d, 'level_corr_diff', '+.2f')} | {d['n_scenarios']} |"
+        )
+    return "\n".join(out)
 
 
 def overall_table(summary: list[dict]) -> str:
