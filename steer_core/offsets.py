@@ -45,11 +45,11 @@ from .errors import UserError
 from .hooks import query_edits
 from .io_utils import atomic_write_bytes, atomic_write_text
 from .paths import ASSET_OFFSETS, cache_root
-from .prompts import messages, pad_replies, render
+from .prompts import instruction_messages, messages, pad_replies, render
 from .steering import RowGroup, SteerConfig, make_layer_edit
 
 OFFSETS_FILE = "offsets.safetensors"
-OBJECTIVES = ("bipo", "reps")
+OBJECTIVES = ("bipo", "reps", "kl")
 OFFSETS_CFG = "offsets.json"
 
 
@@ -213,9 +213,13 @@ def offset_edits(
 class EncodedScenario:
     prompt: list[int]
     replies: list[list[int]]  # one token list per level, in LEVELS order
+    # objective "kl": the instruction prompt naming each level, in LEVELS order (the teacher's context)
+    teacher_prompts: list[list[int]] = field(default_factory=list)
 
 
-def _encode_scenarios(tok, rows: Sequence[FeedbackExample], style: str, max_tokens: int) -> list[EncodedScenario]:
+def _encode_scenarios(
+    tok, rows: Sequence[FeedbackExample], style: str, max_tokens: int, teacher_prompts: bool = False
+) -> list[EncodedScenario]:
     by_sc: dict[tuple[str, int], dict[str, FeedbackExample]] = {}
     for r in rows:  # a group: one scenario's replies of every level (one sample of each, for teacher data)
         by_sc.setdefault((r.scenario_id, r.sample), {})[r.level] = r
@@ -229,13 +233,20 @@ def _encode_scenarios(tok, rows: Sequence[FeedbackExample], style: str, max_toke
         for lv in LEVELS:
             ids, start = render(tok, messages(first.question, first.student_answer, style), levels[lv].feedback)
             replies.append(ids[start:][:max_tokens])
-        out.append(EncodedScenario(prompt, replies))
+        teachers = []
+        if teacher_prompts:
+            teachers = [
+                render(tok, instruction_messages(first.question, first.student_answer, lv, style))[0] for lv in LEVELS
+            ]
+        out.append(EncodedScenario(prompt, replies, teachers))
     return out
 
 
-def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0) -> torch.Tensor:
-    """Summed log-likelihood of each reply (rows = replies repeated n_rows_per_reply times) given the
-    shared prompt, with `edits` active on the reply tokens. Returns (rows,)."""
+def _reply_logits(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0):
+    """Teacher-force the replies (rows = replies repeated n_rows_per_reply times) after the shared
+    prompt, with `edits` active on the reply tokens. Returns (first, logits, ids, real): the unsteered
+    log-probabilities of each reply's first token (V,), the logits at every reply position (R, T, V),
+    the reply ids (R, T) and which of them are real (R, T)."""
     from transformers import DynamicCache
 
     dev = lm.device
@@ -254,22 +265,72 @@ def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int,
         logits = lm.model(
             input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
         ).logits.float()
+    return first, logits, ids, real
+
+
+def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0) -> torch.Tensor:
+    """Summed log-likelihood of each reply (see _reply_logits). Returns (rows,)."""
+    first, logits, ids, real = _reply_logits(lm, sc, edits, n_rows_per_reply, pad_id)
     lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # token t+1 from t
     lp = (lp * real[:, 1:]).sum(-1)
     return lp + first[ids[:, 0]]
 
 
-def _bipo_loss(logprobs, delta, ref, length, k, factor, cfg):
+@torch.no_grad()
+def _teacher_logprobs(lm, sc: EncodedScenario, pad_id: int = 0) -> torch.Tensor:
+    """The instruction-prompted model's next-token log-probabilities along each level's reply, under
+    the prompt that names that level: (levels, T - 1, V), aligned with _reply_logits' logits[:, :-1]."""
+    seqs = [tp + r for tp, r in zip(sc.teacher_prompts, sc.replies)]
+    ids, real = (t.to(lm.device) for t in pad_replies(seqs, pad_id))
+    logits = lm.model(input_ids=ids, attention_mask=real.long(), use_cache=False).logits.float()
+    T = max(len(r) for r in sc.replies)
+    at = torch.tensor([len(tp) for tp in sc.teacher_prompts], device=lm.device)[:, None] + torch.arange(
+        T - 1, device=lm.device
+    )
+    at = at.clamp_max(ids.shape[1] - 1)  # past a short reply's end: padding, masked by the caller
+    return torch.log_softmax(logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1])), -1)
+
+
+@dataclass
+class _ScenarioForward:
+    """What a loss may ask of one scenario under steering by a (levels', layers, heads, d_sae) tensor."""
+
+    lm: object
+    sc: EncodedScenario
+    layers: tuple[int, ...]
+    banks: dict
+    pad_id: int = 0
+
+    def edits(self, steer: torch.Tensor, levels: torch.Tensor) -> dict:
+        return offset_edits(steer, self.layers, self.banks, levels, self.lm.n_heads, self.lm.head_dim)
+
+    def logprobs(self, steer: torch.Tensor, levels: torch.Tensor, blocks: int) -> torch.Tensor:
+        """(blocks, levels) log-likelihoods of the replies, row i steered by steer[levels[i]]."""
+        lp = _reply_logprobs(self.lm, self.sc, self.edits(steer, levels), blocks, self.pad_id)
+        return lp.view(blocks, len(LEVELS))
+
+    def kl_to_teacher(self, steer: torch.Tensor) -> torch.Tensor:
+        """(levels,) mean per-token KL(teacher || steered) along each level's reply, reply L steered by steer[L]."""
+        lv = torch.arange(len(LEVELS), device=steer.device)
+        _, logits, _, real = _reply_logits(self.lm, self.sc, self.edits(steer, lv), 1, self.pad_id)
+        student = torch.log_softmax(logits[:, :-1], -1)
+        teacher = _teacher_logprobs(self.lm, self.sc, self.pad_id)
+        kl = (teacher.exp() * (teacher - student)).sum(-1)
+        w = real[:, 1:].float()
+        return (kl * w).sum(-1) / w.sum(-1).clamp_min(1)
+
+
+def _bipo_loss(fwd, delta, ref, length, k, factor, cfg):
     """Each reply steered toward its own level (block 0) and toward the level k above (block 1):
     for target L, L's reply against L-k's reply, both steered toward L, gains over the unsteered model."""
     n = len(LEVELS)
     lv = torch.arange(n, device=delta.device)
-    gain = logprobs(delta, torch.cat([lv, (lv + k) % n]), 2) - ref
+    gain = fwd.logprobs(delta, torch.cat([lv, (lv + k) % n]), 2) - ref
     chosen = gain[0]  # reply L steered toward L
     rejected = gain[1][(lv - k) % n]  # reply L-k steered toward L
     loss = -torch.nn.functional.logsigmoid(cfg.beta * (chosen - rejected)).mean()
     loss = loss - cfg.sft * (chosen / length).mean()
-    return loss, {"margin": (chosen - rejected).mean(), "chosen": (chosen / length).mean()}
+    return loss, {"margin": (chosen - rejected).mean(), "chosen_gain_per_token": (chosen / length).mean()}
 
 
 def reps_logits(pref: torch.Tensor, disp: torch.Tensor, ref_pref, ref_disp, len_pref, len_disp, scaler: float):
@@ -280,7 +341,7 @@ def reps_logits(pref: torch.Tensor, disp: torch.Tensor, ref_pref, ref_disp, len_
     return weight * pref / len_pref - disp / len_disp
 
 
-def _reps_loss(logprobs, delta, ref, length, k, factor, cfg):
+def _reps_loss(fwd, delta, ref, length, k, factor, cfg):
     """Four blocks of the scenario's replies, row j of each steered by:
     0: +factor toward j; 1: +factor toward j+k; 2: -factor along j+k's offset; 3: -factor along j's.
     For target L (other = L-k): steering toward L prefers L's reply to other's (blocks 0 and 1), and
@@ -289,12 +350,23 @@ def _reps_loss(logprobs, delta, ref, length, k, factor, cfg):
     lv = torch.arange(n, device=delta.device)
     other = (lv - k) % n
     signed = torch.cat([factor * delta, -factor * delta])  # levels 0..5: toward L; 6..11: against L
-    lp = logprobs(signed, torch.cat([lv, (lv + k) % n, n + (lv + k) % n, n + lv]), 4)
+    lp = fwd.logprobs(signed, torch.cat([lv, (lv + k) % n, n + (lv + k) % n, n + lv]), 4)
     pos = reps_logits(lp[0], lp[1][other], ref, ref[other], length, length[other], cfg.simpo_scaler)
     neg = reps_logits(lp[2][other], lp[3], ref[other], ref, length[other], length, cfg.simpo_scaler)
     F = torch.nn.functional
     loss = -(F.logsigmoid(pos) + F.logsigmoid(neg)).mean()
-    return loss, {"margin": (lp[0] - lp[1][other]).mean(), "chosen": ((lp[0] - ref) / length).mean()}
+    return loss, {"margin": (lp[0] - lp[1][other]).mean(), "chosen_gain_per_token": ((lp[0] - ref) / length).mean()}
+
+
+def _kl_loss(fwd, delta, ref, length, k, factor, cfg):
+    """Dense distillation from the teacher: along each level's (teacher-written) reply, the plain
+    prompt steered toward that level should predict every next token as the prompt naming the level
+    does. Uses the whole next-token distribution, not just the sampled token."""
+    kl = fwd.kl_to_teacher(delta)
+    return kl.mean(), {"kl_per_token": kl.mean()}
+
+
+LOSSES = {"bipo": _bipo_loss, "reps": _reps_loss, "kl": _kl_loss}
 
 
 def fit_offsets(
@@ -308,7 +380,9 @@ def fit_offsets(
     cfg = cfg or OffsetFitConfig()
     layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
     banks = banks if banks is not None else STORE.get_many(lm, layers, style=cfg.style, progress=progress)
-    scenarios = _encode_scenarios(lm.tokenizer, rows, cfg.style, cfg.max_feedback_tokens)
+    scenarios = _encode_scenarios(
+        lm.tokenizer, rows, cfg.style, cfg.max_feedback_tokens, teacher_prompts=cfg.objective == "kl"
+    )
     if not scenarios:
         raise UserError("fitting offsets needs scenarios with a feedback at every one of the six levels")
     out = fit_encoded(lm, scenarios, cfg, banks, pad_id=lm.tokenizer.pad_token_id or 0, progress=progress)
@@ -330,11 +404,17 @@ def fit_encoded(
     for p in lm.model.parameters():
         p.requires_grad_(False)
 
-    with torch.no_grad():  # the unsteered model's likelihood of every reply: the reference
-        ref = [_reply_logprobs(lm, sc, {}, 1, pad_id) for sc in tqdm(scenarios, desc="reference", disable=not progress)]
+    if cfg.objective == "kl" and not all(len(sc.teacher_prompts) == n_lv for sc in scenarios):
+        raise UserError("objective 'kl' needs each scenario's instruction prompts (the teacher's context)")
+    ref = [None] * len(scenarios)
+    if cfg.objective != "kl":  # the unsteered model's likelihood of every reply: the reference
+        with torch.no_grad():
+            ref = [
+                _reply_logprobs(lm, sc, {}, 1, pad_id) for sc in tqdm(scenarios, desc="reference", disable=not progress)
+            ]
 
     lengths = [torch.tensor([len(r) for r in sc.replies], device=lm.device, dtype=torch.float) for sc in scenarios]
-    step_loss = _reps_loss if cfg.objective == "reps" else _bipo_loss
+    step_loss = LOSSES[cfg.objective]
     history, t0 = [], time.time()
     bar = tqdm(total=cfg.epochs * len(scenarios), desc=f"fitting offsets ({cfg.objective})", disable=not progress)
     for _ in range(cfg.epochs):
@@ -342,14 +422,9 @@ def fit_encoded(
         rng.shuffle(order)
         for s in order:
             k = rng.randrange(1, n_lv)  # the contrasted level: L - k
-            factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # BiPO: fitted at 1
-
-            def logprobs(steer: torch.Tensor, levels: torch.Tensor, blocks: int, s=s) -> torch.Tensor:
-                """(blocks, levels) log-likelihoods of the scenario's replies, row i steered by steer[levels[i]]."""
-                edits = offset_edits(steer, layers, banks, levels, lm.n_heads, lm.head_dim)
-                return _reply_logprobs(lm, scenarios[s], edits, blocks, pad_id).view(blocks, n_lv)
-
-            loss, stats = step_loss(logprobs, delta, ref[s], lengths[s], k, factor, cfg)
+            factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # bipo, kl: fitted at 1
+            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id)
+            loss, stats = step_loss(fwd, delta, ref[s], lengths[s], k, factor, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -358,10 +433,7 @@ def fit_encoded(
             history.append({"loss": float(loss.detach()), **{name: float(v.detach()) for name, v in stats.items()}})
             bar.update(1)
             recent = history[-20:]
-            bar.set_postfix(
-                loss=f"{sum(h['loss'] for h in recent) / len(recent):.3f}",
-                margin=f"{sum(h['margin'] for h in recent) / len(recent):.2f}",
-            )
+            bar.set_postfix({name: f"{sum(h[name] for h in recent) / len(recent):.3f}" for name in history[-1]})
     bar.close()
     n = max(1, len(history) // 10)
     meta = {
@@ -369,9 +441,7 @@ def fit_encoded(
         "n_scenarios": len(scenarios),
         "seconds": round(time.time() - t0, 1),
         "loss_first": round(sum(h["loss"] for h in history[:n]) / n, 4),
-        "loss_last": round(sum(h["loss"] for h in history[-n:]) / n, 4),
-        "margin_last": round(sum(h["margin"] for h in history[-n:]) / n, 3),
-        "chosen_gain_per_token_last": round(sum(h["chosen"] for h in history[-n:]) / n, 4),
+        **{f"{name}_last": round(sum(h[name] for h in history[-n:]) / n, 4) for name in history[-1]},
         "sae_manifests": {str(layer): _manifest_digest(banks[layer].meta) for layer in layers},
     }
     out = LevelOffsets(delta.detach(), layers, meta)

@@ -14,6 +14,7 @@ from steer_core.offsets import (
     OffsetsFileError,
     _manifest_digest,
     _reply_logprobs,
+    _teacher_logprobs,
     fit_encoded,
     offset_edits,
     reps_logits,
@@ -81,6 +82,44 @@ def test_reps_fit_steers_both_ways_at_the_strength_it_was_fitted_for(lm):
         OffsetFitConfig(objective="dpo")
     with pytest.raises(ValueError, match="factors"):
         OffsetFitConfig(objective="reps", factors=(0.0,))
+
+
+def with_teachers(scs, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    for sc in scs:
+        sc.teacher_prompts = [
+            torch.randint(1, 97, (int(torch.randint(7, 11, (1,), generator=g)),), generator=g).tolist() for _ in LEVELS
+        ]
+    return scs
+
+
+def test_teacher_distribution_is_read_where_each_reply_token_is_predicted(lm):
+    sc = with_teachers(scenarios(1))[0]
+    got = _teacher_logprobs(lm, sc)
+    for lv, (tp, reply) in enumerate(zip(sc.teacher_prompts, sc.replies)):
+        with torch.no_grad():
+            alone = torch.log_softmax(lm.model(input_ids=torch.tensor([tp + reply])).logits[0].float(), -1)
+        # position len(tp) + t holds reply token t and predicts token t + 1
+        want = alone[len(tp) : len(tp) + len(reply) - 1]
+        assert torch.allclose(got[lv, : len(reply) - 1], want, atol=1e-4)
+
+
+def test_kl_fit_moves_the_steered_plain_prompt_toward_the_teacher(lm):
+    from steer_core.offsets import _ScenarioForward
+
+    banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
+    scs = with_teachers(scenarios())
+    cfg = OffsetFitConfig(layers=(1, 2), epochs=6, lr=0.05, l1=0.0, objective="kl")
+    fitted = fit_encoded(lm, scs, cfg, banks, progress=False)
+
+    def kl(delta):
+        with torch.no_grad():
+            return sum(float(_ScenarioForward(lm, sc, (1, 2), banks).kl_to_teacher(delta).mean()) for sc in scs)
+
+    assert kl(fitted.delta) < 0.97 * kl(torch.zeros_like(fitted.delta))
+    assert "kl_per_token_last" in fitted.meta and active_hook_count() == 0
+    with pytest.raises(ValueError, match="instruction prompts"):
+        fit_encoded(lm, scenarios(1), cfg, banks, progress=False)
 
 
 def test_reps_logit_is_the_scaled_simpo_form():
