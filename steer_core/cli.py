@@ -15,7 +15,7 @@ from . import methods
 from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
 from .layer_spec import layers_label
-from .offsets import OBJECTIVES, OffsetFitConfig
+from .offsets import OBJECTIVES, SITES, OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .prompts import PROMPT_STYLES
 from .sae import ARCHITECTURES, SAETrainConfig
@@ -369,6 +369,7 @@ def cmd_fit_offsets(args) -> int:
         objective=args.objective,
         factors=tuple(args.factors),
         simpo_scaler=args.simpo_scaler,
+        site=args.site,
     )
     lm = _load(args)
     for layer in layers:
@@ -376,8 +377,10 @@ def cmd_fit_offsets(args) -> int:
     rows = _writer_rows(args.writers)
     fit_rows = rows if args.data is None else by_writers(load_dataset(args.data, split="train"), args.writers)
     banks = None
-    out = Path(args.out) if args.out else offsets_roots(lm, args.style)[0]
-    if args.writers:  # a cross-writer fold: prototypes from these writers only, next to the offsets
+    out = Path(args.out) if args.out else offsets_roots(lm, args.style, args.site)[0]
+    if (
+        args.writers and args.site == "sae"
+    ):  # a cross-writer fold: prototypes from these writers only, next to the offsets
         saes = refit_prototypes(lm, STORE.get_many(lm, layers, style=args.style), rows, out / "saes", style=args.style)
         banks = STORE.get_many(lm, layers, style=args.style, root=saes)
         out = out / "offsets"
@@ -546,6 +549,9 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
     )
     s.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     s.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
+    s.add_argument(
+        "--residual", default=None, help="folder of residual-stream vectors (method residual; default: the model's)"
+    )
     return p
 
 
@@ -567,6 +573,7 @@ def _steer_config(args, layers) -> SteerConfig:
         first_tokens=args.first_tokens,
         saes=args.saes,
         offsets=args.offsets,
+        residual=args.residual,
     )
 
 
@@ -716,6 +723,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reps: strength factors sampled each step (strength 1 = the offsets as fitted)",
     )
     o.add_argument("--simpo-scaler", type=float, default=d.simpo_scaler, help="reps: up-weighting of unlikely replies")
+    o.add_argument(
+        "--site",
+        default=d.site,
+        choices=SITES,
+        help="sae: offsets of the query SAEs' codes; residual: a vector per level added to each layer's "
+        "output (the field's steering-vector baseline; steer with --method residual --residual DIR)",
+    )
     o.add_argument(
         "--data",
         default=None,

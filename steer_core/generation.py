@@ -18,10 +18,10 @@ from . import methods
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
 from .errors import UserError
-from .hooks import query_edits
+from .hooks import RESIDUAL, query_edits
 from .offsets import load_offsets
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
-from .steering import RowGroup, SteerConfig, make_layer_edit
+from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
@@ -91,18 +91,25 @@ def build_messages(req: Request) -> list[dict]:
     return messages(req.question, req.student_answer, req.style)
 
 
-def steering_groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]]:
-    """layer -> row groups sharing one SteerConfig and prompt style, each with its layer's bank.
-    Layers and heads are checked here, before any generation starts."""
+def steering_groups(lm, requests: Sequence[Request]) -> dict:
+    """site -> row groups sharing one SteerConfig and prompt style, each with its layer's bank (a site
+    is a layer's queries, or ("residual", layer) for the residual-stream baseline). Layers and heads
+    are checked here, before any generation starts."""
     by_cfg: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests):
         if r.steer is not None and r.steer.method != "none":
             by_cfg.setdefault((r.steer.key, r.style), []).append(i)
-    out: dict[int, list[RowGroup]] = {}
+    out: dict = {}
     for (_, style), rows in by_cfg.items():
         cfg = requests[rows[0]].steer
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
+        if cfg.method in methods.AT_RESIDUAL:
+            vectors = load_offsets(lm, cfg.residual, style, site="residual")
+            for layer in cfg.layers:
+                group = RowGroup(row_idx, levels, cfg, None, None, vectors.for_layer(lm.check_layer(layer)))
+                out.setdefault((RESIDUAL, layer), []).append(group)
+            continue
         banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
         learned = None
         if cfg.method == "sae" and cfg.target == "learned":
@@ -117,9 +124,14 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict[int, list[RowGroup]
     return out
 
 
-def layer_edits(lm, groups: dict[int, list[RowGroup]], phase: str, start: int = 0) -> dict:
-    edits = {layer: make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, start) for layer, gs in groups.items()}
-    return {layer: e for layer, e in edits.items() if e is not None}
+def layer_edits(lm, groups: dict, phase: str, start: int = 0) -> dict:
+    edits = {
+        site: make_residual_edit(gs, phase, start)
+        if isinstance(site, tuple)
+        else make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, start)
+        for site, gs in groups.items()
+    }
+    return {site: e for site, e in edits.items() if e is not None}
 
 
 def stream_batch(

@@ -1,4 +1,8 @@
-"""Reading and replacing attention queries at `q_proj`, per call, without leaking between calls.
+"""Reading and replacing attention queries at `q_proj` (and, for the residual-stream baseline, a decoder
+layer's output), per call, without leaking between calls.
+
+An edit is keyed by its site: a layer index for that layer's `q_proj` output, or ("residual", layer)
+for the output of that decoder layer (the residual stream after it).
 
 One dispatcher forward hook per steered layer reads the current context's edits from a
 ContextVar, so two threads generating with different settings at the same time each see only
@@ -16,15 +20,18 @@ from contextvars import ContextVar
 
 import torch
 
-# An edit gets q_proj's output (batch, seq, n_heads * head_dim) and returns a replacement or None.
+# An edit gets its site's output ((batch, seq, n_heads * head_dim) at q_proj, (batch, seq, hidden) for the
+# residual stream) and returns a replacement or None.
 QueryEdit = Callable[[torch.Tensor], "torch.Tensor | None"]
+Site = int | tuple[str, int]  # a layer (its q_proj) or ("residual", layer)
+RESIDUAL = "residual"
 
-_ACTIVE: ContextVar[Mapping[tuple[int, int], QueryEdit] | None] = ContextVar("steer_core_query_edits", default=None)
+_ACTIVE: ContextVar[Mapping[tuple, QueryEdit] | None] = ContextVar("steer_core_query_edits", default=None)
 _LOCK = threading.Lock()
-_INSTALLED: dict[tuple[int, int], list] = {}  # (id(module), layer) -> [handle, refcount]
+_INSTALLED: dict[tuple, list] = {}  # (id(module), site) -> [handle, refcount]
 
 
-def _dispatcher(key: tuple[int, int]):
+def _dispatcher(key: tuple):
     def hook(module, inputs, output):
         edits = _ACTIVE.get()
         if not edits:
@@ -41,13 +48,24 @@ def active_hook_count() -> int:
         return len(_INSTALLED)
 
 
+def site_module(lm, site: Site) -> torch.nn.Module:
+    """The module whose output an edit of `site` replaces."""
+    if isinstance(site, tuple):
+        kind, layer = site
+        if kind != RESIDUAL:
+            raise ValueError(f"unknown steering site {site!r}")
+        return lm.model.model.layers[lm.check_layer(layer)]
+    return lm.q_proj(lm.check_layer(site))
+
+
 @contextmanager
-def query_edits(lm, edits: Mapping[int, QueryEdit]) -> Iterator[None]:
-    """Within this block, and only in this context/thread, apply edits[layer] to layer's queries."""
+def query_edits(lm, edits: Mapping[Site, QueryEdit]) -> Iterator[None]:
+    """Within this block, and only in this context/thread, apply edits[site] to the site's output
+    (a layer's queries, or a ("residual", layer) decoder layer's output)."""
     keyed = {}
-    for layer, fn in edits.items():
-        module = lm.q_proj(lm.check_layer(layer))
-        keyed[(id(module), layer)] = (module, fn)
+    for site, fn in edits.items():
+        module = site_module(lm, site)
+        keyed[(id(module), site)] = (module, fn)
     acquired = []
     token = None
     try:

@@ -3,8 +3,9 @@ columns, chart colours and labels, validation) is derived from these."""
 
 from __future__ import annotations
 
-STEERED = ("sae", "query", "meandiff")  # edit the attention queries during generation
+STEERED = ("sae", "query", "meandiff", "residual")  # hooks during generation (residual: the field's baseline)
 WITHOUT_CODES = ("query", "meandiff")  # steer the raw query: no SAE codes, so code-only targets fall back
+AT_RESIDUAL = ("residual",)  # a learned vector added to the residual stream, not an edit of the queries
 PROMPTED = ("fewshot", "instruction")  # baselines that change the prompt; no hooks
 ALL = ("none", *STEERED, *PROMPTED)
 COMPARE = ("none", "sae", "query", "fewshot")  # the demo's side-by-side columns
@@ -16,6 +17,7 @@ LABELS = {
     "sae": "SAE-steered",
     "query": "Query-steered",
     "meandiff": "Mean-difference",
+    "residual": "Residual vector",
     "fewshot": "Few-shot",
     "instruction": "Instruction",
 }

@@ -42,14 +42,15 @@ from tqdm.auto import tqdm
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample
 from .errors import UserError
-from .hooks import query_edits
+from .hooks import RESIDUAL, query_edits
 from .io_utils import atomic_write_bytes, atomic_write_text
-from .paths import ASSET_OFFSETS, cache_root
+from .paths import ASSET_OFFSETS, ASSET_RESIDUAL, cache_root
 from .prompts import instruction_messages, messages, pad_replies, render
-from .steering import RowGroup, SteerConfig, make_layer_edit
+from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
 OFFSETS_FILE = "offsets.safetensors"
 OBJECTIVES = ("bipo", "reps", "kl")
+SITES = ("sae", "residual")  # offsets of the query SAEs' codes, or vectors added to the residual stream
 OFFSETS_CFG = "offsets.json"
 
 
@@ -79,10 +80,15 @@ class OffsetFitConfig:
     # RePS: the strength factors sampled each step; strength 1 then means the offsets as fitted
     factors: tuple[float, ...] = (0.5, 1.0, 1.5)
     simpo_scaler: float = 1.0  # RePS: weight on how much less likely the preferred reply is unsteered
+    # "sae": offsets of each head's SAE code (the paper's site); "residual": one vector per level and
+    # layer added to the decoder layer's output (the standard steering-vector site, as a baseline)
+    site: str = "sae"
 
     def __post_init__(self):
         if not self.layers:
             raise UserError("choose at least one layer to fit offsets for")
+        if self.site not in SITES:
+            raise UserError(f"site must be one of {', '.join(SITES)}, got {self.site!r}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         for name in ("lr", "beta", "l1", "sft", "simpo_scaler"):
@@ -97,21 +103,29 @@ class OffsetFitConfig:
 
 @dataclass
 class LevelOffsets:
-    """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named."""
+    """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named; for
+    the residual site (meta "site"), delta (levels, layers, 1, hidden)."""
 
     delta: torch.Tensor
     layers: tuple[int, ...]
     meta: dict = field(default_factory=dict)
 
+    @property
+    def site(self) -> str:
+        return self.meta.get("site", "sae")
+
     def for_layer(self, layer: int) -> torch.Tensor:
-        """(levels, heads, d_sae) offsets of one layer."""
+        """(levels, heads, d_sae) offsets of one layer; residual site: (levels, hidden)."""
         if layer not in self.layers:
+            what = "residual-stream vectors" if self.site == "residual" else "learned offsets"
+            site = " --site residual" if self.site == "residual" else ""
             raise OffsetsFileError(
-                f"no learned offsets for layer {layer} (fitted for layers "
-                f"{self.layers[0]}..{self.layers[-1]}); fit them with `python -m steer_core "
-                f"fit-offsets --layers ...` or choose those layers"
+                f"no {what} for layer {layer} (fitted for layers "
+                f"{', '.join(map(str, self.layers))}); fit them with `python -m steer_core "
+                f"fit-offsets{site} --layers ...` or choose those layers"
             )
-        return self.delta[:, self.layers.index(layer)]
+        d = self.delta[:, self.layers.index(layer)]
+        return d[:, 0] if self.site == "residual" else d
 
     def sparsity(self) -> dict:
         nz = self.delta != 0
@@ -164,6 +178,8 @@ class LevelOffsets:
 
     def check_matches(self, banks: dict) -> None:
         """Offsets are codes of particular SAEs: refuse them for any others."""
+        if self.site != "sae":
+            raise OffsetsFileError("these are residual-stream vectors, not offsets of SAE codes")
         want = self.meta.get("sae_manifests", {})
         for layer, bank in banks.items():
             have = _manifest_digest(bank.meta)
@@ -189,18 +205,28 @@ def _manifest_digest(manifest: dict) -> str:
 def offset_edits(
     offsets: LevelOffsets | torch.Tensor,
     layers: Sequence[int],
-    banks: dict,
+    banks: dict | None,
     levels: torch.Tensor,
     n_heads: int,
     head_dim: int,
     strength: float = 1.0,
+    site: str = "sae",
 ) -> dict:
-    """q_proj edits that steer row r toward levels[r] with the offsets, built by the same code that
-    steers at generation time (target "learned", every head; the caller's forward is the
-    generated phase). offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted."""
+    """Edits that steer row r toward levels[r] with the offsets, built by the same code that steers at
+    generation time (target "learned", every head; the caller's forward is the generated phase).
+    offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted ((levels, layers, 1,
+    hidden) at the residual site, where banks may be None)."""
     delta = offsets.delta if isinstance(offsets, LevelOffsets) else offsets
-    cfg = SteerConfig(method="sae", layers=tuple(layers), target="learned", alpha=strength)
     rows = torch.arange(len(levels), device=levels.device)
+    if site == "residual":
+        cfg = SteerConfig(method="residual", layers=tuple(layers), target="learned", alpha=strength)
+        return {
+            (RESIDUAL, layer): make_residual_edit(
+                [RowGroup(rows, levels, cfg, None, None, delta[:, i, 0])], "generated"
+            )
+            for i, layer in enumerate(layers)
+        }
+    cfg = SteerConfig(method="sae", layers=tuple(layers), target="learned", alpha=strength)
     return {
         layer: make_layer_edit(
             [RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i])], "generated", n_heads, head_dim
@@ -298,11 +324,13 @@ class _ScenarioForward:
     lm: object
     sc: EncodedScenario
     layers: tuple[int, ...]
-    banks: dict
+    banks: dict | None
     pad_id: int = 0
+    site: str = "sae"
 
     def edits(self, steer: torch.Tensor, levels: torch.Tensor) -> dict:
-        return offset_edits(steer, self.layers, self.banks, levels, self.lm.n_heads, self.lm.head_dim)
+        lm = self.lm
+        return offset_edits(steer, self.layers, self.banks, levels, lm.n_heads, lm.head_dim, site=self.site)
 
     def logprobs(self, steer: torch.Tensor, levels: torch.Tensor, blocks: int) -> torch.Tensor:
         """(blocks, levels) log-likelihoods of the replies, row i steered by steer[levels[i]]."""
@@ -379,7 +407,8 @@ def fit_offsets(
     """Fit LevelOffsets for cfg.layers on `rows` (train-split feedbacks, all six levels per scenario)."""
     cfg = cfg or OffsetFitConfig()
     layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
-    banks = banks if banks is not None else STORE.get_many(lm, layers, style=cfg.style, progress=progress)
+    if banks is None and cfg.site == "sae":
+        banks = STORE.get_many(lm, layers, style=cfg.style, progress=progress)
     scenarios = _encode_scenarios(
         lm.tokenizer, rows, cfg.style, cfg.max_feedback_tokens, teacher_prompts=cfg.objective == "kl"
     )
@@ -395,7 +424,7 @@ def fit_encoded(
 ) -> LevelOffsets:
     """The fitting loop on tokenized scenarios (prompt ids + one reply per level)."""
     layers = tuple(cfg.layers)
-    H, K = banks[layers[0]].sae.W_dec.shape[:2]
+    H, K = (1, lm.model.config.hidden_size) if cfg.site == "residual" else banks[layers[0]].sae.W_dec.shape[:2]
     n_lv = len(LEVELS)
     delta = torch.zeros((n_lv, len(layers), H, K), device=lm.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
@@ -423,7 +452,7 @@ def fit_encoded(
         for s in order:
             k = rng.randrange(1, n_lv)  # the contrasted level: L - k
             factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # bipo, kl: fitted at 1
-            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id)
+            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id, cfg.site)
             loss, stats = step_loss(fwd, delta, ref[s], lengths[s], k, factor, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -442,15 +471,20 @@ def fit_encoded(
         "seconds": round(time.time() - t0, 1),
         "loss_first": round(sum(h["loss"] for h in history[:n]) / n, 4),
         **{f"{name}_last": round(sum(h[name] for h in history[-n:]) / n, 4) for name in history[-1]},
-        "sae_manifests": {str(layer): _manifest_digest(banks[layer].meta) for layer in layers},
+        "site": cfg.site,
     }
+    if cfg.site == "sae":
+        meta["sae_manifests"] = {str(layer): _manifest_digest(banks[layer].meta) for layer in layers}
     out = LevelOffsets(delta.detach(), layers, meta)
     out.meta.update(out.sparsity())
     return out
 
 
-def offsets_roots(lm, style: str = "plain") -> list[Path]:
-    """Where a model's learned offsets are looked for: the user's own fit first, then the shipped one."""
+def offsets_roots(lm, style: str = "plain", site: str = "sae") -> list[Path]:
+    """Where a model's learned offsets (or residual vectors) are looked for: the user's own fit first,
+    then the shipped one."""
+    if site == "residual":
+        return [cache_root() / "residual" / lm.folder(style), ASSET_RESIDUAL / lm.folder(style)]
     return [cache_root() / "offsets" / lm.folder(style), ASSET_OFFSETS / lm.folder(style)]
 
 
@@ -458,18 +492,24 @@ _LOADED: dict[tuple[str, str], LevelOffsets] = {}
 _LOCK = threading.Lock()
 
 
-def load_offsets(lm, folder: str | Path | None = None, style: str = "plain") -> LevelOffsets:
-    """The learned offsets in `folder`, or the model's own (user fit, else shipped); loaded once."""
+def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", site: str = "sae") -> LevelOffsets:
+    """The learned offsets (site "sae") or residual vectors in `folder`, or the model's own (user fit,
+    else shipped); loaded once."""
+    what = "residual-stream vectors" if site == "residual" else "learned offsets"
     if folder is None:
-        found = [d for d in offsets_roots(lm, style) if (d / OFFSETS_CFG).is_file()]
+        found = [d for d in offsets_roots(lm, style, site) if (d / OFFSETS_CFG).is_file()]
         if not found:
+            flag = " --site residual" if site == "residual" else ""
             raise OffsetsFileError(
-                f"no learned offsets for {lm.key} ({style} prompt); fit them with "
-                "`python -m steer_core fit-offsets` or choose another steering target"
+                f"no {what} for {lm.key} ({style} prompt); fit them with "
+                f"`python -m steer_core fit-offsets{flag}` or choose another steering target"
             )
         folder = found[0]
     key = (str(Path(folder).resolve()), str(lm.device))
     with _LOCK:
         if key not in _LOADED:
             _LOADED[key] = LevelOffsets.load(folder, lm.device)
-        return _LOADED[key]
+        got = _LOADED[key]
+    if got.site != site:
+        raise OffsetsFileError(f"{folder}: these are {got.site} offsets, not {what}")
+    return got

@@ -12,6 +12,7 @@ JUDGE_DIR = ASSETS / "judge"  # the fitted judge
 ADAPTER_DIR = ASSETS / "adapter"  # the feedback LoRA of the default model
 ASSET_SAES = ASSETS / "saes"  # SAEs + prototypes per model folder (see layer_files)
 ASSET_OFFSETS = ASSETS / "offsets"  # learned sparse offsets per model folder
+ASSET_RESIDUAL = ASSETS / "residual"  # learned residual-stream vectors per model folder (the field's baseline)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

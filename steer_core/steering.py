@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .methods import STEERED, WITHOUT_CODES
+from .methods import AT_RESIDUAL, STEERED, WITHOUT_CODES
 from .sae import HeadSAEs
 
 METHODS = ("none", *STEERED)  # a SteerConfig's method
@@ -61,6 +61,7 @@ class SteerConfig:
     target: str = "learned"  # see TARGET_HELP
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
     offsets: str | None = None  # a folder of learned offsets (target "learned"); None = the shipped ones
+    residual: str | None = None  # method "residual": a folder of residual-stream vectors; None = the model's own
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -73,6 +74,8 @@ class SteerConfig:
             raise UserError(
                 f"target {self.target!r} works on SAE codes; query steering takes {' or '.join(QUERY_TARGETS)}"
             )
+        if self.method in AT_RESIDUAL and self.target != "learned":
+            raise UserError("residual-stream steering adds a learned vector: its target is 'learned'")
         if self.distance not in DISTANCES:
             raise UserError(f"distance must be one of {', '.join(DISTANCES)}")
         for name in ("lr", "mu", "alpha"):
@@ -121,6 +124,8 @@ class SteerConfig:
         if method in WITHOUT_CODES and self.target not in QUERY_TARGETS:
             alpha = BASE_ALPHA["delta"] * self.alpha / BASE_ALPHA[self.target]
             return replace(self, method=method, target="delta", alpha=alpha)
+        if method in AT_RESIDUAL:  # vectors fitted with the strength inside the fit: strength 1 = alpha 1
+            return replace(self, method=method, target="learned", alpha=self.alpha / BASE_ALPHA[self.target])
         return replace(self, method=method)
 
     @property
@@ -140,6 +145,7 @@ class SteerConfig:
             self.target,
             self.saes,
             self.offsets,
+            self.residual,
         )
 
     @property
@@ -147,6 +153,10 @@ class SteerConfig:
         """Short text naming the strength settings, for tables."""
         if self.method == "meandiff":
             return f"a{self.alpha:g}"
+        if self.method in AT_RESIDUAL:
+            where = "" if self.residual is None else " vectors " + "/".join(Path(self.residual).parts[-2:])
+            extra = "" if self.positions == "all" else f" pos {self.positions}"
+            return f"learned a{self.alpha:g}{where}{extra}"
         t = {
             "delta": f"delta a{self.alpha:g}",
             "prototype": "proto",
@@ -397,9 +407,9 @@ class RowGroup:
     rows: torch.Tensor
     levels: torch.Tensor
     cfg: SteerConfig
-    bank: LayerBank
+    bank: LayerBank | None  # None for the residual-stream baseline, which needs no SAE
     heads: torch.Tensor | None = None
-    offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets of this layer
+    offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets; residual: (levels, hidden)
 
 
 def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, start: int = 0):
@@ -424,5 +434,24 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
                 block[:, :, g.heads] = new
             out[g.rows, :n] = block
         return out.view(B, S, n_heads * head_dim)
+
+    return edit
+
+
+def make_residual_edit(groups: list[RowGroup], phase: str, start: int = 0):
+    """The edit of one decoder layer's output (the residual stream) for the residual-stream baseline:
+    h' = h + alpha * v_level at the steered positions; None when no group steers any of them.
+    Each group's `offsets` holds that layer's (levels, hidden) vectors."""
+    live = [(g, count) for g in groups if (count := g.cfg.steered_count(phase, start)) != 0]
+    if not live:
+        return None
+
+    def edit(h: torch.Tensor) -> torch.Tensor:
+        out = h.clone()
+        for g, count in live:
+            n = h.shape[1] if count is None else min(h.shape[1], count)
+            add = g.cfg.alpha * g.offsets.index_select(0, g.levels).to(h.dtype)  # (rows, hidden)
+            out[g.rows, :n] = out[g.rows, :n] + add[:, None]
+        return out
 
     return edit

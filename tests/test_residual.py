@@ -1,0 +1,97 @@
+"""The field's baseline: a learned vector per level added to the residual stream (a decoder layer's
+output), fitted with the same objectives and data as the SAE offsets, on a tiny random Llama."""
+
+import pytest
+import torch
+from test_offsets import scenarios
+from tiny import char_tokenizer, tiny_lm
+
+from steer_core.bloom import LEVELS
+from steer_core.errors import UserError
+from steer_core.generation import Request, generate_batch
+from steer_core.hooks import RESIDUAL, active_hook_count, query_edits
+from steer_core.offsets import LevelOffsets, OffsetFitConfig, OffsetsFileError, fit_encoded, load_offsets
+from steer_core.steering import RowGroup, SteerConfig, make_residual_edit
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
+
+
+def test_residual_edit_adds_the_levels_vector_to_the_layer_output(lm):
+    v = torch.randn(6, 48)
+    cfg = SteerConfig(method="residual", layers=(1,), alpha=2.0)
+    group = RowGroup(torch.tensor([0, 1]), torch.tensor([2, 5]), cfg, None, None, v)
+    assert make_residual_edit([group], "prompt") is None  # generated tokens only, by default
+    edit = make_residual_edit([group], "generated")
+    h = torch.randn(2, 4, 48)
+    assert torch.allclose(edit(h), h + 2.0 * v[[2, 5]][:, None])
+    # through the dispatcher: the layer above reads the replaced residual stream
+    seen = []
+    above = lm.model.model.layers[2].register_forward_pre_hook(
+        lambda m, args, kw: seen.append(args[0] if args else kw["hidden_states"]), with_kwargs=True
+    )
+    ids = torch.randint(1, 97, (2, 5))
+    try:
+        with torch.no_grad():
+            lm.model(input_ids=ids)
+            with query_edits(lm, {(RESIDUAL, 1): lambda h: h + 1.0}):
+                lm.model(input_ids=ids)
+    finally:
+        above.remove()
+    assert torch.allclose(seen[1], seen[0] + 1.0, atol=1e-5)
+    assert active_hook_count() == 0
+
+
+def test_residual_fit_steers_toward_the_level(lm):
+    scs = scenarios()
+    cfg = OffsetFitConfig(layers=(1,), epochs=8, lr=0.05, l1=0.0, objective="reps", factors=(1.0,), site="residual")
+    fitted = fit_encoded(lm, scs, cfg, None, progress=False)
+    assert fitted.delta.shape == (6, 1, 1, 48) and fitted.site == "residual"
+    assert "sae_manifests" not in fitted.meta
+
+    from steer_core import offsets as off
+
+    def residual_margin():
+        lv = torch.arange(len(LEVELS))
+        total = 0.0
+        for sc in scs:
+
+            def lp(levels, sc=sc):
+                edits = off.offset_edits(fitted, (1,), None, levels, lm.n_heads, lm.head_dim, site="residual")
+                with torch.no_grad():
+                    return off._reply_logprobs(lm, sc, edits, 1)
+
+            total += float((lp(lv) - lp((lv + 1) % len(LEVELS))).mean())
+        return total / len(scs)
+
+    assert residual_margin() > 0.05
+    assert active_hook_count() == 0
+    with pytest.raises(UserError, match="site"):
+        OffsetFitConfig(site="mlp")
+
+
+def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteered(tmp_path):
+    lm = tiny_lm(seed=3, tokenizer=char_tokenizer())
+    vec = LevelOffsets(3.0 * torch.randn(6, 1, 1, 48), (1,), {"site": "residual"})
+    vec.save(tmp_path / "vec")
+    q, a = "What is 2 + 2?", "5"
+    plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=12, ignore_stop=True)[0]
+
+    def run(alpha):
+        cfg = SteerConfig(method="residual", layers=(1,), target="learned", alpha=alpha, residual=str(tmp_path / "vec"))
+        return generate_batch(
+            lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True
+        )[0]
+
+    assert run(0.0).token_ids == plain.token_ids
+    assert run(1.0).token_ids != plain.token_ids
+    assert active_hook_count() == 0
+    with pytest.raises(OffsetsFileError, match="layer 2"):
+        cfg = SteerConfig(method="residual", layers=(2,), residual=str(tmp_path / "vec"))
+        generate_batch(lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=2)
+    with pytest.raises(OffsetsFileError, match="not learned offsets"):
+        load_offsets(lm, tmp_path / "vec", site="sae")
+    with pytest.raises(UserError, match="target is 'learned'"):
+        SteerConfig(method="residual", target="delta")
