@@ -23,14 +23,14 @@ TARGETS = ("prototype", "delta", "softmax", "learned")
 TARGET_HELP = {
     "prototype": "the paper's target: descend to the level's prototype code",
     "delta": "descend to the token's own code shifted by alpha x (level prototype - mean prototype)",
-    "softmax": "the follow-up paper's objective: raise the target level's probability under a softmax over "
+    "softmax": "raise the target level's probability under a softmax over "
     "negative squared distances to all six prototypes (alpha scales the step)",
     "learned": "add the level's learned sparse code offset (fit-offsets), alpha x; no descent",
 }
 TARGET_NAMES = {  # short names for choosers (the app)
     "prototype": "the level's prototype (the paper's)",
     "delta": "shift the code by the level's offset",
-    "softmax": "prototype softmax (follow-up paper)",
+    "softmax": "prototype softmax",
     "learned": "learned sparse offset",
 }
 QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
@@ -257,7 +257,8 @@ def softmax_descent(
     nonneg: bool = True,
     trace_to: torch.Tensor | None = None,
 ):
-    """Descent on the prototype-softmax loss of the follow-up paper (arXiv 2605.23040):
+    """Descent on a prototype-softmax loss (once attributed to the authors' follow-up, arXiv 2605.23040, by a
+    secondary summary; not confirmed from the paper, so described here only by what it does):
     -log softmax_j(-||z - p_j||^2 / tau)[target] + mu ||z - z0||^2, scaled by tau / 2 so that a step
     is in code units: the gradient is (sum_j pi_j p_j) - p_target, which pulls toward the target and
     away from the levels the code is nearest to, and vanishes once the code sits at its target.

@@ -192,7 +192,7 @@ def test_offsets_round_trip_and_refuse_corrupt_or_foreign_files(tmp_path, lm):
         LevelOffsets.load(tmp_path / "missing")
 
 
-def test_softmax_descent_follows_the_followup_objective():
+def test_softmax_descent_follows_its_objective():
     g = torch.Generator().manual_seed(0)
     protos = torch.rand(6, 3, 16, generator=g)
     z0 = torch.rand(4, 5, 3, 16, generator=g)
