@@ -437,7 +437,7 @@ def cmd_summarize(args) -> int:
             raise UsageError(f"no such file: {path}")
     rows = judged_rows(args.csv, rejudge=args.rejudge)
     summary = summary_rows(args.csv, similarity=args.similarity, rows=rows)
-    print(per_level_table(summary, args.per_level) if args.per_level else overall_table(summary))
+    print(per_level_table(summary, args.per_level) if args.per_level else overall_table(summary, args.gain_of))
     if args.paired:
         print("\nPaired over scenarios (the same bootstrap draw for both rows):\n")
         print(paired_table(rows, args.paired))
@@ -656,6 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--per-level", metavar="METHOD", help="per-level rows of this method, with judged-level shares")
     m.add_argument("--similarity", action="store_true", help="add the MiniLM similarity to the unsteered text")
     m.add_argument("--rejudge", action="store_true", help="re-score the texts with the shipped judge")
+    m.add_argument(
+        "--gain-of",
+        metavar="ROW",
+        help="add each row's share of ROW's accuracy gain over unsteered (ROW named as for --paired, e.g. instruction)",
+    )
     m.add_argument(
         "--paired",
         nargs=2,

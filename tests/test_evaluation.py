@@ -219,5 +219,11 @@ def test_summarize_paired_names_rows_and_refuses_ambiguous_ones(tmp_path):
     assert "| sae 8-21 learned a24 | none - | +0.833 [+0.833, +0.833] |" in table
     with pytest.raises(UserError, match="2 rows"):
         paired_table(rows, [("learned", "none")])
+    from steer_core.evaluation.tables import overall_table
+
+    table = overall_table(summarize(rows), gain_of="learned a24").splitlines()
+    assert table[0].endswith("share of sae's gain |")
+    shares = {line.split(" | ")[1]: line.split(" | ")[-1] for line in table[2:]}
+    assert shares["8-21 learned a24"] == "1.00 |" and shares["-"] == "0.00 |"
     with pytest.raises(UserError, match="no row"):
         paired_table(rows, [("softmax", "none")])

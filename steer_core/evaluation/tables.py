@@ -80,19 +80,39 @@ def paired_table(rows: list[dict], pairs: Sequence[tuple[str, str]]) -> str:
     return "\n".join(out)
 
 
-def overall_table(summary: list[dict]) -> str:
-    out = [
-        "| method | layers / setting | accuracy [95% CI] | r judged~target [95% CI] | mean judged level "
-        "| perplexity (x unsteered) | similarity | words | n |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def overall_table(summary: list[dict], gain_of: str | None = None) -> str:
+    """One row per method and setting. gain_of names a row (as for --paired): a last column then gives
+    each row's share of that row's gain over unsteered, (row - unsteered) / (that row - unsteered)."""
     overall = [s for s in summary if s["level"] == "ALL"]
+    ref = None
+    if gain_of is not None:
+        ref = find_variant([tuple(s[k] for k in VARIANT) for s in overall], gain_of)
+        ref = next(s for s in overall if tuple(s[k] for k in VARIANT) == ref)
+        unsteered = [
+            s for s in overall if s["method"] == "none" and (s["model"], s["style"]) == (ref["model"], ref["style"])
+        ]
+        if not unsteered:
+            raise UserError(
+                f"no unsteered row for {_variant_name(tuple(ref[k] for k in VARIANT))} to measure gains from"
+            )
+        base = unsteered[0]["accuracy"]
+    head = (
+        "| method | layers / setting | accuracy [95% CI] | r judged~target [95% CI] | mean judged level "
+        "| perplexity (x unsteered) | similarity | words | n |"
+    )
+    out = [
+        head + (f" share of {ref['method']}'s gain |" if ref else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if ref else ""),
+    ]
     for s in sorted(overall, key=lambda s: (s["model"], s["style"], s["method"], -s["accuracy"])):
-        out.append(
+        line = (
             f"| {s['method']} | {s['layers']} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
             f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
             f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |"
         )
+        if ref:
+            line += f" {(s['accuracy'] - base) / (ref['accuracy'] - base):.2f} |" if ref["accuracy"] != base else " - |"
+        out.append(line)
     return "\n".join(out)
 
 
