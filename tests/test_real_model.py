@@ -49,6 +49,10 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     groups = steering_groups(lm, [Request(Q, A, "sae", "create", steer=cfg)])
     assert sorted(groups) == list(cfg.layers)
     assert all(g.offsets is not None and g.offsets.abs().sum() > 0 for gs in groups.values() for g in gs)
+    from steer_core.offsets import load_offsets
+
+    validated = load_offsets(lm).meta["validated"]  # strength 1 is the alpha the validation rule chose
+    assert BASE_ALPHA["learned"] == validated["alpha"] and validated["validation_ppl_ratio"] <= 1.4
     record = json.loads((ROOT / "assets" / "adapter" / "training.json").read_text())
     assert record["prompts"] == ["plain", "instruction"]  # the adapter that can write each level when told
 
