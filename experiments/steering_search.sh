@@ -65,3 +65,25 @@ python -m steer_core eval --methods query --variants delta:8 delta:3 --layers 8-
 python -m steer_core summarize runs/test_h4/results.csv --similarity
 python -m steer_core summarize runs/test_h4/results.csv --per-level sae
 python -m experiments.levels_figure runs/test_h4/results.csv docs/steering_levels.png
+
+# 8. RePS, the model as teacher, the residual stream (fold A-C, validated on D-F; rows in
+# results/reps_teacher/). Every fit has the strength inside it: strength 1 = alpha 1, no post-hoc scale.
+python -m steer_core teacher --writers A B C --per-level 3 --out runs/teacher_ABC.jsonl        # 648 replies, 5 min
+python -m steer_core fit-offsets --writers A B C --objective reps --lr 0.01 --out runs/fold_ABC_reps  # l1 0.5: 0.75 latents/head
+# (--lr 0.01 --l1 0.05 scrambled the replies: the chosen reply 5.1 nats a token less likely at step 66; stopped)
+python -m steer_core fit-offsets --writers A B C --objective reps --lr 0.004 --l1 0.25 --out runs/fold_ABC_reps2
+python -m steer_core fit-offsets --writers A B C --objective kl --lr 0.004 --l1 0.25 --epochs 1 \
+  --data runs/teacher_ABC.jsonl --out runs/fold_ABC_kl_teacher
+python -m steer_core fit-offsets --writers A B C --site residual --layers 15 --objective reps --lr 0.004 --l1 0 --out runs/resid_ABC_reps
+python -m steer_core fit-offsets --writers A B C --site residual --layers 15 --objective reps --lr 0.05 --l1 0 --out runs/resid_ABC_reps_lr05
+V="python -m steer_core eval --split train --writers D E F --saes runs/fold_ABC_reps/saes --layers 8-21 --out runs/val_DEF_r1"
+$V --methods none
+for f in fold_ABC_reps fold_ABC_reps2 fold_ABC_kl_teacher; do $V --methods sae --offsets runs/$f/offsets --variants learned:1; done
+for f in resid_ABC_reps resid_ABC_reps_lr05; do
+  python -m steer_core eval --split train --writers D E F --methods residual --layers 15 --residual runs/$f --out runs/val_DEF_r1
+done
+python -m steer_core summarize runs/val_DEF_r1/results.csv results/h4_instruction/results.csv --gain-of instruction
+# The rule (most accurate on validation within 1.4x perplexity) picks BiPO learned alpha 16 (0.278 at 1.18x):
+# strength 1 = alpha 16 from this round; the test rows for it are in results/test_h4 (measured last round).
+python -m steer_core summarize results/test_h4/results.csv --gain-of instruction --paired "learned a16" fewshot \
+  --paired "learned a16" instruction --paired "learned a16" none --paired "learned a16" "learned a24"
