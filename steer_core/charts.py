@@ -44,6 +44,7 @@ METHOD_COLORS: dict[str, str] = {
     "sae": "#1F77B4",
     "query": "#17BECF",
     "meandiff": "#9467BD",
+    "residual": "#8C564B",
     "fewshot": "#FF7F0E",
     "instruction": "#2CA02C",
 }
