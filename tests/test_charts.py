@@ -33,9 +33,9 @@ def _axes_titled(fig):
 def test_palettes_cover_levels_and_methods():
     assert set(charts.LEVEL_COLORS) == set(LEVELS)
     assert len(set(charts.LEVEL_COLORS.values())) == 6
-    methods = {"none", "sae", "query", "meandiff", "fewshot", "instruction"}
+    methods = {"none", "sae", "query", "meandiff", "residual", "fewshot", "instruction"}
     assert set(charts.METHOD_COLORS) == methods == set(charts.METHOD_LABELS)
-    assert len(set(charts.METHOD_COLORS.values())) == 6
+    assert len(set(charts.METHOD_COLORS.values())) == 7
     assert charts.METHOD_LABELS["none"] == "Unsteered"
     assert charts.METHOD_LABELS["sae"] == "SAE-steered"
     assert charts.METHOD_LABELS["fewshot"] == "Few-shot"
