@@ -79,6 +79,7 @@ python -m steer_core fit-offsets --writers A B C --site residual --layers 15 --o
 V="python -m steer_core eval --split train --writers D E F --saes runs/fold_ABC_reps/saes --layers 8-21 --out runs/val_DEF_r1"
 $V --methods none
 for f in fold_ABC_reps fold_ABC_reps2 fold_ABC_kl_teacher; do $V --methods sae --offsets runs/$f/offsets --variants learned:1; done
+$V --methods sae --offsets runs/fold_ABC_kl_teacher/offsets --variants learned:4   # diagnostic: the KL fit scaled 4x
 for f in resid_ABC_reps resid_ABC_reps_lr05; do
   python -m steer_core eval --split train --writers D E F --methods residual --layers 15 --residual runs/$f --out runs/val_DEF_r1
 done
