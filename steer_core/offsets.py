@@ -7,7 +7,7 @@ At a steered position the query becomes q' = q + strength * W_dec^T delta_level 
 delta and is decoded; the SAE's reconstruction error is kept, as for the other SAE targets).
 
 Each step takes one scenario (a reply of every level on the same question and answer), teacher-forces
-its replies in one batch under steering, and applies one of two objectives:
+its replies in one batch under steering, and applies one of three objectives:
 
 - "bipo": each reply steered toward its own level and toward a level shifted by a random k; a
   preference loss on their likelihoods relative to the unsteered model (as in bi-directional
@@ -18,8 +18,13 @@ its replies in one batch under steering, and applies one of two objectives:
   -s along L's offset must prefer the other level's reply over L's; likelihoods are length-normalised
   and the preferred one is up-weighted by how unlikely the unsteered model finds it (the scaled
   SimPO form). The strength is inside the fit: strength 1 is the strength it was fitted for.
+- "kl": on the model's own instruction-prompted replies (`teacher`), the per-token KL from the
+  prompt that names the level to the steered plain prompt, over the whole next-token distribution.
 
-Both add an L1 penalty, applied as a proximal step after each Adam step, so that only a few latents move.
+The same loop fits, with `site="residual"`, one vector per level and layer added to the decoder
+layer's output instead of SAE code offsets (the field's steering-vector baseline).
+
+All add an L1 penalty, applied as a proximal step after each Adam step, so that only a few latents move.
 
 Only the reply tokens are steered while fitting (the generated positions at generation time),
 so the prompt is read once per scenario without gradients and its KV cache is shared by all rows.
@@ -101,6 +106,11 @@ class OffsetFitConfig:
             raise UserError("epochs must be >= 1 and max_feedback_tokens >= 2")
 
 
+def _site_words(site: str) -> tuple[str, str]:
+    """What a site's fitted file holds, and the fit-offsets flag that builds it, for messages."""
+    return ("residual-stream vectors", " --site residual") if site == "residual" else ("learned offsets", "")
+
+
 @dataclass
 class LevelOffsets:
     """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named; for
@@ -117,8 +127,7 @@ class LevelOffsets:
     def for_layer(self, layer: int) -> torch.Tensor:
         """(levels, heads, d_sae) offsets of one layer; residual site: (levels, hidden)."""
         if layer not in self.layers:
-            what = "residual-stream vectors" if self.site == "residual" else "learned offsets"
-            site = " --site residual" if self.site == "residual" else ""
+            what, site = _site_words(self.site)
             raise OffsetsFileError(
                 f"no {what} for layer {layer} (fitted for layers "
                 f"{', '.join(map(str, self.layers))}); fit them with `python -m steer_core "
@@ -495,11 +504,10 @@ _LOCK = threading.Lock()
 def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", site: str = "sae") -> LevelOffsets:
     """The learned offsets (site "sae") or residual vectors in `folder`, or the model's own (user fit,
     else shipped); loaded once."""
-    what = "residual-stream vectors" if site == "residual" else "learned offsets"
+    what, flag = _site_words(site)
     if folder is None:
         found = [d for d in offsets_roots(lm, style, site) if (d / OFFSETS_CFG).is_file()]
         if not found:
-            flag = " --site residual" if site == "residual" else ""
             raise OffsetsFileError(
                 f"no {what} for {lm.key} ({style} prompt); fit them with "
                 f"`python -m steer_core fit-offsets{flag}` or choose another steering target"
