@@ -15,7 +15,7 @@ from . import methods
 from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
 from .layer_spec import layers_label
-from .offsets import OBJECTIVES, SITES, OffsetFitConfig
+from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .prompts import PROMPT_STYLES
 from .sae import ARCHITECTURES, SAETrainConfig
@@ -370,6 +370,7 @@ def cmd_fit_offsets(args) -> int:
         factors=tuple(args.factors),
         simpo_scaler=args.simpo_scaler,
         site=args.site,
+        positions=args.positions,
     )
     lm = _load(args)
     for layer in layers:
@@ -734,6 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SITES,
         help="sae: offsets of the query SAEs' codes; residual: a vector per level added to each layer's "
         "output (the field's steering-vector baseline; steer with --method residual --residual DIR)",
+    )
+    o.add_argument(
+        "--positions",
+        default=d.positions,
+        choices=FIT_POSITIONS,
+        help="generated: steer only the replies while fitting; all: the prompt too (about 3x slower), "
+        "for steering with --positions all",
     )
     o.add_argument(
         "--data",

@@ -26,8 +26,10 @@ layer's output instead of SAE code offsets (the field's steering-vector baseline
 
 All add an L1 penalty, applied as a proximal step after each Adam step, so that only a few latents move.
 
-Only the reply tokens are steered while fitting (the generated positions at generation time),
-so the prompt is read once per scenario without gradients and its KV cache is shared by all rows.
+By default only the reply tokens are steered while fitting (the generated positions at generation
+time), so the prompt is read once per scenario without gradients and its KV cache is shared by all
+rows; `positions="all"` steers the prompt too (each row's whole sequence runs under its own steering),
+for offsets used at positions "all".
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
 OFFSETS_FILE = "offsets.safetensors"
 OBJECTIVES = ("bipo", "reps", "kl")
+FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or the prompt too
 SITES = ("sae", "residual")  # offsets of the query SAEs' codes, or vectors added to the residual stream
 OFFSETS_CFG = "offsets.json"
 
@@ -88,12 +91,17 @@ class OffsetFitConfig:
     # "sae": offsets of each head's SAE code (the paper's site); "residual": one vector per level and
     # layer added to the decoder layer's output (the standard steering-vector site, as a baseline)
     site: str = "sae"
+    # "generated": only the reply's tokens are steered while fitting (the prompt's KV cache is shared,
+    # read once without gradients); "all": the prompt's too, for steering at positions "all"
+    positions: str = "generated"
 
     def __post_init__(self):
         if not self.layers:
             raise UserError("choose at least one layer to fit offsets for")
         if self.site not in SITES:
             raise UserError(f"site must be one of {', '.join(SITES)}, got {self.site!r}")
+        if self.positions not in FIT_POSITIONS:
+            raise UserError(f"positions must be one of {', '.join(FIT_POSITIONS)}, got {self.positions!r}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         for name in ("lr", "beta", "l1", "sft", "simpo_scaler"):
@@ -277,11 +285,13 @@ def _encode_scenarios(
     return out
 
 
-def _reply_logits(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0):
+def _reply_logits(
+    lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0, steer_prompt: bool = False
+):
     """Teacher-force the replies (rows = replies repeated n_rows_per_reply times) after the shared
-    prompt, with `edits` active on the reply tokens. Returns (first, logits, ids, real): the unsteered
-    log-probabilities of each reply's first token (V,), the logits at every reply position (R, T, V),
-    the reply ids (R, T) and which of them are real (R, T)."""
+    prompt, with `edits` active on the reply tokens, and on the prompt's too when steer_prompt.
+    Returns (first, logits, ids, real): the log-probabilities of each row's first reply token (R, V),
+    the logits at every reply position (R, T, V), the reply ids (R, T) and which of them are real (R, T)."""
     from transformers import DynamicCache
 
     dev = lm.device
@@ -289,12 +299,19 @@ def _reply_logits(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, p
     ids, real = (t.to(dev) for t in pad_replies(replies, pad_id))
     R, T = ids.shape
     P = len(sc.prompt)
+    prompt = torch.tensor([sc.prompt], device=dev)
+    mask = torch.cat([torch.ones((R, P), dtype=torch.long, device=dev), real.long()], dim=1)
+    if steer_prompt:  # each row's prompt is steered toward its own level: one full forward per row
+        with query_edits(lm, edits):
+            out = lm.model(
+                input_ids=torch.cat([prompt.expand(R, P), ids], 1), attention_mask=mask, logits_to_keep=T + 1
+            ).logits.float()
+        return torch.log_softmax(out[:, 0], -1), out[:, 1:], ids, real
     with torch.no_grad():
-        out = lm.model(input_ids=torch.tensor([sc.prompt], device=dev), past_key_values=DynamicCache(), use_cache=True)
+        out = lm.model(input_ids=prompt, past_key_values=DynamicCache(), use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(R)  # share the prompt's keys and values with every row
-    first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each reply's first token, unsteered
-    mask = torch.cat([torch.ones((R, P), dtype=torch.long, device=dev), real.long()], dim=1)
+    first = torch.log_softmax(out.logits[0, -1].float(), -1).expand(R, -1)  # each reply's first token, unsteered
     pos = torch.arange(P, P + T, device=dev)[None].expand(R, T)
     with query_edits(lm, edits):
         logits = lm.model(
@@ -303,12 +320,14 @@ def _reply_logits(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, p
     return first, logits, ids, real
 
 
-def _reply_logprobs(lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0) -> torch.Tensor:
+def _reply_logprobs(
+    lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0, steer_prompt: bool = False
+) -> torch.Tensor:
     """Summed log-likelihood of each reply (see _reply_logits). Returns (rows,)."""
-    first, logits, ids, real = _reply_logits(lm, sc, edits, n_rows_per_reply, pad_id)
+    first, logits, ids, real = _reply_logits(lm, sc, edits, n_rows_per_reply, pad_id, steer_prompt)
     lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # token t+1 from t
     lp = (lp * real[:, 1:]).sum(-1)
-    return lp + first[ids[:, 0]]
+    return lp + first.gather(-1, ids[:, :1]).squeeze(-1)
 
 
 @torch.no_grad()
@@ -336,6 +355,7 @@ class _ScenarioForward:
     banks: dict | None
     pad_id: int = 0
     site: str = "sae"
+    steer_prompt: bool = False
 
     def edits(self, steer: torch.Tensor, levels: torch.Tensor) -> dict:
         lm = self.lm
@@ -343,13 +363,13 @@ class _ScenarioForward:
 
     def logprobs(self, steer: torch.Tensor, levels: torch.Tensor, blocks: int) -> torch.Tensor:
         """(blocks, levels) log-likelihoods of the replies, row i steered by steer[levels[i]]."""
-        lp = _reply_logprobs(self.lm, self.sc, self.edits(steer, levels), blocks, self.pad_id)
+        lp = _reply_logprobs(self.lm, self.sc, self.edits(steer, levels), blocks, self.pad_id, self.steer_prompt)
         return lp.view(blocks, len(LEVELS))
 
     def kl_to_teacher(self, steer: torch.Tensor) -> torch.Tensor:
         """(levels,) mean per-token KL(teacher || steered) along each level's reply, reply L steered by steer[L]."""
         lv = torch.arange(len(LEVELS), device=steer.device)
-        _, logits, _, real = _reply_logits(self.lm, self.sc, self.edits(steer, lv), 1, self.pad_id)
+        _, logits, _, real = _reply_logits(self.lm, self.sc, self.edits(steer, lv), 1, self.pad_id, self.steer_prompt)
         student = torch.log_softmax(logits[:, :-1], -1)
         teacher = _teacher_logprobs(self.lm, self.sc, self.pad_id)
         kl = (teacher.exp() * (teacher - student)).sum(-1)
@@ -461,7 +481,7 @@ def fit_encoded(
         for s in order:
             k = rng.randrange(1, n_lv)  # the contrasted level: L - k
             factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # bipo, kl: fitted at 1
-            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id, cfg.site)
+            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id, cfg.site, cfg.positions == "all")
             loss, stats = step_loss(fwd, delta, ref[s], lengths[s], k, factor, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()

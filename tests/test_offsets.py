@@ -238,3 +238,39 @@ def test_bootstrap_intervals():
     perfect = bootstrap_over_scenarios(sids, targets, targets)
     assert perfect["accuracy_lo"] == perfect["accuracy_hi"] == 1.0 and perfect["level_corr"] == pytest.approx(1.0)
     assert bootstrap_over_scenarios(sids, targets, preds) == b  # seeded: reproducible
+
+
+def test_steering_the_prompt_while_fitting_reads_the_same_likelihoods_unsteered(lm):
+    """The per-row full forward (prompt steered too) and the shared-prompt cache agree when nothing
+    steers, and differ once the offsets reach the prompt's queries."""
+    banks = {1: tiny_bank(lm, 1)}
+    sc = scenarios(1, seed=3)[0]
+    with torch.no_grad():
+        shared = _reply_logprobs(lm, sc, {}, 2)
+        full = _reply_logprobs(lm, sc, {}, 2, steer_prompt=True)
+        assert torch.allclose(shared, full, atol=1e-4)
+        delta = torch.randn(6, 1, lm.n_heads, 48, generator=torch.Generator().manual_seed(0))
+        edits = offset_edits(delta, (1,), banks, torch.arange(6), lm.n_heads, lm.head_dim, strength=3.0)
+        reply_only = _reply_logprobs(lm, sc, edits, 1)
+        with_prompt = _reply_logprobs(lm, sc, edits, 1, steer_prompt=True)
+    assert not torch.allclose(reply_only, with_prompt, atol=1e-3)
+    assert active_hook_count() == 0
+
+
+def test_fitting_with_the_prompt_steered_makes_steering_prefer_the_level(lm):
+    banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
+    scs = scenarios()
+    cfg = OffsetFitConfig(layers=(1, 2), epochs=8, lr=0.05, beta=1.0, l1=0.0, sft=0.0, positions="all")
+    fitted = fit_encoded(lm, scs, cfg, banks, progress=False)
+    assert fitted.meta["fit"]["positions"] == "all"
+    assert fitted.meta["loss_last"] < fitted.meta["loss_first"]
+    lv = torch.arange(len(LEVELS))
+
+    def lp(levels, sc):
+        edits = offset_edits(fitted, fitted.layers, banks, levels, lm.n_heads, lm.head_dim)
+        with torch.no_grad():
+            return _reply_logprobs(lm, sc, edits, 1, steer_prompt=True)
+
+    assert sum(float((lp(lv, sc) - lp((lv + 1) % 6, sc)).mean()) for sc in scs) / len(scs) > 0.05
+    with pytest.raises(Exception, match="positions"):
+        OffsetFitConfig(positions="prompt")
