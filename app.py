@@ -456,10 +456,13 @@ def build() -> gr.Blocks:
             "# Steer the thinking level of feedback\n"
             "Type a question and a student's answer, pick the level of Bloom's taxonomy the feedback should ask "
             "for, and compare four ways of getting it from a small language model (SmolLM2-135M with a feedback "
-            "adapter). **SAE-steered** is the method of *Steered Generation via Gradient Descent on Sparse "
-            "Features*: it nudges the model's attention queries toward the chosen level, without changing the "
-            "prompt. A classifier (the *judge*) says which level each reply actually asks for. "
-            "Honest note: on this small model steering moves the level only a little; see the README's figures."
+            "adapter). **SAE-steered** follows *Steered Generation via Gradient Descent on Sparse Features*: it "
+            "edits the model's attention queries in the sparse code of an autoencoder, toward the chosen level, "
+            "without changing the prompt. By default it adds a per-level code offset fitted on the model's own "
+            "feedback; the paper's descent to a level prototype is the *prototype* target under *Advanced*. "
+            "A classifier (the *judge*) says which level each reply actually asks for. Honest note: on this "
+            "small model steering moves the level above chance but less than a three-example prompt; see the "
+            "README's figures."
         )
         with gr.Tab("Compare"):
             with gr.Row():

@@ -24,8 +24,8 @@ def main() -> None:
         reqs += [
             Request(q, a, "none", lv),
             Request(q, a, "sae", lv, steer=SteerConfig()),
-            Request(q, a, "sae", lv, steer=SteerConfig(target="delta", alpha=8.0)),
-            Request(q, a, "sae", lv, steer=SteerConfig(target="learned", alpha=4.0)),
+            Request(q, a, "sae", lv, steer=SteerConfig(target="delta", strength=1.0)),
+            Request(q, a, "sae", lv, steer=SteerConfig(target="learned", strength=0.25)),
             Request(q, a, "query", lv, steer=SteerConfig()),
             Request(q, a, "fewshot", lv, scenario_id=s.scenario_id),
             Request(q, a, "instruction", lv),

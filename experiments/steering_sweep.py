@@ -55,22 +55,22 @@ def main() -> None:
                 (["none"] if steps == 5 else []) + ["sae", "query"],
                 LEVELS,
                 [(5,), (10,), (15,), (20,), (25,), BAND, ALL],
-                SteerConfig(target="prototype", steps=steps, lr=lr),
+                SteerConfig(target="prototype", steps=steps, lr=lr, positions="all"),
                 max_new_tokens=64,
             )
     elif phase == "val-delta":
-        steers = [SteerConfig(target="delta", alpha=a, steps=20, lr=0.2) for a in (2.0, 4.0, 8.0)]
+        steers = [SteerConfig(target="delta", strength=a / 8, steps=20, lr=0.2, positions="all") for a in (2.0, 4.0, 8.0)]
         rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
     elif phase == "val-positions":
-        steers = [SteerConfig(alpha=a, positions="generated") for a in (16.0, 32.0)]
+        steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (16.0, 32.0)]
         if args.early:
             steers += [
-                SteerConfig(alpha=8.0, saes=args.early),
-                SteerConfig(alpha=16.0, positions="generated", saes=args.early),
+                SteerConfig(target="delta", strength=1.0, positions="all", saes=args.early),
+                SteerConfig(target="delta", strength=2.0, positions="generated", saes=args.early),
             ]
         rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND], steers, max_new_tokens=64)
     elif phase == "val-generated":  # the strength of generated-only steering, SAE against query
-        steers = [SteerConfig(alpha=a, positions="generated") for a in (8.0, 12.0)]
+        steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (8.0, 12.0)]
         rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND], steers, max_new_tokens=64)
     elif phase == "test-prompts":
         test = scenarios(load_dataset(split="test"))[: args.limit]

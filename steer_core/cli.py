@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from . import methods
@@ -217,15 +218,24 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=Non
     return items
 
 
-def _parse_variant(spec: str) -> tuple[str, float]:
-    target, _, alpha = spec.partition(":")
+def _fraction(text: str) -> float:
+    """A number, or a fraction such as 10/3 (a strength that gives a round alpha)."""
     try:
-        value = float(alpha)
-    except ValueError:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 1, 0.5 or 10/3, got {text!r}") from None
+
+
+def _parse_variant(spec: str) -> tuple[str, float]:
+    target, _, strength = spec.partition(":")
+    try:
+        value = _fraction(strength)
+    except argparse.ArgumentTypeError:
         value = float("nan")
     if target not in TARGETS or not value >= 0:
         raise UsageError(
-            f"--variants items look like learned:1 or delta:8 (target: {', '.join(TARGETS)}); got {spec!r}"
+            f"--variants items look like learned:1 or delta:0.5 (target:strength; target: {', '.join(TARGETS)}); "
+            f"got {spec!r}"
         )
     return target, value
 
@@ -242,7 +252,7 @@ def cmd_eval(args) -> int:
     if args.variants:
         from dataclasses import replace
 
-        steer = [replace(steer, target=t, alpha=a) for t, a in (_parse_variant(v) for v in args.variants)]
+        steer = [replace(steer, target=t, strength=a) for t, a in (_parse_variant(v) for v in args.variants)]
     lm = _load(args)
     for layers in layer_sets:
         for layer in layers:
@@ -530,12 +540,12 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
         help="; ".join(f"{t}: {h}" for t, h in TARGET_HELP.items()) + f" (default {d.target})",
     )
     s.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="strength; default: strength 1 for the target ("
+        "--strength",
+        type=_fraction,
+        default=d.strength,
+        help="0 = off, 1 = the validated setting; strength 1 is alpha "
         + ", ".join(f"{t} {a:g}" for t, a in BASE_ALPHA.items())
-        + ")",
+        + " (default 1)",
     )
     s.add_argument("--steps", type=int, default=d.steps, help="descent steps T")
     s.add_argument("--lr", type=float, default=d.lr, help="descent step size")
@@ -557,7 +567,6 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
 
 
 def _steer_config(args, layers) -> SteerConfig:
-    alpha = BASE_ALPHA[args.target] if args.alpha is None else args.alpha
     heads, layer_heads = _parse_heads(args.heads)
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
@@ -568,7 +577,7 @@ def _steer_config(args, layers) -> SteerConfig:
         steps=args.steps,
         lr=args.lr,
         mu=args.mu,
-        alpha=alpha,
+        strength=args.strength,
         target=args.target,
         positions=args.positions,
         first_tokens=args.first_tokens,
@@ -643,8 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="+",
         default=None,
-        help="several steering targets with their strengths in one run, e.g. delta:8 learned:1 "
-        "softmax:2 (replaces --target/--alpha; query steering runs the delta/prototype ones)",
+        help="several steering targets with their strengths in one run, e.g. learned:1 learned:0.5 "
+        "delta:1 softmax:10/3 (target:strength, 1 = the validated setting; replaces --target/--strength; "
+        "query steering runs the delta/prototype ones)",
     )
     e.add_argument("--style", default="plain", choices=PROMPT_STYLES)
     e.add_argument("--max-new-tokens", type=int, default=64)

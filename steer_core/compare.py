@@ -16,7 +16,7 @@ from .bloom import LEVELS, normalize_level
 from .errors import UserError
 from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
 from .layer_spec import layers_label, parse_layers
-from .steering import BASE_ALPHA, MAX_STEPS, POSITIONS, TARGETS, SteerConfig
+from .steering import MAX_STEPS, POSITIONS, TARGETS, SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
 MAX_STRENGTH = 4.0
@@ -146,7 +146,7 @@ class CompareRequest:
             steps=self.steps,
             lr=self.lr,
             mu=self.mu,
-            alpha=BASE_ALPHA[self.target] * self.strength,
+            strength=self.strength,
             target=self.target,
             positions=self.positions,
         ).for_method(method)

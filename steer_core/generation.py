@@ -98,7 +98,7 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict:
     by_cfg: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests):
         if r.steer is not None and r.steer.method != "none":
-            by_cfg.setdefault((r.steer.key, r.style), []).append(i)
+            by_cfg.setdefault((r.steer, r.style), []).append(i)
     out: dict = {}
     for (_, style), rows in by_cfg.items():
         cfg = requests[rows[0]].steer

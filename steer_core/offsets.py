@@ -12,12 +12,13 @@ its replies in one batch under steering, and applies one of three objectives:
 - "bipo": each reply steered toward its own level and toward a level shifted by a random k; a
   preference loss on their likelihoods relative to the unsteered model (as in bi-directional
   preference optimisation of steering vectors), plus the preferred reply's per-token gain. Fitted at
-  strength 1 and used at a strength chosen afterwards (24 for the shipped BiPO fit).
+  alpha 1 and used at a scale chosen afterwards (alpha 16, strength 1, for the shipped BiPO fit).
 - "reps": reference-free preference steering (RePS, arXiv 2505.20809): at a strength factor s
   sampled each step, steering +s toward L must prefer L's reply over another level's, and steering
   -s along L's offset must prefer the other level's reply over L's; likelihoods are length-normalised
   and the preferred one is up-weighted by how unlikely the unsteered model finds it (the scaled
-  SimPO form). The strength is inside the fit: strength 1 is the strength it was fitted for.
+  SimPO form). The strength is inside the fit: alpha 1 is the strength it was fitted for (strength 1/16
+  with the shipped BiPO scale, BASE_ALPHA["learned"]).
 - "kl": on the model's own instruction-prompted replies (`teacher`), the per-token KL from the
   prompt that names the level to the steered plain prompt, over the whole next-token distribution.
 
@@ -85,7 +86,7 @@ class OffsetFitConfig:
     seed: int = 0
     style: str = "plain"
     objective: str = "bipo"  # see OBJECTIVES
-    # RePS: the strength factors sampled each step; strength 1 then means the offsets as fitted
+    # RePS: the strength factors sampled each step; alpha 1 then means the offsets as fitted
     factors: tuple[float, ...] = (0.5, 1.0, 1.5)
     simpo_scaler: float = 1.0  # RePS: weight on how much less likely the preferred reply is unsteered
     # "sae": offsets of each head's SAE code (the paper's site); "residual": one vector per level and
@@ -226,24 +227,27 @@ def offset_edits(
     levels: torch.Tensor,
     n_heads: int,
     head_dim: int,
-    strength: float = 1.0,
+    scale: float = 1.0,
     site: str = "sae",
 ) -> dict:
-    """Edits that steer row r toward levels[r] with the offsets, built by the same code that steers at
-    generation time (target "learned", every head; the caller's forward is the generated phase).
+    """Edits that steer row r toward levels[r] with the offsets times `scale` (their own units: 1 = as
+    fitted, not a strength), built by the same code that steers at generation time (target "learned",
+    every head; the caller's forward is the generated phase).
     offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted ((levels, layers, 1,
     hidden) at the residual site, where banks may be None)."""
     delta = offsets.delta if isinstance(offsets, LevelOffsets) else offsets
     rows = torch.arange(len(levels), device=levels.device)
     if site == "residual":
-        cfg = SteerConfig(method="residual", layers=tuple(layers), target="learned", alpha=strength)
+        cfg = SteerConfig(
+            method="residual", layers=tuple(layers), strength=SteerConfig.strength_for("learned", scale, "residual")
+        )
         return {
             (RESIDUAL, layer): make_residual_edit(
                 [RowGroup(rows, levels, cfg, None, None, delta[:, i, 0])], "generated"
             )
             for i, layer in enumerate(layers)
         }
-    cfg = SteerConfig(method="sae", layers=tuple(layers), target="learned", alpha=strength)
+    cfg = SteerConfig(method="sae", layers=tuple(layers), strength=SteerConfig.strength_for("learned", scale))
     return {
         layer: make_layer_edit(
             [RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i])], "generated", n_heads, head_dim

@@ -21,7 +21,8 @@ POSITIONS = ("all", "prompt", "generated")
 DISTANCES = ("l2", "cosine")
 TARGETS = ("prototype", "delta", "softmax", "learned")
 TARGET_HELP = {
-    "prototype": "the paper's target: descend to the level's prototype code",
+    "prototype": "the paper's target: descend toward the level's prototype code (strength 1: all the "
+    "way, 0.5: half way)",
     "delta": "descend to the token's own code shifted by alpha x (level prototype - mean prototype)",
     "softmax": "raise the target level's probability under a softmax over "
     "negative squared distances to all six prototypes (alpha scales the step)",
@@ -34,10 +35,16 @@ TARGET_NAMES = {  # short names for choosers (the app)
     "learned": "learned sparse offset",
 }
 QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
-# Strength 1 in the UI and the API means this alpha for each target: for learned offsets (the shipped
-# ones were fitted at alpha 1; their record, offsets.json "validated", says how 16 was chosen) and delta,
-# the alpha chosen on validation data; query steering converts at equal strength.
+# Strength is the one public knob (Python, CLI, API, UI); strength 1 means this alpha for each target:
+# for learned offsets (the shipped ones were fitted at alpha 1 with the BiPO-style objective; their
+# record, offsets.json "validated", says how 16 was chosen) and delta, the alpha chosen on validation
+# data; for prototype, the fraction of the way to the prototype. SteerConfig.alpha is the only place
+# strength becomes alpha; query steering and mean difference run a code-only target as delta at the
+# same strength.
 BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 16.0}
+# Residual-stream vectors (method "residual") are fitted with the strength inside the fit (RePS):
+# strength 1 is the vectors as fitted.
+RESIDUAL_ALPHA = 1.0
 MAX_STEPS = 500
 
 
@@ -58,7 +65,7 @@ class SteerConfig:
     distance: str = "l2"
     positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
     first_tokens: int | None = None  # steer only the first N generated tokens (the reply's opening); None = all
-    alpha: float = 16.0  # strength: see BASE_ALPHA for what strength 1 means for each target
+    strength: float = 1.0  # 0 = off (unsteered, token for token); see BASE_ALPHA for what 1 means
     target: str = "learned"  # see TARGET_HELP
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
     offsets: str | None = None  # a folder of learned offsets (target "learned"); None = the shipped ones
@@ -79,7 +86,7 @@ class SteerConfig:
             raise UserError("residual-stream steering adds a learned vector: its target is 'learned'")
         if self.distance not in DISTANCES:
             raise UserError(f"distance must be one of {', '.join(DISTANCES)}")
-        for name in ("lr", "mu", "alpha"):
+        for name in ("lr", "mu", "strength"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise UserError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -98,11 +105,22 @@ class SteerConfig:
             if {layer for layer, _ in self.layer_heads} != set(self.layers):
                 raise UserError("the steered layers must be exactly the layers of the (layer, head) pairs")
 
+    @property
+    def alpha(self) -> float:
+        """The target's own scale at this strength: the one place strength is converted."""
+        return self.strength * (RESIDUAL_ALPHA if self.method in AT_RESIDUAL else BASE_ALPHA[self.target])
+
+    @classmethod
+    def strength_for(cls, target: str, alpha: float, method: str = "sae") -> float:
+        """The strength that gives `alpha` (for code that works in a target's own units, e.g. fitting)."""
+        return alpha / (RESIDUAL_ALPHA if method in AT_RESIDUAL else BASE_ALPHA[target])
+
     def steered_count(self, phase: str, start: int = 0) -> int | None:
         """How many leading positions of a forward this config steers (None = all, 0 = none): phase is
         'prompt' or 'generated', start the generated token a 'generated' forward begins at (a decode step
-        runs one token; a teacher-forced reply runs all from 0)."""
-        if self.method == "none" or self.positions not in ("all", phase):
+        runs one token; a teacher-forced reply runs all from 0). Strength 0 steers none, for every
+        target: the hooks leave the forward untouched."""
+        if self.method == "none" or self.strength == 0 or self.positions not in ("all", phase):
             return 0
         if phase != "generated" or self.first_tokens is None:
             return None
@@ -120,34 +138,13 @@ class SteerConfig:
         return tuple(sorted(h for lay, h in self.layer_heads if lay == layer))
 
     def for_method(self, method: str) -> SteerConfig:
-        """This config for another method; query steering and mean difference have no codes, so a
-        code-only target becomes delta at the same relative strength."""
+        """This config for another method at the same strength; query steering and mean difference
+        have no codes, so a code-only target becomes delta; the residual baseline adds learned vectors."""
         if method in WITHOUT_CODES and self.target not in QUERY_TARGETS:
-            alpha = BASE_ALPHA["delta"] * self.alpha / BASE_ALPHA[self.target]
-            return replace(self, method=method, target="delta", alpha=alpha)
-        if method in AT_RESIDUAL:  # vectors fitted with the strength inside the fit: strength 1 = alpha 1
-            return replace(self, method=method, target="learned", alpha=self.alpha / BASE_ALPHA[self.target])
+            return replace(self, method=method, target="delta")
+        if method in AT_RESIDUAL:
+            return replace(self, method=method, target="learned")
         return replace(self, method=method)
-
-    @property
-    def key(self) -> tuple:
-        return (
-            self.method,
-            self.layers,
-            self.heads,
-            self.layer_heads,
-            self.steps,
-            self.lr,
-            self.mu,
-            self.distance,
-            self.positions,
-            self.first_tokens,
-            self.alpha,
-            self.target,
-            self.saes,
-            self.offsets,
-            self.residual,
-        )
 
     @property
     def label(self) -> str:
@@ -160,7 +157,7 @@ class SteerConfig:
             return f"learned a{self.alpha:g}{where}{extra}"
         t = {
             "delta": f"delta a{self.alpha:g}",
-            "prototype": "proto",
+            "prototype": "proto" if self.alpha == 1 else f"proto a{self.alpha:g}",
             "softmax": f"softmax a{self.alpha:g}",
             "learned": f"learned a{self.alpha:g}",
         }[self.target]
@@ -365,6 +362,8 @@ def steer_codes(
     target = pick(bank.codes.index_select(0, levels), 1)[:, None]  # (rows, 1, heads, K)
     if cfg.target == "delta":  # keep the token's own code, shift it by the level's offset
         target = z0 + cfg.alpha * (target - pick(bank.codes.mean(0), 0))
+    elif cfg.alpha != 1:  # prototype: alpha of the way there (lerp is exact at 0 and 1)
+        target = torch.lerp(z0, target.expand_as(z0), cfg.alpha)
     if trace_to is not None:
         target = target.expand_as(z0)
         trace_to = torch.cat([trace_to.expand(len(trace_to), *target.shape), target.unsqueeze(0)])
@@ -386,6 +385,8 @@ def steer_rows(
     def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
         return t if heads is None else t.index_select(dim, heads)
 
+    if cfg.strength == 0:  # off, exactly (a descent to the token's own code would round)
+        return x
     if cfg.method == "sae":
         z0 = bank.sae.encode(x, heads)
         z = steer_codes(bank, z0, levels, heads, cfg, offsets)
@@ -395,6 +396,8 @@ def steer_rows(
         target = pick(bank.queries.index_select(0, levels), 1)[:, None]
         if cfg.target == "delta":
             target = x + cfg.alpha * (target - pick(bank.query_all, 0))
+        elif cfg.alpha != 1:  # prototype: alpha of the way to the level's mean query
+            target = torch.lerp(x, target.expand_as(x), cfg.alpha)
         return query_descent(x, target, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
     if cfg.method == "meandiff":
         return x + cfg.alpha * pick(bank.queries.index_select(0, levels) - bank.query_all, 1)[:, None]

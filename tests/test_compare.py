@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from steer_core.compare import BASE_ALPHA, CompareRequest
+from steer_core.compare import CompareRequest
+from steer_core.steering import BASE_ALPHA, SteerConfig
 
 Q, A = "What is 3 x 4?", "7"
 
@@ -58,3 +59,20 @@ def test_code_only_targets_leave_the_query_baseline_on_delta():
         sae, query = r.steer("sae"), r.steer("query")
         assert sae.target == target and sae.alpha == 2 * BASE_ALPHA[target]
         assert query.target == "delta" and query.alpha == 2 * BASE_ALPHA["delta"]
+
+
+def test_strength_1_is_the_same_setting_from_python_the_cli_and_the_ui():
+    """One meaning per knob: the UI/API defaults, the CLI defaults and SteerConfig() all steer alike."""
+    from steer_core.cli import _steer_config, build_parser
+
+    python = SteerConfig()
+    ui = CompareRequest.from_ui(Q, A, "apply").steer("sae")
+    args = build_parser().parse_args(["generate", "--question", Q, "--answer", A, "--level", "apply"])
+    cli = _steer_config(args, python.layers)
+    assert python == ui == cli and python.strength == 1 and python.alpha == BASE_ALPHA[python.target]
+    half = CompareRequest.from_ui(Q, A, "apply", strength=0.5, target="softmax").steer("sae")
+    args = build_parser().parse_args(
+        ["generate", "--question", Q, "--answer", A, "--level", "apply", "--strength", "0.5", "--target", "softmax"]
+    )
+    assert half == _steer_config(args, python.layers) == SteerConfig(target="softmax", strength=0.5)
+    assert half.alpha == 0.5 * BASE_ALPHA["softmax"]

@@ -135,7 +135,7 @@ def test_closed_form_descent_equals_the_step_loop(lr, mu, steps):
 )
 def test_batched_heads_equal_per_head_reference(lm, method, target):
     bank = tiny_bank(lm, 1)
-    cfg = SteerConfig(method=method, layers=(1,), steps=5, lr=0.1, alpha=2.0, target=target)
+    cfg = SteerConfig(method=method, layers=(1,), steps=5, lr=0.1, strength=2.0, target=target)
     x = torch.randn(3, 4, lm.n_heads, lm.head_dim)
     levels = torch.tensor([0, 3, 5])
     heads = [0, 2, 3]
@@ -216,7 +216,7 @@ def test_threads_with_different_settings_are_isolated(lm):
         dict(steps=-1),
         dict(lr=float("nan")),
         dict(mu=-1.0),
-        dict(alpha=float("inf")),
+        dict(strength=float("inf")),
         dict(method="magic"),
         dict(positions="middle"),
         dict(layers=()),
@@ -252,3 +252,55 @@ def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
     bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), target="prototype", saes=str(tmp_path))
     with pytest.raises(ValueError, match="head"):
         steering_groups(lm, [Request("q", "a", "sae", "apply", steer=bad)])
+
+
+STEERABLE = [
+    ("sae", "prototype"),
+    ("sae", "delta"),
+    ("sae", "softmax"),
+    ("sae", "learned"),
+    ("query", "prototype"),
+    ("query", "delta"),
+    ("meandiff", "delta"),
+    ("residual", "learned"),
+]
+
+
+@pytest.mark.parametrize("method,target", STEERABLE)
+def test_strength_0_steers_nothing_for_every_method_and_target(lm, method, target):
+    """Strength 0 is off: no hook is built for any phase, and the edit itself is the identity."""
+    from steer_core.steering import make_residual_edit
+
+    bank = tiny_bank(lm, 1)
+    off = torch.rand(6, 48) if method == "residual" else torch.rand(6, lm.n_heads, 48)
+    for strength, built in ((0.0, False), (1.0, True)):
+        cfg = SteerConfig(method=method, layers=(1,), target=target, strength=strength, positions="all")
+        group = RowGroup(torch.tensor([0, 1]), torch.tensor([2, 5]), cfg, bank, None, off)
+        for phase in ("prompt", "generated"):
+            edit = (
+                make_residual_edit([group], phase)
+                if method == "residual"
+                else make_layer_edit([group], phase, lm.n_heads, lm.head_dim)
+            )
+            assert (edit is not None) == built
+    if method != "residual":
+        x = torch.randn(2, 3, lm.n_heads, lm.head_dim)
+        cfg = SteerConfig(method=method, layers=(1,), target=target, strength=0.0)
+        assert torch.equal(steer_rows(bank, x, torch.tensor([2, 5]), None, cfg, off), x)
+
+
+def test_prototype_strength_is_the_fraction_of_the_way_to_the_prototype(lm):
+    bank = tiny_bank(lm, 1)
+    z0 = torch.rand(2, 3, lm.n_heads, 48)
+    levels = torch.tensor([1, 4])
+    proto = bank.codes[levels][:, None]
+    from steer_core.steering import steer_codes
+
+    def dist(strength):
+        cfg = SteerConfig(target="prototype", strength=strength, steps=200, lr=0.2)
+        return float((steer_codes(bank, z0, levels, None, cfg) - proto).norm())
+
+    start = float((z0 - proto).norm())
+    assert dist(1.0) < 1e-3 * start  # the paper's target: all the way
+    assert dist(0.5) == pytest.approx(0.5 * start, rel=1e-3)  # codes and prototypes are >= 0: no clamping
+    assert dist(0.0) == pytest.approx(start)

@@ -159,9 +159,9 @@ def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     sc = FeedbackExample("x-apply", "x", "s", "q?", "a.", "apply", "f", "test")
     lm = type("LM", (), {"name": "m", "adapter": None, "label": "m"})()
     steers = [
-        SteerConfig(target="softmax", alpha=3.0),
-        SteerConfig(target="learned", alpha=1.0),
-        SteerConfig(target="delta", alpha=8.0),
+        SteerConfig(target="softmax"),
+        SteerConfig(target="learned", strength=1 / 16),
+        SteerConfig(target="delta"),
     ]
     rows = evaluation.run_grid(
         lm, [sc], ["none", "sae", "query", "fewshot"], ["apply", "create"], [(8, 9)], steers, progress=False

@@ -146,7 +146,7 @@ def test_learned_target_adds_the_decoded_offset(lm):
     delta = torch.randn(6, lm.n_heads, 48)
     x = torch.randn(2, 5, lm.n_heads, lm.head_dim)
     levels = torch.tensor([0, 5])
-    cfg = SteerConfig(layers=(1,), target="learned", alpha=2.0)
+    cfg = SteerConfig(layers=(1,), target="learned", strength=SteerConfig.strength_for("learned", 2.0))
     out = steer_rows(bank, x, levels, None, cfg, delta)
     want = x + 2.0 * torch.einsum("rhk,hkd->rhd", delta[levels], bank.sae.W_dec)[:, None]
     assert torch.allclose(out, want, atol=1e-5)
@@ -250,7 +250,7 @@ def test_steering_the_prompt_while_fitting_reads_the_same_likelihoods_unsteered(
         full = _reply_logprobs(lm, sc, {}, 2, steer_prompt=True)
         assert torch.allclose(shared, full, atol=1e-4)
         delta = torch.randn(6, 1, lm.n_heads, 48, generator=torch.Generator().manual_seed(0))
-        edits = offset_edits(delta, (1,), banks, torch.arange(6), lm.n_heads, lm.head_dim, strength=3.0)
+        edits = offset_edits(delta, (1,), banks, torch.arange(6), lm.n_heads, lm.head_dim, scale=3.0)
         reply_only = _reply_logprobs(lm, sc, edits, 1)
         with_prompt = _reply_logprobs(lm, sc, edits, 1, steer_prompt=True)
     assert not torch.allclose(reply_only, with_prompt, atol=1e-3)

@@ -57,6 +57,20 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     assert record["prompts"] == ["plain", "instruction"]  # the adapter that can write each level when told
 
 
+def test_strength_0_is_unsteered_for_every_target_and_method(lm):
+    """Strength 0 is off, token for token, whatever the target (the paper's prototype included)."""
+    from steer_core.generation import Request, generate_batch
+    from steer_core.steering import TARGETS, SteerConfig
+
+    steered = [("sae", SteerConfig(target=t, strength=0.0, positions="all")) for t in TARGETS]
+    steered += [(m, SteerConfig(method=m, target=t, strength=0.0)) for m, t in (("query", "prototype"), ("query", "delta"), ("meandiff", "delta"))]
+    reqs = [Request(Q, A, "none")] + [Request(Q, A, m, "create", steer=cfg) for m, cfg in steered]
+    outs = generate_batch(lm, reqs, max_new_tokens=24, ignore_stop=True)
+    assert all(o.token_ids == outs[0].token_ids for o in outs[1:])
+    on = generate_batch(lm, [Request(Q, A, "sae", "create", steer=SteerConfig(target="prototype"))], max_new_tokens=24)
+    assert on[0].token_ids != outs[0].token_ids  # and strength 1 of the same target does steer
+
+
 def test_steered_generation_differs_from_unsteered(lm):
     from steer_core.generation import Request, generate_batch
     from steer_core.steering import SteerConfig
@@ -137,7 +151,7 @@ def test_inspected_codes_are_what_generation_used(lm, target):
     from steer_core.latents import inspect_steering
     from steer_core.steering import BASE_ALPHA, SteerConfig
 
-    cfg = SteerConfig(target=target, alpha=BASE_ALPHA[target])
+    cfg = SteerConfig(target=target)
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
     from steer_core.bank import STORE
 

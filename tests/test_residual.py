@@ -21,7 +21,7 @@ def lm():
 
 def test_residual_edit_adds_the_levels_vector_to_the_layer_output(lm):
     v = torch.randn(6, 48)
-    cfg = SteerConfig(method="residual", layers=(1,), alpha=2.0)
+    cfg = SteerConfig(method="residual", layers=(1,), strength=2.0)
     group = RowGroup(torch.tensor([0, 1]), torch.tensor([2, 5]), cfg, None, None, v)
     assert make_residual_edit([group], "prompt") is None  # generated tokens only, by default
     edit = make_residual_edit([group], "generated")
@@ -80,7 +80,7 @@ def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteere
     plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=12, ignore_stop=True)[0]
 
     def run(alpha):
-        cfg = SteerConfig(method="residual", layers=(1,), target="learned", alpha=alpha, residual=str(tmp_path / "vec"))
+        cfg = SteerConfig(method="residual", layers=(1,), target="learned", strength=alpha, residual=str(tmp_path / "vec"))
         return generate_batch(
             lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True
         )[0]

@@ -46,7 +46,7 @@ def run_grid(
         for method in methods:
             combos = [(None, None)]
             if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
-                usable = list({c.key: c for c in (s.for_method(method) for s in steers)}.values())
+                usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
                 combos = [(layers, s) for layers in layer_sets for s in usable]
             for layers, st in combos:
                 for level in levels if method != "none" else ["-"]:
