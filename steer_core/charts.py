@@ -151,8 +151,14 @@ def _rows(summary_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         except (TypeError, ValueError):
             raise ValueError(f"summary row {i}: accuracy {row['accuracy']!r} is not a number") from None
         layers = str(row["layers"]).strip() or "-"
+        setting = str(row.get("setting", "-") or "-").strip() or "-"
+        if setting == "-" and " " in layers:  # summaries before the setting column glued it to the layers
+            layers, setting = layers.split(" ", 1)
         method, level = str(row["method"]).strip(), str(row["level"]).strip()
-        out.append({"method": method, "layers": layers, "level": level, "accuracy": acc})
+        where = layers if setting == "-" else f"{layers} {setting}"
+        out.append(
+            {"method": method, "layers": layers, "setting": setting, "where": where, "level": level, "accuracy": acc}
+        )
     return out
 
 
@@ -426,7 +432,7 @@ def accuracy_by_method_level(summary_rows: Sequence[Mapping[str, Any]], title: s
         _check_level(r["level"], "level")
     series: dict[tuple[str, str], np.ndarray] = {}
     for r in rows:
-        y = series.setdefault((r["method"], r["layers"]), np.full(len(LEVELS), np.nan))
+        y = series.setdefault((r["method"], r["where"]), np.full(len(LEVELS), np.nan))
         y[LEVELS.index(r["level"])] = r["accuracy"]
     fig = go.Figure()
     if not series:
@@ -464,6 +470,8 @@ def judged_vs_target(summary_rows: Sequence[Mapping[str, Any]], title: str | Non
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"summary row {i} lacks a numeric mean_level_index") from None
         method, layers = str(row["method"]).strip(), str(row.get("layers", "-")).strip() or "-"
+        setting = str(row.get("setting", "-") or "-").strip() or "-"
+        layers = layers if setting == "-" else f"{layers} {setting}"
         label = _method_label(method) if layers == "-" else f"{_method_label(method)} ({layers})"
         series.setdefault(label, np.full(len(LEVELS), np.nan))[LEVELS.index(str(row["level"]).strip())] = y
     fig = go.Figure()
@@ -515,16 +523,17 @@ def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = N
     fig = go.Figure()
     if not single:
         return _style(_note(fig, "no single-layer runs in this evaluation"), title, "steered layer", "accuracy")
-    by_method: dict[str, dict[int, float]] = {}
+    by_method: dict[tuple[str, str], dict[int, float]] = {}  # one line per method and steering setting
     for r in single:
-        by_method.setdefault(r["method"], {})[int(r["layers"])] = r["accuracy"]
+        by_method.setdefault((r["method"], r["setting"]), {})[int(r["layers"])] = r["accuracy"]
     all_layers = np.array([int(r["layers"]) for r in single])
     lo, hi = int(all_layers.min()), int(all_layers.max())
     if lo == hi:
         lo, hi = lo - 1, hi + 1
-    for method, points in by_method.items():
+    settings = {m: sum(k[0] == m for k in by_method) for m, _ in by_method}
+    for (method, setting), points in by_method.items():
         xs = np.array(sorted(points))
-        label = _method_label(method)
+        label = _method_label(method) if settings[method] == 1 or setting == "-" else f"{_method_label(method)} ({setting})"
         fig.add_trace(
             go.Scatter(
                 x=xs,

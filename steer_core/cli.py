@@ -454,9 +454,14 @@ def cmd_summarize(args) -> int:
         print(paired_table(rows, args.paired))
     if args.figure:
         from .charts import accuracy_by_method_level, judged_vs_target, report_html
+        from .evaluation.stats import variant_text
         from .io_utils import atomic_write_text
 
-        keep = [s for s in summary if args.only is None or any(k in f"{s['method']} {s['layers']}" for k in args.only)]
+        keep = [
+            s
+            for s in summary
+            if args.only is None or any(k in f"{s['method']} {variant_text(s['layers'], s['setting'])}" for k in args.only)
+        ]
         html = report_html(
             [judged_vs_target(keep, "Judged level against target level"), accuracy_by_method_level(keep)],
             "Does it steer?",

@@ -385,3 +385,50 @@ def test_attention_parts_and_text():
     assert "rgba(230,120,20,0.85)" in html_text and "rgba(30,110,200,0.42)" in html_text
     with pytest.raises(ValueError, match="same length"):
         charts.attention_text(["a"], [0.1, 0.2])
+
+
+def test_layer_sweep_draws_a_real_eval_summary():
+    """Rows as `eval` writes them (layer set and setting in their own columns), through `summarize`:
+    one line per method and setting over the single layers, the layer band left out."""
+    from steer_core.evaluation import summarize
+
+    rows = []
+    for sid in ("A01", "B02"):
+        rows.append(_result(sid, "none", "-", "-", "-", 0))
+        for lv_i, lv in enumerate(LEVELS):
+            for layers in ("10", "15", "20", "8-21"):
+                for setting in ("learned a16", "learned a8"):
+                    pred = lv_i if (layers == "15" and setting == "learned a16") else 0
+                    rows.append(_result(sid, "sae", lv, layers, setting, pred))
+    summary = summarize(rows)
+    assert {s["setting"] for s in summary} == {"-", "learned a16", "learned a8"}
+    fig = charts.layer_sweep(summary)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert sorted(t.name for t in lines) == ["SAE-steered (learned a16)", "SAE-steered (learned a8)"]
+    a16 = next(t for t in lines if "a16" in t.name)
+    assert list(a16.x) == [10, 15, 20] and a16.y[1] == pytest.approx(1.0) and a16.y[0] == pytest.approx(1 / 6, abs=1e-4)
+    # a summary.csv from before the setting column (setting glued to the layers) still draws
+    old = [{**s, "layers": f"{s['layers']} {s['setting']}".replace(" -", "")} for s in summary]
+    for s in old:
+        s.pop("setting")
+    assert [list(t.x) for t in charts.layer_sweep(old).data if t.mode == "lines+markers"] == [[10, 15, 20]] * 2
+
+
+def _result(sid, method, level, layers, setting, pred):
+    return {
+        "scenario_id": sid,
+        "method": method,
+        "level": level,
+        "layers": layers,
+        "setting": setting,
+        "style": "plain",
+        "model": "m",
+        "text": "a reply",
+        "new_tokens": "3",
+        "seconds": "0.1",
+        "ppl": "2.0",
+        "pred": LEVELS[pred],
+        "pred_index": str(pred),
+        "target_prob": "",
+        "probs": "[]",
+    }

@@ -17,6 +17,7 @@ SUMMARY_FIELDS = [
     "style",
     "method",
     "layers",
+    "setting",
     "level",
     "n",
     "n_scenarios",
@@ -132,20 +133,26 @@ def paired_difference(
     }
 
 
-VARIANT = ("model", "style", "method", "layers")  # what tells two rows of a summary apart
+VARIANT = ("model", "style", "method", "layers", "setting")  # what tells two rows of a summary apart
+
+
+def variant_text(layers: str, setting: str) -> str:
+    """A variant's layer set and steering setting as one label ("15 learned a16"; "-" for neither)."""
+    return layers if setting in ("-", "", None) else f"{layers} {setting}"
 
 
 def judged_frame(rows: list[dict], similarity: dict[tuple, float] | None = None) -> pd.DataFrame:
     """One judged generation a row, with its target level index and hit; an unsteered text counts once
-    for every target level (it does not depend on the target). "layers" holds the layer set plus the
-    steering setting: a variant is (model, style, method, layers)."""
+    for every target level (it does not depend on the target). A variant is (model, style, method,
+    layer set, steering setting)."""
     similarity = similarity or {}
     df = pd.DataFrame(
         {
             "model": [r["model"] for r in rows],
             "style": [r["style"] for r in rows],
             "method": [r["method"] for r in rows],
-            "layers": [r["layers"] + ("" if r.get("setting", "-") in ("-", "") else " " + r["setting"]) for r in rows],
+            "layers": [r["layers"] for r in rows],
+            "setting": [r.get("setting") or "-" for r in rows],
             "level": [r["level"] for r in rows],
             "scenario_id": [r["scenario_id"] for r in rows],
             "pred_index": [int(r["pred_index"]) for r in rows],

@@ -11,7 +11,7 @@ from ..bloom import LEVELS
 from ..errors import UserError
 from .judging import add_judgements, unsteered_similarity
 from .results import read_csv
-from .stats import VARIANT, judged_frame, paired_difference, paired_rows, summarize
+from .stats import VARIANT, judged_frame, paired_difference, paired_rows, summarize, variant_text
 
 
 def _fmt(v, spec: str) -> str:
@@ -47,7 +47,7 @@ def summary_rows(
 
 
 def _variant_name(v: tuple) -> str:
-    return f"{v[2]} {v[3]}"
+    return f"{v[2]} {variant_text(v[3], v[4])}"
 
 
 def find_variant(variants: Sequence[tuple], spec: str) -> tuple:
@@ -106,7 +106,7 @@ def overall_table(summary: list[dict], gain_of: str | None = None) -> str:
     ]
     for s in sorted(overall, key=lambda s: (s["model"], s["style"], s["method"], -s["accuracy"])):
         line = (
-            f"| {s['method']} | {s['layers']} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
+            f"| {s['method']} | {variant_text(s['layers'], s['setting'])} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
             f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
             f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |"
         )
@@ -123,7 +123,7 @@ def per_level_table(summary: list[dict], method: str) -> str:
         "|---|---|---|" + "---|" * len(LEVELS),
     ]
     rows = [s for s in summary if s["method"] == method and s["level"] in LEVELS]
-    for s in sorted(rows, key=lambda s: (s["model"], s["style"], s["layers"], LEVELS.index(s["level"]))):
+    for s in sorted(rows, key=lambda s: (s["model"], s["style"], s["layers"], s["setting"], LEVELS.index(s["level"]))):
         shares = " | ".join(_fmt(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
-        out.append(f"| {s['layers']} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
+        out.append(f"| {variant_text(s['layers'], s['setting'])} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
     return "\n".join(out)
