@@ -547,8 +547,9 @@ def build() -> gr.Blocks:
             with gr.Accordion("For researchers: inside the sparse autoencoder", open=False):
                 with gr.Row():
                     plot_trace = captioned_plot(
-                        "**Steering trace.** Each line is how likely that level looks under the prototypes at "
-                        "every descent step: it rises for your level when steering works, stays flat when not.",
+                        "**Steering trace.** Each line is how likely that level looks under the prototypes, "
+                        "before steering and after (after every descent step for the descent targets): it rises "
+                        "for your level when steering works, stays flat when not.",
                         "Steering trace",
                         "plot-trace",
                     )

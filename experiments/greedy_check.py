@@ -3,8 +3,9 @@
     python -m experiments.greedy_check OUT.json     # in each checkout (old and new), then compare:
     python -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); print(a == b)" OLD.json NEW.json
 
-Four test scenarios x seven variants (unsteered; SAE steering with the softmax default, delta and
-learned targets; query steering; few-shot; instruction), 32 greedy tokens each, in one batch.
+Four test scenarios x seven variants (unsteered; SAE steering with the default (learned offsets at
+strength 1), the delta target and learned offsets at strength 0.25; query steering; few-shot;
+instruction), 32 greedy tokens each, in one batch.
 """
 
 import json

@@ -59,7 +59,9 @@ def main() -> None:
                 max_new_tokens=64,
             )
     elif phase == "val-delta":
-        steers = [SteerConfig(target="delta", strength=a / 8, steps=20, lr=0.2, positions="all") for a in (2.0, 4.0, 8.0)]
+        steers = [
+            SteerConfig(target="delta", strength=a / 8, steps=20, lr=0.2, positions="all") for a in (2.0, 4.0, 8.0)
+        ]
         rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
     elif phase == "val-positions":
         steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (16.0, 32.0)]

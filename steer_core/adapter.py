@@ -1,6 +1,9 @@
 """The feedback adapter: a small LoRA that teaches the model the task (second-person feedback on
-this student's answer) from the train split's feedbacks of *all* levels alike, never showing the
-level. Unsteered output then is feedback of some level, and steering has levels to choose from.
+this student's answer) from the train split's feedbacks of all levels alike. Under the plain prompt
+the level is never shown, so unsteered output is feedback of some level and steering has levels to
+choose from; with `prompts=("plain", "instruction")` (the shipped adapter, see its training.json)
+the same feedbacks are also shown under the prompt that names their level, so the model can write
+each level when told and steering has level-specific behaviour to select.
 """
 
 from __future__ import annotations
@@ -69,10 +72,13 @@ def training_examples(
     return examples
 
 
+EPOCHS = 4  # the shipped adapter's (assets/adapter/training.json)
+
+
 def train_adapter(
     lm,
     out_dir: str | Path,
-    epochs: int = 2,
+    epochs: int = EPOCHS,
     rank: int = 8,
     lr: float = 1e-3,
     batch_size: int = 12,

@@ -10,11 +10,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .layer_files import load_layer, verify_layer
+from .layer_files import LayerBank, load_layer, verify_layer
 from .paths import ASSET_SAES, DEFAULT_MODEL, cache_root
 from .sae import SAEFileError
-from .steering import LayerBank
-from .training import train_layers
 
 # trainer(lm, layers, root, style=..., progress=...) trains and saves those layers under root
 Trainer = Callable[..., object]
@@ -142,6 +140,13 @@ class BankStore:
         """Drop a loaded layer so the next `get` reads it from disk again (after retraining)."""
         with self._lock:
             self._layers.pop(_loaded_key(lm, layer, style), None)
+
+
+def train_layers(lm, layers, root, **kw):
+    """The default trainer; the training code loads only when a layer has to be trained."""
+    from .training import train_layers as train
+
+    return train(lm, layers, root, **kw)
 
 
 STORE = BankStore(trainer=train_layers)

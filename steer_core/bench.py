@@ -117,7 +117,8 @@ def run_bench(
         "sae_band": [Request(Q, A, "sae", "analyze", steer=band)],
         "query_band": [Request(Q, A, "query", "analyze", steer=band)],
         "compare4": four,
-        # the same batch with the delta target (a closed-form descent): what the default's descent costs
+        # the same batch with the delta target (a closed-form descent), beside the default's learned
+        # offsets (an addition, no descent): what a descent target costs
         "compare4_delta": CompareRequest(Q, A, "analyze", max_new_tokens=tokens, target="delta").requests(),
         "ladder": ladder,
     }

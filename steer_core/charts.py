@@ -30,7 +30,12 @@ __all__ = [
     "judge_probs",
     "separability_map",
     "accuracy_by_method_level",
+    "judged_vs_target",
     "layer_sweep",
+    "ladder_chart",
+    "sweep_chart",
+    "attention_parts",
+    "attention_text",
     "report_html",
 ]
 
@@ -263,8 +268,9 @@ def descent_trace(
     objective: Any = None,
     objective_name: str = "what the descent minimises",
 ) -> go.Figure:
-    """Over the steering steps, each level's probability under the prototypes (a softmax over
-    negative squared distances: what the default target raises) when `probs` is given, else the
+    """Over the steering steps (for the learned offsets, which do no descent: before and after),
+    each level's probability under the prototypes (a softmax over negative squared distances: what
+    the softmax target raises) when `probs` is given, else the
     distance of the sparse code to each level's prototype; target drawn bold. Either way the
     target's line goes the right way (up, or down) when steering moves the code toward its level."""
     t_idx = _check_level(target_level)
@@ -533,7 +539,9 @@ def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = N
     settings = {m: sum(k[0] == m for k in by_method) for m, _ in by_method}
     for (method, setting), points in by_method.items():
         xs = np.array(sorted(points))
-        label = _method_label(method) if settings[method] == 1 or setting == "-" else f"{_method_label(method)} ({setting})"
+        label = (
+            _method_label(method) if settings[method] == 1 or setting == "-" else f"{_method_label(method)} ({setting})"
+        )
         fig.add_trace(
             go.Scatter(
                 x=xs,

@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import methods
+from .adapter import EPOCHS as ADAPTER_EPOCHS
 from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
 from .layer_spec import layers_label
@@ -460,7 +461,8 @@ def cmd_summarize(args) -> int:
         keep = [
             s
             for s in summary
-            if args.only is None or any(k in f"{s['method']} {variant_text(s['layers'], s['setting'])}" for k in args.only)
+            if args.only is None
+            or any(k in f"{s['method']} {variant_text(s['layers'], s['setting'])}" for k in args.only)
         ]
         html = report_html(
             [judged_vs_target(keep, "Judged level against target level"), accuracy_by_method_level(keep)],
@@ -828,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
         "other writers' level labels stay unseen for a cross-writer validation; plain examples use "
         "the whole train split (they never show a level)",
     )
-    a.add_argument("--epochs", type=int, default=4)
+    a.add_argument("--epochs", type=int, default=ADAPTER_EPOCHS)
     a.add_argument("--rank", type=int, default=8)
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--style", default="plain", choices=PROMPT_STYLES)

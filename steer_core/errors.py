@@ -1,4 +1,6 @@
-"""Errors a user can fix, importable without torch so the CLI can report them cheaply.
+"""Errors a user can fix, in a module with no dependencies, so that every module can raise them and
+the app and the CLI can catch them without import cycles (the CLI itself imports torch-backed
+modules at start-up).
 
 A UserError's message says what was wrong with the input or setting and what to do; the app shows
 it as "please check the input" and the CLI prints it and exits with status 2. Anything else is a

@@ -19,7 +19,7 @@ from .bank import STORE
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
 from .errors import UserError
 from .hooks import RESIDUAL, query_edits
-from .offsets import load_offsets
+from .offset_files import load_offsets
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
 from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 

@@ -12,12 +12,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from .bloom import LEVELS
 from .io_utils import atomic_write_bytes, atomic_write_text, sha256_file
-from .sae import SAEFileError, load_head_saes, save_head_saes
-from .steering import LayerBank
+from .sae import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
+
+
+@dataclass
+class LayerBank:
+    """What steering one layer needs: its SAEs and the per-level prototypes."""
+
+    layer: int
+    sae: HeadSAEs
+    codes: torch.Tensor  # (levels, heads, d_sae) mean sparse code per level
+    queries: torch.Tensor  # (levels, heads, head_dim) mean query per level
+    query_all: torch.Tensor  # (heads, head_dim) mean query over all levels
+    meta: dict = field(default_factory=dict)
+
+    def to(self, device) -> LayerBank:
+        self.sae = self.sae.to(device)
+        self.codes, self.queries, self.query_all = (t.to(device) for t in (self.codes, self.queries, self.query_all))
+        return self
 
 
 def save_layer(
@@ -35,7 +54,7 @@ def save_layer(
     digests["prototypes.safetensors"] = hashlib.sha256(blob).hexdigest()
     manifest = {
         "model": lm.name,
-        "adapter": lm.key,
+        "model_key": lm.key,  # the model and adapter these SAEs were trained on
         "layer": layer,
         "n_heads": sae.n_heads,
         "head_dim": sae.d_in,

@@ -25,6 +25,8 @@ its replies in one batch under steering, and applies one of three objectives:
 The same loop fits, with `site="residual"`, one vector per level and layer added to the decoder
 layer's output instead of SAE code offsets (the field's steering-vector baseline).
 
+The files and their loading (what generation needs) are in `offset_files`; this module is the fitting.
+
 All add an L1 penalty, applied as a proximal step after each Adam step, so that only a few latents move.
 
 By default only the reply tokens are steered while fitting (the generated positions at generation
@@ -35,14 +37,10 @@ for offsets used at positions "all".
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -51,20 +49,21 @@ from .bank import STORE
 from .bloom import LEVELS, FeedbackExample
 from .errors import UserError
 from .hooks import RESIDUAL, query_edits
-from .io_utils import atomic_write_bytes, atomic_write_text
-from .paths import ASSET_OFFSETS, ASSET_RESIDUAL, cache_root
+from .offset_files import (  # noqa: F401  (the file side, re-exported for callers of the fitting)
+    OFFSETS_CFG,
+    OFFSETS_FILE,
+    SITES,
+    LevelOffsets,
+    OffsetsFileError,
+    load_offsets,
+    manifest_digest,
+    offsets_roots,
+)
 from .prompts import instruction_messages, messages, pad_replies, render
 from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
-OFFSETS_FILE = "offsets.safetensors"
 OBJECTIVES = ("bipo", "reps", "kl")
 FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or the prompt too
-SITES = ("sae", "residual")  # offsets of the query SAEs' codes, or vectors added to the residual stream
-OFFSETS_CFG = "offsets.json"
-
-
-class OffsetsFileError(UserError):
-    """An offsets folder that is missing, corrupt, or made for other SAEs or another model."""
 
 
 @dataclass(frozen=True)
@@ -113,111 +112,6 @@ class OffsetFitConfig:
             raise UserError(f"factors must be numbers > 0, got {self.factors!r}")
         if self.epochs < 1 or self.max_feedback_tokens < 2:
             raise UserError("epochs must be >= 1 and max_feedback_tokens >= 2")
-
-
-def _site_words(site: str) -> tuple[str, str]:
-    """What a site's fitted file holds, and the fit-offsets flag that builds it, for messages."""
-    return ("residual-stream vectors", " --site residual") if site == "residual" else ("learned offsets", "")
-
-
-@dataclass
-class LevelOffsets:
-    """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named; for
-    the residual site (meta "site"), delta (levels, layers, 1, hidden)."""
-
-    delta: torch.Tensor
-    layers: tuple[int, ...]
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def site(self) -> str:
-        return self.meta.get("site", "sae")
-
-    def for_layer(self, layer: int) -> torch.Tensor:
-        """(levels, heads, d_sae) offsets of one layer; residual site: (levels, hidden)."""
-        if layer not in self.layers:
-            what, site = _site_words(self.site)
-            raise OffsetsFileError(
-                f"no {what} for layer {layer} (fitted for layers "
-                f"{', '.join(map(str, self.layers))}); fit them with `python -m steer_core "
-                f"fit-offsets{site} --layers ...` or choose those layers"
-            )
-        d = self.delta[:, self.layers.index(layer)]
-        return d[:, 0] if self.site == "residual" else d
-
-    def sparsity(self) -> dict:
-        nz = self.delta != 0
-        return {
-            "nonzero_fraction": round(float(nz.float().mean()), 5),
-            "nonzero_per_head": round(float(nz.sum(-1).float().mean()), 2),
-        }
-
-    def save(self, out_dir: str | Path) -> Path:
-        from safetensors.torch import save
-
-        d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / OFFSETS_CFG).unlink(missing_ok=True)  # unfinished until the config is back
-        blob = save({"delta": self.delta.detach().float().cpu().contiguous()})
-        atomic_write_bytes(d / OFFSETS_FILE, blob)
-        cfg = {
-            **self.meta,
-            "layers": list(self.layers),
-            "levels": list(LEVELS),
-            "shape": list(self.delta.shape),
-            "sha256": hashlib.sha256(blob).hexdigest(),
-        }
-        atomic_write_text(d / OFFSETS_CFG, json.dumps(cfg, indent=1))
-        return d
-
-    @classmethod
-    def load(cls, d: str | Path, device="cpu") -> LevelOffsets:
-        from safetensors.torch import load
-
-        d = Path(d)
-        cpath, fpath = d / OFFSETS_CFG, d / OFFSETS_FILE
-        if not cpath.is_file() or not fpath.is_file():
-            raise OffsetsFileError(f"{d}: no learned offsets here (expected {OFFSETS_CFG} and {OFFSETS_FILE})")
-        try:
-            cfg = json.loads(cpath.read_text())
-            layers = tuple(int(x) for x in cfg["layers"])
-            digest = cfg["sha256"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise OffsetsFileError(f"{cpath}: unreadable config") from None
-        blob = fpath.read_bytes()
-        if hashlib.sha256(blob).hexdigest() != digest:
-            raise OffsetsFileError(f"{fpath}: contents do not match {OFFSETS_CFG} (corrupt or edited)")
-        delta = load(blob).get("delta")
-        if delta is None or delta.dim() != 4 or delta.shape[0] != len(LEVELS) or delta.shape[1] != len(layers):
-            raise OffsetsFileError(f"{fpath}: delta must have shape (6, {len(layers)}, heads, d_sae)")
-        if not torch.isfinite(delta).all():
-            raise OffsetsFileError(f"{fpath}: delta holds NaN or infinite values")
-        return cls(delta.to(device), layers, cfg)
-
-    def check_matches(self, banks: dict) -> None:
-        """Offsets are codes of particular SAEs: refuse them for any others."""
-        if self.site != "sae":
-            raise OffsetsFileError("these are residual-stream vectors, not offsets of SAE codes")
-        want = self.meta.get("sae_manifests", {})
-        for layer, bank in banks.items():
-            have = _manifest_digest(bank.meta)
-            if str(layer) in want and want[str(layer)] != have:
-                raise OffsetsFileError(
-                    f"learned offsets of layer {layer} were fitted for other SAEs than the ones "
-                    "loaded; refit them (`python -m steer_core fit-offsets`)"
-                )
-            if bank.sae.n_heads != self.delta.shape[2] or bank.sae.d_sae != self.delta.shape[3]:
-                raise OffsetsFileError(
-                    f"learned offsets have {self.delta.shape[2]} heads x {self.delta.shape[3]} "
-                    f"latents, the SAEs of layer {layer} {bank.sae.n_heads} x {bank.sae.d_sae}"
-                )
-
-
-def _manifest_digest(manifest: dict) -> str:
-    """Identity of a layer's SAEs: the hashes of their weight and config files (not the prototypes,
-    which offsets do not use, so a cross-writer fold's offsets stay valid for the shipped SAEs)."""
-    files = {k: v for k, v in manifest.get("files", {}).items() if k.startswith("head_")}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def offset_edits(
@@ -507,41 +401,7 @@ def fit_encoded(
         "site": cfg.site,
     }
     if cfg.site == "sae":
-        meta["sae_manifests"] = {str(layer): _manifest_digest(banks[layer].meta) for layer in layers}
+        meta["sae_manifests"] = {str(layer): manifest_digest(banks[layer].meta) for layer in layers}
     out = LevelOffsets(delta.detach(), layers, meta)
     out.meta.update(out.sparsity())
     return out
-
-
-def offsets_roots(lm, style: str = "plain", site: str = "sae") -> list[Path]:
-    """Where a model's learned offsets (or residual vectors) are looked for: the user's own fit first,
-    then the shipped one."""
-    if site == "residual":
-        return [cache_root() / "residual" / lm.folder(style), ASSET_RESIDUAL / lm.folder(style)]
-    return [cache_root() / "offsets" / lm.folder(style), ASSET_OFFSETS / lm.folder(style)]
-
-
-_LOADED: dict[tuple[str, str], LevelOffsets] = {}
-_LOCK = threading.Lock()
-
-
-def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", site: str = "sae") -> LevelOffsets:
-    """The learned offsets (site "sae") or residual vectors in `folder`, or the model's own (user fit,
-    else shipped); loaded once."""
-    what, flag = _site_words(site)
-    if folder is None:
-        found = [d for d in offsets_roots(lm, style, site) if (d / OFFSETS_CFG).is_file()]
-        if not found:
-            raise OffsetsFileError(
-                f"no {what} for {lm.key} ({style} prompt); fit them with "
-                f"`python -m steer_core fit-offsets{flag}` or choose another steering target"
-            )
-        folder = found[0]
-    key = (str(Path(folder).resolve()), str(lm.device))
-    with _LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = LevelOffsets.load(folder, lm.device)
-        got = _LOADED[key]
-    if got.site != site:
-        raise OffsetsFileError(f"{folder}: these are {got.site} offsets, not {what}")
-    return got

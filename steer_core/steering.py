@@ -7,14 +7,14 @@ is over descent steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .layer_files import LayerBank  # noqa: F401  (re-exported: what steering one layer needs)
 from .methods import AT_RESIDUAL, STEERED, WITHOUT_CODES
-from .sae import HeadSAEs
 
 METHODS = ("none", *STEERED)  # a SteerConfig's method
 POSITIONS = ("all", "prompt", "generated")
@@ -305,23 +305,6 @@ def query_descent(
 ) -> torch.Tensor:
     """The query baseline: the same descent directly on the raw query, toward the level's mean query."""
     return latent_descent(q0, target, steps, lr, mu, distance, nonneg=False)
-
-
-@dataclass
-class LayerBank:
-    """What steering one layer needs: its SAEs and the per-level prototypes."""
-
-    layer: int
-    sae: HeadSAEs
-    codes: torch.Tensor  # (levels, heads, d_sae) mean sparse code per level
-    queries: torch.Tensor  # (levels, heads, head_dim) mean query per level
-    query_all: torch.Tensor  # (heads, head_dim) mean query over all levels
-    meta: dict = field(default_factory=dict)
-
-    def to(self, device) -> LayerBank:
-        self.sae = self.sae.to(device)
-        self.codes, self.queries, self.query_all = (t.to(device) for t in (self.codes, self.queries, self.query_all))
-        return self
 
 
 def steer_codes(

@@ -432,3 +432,10 @@ def _result(sid, method, level, layers, setting, pred):
         "target_prob": "",
         "probs": "[]",
     }
+
+
+def test_every_public_chart_is_exported():
+    public = {
+        n for n, f in vars(charts).items() if callable(f) and not n.startswith("_") and f.__module__ == charts.__name__
+    }
+    assert public <= set(charts.__all__), sorted(public - set(charts.__all__))

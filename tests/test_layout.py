@@ -78,3 +78,21 @@ def test_core_never_imports_gradio():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not any(n.split(".")[0] == "gradio" for n in names), p.name
+
+
+FITTING = ("offsets", "training", "adapter", "judge_fitting", "teacher", "prototypes", "evaluation")
+
+
+def test_inference_imports_no_fitting_code():
+    """Generating steered text (and the comparison the app runs) loads the file formats and the
+    steering, never the fitting loops: those load only when something has to be fitted."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, steer_core.generation, steer_core.compare, steer_core.explore\n"
+        "print(' '.join(m.removeprefix('steer_core.') for m in sys.modules if m.startswith('steer_core.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "generation" in loaded and "offset_files" in loaded
+    assert not [m for m in loaded if m.split(".")[0] in FITTING], loaded

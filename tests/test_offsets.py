@@ -12,10 +12,10 @@ from steer_core.offsets import (
     LevelOffsets,
     OffsetFitConfig,
     OffsetsFileError,
-    _manifest_digest,
     _reply_logprobs,
     _teacher_logprobs,
     fit_encoded,
+    manifest_digest,
     offset_edits,
     reps_logits,
 )
@@ -166,7 +166,7 @@ def test_learned_target_adds_the_decoded_offset(lm):
 def test_offsets_round_trip_and_refuse_corrupt_or_foreign_files(tmp_path, lm):
     bank = tiny_bank(lm, 1)
     bank.meta = {"files": {"head_0/sae_weights.safetensors": "1", "prototypes.safetensors": "x"}}
-    off = LevelOffsets(torch.randn(6, 1, lm.n_heads, 48), (1,), {"sae_manifests": {"1": _manifest_digest(bank.meta)}})
+    off = LevelOffsets(torch.randn(6, 1, lm.n_heads, 48), (1,), {"sae_manifests": {"1": manifest_digest(bank.meta)}})
     off.save(tmp_path / "o")
     back = LevelOffsets.load(tmp_path / "o")
     assert torch.equal(back.delta, off.delta) and back.layers == (1,)

@@ -63,7 +63,10 @@ def test_strength_0_is_unsteered_for_every_target_and_method(lm):
     from steer_core.steering import TARGETS, SteerConfig
 
     steered = [("sae", SteerConfig(target=t, strength=0.0, positions="all")) for t in TARGETS]
-    steered += [(m, SteerConfig(method=m, target=t, strength=0.0)) for m, t in (("query", "prototype"), ("query", "delta"), ("meandiff", "delta"))]
+    steered += [
+        (m, SteerConfig(method=m, target=t, strength=0.0))
+        for m, t in (("query", "prototype"), ("query", "delta"), ("meandiff", "delta"))
+    ]
     reqs = [Request(Q, A, "none")] + [Request(Q, A, m, "create", steer=cfg) for m, cfg in steered]
     outs = generate_batch(lm, reqs, max_new_tokens=24, ignore_stop=True)
     assert all(o.token_ids == outs[0].token_ids for o in outs[1:])
@@ -149,7 +152,7 @@ def test_inspected_codes_are_what_generation_used(lm, target):
 
     from steer_core.generation import Request, generate_batch
     from steer_core.latents import inspect_steering
-    from steer_core.steering import BASE_ALPHA, SteerConfig
+    from steer_core.steering import SteerConfig
 
     cfg = SteerConfig(target=target)
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]

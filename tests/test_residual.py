@@ -80,7 +80,9 @@ def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteere
     plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=12, ignore_stop=True)[0]
 
     def run(alpha):
-        cfg = SteerConfig(method="residual", layers=(1,), target="learned", strength=alpha, residual=str(tmp_path / "vec"))
+        cfg = SteerConfig(
+            method="residual", layers=(1,), target="learned", strength=alpha, residual=str(tmp_path / "vec")
+        )
         return generate_batch(
             lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True
         )[0]

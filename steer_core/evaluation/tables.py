@@ -106,7 +106,8 @@ def overall_table(summary: list[dict], gain_of: str | None = None) -> str:
     ]
     for s in sorted(overall, key=lambda s: (s["model"], s["style"], s["method"], -s["accuracy"])):
         line = (
-            f"| {s['method']} | {variant_text(s['layers'], s['setting'])} | {_interval(s, 'accuracy')} | {_interval(s, 'level_corr', '.2f')} "
+            f"| {s['method']} | {variant_text(s['layers'], s['setting'])} | {_interval(s, 'accuracy')} "
+            f"| {_interval(s, 'level_corr', '.2f')} "
             f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
             f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |"
         )
