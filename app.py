@@ -32,13 +32,14 @@ from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
 from steer_core.errors import UserError
 from steer_core.explore import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
-from steer_core.generation import MAX_INPUT_CHARS
+from steer_core.generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS
 from steer_core.latents import inspect_steering, separability_scores
 from steer_core.layer_spec import layers_label
 from steer_core.models import load_model
+from steer_core.offset_files import load_offsets
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae import SAETrainConfig
-from steer_core.steering import POSITIONS, TARGET_NAMES, TARGETS, SteerConfig
+from steer_core.steering import MAX_STEPS, POSITIONS, TARGET_NAMES, TARGETS, SteerConfig
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
@@ -148,7 +149,7 @@ def compare(
     mu=DEFAULTS.mu,
     target=DEFAULTS.target,
     positions=DEFAULTS.positions,
-    max_new_tokens=80,
+    max_new_tokens=REPLY_TOKENS,
     seed=0,
     k_shots=3,
     instruction=False,
@@ -297,7 +298,7 @@ def ladder(
     student_answer,
     baseline="none",
     strength=1.0,
-    max_new_tokens=80,
+    max_new_tokens=REPLY_TOKENS,
     layers=DEFAULT_BAND,
     target=DEFAULTS.target,
     seed=0,
@@ -343,7 +344,7 @@ def sweep(
     student_answer,
     level,
     strengths="0, 0.5, 1, 2, 3",
-    max_new_tokens=80,
+    max_new_tokens=REPLY_TOKENS,
     layers=DEFAULT_BAND,
     target=DEFAULTS.target,
     seed=0,
@@ -380,7 +381,7 @@ def initial_map():
     try:
         model = lm()
         layers, scores = separability_scores(model)
-        return charts.separability_map(scores, layers, highlight=(15, list(range(model.n_heads))))
+        return charts.separability_map(scores, layers, highlight=(model.middle_layer, list(range(model.n_heads))))
     except Exception:  # the map is a hint; the page must load without it
         log.exception("separability map failed")
         return None
@@ -411,8 +412,15 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
         f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
         f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
         "the Compare tab uses it now with a descent target (softmax, delta or the paper's prototype); "
-        "learned offsets exist for layers 8-21 only."
+        f"learned offsets exist for {_offset_layers(model)} only."
     )
+
+
+def _offset_layers(model) -> str:
+    try:
+        return "layers " + layers_label(load_offsets(model).layers)
+    except USER_ERRORS:
+        return "no layers of this model"
 
 
 DEFAULT_QUESTION = "Why do we see phases of the Moon?"
@@ -496,7 +504,7 @@ def build() -> gr.Blocks:
                 )
             with gr.Accordion("Advanced (the paper's knobs)", open=False):
                 with gr.Row():
-                    steps = Slider(0, 100, value=DEFAULTS.steps, step=1, label="Descent steps T")
+                    steps = Slider(0, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Descent steps T")
                     lr = Slider(0.0, 0.5, value=DEFAULTS.lr, step=0.01, label="Step size")
                     mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
                 with gr.Row():
@@ -507,7 +515,7 @@ def build() -> gr.Blocks:
                     )
                     positions = Radio(list(POSITIONS), value=DEFAULTS.positions, label="Steered positions")
                 with gr.Row():
-                    max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
+                    max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
                     seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
                     k_shots = Slider(1, 8, value=3, step=1, label="Few-shot examples")
                     instruction = gr.Checkbox(value=False, label="Also show the instruction baseline")
@@ -621,7 +629,7 @@ def build() -> gr.Blocks:
                     label="Also show a baseline method at every level",
                 )
                 l_strength = Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength")
-                l_max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
+                l_max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
             l_go = gr.Button("Run the ladder", variant="primary")
             l_status = gr.Markdown("")
             l_texts, l_labels, l_base = [], [], []
@@ -668,7 +676,7 @@ def build() -> gr.Blocks:
                     value=", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS),
                     label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
                 )
-                s_max_new = Slider(1, 256, value=80, step=1, label="Max new tokens")
+                s_max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
             s_go = gr.Button("Run the sweep", variant="primary")
             s_status = gr.Markdown("")
             s_texts, s_labels = [], []
@@ -699,7 +707,9 @@ def build() -> gr.Blocks:
                 "To train for another model, start the app with `STEER_MODEL=<HF id or local path> python app.py`."
             )
             with gr.Row():
-                t_layer = Number(value=15, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")
+                t_layer = Number(
+                    value=model.middle_layer, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer"
+                )
                 t_arch = Radio(
                     [("TopK", "topk"), ("ReLU + L1", "standard")], value=SAE_DEFAULTS.architecture, label="SAE type"
                 )

@@ -100,8 +100,9 @@ def sae_train_seconds(lm, layer: int, epochs: int | None = None) -> tuple[float,
 
 
 def run_bench(
-    lm, tokens: int = 64, repeats: int = 3, layer: int = 15, train: bool = True, cold_start: bool = True
+    lm, tokens: int = 64, repeats: int = 3, layer: int | None = None, train: bool = True, cold_start: bool = True
 ) -> dict:
+    layer = lm.middle_layer if layer is None else layer
     band = SteerConfig()
     one = SteerConfig(layers=(layer,))
 

@@ -16,13 +16,16 @@ from . import methods
 from .adapter import EPOCHS as ADAPTER_EPOCHS
 from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
+from .generation import EVAL_TOKENS, REPLY_TOKENS
 from .layer_spec import layers_label
 from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .prompts import PROMPT_STYLES
 from .sae import ARCHITECTURES, SAETrainConfig
-from .steering import BASE_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
+from .steering import BASE_ALPHA, DEFAULT_LAYERS, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 from .teacher import TeacherConfig
+
+BAND = layers_label(DEFAULT_LAYERS)
 
 
 class UsageError(UserError):
@@ -480,12 +483,12 @@ def cmd_bench(args) -> int:
     if args.tokens < 1 or args.repeats < 1:
         raise UsageError("--tokens and --repeats must be >= 1")
     lm = _load(args)
-    lm.check_layer(args.layer)
+    layer = lm.middle_layer if args.layer is None else lm.check_layer(args.layer)
     out = run_bench(
         lm,
         tokens=args.tokens,
         repeats=args.repeats,
-        layer=args.layer,
+        layer=layer,
         train=not args.no_train,
         cold_start=not args.no_cold_start,
     )
@@ -621,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", default="sae", choices=methods.ALL)
     g.add_argument("--k", type=int, default=3, help="few-shot examples")
     g.add_argument("--style", default="plain", choices=PROMPT_STYLES)
-    g.add_argument("--max-new-tokens", type=int, default=80)
+    g.add_argument("--max-new-tokens", type=int, default=REPLY_TOKENS)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--json", action="store_true")
@@ -664,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         "query steering runs the delta/prototype ones)",
     )
     e.add_argument("--style", default="plain", choices=PROMPT_STYLES)
-    e.add_argument("--max-new-tokens", type=int, default=64)
+    e.add_argument("--max-new-tokens", type=int, default=EVAL_TOKENS)
     e.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
     e.set_defaults(func=cmd_eval)
@@ -706,7 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
     b.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
-    b.add_argument("--layer", type=int, default=15, help="the one steered layer, and the layer trained (default 15)")
+    b.add_argument(
+        "--layer", type=int, default=None, help="the one steered layer, and the layer trained (default: the middle one)"
+    )
     b.add_argument("--no-train", action="store_true", help="skip the SAE training figure (about a minute)")
     b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
     b.set_defaults(func=cmd_bench)
@@ -714,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser(
         "fit-offsets", help="fit learned sparse code offsets per level (the steering bound)", parents=[_model_parent()]
     )
-    o.add_argument("--layers", default="8-21")
+    o.add_argument("--layers", default=BAND)
     o.add_argument(
         "--writers",
         nargs="+",
@@ -776,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
         "steer with the folder through --saes",
         parents=[_model_parent()],
     )
-    r.add_argument("--layers", default="8-21")
+    r.add_argument("--layers", default=BAND)
     r.add_argument(
         "--writers",
         nargs="+",
@@ -800,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of the rubric prompt (heads that steering can move)",
         parents=[_model_parent()],
     )
-    h.add_argument("--layers", default="8-21")
+    h.add_argument("--layers", default=BAND)
     h.add_argument("--writers", nargs="+", default=None, help="only these writers' train feedbacks (e.g. A B C)")
     h.add_argument("--top", type=int, default=12)
     h.add_argument("--max-feedback-tokens", type=int, default=48)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from . import methods
 from .bloom import LEVELS, normalize_level
 from .errors import UserError
-from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, Output, Request, stream_batch
+from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, stream_batch
 from .layer_spec import layers_label, parse_layers
 from .steering import MAX_STEPS, POSITIONS, TARGETS, SteerConfig
 
@@ -37,7 +37,7 @@ class CompareRequest:
     mu: float = SteerConfig().mu
     target: str = SteerConfig().target
     positions: str = SteerConfig().positions
-    max_new_tokens: int = 80
+    max_new_tokens: int = REPLY_TOKENS
     seed: int = 0
     k_shots: int = 3
     instruction: bool = False
@@ -56,7 +56,7 @@ class CompareRequest:
         mu=None,
         target=None,
         positions=None,
-        max_new_tokens=80,
+        max_new_tokens=REPLY_TOKENS,
         seed=0,
         k_shots=3,
         instruction=False,

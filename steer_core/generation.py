@@ -25,6 +25,8 @@ from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
+REPLY_TOKENS = 80  # the demo's and the CLI's default reply length
+EVAL_TOKENS = 64  # every evaluation table was measured at this length
 
 
 @dataclass
@@ -137,7 +139,7 @@ def layer_edits(lm, groups: dict, phase: str, start: int = 0) -> dict:
 def stream_batch(
     lm,
     requests: Sequence[Request],
-    max_new_tokens: int = 80,
+    max_new_tokens: int = REPLY_TOKENS,
     seed: int = 0,
     temperature: float = 0.0,
     top_p: float = 1.0,

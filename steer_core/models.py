@@ -76,6 +76,12 @@ class LoadedModel:
         return self.key + ("" if style == "plain" else f"@{style}")
 
     @property
+    def middle_layer(self) -> int:
+        """The model's middle layer: one layer to train, bench or chart when none is named (15 of the
+        default model's 30, the middle of its steered band)."""
+        return self.n_layers // 2
+
+    @property
     def label(self) -> str:
         """The model column of result tables."""
         tag = adapter_tag(self.adapter)

@@ -60,7 +60,7 @@ from .offset_files import (  # noqa: F401  (the file side, re-exported for calle
     offsets_roots,
 )
 from .prompts import instruction_messages, messages, pad_replies, render
-from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from .steering import DEFAULT_LAYERS, RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
 OBJECTIVES = ("bipo", "reps", "kl")
 FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or the prompt too
@@ -70,7 +70,7 @@ FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or
 class OffsetFitConfig:
     """How to fit the offsets; stored with them."""
 
-    layers: tuple[int, ...] = tuple(range(8, 22))
+    layers: tuple[int, ...] = DEFAULT_LAYERS
     epochs: int = 4
     # Adam moves every coordinate by about lr per step whatever its gradient, and a decoder row has
     # norm ~14 against queries of norm ~14: 0.01 scrambled the queries of 14 layers at once (the

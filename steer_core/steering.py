@@ -34,7 +34,9 @@ TARGET_NAMES = {  # short names for choosers (the app)
     "softmax": "prototype softmax",
     "learned": "learned sparse offset",
 }
-QUERY_TARGETS = ("delta", "prototype")  # the others are defined on SAE codes only
+QUERY_TARGETS = ("delta", "prototype")
+# The layer band steered by default (the default model's layers 8-21 of 30), chosen on validation
+DEFAULT_LAYERS = tuple(range(8, 22))  # the others are defined on SAE codes only
 # Strength is the one public knob (Python, CLI, API, UI); strength 1 means this alpha for each target:
 # for learned offsets (the shipped ones were fitted at alpha 1 with the BiPO-style objective; their
 # record, offsets.json "validated", says how 16 was chosen) and delta, the alpha chosen on validation
@@ -56,7 +58,7 @@ class SteerConfig:
     # and offsets from writers A-C; docs/steering.md): the most accurate setting whose perplexity stays
     # within 1.4x of unsteered's (a margin under the 1.5x budget).
     method: str = "sae"
-    layers: tuple[int, ...] = tuple(range(8, 22))
+    layers: tuple[int, ...] = DEFAULT_LAYERS
     heads: tuple[int, ...] | None = None  # None = all heads
     layer_heads: tuple[tuple[int, int], ...] | None = None  # (layer, head) pairs: only these (replaces heads)
     steps: int = 20

@@ -14,7 +14,7 @@ from dataclasses import replace
 from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, FeedbackExample
-from ..generation import Request, generate_batch, perplexity
+from ..generation import EVAL_TOKENS, Request, generate_batch, perplexity
 from ..layer_spec import layers_label
 from ..methods import STEERED
 from ..steering import SteerConfig
@@ -27,7 +27,7 @@ def run_grid(
     levels: Sequence[str],
     layer_sets: Sequence[tuple[int, ...]],
     steer: SteerConfig | Sequence[SteerConfig],
-    max_new_tokens: int = 80,
+    max_new_tokens: int = EVAL_TOKENS,
     style: str = "plain",
     done: set | None = None,
     progress: bool = True,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..bloom import FeedbackExample
+from ..generation import EVAL_TOKENS
 from ..steering import SteerConfig
 from .grid import run_grid
 from .judging import add_judgements, unsteered_similarity
@@ -22,7 +23,7 @@ def run_eval(
     layer_sets: Sequence[tuple[int, ...]],
     steer: SteerConfig | Sequence[SteerConfig],
     out_dir: Path,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = EVAL_TOKENS,
     style: str = "plain",
     judge=None,
     progress: bool = True,
