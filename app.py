@@ -9,6 +9,7 @@ adapter), STEER_DEVICE (auto | cpu | cuda), STEER_CONCURRENCY (requests served a
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -155,24 +156,9 @@ def compare(
     instruction=False,
 ):
     """Unsteered, SAE-steered, query-steered and few-shot feedback (and optionally the instruction
-    baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report."""
-    req = CompareRequest.from_ui(
-        question,
-        student_answer,
-        level,
-        layers,
-        heads,
-        strength,
-        steps,
-        lr,
-        mu,
-        target,
-        positions,
-        max_new_tokens,
-        seed,
-        k_shots,
-        instruction,
-    )
+    baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report.
+    This signature is the /compare API (names, order, defaults); the UI's inputs follow it."""
+    req = CompareRequest.from_ui(**{name: value for name, value in locals().items() if name in COMPARE_API})
     model = lm()
     last = None
     for last in compare_stream(model, req):
@@ -206,6 +192,9 @@ def compare(
         _status(last, view),
         *_attention_outputs(attention, req.level, model.n_heads),
     )
+
+
+COMPARE_API = tuple(inspect.signature(compare).parameters)  # the endpoint's parameters, in order
 
 
 def _attention_outputs(view, level, n_heads):
@@ -284,7 +273,14 @@ def _save(record: dict, csv_text: str, kind: str) -> tuple[str, str]:
 
 def _view_request(question, student_answer, level, strength, max_new_tokens, layers, target, seed):
     return CompareRequest.from_ui(
-        question, student_answer, level, layers, None, strength, None, None, None, target, None, max_new_tokens, seed
+        question,
+        student_answer,
+        level,
+        layers=layers,
+        strength=strength,
+        target=target,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
     )
 
 
@@ -580,23 +576,24 @@ def build() -> gr.Blocks:
                         "plot-sep",
                     )
 
-            inputs = [
-                question,
-                answer,
-                level,
-                layers,
-                heads,
-                strength,
-                steps,
-                lr,
-                mu,
-                target,
-                positions,
-                max_new,
-                seed,
-                k_shots,
-                instruction,
-            ]
+            widgets = {
+                "question": question,
+                "student_answer": answer,
+                "level": level,
+                "layers": layers,
+                "heads": heads,
+                "strength": strength,
+                "steps": steps,
+                "lr": lr,
+                "mu": mu,
+                "target": target,
+                "positions": positions,
+                "max_new_tokens": max_new,
+                "seed": seed,
+                "k_shots": k_shots,
+                "instruction": instruction,
+            }
+            inputs = [widgets[name] for name in COMPARE_API]  # the API's order, whatever the layout's
             outputs = [
                 *texts,
                 *labels,

@@ -189,3 +189,22 @@ def test_sweep_refuses_bad_strengths(client, args, message):
 
     with pytest.raises(AppError, match=message):
         client.predict(Q, A, *args, 8, api_name="/sweep")
+
+
+def test_compare_api_is_declared_once_and_documented_in_order(client):
+    """/compare's parameters are compare()'s signature (which CompareRequest.from_ui takes by name),
+    and the README lists them in that order."""
+    import inspect
+    import re
+
+    from conftest import ROOT
+
+    from steer_core.compare import CompareRequest
+
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]
+    names = [p["parameter_name"] for p in api["parameters"]]
+    assert names[:3] == ["question", "student_answer", "level"]
+    assert names == list(inspect.signature(CompareRequest.from_ui).parameters)
+    readme = (ROOT / "README.md").read_text()
+    listed = readme.split("`/compare` takes, in order after the level:")[1].split("`/ladder`")[0]
+    assert re.findall(r"`([a-z_]+)`", listed) == names[3:]
