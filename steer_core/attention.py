@@ -226,3 +226,21 @@ def steering_attention(
         parts = prompt_parts(lm.tokenizer, prompt, texts)
     tokens = [lm.tokenizer.decode([t]) for t in prompt]
     return AttentionView(layer, list(heads), tokens, share(unsteered), share(steered), parts)
+
+
+def rank_heads(lm, rows, layers: Sequence[int], top: int = 12, max_feedback_tokens: int = 48) -> dict:
+    """The `top` (layer, head) pairs whose level-L feedback reads rubric line L most (rubric_line_lift),
+    as ranked rows, the `--heads` text that steers exactly them, and the mean lift."""
+    lift, _ = rubric_line_lift(lm, rows, layers, max_feedback_tokens)
+    flat = lift.flatten()
+    ranked = [
+        {"layer": layers[int(i) // lm.n_heads], "head": int(i) % lm.n_heads, "lift": round(float(flat[i]), 3)}
+        for i in torch.argsort(flat, descending=True)[:top]
+    ]
+    return {
+        "heads": ",".join(f"{r['layer']}.{r['head']}" for r in ranked),
+        "ranked": ranked,
+        "mean_lift": round(float(lift.mean()), 3),
+        "n_heads": lift.numel(),
+        "n_feedbacks": len(rows),
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from fractions import Fraction
 from pathlib import Path
 
@@ -291,9 +292,7 @@ def _writer_rows(writers, split: str = "train"):
 
 
 def cmd_heads(args) -> int:
-    import torch
-
-    from .attention import rubric_line_lift
+    from .attention import rank_heads
 
     layers = _layers(args.layers)
     if args.top < 1:
@@ -301,25 +300,14 @@ def cmd_heads(args) -> int:
     lm = _load(args)
     for layer in layers:
         lm.check_layer(layer)
-    rows = _writer_rows(args.writers)
-    lift, _ = rubric_line_lift(lm, rows, layers, args.max_feedback_tokens)
-    order = torch.argsort(lift.flatten(), descending=True)[: args.top]
-    ranked = [
-        {"layer": layers[int(i) // lm.n_heads], "head": int(i) % lm.n_heads, "lift": round(float(lift.flatten()[i]), 3)}
-        for i in order
-    ]
-    pairs = ",".join(f"{r['layer']}.{r['head']}" for r in ranked)
+    got = rank_heads(lm, _writer_rows(args.writers), layers, args.top, args.max_feedback_tokens)
     if args.json:
-        print(
-            json.dumps(
-                {"heads": pairs, "ranked": ranked, "mean_lift": round(float(lift.mean()), 3), "n_feedbacks": len(rows)}
-            )
-        )
+        print(json.dumps({k: got[k] for k in ("heads", "ranked", "mean_lift", "n_feedbacks")}))
     else:
-        print(f"mean lift over {lift.numel()} heads: {float(lift.mean()):+.0%} ({len(rows)} feedbacks)")
-        for r in ranked:
+        print(f"mean lift over {got['n_heads']} heads: {got['mean_lift']:+.0%} ({got['n_feedbacks']} feedbacks)")
+        for r in got["ranked"]:
             print(f"  layer {r['layer']:>2} head {r['head']}: {r['lift']:+.0%}")
-        print(f"--heads {pairs}")
+        print(f"--heads {got['heads']}")
     return 0
 
 
@@ -364,42 +352,27 @@ def cmd_train_adapter(args) -> int:
     return 0
 
 
+def _from_args(cls, args, **given):
+    """A config dataclass from the parsed flags of the same names (the flags take its defaults)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{**{k: v for k, v in vars(args).items() if k in names}, **given})
+
+
 def cmd_fit_offsets(args) -> int:
-    from .bank import STORE
-    from .offsets import OffsetFitConfig, fit_offsets, offsets_roots
-    from .training import refit_prototypes
+    from .offsets import fit_fold, fit_offsets, offsets_roots
 
     layers = _layers(args.layers)
-    cfg = OffsetFitConfig(
-        layers=layers,
-        epochs=args.epochs,
-        lr=args.lr,
-        beta=args.beta,
-        l1=args.l1,
-        sft=args.sft,
-        max_feedback_tokens=args.max_feedback_tokens,
-        seed=args.seed,
-        style=args.style,
-        objective=args.objective,
-        factors=tuple(args.factors),
-        simpo_scaler=args.simpo_scaler,
-        site=args.site,
-        positions=args.positions,
-    )
+    cfg = _from_args(OffsetFitConfig, args, layers=layers, factors=tuple(args.factors))
     lm = _load(args)
     for layer in layers:
         lm.check_layer(layer)
     rows = _writer_rows(args.writers)
     fit_rows = rows if args.data is None else by_writers(load_dataset(args.data, split="train"), args.writers)
-    banks = None
     out = Path(args.out) if args.out else offsets_roots(lm, args.style, args.site)[0]
-    if (
-        args.writers and args.site == "sae"
-    ):  # a cross-writer fold: prototypes from these writers only, next to the offsets
-        saes = refit_prototypes(lm, STORE.get_many(lm, layers, style=args.style), rows, out / "saes", style=args.style)
-        banks = STORE.get_many(lm, layers, style=args.style, root=saes)
-        out = out / "offsets"
-    offsets = fit_offsets(lm, fit_rows, cfg, banks=banks)
+    if args.writers and args.site == "sae":  # a cross-writer fold: these writers' prototypes beside the offsets
+        offsets, out = fit_fold(lm, rows, fit_rows, cfg, out)
+    else:
+        offsets = fit_offsets(lm, fit_rows, cfg)
     if args.data is not None:
         offsets.meta["data"] = str(args.data)
     offsets.save(out)
@@ -416,9 +389,7 @@ def cmd_teacher(args) -> int:
     from .judge import default_judge
     from .teacher import TeacherConfig, hit_rate, judged_at_level, sample_teacher
 
-    cfg = TeacherConfig(
-        per_level=args.per_level, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed
-    )
+    cfg = _from_args(TeacherConfig, args)
     out = Path(args.out)
     if out.suffix != ".jsonl":
         raise UsageError(f"--out must name a .jsonl file, got {args.out!r}")
@@ -503,9 +474,7 @@ def cmd_train(args) -> int:
 
     lm = _load(args)
     layers = _layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))
-    cfg = SAETrainConfig(
-        architecture=args.architecture, expansion=args.expansion, l1_coeff=args.l1, k=args.k, epochs=args.epochs
-    )
+    cfg = _from_args(SAETrainConfig, args, l1_coeff=args.l1)
     out = Path(args.out) if args.out else user_root(lm, args.style)
     results = train_layers(lm, list(layers), out, cfg, style=args.style)
     print(json.dumps({"out": str(out), "layers": results}))

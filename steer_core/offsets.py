@@ -41,6 +41,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -405,3 +406,15 @@ def fit_encoded(
     out = LevelOffsets(delta.detach(), layers, meta)
     out.meta.update(out.sparsity())
     return out
+
+
+def fit_fold(lm, rows, fit_rows, cfg: OffsetFitConfig, out: Path, progress: bool = True) -> tuple[LevelOffsets, Path]:
+    """A cross-writer fold: the model's SAEs with prototypes recomputed from `rows` only, written to
+    out/saes (steer with them through --saes), and offsets fitted on `fit_rows` against those SAEs.
+    Returns the offsets and out/offsets, where they belong."""
+    from .training import refit_prototypes
+
+    banks = STORE.get_many(lm, cfg.layers, style=cfg.style, progress=progress)
+    saes = refit_prototypes(lm, banks, rows, Path(out) / "saes", style=cfg.style)
+    banks = STORE.get_many(lm, cfg.layers, style=cfg.style, root=saes)
+    return fit_offsets(lm, fit_rows, cfg, banks=banks, progress=progress), Path(out) / "offsets"
