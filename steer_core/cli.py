@@ -549,21 +549,7 @@ def _steer_config(args, layers) -> SteerConfig:
     heads, layer_heads = _parse_heads(args.heads)
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
-    return SteerConfig(
-        layers=layers,
-        heads=heads,
-        layer_heads=layer_heads,
-        steps=args.steps,
-        lr=args.lr,
-        mu=args.mu,
-        strength=args.strength,
-        target=args.target,
-        positions=args.positions,
-        first_tokens=args.first_tokens,
-        saes=args.saes,
-        offsets=args.offsets,
-        residual=args.residual,
-    )
+    return _from_args(SteerConfig, args, layers=layers, heads=heads, layer_heads=layer_heads)
 
 
 def build_parser() -> argparse.ArgumentParser:

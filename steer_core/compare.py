@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from . import methods
 from .bloom import LEVELS, normalize_level
@@ -140,16 +140,8 @@ class CompareRequest:
     def steer(self, method: str) -> SteerConfig:
         """The SAE row steers with the chosen target; the query baseline, which has no SAE codes,
         uses the delta shift when the target is defined on codes only."""
-        return SteerConfig(
-            layers=self.layers,
-            heads=self.heads,
-            steps=self.steps,
-            lr=self.lr,
-            mu=self.mu,
-            strength=self.strength,
-            target=self.target,
-            positions=self.positions,
-        ).for_method(method)
+        shared = {f.name for f in fields(SteerConfig)} & {f.name for f in fields(self)}
+        return SteerConfig(**{name: getattr(self, name) for name in shared}).for_method(method)
 
     @property
     def methods(self) -> tuple[str, ...]:
