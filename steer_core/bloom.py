@@ -47,6 +47,17 @@ class DatasetError(UserError):
 
 
 @dataclass(frozen=True)
+class Scenario:
+    """A question and a student's answer: what feedback is written for, at any level."""
+
+    scenario_id: str
+    question: str
+    student_answer: str
+    subject: str = ""
+    split: str = "test"
+
+
+@dataclass(frozen=True)
 class FeedbackExample:
     id: str
     scenario_id: str
@@ -62,6 +73,10 @@ class FeedbackExample:
     @property
     def level_index(self) -> int:
         return LEVELS.index(self.level)
+
+    @property
+    def scenario(self) -> Scenario:
+        return Scenario(self.scenario_id, self.question, self.student_answer, self.subject, self.split)
 
 
 def normalize_level(level: str) -> str:
@@ -141,9 +156,10 @@ def by_writers(items: list, writers, what: str = "rows") -> list:
     return items
 
 
-def scenarios(rows: Iterable[FeedbackExample]) -> list[FeedbackExample]:
-    """One representative row per scenario, in first-seen order (question and answer are shared)."""
-    seen: dict[str, FeedbackExample] = {}
+def scenarios(rows: Iterable[FeedbackExample]) -> list[Scenario]:
+    """The rows' scenarios, once each, in first-seen order."""
+    seen: dict[str, Scenario] = {}
     for r in rows:
-        seen.setdefault(r.scenario_id, r)
+        if r.scenario_id not in seen:
+            seen[r.scenario_id] = r.scenario
     return list(seen.values())

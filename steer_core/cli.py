@@ -185,7 +185,7 @@ def cmd_generate(args) -> int:
 
 def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=None):
     """Scenarios from the dataset (default: its test split) or any JSONL of question/student_answer/id."""
-    from .bloom import FeedbackExample, scenarios
+    from .bloom import Scenario, scenarios
 
     if path is None:
         items = scenarios(load_dataset(split=None if split == "all" else split))
@@ -201,18 +201,7 @@ def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=Non
             if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
                 raise UsageError(f"{path} line {lineno}: needs non-empty string fields 'question' and 'student_answer'")
             seen.add(sid)
-            items.append(
-                FeedbackExample(
-                    id=sid,
-                    scenario_id=sid,
-                    subject=str(o.get("subject", "")),
-                    question=q,
-                    student_answer=a,
-                    level="remember",
-                    feedback="-",
-                    split="test",
-                )
-            )
+            items.append(Scenario(sid, q, a, str(o.get("subject", ""))))
         if not items:
             raise UsageError(f"{path}: no scenarios (split {split!r})")
     items = by_writers(items, writers, "scenarios")

@@ -69,7 +69,7 @@ def sweep_rows(level: str, strengths: Sequence[float]) -> list[Row]:
 
 
 def row_request(req: CompareRequest, row: Row) -> Request:
-    target = LEVELS[0] if row.level == "-" else row.level
+    target = None if row.level == "-" else row.level
     base = req if row.strength is None else replace(req, strength=row.strength)
     steer = base.steer(row.method) if row.method in methods.STEERED else None
     return Request(req.question, req.student_answer, row.method, target, steer=steer, k_shots=req.k_shots)

@@ -36,7 +36,7 @@ class Request:
     question: str
     student_answer: str
     method: str = "none"
-    level: str = "apply"
+    level: str | None = None  # the target level; None for unsteered rows, which have none
     steer: SteerConfig | None = None
     k_shots: int = 3
     style: str = "plain"
@@ -45,7 +45,10 @@ class Request:
     def __post_init__(self):
         if self.method not in methods.ALL:
             raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(methods.ALL)}")
-        self.level = normalize_level(self.level)
+        if self.level is not None:
+            self.level = normalize_level(self.level)
+        elif self.method != "none":
+            raise UserError(f"method {self.method!r} needs a target level")
         for name in ("question", "student_answer"):
             text = getattr(self, name)
             if (

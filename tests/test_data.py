@@ -121,3 +121,16 @@ def test_loader_rejects_bad_json_and_missing_fields(tmp_path):
         load_dataset(_write(tmp_path, [missing]))
     with pytest.raises(DatasetError, match="not found"):
         load_dataset(tmp_path / "nope.jsonl")
+
+
+def test_a_scenario_is_a_question_and_answer_without_a_level(dataset):
+    from steer_core.bloom import Scenario
+    from steer_core.errors import UserError
+    from steer_core.generation import Request
+
+    sc = scenarios(dataset)[0]
+    assert isinstance(sc, Scenario) and not hasattr(sc, "level") and not hasattr(sc, "feedback")
+    assert sc == next(r for r in dataset if r.scenario_id == sc.scenario_id).scenario
+    assert Request(sc.question, sc.student_answer).level is None  # unsteered: no target level
+    with pytest.raises(UserError, match="needs a target level"):
+        Request(sc.question, sc.student_answer, "sae")

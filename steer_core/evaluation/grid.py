@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from tqdm.auto import tqdm
 
-from ..bloom import LEVELS, FeedbackExample
+from ..bloom import Scenario
 from ..generation import EVAL_TOKENS, Request, generate_batch, perplexity
 from ..layer_spec import layers_label
 from ..methods import STEERED
@@ -22,7 +22,7 @@ from ..steering import SteerConfig
 
 def run_grid(
     lm,
-    scenarios: Iterable[FeedbackExample],
+    scenarios: Iterable[Scenario],
     methods: Sequence[str],
     levels: Sequence[str],
     layer_sets: Sequence[tuple[int, ...]],
@@ -60,7 +60,7 @@ def run_grid(
                             sc.question,
                             sc.student_answer,
                             method,
-                            LEVELS[0] if level == "-" else level,
+                            None if level == "-" else level,
                             steer=cfg,
                             style=style,
                             scenario_id=sc.scenario_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..bloom import FeedbackExample
+from ..bloom import Scenario
 from ..generation import EVAL_TOKENS
 from ..steering import SteerConfig
 from .grid import run_grid
@@ -17,7 +17,7 @@ from .stats import SUMMARY_FIELDS, summarize
 
 def run_eval(
     lm,
-    scenarios: Sequence[FeedbackExample],
+    scenarios: Sequence[Scenario],
     methods: Sequence[str],
     levels: Sequence[str],
     layer_sets: Sequence[tuple[int, ...]],
