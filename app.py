@@ -453,6 +453,272 @@ def downloads(title: str, kind: str) -> tuple[gr.File, gr.File]:
         )
 
 
+def _compare_tab(demo: gr.Blocks, model) -> None:
+    """The Compare tab: one question, the methods side by side, the judge, the charts."""
+    with gr.Tab("Compare"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                question, answer = question_inputs()
+            with gr.Column(scale=2):
+                level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
+        gr.Examples(example_rows(), inputs=[question, answer, level], label="Examples from the test split (click one)")
+        with gr.Row():
+            layers = Dropdown(
+                layer_choices(model.n_layers),
+                value=DEFAULT_BAND,
+                allow_custom_value=True,
+                label="Layers to steer",
+                info="a band, one layer, or type e.g. 3,9,15",
+            )
+            heads = CheckboxGroup(
+                [(f"head {h}", h) for h in range(model.n_heads)],
+                value=list(range(model.n_heads)),
+                label="Heads (all ticked = every head)",
+            )
+            strength = Slider(
+                0,
+                MAX_STRENGTH,
+                value=1.0,
+                step=0.25,
+                label="Steering strength",
+                info="0 = off, 1 = the tested default, higher = stronger but less fluent",
+            )
+        with gr.Accordion("Advanced (the paper's knobs)", open=False):
+            with gr.Row():
+                steps = Slider(0, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Descent steps T")
+                lr = Slider(0.0, 0.5, value=DEFAULTS.lr, step=0.01, label="Step size")
+                mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
+            with gr.Row():
+                target = Radio(
+                    [(TARGET_NAMES[t] + (" (default)" if t == DEFAULTS.target else ""), t) for t in TARGETS],
+                    value=DEFAULTS.target,
+                    label="Steering target",
+                )
+                positions = Radio(list(POSITIONS), value=DEFAULTS.positions, label="Steered positions")
+            with gr.Row():
+                max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
+                seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
+                k_shots = Slider(1, 8, value=3, step=1, label="Few-shot examples")
+                instruction = gr.Checkbox(value=False, label="Also show the instruction baseline")
+        go = gr.Button("Compare", variant="primary")
+        status = gr.Markdown("")
+        texts, labels = [], []
+        with gr.Row(equal_height=True):
+            for m in METHOD_ORDER:
+                with gr.Column(min_width=200, visible=m != "instruction") as col:
+                    texts.append(
+                        gr.Textbox(label=HEADLINES[m], lines=6, interactive=False, elem_id=f"out-{m}", buttons=["copy"])
+                    )
+                    labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
+                if m == "instruction":
+                    instr_col = col
+        with gr.Row():
+            plot_probs = captioned_plot(
+                "**Judge probabilities.** How likely the judge thinks each reply asks for each level; the "
+                "shaded column is the level you chose.",
+                "Judge probabilities",
+                "plot-probs",
+            )
+            plot_attn = captioned_plot(
+                "**What steering changed.** Steering only changes which words of the prompt the model "
+                "reads while it writes: bars are the share of its attention on each part, without and "
+                "with steering (same reply).",
+                "Attention by part of the prompt",
+                "plot-attn",
+            )
+        gr.Markdown("The prompt, shaded by how much more (orange) or less (blue) the steered model reads each word:")
+        attn_text = gr.HTML(elem_id="attn-text")
+        report = gr.File(label="Report of this run (JSON)", elem_id="report")
+        with gr.Accordion("For researchers: inside the sparse autoencoder", open=False):
+            with gr.Row():
+                plot_trace = captioned_plot(
+                    "**Steering trace.** Each line is how likely that level looks under the prototypes, "
+                    "before steering and after (after every descent step for the descent targets): it rises "
+                    "for your level when steering works, stays flat when not.",
+                    "Steering trace",
+                    "plot-trace",
+                )
+                plot_bars = captioned_plot(
+                    "**Top latents.** The sparse features most active before and after steering, next to "
+                    "the target level's prototype (the typical code of feedback at that level).",
+                    "Top latents",
+                    "plot-bars",
+                )
+            with gr.Row():
+                plot_heat = captioned_plot(
+                    "**Tokens x latents.** Which features are active at each word of the reply.",
+                    "Tokens x latents",
+                    "plot-heat",
+                )
+                plot_sep = captioned_plot(
+                    "**Where to steer.** Brighter cells: layers and heads where the six levels look most "
+                    "different to the SAE; outlined: the ones you steered.",
+                    "Where to steer",
+                    "plot-sep",
+                )
+
+        widgets = {
+            "question": question,
+            "student_answer": answer,
+            "level": level,
+            "layers": layers,
+            "heads": heads,
+            "strength": strength,
+            "steps": steps,
+            "lr": lr,
+            "mu": mu,
+            "target": target,
+            "positions": positions,
+            "max_new_tokens": max_new,
+            "seed": seed,
+            "k_shots": k_shots,
+            "instruction": instruction,
+        }
+        inputs = [widgets[name] for name in COMPARE_API]  # the API's order, whatever the layout's
+        outputs = [
+            *texts,
+            *labels,
+            plot_bars,
+            plot_heat,
+            plot_trace,
+            plot_probs,
+            plot_sep,
+            report,
+            status,
+            plot_attn,
+            attn_text,
+        ]
+        go.click(compare, inputs, outputs, api_name="compare")
+        instruction.change(lambda on: gr.update(visible=on), instruction, instr_col, api_visibility="private")
+        demo.load(initial_map, None, plot_sep, api_visibility="private")
+
+
+def _ladder_tab(demo: gr.Blocks, model) -> None:
+    """The Level ladder tab: one question answered at every level in one batch."""
+    with gr.Tab("Level ladder"):
+        gr.Markdown(
+            "The same question answered at **every** Bloom level: the unsteered reply, then the reply steered "
+            "toward each level, side by side in one run. The chart puts the level the judge reads against "
+            "the level asked for: if steering worked, the dots would sit on the diagonal."
+        )
+        with gr.Row():
+            l_question, l_answer = question_inputs()
+        with gr.Row():
+            l_baseline = Radio(
+                [("none", "none")] + [(methods.LABELS[b], b) for b in LADDER_BASELINES],
+                value="none",
+                label="Also show a baseline method at every level",
+            )
+            l_strength = Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength")
+            l_max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
+        l_go = gr.Button("Run the ladder", variant="primary")
+        l_status = gr.Markdown("")
+        l_texts, l_labels, l_base = [], [], []
+        with gr.Row(equal_height=True):
+            for i, name in enumerate(["unsteered", *LEVELS]):
+                text, label = reply_column(
+                    name if i == 0 else f"toward {name}", f"ladder-{name}", f"ladder-judge-{name}"
+                )
+                l_texts.append(text)
+                l_labels.append(label)
+        with gr.Row(equal_height=True, visible=False) as l_base_row:  # shown when a baseline is chosen
+            gr.Column(min_width=160)
+            for lv in LEVELS:
+                with gr.Column(min_width=160):
+                    l_base.append(
+                        gr.Textbox(label=f"baseline: {lv}", lines=5, interactive=False, elem_id=f"ladder-base-{lv}")
+                    )
+        gr.Markdown(
+            "**How to read it.** Dots on the dashed diagonal = the reply asks for the level it was steered "
+            "toward; bars = how sure the judge is of that level (1/6 is chance)."
+        )
+        l_plot = gr.Plot(label="Judged level against target level", elem_id="ladder-plot")
+        l_json, l_csv = downloads("Ladder", "ladder")
+        l_baseline.change(lambda b: gr.update(visible=b != "none"), l_baseline, l_base_row, api_visibility="private")
+        l_go.click(
+            ladder,
+            [l_question, l_answer, l_baseline, l_strength, l_max_new],
+            [*l_texts, *l_labels, *l_base, l_plot, l_json, l_csv, l_status],
+            api_name="ladder",
+        )
+
+
+def _sweep_tab(demo: gr.Blocks, model) -> None:
+    """The Strength sweep tab: one level at several strengths in one batch."""
+    with gr.Tab("Strength sweep"):
+        gr.Markdown(
+            "One level at several steering strengths, side by side in one run: how far can you push before "
+            "the feedback stops making sense?"
+        )
+        with gr.Row():
+            s_question, s_answer = question_inputs()
+        with gr.Row():
+            s_level = Radio(LEVEL_CHOICES, value="create", label="Bloom level to steer toward")
+            s_strengths = gr.Textbox(
+                value=", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS),
+                label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
+            )
+            s_max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
+        s_go = gr.Button("Run the sweep", variant="primary")
+        s_status = gr.Markdown("")
+        s_texts, s_labels = [], []
+        with gr.Row(equal_height=True):
+            for i in range(MAX_SWEEP):
+                text, label = reply_column(f"strength {i}", f"sweep-{i}", f"sweep-judge-{i}")
+                s_texts.append(text)
+                s_labels.append(label)
+        gr.Markdown(
+            "**How to read it.** The coloured line is how sure the judge is that the reply asks for your "
+            "level; the dotted line is perplexity (how surprised the unsteered model is by the text: higher "
+            "= less fluent). Good steering raises the first without the second crossing the red dashes."
+        )
+        s_plot = gr.Plot(label="Probability and perplexity against strength", elem_id="sweep-plot")
+        s_json, s_csv = downloads("Sweep", "sweep")
+        s_go.click(
+            sweep,
+            [s_question, s_answer, s_level, s_strengths, s_max_new],
+            [*s_texts, *s_labels, s_plot, s_json, s_csv, s_status],
+            api_name="sweep",
+        )
+
+
+def _train_tab(demo: gr.Blocks, model) -> None:
+    """The Train tab: SAEs and prototypes for one layer of the loaded model."""
+    with gr.Tab("Train your own"):
+        gr.Markdown(
+            "Train sparse autoencoders (all heads of one layer at once) and the six level prototypes on the "
+            "train split, for the loaded model. The result is cached and replaces that layer's shipped SAEs "
+            "immediately. About a minute per layer on a laptop CPU (deeper layers take longer to capture). "
+            "To train for another model, start the app with `STEER_MODEL=<HF id or local path> python app.py`."
+        )
+        with gr.Row():
+            t_layer = Number(
+                value=model.middle_layer, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer"
+            )
+            t_arch = Radio(
+                [("TopK", "topk"), ("ReLU + L1", "standard")], value=SAE_DEFAULTS.architecture, label="SAE type"
+            )
+            t_k = Slider(1, 128, value=SAE_DEFAULTS.k, step=1, label="k (TopK)")
+            t_l1 = Slider(0.0, 5.0, value=SAE_DEFAULTS.l1_coeff, step=0.05, label="L1 weight (ReLU + L1)")
+            t_exp = Dropdown(
+                [2, 4, 8, 16],
+                value=SAE_DEFAULTS.expansion,
+                label=f"Expansion (latents = expansion x {model.head_dim})",
+            )
+            t_epochs = Slider(1, 20, value=SAE_DEFAULTS.epochs, step=1, label="Epochs")
+        t_go = gr.Button("Train", variant="primary")
+        t_out = gr.Markdown()
+        t_go.click(
+            train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train", concurrency_limit=1
+        )
+
+
+def _levels_tab(demo: gr.Blocks, model) -> None:
+    """The six levels, as the prompts and the judge describe them."""
+    with gr.Tab("About the levels"):
+        gr.Markdown("\n".join(f"- **{lv.capitalize()}**: {DESCRIPTIONS[lv]}" for lv in LEVELS))
+
+
 def build() -> gr.Blocks:
     model = lm()
     with gr.Blocks(title="Bloom steering demo") as demo:
@@ -468,264 +734,11 @@ def build() -> gr.Blocks:
             "small model steering moves the level above chance but less than a three-example prompt; see the "
             "README's figures."
         )
-        with gr.Tab("Compare"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    question, answer = question_inputs()
-                with gr.Column(scale=2):
-                    level = Radio(LEVEL_CHOICES, value="analyze", label="Bloom level to steer toward")
-            gr.Examples(
-                example_rows(), inputs=[question, answer, level], label="Examples from the test split (click one)"
-            )
-            with gr.Row():
-                layers = Dropdown(
-                    layer_choices(model.n_layers),
-                    value=DEFAULT_BAND,
-                    allow_custom_value=True,
-                    label="Layers to steer",
-                    info="a band, one layer, or type e.g. 3,9,15",
-                )
-                heads = CheckboxGroup(
-                    [(f"head {h}", h) for h in range(model.n_heads)],
-                    value=list(range(model.n_heads)),
-                    label="Heads (all ticked = every head)",
-                )
-                strength = Slider(
-                    0,
-                    MAX_STRENGTH,
-                    value=1.0,
-                    step=0.25,
-                    label="Steering strength",
-                    info="0 = off, 1 = the tested default, higher = stronger but less fluent",
-                )
-            with gr.Accordion("Advanced (the paper's knobs)", open=False):
-                with gr.Row():
-                    steps = Slider(0, MAX_STEPS, value=DEFAULTS.steps, step=1, label="Descent steps T")
-                    lr = Slider(0.0, 0.5, value=DEFAULTS.lr, step=0.01, label="Step size")
-                    mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
-                with gr.Row():
-                    target = Radio(
-                        [(TARGET_NAMES[t] + (" (default)" if t == DEFAULTS.target else ""), t) for t in TARGETS],
-                        value=DEFAULTS.target,
-                        label="Steering target",
-                    )
-                    positions = Radio(list(POSITIONS), value=DEFAULTS.positions, label="Steered positions")
-                with gr.Row():
-                    max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
-                    seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
-                    k_shots = Slider(1, 8, value=3, step=1, label="Few-shot examples")
-                    instruction = gr.Checkbox(value=False, label="Also show the instruction baseline")
-            go = gr.Button("Compare", variant="primary")
-            status = gr.Markdown("")
-            texts, labels = [], []
-            with gr.Row(equal_height=True):
-                for m in METHOD_ORDER:
-                    with gr.Column(min_width=200, visible=m != "instruction") as col:
-                        texts.append(
-                            gr.Textbox(
-                                label=HEADLINES[m], lines=6, interactive=False, elem_id=f"out-{m}", buttons=["copy"]
-                            )
-                        )
-                        labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
-                    if m == "instruction":
-                        instr_col = col
-            with gr.Row():
-                plot_probs = captioned_plot(
-                    "**Judge probabilities.** How likely the judge thinks each reply asks for each level; the "
-                    "shaded column is the level you chose.",
-                    "Judge probabilities",
-                    "plot-probs",
-                )
-                plot_attn = captioned_plot(
-                    "**What steering changed.** Steering only changes which words of the prompt the model "
-                    "reads while it writes: bars are the share of its attention on each part, without and "
-                    "with steering (same reply).",
-                    "Attention by part of the prompt",
-                    "plot-attn",
-                )
-            gr.Markdown(
-                "The prompt, shaded by how much more (orange) or less (blue) the steered model reads each word:"
-            )
-            attn_text = gr.HTML(elem_id="attn-text")
-            report = gr.File(label="Report of this run (JSON)", elem_id="report")
-            with gr.Accordion("For researchers: inside the sparse autoencoder", open=False):
-                with gr.Row():
-                    plot_trace = captioned_plot(
-                        "**Steering trace.** Each line is how likely that level looks under the prototypes, "
-                        "before steering and after (after every descent step for the descent targets): it rises "
-                        "for your level when steering works, stays flat when not.",
-                        "Steering trace",
-                        "plot-trace",
-                    )
-                    plot_bars = captioned_plot(
-                        "**Top latents.** The sparse features most active before and after steering, next to "
-                        "the target level's prototype (the typical code of feedback at that level).",
-                        "Top latents",
-                        "plot-bars",
-                    )
-                with gr.Row():
-                    plot_heat = captioned_plot(
-                        "**Tokens x latents.** Which features are active at each word of the reply.",
-                        "Tokens x latents",
-                        "plot-heat",
-                    )
-                    plot_sep = captioned_plot(
-                        "**Where to steer.** Brighter cells: layers and heads where the six levels look most "
-                        "different to the SAE; outlined: the ones you steered.",
-                        "Where to steer",
-                        "plot-sep",
-                    )
-
-            widgets = {
-                "question": question,
-                "student_answer": answer,
-                "level": level,
-                "layers": layers,
-                "heads": heads,
-                "strength": strength,
-                "steps": steps,
-                "lr": lr,
-                "mu": mu,
-                "target": target,
-                "positions": positions,
-                "max_new_tokens": max_new,
-                "seed": seed,
-                "k_shots": k_shots,
-                "instruction": instruction,
-            }
-            inputs = [widgets[name] for name in COMPARE_API]  # the API's order, whatever the layout's
-            outputs = [
-                *texts,
-                *labels,
-                plot_bars,
-                plot_heat,
-                plot_trace,
-                plot_probs,
-                plot_sep,
-                report,
-                status,
-                plot_attn,
-                attn_text,
-            ]
-            go.click(compare, inputs, outputs, api_name="compare")
-            instruction.change(lambda on: gr.update(visible=on), instruction, instr_col, api_visibility="private")
-            demo.load(initial_map, None, plot_sep, api_visibility="private")
-
-        with gr.Tab("Level ladder"):
-            gr.Markdown(
-                "The same question answered at **every** Bloom level: the unsteered reply, then the reply steered "
-                "toward each level, side by side in one run. The chart puts the level the judge reads against "
-                "the level asked for: if steering worked, the dots would sit on the diagonal."
-            )
-            with gr.Row():
-                l_question, l_answer = question_inputs()
-            with gr.Row():
-                l_baseline = Radio(
-                    [("none", "none")] + [(methods.LABELS[b], b) for b in LADDER_BASELINES],
-                    value="none",
-                    label="Also show a baseline method at every level",
-                )
-                l_strength = Slider(0, MAX_STRENGTH, value=1.0, step=0.25, label="Steering strength")
-                l_max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
-            l_go = gr.Button("Run the ladder", variant="primary")
-            l_status = gr.Markdown("")
-            l_texts, l_labels, l_base = [], [], []
-            with gr.Row(equal_height=True):
-                for i, name in enumerate(["unsteered", *LEVELS]):
-                    text, label = reply_column(
-                        name if i == 0 else f"toward {name}", f"ladder-{name}", f"ladder-judge-{name}"
-                    )
-                    l_texts.append(text)
-                    l_labels.append(label)
-            with gr.Row(equal_height=True, visible=False) as l_base_row:  # shown when a baseline is chosen
-                gr.Column(min_width=160)
-                for lv in LEVELS:
-                    with gr.Column(min_width=160):
-                        l_base.append(
-                            gr.Textbox(label=f"baseline: {lv}", lines=5, interactive=False, elem_id=f"ladder-base-{lv}")
-                        )
-            gr.Markdown(
-                "**How to read it.** Dots on the dashed diagonal = the reply asks for the level it was steered "
-                "toward; bars = how sure the judge is of that level (1/6 is chance)."
-            )
-            l_plot = gr.Plot(label="Judged level against target level", elem_id="ladder-plot")
-            l_json, l_csv = downloads("Ladder", "ladder")
-            l_baseline.change(
-                lambda b: gr.update(visible=b != "none"), l_baseline, l_base_row, api_visibility="private"
-            )
-            l_go.click(
-                ladder,
-                [l_question, l_answer, l_baseline, l_strength, l_max_new],
-                [*l_texts, *l_labels, *l_base, l_plot, l_json, l_csv, l_status],
-                api_name="ladder",
-            )
-
-        with gr.Tab("Strength sweep"):
-            gr.Markdown(
-                "One level at several steering strengths, side by side in one run: how far can you push before "
-                "the feedback stops making sense?"
-            )
-            with gr.Row():
-                s_question, s_answer = question_inputs()
-            with gr.Row():
-                s_level = Radio(LEVEL_CHOICES, value="create", label="Bloom level to steer toward")
-                s_strengths = gr.Textbox(
-                    value=", ".join(f"{s:g}" for s in DEFAULT_STRENGTHS),
-                    label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
-                )
-                s_max_new = Slider(1, MAX_NEW_TOKENS, value=REPLY_TOKENS, step=1, label="Max new tokens")
-            s_go = gr.Button("Run the sweep", variant="primary")
-            s_status = gr.Markdown("")
-            s_texts, s_labels = [], []
-            with gr.Row(equal_height=True):
-                for i in range(MAX_SWEEP):
-                    text, label = reply_column(f"strength {i}", f"sweep-{i}", f"sweep-judge-{i}")
-                    s_texts.append(text)
-                    s_labels.append(label)
-            gr.Markdown(
-                "**How to read it.** The coloured line is how sure the judge is that the reply asks for your "
-                "level; the dotted line is perplexity (how surprised the unsteered model is by the text: higher "
-                "= less fluent). Good steering raises the first without the second crossing the red dashes."
-            )
-            s_plot = gr.Plot(label="Probability and perplexity against strength", elem_id="sweep-plot")
-            s_json, s_csv = downloads("Sweep", "sweep")
-            s_go.click(
-                sweep,
-                [s_question, s_answer, s_level, s_strengths, s_max_new],
-                [*s_texts, *s_labels, s_plot, s_json, s_csv, s_status],
-                api_name="sweep",
-            )
-
-        with gr.Tab("Train your own"):
-            gr.Markdown(
-                "Train sparse autoencoders (all heads of one layer at once) and the six level prototypes on the "
-                "train split, for the loaded model. The result is cached and replaces that layer's shipped SAEs "
-                "immediately. About a minute per layer on a laptop CPU (deeper layers take longer to capture). "
-                "To train for another model, start the app with `STEER_MODEL=<HF id or local path> python app.py`."
-            )
-            with gr.Row():
-                t_layer = Number(
-                    value=model.middle_layer, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer"
-                )
-                t_arch = Radio(
-                    [("TopK", "topk"), ("ReLU + L1", "standard")], value=SAE_DEFAULTS.architecture, label="SAE type"
-                )
-                t_k = Slider(1, 128, value=SAE_DEFAULTS.k, step=1, label="k (TopK)")
-                t_l1 = Slider(0.0, 5.0, value=SAE_DEFAULTS.l1_coeff, step=0.05, label="L1 weight (ReLU + L1)")
-                t_exp = Dropdown(
-                    [2, 4, 8, 16],
-                    value=SAE_DEFAULTS.expansion,
-                    label=f"Expansion (latents = expansion x {model.head_dim})",
-                )
-                t_epochs = Slider(1, 20, value=SAE_DEFAULTS.epochs, step=1, label="Epochs")
-            t_go = gr.Button("Train", variant="primary")
-            t_out = gr.Markdown()
-            t_go.click(
-                train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train", concurrency_limit=1
-            )
-
-        with gr.Tab("About the levels"):
-            gr.Markdown("\n".join(f"- **{lv.capitalize()}**: {DESCRIPTIONS[lv]}" for lv in LEVELS))
+        _compare_tab(demo, model)
+        _ladder_tab(demo, model)
+        _sweep_tab(demo, model)
+        _train_tab(demo, model)
+        _levels_tab(demo, model)
     return demo
 
 
