@@ -94,6 +94,21 @@ def test_eval_cli_writes_tables_and_resumes(tmp_path):
     rep2 = json.loads(again.stdout.strip().splitlines()[-1])
     assert rep2["generated"] == 0 and rep2["skipped"] == 5 and rep2["rows"] == 5
 
+    # rows carry their settings as columns, and are known by them, not by the label
+    sae = [r for r in read_results(tmp_path / "results.csv") if r["method"] == "sae"]
+    assert {(r["target"], r["strength"], r["alpha"]) for r in sae} == {("learned", "1", "16")}
+    assert json.loads(sae[0]["config"])["positions"] == "generated"
+    # a results file from before the settings columns resumes (keyed on its labels), converted once
+    from steer_core.evaluation import RESULT_FIELDS, write_csv
+    from steer_core.evaluation.results import header
+
+    old_fields = [f for f in RESULT_FIELDS if f not in ("target", "strength", "alpha", "config")]
+    write_csv(tmp_path / "results.csv", read_results(tmp_path / "results.csv"), old_fields)
+    third = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert third.returncode == 0, third.stderr[-2000:]
+    rep3 = json.loads(third.stdout.strip().splitlines()[-1])
+    assert rep3["generated"] == 0 and rep3["skipped"] == 5 and header(tmp_path / "results.csv") == RESULT_FIELDS
+
     bad = subprocess.run(
         cmd[:-2] + ["--layers", "99", "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT
     )

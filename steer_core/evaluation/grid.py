@@ -18,6 +18,7 @@ from ..generation import EVAL_TOKENS, Request, generate_batch, perplexity
 from ..layer_spec import layers_label
 from ..methods import STEERED
 from ..steering import SteerConfig
+from .results import config_columns
 
 
 def run_grid(
@@ -53,7 +54,9 @@ def run_grid(
                     cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
                     lab = layers_label(layers) if cfg else "-"
                     setting = cfg.label if cfg else "-"
-                    if (sc.scenario_id, method, level, lab, setting, style) in done:
+                    cols = config_columns(cfg)
+                    old = (sc.scenario_id, method, level, lab, setting, style)  # rows before the config column
+                    if (sc.scenario_id, method, level, lab, cols["config"], style) in done or old in done:
                         continue
                     reqs.append(
                         Request(
@@ -66,14 +69,14 @@ def run_grid(
                             scenario_id=sc.scenario_id,
                         )
                     )
-                    meta.append((method, level, lab, setting))
+                    meta.append((method, level, lab, setting, cols))
         for c in range(0, len(reqs), max_batch):
             chunk, chunk_meta = reqs[c : c + max_batch], meta[c : c + max_batch]
             t0 = time.time()
             outs = generate_batch(lm, chunk, max_new_tokens=max_new_tokens)
             secs = time.time() - t0
             batch_rows = []
-            for (method, level, lab, setting), o in zip(chunk_meta, outs):
+            for (method, level, lab, setting, cols), o in zip(chunk_meta, outs):
                 batch_rows.append(
                     {
                         "scenario_id": sc.scenario_id,
@@ -81,6 +84,7 @@ def run_grid(
                         "level": level,
                         "layers": lab,
                         "setting": setting,
+                        **cols,
                         "style": style,
                         "model": lm.label,
                         "text": o.text,

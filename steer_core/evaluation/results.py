@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 RESULT_FIELDS = [
@@ -10,7 +12,11 @@ RESULT_FIELDS = [
     "method",
     "level",
     "layers",
-    "setting",
+    "setting",  # the setting's display label (tables, charts)
+    "target",
+    "strength",
+    "alpha",
+    "config",  # every field of the SteerConfig but method and layers, as JSON: what identifies the row
     "style",
     "model",
     "text",
@@ -25,7 +31,21 @@ RESULT_FIELDS = [
 
 
 def row_key(r: dict) -> tuple:
-    return (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
+    """What a row is a result of: its settings' columns, or (results written before them) the label."""
+    return (r["scenario_id"], r["method"], r["level"], r["layers"], r.get("config") or r["setting"], r["style"])
+
+
+def config_columns(cfg) -> dict:
+    """A SteerConfig (or None: unsteered and prompt-only rows) as the results' settings columns."""
+    if cfg is None:
+        return {"target": "-", "strength": "-", "alpha": "-", "config": "-"}
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("method", "layers")}
+    return {
+        "target": cfg.target,
+        "strength": f"{cfg.strength:g}",
+        "alpha": f"{cfg.alpha:g}",
+        "config": json.dumps(fields, sort_keys=True, separators=(",", ":")),
+    }
 
 
 def read_results(path: Path) -> list[dict]:
@@ -53,6 +73,11 @@ def write_csv(path: Path, rows: list[dict], fields: list[str] | None = None) -> 
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+
+
+def header(path: Path) -> list[str]:
+    with Path(path).open(encoding="utf-8") as fh:
+        return next(csv.reader(fh), [])
 
 
 def read_csv(path: Path) -> list[dict]:

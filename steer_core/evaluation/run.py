@@ -11,7 +11,7 @@ from ..steering import SteerConfig
 from .grid import run_grid
 from .judging import add_judgements, unsteered_similarity
 from .report import write_report
-from .results import RESULT_FIELDS, append_csv, read_csv, read_results, row_key, write_csv
+from .results import RESULT_FIELDS, append_csv, header, read_csv, read_results, row_key, write_csv
 from .stats import SUMMARY_FIELDS, summarize
 
 
@@ -33,7 +33,8 @@ def run_eval(
     out_dir = Path(out_dir)
     results = out_dir / "results.csv"
     existing = read_results(results)
-    if results.is_file() and len(existing) < len(read_csv(results)):  # drop torn rows before appending
+    stale = results.is_file() and (len(existing) < len(read_csv(results)) or header(results) != RESULT_FIELDS)
+    if stale:  # drop torn rows, and give an older file today's columns (once), before appending
         write_csv(results, existing, RESULT_FIELDS) if existing else results.unlink()
     done = {row_key(r) for r in existing}
     from ..judge import default_judge
