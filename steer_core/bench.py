@@ -14,19 +14,17 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from .compare import CompareRequest
 from .explore import ladder_rows, row_request
 from .generation import Request, generate_batch, stream_batch
-from .paths import DEFAULT_MODEL
+from .paths import DEFAULT_MODEL, ROOT
 from .steering import SteerConfig
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
 A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:

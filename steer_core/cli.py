@@ -18,7 +18,7 @@ from .adapter import EPOCHS as ADAPTER_EPOCHS
 from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
 from .errors import UserError
 from .generation import EVAL_TOKENS, REPLY_TOKENS
-from .layer_spec import layers_label
+from .layer_spec import layers_label, parse_heads
 from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
 from .paths import DEFAULT_MODEL
 from .prompts import PROMPT_STYLES
@@ -121,21 +121,6 @@ def _load(args):
         device=args.device,
         adapter=None if args.no_adapter else (getattr(args, "adapter", None) or "default"),
     )
-
-
-def _parse_heads(spec: str) -> tuple[tuple[int, ...] | None, tuple[tuple[int, int], ...] | None]:
-    """'all', heads of every layer ('0,3,5') or layer.head pairs ('18.6,18.7,8.0'): (heads, layer_heads)."""
-    spec = spec.strip().lower()
-    if spec == "all":
-        return None, None
-    items = [h.strip() for h in spec.split(",") if h.strip()]
-    try:
-        if items and all("." in h for h in items):
-            return None, tuple(sorted({(int(h.split(".")[0]), int(h.split(".")[1])) for h in items}))
-        return tuple(sorted({int(h) for h in items})), None
-    except (ValueError, IndexError):
-        pass
-    raise UsageError(f"--heads must be 'all', head numbers (0,3,5) or layer.head pairs (18.6,8.0), got {spec!r}")
 
 
 def cmd_generate(args) -> int:
@@ -535,7 +520,7 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
 
 
 def _steer_config(args, layers) -> SteerConfig:
-    heads, layer_heads = _parse_heads(args.heads)
+    heads, layer_heads = parse_heads(args.heads)
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
     return _from_args(SteerConfig, args, layers=layers, heads=heads, layer_heads=layer_heads)

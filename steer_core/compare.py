@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from . import methods
 from .bloom import LEVELS, normalize_level
 from .errors import UserError
-from .generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, stream_batch
-from .layer_spec import layers_label, parse_layers
+from .generation import MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, check_inputs, stream_batch
+from .layer_spec import layers_label, parse_heads, parse_layers
 from .steering import MAX_STEPS, POSITIONS, TARGETS, SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
@@ -76,13 +76,9 @@ class CompareRequest:
                 layers = parse_layers(text)
             except ValueError:
                 raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
-        if heads is None or (isinstance(heads, str) and heads.strip().lower() in ("", "all")):
-            heads = None  # every head
-        else:
-            try:  # an empty selection stays empty and is refused by __post_init__
-                heads = tuple(sorted({int(h) for h in (heads.split(",") if isinstance(heads, str) else heads)}))
-            except (TypeError, ValueError):
-                raise UserError(f"heads must be 'all' or head numbers, got {heads!r}") from None
+        heads, pairs = parse_heads(heads)  # an empty selection stays empty and is refused by __post_init__
+        if pairs is not None:
+            raise UserError("the comparison steers the same heads in every layer: give head numbers, e.g. 0,3,5")
         return cls(
             question,
             student_answer,
@@ -102,15 +98,7 @@ class CompareRequest:
         )
 
     def __post_init__(self):
-        for name in ("question", "student_answer"):
-            text = getattr(self, name)
-            label = name.replace("_", " ")
-            if not isinstance(text, str) or not any(c.isprintable() and not c.isspace() for c in text):
-                raise UserError(f"The {label} is empty: type some text.")
-            if len(text) > MAX_INPUT_CHARS:
-                raise UserError(
-                    f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,})."
-                )
+        check_inputs(self.question, self.student_answer)
         object.__setattr__(self, "level", normalize_level(self.level))
         if not math.isfinite(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
             raise UserError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")

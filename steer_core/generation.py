@@ -29,6 +29,15 @@ REPLY_TOKENS = 80  # the demo's and the CLI's default reply length
 EVAL_TOKENS = 64  # every evaluation table was measured at this length
 
 
+def check_inputs(question, student_answer) -> None:
+    """The question and answer a reply is written for: printable text, within the length limit."""
+    for label, text in (("question", question), ("student answer", student_answer)):
+        if not isinstance(text, str) or not any(c.isprintable() and not c.isspace() for c in text):
+            raise UserError(f"The {label} is empty: type some text.")
+        if len(text) > MAX_INPUT_CHARS:
+            raise UserError(f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}).")
+
+
 @dataclass
 class Request:
     """One row of a batch: what to ask, how to steer, toward which level."""
@@ -49,18 +58,7 @@ class Request:
             self.level = normalize_level(self.level)
         elif self.method != "none":
             raise UserError(f"method {self.method!r} needs a target level")
-        for name in ("question", "student_answer"):
-            text = getattr(self, name)
-            if (
-                not isinstance(text, str)
-                or not text.strip()
-                or not any(c.isprintable() and not c.isspace() for c in text)
-            ):
-                raise UserError(f"{name.replace('_', ' ')} is empty")
-            if len(text) > MAX_INPUT_CHARS:
-                raise UserError(
-                    f"{name.replace('_', ' ')} is too long ({len(text)} characters; limit {MAX_INPUT_CHARS})"
-                )
+        check_inputs(self.question, self.student_answer)
         if self.method in methods.STEERED:
             self.steer = (self.steer or SteerConfig()).for_method(self.method)
         else:

@@ -35,14 +35,16 @@ def test_new_commands_are_listed():
 
 
 def test_heads_as_layer_head_pairs_steer_only_those():
-    from steer_core.cli import UsageError, _parse_heads
+    from steer_core.errors import UserError
+    from steer_core.layer_spec import parse_heads
     from steer_core.steering import SteerConfig
 
-    assert _parse_heads("all") == (None, None)
-    assert _parse_heads("3,0,3") == ((0, 3), None)
-    assert _parse_heads("18.6, 8.0,18.7") == (None, ((8, 0), (18, 6), (18, 7)))
-    with pytest.raises(UsageError, match="layer.head"):
-        _parse_heads("18.x")
+    assert parse_heads("all") == parse_heads(None) == parse_heads(" ") == (None, None)
+    assert parse_heads("3,0,3") == parse_heads([3, 0, 3]) == ((0, 3), None)  # CLI text or the app's checkboxes
+    assert parse_heads("18.6, 8.0,18.7") == (None, ((8, 0), (18, 6), (18, 7)))
+    assert parse_heads([]) == ((), None)  # an empty selection, for the caller to refuse
+    with pytest.raises(UserError, match="layer.head"):
+        parse_heads("18.x")
     cfg = SteerConfig(layers=(8, 18), layer_heads=((8, 0), (18, 6), (18, 7)))
     assert cfg.heads_at(18) == (6, 7) and cfg.heads_at(8) == (0,)
     assert "heads 8.0,18.6,18.7" in cfg.label
