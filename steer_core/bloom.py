@@ -110,33 +110,48 @@ def _parse_row(obj: object, where: str) -> FeedbackExample:
     return FeedbackExample(**{f: obj[f] for f in FIELDS}, school_level=str(obj.get("school_level", "")), sample=sample)
 
 
+def read_jsonl(path: str | Path, error: type[UserError] = UserError) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a UTF-8 JSONL file; `error` names the first bad
+    line (not found, not UTF-8, not JSON, not an object, or no lines at all)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"no such file (not found): {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path.name} line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path.name} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        out.append((lineno, obj))
+    if not out:
+        raise error(f"{path.name}: no rows")
+    return out
+
+
 def load_dataset(path: str | Path = DEFAULT_DATASET, split: str | None = None) -> list[FeedbackExample]:
     """Load and validate the JSONL dataset; raise DatasetError naming the first bad line."""
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset file not found: {path}")
     rows: list[FeedbackExample] = []
     seen_ids: dict[str, int] = {}
     scenario_split: dict[str, str] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path.name} line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            row = _parse_row(obj, where)
-            if row.id in seen_ids:
-                raise DatasetError(f"{where}: duplicate id {row.id!r} (first on line {seen_ids[row.id]})")
-            seen_ids[row.id] = lineno
-            first = scenario_split.setdefault(row.scenario_id, row.split)
-            if first != row.split:
-                raise DatasetError(f"{where}: scenario {row.scenario_id!r} is in both {first} and {row.split}")
-            rows.append(row)
-    if not rows:
-        raise DatasetError(f"{path.name}: no rows")
+    for lineno, obj in read_jsonl(path, DatasetError):
+        where = f"{path.name} line {lineno}"
+        row = _parse_row(obj, where)
+        if row.id in seen_ids:
+            raise DatasetError(f"{where}: duplicate id {row.id!r} (first on line {seen_ids[row.id]})")
+        seen_ids[row.id] = lineno
+        first = scenario_split.setdefault(row.scenario_id, row.split)
+        if first != row.split:
+            raise DatasetError(f"{where}: scenario {row.scenario_id!r} is in both {first} and {row.split}")
+        rows.append(row)
     if split is not None:
         if split not in SPLITS:
             raise UserError(f"split must be one of {SPLITS}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import methods
 from .adapter import EPOCHS as ADAPTER_EPOCHS
-from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level
+from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level, read_jsonl
 from .errors import UserError
 from .generation import EVAL_TOKENS, REPLY_TOKENS
 from .layer_spec import layers_label, parse_heads
@@ -34,27 +34,7 @@ class UsageError(UserError):
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"no such file: {path}")
-    out = []
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path} line {lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise UsageError(f"{path} line {lineno}: expected a JSON object")
-        out.append((lineno, obj))
-    if not out:
-        raise UsageError(f"{path}: no JSON lines")
-    return out
+    return read_jsonl(path, UsageError)
 
 
 def cmd_judge(args) -> int:
