@@ -38,7 +38,7 @@ def test_from_ui_parses_widget_values():
         (dict(strength=-0.5), "must not be negative"),
         (dict(strength=5), "strength must be a number from 0"),
         (dict(steps=1.5), "whole number"),
-        (dict(steps=10_000), "steps must be from 0"),
+        (dict(steps=10_000), "steps must be an integer from 0"),
         (dict(max_new_tokens=0), "max new tokens"),
         (dict(lr=math.inf), "step size must be a finite"),
         (dict(k_shots=9), "few-shot"),
