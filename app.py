@@ -49,13 +49,7 @@ DEFAULTS = SteerConfig()
 SAE_DEFAULTS = SAETrainConfig()
 DEFAULT_BAND = layers_label(DEFAULTS.layers)
 METHOD_ORDER = methods.COMPARE + methods.COMPARE_OPTIONAL
-HEADLINES = {
-    "none": "Unsteered",
-    "sae": "SAE-steered (sparse-code steering)",
-    "query": "Query-steered (baseline)",
-    "fewshot": "Few-shot prompt (baseline)",
-    "instruction": "Instruction prompt (baseline)",
-}
+HEADLINES = {m: methods.headline(m) for m in METHOD_ORDER}
 LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS]
 USER_ERRORS = (UserError,)  # bad input the user can fix; anything else is logged as an internal error
 
@@ -252,7 +246,7 @@ def _report(model, result) -> str:
 def _status(result, view) -> str:
     req = result.request
     hits = [m for m, v in result.judgements.items() if v["pred"] == req.level]
-    hit_text = ", ".join(HEADLINES[m].split(" (")[0] for m in hits) or "none of the methods"
+    hit_text = ", ".join(methods.LABELS[m] for m in hits) or "none of the methods"
     return (
         f"Done in {result.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
         f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} "

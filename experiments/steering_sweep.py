@@ -17,7 +17,7 @@ judge. All use the adapted default model, the plain prompt and 64 new tokens.
 import random
 from pathlib import Path
 
-from steer_core.bloom import LEVELS, load_dataset, scenarios
+from steer_core.bloom import LEVELS, load_dataset, scenarios, writer_of
 from steer_core.evaluation import add_judgements, run_grid, write_csv
 from steer_core.judge import JudgeConfig, fit_judge
 from steer_core.models import load_model
@@ -29,7 +29,7 @@ BAND, ALL = tuple(range(8, 22)), tuple(range(30))
 def validation_scenarios(train):
     by_batch = {}
     for s in scenarios(train):
-        by_batch.setdefault(s.scenario_id[0], []).append(s)
+        by_batch.setdefault(writer_of(s.scenario_id), []).append(s)
     return [s for b in sorted(by_batch) for s in random.Random(0).sample(by_batch[b], 2)]
 
 

@@ -6,6 +6,7 @@ prototypes, the UI's choices), so they live here with the loader that checks the
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,13 +160,18 @@ def load_dataset(path: str | Path = DEFAULT_DATASET, split: str | None = None) -
     return rows
 
 
+def writer_of(scenario_id: str) -> str:
+    """Who wrote a scenario: its id's leading letters (A-F in the dataset; the whole id if none)."""
+    return "".join(itertools.takewhile(str.isalpha, scenario_id)).upper() or scenario_id
+
+
 def by_writers(items: list, writers, what: str = "rows") -> list:
-    """Only the items (rows or scenarios) whose scenario id starts with one of the writers' letters:
-    each writer (A-F) wrote their own scenarios, so a set of writers is a cross-writer fold."""
+    """Only the items (rows or scenarios) by one of the writers (writer_of): each writer (A-F) wrote
+    their own scenarios, so a set of writers is a cross-writer fold."""
     if not writers:
         return items
     wanted = {w.upper() for w in writers}
-    items = [s for s in items if s.scenario_id[:1].upper() in wanted]
+    items = [s for s in items if writer_of(s.scenario_id) in wanted]
     if not items:
         raise DatasetError(f"no {what} by writers {' '.join(sorted(wanted))} (scenario id letters A-F)")
     return items

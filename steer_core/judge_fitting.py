@@ -8,21 +8,20 @@ split is only reported, never used to choose.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .bloom import LEVELS, FeedbackExample
+from .bloom import LEVELS, FeedbackExample, writer_of
 from .judge import KINDS, JudgeConfig, embed, fit_judge, scores
 
 C_GRID = (0.5, 2.0, 8.0, 32.0)
 
 
 def writer_group(row: FeedbackExample) -> str:
-    """The writing batch of a scenario: its id's leading letters."""
-    return "".join(itertools.takewhile(str.isalpha, row.scenario_id)) or row.scenario_id
+    """The writing batch of a scenario (bloom.writer_of)."""
+    return writer_of(row.scenario_id)
 
 
 def cross_writer_scores(rows: Sequence[FeedbackExample], cfg: JudgeConfig, emb: np.ndarray) -> dict:

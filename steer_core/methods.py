@@ -21,3 +21,15 @@ LABELS = {
     "fewshot": "Few-shot",
     "instruction": "Instruction",
 }
+ROLES = {  # what each column is, for headlines (the demo's reply boxes)
+    "sae": "sparse-code steering",
+    "query": "baseline",
+    "meandiff": "baseline",
+    "residual": "baseline",
+    "fewshot": "baseline",
+    "instruction": "baseline",
+}
+
+
+def headline(method: str) -> str:
+    return LABELS[method] + (f" ({ROLES[method]})" if method in ROLES else "")
