@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .bloom import by_writers, load_dataset
 from .errors import UserError
+from .generation import shared_prompt
 from .io_utils import atomic_write_text
 from .prompts import instruction_messages, messages, pad_replies, render
 
@@ -39,10 +40,8 @@ def shared_prompt_loss(
     """Summed next-token loss of each reply after the same prompt, and the number of reply tokens.
     The prompt runs once; its key/value cache is repeated for the replies (gradients flow through it),
     so this equals the loss of the concatenated sequences run separately."""
-    out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
-    cache = out.past_key_values
     n = len(replies)
-    cache.batch_repeat_interleave(n)
+    out, cache = shared_prompt(model, prompt, n, device)
     ids, real = (t.to(device) for t in pad_replies(replies, pad_id))
     attention = torch.cat([torch.ones((n, len(prompt)), dtype=torch.long, device=device), real.long()], dim=1)
     logits = model(input_ids=ids, attention_mask=attention, past_key_values=cache, use_cache=True).logits

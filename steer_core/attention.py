@@ -16,7 +16,7 @@ import torch
 
 from .bloom import LEVELS
 from .errors import UserError
-from .hooks import QueryEdit, query_edits
+from .hooks import QueryEdit
 
 
 @dataclass
@@ -89,20 +89,20 @@ def reply_attention(
 
     phase_edits(phase) -> {layer: QueryEdit} for "prompt" and "generated" (generation's own
     `layer_edits`); None for unsteered. The prompt and the reply run as the two phases generation has."""
-    from transformers import DynamicCache
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    from .generation import replay
 
     layers = [lm.check_layer(layer) for layer in layers]
     if not reply_ids:
         raise UserError("no reply tokens to look at")
-    cache, store = DynamicCache(), {}
-    for phase, ids in (("prompt", list(prompt_ids)), ("generated", list(reply_ids))):
-        edits = phase_edits(phase) if phase_edits else {}
-        store_phase: dict = {}
-        with query_edits(lm, _record_queries(lm, layers, edits, store_phase)):
-            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
-        if phase == "generated":
-            store = store_phase
+    stores: dict[str, dict] = {"prompt": {}, "generated": {}}  # the queries of each phase's forward
+
+    def recorded(phase):
+        return _record_queries(lm, layers, phase_edits(phase) if phase_edits else {}, stores[phase])
+
+    cache = replay(lm, prompt_ids, reply_ids, recorded)
+    store = stores["generated"]
     P, R = len(prompt_ids), len(reply_ids)
     positions = torch.arange(P, P + R, device=lm.device)[None]
     out = []

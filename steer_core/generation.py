@@ -236,6 +236,33 @@ def _sampling_warpers(temperature: float, top_p: float):
     return warpers
 
 
+def shared_prompt(model, prompt: Sequence[int], n: int, device):
+    """Run one prompt once and repeat its key/value cache for n rows that all continue it (the rows'
+    replies then cost only their own tokens). Returns (the prompt's output, the repeated cache);
+    gradients flow through the cache unless the caller disables them."""
+    from transformers import DynamicCache
+
+    out = model(input_ids=torch.tensor([list(prompt)], device=device), past_key_values=DynamicCache(), use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n)
+    return out, cache
+
+
+def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits):
+    """Teacher-force a prompt and a reply as generation's two phases (the prompt's forward, then the
+    reply's), with phase_edits(phase) -> {site: edit} active in each, so that a view of a reply sees
+    exactly the steering that wrote it. Returns the cache (the keys of every position)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for phase, ids in (("prompt", list(prompt)), ("generated", list(reply))):
+        if not ids:
+            continue
+        with query_edits(lm, phase_edits(phase)):
+            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+    return cache
+
+
 @torch.no_grad()
 def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: int, max_new_tokens: int):
     """Read the prompts, rows of equal length together (no padding, so a long few-shot prompt

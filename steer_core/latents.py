@@ -16,8 +16,7 @@ import torch
 
 from .bank import STORE
 from .bloom import LEVELS
-from .generation import Request, build_messages, layer_edits, steering_groups
-from .hooks import query_edits
+from .generation import Request, build_messages, layer_edits, replay, steering_groups
 from .prompts import render
 from .prototypes import separability
 from .steering import SteerConfig, level_probabilities, prototype_scale, steer_codes
@@ -72,8 +71,6 @@ def inspect_steering(
     """Replay prompt + SAE-steered feedback through generation's own steering (the same row groups
     and layer edits, the prompt and the feedback as the two phases generation has) and look inside
     `layer`/`head` (defaults: the middle steered layer, its most separable steered head)."""
-    from transformers import DynamicCache
-
     layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
     req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
     groups = steering_groups(lm, [req])
@@ -91,17 +88,18 @@ def inspect_steering(
 
         return fn
 
-    cache, steered = DynamicCache(), []
-    for phase, ids in (("prompt", prompt), ("generated", list(feedback_ids))):
-        if not ids:
-            continue
+    steered = []  # whether each position's query was steered
+
+    def phase_edits(phase):
+        n_ids = len(prompt) if phase == "prompt" else len(feedback_ids)
         edits = layer_edits(lm, groups, phase)
         count = cfg.steered_count(phase)
-        n = len(ids) if count is None else min(len(ids), count)
-        steered += [layer in edits] * n + [False] * (len(ids) - n)
+        n = n_ids if count is None else min(n_ids, count)
+        steered.extend([layer in edits] * n + [False] * (n_ids - n))
         edits[layer] = recording(phase, edits.get(layer))
-        with query_edits(lm, edits):
-            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+        return edits
+
+    replay(lm, prompt, feedback_ids, phase_edits)
     q_in, q_out = (torch.cat([seen[p][i] for p in ("prompt", "generated") if p in seen], dim=1) for i in (0, 1))
     S = q_in.shape[1]
     x = q_in.view(1, S, lm.n_heads, lm.head_dim)[:, :, head : head + 1].float()  # (1, S, 1, D)

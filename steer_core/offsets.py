@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from .bank import STORE
 from .bloom import LEVELS, FeedbackExample
 from .errors import UserError
+from .generation import shared_prompt
 from .hooks import RESIDUAL, query_edits
 from .offset_files import (  # noqa: F401  (the file side, re-exported for callers of the fitting)
     OFFSETS_CFG,
@@ -191,8 +192,6 @@ def _reply_logits(
     prompt, with `edits` active on the reply tokens, and on the prompt's too when steer_prompt.
     Returns (first, logits, ids, real): the log-probabilities of each row's first reply token (R, V),
     the logits at every reply position (R, T, V), the reply ids (R, T) and which of them are real (R, T)."""
-    from transformers import DynamicCache
-
     dev = lm.device
     replies = sc.replies * n_rows_per_reply
     ids, real = (t.to(dev) for t in pad_replies(replies, pad_id))
@@ -206,10 +205,8 @@ def _reply_logits(
                 input_ids=torch.cat([prompt.expand(R, P), ids], 1), attention_mask=mask, logits_to_keep=T + 1
             ).logits.float()
         return torch.log_softmax(out[:, 0], -1), out[:, 1:], ids, real
-    with torch.no_grad():
-        out = lm.model(input_ids=prompt, past_key_values=DynamicCache(), use_cache=True)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(R)  # share the prompt's keys and values with every row
+    with torch.no_grad():  # the prompt is not steered: read once, its keys and values shared by every row
+        out, cache = shared_prompt(lm.model, sc.prompt, R, dev)
     first = torch.log_softmax(out.logits[0, -1].float(), -1).expand(R, -1)  # each reply's first token, unsteered
     pos = torch.arange(P, P + T, device=dev)[None].expand(R, T)
     with query_edits(lm, edits):
