@@ -99,8 +99,41 @@ def _load(args):
     return load_model(
         args.model,
         device=args.device,
-        adapter=None if args.no_adapter else (getattr(args, "adapter", None) or "default"),
+        adapter=None if args.no_adapter or _no_adapter(args) else (getattr(args, "adapter", None) or "default"),
     )
+
+
+def _no_adapter(args) -> bool:
+    return str(getattr(args, "adapter", None) or "").strip().lower() == "none"
+
+
+def cmd_prepare(args) -> int:
+    from .prepare import PrepareConfig, plan, prepare
+
+    layers = _layers(args.layers)
+    lm = _load(args)
+    writers = tuple(args.writers) if args.writers else None
+    layers = tuple(lm.check_layer(layer) for layer in layers)
+    fit = OffsetFitConfig(layers=layers, style=args.style, epochs=args.offset_epochs)
+    cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, offsets=fit)
+    todo = plan(lm, cfg, args.out)
+    print(f"{lm.label}: to build: {todo.describe()}", file=sys.stderr)
+    if args.check:
+        print(
+            json.dumps(
+                {"layers_done": todo.layers_done, "layers_todo": todo.layers_todo, "offsets_done": todo.offsets_done}
+            )
+        )
+        return 0
+    manifest = prepare(lm, cfg, args.out)
+    steer = "" if args.out is None else f" --saes {todo.saes_dir} --offsets {todo.offsets_dir}"
+    model = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
+    print(
+        f"ready: python -m steer_core generate{model}{steer} --level create --question ... --answer ...",
+        file=sys.stderr,
+    )
+    print(json.dumps({k: manifest[k] for k in ("manifest", "saes", "offsets", "built", "reused_layers", "timings")}))
+    return 0
 
 
 def cmd_generate(args) -> int:
@@ -443,7 +476,9 @@ def _model_parent() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_MODEL, help=f"HF id or local path (default: the embedded {DEFAULT_MODEL})"
     )
     m.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
-    m.add_argument("--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one")
+    m.add_argument(
+        "--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one (none: the bare model)"
+    )
     m.add_argument("--device", default="auto")
     return p
 
@@ -624,6 +659,32 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-train", action="store_true", help="skip the SAE training figure (about a minute)")
     b.add_argument("--no-cold-start", action="store_true", help="skip the cold-start figure")
     b.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser(
+        "prepare",
+        help="build everything the default steering needs for a model: SAEs + prototypes for the layers, "
+        "then the learned offsets (resumable; what exists and verifies is kept)",
+        parents=[_model_parent()],
+    )
+    pr.add_argument("--layers", default=BAND)
+    pr.add_argument(
+        "--out", default=None, help="one folder (OUT/saes, OUT/offsets); default: the user cache, where the app looks"
+    )
+    pr.add_argument("--style", default="plain", choices=PROMPT_STYLES)
+    pr.add_argument("--check", action="store_true", help="only say what is built and what is missing")
+    pr.add_argument(
+        "--offset-epochs",
+        type=int,
+        default=OffsetFitConfig().epochs,
+        help="passes of the offsets fit over the scenarios",
+    )
+    pr.add_argument(
+        "--writers",
+        nargs="+",
+        default=None,
+        help="only these writers' train scenarios (default: the whole train split)",
+    )
+    pr.set_defaults(func=cmd_prepare)
 
     o = sub.add_parser(
         "fit-offsets", help="fit learned sparse code offsets per level (the steering bound)", parents=[_model_parent()]

@@ -113,10 +113,13 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict:
                 group = RowGroup(row_idx, levels, cfg, None, None, vectors.for_layer(lm.check_layer(layer)))
                 out.setdefault((RESIDUAL, layer), []).append(group)
             continue
-        banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
         learned = None
-        if cfg.method == "sae" and cfg.target == "learned":
+        if cfg.method == "sae" and cfg.target == "learned":  # before any SAE is trained: say what is missing
             learned = load_offsets(lm, cfg.offsets, style)
+            for layer in cfg.layers:
+                learned.for_layer(lm.check_layer(layer))
+        banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
+        if learned is not None:
             learned.check_matches(banks)
         for layer, bank in banks.items():
             heads = cfg.heads_at(layer)

@@ -151,9 +151,14 @@ def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", sit
     if folder is None:
         found = [d for d in offsets_roots(lm, style, site) if (d / OFFSETS_CFG).is_file()]
         if not found:
+            build = (
+                f"`python -m steer_core fit-offsets{flag}`"
+                if flag
+                else f"`python -m steer_core prepare --model {lm.name}` (SAEs, prototypes and offsets; "
+                "`fit-offsets` fits the offsets alone)"
+            )
             raise OffsetsFileError(
-                f"no {what} for {lm.key} ({style} prompt); fit them with "
-                f"`python -m steer_core fit-offsets{flag}` or choose another steering target"
+                f"no {what} for {lm.key} ({style} prompt); build them with {build}, or choose another steering target"
             )
         folder = found[0]
     key = (str(Path(folder).resolve()), str(lm.device))

@@ -194,3 +194,52 @@ def test_inspection_of_an_opening_only_steer_marks_just_the_opening(lm):
     moved = np.abs(view.query_after - view.query_before).max(-1) > 1e-3
     assert moved[P : P + 3].all() and not moved[:P].any() and not moved[P + 3 :].any()
     assert view.steered_positions().sum() == 3
+
+
+def test_prepare_on_the_real_model(tmp_path):
+    """`prepare --check` finds the shipped default build complete; a one-layer build to a folder then
+    steers through `generate --saes --offsets`."""
+    run = [sys.executable, "-m", "steer_core"]
+    check = subprocess.run([*run, "prepare", "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert json.loads(check.stdout.splitlines()[-1]) == {
+        "layers_done": list(range(8, 22)),
+        "layers_todo": [],
+        "offsets_done": True,
+    }
+    built = subprocess.run(
+        [*run, "prepare", "--layers", "15", "--writers", "A", "--offset-epochs", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    manifest = json.loads(built.stdout.splitlines()[-1])
+    assert (
+        manifest["built"].startswith("SAEs + prototypes for layers 15")
+        and "ready: python -m steer_core generate" in built.stderr
+    )
+    gen = subprocess.run(
+        [
+            *run,
+            "generate",
+            "--layers",
+            "15",
+            "--saes",
+            str(tmp_path / "saes"),
+            "--offsets",
+            str(tmp_path / "offsets"),
+            "--level",
+            "create",
+            "--question",
+            Q,
+            "--answer",
+            A,
+            "--max-new-tokens",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert gen.returncode == 0 and gen.stdout.strip(), gen.stderr[-2000:]

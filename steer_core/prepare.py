@@ -1,0 +1,170 @@
+"""Everything the default steering needs for a model, in one resumable command (`prepare`): SAEs and
+level prototypes for each layer, then the learned offsets, then a manifest of what was built.
+
+Each piece is checked before any work starts and skipped when it is already there and verifies
+(a layer's files against its manifest, the offsets against those SAEs), so a killed run continues
+where it stopped. Outputs go where the app and the CLI look for a model's own files (the user
+cache), or under one folder (`out`: out/saes, out/offsets) to pass to `--saes` and `--offsets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .bank import STORE, user_root
+from .bloom import by_writers, load_dataset
+from .errors import UserError
+from .io_utils import atomic_write_text
+from .layer_files import verify_layer
+from .layer_spec import layers_label
+from .offset_files import OFFSETS_CFG, OFFSETS_FILE, LevelOffsets, OffsetsFileError, offsets_roots
+from .offsets import OffsetFitConfig
+from .paths import cache_root
+from .sae import SAEFileError, SAETrainConfig
+from .steering import DEFAULT_LAYERS
+
+MANIFEST = "prepare.json"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What to build; stored in the manifest."""
+
+    layers: tuple[int, ...] = DEFAULT_LAYERS
+    style: str = "plain"
+    sae: SAETrainConfig = field(default_factory=SAETrainConfig)
+    offsets: OffsetFitConfig | None = None  # None: the default fit, for these layers and style
+    writers: tuple[str, ...] | None = None  # only these writers' train scenarios (None: the whole train split)
+
+    def rows(self):
+        return by_writers(load_dataset(split="train"), self.writers, "train-split rows")
+
+
+@dataclass
+class Plan:
+    """What is already there and what a run still has to build."""
+
+    saes_dir: Path
+    offsets_dir: Path
+    layers_done: list[int]
+    layers_todo: list[int]
+    offsets_done: bool
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.layers_todo and self.offsets_done
+
+    def describe(self) -> str:
+        parts = []
+        if self.layers_todo:
+            parts.append(f"SAEs + prototypes for layers {layers_label(self.layers_todo)}")
+        if not self.offsets_done:
+            parts.append("the learned offsets")
+        return "nothing (all built and verified)" if not parts else " and ".join(parts)
+
+
+def _dirs(lm, style: str, out: str | Path | None) -> tuple[Path, Path]:
+    if out is None:
+        return user_root(lm, style), offsets_roots(lm, style)[0]
+    return Path(out) / "saes", Path(out) / "offsets"
+
+
+def _layer_ok(d: Path) -> bool:
+    try:
+        verify_layer(d)
+        return True
+    except SAEFileError:
+        return False
+
+
+def plan(lm, cfg: PrepareConfig, out: str | Path | None = None) -> Plan:
+    """Check what exists (verified) before doing any work."""
+    layers = [lm.check_layer(layer) for layer in cfg.layers]
+    saes_dir, offsets_dir = _dirs(lm, cfg.style, out)
+    done = [layer for layer in layers if _layer_ok(saes_dir / f"layer_{layer}")]
+    if out is None:  # the shipped layers of the default model count as built
+        done = sorted(set(done) | {layer for layer in layers if STORE.find(lm, layer, cfg.style) is not None})
+    todo = [layer for layer in layers if layer not in done]
+    if out is None:  # the model's own offsets: the user's fit, else the shipped ones
+        offsets_dir = next((d for d in offsets_roots(lm, cfg.style) if (d / OFFSETS_CFG).is_file()), offsets_dir)
+    offsets_done = False
+    if not todo and (offsets_dir / OFFSETS_CFG).is_file():
+        try:
+            off = LevelOffsets.load(offsets_dir)
+            offsets_done = off.site == "sae" and set(layers) <= set(off.layers)
+            if offsets_done:
+                off.check_matches(_banks(lm, cfg, out))
+        except OffsetsFileError:
+            offsets_done = False
+    return Plan(saes_dir, offsets_dir, done, todo, offsets_done)
+
+
+def _banks(lm, cfg: PrepareConfig, out) -> dict:
+    root = None if out is None else Path(out) / "saes"
+    return STORE.get_many(lm, cfg.layers, style=cfg.style, train_missing=False, root=root, progress=False)
+
+
+def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None, progress: bool = True) -> dict:
+    """Build what `plan` finds missing and write the manifest; returns it."""
+    from .offsets import fit_offsets
+    from .training import capture_train_queries, train_layers
+
+    cfg = cfg or PrepareConfig()
+    todo = plan(lm, cfg, out)
+    timings: dict = {}
+    t_all = time.time()
+    if todo.layers_todo:
+        t0 = time.time()
+        captured = capture_train_queries(lm, todo.layers_todo, cfg.style, progress=progress, rows=cfg.rows())
+        timings["capture_seconds"] = round(time.time() - t0, 1)
+        results = train_layers(
+            lm, todo.layers_todo, todo.saes_dir, cfg.sae, style=cfg.style, progress=progress, captured=captured
+        )
+        timings["sae_seconds_per_layer"] = {str(layer): r["seconds"] for layer, r in results.items()}
+        for layer in todo.layers_todo:
+            STORE.forget(lm, layer, cfg.style)  # read the new files, not a copy loaded before
+    if not todo.offsets_done:
+        fit_cfg = cfg.offsets or OffsetFitConfig(layers=tuple(cfg.layers), style=cfg.style)
+        if tuple(fit_cfg.layers) != tuple(cfg.layers):
+            raise UserError("the offsets must be fitted for the layers prepared")
+        t0 = time.time()
+        offsets = fit_offsets(lm, cfg.rows(), fit_cfg, banks=_banks(lm, cfg, out), progress=progress)
+        todo.offsets_dir = _dirs(lm, cfg.style, out)[1]  # a new fit goes to the user's folder, never the shipped one
+        offsets.save(todo.offsets_dir)
+        timings["offsets_seconds"] = round(time.time() - t0, 1)
+    manifest = {
+        "model": lm.name,
+        "model_key": lm.key,
+        "adapter": lm.adapter,
+        "device": str(lm.device),
+        "layers": list(cfg.layers),
+        "config": asdict(cfg) | {"offsets": asdict(cfg.offsets) if cfg.offsets else "default"},
+        "saes": str(todo.saes_dir),
+        "offsets": str(todo.offsets_dir),
+        "built": todo.describe(),
+        "reused_layers": todo.layers_done,
+        "timings": timings | {"total_seconds": round(time.time() - t_all, 1)},
+        "files": _digests(todo, cfg.layers),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    root = cache_root() / "prepared" / lm.folder(cfg.style) if out is None else Path(out)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    manifest["manifest"] = str(root / MANIFEST)
+    return manifest
+
+
+def _digests(p: Plan, layers) -> dict:
+    """The hash of each layer's manifest (which hashes its files) and of the offsets file."""
+    out = {}
+    for layer in layers:
+        d = p.saes_dir / f"layer_{layer}" / "layer.json"
+        if d.is_file():
+            out[f"layer_{layer}"] = hashlib.sha256(d.read_bytes()).hexdigest()
+    f = p.offsets_dir / OFFSETS_FILE
+    if f.is_file():
+        out["offsets"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out

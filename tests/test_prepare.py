@@ -1,0 +1,69 @@
+"""`prepare` end to end on a tiny random Llama: SAEs + prototypes, offsets, a manifest; then the default
+steering runs on what it built, strength 0 is unsteered, and a second run rebuilds nothing."""
+
+import json
+
+import pytest
+import torch
+from tiny import char_tokenizer, tiny_lm
+
+from steer_core.generation import Request, generate_batch
+from steer_core.hooks import active_hook_count
+from steer_core.offsets import OffsetFitConfig
+from steer_core.prepare import MANIFEST, PrepareConfig, plan, prepare
+from steer_core.sae import SAETrainConfig
+from steer_core.steering import SteerConfig
+
+Q, A = "What is 2 + 2?", "5, because 2 and 2 make 5."
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    lm = tiny_lm(seed=4, tokenizer=char_tokenizer())
+    out = tmp_path_factory.mktemp("prepared")
+    cfg = PrepareConfig(
+        layers=(1, 2),
+        sae=SAETrainConfig(epochs=1, batch_size=4096),
+        offsets=OffsetFitConfig(layers=(1, 2), epochs=2, lr=0.05, max_feedback_tokens=16),
+        writers=("A",),  # 12 scenarios: enough to fit, fast on CPU
+    )
+    assert plan(lm, cfg, out).describe() == "SAEs + prototypes for layers 1,2 and the learned offsets"
+    manifest = prepare(lm, cfg, out, progress=False)
+    return lm, cfg, out, manifest
+
+
+def test_prepare_builds_saes_offsets_and_a_manifest(built):
+    lm, cfg, out, manifest = built
+    assert (out / "saes" / "layer_1" / "layer.json").is_file() and (out / "offsets" / "offsets.json").is_file()
+    saved = json.loads((out / MANIFEST).read_text())
+    assert saved["layers"] == [1, 2] and saved["model_key"] == lm.key
+    assert set(saved["files"]) == {"layer_1", "layer_2", "offsets"}
+    assert set(saved["timings"]["sae_seconds_per_layer"]) == {"1", "2"} and "offsets_seconds" in saved["timings"]
+
+
+def test_default_steering_runs_on_what_prepare_built(built):
+    lm, cfg, out, _ = built
+    steer = dict(layers=(1, 2), saes=str(out / "saes"), offsets=str(out / "offsets"))
+    plain = generate_batch(lm, [Request(Q, A)], max_new_tokens=12, ignore_stop=True)[0]
+
+    def run(strength):
+        cfg = SteerConfig(strength=strength, **steer)
+        return generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True)[0]
+
+    assert run(0.0).token_ids == plain.token_ids  # strength 0 is off
+    assert run(4.0).token_ids != plain.token_ids  # the fitted offsets do steer
+    assert active_hook_count() == 0
+
+
+def test_a_second_run_rebuilds_nothing_and_a_broken_layer_is_rebuilt(built):
+    lm, cfg, out, _ = built
+    again = plan(lm, cfg, out)
+    assert again.nothing_to_do and again.layers_done == [1, 2]
+    weights = out / "saes" / "layer_2" / "head_0" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
+    broken = plan(lm, cfg, out)
+    assert broken.layers_todo == [2] and not broken.offsets_done  # offsets follow the SAEs they were fitted for
+    manifest = prepare(lm, cfg, out, progress=False)
+    assert manifest["reused_layers"] == [1] and set(manifest["timings"]["sae_seconds_per_layer"]) == {"2"}
+    assert plan(lm, cfg, out).nothing_to_do
+    assert torch.isfinite(torch.tensor(manifest["timings"]["total_seconds"]))
