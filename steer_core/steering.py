@@ -44,9 +44,10 @@ DEFAULT_LAYERS = tuple(range(8, 22))  # the others are defined on SAE codes only
 # strength becomes alpha; query steering and mean difference run a code-only target as delta at the
 # same strength.
 BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 16.0}
-# Residual-stream vectors (method "residual") are fitted with the strength inside the fit (RePS):
-# strength 1 is the vectors as fitted.
-RESIDUAL_ALPHA = 1.0
+# Residual-stream vectors (method "residual"): strength 1 is alpha 48, the scale validation chose for
+# the shipped vectors (layer 15, fitted at alpha 1 with the BiPO-style objective; their offsets.json
+# "validated" record). Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/48.
+RESIDUAL_ALPHA = 48.0
 MAX_STEPS = 500
 
 

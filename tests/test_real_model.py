@@ -243,3 +243,17 @@ def test_prepare_on_the_real_model(tmp_path):
         cwd=ROOT,
     )
     assert gen.returncode == 0 and gen.stdout.strip(), gen.stderr[-2000:]
+
+
+def test_the_shipped_residual_vectors_are_the_validated_baseline(lm):
+    """Method residual on layer 15 uses the shipped vectors at the alpha validation chose (strength 1)."""
+    from steer_core.generation import Request, generate_batch
+    from steer_core.offset_files import load_offsets
+    from steer_core.steering import RESIDUAL_ALPHA, SteerConfig
+
+    vectors = load_offsets(lm, site="residual")
+    assert vectors.layers == (15,) and vectors.meta["validated"]["alpha"] == RESIDUAL_ALPHA
+    assert vectors.meta["validated"]["validation_ppl_ratio"] <= 1.4
+    cfg = SteerConfig(method="residual", layers=(15,))
+    outs = generate_batch(lm, [Request(Q, A), Request(Q, A, "residual", "create", steer=cfg)], max_new_tokens=16)
+    assert outs[1].text and outs[1].token_ids != outs[0].token_ids

@@ -11,7 +11,7 @@ from steer_core.errors import UserError
 from steer_core.generation import Request, generate_batch
 from steer_core.hooks import RESIDUAL, active_hook_count, query_edits
 from steer_core.offsets import LevelOffsets, OffsetFitConfig, OffsetsFileError, fit_encoded, load_offsets
-from steer_core.steering import RowGroup, SteerConfig, make_residual_edit
+from steer_core.steering import RESIDUAL_ALPHA, RowGroup, SteerConfig, make_residual_edit
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +22,12 @@ def lm():
 def test_residual_edit_adds_the_levels_vector_to_the_layer_output(lm):
     v = torch.randn(6, 48)
     cfg = SteerConfig(method="residual", layers=(1,), strength=2.0)
+    assert cfg.alpha == 2.0 * RESIDUAL_ALPHA  # strength 1: the shipped vectors' validated scale
     group = RowGroup(torch.tensor([0, 1]), torch.tensor([2, 5]), cfg, None, None, v)
     assert make_residual_edit([group], "prompt") is None  # generated tokens only, by default
     edit = make_residual_edit([group], "generated")
     h = torch.randn(2, 4, 48)
-    assert torch.allclose(edit(h), h + 2.0 * v[[2, 5]][:, None])
+    assert torch.allclose(edit(h), h + cfg.alpha * v[[2, 5]][:, None])
     # through the dispatcher: the layer above reads the replaced residual stream
     seen = []
     above = lm.model.model.layers[2].register_forward_pre_hook(
@@ -74,7 +75,7 @@ def test_residual_fit_steers_toward_the_level(lm):
 
 def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteered(tmp_path):
     lm = tiny_lm(seed=3, tokenizer=char_tokenizer())
-    vec = LevelOffsets(3.0 * torch.randn(6, 1, 1, 48), (1,), {"site": "residual"})
+    vec = LevelOffsets(3.0 / RESIDUAL_ALPHA * torch.randn(6, 1, 1, 48), (1,), {"site": "residual"})
     vec.save(tmp_path / "vec")
     q, a = "What is 2 + 2?", "5"
     plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=12, ignore_stop=True)[0]
