@@ -22,7 +22,7 @@ from .errors import UserError
 from .generation import Output, Request, perplexity, stream_batch
 from .layer_spec import layers_label
 
-LADDER_BASELINES = ("query", "fewshot", "instruction")
+LADDER_BASELINES = ("query", "residual", "fewshot", "instruction")
 MAX_SWEEP = 6
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 3.0)
 

@@ -48,6 +48,7 @@ BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 16.0}
 # the shipped vectors (layer 15, fitted at alpha 1 with the BiPO-style objective; their offsets.json
 # "validated" record). Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/48.
 RESIDUAL_ALPHA = 48.0
+RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
 
 
@@ -145,8 +146,9 @@ class SteerConfig:
         have no codes, so a code-only target becomes delta; the residual baseline adds learned vectors."""
         if method in WITHOUT_CODES and self.target not in QUERY_TARGETS:
             return replace(self, method=method, target="delta")
-        if method in AT_RESIDUAL:
-            return replace(self, method=method, target="learned")
+        if method in AT_RESIDUAL:  # the shipped vectors exist for their own layer only
+            layers = RESIDUAL_LAYERS if self.residual is None and method != self.method else self.layers
+            return replace(self, method=method, target="learned", layers=layers, heads=None, layer_heads=None)
         return replace(self, method=method)
 
     @property

@@ -59,6 +59,17 @@ def test_ladder_rows_and_baseline():
         ladder_rows("sae")
 
 
+def test_the_residual_baseline_steers_the_shipped_vectors_layer():
+    """The ladder's residual rows use the layer the shipped vectors were validated for, not the SAE band."""
+    from steer_core.compare import CompareRequest
+    from steer_core.explore import row_request
+    from steer_core.steering import RESIDUAL_LAYERS
+
+    rows = ladder_rows("residual")
+    req = row_request(CompareRequest("q?", "a.", "create"), rows[-1])
+    assert req.method == "residual" and req.steer.layers == RESIDUAL_LAYERS and req.steer.strength == 1
+
+
 def test_parse_strengths():
     assert parse_strengths("2, 0, 0.5,1 ,1") == (0.0, 0.5, 1.0, 2.0)
     assert parse_strengths([3, 1]) == (1.0, 3.0)
