@@ -538,7 +538,8 @@ def _steer_config(args, layers) -> SteerConfig:
     heads, layer_heads = parse_heads(args.heads)
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
-    return _from_args(SteerConfig, args, layers=layers, heads=heads, layer_heads=layer_heads)
+    # --method names the generation method (fewshot too); each request sets the config's own method
+    return _from_args(SteerConfig, args, method=SteerConfig.method, layers=layers, heads=heads, layer_heads=layer_heads)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,3 +73,14 @@ def test_user_errors_exit_2_and_bugs_are_not_disguised(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["judge"].set_defaults(func=fails(ValueError("a bug")))
     with pytest.raises(ValueError, match="a bug"):
         cli.main(["judge", "f.jsonl"])
+
+
+def test_every_generate_method_parses_to_a_steering_config():
+    """--method names the generation method; the steering flags build the same config for all of them."""
+    from steer_core import methods
+    from steer_core.cli import _steer_config, build_parser
+    from steer_core.steering import SteerConfig
+
+    for m in methods.ALL:
+        args = build_parser().parse_args(["generate", "--question", "q", "--answer", "a", "--method", m])
+        assert _steer_config(args, SteerConfig().layers) == SteerConfig()
