@@ -197,12 +197,13 @@ def _reply_logits(
     ids, real = (t.to(dev) for t in pad_replies(replies, pad_id))
     R, T = ids.shape
     P = len(sc.prompt)
-    prompt = torch.tensor([sc.prompt], device=dev)
     mask = torch.cat([torch.ones((R, P), dtype=torch.long, device=dev), real.long()], dim=1)
     if steer_prompt:  # each row's prompt is steered toward its own level: one full forward per row
         with query_edits(lm, edits):
             out = lm.model(
-                input_ids=torch.cat([prompt.expand(R, P), ids], 1), attention_mask=mask, logits_to_keep=T + 1
+                input_ids=torch.cat([torch.tensor([sc.prompt], device=dev).expand(R, P), ids], 1),
+                attention_mask=mask,
+                logits_to_keep=T + 1,
             ).logits.float()
         return torch.log_softmax(out[:, 0], -1), out[:, 1:], ids, real
     with torch.no_grad():  # the prompt is not steered: read once, its keys and values shared by every row

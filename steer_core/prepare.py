@@ -85,9 +85,11 @@ def plan(lm, cfg: PrepareConfig, out: str | Path | None = None) -> Plan:
     """Check what exists (verified) before doing any work."""
     layers = [lm.check_layer(layer) for layer in cfg.layers]
     saes_dir, offsets_dir = _dirs(lm, cfg.style, out)
-    done = [layer for layer in layers if _layer_ok(saes_dir / f"layer_{layer}")]
-    if out is None:  # the shipped layers of the default model count as built
-        done = sorted(set(done) | {layer for layer in layers if STORE.find(lm, layer, cfg.style) is not None})
+    if out is None:  # the layer the store would load (the user's, else the shipped one) must verify
+        found = {layer: STORE.find(lm, layer, cfg.style) for layer in layers}
+        done = [layer for layer, d in found.items() if d is not None and _layer_ok(d)]
+    else:
+        done = [layer for layer in layers if _layer_ok(saes_dir / f"layer_{layer}")]
     todo = [layer for layer in layers if layer not in done]
     if out is None:  # the model's own offsets: the user's fit, else the shipped ones
         offsets_dir = next((d for d in offsets_roots(lm, cfg.style) if (d / OFFSETS_CFG).is_file()), offsets_dir)
@@ -115,11 +117,12 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
 
     cfg = cfg or PrepareConfig()
     todo = plan(lm, cfg, out)
+    rows = cfg.rows() if todo.layers_todo or not todo.offsets_done else []
     timings: dict = {}
     t_all = time.time()
     if todo.layers_todo:
         t0 = time.time()
-        captured = capture_train_queries(lm, todo.layers_todo, cfg.style, progress=progress, rows=cfg.rows())
+        captured = capture_train_queries(lm, todo.layers_todo, cfg.style, progress=progress, rows=rows)
         timings["capture_seconds"] = round(time.time() - t0, 1)
         results = train_layers(
             lm, todo.layers_todo, todo.saes_dir, cfg.sae, style=cfg.style, progress=progress, captured=captured
@@ -132,7 +135,7 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
         if tuple(fit_cfg.layers) != tuple(cfg.layers):
             raise UserError("the offsets must be fitted for the layers prepared")
         t0 = time.time()
-        offsets = fit_offsets(lm, cfg.rows(), fit_cfg, banks=_banks(lm, cfg, out), progress=progress)
+        offsets = fit_offsets(lm, rows, fit_cfg, banks=_banks(lm, cfg, out), progress=progress)
         todo.offsets_dir = _dirs(lm, cfg.style, out)[1]  # a new fit goes to the user's folder, never the shipped one
         offsets.save(todo.offsets_dir)
         timings["offsets_seconds"] = round(time.time() - t0, 1)
