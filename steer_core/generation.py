@@ -266,18 +266,28 @@ def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits):
     return cache
 
 
+def _prompt_steering(req: Request):
+    """What a row's prompt forward depends on besides its tokens: its steering, if that reaches the
+    prompt (None otherwise). Rows with the same tokens and the same key read the prompt identically."""
+    if req.steer is None or req.steer.steered_count("prompt") == 0:
+        return None
+    return (req.steer, req.level, req.style)
+
+
 @torch.no_grad()
 def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: int, max_new_tokens: int):
-    """Read the prompts, rows of equal length together (no padding, so a long few-shot prompt
-    does not make every row pay for its length), then join the KV caches left-padded to `width`.
+    """Read each distinct prompt once (the Compare batch's unsteered, SAE and query rows share one),
+    distinct prompts of equal length together (no padding, so a long few-shot prompt does not make
+    every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
     Returns (cache, last-position logits in row order)."""
-    from transformers import DynamicCache
+    from transformers import DynamicCache, StaticCache
 
+    first: dict[tuple, int] = {}  # (tokens, prompt steering) -> the first row that reads it
+    source = [first.setdefault((tuple(p), _prompt_steering(r)), i) for i, (r, p) in enumerate(zip(requests, prompts))]
     by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
-    logits = None
-    parts = []  # (rows, cache) per length
+    for i in first.values():
+        by_len.setdefault(len(prompts[i]), []).append(i)
+    parts = []  # (rows, cache, last logits) per length
     for rows in by_len.values():
         sub = [requests[i] for i in rows]
         ids = torch.tensor([prompts[i] for i in rows], device=lm.device)
@@ -285,27 +295,23 @@ def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: i
             # logits_to_keep=1: the vocabulary projection of every prompt position would cost more
             # than the rest of the prefill
             out = lm.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
-        last = out.logits[:, -1, :].float()
-        if logits is None:
-            logits = torch.empty((len(prompts), last.shape[-1]), device=lm.device)
-        logits[rows] = last
-        parts.append((rows, out.past_key_values))
+        parts.append((rows, out.past_key_values, out.logits[:, -1, :].float()))
+    at = {i: n for n, i in enumerate(i for rows, _, _ in parts for i in rows)}  # read row -> place in the join
+    gather = torch.tensor([at[s] for s in source], device=lm.device)
+    logits = torch.cat([last for _, _, last in parts])[gather]
     # One preallocated cache for the whole generation: a growing cache re-copies every row's keys
     # and values at each step, which for a batch with a long few-shot prompt cost more than the
     # model's own matmuls (torch.profiler: aten::cat 38% of the time).
-    from transformers import StaticCache
-
-    order = torch.tensor([i for rows, _ in parts for i in rows], device=lm.device).argsort()
     cache = StaticCache(config=lm.model.config, max_cache_len=width + max_new_tokens)
     positions = torch.arange(width, device=lm.device)
     for layer in range(len(parts[0][1].layers)):
         ks, vs = [], []
-        for _, c in parts:
+        for _, c, _ in parts:
             k, v = c.layers[layer].keys, c.layers[layer].values  # (rows, kv_heads, len, dim)
             pad = width - k.shape[2]
             ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
             vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
-        cache.update(torch.cat(ks)[order], torch.cat(vs)[order], layer, {"cache_position": positions})
+        cache.update(torch.cat(ks)[gather], torch.cat(vs)[gather], layer, {"cache_position": positions})
     return cache, logits
 
 

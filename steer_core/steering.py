@@ -376,6 +376,14 @@ def steer_rows(
     if cfg.strength == 0:  # off, exactly (a descent to the token's own code would round)
         return x
     if cfg.method == "sae":
+        if cfg.target == "learned":
+            # a fixed shift of the code decodes to a fixed shift of the query, the same at every token:
+            # no encode needed (the same edit as decoding z0 + alpha * offset, up to float rounding)
+            if offsets is None:
+                raise UserError("target 'learned' needs learned offsets for this layer")
+            W_dec = bank.sae.weights(heads)[2]
+            shift = torch.einsum("rhk,hkd->rhd", pick(offsets.index_select(0, levels), 1).to(W_dec.dtype), W_dec)
+            return x + (cfg.alpha * shift)[:, None].to(x.dtype)
         z0 = bank.sae.encode(x, heads)
         z = steer_codes(bank, z0, levels, heads, cfg, offsets)
         W_dec = bank.sae.weights(heads)[2]
