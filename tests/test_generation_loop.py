@@ -85,3 +85,61 @@ def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_pat
     # ... token 0 comes from the unsteered prompt pass; tokens 1..k from decode steps that run tokens 0..k-1
     assert opened[: k + 1] == steered[: k + 1]
     assert opened != steered  # after the opening the queries are the model's own again
+
+
+def test_rows_sharing_a_prompt_read_it_once_and_equal_each_row_alone(lm, tmp_path, monkeypatch):
+    """The prompt is read once per distinct (tokens, prompt steering): three rows of one prompt, one
+    of them steering the prompt too, need two prompt forwards and give what each gives alone."""
+    from tiny import tiny_bank
+
+    from steer_core.layer_files import save_layer
+    from steer_core.steering import SteerConfig
+
+    b = tiny_bank(lm, 1, seed=5)
+    save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
+    gen = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes=str(tmp_path))
+    everywhere = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes=str(tmp_path), positions="all")
+    q, a = REQUESTS[1]
+    reqs = [
+        Request(q, a, "none"),
+        Request(q, a, "sae", "create", steer=gen),
+        Request(q, a, "sae", "create", steer=everywhere),
+        Request(*REQUESTS[0], "none"),
+    ]
+    widths = []
+    forward = lm.model.forward
+
+    def counting(*args, **kw):
+        if kw.get("logits_to_keep") == 1 and kw.get("cache_position") is None:  # a prompt forward
+            widths.append(kw["input_ids"].shape[0])
+        return forward(*args, **kw)
+
+    monkeypatch.setattr(lm.model, "forward", counting)
+    together = [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=16, ignore_stop=True)]
+    assert sum(widths) == 3  # the two unsteered-prompt rows of one question share one read
+    monkeypatch.setattr(lm.model, "forward", forward)
+    alone = [generate_batch(lm, [r], max_new_tokens=16, ignore_stop=True)[0].token_ids for r in reqs]
+    assert together == alone
+    assert together[0] != together[1] != together[2]  # generated-only and prompt steering really differ
+
+
+def test_learned_offsets_shift_the_query_by_the_decoded_offset(lm):
+    """Steering with learned offsets is decode(z0 + alpha * offset) - decode(z0) added to the query,
+    computed without encoding: check it against the encode-decode it replaces."""
+    from tiny import tiny_bank
+
+    from steer_core.steering import SteerConfig, steer_rows
+
+    bank = tiny_bank(lm, 1, seed=2)
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.relu(torch.randn(6, lm.n_heads, bank.sae.d_sae, generator=g))
+    x = torch.randn(2, 5, lm.n_heads, lm.head_dim, generator=g)
+    levels = torch.tensor([0, 4])
+    cfg = SteerConfig(layers=(1,), strength=0.5)
+    z0 = bank.sae.encode(x)
+    z = z0 + cfg.alpha * offsets[levels][:, None]
+    expected = x + bank.sae.decode(z) - bank.sae.decode(z0)
+    torch.testing.assert_close(steer_rows(bank, x, levels, None, cfg, offsets), expected, rtol=1e-4, atol=1e-4)
+    heads = torch.tensor([0, 2])
+    part = steer_rows(bank, x[:, :, heads], levels, heads, cfg, offsets)
+    torch.testing.assert_close(part, expected[:, :, heads], rtol=1e-4, atol=1e-4)
