@@ -30,7 +30,7 @@ import gradio as gr
 from steer_core import charts, methods
 from steer_core.attention import steering_attention
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
-from steer_core.compare import MAX_STRENGTH, CompareRequest, compare_stream
+from steer_core.compare import MAX_STRENGTH, OPTIONAL_FLAGS, CompareRequest, compare_stream
 from steer_core.errors import UserError
 from steer_core.explore import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
 from steer_core.generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS
@@ -40,7 +40,7 @@ from steer_core.models import load_model
 from steer_core.offset_files import load_offsets
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae import SAETrainConfig
-from steer_core.steering import MAX_STEPS, POSITIONS, TARGET_NAMES, TARGETS, SteerConfig
+from steer_core.steering import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, TARGET_NAMES, TARGETS, SteerConfig
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
@@ -148,9 +148,11 @@ def compare(
     seed=0,
     k_shots=3,
     instruction=False,
+    residual_vector=False,
 ):
-    """Unsteered, SAE-steered, query-steered and few-shot feedback (and optionally the instruction
-    baseline) for one question and answer, streamed; then judge verdicts, charts and a JSON report.
+    """Unsteered, SAE-steered, query-steered and few-shot feedback (and on request the instruction
+    prompt's and the residual-stream vector's) for one question and answer, streamed; then judge
+    verdicts, charts and a JSON report.
     This signature is the /compare API (names, order, defaults); the UI's inputs follow it."""
     req = CompareRequest.from_ui(**{name: value for name, value in locals().items() if name in COMPARE_API})
     model = lm()
@@ -159,8 +161,8 @@ def compare(
         if not last.judgements:
             yield (
                 *_final_texts(last),
-                *[gr.skip()] * 5,
-                *[gr.skip()] * 5,
+                *[gr.skip()] * len(METHOD_ORDER),  # the verdicts
+                *[gr.skip()] * 5,  # the charts
                 gr.skip(),
                 f"Generating... {max(o.new_tokens for o in last.outputs.values())} tokens",
                 gr.skip(),
@@ -494,18 +496,23 @@ def _compare_tab(demo: gr.Blocks, model) -> None:
                 seed = Number(value=0, precision=0, minimum=0, label="Seed (generation is greedy)")
                 k_shots = Slider(1, 8, value=3, step=1, label="Few-shot examples")
                 instruction = gr.Checkbox(value=False, label="Also show the instruction baseline")
+                residual_vector = gr.Checkbox(
+                    value=False,
+                    label="Also show the residual-stream vector",
+                    info="the field's usual steering site (one vector per level added at layer "
+                    f"{layers_label(RESIDUAL_LAYERS)}), against the paper's query site",
+                )
         go = gr.Button("Compare", variant="primary")
         status = gr.Markdown("")
-        texts, labels = [], []
+        texts, labels, optional = [], [], {}
         with gr.Row(equal_height=True):
             for m in METHOD_ORDER:
-                with gr.Column(min_width=200, visible=m != "instruction") as col:
+                with gr.Column(min_width=200, visible=m in methods.COMPARE) as col:
                     texts.append(
                         gr.Textbox(label=HEADLINES[m], lines=6, interactive=False, elem_id=f"out-{m}", buttons=["copy"])
                     )
                     labels.append(gr.Label(label="Judged level", num_top_classes=3, elem_id=f"judge-{m}"))
-                if m == "instruction":
-                    instr_col = col
+                optional[m] = col
         with gr.Row():
             plot_probs = captioned_plot(
                 "**Judge probabilities.** How likely the judge thinks each reply asks for each level; the "
@@ -567,6 +574,7 @@ def _compare_tab(demo: gr.Blocks, model) -> None:
             "seed": seed,
             "k_shots": k_shots,
             "instruction": instruction,
+            "residual_vector": residual_vector,
         }
         inputs = [widgets[name] for name in COMPARE_API]  # the API's order, whatever the layout's
         outputs = [
@@ -583,7 +591,8 @@ def _compare_tab(demo: gr.Blocks, model) -> None:
             attn_text,
         ]
         go.click(compare, inputs, outputs, api_name="compare")
-        instruction.change(lambda on: gr.update(visible=on), instruction, instr_col, api_visibility="private")
+        for m, flag in OPTIONAL_FLAGS.items():  # a column shows when its box is ticked
+            widgets[flag].change(lambda on: gr.update(visible=on), widgets[flag], optional[m], api_visibility="private")
         demo.load(initial_map, None, plot_sep, api_visibility="private")
 
 

@@ -20,6 +20,7 @@ from .steering import SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
 MAX_STRENGTH = 4.0
+OPTIONAL_FLAGS = {"instruction": "instruction", "residual": "residual_vector"}  # column -> the flag that asks for it
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class CompareRequest:
     max_new_tokens: int = REPLY_TOKENS
     seed: int = 0
     k_shots: int = 3
-    instruction: bool = False
+    instruction: bool = False  # also the instruction prompt's reply
+    residual_vector: bool = False  # also the residual-stream vector's (the field's usual site, against the paper's)
 
     @classmethod
     def from_ui(
@@ -60,6 +62,7 @@ class CompareRequest:
         seed=0,
         k_shots=3,
         instruction=False,
+        residual_vector=False,
     ) -> CompareRequest:
         """Build from loosely typed widget values (strings, floats from sliders, None = the default)."""
         d = SteerConfig()
@@ -95,6 +98,7 @@ class CompareRequest:
             _integer("seed", seed),
             _integer("few-shot examples", k_shots),
             bool(instruction),
+            bool(residual_vector),
         )
 
     def __post_init__(self):
@@ -127,7 +131,7 @@ class CompareRequest:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return methods.COMPARE + (methods.COMPARE_OPTIONAL if self.instruction else ())
+        return methods.COMPARE + tuple(m for m in methods.COMPARE_OPTIONAL if getattr(self, OPTIONAL_FLAGS[m]))
 
     def requests(self) -> list[Request]:
         return [

@@ -9,8 +9,8 @@ AT_RESIDUAL = ("residual",)  # a learned vector added to the residual stream, no
 PROMPTED = ("fewshot", "instruction")  # baselines that change the prompt; no hooks
 ALL = ("none", *STEERED, *PROMPTED)
 COMPARE = ("none", "sae", "query", "fewshot")  # the demo's side-by-side columns
-COMPARE_OPTIONAL = ("instruction",)  # a fifth column on request
-EVAL_DEFAULT = (*COMPARE, *COMPARE_OPTIONAL)  # what `eval` runs unless told otherwise
+COMPARE_OPTIONAL = ("instruction", "residual")  # more columns on request (CompareRequest flags)
+EVAL_DEFAULT = (*COMPARE, "instruction")  # what `eval` runs unless told otherwise
 
 LABELS = {
     "none": "Unsteered",

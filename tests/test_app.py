@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
 A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
-N_TEXTS, N_LABELS = 5, 5  # unsteered, sae, query, fewshot, instruction (the last empty unless asked)
+N_TEXTS, N_LABELS = 6, 6  # unsteered, sae, query, fewshot, instruction, residual (the last two empty unless asked)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def compare(client, q=Q, a=A, level="analyze", **kw):
 def test_compare_returns_four_texts_judgements_charts_and_report(client):
     out = compare(client, max_new_tokens=24)
     texts, labels = out[:N_TEXTS], out[N_TEXTS : N_TEXTS + N_LABELS]
-    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and texts[4] == ""
+    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and texts[4:] == ["", ""]
     for lab in labels[:4]:
         assert lab["label"] in LEVELS and len(lab["confidences"]) >= 1
     plots = out[N_TEXTS + N_LABELS : N_TEXTS + N_LABELS + 5]
@@ -52,6 +52,18 @@ def test_compare_returns_four_texts_judgements_charts_and_report(client):
 def test_instruction_baseline_on_request(client):
     out = compare(client, level="create", max_new_tokens=12, instruction=True)
     assert out[4].strip() and out[N_TEXTS + 4]["label"] in LEVELS
+    assert out[5] == "" and out[N_TEXTS + 5] is None
+
+
+def test_residual_vector_column_on_request(client):
+    """The field's usual site beside the paper's: the residual-stream vector's reply, judged, and in the
+    report; strength 0 gives the unsteered text in every steered column."""
+    out = compare(client, level="create", max_new_tokens=12, residual_vector=True)
+    assert out[5].strip() and out[N_TEXTS + 5]["label"] in LEVELS and out[4] == ""
+    report = json.loads(open(out[N_TEXTS + N_LABELS + 5], encoding="utf-8").read())
+    assert set(report["outputs"]) == {"none", "sae", "query", "fewshot", "residual"}
+    off = compare(client, level="create", max_new_tokens=12, residual_vector=True, strength=0)
+    assert off[5] == off[1] == off[2] == off[0]
 
 
 BAD = [

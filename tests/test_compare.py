@@ -53,6 +53,18 @@ def test_bad_values_are_refused_with_a_clear_message(kw, message):
         CompareRequest.from_ui(**args)
 
 
+def test_residual_column_on_request_steers_its_own_layer_at_the_same_strength():
+    from steer_core.steering import RESIDUAL_ALPHA, RESIDUAL_LAYERS
+
+    r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 0.5, residual_vector=True)
+    assert r.methods == ("none", "sae", "query", "fewshot", "residual")
+    row = r.requests()[-1]
+    assert row.method == "residual" and row.level == "create"
+    assert row.steer.layers == RESIDUAL_LAYERS and row.steer.alpha == 0.5 * RESIDUAL_ALPHA
+    both = CompareRequest.from_ui(Q, A, "create", instruction=True, residual_vector=True)
+    assert both.methods[-2:] == ("instruction", "residual")
+
+
 def test_code_only_targets_leave_the_query_baseline_on_delta():
     for target in ("learned", "softmax"):
         r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 2.0, target=target)
