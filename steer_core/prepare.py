@@ -102,7 +102,25 @@ def plan(lm, cfg: PrepareConfig, out: str | Path | None = None) -> Plan:
                 off.check_matches(_banks(lm, cfg, out))
         except OffsetsFileError:
             offsets_done = False
+    if out is None and not offsets_done:
+        _check_not_shadowing(offsets_dir, layers)
     return Plan(saes_dir, offsets_dir, done, todo, offsets_done)
+
+
+def _check_not_shadowing(offsets_dir: Path, layers: list[int]) -> None:
+    """A new fit into the model's own folder replaces the offsets the default steering reads: refuse
+    one that would drop layers they cover (offsets are fitted jointly, so layers cannot be merged)."""
+    try:
+        have = LevelOffsets.load(offsets_dir).layers if (offsets_dir / OFFSETS_CFG).is_file() else []
+    except OffsetsFileError:
+        return  # broken offsets are rebuilt, nothing to keep
+    lost = sorted(set(have) - set(layers))
+    if lost:
+        raise UserError(
+            f"this model's learned offsets cover layers {layers_label(have)}; offsets fitted for "
+            f"{layers_label(layers)} alone would replace them and layers {layers_label(lost)} would lose "
+            "theirs. Prepare those layers too, or build into a folder of its own (--out DIR)."
+        )
 
 
 def _banks(lm, cfg: PrepareConfig, out) -> dict:

@@ -67,3 +67,23 @@ def test_a_second_run_rebuilds_nothing_and_a_broken_layer_is_rebuilt(built):
     assert manifest["reused_layers"] == [1] and set(manifest["timings"]["sae_seconds_per_layer"]) == {"2"}
     assert plan(lm, cfg, out).nothing_to_do
     assert torch.isfinite(torch.tensor(manifest["timings"]["total_seconds"]))
+
+
+def test_preparing_into_the_model_cache_never_drops_layers_the_default_steering_has(built, tmp_path, monkeypatch):
+    """Offsets are fitted jointly: a fit for other layers would replace the model's own offsets, so
+    plan refuses it (before any work) and says what to do."""
+    import shutil
+
+    from steer_core.bank import user_root
+    from steer_core.errors import UserError
+    from steer_core.offset_files import offsets_roots
+
+    lm, cfg, out, _ = built
+    monkeypatch.setenv("STEER_CACHE", str(tmp_path))
+    shutil.copytree(out / "saes", user_root(lm))
+    shutil.copytree(out / "offsets", offsets_roots(lm)[0])
+    assert plan(lm, cfg).nothing_to_do  # the model's own files, found where the app looks
+    assert plan(lm, PrepareConfig(layers=(1,))).nothing_to_do  # a subset of the fitted layers needs no new fit
+    with pytest.raises(UserError, match=r"cover layers 1,2; offsets fitted for 0,1 alone .* layers 2 would lose"):
+        plan(lm, PrepareConfig(layers=(0, 1)))
+    assert plan(lm, PrepareConfig(layers=(0, 1)), out=tmp_path / "own").layers_todo == [0, 1]  # its own folder: fine

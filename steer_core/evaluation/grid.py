@@ -8,7 +8,7 @@ scenario (chunked at max_batch rows).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from tqdm.auto import tqdm
@@ -37,65 +37,83 @@ def run_grid(
 ) -> list[dict]:
     """Generate every (scenario, method, level, layer set), one batch per scenario (chunked at
     max_batch rows); unsteered and prompt-only methods don't depend on layers and run once."""
-    rows_out = []
-    done = done or set()
     scenarios = list(scenarios)
-    steers = [steer] if isinstance(steer, SteerConfig) else list(steer)
+    rows_out = []
     bar = tqdm(total=len(scenarios), desc="eval", disable=not progress)
     for sc in scenarios:
-        reqs, meta = [], []
-        for method in methods:
-            combos = [(None, None)]
-            if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
-                usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
-                combos = [(layers, s) for layers in layer_sets for s in usable]
-            for layers, st in combos:
-                for level in levels if method != "none" else ["-"]:
-                    cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
-                    lab = layers_label(layers) if cfg else "-"
-                    setting = cfg.label if cfg else "-"
-                    cols = config_columns(cfg)
-                    old = (sc.scenario_id, method, level, lab, setting, style)  # rows before the config column
-                    if (sc.scenario_id, method, level, lab, cols["config"], style) in done or old in done:
-                        continue
-                    reqs.append(
-                        Request(
-                            sc.question,
-                            sc.student_answer,
-                            method,
-                            None if level == "-" else level,
-                            steer=cfg,
-                            style=style,
-                            scenario_id=sc.scenario_id,
-                        )
-                    )
-                    meta.append((method, level, lab, setting, cols))
-        for c in range(0, len(reqs), max_batch):
-            chunk, chunk_meta = reqs[c : c + max_batch], meta[c : c + max_batch]
-            t0 = time.time()
-            outs = generate_batch(lm, chunk, max_new_tokens=max_new_tokens)
-            secs = time.time() - t0
-            batch_rows = []
-            for (method, level, lab, setting, cols), o in zip(chunk_meta, outs):
-                batch_rows.append(
-                    {
-                        "scenario_id": sc.scenario_id,
-                        "method": method,
-                        "level": level,
-                        "layers": lab,
-                        "setting": setting,
-                        **cols,
-                        "style": style,
-                        "model": lm.label,
-                        "text": o.text,
-                        "new_tokens": o.new_tokens,
-                        "seconds": round(secs / len(outs), 3),
-                        "ppl": round(perplexity(lm, sc.question, sc.student_answer, o.token_ids, style), 3),
-                    }
-                )
+        for batch_rows in scenario_batches(
+            lm, sc, methods, levels, layer_sets, steer, max_new_tokens, style, done, max_batch
+        ):
             rows_out += batch_rows
             if on_rows:
                 on_rows(batch_rows)
         bar.update(1)
     bar.close()
     return rows_out
+
+
+def scenario_batches(
+    lm,
+    sc: Scenario,
+    methods: Sequence[str],
+    levels: Sequence[str],
+    layer_sets: Sequence[tuple[int, ...]],
+    steer: SteerConfig | Sequence[SteerConfig],
+    max_new_tokens: int = EVAL_TOKENS,
+    style: str = "plain",
+    done: set | None = None,
+    max_batch: int = 96,
+) -> Iterator[list[dict]]:
+    """One scenario's rows of the grid (those not in `done`), generated in batches of up to max_batch
+    rows; yields each batch's result rows (not yet judged) as it finishes."""
+    done = done or set()
+    steers = [steer] if isinstance(steer, SteerConfig) else list(steer)
+    reqs, meta = [], []
+    for method in methods:
+        combos = [(None, None)]
+        if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
+            usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
+            combos = [(layers, s) for layers in layer_sets for s in usable]
+        for layers, st in combos:
+            for level in levels if method != "none" else ["-"]:
+                cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
+                lab = layers_label(layers) if cfg else "-"
+                setting = cfg.label if cfg else "-"
+                cols = config_columns(cfg)
+                old = (sc.scenario_id, method, level, lab, setting, style)  # rows before the config column
+                if (sc.scenario_id, method, level, lab, cols["config"], style) in done or old in done:
+                    continue
+                reqs.append(
+                    Request(
+                        sc.question,
+                        sc.student_answer,
+                        method,
+                        None if level == "-" else level,
+                        steer=cfg,
+                        style=style,
+                        scenario_id=sc.scenario_id,
+                    )
+                )
+                meta.append((method, level, lab, setting, cols))
+    for c in range(0, len(reqs), max_batch):
+        chunk, chunk_meta = reqs[c : c + max_batch], meta[c : c + max_batch]
+        t0 = time.time()
+        outs = generate_batch(lm, chunk, max_new_tokens=max_new_tokens)
+        secs = time.time() - t0
+        yield [
+            {
+                "scenario_id": sc.scenario_id,
+                "method": method,
+                "level": level,
+                "layers": lab,
+                "setting": setting,
+                **cols,
+                "style": style,
+                "model": lm.label,
+                "text": o.text,
+                "new_tokens": o.new_tokens,
+                "seconds": round(secs / len(outs), 3),
+                "ppl": round(perplexity(lm, sc.question, sc.student_answer, o.token_ids, style), 3),
+            }
+            for (method, level, lab, setting, cols), o in zip(chunk_meta, outs)
+        ]
