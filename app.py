@@ -19,10 +19,13 @@ try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is
     import spaces
 
     gpu = spaces.GPU(duration=120)
+    gpu_long = spaces.GPU(duration=300)  # the longest one call may hold a ZeroGPU device
 except ImportError:  # anywhere else generation simply runs on the device steer_core picked
 
     def gpu(fn):
         return fn
+
+    gpu_long = gpu
 
 
 import gradio as gr
@@ -35,10 +38,12 @@ from steer_core.errors import UserError
 from steer_core.explore import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
 from steer_core.generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS
 from steer_core.latents import inspect_steering, separability_scores
-from steer_core.layer_spec import layers_label
+from steer_core.layer_spec import layers_label, parse_layers
 from steer_core.models import load_model
 from steer_core.offset_files import load_offsets
 from steer_core.paths import DEFAULT_MODEL
+from steer_core.question_sets import METHODS as SET_METHODS
+from steer_core.question_sets import evaluate_set, read_question_set, scenario_limit
 from steer_core.sae import SAETrainConfig
 from steer_core.steering import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, TARGET_NAMES, TARGETS, SteerConfig
 
@@ -258,13 +263,7 @@ def _status(result, view) -> str:
 
 
 def _save(record: dict, csv_text: str, kind: str) -> tuple[str, str]:
-    paths = []
-    for suffix, text in ((".json", json.dumps(record, indent=1)), (".csv", csv_text)):
-        fd, path = tempfile.mkstemp(prefix=f"bloom-steer-{kind}-", suffix=suffix)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        paths.append(path)
-    return paths[0], paths[1]
+    return _temp_file(kind, ".json", json.dumps(record, indent=1)), _temp_file(kind, ".csv", csv_text)
 
 
 def _view_request(question, student_answer, level, strength, max_new_tokens, layers, target, seed):
@@ -369,6 +368,86 @@ def sweep(
     yield (*texts, *labels, fig, json_path, csv_path, status)
 
 
+def _set_outputs(run, final: bool):
+    """The tab's outputs for a run so far: status, table, two charts, replies (files at the end)."""
+    summary = run.summary()
+    headers, rows = run.table(summary)
+    per_level = [s for s in summary if s["level"] != "ALL"]
+    left = run.eta_seconds()
+    if final:
+        failed = "".join(f"\n- scenario `{sid}`: {why}" for sid, why in run.failed)
+        status = (
+            f"Done in {run.seconds:.0f} s: {run.done} scenario{'s' if run.done != 1 else ''}, {len(run.rows)} replies "
+            f"judged. Accuracy is the share of replies the judge reads at the level asked for (chance 1/6); r is "
+            "the correlation of judged with target level; intervals are 95% bootstrap intervals over your "
+            "scenarios." + (f"\n\n{len(run.failed)} scenario(s) failed and are not counted:{failed}" if failed else "")
+        )
+    else:
+        eta = "" if left is None else f", about {left / 60:.1f} min left"
+        status = f"Running: {run.done} of {run.total} scenarios done{eta}. The table grows as they finish."
+    replies = [
+        [r["scenario_id"], methods.LABELS[r["method"]], r["level"], r["pred"], float(r["target_prob"] or 0), r["text"]]
+        for r in run.rows
+    ]
+    return (
+        status,
+        {"headers": headers, "data": rows},
+        charts.judged_vs_target(per_level, title="Judged level against the level asked for (mean over your scenarios)"),
+        charts.judged_shares(summary),
+        {"headers": REPLY_HEADERS, "data": replies},
+    )
+
+
+REPLY_HEADERS = ["id", "method", "target level", "judged level", "P(target)", "reply"]
+
+
+def _bad_rows_text(questions, limit: int) -> str:
+    text = questions.describe(limit) + "."
+    if questions.bad:
+        shown = "".join(f"\n- {b}" for b in questions.bad[:50])
+        more = f"\n- ... and {len(questions.bad) - 50} more" if len(questions.bad) > 50 else ""
+        text += f" Left out (the rest run):{shown}{more}"
+    return text
+
+
+@gpu_long
+@guarded("evaluate")
+def evaluate(file, levels=LEVELS, methods=methods.COMPARE, progress=gr.Progress()):  # noqa: B008
+    """Your questions: every method toward every chosen level on each uploaded scenario, judged, with
+    accuracy and r per method (95% intervals over the scenarios), growing as scenarios finish."""
+    model = lm()
+    limit = scenario_limit(model.device)
+    questions = read_question_set(file, limit)
+    bad = _bad_rows_text(questions, limit)
+    run = None
+    for run in evaluate_set(model, questions, levels, methods):
+        progress((run.done, run.total), desc="scenarios", unit="scenario")
+        if not run.finished:
+            yield (*_set_outputs(run, final=False), gr.skip(), gr.skip(), bad)
+    results = _temp_file("evaluate-results", ".csv", run.results_csv())
+    summary = _temp_file("evaluate-summary", ".csv", run.summary_csv())
+    yield (*_set_outputs(run, final=True), results, summary, bad)
+
+
+def preview_set(file) -> str:
+    """What an upload holds, before anything runs: usable rows, the limit, the rows left out."""
+    if file is None:
+        return ""
+    try:
+        limit = scenario_limit(lm().device)
+        return _bad_rows_text(read_question_set(file, limit), limit)
+    except USER_ERRORS as exc:
+        return f"**Cannot run this file:** {exc}"
+
+
+def _temp_file(kind: str, suffix: str, text: str) -> str:
+    fd, path = tempfile.mkstemp(prefix=f"bloom-steer-{kind}-", suffix=suffix)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+@gpu
 def initial_map():
     try:
         model = lm()
@@ -379,6 +458,7 @@ def initial_map():
         return None
 
 
+@gpu_long
 def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progress(track_tqdm=True)):
     """Train SAEs + prototypes for all heads of one layer of the loaded model into the user cache;
     they replace the shipped ones for that layer at once."""
@@ -405,6 +485,32 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
         f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
         "the Compare tab uses it now with a descent target (softmax, delta or the paper's prototype); "
         f"learned offsets exist for {_offset_layers(model)} only."
+    )
+
+
+@gpu_long
+def prepare_layers(layers, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    """Build what the default steering needs for these layers of the loaded model (SAEs, prototypes,
+    learned offsets) into the user cache, skipping what is already built and verifies."""
+    from steer_core.prepare import PrepareConfig, plan, prepare
+
+    try:
+        model = lm()
+        try:
+            chosen = parse_layers(str(layers).split("(")[0].strip())
+        except ValueError:
+            raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {layers!r}") from None
+        cfg = PrepareConfig(layers=tuple(model.check_layer(layer) for layer in chosen))
+        todo = plan(model, cfg)
+        if todo.nothing_to_do:
+            return f"Nothing to build: layers {layers_label(cfg.layers)} have their SAEs, prototypes and offsets."
+        progress(0, desc=f"building {todo.describe()}")
+        manifest = prepare(model, cfg)
+    except USER_ERRORS as exc:
+        raise _user_error(exc) from None
+    return (
+        f"Built {manifest['built']} in {manifest['timings']['total_seconds']:.0f} s; the other tabs steer with it "
+        f"now. Manifest: `{manifest['manifest']}`."
     )
 
 
@@ -685,6 +791,58 @@ def _sweep_tab(demo: gr.Blocks, model) -> None:
         )
 
 
+def _questions_tab(demo: gr.Blocks, model) -> None:
+    """The Your questions tab: evaluate the methods on a set of questions the user uploads."""
+    limit = scenario_limit(model.device)
+    with gr.Tab("Your questions"):
+        gr.Markdown(
+            "Does steering work on **your** questions? Upload a `.csv` or `.jsonl` file with the columns "
+            "`question` and `student_answer` (and optionally `id`), one student answer a row. Every method "
+            "writes feedback toward every level you tick, the judge reads each reply, and you get the accuracy "
+            "and *r* of each method with 95% intervals over your scenarios, as in the README's tables. "
+            f"**Up to {limit} scenarios a run on this server** ({model.device.type.upper()}; about 20 s a "
+            "scenario on a 2-core CPU with the default methods and levels). The unsteered reply always runs: "
+            "every figure is read against it."
+        )
+        with gr.Row():
+            e_file = gr.File(label="Questions (.csv or .jsonl)", file_types=[".csv", ".jsonl"], elem_id="eval-file")
+            with gr.Column():
+                e_levels = CheckboxGroup(list(LEVELS), value=list(LEVELS), label="Target levels")
+                e_methods = CheckboxGroup(
+                    [(methods.LABELS[m], m) for m in SET_METHODS if m != "none"],
+                    value=[m for m in methods.COMPARE if m != "none"],
+                    label="Methods (besides unsteered)",
+                )
+        e_bad = gr.Markdown(elem_id="eval-rows")
+        e_go = gr.Button("Evaluate", variant="primary")
+        e_status = gr.Markdown(elem_id="eval-status")
+        e_table = gr.Dataframe(label="Per method", interactive=False, wrap=True, elem_id="eval-table")
+        with gr.Row():
+            e_chart = captioned_plot(
+                "**Judged against asked.** The level the judge reads, averaged over your scenarios, against the "
+                "level asked for: steering that works climbs the dotted diagonal.",
+                "Judged level against target level",
+                "eval-plot",
+            )
+            e_shares = captioned_plot(
+                "**Judged levels.** The share of each method's replies the judge reads at each level.",
+                "Judged levels",
+                "eval-shares",
+            )
+        e_replies = gr.Dataframe(label="The replies", interactive=False, wrap=True, elem_id="eval-replies")
+        with gr.Row():
+            e_results = gr.File(label="Results (CSV, one reply a row)", elem_id="eval-results")
+            e_summary = gr.File(label="Summary (CSV)", elem_id="eval-summary")
+        e_file.change(preview_set, e_file, e_bad, api_visibility="private")
+        e_go.click(
+            evaluate,
+            [e_file, e_levels, e_methods],
+            [e_status, e_table, e_chart, e_shares, e_replies, e_results, e_summary, e_bad],
+            api_name="evaluate",
+            concurrency_limit=1,
+        )
+
+
 def _train_tab(demo: gr.Blocks, model) -> None:
     """The Train tab: SAEs and prototypes for one layer of the loaded model."""
     with gr.Tab("Train your own"):
@@ -712,8 +870,26 @@ def _train_tab(demo: gr.Blocks, model) -> None:
         t_go = gr.Button("Train", variant="primary")
         t_out = gr.Markdown()
         t_go.click(
-            train_layer, [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs], t_out, api_name="train", concurrency_limit=1
+            train_layer,
+            [t_layer, t_arch, t_k, t_l1, t_exp, t_epochs],
+            t_out,
+            api_name="train",
+            concurrency_limit=1,
+            concurrency_id="training",
         )
+        gr.Markdown(
+            "### Prepare the default steering\n"
+            "Everything the default steering needs for a band of layers of the loaded model, in one step: SAEs "
+            "and prototypes for the layers that lack them, then the learned offsets, fitted together for the "
+            "band (what `python -m steer_core prepare` does). Built pieces that verify are kept. For the "
+            "embedded model everything ships, so there is nothing to do; for another model expect about a "
+            "minute a layer for the SAEs and 10-25 minutes for the offsets on a 2-core CPU."
+        )
+        with gr.Row():
+            p_layers = gr.Textbox(value=DEFAULT_BAND, label="Layers", info="a band, one layer, or e.g. 3,9,15")
+            p_go = gr.Button("Prepare", variant="secondary")
+        p_out = gr.Markdown()
+        p_go.click(prepare_layers, p_layers, p_out, api_name="prepare", concurrency_limit=1, concurrency_id="training")
 
 
 def _levels_tab(demo: gr.Blocks, model) -> None:
@@ -740,6 +916,7 @@ def build() -> gr.Blocks:
         _compare_tab(demo, model)
         _ladder_tab(demo, model)
         _sweep_tab(demo, model)
+        _questions_tab(demo, model)
         _train_tab(demo, model)
         _levels_tab(demo, model)
     return demo

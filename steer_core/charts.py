@@ -32,6 +32,7 @@ __all__ = [
     "accuracy_by_method_level",
     "judged_vs_target",
     "layer_sweep",
+    "judged_shares",
     "ladder_chart",
     "sweep_chart",
     "attention_parts",
@@ -519,6 +520,33 @@ def judged_vs_target(summary_rows: Sequence[Mapping[str, Any]], title: str | Non
         margin={"l": 70, "r": 10, "t": 48, "b": 10},
     )  # long names: listed below the plot
     return fig
+
+
+def judged_shares(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
+    """One stacked bar per method: the share of its replies the judge reads at each level, over all
+    target levels (an even spread is what steering that follows the target gives; a method stuck on
+    one level shows one colour)."""
+    title = title or "Which levels the judge reads, per method"
+    rows = [r for r in summary_rows if str(r.get("level", "")).strip() == "ALL"]
+    fig = go.Figure()
+    if not rows:
+        return _style(_note(fig, "no results yet"), title, "", "")
+    names = [_method_label(str(r["method"])) for r in rows]
+    for lv in LEVELS:
+        shares = [float(r.get(f"judged_{lv}", 0.0) or 0.0) for r in rows]
+        fig.add_trace(
+            go.Bar(
+                y=names,
+                x=shares,
+                name=lv,
+                orientation="h",
+                marker={"color": LEVEL_COLORS[lv]},
+                hovertemplate=f"%{{y}}<br>judged {lv}: %{{x:.0%}}<extra></extra>",
+            )
+        )
+    fig.update_layout(barmode="stack", yaxis={"autorange": "reversed"})
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    return _style(fig, title, "share of the replies", "")
 
 
 def layer_sweep(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:

@@ -33,7 +33,7 @@ def check_inputs(question, student_answer) -> None:
     """The question and answer a reply is written for: printable text, within the length limit."""
     for label, text in (("question", question), ("student answer", student_answer)):
         if not isinstance(text, str) or not any(c.isprintable() and not c.isspace() for c in text):
-            raise UserError(f"The {label} is empty: type some text.")
+            raise UserError(f"The {label} is empty (no visible text).")
         if len(text) > MAX_INPUT_CHARS:
             raise UserError(f"The {label} is too long ({len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}).")
 

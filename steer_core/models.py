@@ -45,9 +45,18 @@ def adapter_tag(adapter: str | Path | None) -> str | None:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for; "auto" (or none) means $STEER_DEVICE, else the GPU when there is one."""
+    if not device or device == "auto":
+        device = os.environ.get("STEER_DEVICE", "auto").strip() or "auto"
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but torch sees no CUDA GPU here (use auto or cpu)")
+    return dev
 
 
 @dataclass

@@ -169,3 +169,11 @@ def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", sit
     if got.site != site:
         raise OffsetsFileError(f"{folder}: these are {got.site} offsets, not {what}")
     return got
+
+
+def forget_offsets(folder: str | Path) -> None:
+    """Drop a folder's loaded offsets (a new fit was written there), so the next load reads the files."""
+    path = str(Path(folder).resolve())
+    with _LOCK:
+        for key in [k for k in _LOADED if k[0] == path]:
+            del _LOADED[key]

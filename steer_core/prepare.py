@@ -21,7 +21,7 @@ from .errors import UserError
 from .io_utils import atomic_write_text
 from .layer_files import verify_layer
 from .layer_spec import layers_label
-from .offset_files import OFFSETS_CFG, OFFSETS_FILE, LevelOffsets, OffsetsFileError, offsets_roots
+from .offset_files import OFFSETS_CFG, OFFSETS_FILE, LevelOffsets, OffsetsFileError, forget_offsets, offsets_roots
 from .offsets import OffsetFitConfig
 from .paths import cache_root
 from .sae import SAEFileError, SAETrainConfig
@@ -156,6 +156,7 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
         offsets = fit_offsets(lm, rows, fit_cfg, banks=_banks(lm, cfg, out), progress=progress)
         todo.offsets_dir = _dirs(lm, cfg.style, out)[1]  # a new fit goes to the user's folder, never the shipped one
         offsets.save(todo.offsets_dir)
+        forget_offsets(todo.offsets_dir)  # a running app steers with the new fit from its next request
         timings["offsets_seconds"] = round(time.time() - t0, 1)
     manifest = {
         "model": lm.name,

@@ -6,6 +6,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# STEER_TEST_DEVICE=cuda pytest -m "not browser": every test that loads the real model, and the app it
+# starts, runs on that device (the tiny models of the fast tests stay on the CPU).
+if os.environ.get("STEER_TEST_DEVICE"):
+    os.environ["STEER_DEVICE"] = os.environ["STEER_TEST_DEVICE"]
+
+
+def pytest_report_header(config):
+    return f"steer device: {os.environ.get('STEER_DEVICE', 'auto')}"
+
+
+def pytest_sessionstart(session):
+    want = os.environ.get("STEER_TEST_DEVICE", "")
+    if want.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.exit(f"STEER_TEST_DEVICE={want}, but torch sees no CUDA GPU", returncode=4)
 
 
 @pytest.fixture(scope="session")
