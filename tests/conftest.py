@@ -41,8 +41,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """The real `python app.py`, started once for the session on a free port."""
+def app_url(app_server):
+    return app_server[0]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """The real `python app.py`, started once for the session on a free port: (url, process)."""
     import subprocess
     import time
     import urllib.request
@@ -83,7 +88,7 @@ def app_url(tmp_path_factory):
             if time.time() > deadline:
                 raise RuntimeError(f"app.py did not serve within 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

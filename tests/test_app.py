@@ -31,7 +31,7 @@ def compare(client, q=Q, a=A, level="analyze", **kw):
 def test_compare_returns_four_texts_judgements_charts_and_report(client):
     out = compare(client, max_new_tokens=24)
     texts, labels = out[:N_TEXTS], out[N_TEXTS : N_TEXTS + N_LABELS]
-    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and texts[4:] == ["", ""]
+    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and list(texts[4:]) == ["", ""]
     for lab in labels[:4]:
         assert lab["label"] in LEVELS and len(lab["confidences"]) >= 1
     plots = out[N_TEXTS + N_LABELS : N_TEXTS + N_LABELS + 5]
@@ -52,7 +52,7 @@ def test_compare_returns_four_texts_judgements_charts_and_report(client):
 def test_instruction_baseline_on_request(client):
     out = compare(client, level="create", max_new_tokens=12, instruction=True)
     assert out[4].strip() and out[N_TEXTS + 4]["label"] in LEVELS
-    assert out[5] == "" and out[N_TEXTS + 5] is None
+    assert out[5] == "" and not out[N_TEXTS + 5]
 
 
 def test_residual_vector_column_on_request(client):
@@ -220,3 +220,102 @@ def test_compare_api_is_declared_once_and_documented_in_order(client):
     readme = (ROOT / "README.md").read_text()
     listed = readme.split("`/compare` takes, in order after the level:")[1].split("`/ladder`")[0]
     assert re.findall(r"`([a-z_]+)`", listed) == names[3:]
+
+
+THREE = (
+    "id,question,student_answer\n"
+    "flour,A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?,450 g\n"
+    "moon,Why do we see phases of the Moon?,Because the Earth's shadow covers part of the Moon.\n"
+    "ice,Why does ice float on water?,Because ice is lighter.\n"
+    "empty,What is a prime number?,\n"
+)
+
+
+def evaluate(client, path, levels=("remember", "create"), methods=("sae", "fewshot")):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), list(levels), list(methods), api_name="/evaluate")
+
+
+def _data(table):
+    return table["data"] if isinstance(table, dict) else table
+
+
+def test_evaluate_returns_the_summary_of_an_uploaded_file(client, tmp_path):
+    path = tmp_path / "three.csv"
+    path.write_text(THREE, encoding="utf-8")
+    status, table, chart, shares, replies, results, summary, rows = evaluate(client, path)
+    assert "Done in" in status and "3 scenarios" in status
+    assert "3 scenarios to run" in rows and "line 5: The student answer is empty" in rows
+    data = _data(table)
+    assert [r[0] for r in data] == ["Unsteered", "SAE-steered", "Few-shot"]
+    assert all("[" in r[2] for r in data)  # accuracy with its interval over the scenarios
+    assert json.loads(chart["plot"])["data"] and json.loads(shares["plot"])["data"]
+    texts = _data(replies)
+    assert len(texts) == 3 * (1 + 2 * 2) and {r[0] for r in texts} == {"flour", "moon", "ice"}
+    lines = open(results, encoding="utf-8").read().splitlines()
+    assert lines[0].startswith("scenario_id,question,student_answer") and len(lines) > len(texts)
+    assert open(summary, encoding="utf-8").readline().startswith("model,style,method")
+
+
+def test_bad_uploads_are_refused_each_with_a_message_and_the_app_keeps_serving(client, tmp_path):
+    from gradio_client.exceptions import AppError
+    from test_question_sets import BAD_UPLOADS
+
+    assert len(BAD_UPLOADS) >= 20
+    for i, (name, content, message) in enumerate(BAD_UPLOADS):
+        path = None
+        if name is not None:
+            path = tmp_path / f"{i}" / name
+            path.parent.mkdir()
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        with pytest.raises(AppError) as exc:
+            if path is None:
+                client.predict(None, ["create"], ["fewshot"], api_name="/evaluate")
+            else:
+                evaluate(client, path, ["create"], ["fewshot"])
+        text = str(exc.value)
+        # a wrong type may be refused by the upload widget itself, before the app reads the file
+        assert message in text or (name and "Invalid file type" in text), (name, text)
+    assert compare(client, level="apply", max_new_tokens=4)[0].strip()
+
+
+def test_evaluate_ladder_and_compare_at_once_equal_each_alone(client, tmp_path):
+    path = tmp_path / "three.csv"
+    path.write_text(THREE, encoding="utf-8")
+    calls = [
+        lambda: [r[-1] for r in _data(evaluate(client, path, ["apply"], ["sae"])[4])],
+        lambda: compare(client, level="evaluate", max_new_tokens=16)[:4],
+        lambda: client.predict(Q, A, "query", 1.0, 12, api_name="/ladder")[:7],
+        lambda: compare(client, level="remember", max_new_tokens=16, target="delta")[:4],
+    ]
+    alone = [call() for call in calls]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        together = list(pool.map(lambda call: call(), calls))
+    assert together == alone
+
+
+def test_memory_stays_flat_over_repeated_evaluations(client, app_server, tmp_path):
+    """The server's resident memory reaches a plateau: after the first runs (which load the judge and the
+    few-shot pool, and give each worker thread its allocator arena) a run adds nothing that stays."""
+    path = tmp_path / "one.csv"
+    path.write_text(THREE.split("\n", 2)[0] + "\n" + THREE.split("\n")[2] + "\n", encoding="utf-8")
+    pid = app_server[1].pid
+
+    def rss_mb() -> float:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+
+    sizes = []
+    for _ in range(10):
+        evaluate(client, path, ["create"], ["fewshot"])
+        sizes.append(round(rss_mb(), 1))
+    assert max(sizes[6:]) - max(sizes[2:6]) < 60, sizes  # a leak of even 15 MB a run would show
+
+
+def test_prepare_finds_the_default_model_ready_and_refuses_bad_layers(client):
+    from gradio_client.exceptions import AppError
+
+    assert client.predict("8-21", api_name="/prepare").startswith("Nothing to build: layers 8-21")
+    with pytest.raises(AppError, match="layer 99 is out of range|layers must look like"):
+        client.predict("99", api_name="/prepare")

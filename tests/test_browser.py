@@ -130,3 +130,36 @@ def test_ladder_and_sweep_in_the_browser(browser, app_url, tmp_path):
     shot = tmp_path / "sweep.png"
     page.screenshot(path=str(shot), full_page=True)
     keep(shot, "sweep.png")
+
+
+def test_your_questions_in_the_browser(browser, app_url, tmp_path):
+    """Upload a set, see what it holds before running, run it on two levels, wait for the table and charts."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("tab", name="Your questions").click()
+    upload = tmp_path / "mine.csv"
+    upload.write_text(
+        "question,student_answer\n"
+        "Why do we see phases of the Moon?,Because the Earth's shadow covers part of the Moon.\n"
+        "What is 7 x 8?,54\n"
+        "Name a mammal that lays eggs.,\n",
+        encoding="utf-8",
+    )
+    page.locator("#eval-file input[type=file]").set_input_files(str(upload))
+    page.get_by_text("2 scenarios to run").wait_for(timeout=60_000)  # shown before anything runs
+    assert "line 4" in page.locator("#eval-rows").inner_text()
+    for level in ("remember", "understand", "apply", "evaluate"):  # keep analyze and create
+        page.get_by_label(level, exact=True).uncheck()
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.locator("#eval-status").get_by_text("Done in").wait_for(timeout=300_000)
+    for pid in ("eval-plot", "eval-shares"):
+        page.locator(f"#{pid} .js-plotly-plot").wait_for(timeout=60_000)
+    table = page.locator("#eval-table").inner_text()
+    assert "SAE-steered" in table and "Few-shot" in table and "[" in table
+    assert page.locator("#eval-results a, #eval-results [download]").count() >= 1
+    assert not errors, errors
+    shot = tmp_path / "questions.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot, "questions.png")
