@@ -90,11 +90,11 @@ def lm():
 
 
 def layer_choices(n_layers: int) -> list[tuple[str, str]]:
-    band = [
-        (f"{DEFAULT_BAND}: middle band (recommended)", DEFAULT_BAND),
-        (f"0-{n_layers - 1}: every layer", f"0-{n_layers - 1}"),
-    ]
-    return band + [(f"{i}", str(i)) for i in range(n_layers)]
+    every = f"0-{n_layers - 1}"
+    bands = [(f"{DEFAULT_BAND}: the validated default (recommended)", DEFAULT_BAND)]
+    if every != DEFAULT_BAND:
+        bands.append((f"{every}: every layer", every))
+    return bands + [(f"{i}", str(i)) for i in range(n_layers)]
 
 
 def example_rows(n: int = 8) -> list[list[str]]:

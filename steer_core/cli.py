@@ -110,8 +110,10 @@ def _no_adapter(args) -> bool:
 def cmd_prepare(args) -> int:
     from .prepare import PrepareConfig, plan, prepare
 
-    layers = _layers(args.layers)
     lm = _load(args)
+    # the default steers every layer: for another model that is every layer of that model
+    every = args.layers is None or args.layers.strip().lower() == "all"
+    layers = tuple(range(lm.n_layers)) if every else _layers(args.layers)
     writers = tuple(args.writers) if args.writers else None
     layers = tuple(lm.check_layer(layer) for layer in layers)
     fit = OffsetFitConfig(layers=layers, style=args.style, epochs=args.offset_epochs)
@@ -667,7 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
         "then the learned offsets (resumable; what exists and verifies is kept)",
         parents=[_model_parent()],
     )
-    pr.add_argument("--layers", default=BAND)
+    pr.add_argument(
+        "--layers", default=None, help=f"all, 15, 8-21 or 3,9,15 (default: all, {BAND} on the default model)"
+    )
     pr.add_argument(
         "--out", default=None, help="one folder (OUT/saes, OUT/offsets); default: the user cache, where the app looks"
     )

@@ -34,7 +34,7 @@ def test_shipped_saes_verify(lm):
 
 
 def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
-    """Learned offsets at the validated strength on layers 8-21; the shipped offsets load for the shipped
+    """Learned offsets at the validated strength on every layer; the shipped offsets load for the shipped
     SAEs of every default layer (offsets fitted for other SAEs would be refused)."""
     from steer_core.generation import Request, steering_groups
     from steer_core.steering import BASE_ALPHA, SteerConfig
@@ -43,7 +43,7 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     assert (cfg.target, cfg.alpha, cfg.layers, cfg.positions) == (
         "learned",
         BASE_ALPHA["learned"],
-        tuple(range(8, 22)),
+        tuple(range(30)),
         "generated",
     )
     groups = steering_groups(lm, [Request(Q, A, "sae", "create", steer=cfg)])
@@ -203,7 +203,7 @@ def test_prepare_on_the_real_model(tmp_path):
     check = subprocess.run([*run, "prepare", "--check"], capture_output=True, text=True, cwd=ROOT)
     assert check.returncode == 0, check.stderr[-2000:]
     assert json.loads(check.stdout.splitlines()[-1]) == {
-        "layers_done": list(range(8, 22)),
+        "layers_done": list(range(30)),
         "layers_todo": [],
         "offsets_done": True,
     }
