@@ -414,22 +414,66 @@ class RowGroup:
     offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets; residual: (levels, hidden)
 
 
+def constant_shift(g: RowGroup) -> torch.Tensor | None:
+    """(rows, heads, head_dim): the vector this group's edit adds to every query, when the edit does
+    not depend on the query (learned offsets decode to a fixed shift; mean difference; the query
+    baseline's delta descent, whose closed form is x + alpha d (1 - c^T) / (1 + mu)); None otherwise."""
+    cfg = g.cfg
+
+    def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
+        return t if g.heads is None else t.index_select(dim, g.heads)
+
+    if cfg.method == "sae" and cfg.target == "learned" and g.offsets is not None:
+        W_dec = g.bank.sae.weights(g.heads)[2]
+        codes = pick(g.offsets.index_select(0, g.levels), 1).to(W_dec.dtype)
+        return cfg.alpha * torch.einsum("rhk,hkd->rhd", codes, W_dec)
+    diff = None
+    if cfg.method in ("meandiff", "query"):
+        diff = pick(g.bank.queries.index_select(0, g.levels) - g.bank.query_all, 1)
+    if cfg.method == "meandiff":
+        return cfg.alpha * diff
+    if cfg.method == "query" and cfg.target == "delta" and cfg.distance == "l2" and cfg.steps > 0:
+        c = 1.0 - 2.0 * cfg.lr * (1.0 + cfg.mu)
+        if 0.0 <= c < 1.0:  # where latent_descent takes its closed form too
+            return (cfg.alpha * (1.0 - c**cfg.steps) / (1.0 + cfg.mu)) * diff
+    return None
+
+
 def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, start: int = 0):
     """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated'; start: see
-    SteerConfig.steered_count), or None when no group steers any of its positions."""
+    SteerConfig.steered_count), or None when no group steers any of its positions. Groups whose edit
+    is a fixed shift at every position become one dense (batch, heads x dim) add, built once per
+    batch size; the others edit their rows' queries."""
     live = [(g, count) for g in groups if (count := g.cfg.steered_count(phase, start)) != 0]
     if not live:
         return None
+    shifts = [(g, count, constant_shift(g)) for g, count in live]
+    everywhere = [(g, s) for g, count, s in shifts if s is not None and count is None]
+    rest = [(g, count, s) for g, count, s in shifts if s is None or count is not None]
+    dense: dict[tuple, torch.Tensor] = {}
 
     def edit(q: torch.Tensor) -> torch.Tensor:
         B, S, _ = q.shape
-        q4 = q.view(B, S, n_heads, head_dim)
-        out = q4.clone()
-        for g, count in live:
+        if everywhere:
+            key = (B, q.dtype, q.device)
+            if key not in dense:
+                d = torch.zeros(B, n_heads, head_dim, dtype=q.dtype, device=q.device)
+                for g, s in everywhere:
+                    heads = torch.arange(n_heads, device=q.device) if g.heads is None else g.heads
+                    d[g.rows[:, None], heads] = s.to(q.dtype)
+                dense[key] = d.view(B, 1, n_heads * head_dim)
+            q = q + dense[key]
+        if not rest:
+            return q
+        out = q.view(B, S, n_heads, head_dim).clone()
+        for g, count, s in rest:
             n = S if count is None else min(S, count)
             block = out.index_select(0, g.rows)[:, :n]
             x = block if g.heads is None else block.index_select(2, g.heads)
-            new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
+            if s is not None:
+                new = x + s[:, None].to(x.dtype)
+            else:
+                new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
             if g.heads is None:
                 block = new
             else:

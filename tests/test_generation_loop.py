@@ -143,3 +143,39 @@ def test_learned_offsets_shift_the_query_by_the_decoded_offset(lm):
     heads = torch.tensor([0, 2])
     part = steer_rows(bank, x[:, :, heads], levels, heads, cfg, offsets)
     torch.testing.assert_close(part, expected[:, :, heads], rtol=1e-4, atol=1e-4)
+
+
+def test_fixed_shift_edits_equal_editing_each_group_s_rows(lm):
+    """Learned offsets, mean difference and the query baseline's delta descent add a fixed vector:
+    the one dense add that replaces their per-row edits gives the same queries, beside a group whose
+    edit depends on the query, for some heads only, and for the reply's opening only."""
+    from tiny import tiny_bank
+
+    from steer_core.steering import RowGroup, SteerConfig, make_layer_edit, steer_rows
+
+    bank = tiny_bank(lm, 1, seed=3)
+    H, D = lm.n_heads, lm.head_dim
+    g = torch.Generator().manual_seed(1)
+    offsets = torch.relu(torch.randn(6, H, bank.sae.d_sae, generator=g))
+    t = torch.tensor
+    groups = [
+        RowGroup(t([0, 2]), t([1, 5]), SteerConfig(layers=(1,), strength=0.5), bank, None, offsets),
+        RowGroup(t([1]), t([3]), SteerConfig(method="query", target="delta", layers=(1,)), bank, t([0, 2]), None),
+        RowGroup(
+            t([3]), t([0]), SteerConfig(method="meandiff", target="delta", layers=(1,), strength=0.3), bank, None, None
+        ),
+        RowGroup(t([4]), t([2]), SteerConfig(layers=(1,), target="prototype", lr=0.3), bank, None, None),
+        RowGroup(t([5]), t([4]), SteerConfig(layers=(1,), first_tokens=2), bank, t([1]), offsets),
+    ]
+    q = torch.randn(7, 5, H * D, generator=g)  # row 6 is not steered
+    got = make_layer_edit(groups, "generated", H, D)(q)
+    want = q.view(7, 5, H, D).clone()
+    for grp in groups:
+        n = 2 if grp.cfg.first_tokens else 5
+        heads = torch.arange(H) if grp.heads is None else grp.heads
+        x = want[grp.rows][:, :n][:, :, heads]
+        new = steer_rows(grp.bank, x, grp.levels, grp.heads, grp.cfg, grp.offsets)
+        for i, r in enumerate(grp.rows.tolist()):
+            want[r, :n, heads] = new[i]
+    torch.testing.assert_close(got, want.view(7, 5, H * D), rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[6], q[6]) and torch.equal(got[5, 2:], q[5, 2:])  # unsteered; after the opening
