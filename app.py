@@ -910,8 +910,8 @@ def build() -> gr.Blocks:
             "without changing the prompt. By default it adds a per-level code offset fitted on the model's own "
             "feedback; the paper's descent to a level prototype is the *prototype* target under *Advanced*. "
             "A classifier (the *judge*) says which level each reply actually asks for. Honest note: on this "
-            "small model steering moves the level above chance but less than a three-example prompt; see the "
-            "README's figures."
+            "small model steering every layer moves the level about as far as a three-example prompt, and "
+            "less than naming the level in the prompt; see the README's figures."
         )
         _compare_tab(demo, model)
         _ladder_tab(demo, model)

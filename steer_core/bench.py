@@ -137,7 +137,7 @@ def run_bench(
         # the performance target is stated for all heads of one layer
         "sae_steered_tok_s": round(tokens / med["sae_one"], 2),
         "layer": layer,
-        # the app's default: all heads of the 14-layer band
+        # the app's default: all heads of the default layers
         "sae_band_tok_s": round(tokens / med["sae_band"], 2),
         "band": f"{band.layers[0]}-{band.layers[-1]}",
     }
