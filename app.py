@@ -483,8 +483,9 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
     return (
         f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
         f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
-        "the Compare tab uses it now with a descent target (softmax, delta or the paper's prototype); "
-        f"learned offsets exist for {_offset_layers(model)} only."
+        "the descent targets (softmax, delta or the paper's prototype) use it now. The default (learned "
+        f"offsets, fitted for {_offset_layers(model)}) keeps the SAEs its offsets were fitted for; "
+        "Prepare below refits them for the new SAEs."
     )
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import torch
 
 from . import methods
-from .bank import STORE
+from .bank import STORE, bank_roots
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
 from .errors import UserError
 from .hooks import RESIDUAL, query_edits
-from .offset_files import load_offsets
+from .offset_files import load_offsets, manifest_digest
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
 from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
 
@@ -120,6 +120,8 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict:
                 learned.for_layer(lm.check_layer(layer))
         banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
         if learned is not None:
+            if cfg.saes is None:
+                banks = _banks_of(lm, learned, banks, style)
             learned.check_matches(banks)
         for layer, bank in banks.items():
             heads = cfg.heads_at(layer)
@@ -127,6 +129,24 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict:
             head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
             offsets = None if learned is None else learned.for_layer(layer)
             out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx, offsets))
+    return out
+
+
+def _banks_of(lm, learned, banks: dict, style: str) -> dict:
+    """Offsets are codes of the SAEs they were fitted for: a layer whose newest SAEs (say, retrained in
+    the Train tab) are others steers with the ones the offsets were fitted for, while those are still
+    on disk (the shipped ones); descent targets use the newest."""
+    want = learned.meta.get("sae_manifests", {})
+    out = dict(banks)
+    for layer, bank in banks.items():
+        if str(layer) not in want or manifest_digest(bank.meta) == want[str(layer)]:
+            continue
+        for root in bank_roots(lm, style)[1:]:
+            if (root / f"layer_{layer}" / "layer.json").is_file():
+                other = STORE.get(lm, layer, style, train_missing=False, root=root)
+                if manifest_digest(other.meta) == want[str(layer)]:
+                    out[layer] = other
+                    break
     return out
 
 

@@ -88,7 +88,7 @@ BAD = [
     (dict(k_shots=0), "few-shot"),
     (dict(target="nowhere"), "target"),
     (dict(positions="everywhere"), "positions"),
-    (dict(layers="3"), "no learned offsets for layer 3"),  # the default target outside its fitted layers
+    (dict(layers="0-30"), "layer 30 is out of range"),  # a band past the last layer
 ]
 
 
@@ -154,6 +154,8 @@ def test_train_tab_trains_a_layer_that_compare_uses_at_once(client):
     assert (Path(path) / "layer_0" / "layer.json").is_file()
     out = compare(client, layers="0", target="softmax", max_new_tokens=6)
     assert out[1].strip()
+    # the default's offsets were fitted for the shipped SAEs of layer 0: it steers with those still
+    assert compare(client, layers="0-29", max_new_tokens=6)[1].strip()
 
 
 def test_train_tab_refuses_bad_settings(client):
