@@ -82,8 +82,13 @@ def test_preparing_into_the_model_cache_never_drops_layers_the_default_steering_
     monkeypatch.setenv("STEER_CACHE", str(tmp_path))
     shutil.copytree(out / "saes", user_root(lm))
     shutil.copytree(out / "offsets", offsets_roots(lm)[0])
-    assert plan(lm, cfg).nothing_to_do  # the model's own files, found where the app looks
-    assert plan(lm, PrepareConfig(layers=(1,))).nothing_to_do  # a subset of the fitted layers needs no new fit
-    with pytest.raises(UserError, match=r"cover layers 1,2; offsets fitted for 0,1 alone .* layers 2 would lose"):
-        plan(lm, PrepareConfig(layers=(0, 1)))
-    assert plan(lm, PrepareConfig(layers=(0, 1)), out=tmp_path / "own").layers_todo == [0, 1]  # its own folder: fine
+    from steer_core.bank import STORE
+
+    try:
+        assert plan(lm, cfg).nothing_to_do  # the model's own files, found where the app looks
+        assert plan(lm, PrepareConfig(layers=(1,))).nothing_to_do  # a subset of the fitted layers: no new fit
+        with pytest.raises(UserError, match=r"cover layers 1,2; offsets fitted for 0,1 alone .* layers 2 would lose"):
+            plan(lm, PrepareConfig(layers=(0, 1)))
+        assert plan(lm, PrepareConfig(layers=(0, 1)), out=tmp_path / "own").layers_todo == [0, 1]  # own folder: fine
+    finally:
+        STORE._layers.clear()  # the layers loaded from this test's cache

@@ -33,6 +33,7 @@ def _write_layer(root, lm, layer, seed):
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("STEER_CACHE", str(tmp_path))
+    STORE._layers.clear()  # layers another test loaded from its own cache must not be served here
     lm = tiny_lm()
     yield lm, bank_mod.user_root(lm)
     STORE._layers.clear()
