@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from .evaluation.grid import scenario_batches
 from .evaluation.judging import add_judgements
 from .evaluation.results import RESULT_FIELDS
 from .evaluation.stats import SUMMARY_FIELDS, summarize
+from .evaluation.tables import fmt_number, interval_text
 from .generation import EVAL_TOKENS, check_inputs
 from .steering import SteerConfig
 
@@ -274,9 +274,9 @@ class SetRun:
                 [
                     method_names.LABELS[s["method"]],
                     int(s["n"]) if s["method"] != "none" else int(s["n"]) // len(LEVELS),
-                    _with_interval(s, "accuracy"),
-                    "-" if s["method"] == "none" else _with_interval(s, "level_corr", signed=True),
-                    "-" if not _finite(s.get("ppl")) else f"{float(s['ppl']):.2f} ({float(s['ppl_ratio']):.2f}x)",
+                    interval_text(s, "accuracy"),
+                    "-" if s["method"] == "none" else interval_text(s, "level_corr", "+.2f"),
+                    _perplexity_text(s),
                     *shares,
                 ]
             )
@@ -299,21 +299,9 @@ class SetRun:
         return _csv_text(self.summary() if summary is None else summary, SUMMARY_FIELDS)
 
 
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def _with_interval(s: dict, key: str, signed: bool = False) -> str:
-    if not _finite(s.get(key)):
-        return "-"
-    spec = "+.2f" if signed else ".3f"
-    text = f"{float(s[key]):{spec}}"
-    if _finite(s.get(f"{key}_lo")) and _finite(s.get(f"{key}_hi")):
-        text += f" [{float(s[key + '_lo']):{spec}}, {float(s[key + '_hi']):{spec}}]"
-    return text
+def _perplexity_text(s: dict) -> str:
+    ppl = fmt_number(s.get("ppl"), ".2f")
+    return "-" if ppl == "-" else f"{ppl} ({fmt_number(s.get('ppl_ratio'), '.2f')}x)"
 
 
 def _csv_text(rows: list[dict], fields: list[str]) -> str:

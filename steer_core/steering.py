@@ -382,9 +382,7 @@ def steer_rows(
             # no encode needed (the same edit as decoding z0 + alpha * offset, up to float rounding)
             if offsets is None:
                 raise UserError("target 'learned' needs learned offsets for this layer")
-            W_dec = bank.sae.weights(heads)[2]
-            shift = torch.einsum("rhk,hkd->rhd", pick(offsets.index_select(0, levels), 1).to(W_dec.dtype), W_dec)
-            return x + (cfg.alpha * shift)[:, None].to(x.dtype)
+            return x + (cfg.alpha * decoded_offsets(bank, offsets, levels, heads))[:, None].to(x.dtype)
         z0 = bank.sae.encode(x, heads)
         z = steer_codes(bank, z0, levels, heads, cfg, offsets)
         W_dec = bank.sae.weights(heads)[2]
@@ -414,6 +412,15 @@ class RowGroup:
     offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets; residual: (levels, hidden)
 
 
+def decoded_offsets(bank: LayerBank, offsets: torch.Tensor, levels: torch.Tensor, heads: torch.Tensor | None):
+    """(rows, heads, head_dim): each row's learned code offset (levels, heads, d_sae) through the decoder,
+    the query shift it makes at alpha 1 (decode(z0 + o) - decode(z0), the same at every token)."""
+    W_dec = bank.sae.weights(heads)[2]
+    codes = offsets.index_select(0, levels)
+    codes = codes if heads is None else codes.index_select(1, heads)
+    return torch.einsum("rhk,hkd->rhd", codes.to(W_dec.dtype), W_dec)
+
+
 def constant_shift(g: RowGroup) -> torch.Tensor | None:
     """(rows, heads, head_dim): the vector this group's edit adds to every query, when the edit does
     not depend on the query (learned offsets decode to a fixed shift; mean difference; the query
@@ -424,9 +431,7 @@ def constant_shift(g: RowGroup) -> torch.Tensor | None:
         return t if g.heads is None else t.index_select(dim, g.heads)
 
     if cfg.method == "sae" and cfg.target == "learned" and g.offsets is not None:
-        W_dec = g.bank.sae.weights(g.heads)[2]
-        codes = pick(g.offsets.index_select(0, g.levels), 1).to(W_dec.dtype)
-        return cfg.alpha * torch.einsum("rhk,hkd->rhd", codes, W_dec)
+        return cfg.alpha * decoded_offsets(g.bank, g.offsets, g.levels, g.heads)
     diff = None
     if cfg.method in ("meandiff", "query"):
         diff = pick(g.bank.queries.index_select(0, g.levels) - g.bank.query_all, 1)

@@ -14,7 +14,8 @@ from .results import read_csv
 from .stats import VARIANT, judged_frame, paired_difference, paired_rows, summarize, variant_text
 
 
-def _fmt(v, spec: str) -> str:
+def fmt_number(v, spec: str) -> str:
+    """A summary figure as text; '-' for a missing or NaN one."""
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -22,11 +23,12 @@ def _fmt(v, spec: str) -> str:
     return "-" if math.isnan(v) else format(v, spec)
 
 
-def _interval(s: dict, key: str, spec: str = ".3f") -> str:
+def interval_text(s: dict, key: str, spec: str = ".3f") -> str:
+    """A summary figure with its 95% interval, 'x [lo, hi]' (just 'x' without one)."""
     lo, hi = s.get(f"{key}_lo"), s.get(f"{key}_hi")
-    if lo is None or hi is None or _fmt(lo, spec) == "-":
-        return _fmt(s[key], spec)
-    return f"{_fmt(s[key], spec)} [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
+    if lo is None or hi is None or fmt_number(lo, spec) == "-":
+        return fmt_number(s[key], spec)
+    return f"{fmt_number(s[key], spec)} [{fmt_number(lo, spec)}, {fmt_number(hi, spec)}]"
 
 
 def judged_rows(paths: Sequence[str | Path], rejudge: bool = False) -> list[dict]:
@@ -74,8 +76,8 @@ def paired_table(rows: list[dict], pairs: Sequence[tuple[str, str]]) -> str:
         a, b = find_variant(variants, spec_a), find_variant(variants, spec_b)
         d = paired_difference(paired_rows(df, a), paired_rows(df, b))
         out.append(
-            f"| {_variant_name(a)} | {_variant_name(b)} | {_interval(d, 'accuracy_diff', '+.3f')} "
-            f"| {_interval(d, 'level_corr_diff', '+.2f')} | {d['n_scenarios']} |"
+            f"| {_variant_name(a)} | {_variant_name(b)} | {interval_text(d, 'accuracy_diff', '+.3f')} "
+            f"| {interval_text(d, 'level_corr_diff', '+.2f')} | {d['n_scenarios']} |"
         )
     return "\n".join(out)
 
@@ -106,10 +108,10 @@ def overall_table(summary: list[dict], gain_of: str | None = None) -> str:
     ]
     for s in sorted(overall, key=lambda s: (s["model"], s["style"], s["method"], -s["accuracy"])):
         line = (
-            f"| {s['method']} | {variant_text(s['layers'], s['setting'])} | {_interval(s, 'accuracy')} "
-            f"| {_interval(s, 'level_corr', '.2f')} "
-            f"| {s['mean_level_index']:.2f} | {_fmt(s['ppl'], '.2f')} ({_fmt(s['ppl_ratio'], '.2f')}x) "
-            f"| {_fmt(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |"
+            f"| {s['method']} | {variant_text(s['layers'], s['setting'])} | {interval_text(s, 'accuracy')} "
+            f"| {interval_text(s, 'level_corr', '.2f')} "
+            f"| {s['mean_level_index']:.2f} | {fmt_number(s['ppl'], '.2f')} ({fmt_number(s['ppl_ratio'], '.2f')}x) "
+            f"| {fmt_number(s['similarity'], '.2f')} | {s['words']:.1f} | {s['n']} |"
         )
         if ref:
             line += f" {(s['accuracy'] - base) / (ref['accuracy'] - base):.2f} |" if ref["accuracy"] != base else " - |"
@@ -125,6 +127,6 @@ def per_level_table(summary: list[dict], method: str) -> str:
     ]
     rows = [s for s in summary if s["method"] == method and s["level"] in LEVELS]
     for s in sorted(rows, key=lambda s: (s["model"], s["style"], s["layers"], s["setting"], LEVELS.index(s["level"]))):
-        shares = " | ".join(_fmt(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
+        shares = " | ".join(fmt_number(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
         out.append(f"| {variant_text(s['layers'], s['setting'])} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
     return "\n".join(out)
