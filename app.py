@@ -19,7 +19,8 @@ try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is
     import spaces
 
     gpu = spaces.GPU(duration=120)
-    gpu_long = spaces.GPU(duration=300)  # the longest one call may hold a ZeroGPU device
+    gpu_long = spaces.GPU(duration=300)  # 5 minutes: the most one call may ask for,
+    # per a ZeroGPU maintainer's answer in huggingface.co/spaces/zero-gpu-explorers/README/discussions/7
 except ImportError:  # anywhere else generation simply runs on the device steer_core picked
 
     def gpu(fn):

@@ -36,7 +36,8 @@ COLUMNS = ("question", "student_answer")  # required; "id" is optional
 MAX_UPLOAD_BYTES = 2_000_000
 MAX_ID_CHARS = 120
 CPU_LIMIT = 30  # scenarios a run: about 10 minutes of a 2-core CPU at the defaults (docs/performance.md)
-GPU_LIMIT = 100  # one ZeroGPU call holds the GPU for at most 5 minutes
+GPU_LIMIT = 100  # one ZeroGPU call holds the GPU for at most 5 minutes (a ZeroGPU maintainer's answer,
+# huggingface.co/spaces/zero-gpu-explorers/README/discussions/7); the GPU speed itself is unmeasured
 METHODS = ("none", "sae", "query", "fewshot", "instruction", "residual")  # what a set can be run with
 
 
