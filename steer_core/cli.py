@@ -20,10 +20,10 @@ from .errors import UserError
 from .generation import EVAL_TOKENS, REPLY_TOKENS
 from .layer_spec import layers_label, parse_heads
 from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
-from .paths import DEFAULT_MODEL
+from .paths import DEFAULT_MODEL, ROOT
 from .prompts import PROMPT_STYLES
 from .sae import ARCHITECTURES, SAETrainConfig
-from .steering import BASE_ALPHA, DEFAULT_LAYERS, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
+from .steering import BASE_ALPHA, DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 from .teacher import TeacherConfig
 
 BAND = layers_label(DEFAULT_LAYERS)
@@ -437,6 +437,55 @@ def cmd_summarize(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    """Regenerate rows of a results file (or every shipped asset's golden rows) with what ships; exit 1
+    if any differs."""
+    from .evaluation.reproduce import reproduce_rows
+    from .evaluation.results import read_results
+
+    if args.shipped == bool(args.csv):
+        raise UsageError("give a results.csv or --shipped (every shipped asset's recorded rows), not both")
+    if args.shipped:
+        from .provenance import golden_entries
+
+        groups = [
+            (
+                f"{g.asset}: {g.file.relative_to(ROOT)} {g.method} {g.setting or ''}".strip(),
+                g.rows(),
+                SteerConfig().for_method(g.method) if g.default else None,  # default rows: as the default ships
+            )
+            for g in golden_entries()
+        ]
+    else:
+        if not Path(args.csv).is_file():
+            raise UsageError(f"no such file: {args.csv}")
+        rows = [r for r in read_results(Path(args.csv)) if args.method is None or r["method"] == args.method]
+        if args.setting is not None:
+            rows = [r for r in rows if args.setting in (r.get("setting") or "")]
+        if args.scenarios:
+            rows = [r for r in rows if r["scenario_id"] in set(args.scenarios)]
+        if args.limit is not None:
+            rows = rows[: args.limit]
+        if not rows:
+            raise UsageError(f"{args.csv}: no rows match")
+        groups = [(args.csv, rows, None)]
+    lm = _load(args)
+    total = same = 0
+    for name, rows, steer in groups:
+        checked = reproduce_rows(lm, rows, max_new_tokens=args.max_new_tokens, steer=steer)
+        n_same = sum(c["same"] for c in checked)
+        total, same = total + len(checked), same + n_same
+        for c in checked:
+            if args.json:
+                print(json.dumps({"group": name, **c}))
+            elif not c["same"]:
+                print(f"differs: {c['scenario_id']} {c['method']} {c['level']} {c['layers']} {c['setting']}")
+                print(f"  recorded:    {c['recorded'][:200]!r}")
+                print(f"  regenerated: {c['regenerated'][:200]!r}")
+        print(f"{n_same} of {len(checked)} rows token for token: {name}", file=sys.stderr)
+    return 0 if same == total else 1
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -515,6 +564,8 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
         default=d.strength,
         help="0 = off, 1 = the validated setting; strength 1 is alpha "
         + ", ".join(f"{t} {a:g}" for t, a in BASE_ALPHA.items())
+        + "; for "
+        + ", ".join(f"{m} ({t}) {a:g}" for (m, t), a in METHOD_ALPHA.items())
         + " (default 1)",
     )
     s.add_argument("--steps", type=int, default=d.steps, help="descent steps T")
@@ -647,6 +698,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="in the figure, only variants whose 'method layers/setting' contains one of these",
     )
     m.set_defaults(func=cmd_summarize)
+
+    rp = sub.add_parser(
+        "reproduce",
+        help="regenerate rows of a results.csv with the shipped files and say which come back token for token "
+        "(exit 1 if any differs)",
+        parents=[_model_parent()],
+    )
+    rp.add_argument("csv", nargs="?", default=None, help="a results.csv written by eval")
+    rp.add_argument(
+        "--shipped", action="store_true", help="instead: the rows every shipped asset records that it reproduces"
+    )
+    rp.add_argument("--method", default=None, choices=methods.ALL, help="only this method's rows")
+    rp.add_argument("--setting", default=None, help="only rows whose setting label contains this text")
+    rp.add_argument("--scenarios", nargs="+", default=None, help="only these scenario ids")
+    rp.add_argument("--limit", type=int, default=None, help="only the first N matching rows")
+    rp.add_argument("--max-new-tokens", type=int, default=EVAL_TOKENS, help="as the rows were generated (64)")
+    rp.add_argument("--json", action="store_true", help="one JSON object per row")
+    rp.set_defaults(func=cmd_reproduce)
 
     b = sub.add_parser(
         "bench",

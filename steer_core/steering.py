@@ -45,10 +45,26 @@ DEFAULT_LAYERS = tuple(range(30))
 # strength becomes alpha; query steering and mean difference run a code-only target as delta at the
 # same strength.
 BASE_ALPHA = {"prototype": 1.0, "delta": 8.0, "softmax": 3.0, "learned": 16.0}
-# Residual-stream vectors (method "residual"): strength 1 is alpha 48, the scale validation chose for
-# the shipped vectors (layer 15, fitted at alpha 1 with the BiPO-style objective; their offsets.json
-# "validated" record). Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/48.
-RESIDUAL_ALPHA = 48.0
+# Residual-stream vectors (method "residual"): strength 1 is alpha 3, the scale validation chose for the
+# shipped vectors (layer 15, fitted at alpha 1 with the BiPO-style objective; their offsets.json
+# "validated" record). The validation and test rows were labelled "a48" but ran at alpha 3: the code of
+# the time converted the scale twice (once for the label, once more in Request), dividing by 16 each time;
+# the recorded rows regenerate token for token at alpha 3 and only there (tests/test_golden_rows.py).
+# Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/3.
+RESIDUAL_ALPHA = 3.0
+# Query steering (the paper's raw-query baseline, delta target) on the SAE row's layers: strength 1 is
+# delta alpha 3, the rule's pick on validation (0.194 at 1.22x on every layer; alpha 4 read 1.43x, alpha 8,
+# the shared delta scale it used before, about 5x); results/query/validation_results.csv.
+QUERY_ALPHA = 3.0
+# Where one method's strength 1 was validated on its own scale, not the target's shared one.
+METHOD_ALPHA = {("residual", "learned"): RESIDUAL_ALPHA, ("query", "delta"): QUERY_ALPHA}
+
+
+def unit_alpha(method: str, target: str) -> float:
+    """What strength 1 means for a method and target, in the target's own units."""
+    return METHOD_ALPHA.get((method, target), BASE_ALPHA[target])
+
+
 RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
 
@@ -113,12 +129,12 @@ class SteerConfig:
     @property
     def alpha(self) -> float:
         """The target's own scale at this strength: the one place strength is converted."""
-        return self.strength * (RESIDUAL_ALPHA if self.method in AT_RESIDUAL else BASE_ALPHA[self.target])
+        return self.strength * unit_alpha(self.method, self.target)
 
     @classmethod
     def strength_for(cls, target: str, alpha: float, method: str = "sae") -> float:
         """The strength that gives `alpha` (for code that works in a target's own units, e.g. fitting)."""
-        return alpha / (RESIDUAL_ALPHA if method in AT_RESIDUAL else BASE_ALPHA[target])
+        return alpha / unit_alpha(method, target)
 
     def steered_count(self, phase: str, start: int = 0) -> int | None:
         """How many leading positions of a forward this config steers (None = all, 0 = none): phase is

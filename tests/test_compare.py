@@ -5,7 +5,7 @@ import math
 import pytest
 
 from steer_core.compare import CompareRequest
-from steer_core.steering import BASE_ALPHA, SteerConfig
+from steer_core.steering import BASE_ALPHA, QUERY_ALPHA, SteerConfig
 
 Q, A = "What is 3 x 4?", "7"
 
@@ -70,7 +70,7 @@ def test_code_only_targets_leave_the_query_baseline_on_delta():
         r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 2.0, target=target)
         sae, query = r.steer("sae"), r.steer("query")
         assert sae.target == target and sae.alpha == 2 * BASE_ALPHA[target]
-        assert query.target == "delta" and query.alpha == 2 * BASE_ALPHA["delta"]
+        assert query.target == "delta" and query.alpha == 2 * QUERY_ALPHA  # query steering's own validated scale
 
 
 def test_strength_1_is_the_same_setting_from_python_the_cli_and_the_ui():

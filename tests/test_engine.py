@@ -304,3 +304,18 @@ def test_prototype_strength_is_the_fraction_of_the_way_to_the_prototype(lm):
     assert dist(1.0) < 1e-3 * start  # the paper's target: all the way
     assert dist(0.5) == pytest.approx(0.5 * start, rel=1e-3)  # codes and prototypes are >= 0: no clamping
     assert dist(0.0) == pytest.approx(start)
+
+
+@pytest.mark.parametrize("method", ["sae", "query", "meandiff", "residual"])
+@pytest.mark.parametrize("target", ["learned", "delta", "prototype", "softmax"])
+def test_for_method_is_idempotent_and_the_label_states_the_scale_applied(method, target):
+    """A config passes through for_method more than once (the eval grid, then the Request): a second
+    pass must change nothing, or the row's label names another scale than the one that ran (the residual
+    rows once read "a48" and ran at alpha 3)."""
+    from steer_core.generation import Request
+
+    cfg = SteerConfig(target=target, strength=1.5).for_method(method)
+    assert cfg.for_method(method) == cfg
+    req = Request("What is 2 + 2?", "5", method, "create", steer=cfg)
+    assert req.steer == cfg and req.steer.label == cfg.label
+    assert f"a{cfg.alpha:g}" in cfg.label or (cfg.target == "prototype" and cfg.alpha == 1)
