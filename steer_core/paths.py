@@ -15,6 +15,8 @@ ASSET_OFFSETS = ASSETS / "offsets"  # learned sparse offsets per model folder
 ASSET_RESIDUAL = ASSETS / "residual"  # learned residual-stream vectors per model folder (the field's baseline)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+SHIPPED_ADAPTER_TAG = "feedback-lora"  # the shipped adapter's short name in folder keys
+DEFAULT_FOLDER = f"{DEFAULT_MODEL}+{SHIPPED_ADAPTER_TAG}"  # the default model + its adapter: the shipped assets' folder
 
 
 def cache_root() -> Path:

@@ -163,3 +163,64 @@ def test_your_questions_in_the_browser(browser, app_url, tmp_path):
     shot = tmp_path / "questions.png"
     page.screenshot(path=str(shot), full_page=True)
     keep(shot, "questions.png")
+
+
+def _fluency_ratios(texts: list[str], unsteered: str, question: str, answer: str) -> list[float]:
+    """Each page text's perplexity under the unsteered model, over the unsteered reply's (the guard's measure)."""
+    from steer_core.generation import perplexity
+    from steer_core.models import load_model
+
+    lm = load_model()
+
+    def ppl(text: str) -> float:
+        return perplexity(lm, question, answer, lm.tokenizer.encode(text, add_special_tokens=False))
+
+    base = ppl(unsteered)
+    return [ppl(t) / base for t in texts]
+
+
+def test_the_residual_vector_reads_fluently_in_compare_and_the_ladder(browser, app_url):
+    """The residual-stream column of Compare and the ladder's residual baseline, as a teacher sees them:
+    text at about the unsteered reply's fluency (it once shipped at 16x its validated scale and wrote
+    gibberish), each within the fluency guard."""
+    import statistics
+
+    from steer_core.bloom import LEVELS
+    from steer_core.evaluation.selection import GUARD
+
+    q, a = "Why do we see phases of the Moon?", "Because the Earth's shadow covers part of the Moon."
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    boxes = page.locator("textarea:visible")
+    boxes.nth(0).fill(q)
+    boxes.nth(1).fill(a)
+    page.get_by_label("Create: Produce something new", exact=False).check()
+    page.get_by_text("Advanced (the paper's knobs)").click()
+    page.get_by_label("Also show the residual-stream vector").check()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    for m in ("none", "residual"):
+        wait_filled(page, f"out-{m}")
+    page.get_by_text("Done in").wait_for(timeout=240_000)
+    unsteered = page.locator("#out-none textarea").input_value()
+    residual = page.locator("#out-residual textarea").input_value()
+    assert page.locator("#judge-residual").inner_text().strip()
+    (ratio,) = _fluency_ratios([residual], unsteered, q, a)
+    assert ratio < GUARD, f"the residual column reads {ratio:.1f}x unsteered perplexity: {residual!r}"
+
+    page.get_by_role("tab", name="Level ladder").click()
+    ladder = page.locator("textarea:visible")
+    ladder.nth(0).fill(q)
+    ladder.nth(1).fill(a)
+    page.get_by_label("Residual vector", exact=True).check()
+    page.get_by_role("button", name="Run the ladder").click()
+    for lv in LEVELS:
+        wait_filled(page, f"ladder-base-{lv}")
+    page.get_by_text("SAE-steered replies at the level asked for").wait_for(timeout=240_000)
+    base = [page.locator(f"#ladder-base-{lv} textarea").input_value() for lv in LEVELS]
+    unsteered = page.locator("#ladder-unsteered textarea").input_value()
+    ratios = _fluency_ratios(base, unsteered, q, a)
+    assert statistics.median(ratios) < GUARD, list(zip(ratios, base))
+    assert not errors, errors
