@@ -37,6 +37,7 @@ __all__ = [
     "sweep_chart",
     "attention_parts",
     "attention_text",
+    "frontier_chart",
     "report_html",
 ]
 
@@ -755,6 +756,97 @@ def attention_text(tokens: Sequence[str], change: Sequence[float], start: int = 
         style = f"background:rgba({rgb},{a * 0.85:.2f});border-radius:2px"
         out.append(f'<span title="{float(v):+.4f}" style="{style}">{text}</span>')
     return '<div class="attention-text" style="line-height:1.7;font-family:monospace">' + "".join(out) + "</div>"
+
+
+def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budget: float = 1.5) -> go.Figure:
+    """Accuracy against perplexity ratio: one line per method along its strengths (from the unsteered
+    origin), a band for each point's 95% interval; prompt baselines as points with both intervals. Read
+    methods against each other along a vertical line: at the same fluency."""
+    fig = go.Figure()
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    seen: dict[str, int] = {}
+    for c in frontier.curves:
+        color = _method_color(c.method)
+        pts = c.points()
+        if c.is_point:
+            (p,) = pts
+            fig.add_trace(
+                go.Scatter(
+                    x=[p["ppl_ratio"]],
+                    y=[p["accuracy"]],
+                    mode="markers",
+                    name=c.name,
+                    marker={"color": color, "size": 12, "symbol": "diamond"},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [p["accuracy_hi"] - p["accuracy"]],
+                        "arrayminus": [p["accuracy"] - p["accuracy_lo"]],
+                    },
+                    error_x={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [p["ppl_ratio_hi"] - p["ppl_ratio"]],
+                        "arrayminus": [p["ppl_ratio"] - p["ppl_ratio_lo"]],
+                    },
+                    hovertemplate=f"{html.escape(c.name)}<br>accuracy %{{y:.3f}} [{p['accuracy_lo']:.3f}, "
+                    f"{p['accuracy_hi']:.3f}]<br>r {p['level_corr']:.2f}<br>perplexity %{{x:.2f}}x<extra></extra>",
+                )
+            )
+            continue
+        dash = dashes[seen.get(c.method, 0) % len(dashes)]
+        seen[c.method] = seen.get(c.method, 0) + 1
+        x = [1.0] + [p["ppl_ratio"] for p in pts]
+        y = [_CHANCE] + [p["accuracy"] for p in pts]
+        lo = [_CHANCE] + [p["accuracy_lo"] for p in pts]
+        hi = [_CHANCE] + [p["accuracy_hi"] for p in pts]
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=hi + lo[::-1],
+                fill="toself",
+                fillcolor=color,
+                opacity=0.12,
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        text = ["unsteered"] + [
+            f"alpha {p['alpha']:g}: accuracy {p['accuracy']:.3f} [{p['accuracy_lo']:.3f}, {p['accuracy_hi']:.3f}], "
+            f"r {p['level_corr']:.2f}"
+            for p in pts
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines+markers",
+                name=c.name,
+                line={"color": color, "dash": dash, "width": 2},
+                marker={"color": color, "size": 7},
+                text=text,
+                hovertemplate=f"{html.escape(c.name)}<br>%{{text}}<br>perplexity %{{x:.2f}}x<extra></extra>",
+            )
+        )
+    _add_chance(fig)
+    for x, label in ((margin, f"{margin:g}x: the validation margin"), (budget, f"{budget:g}x: the budget")):
+        fig.add_vline(
+            x=x,
+            line={"dash": "dot", "color": "#999", "width": 1},
+            annotation_text=label,
+            annotation_position="top",
+            annotation_font={"color": "#666", "size": 10},
+        )
+    _style(
+        fig,
+        title or f"Accuracy against fluency ({frontier.n_scenarios} scenarios; bands: 95% intervals)",
+        "perplexity of the reply, x unsteered (lower is more fluent)",
+        "judged level = target level",
+        height=460,
+    )
+    fig.update_yaxes(range=[0, 1])
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

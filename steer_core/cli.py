@@ -22,11 +22,14 @@ from .layer_spec import layers_label, parse_heads
 from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
 from .paths import DEFAULT_MODEL, ROOT
 from .prompts import PROMPT_STYLES
+from .reps import RepsConfig
 from .sae import ARCHITECTURES, SAETrainConfig
 from .steering import BASE_ALPHA, DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 from .teacher import TeacherConfig
 
 BAND = layers_label(DEFAULT_LAYERS)
+VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
+DEFAULT_SWEEP = (0.5, 1.0, 1.5, 2.0)  # strengths a sweep runs unless told (1: each method's validated setting)
 
 
 class UsageError(UserError):
@@ -267,6 +270,44 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """Each method over a list of strengths (prompt baselines once), resumable; then the matched table."""
+    from dataclasses import replace
+
+    from .evaluation import run_eval
+    from .evaluation.frontier import MATCHED_RATIOS, build_frontier
+    from .evaluation.results import read_results
+    from .evaluation.tables import matched_table
+    from .offset_files import load_offsets
+
+    if any(not (s >= 0) for s in args.strengths):
+        raise UsageError("--strengths must be numbers >= 0")
+    levels = [normalize_level(lv) for lv in args.levels]
+    writers = args.writers
+    if writers is None and args.split == "train" and args.scenarios is None:
+        writers = list(VALIDATION_WRITERS)
+    items = _eval_scenarios(args.scenarios, args.split, args.limit, writers)
+    given = None if args.layers is None else _layers(args.layers)
+    base = _steer_config(args, given or DEFAULT_LAYERS)
+    lm = _load(args)
+    out = Path(args.out)
+    fixed = ["none"] + [m for m in args.methods if m in methods.PROMPTED]
+    run = dict(max_new_tokens=args.max_new_tokens, style=args.style, max_batch=args.max_batch)
+    run_eval(lm, items, fixed, levels, [()], base, out, **run)
+    for method in (m for m in args.methods if m in methods.STEERED):
+        cfg = base.for_method(method)
+        layers = given or cfg.layers
+        if given is None and method in methods.AT_RESIDUAL and cfg.residual is not None:
+            layers = load_offsets(lm, cfg.residual, args.style, site="residual").layers  # where they were fitted
+        for layer in layers:
+            lm.check_layer(layer)
+        steer = [replace(cfg, layers=tuple(layers), strength=float(s)) for s in sorted(set(args.strengths))]
+        run_eval(lm, items, [method], levels, [tuple(layers)], steer, out, **run)
+    frontier = build_frontier(read_results(out / "results.csv"))
+    print(matched_table(frontier, MATCHED_RATIOS))
+    return 0
+
+
 def _layers(spec: str) -> tuple[int, ...]:
     from .layer_spec import parse_layers
 
@@ -373,6 +414,50 @@ def cmd_fit_offsets(args) -> int:
     return 0
 
 
+def cmd_fit_reps(args) -> int:
+    """RePS as its authors fit it: teacher (concept) replies against the model's own, null intervention."""
+    from .io_utils import atomic_write_text
+    from .reps import RepsConfig, encode_pairs, fit_reps
+    from .teacher import TeacherConfig, sample_own
+
+    layers = _layers(args.layers)
+    cfg = _from_args(RepsConfig, args, layers=layers, factors=tuple(args.factors))
+    teacher = [o for _, o in _read_jsonl(args.teacher)]
+    if args.writers:
+        teacher = [r for r in teacher if r.get("scenario_id", "")[:1] in set(args.writers)]
+    if not teacher:
+        raise UsageError(f"{args.teacher}: no teacher replies (of writers {args.writers})")
+    lm = _load(args)
+    for layer in layers:
+        lm.check_layer(layer)
+    out = Path(args.out)
+    own_path = Path(args.own) if args.own else out / "own_replies.jsonl"
+    if own_path.is_file():
+        own = [o for _, o in _read_jsonl(str(own_path))]
+    else:  # the model's own replies to the plain prompt, sampled like the teacher's (and kept for a rerun)
+        rows = [r for r in _writer_rows(None) if r.scenario_id in {t["scenario_id"] for t in teacher}]
+        per = 1 + max(int(t.get("sample", 0)) for t in teacher)
+        own = sample_own(lm, rows, TeacherConfig(per_level=per))
+        own_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(own_path, "".join(json.dumps(o) + "\n" for o in own))
+    groups = encode_pairs(lm.tokenizer, teacher, own, cfg.style, cfg.max_feedback_tokens)
+    banks = None
+    if cfg.site == "sae":
+        from .bank import STORE
+
+        banks = STORE.get_many(lm, layers, style=cfg.style)
+    vectors = fit_reps(lm, groups, cfg, banks=banks, pad_id=lm.tokenizer.pad_token_id or 0)
+    vectors.meta.update({"teacher": str(args.teacher), "own": str(own_path), "writers": args.writers})
+    vectors.meta["scenario_ids"] = sorted({t["scenario_id"] for t in teacher})
+    vectors.save(out)
+    print(
+        json.dumps(
+            {"out": str(out), **{k: v for k, v in vectors.meta.items() if k not in ("sae_manifests", "scenario_ids")}}
+        )
+    )
+    return 0
+
+
 def cmd_teacher(args) -> int:
     from .io_utils import atomic_write_text
     from .judge import default_judge
@@ -416,6 +501,30 @@ def cmd_summarize(args) -> int:
     if args.paired:
         print("\nPaired over scenarios (the same bootstrap draw for both rows):\n")
         print(paired_table(rows, args.paired))
+    if args.matched is not None or args.paired_matched:
+        from .evaluation.frontier import MATCHED_RATIOS, build_frontier
+        from .evaluation.tables import matched_table, paired_matched_table
+
+        ratios = tuple(args.matched or MATCHED_RATIOS)
+        if any(not r >= 1 for r in ratios):
+            raise UsageError("--matched ratios are perplexity ratios to unsteered, >= 1 (e.g. 1.2 1.3 1.4)")
+        frontier = build_frontier(rows)
+        print(f"\nAt matched perplexity ({frontier.n_scenarios} scenarios, {frontier.draws} bootstrap draws):\n")
+        print(matched_table(frontier, ratios))
+        if args.paired_matched:
+            print("\nPaired at the same perplexity (the same draws for both):\n")
+            print(paired_matched_table(frontier, args.paired_matched, ratios))
+        if args.frontier:
+            from .charts import frontier_chart, report_html
+            from .io_utils import atomic_write_text
+
+            html = report_html(
+                [frontier_chart(frontier)], "Accuracy against fluency", f"<p>From {', '.join(map(str, args.csv))}.</p>"
+            )
+            atomic_write_text(Path(args.frontier), html)
+            print(f"wrote {args.frontier}", file=sys.stderr)
+    elif args.frontier:
+        raise UsageError("--frontier draws the matched-perplexity frontier: give --matched too")
     if args.figure:
         from .charts import accuracy_by_method_level, judged_vs_target, report_html
         from .evaluation.stats import variant_text
@@ -670,6 +779,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
     e.set_defaults(func=cmd_eval)
 
+    sw = sub.add_parser(
+        "sweep",
+        help="each method over a list of strengths on a split (prompt baselines once; resumable): the "
+        "strength curves behind summarize --matched",
+        parents=[_steer_parent(multi_layers=False), _model_parent()],
+    )
+    sw.add_argument(
+        "--methods",
+        nargs="+",
+        default=["sae", "residual", "query", "fewshot", "instruction"],
+        choices=[m for m in methods.ALL if m != "none"],
+        help="steered methods run at every strength, prompt baselines once; the unsteered rows always run",
+    )
+    sw.add_argument(
+        "--strengths",
+        nargs="+",
+        type=_fraction,
+        default=list(DEFAULT_SWEEP),
+        help="strengths (1 = each method's validated setting; default "
+        + " ".join(f"{v:g}" for v in DEFAULT_SWEEP)
+        + ")",
+    )
+    sw.add_argument("--scenarios", default=None, help="JSONL with question, student_answer, id (default: the dataset)")
+    sw.add_argument("--split", default="train", choices=("test", "train", "all"), help="(default train: validation)")
+    sw.add_argument(
+        "--writers",
+        nargs="+",
+        default=None,
+        help="only these writers' scenarios (default with --split train: D E F, the validation writers; else all)",
+    )
+    sw.add_argument("--limit", type=int, default=None, help="only the first N scenarios")
+    sw.add_argument("--levels", nargs="+", default=list(LEVELS))
+    sw.add_argument("--style", default="plain", choices=PROMPT_STYLES)
+    sw.add_argument("--max-new-tokens", type=int, default=EVAL_TOKENS)
+    sw.add_argument("--max-batch", type=int, default=96, help="rows per generation batch")
+    sw.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
+    sw.set_defaults(func=cmd_sweep, layers=None)  # each method's own layers unless --layers is given
+
     m = sub.add_parser("summarize", help="Markdown table of results.csv files, with 95%% bootstrap intervals")
     m.add_argument("csv", nargs="+", help="results.csv files written by eval (pooled)")
     m.add_argument("--per-level", metavar="METHOD", help="per-level rows of this method, with judged-level shares")
@@ -688,6 +835,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the paired difference A - B of accuracy and r, with its 95%% interval over the scenarios "
         "both cover; A and B name rows by their 'method layers/setting' text or a part of it (repeatable)",
     )
+    m.add_argument(
+        "--matched",
+        nargs="*",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="also every method read along its strength curve at these perplexity ratios to unsteered (default "
+        "1.2 1.3 1.4), with 95%% intervals over scenarios; prompt baselines at their own perplexity",
+    )
+    m.add_argument(
+        "--paired-matched",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        help="curve A minus B at the same perplexity (at each --matched ratio; at B's own perplexity when B is "
+        "a prompt baseline), paired over scenarios (repeatable)",
+    )
+    m.add_argument("--frontier", metavar="HTML", help="with --matched: write the frontier chart (offline HTML)")
     m.add_argument(
         "--figure", metavar="HTML", help="also write the judged-vs-target and accuracy charts (offline HTML)"
     )
@@ -817,6 +982,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
     o.set_defaults(func=cmd_fit_offsets)
+
+    rs = sub.add_parser(
+        "fit-reps",
+        help="RePS as its authors fit it: per level, the model's instruction-prompted (teacher) replies against "
+        "its own plain-prompt replies; +factor toward the level, the null intervention away; AdamW, no L1",
+        parents=[_model_parent()],
+    )
+    rd = RepsConfig()
+    rs.add_argument("--teacher", required=True, help="teacher replies (JSONL from the teacher command)")
+    rs.add_argument(
+        "--own", default=None, help="the model's own replies (default: sampled, kept in OUT/own_replies.jsonl)"
+    )
+    rs.add_argument("--writers", nargs="+", default=None, help="only these writers' scenarios (e.g. A B C)")
+    rs.add_argument("--site", default=rd.site, choices=SITES)
+    rs.add_argument("--layers", default=layers_label(rd.layers))
+    rs.add_argument("--positions", default=rd.positions, choices=("generated", "all"))
+    rs.add_argument("--epochs", type=int, default=rd.epochs)
+    rs.add_argument("--lr", type=float, default=rd.lr)
+    rs.add_argument("--weight-decay", type=float, default=rd.weight_decay)
+    rs.add_argument(
+        "--factors", nargs="+", type=float, default=list(rd.factors), help="factors drawn per example (edit sizes)"
+    )
+    rs.add_argument("--simpo-scaler", type=float, default=rd.simpo_scaler)
+    rs.add_argument("--max-feedback-tokens", type=int, default=rd.max_feedback_tokens)
+    rs.add_argument("--seed", type=int, default=rd.seed)
+    rs.add_argument("--style", default="plain", choices=PROMPT_STYLES)
+    rs.add_argument("--out", required=True, help="folder for the vectors (steer with --residual or --offsets)")
+    rs.set_defaults(func=cmd_fit_reps)
 
     r = sub.add_parser(
         "prototypes",

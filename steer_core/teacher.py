@@ -88,6 +88,35 @@ def sample_teacher(
     return out
 
 
+def sample_own(
+    lm, rows: Sequence[FeedbackExample], cfg: TeacherConfig | None = None, progress: bool = True
+) -> list[dict]:
+    """The model's own replies to the plain prompt (no level named), cfg.per_level of them per scenario of
+    `rows`, sampled like the teacher's: the other side of RePS's preference pairs (its "original" replies)."""
+    from .generation import Request, generate_batch
+
+    cfg = cfg or TeacherConfig()
+    scs = scenarios(rows)
+    if not scs:
+        raise UserError("no scenarios to sample replies for")
+    todo = [(sc, i) for sc in scs for i in range(cfg.per_level)]
+    out: list[dict] = []
+    bar = tqdm(total=len(todo), desc="own replies", disable=not progress)
+    for b, start in enumerate(range(0, len(todo), cfg.batch)):
+        chunk = todo[start : start + cfg.batch]
+        reqs = [Request(sc.question, sc.student_answer, "none", scenario_id=sc.scenario_id) for sc, _ in chunk]
+        outs = generate_batch(
+            lm, reqs, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 1000 + b
+        )
+        for (sc, i), o in zip(chunk, outs):
+            out.append(
+                {"scenario_id": sc.scenario_id, "sample": i, "feedback": o.text if o.text.strip() else "(empty)"}
+            )
+        bar.update(len(chunk))
+    bar.close()
+    return out
+
+
 def judged_at_level(rows: Sequence[dict]) -> list[dict]:
     """Rejection sampling: only the replies the judge reads at their own level, regrouped so that
     each scenario's kept replies form as many complete groups (one reply of every level) as it can."""

@@ -130,3 +130,52 @@ def per_level_table(summary: list[dict], method: str) -> str:
         shares = " | ".join(fmt_number(s.get(f"judged_{lv}"), ".2f") for lv in LEVELS)
         out.append(f"| {variant_text(s['layers'], s['setting'])} | {s['level']} | {s['accuracy']:.3f} | {shares} |")
     return "\n".join(out)
+
+
+def matched_table(frontier, ratios: Sequence[float]) -> str:
+    """Each curve read at each perplexity ratio (accuracy and r with 95% intervals; "not reached" beyond its
+    strongest measured point), then the prompt baselines at their own perplexity."""
+    rows = frontier.matched(ratios)
+    head = " | ".join(f"accuracy at {R:g}x | r at {R:g}x" for R in ratios)
+    out = [f"| method / setting | measured (alpha: ratio) | {head} |", "|---|---|" + "---|---|" * len(ratios)]
+    for c in frontier.curves:
+        if c.is_point:
+            continue
+        pts = ", ".join(f"{p['alpha']:g}: {p['ppl_ratio']:.2f}x" for p in c.points())
+        cells = []
+        for m in (m for m in rows if m["curve"] == c.name):
+            if m["reached"] == 0 and not math.isfinite(m["accuracy"]):
+                cells += ["not reached", "-"]
+            else:
+                note = "" if m["reached"] >= 0.95 else f" (reached in {m['reached']:.0%} of draws)"
+                cells += [interval_text(m, "accuracy") + note, interval_text(m, "level_corr", ".2f")]
+        out.append(f"| {c.name} | {pts} | " + " | ".join(cells) + " |")
+    points = [m for m in rows if m["point"]]
+    if points:
+        out += ["", "| prompt baseline (a point) | accuracy [95% CI] | r [95% CI] | perplexity ratio [95% CI] |"]
+        out.append("|---|---|---|---|")
+        for m in points:
+            out.append(
+                f"| {m['curve']} | {interval_text(m, 'accuracy')} | {interval_text(m, 'level_corr', '.2f')} "
+                f"| {interval_text(m, 'ppl_ratio', '.2f')} |"
+            )
+    if frontier.notes:
+        out += ["", *(f"Note: {n}." for n in frontier.notes)]
+    return "\n".join(out)
+
+
+def paired_matched_table(frontier, pairs: Sequence[tuple[str, str]], ratios: Sequence[float]) -> str:
+    """Curve A minus B at the same perplexity, paired over scenarios (A at B's own perplexity when B is a
+    prompt baseline)."""
+    out = [
+        "| A | B | where | accuracy A - B [95% CI] | r A - B [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for a, b in pairs:
+        for d in frontier.paired(a, b, ratios):
+            if d["reached"] == 0:
+                acc, r = "not reached", "-"
+            else:
+                acc, r = interval_text(d, "accuracy_diff", "+.3f"), interval_text(d, "level_corr_diff", "+.2f")
+            out.append(f"| {d['a']} | {d['b']} | {d['where']} | {acc} | {r} |")
+    return "\n".join(out)

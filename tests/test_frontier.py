@@ -1,0 +1,135 @@
+"""The frontier on made-up rows with a known answer: weighted medians, reading a curve at a perplexity,
+matched and paired figures, and the summarize tables built on them (fast: no model)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from steer_core.bloom import LEVELS
+from steer_core.errors import UserError
+from steer_core.evaluation.frontier import build_frontier, curve_setting, read_at, weighted_median
+
+
+def test_weighted_median_is_the_median_of_the_repeated_values():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 8):
+        v = rng.normal(size=n)
+        w = rng.integers(0, 4, size=(50, n))
+        w[:, 0] += 1  # never all zero
+        got = weighted_median(v, w)
+        want = [np.median(np.repeat(v, row)) for row in w]
+        assert np.allclose(got, want)
+    assert np.isnan(weighted_median(np.array([1.0, 2.0]), np.zeros((1, 2))))[0]
+
+
+def test_a_curve_is_read_where_it_first_reaches_the_ratio():
+    x = np.array([[1.0, 1.2, 1.6, 1.3]])  # the last strength costs less than the one before: not the first crossing
+    y = np.array([[0.1, 0.3, 0.5, 0.9]])
+    assert read_at(x, y, 1.4)[0] == pytest.approx(0.4)
+    assert read_at(x, y, 1.0)[0] == pytest.approx(0.1)
+    assert read_at(x, y, 1.6)[0] == pytest.approx(0.5)
+    assert np.isnan(read_at(x, y, 1.7)[0])  # beyond the strongest point: not reached
+    assert read_at(np.vstack([x, x]), np.vstack([y, y]), np.array([1.2, 1.4])).tolist() == pytest.approx([0.3, 0.4])
+
+
+def test_curve_names_drop_the_scale():
+    assert curve_setting("learned a16 pos generated") == "learned pos generated"
+    assert curve_setting("delta a0.375 T20 lr0.2 mu0 pos generated") == "delta T20 lr0.2 mu0 pos generated"
+    assert curve_setting("proto a0.5 T20") == "T20"
+
+
+def _rows(method, setting, alpha, hits_per_scenario, ppl, scenarios=10, layers="0-29", levels=LEVELS):
+    """Every scenario alike: `hits_per_scenario` of its six replies judged at their target level."""
+    out = []
+    for s in range(scenarios):
+        for i, lv in enumerate(levels):
+            hit = i < hits_per_scenario
+            pred = i if hit else (i + 1) % 6
+            out.append(
+                {
+                    "scenario_id": f"S{s:02d}",
+                    "method": method,
+                    "level": lv,
+                    "layers": layers,
+                    "setting": setting,
+                    "alpha": "-" if alpha is None else str(alpha),
+                    "config": "-",
+                    "style": "plain",
+                    "model": "m",
+                    "text": "x",
+                    "ppl": str(ppl),
+                    "pred": LEVELS[pred],
+                    "pred_index": str(pred),
+                    "probs": json.dumps([1 / 6] * 6),
+                }
+            )
+    return out
+
+
+def _unsteered(scenarios=10, ppl=2.0):
+    rows = _rows("none", "-", None, 1, ppl, scenarios, layers="-", levels=["-"])
+    for r in rows:  # one text per scenario, judged once
+        r["pred"], r["pred_index"] = "remember", "0"
+    return rows
+
+
+@pytest.fixture()
+def frontier():
+    rows = _unsteered()
+    rows += _rows("sae", "learned a8 pos generated", 8, 3, 2.4)  # ratio 1.2, accuracy 0.5
+    rows += _rows("sae", "learned a16 pos generated", 16, 5, 3.2)  # ratio 1.6, accuracy 5/6
+    rows += _rows("residual", "learned a3 pos generated", 3, 2, 2.8, layers="15")  # ratio 1.4, accuracy 1/3
+    rows += _rows("fewshot", "-", None, 2, 2.6, layers="-")  # a point: ratio 1.3, accuracy 1/3
+    return build_frontier(rows, draws=200)
+
+
+def test_matched_accuracy_is_interpolated_along_strength(frontier):
+    sae = frontier.find("sae")
+    assert sae.name == "sae 0-29 learned pos generated" and not sae.is_point
+    assert [p["alpha"] for p in sae.points()] == [8, 16]
+    rows = {(m["curve"], m["ratio"]): m for m in frontier.matched()}
+    at = rows[("sae 0-29 learned pos generated", 1.4)]
+    assert at["accuracy"] == pytest.approx(0.5 + 0.5 * (5 / 6 - 0.5))
+    assert at["accuracy_lo"] == pytest.approx(at["accuracy"]) == pytest.approx(at["accuracy_hi"])  # identical scenarios
+    assert rows[("sae 0-29 learned pos generated", 1.2)]["accuracy"] == pytest.approx(0.5)
+    # between the unsteered origin (1.0, 1/6) and the first strength
+    residual = frontier.find("residual").at(1.2)[0][0]
+    assert residual == pytest.approx(1 / 6 + 0.5 * (1 / 3 - 1 / 6))
+    (point,) = [m for m in frontier.matched() if m["curve"] == "fewshot"]
+    assert point["point"] and point["ratio"] == pytest.approx(1.3) and point["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_paired_at_a_ratio_and_at_a_points_own_perplexity(frontier):
+    (at_fewshot,) = frontier.paired("sae", "fewshot")
+    sae_at_13 = 0.5 + 0.25 * (5 / 6 - 0.5)
+    assert at_fewshot["accuracy_diff"] == pytest.approx(sae_at_13 - 1 / 3)
+    by = {p["where"]: p for p in frontier.paired("sae", "residual", ratios=(1.2, 1.4, 1.7))}
+    assert by["at 1.4x"]["accuracy_diff"] == pytest.approx(0.5 + 0.5 * (5 / 6 - 0.5) - 1 / 3)
+    assert np.isnan(by["at 1.7x"]["accuracy_diff"]) and by["at 1.7x"]["reached"] == 0
+    with pytest.raises(UserError, match="is a point"):
+        frontier.paired("fewshot", "sae")
+    with pytest.raises(UserError, match="matches 0 curves|matches no curves"):
+        frontier.find("meandiff")
+
+
+def test_intervals_come_from_resampling_scenarios():
+    rows = _unsteered(scenarios=12)
+    for s in range(12):  # scenarios differ: half respond to steering, half do not
+        hits = 6 if s % 2 else 1
+        rows += [r for r in _rows("sae", "learned a16", 16, hits, 3.0, scenarios=12) if r["scenario_id"] == f"S{s:02d}"]
+    (p,) = build_frontier(rows, draws=500).find("sae").points()
+    assert p["accuracy"] == pytest.approx(7 / 12)
+    assert p["accuracy_lo"] < p["accuracy"] < p["accuracy_hi"]
+    assert p["ppl_ratio"] == pytest.approx(1.5) == pytest.approx(p["ppl_ratio_lo"])
+
+
+def test_the_frontier_needs_unsteered_rows_and_one_model():
+    rows = _rows("sae", "learned a16", 16, 3, 3.0)
+    with pytest.raises(UserError, match="unsteered"):
+        build_frontier(rows)
+    other = _unsteered()
+    for r in other:
+        r["model"] = "other"
+    with pytest.raises(UserError, match="one model"):
+        build_frontier(_unsteered() + rows + other)
