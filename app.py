@@ -36,6 +36,7 @@ from steer_core.attention import steering_attention
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.compare import MAX_STRENGTH, OPTIONAL_FLAGS, CompareRequest, compare_stream
 from steer_core.errors import UserError
+from steer_core.evidence import SPLITS, evidence
 from steer_core.explore import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
 from steer_core.generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS
 from steer_core.latents import inspect_steering, separability_scores
@@ -527,6 +528,22 @@ DEFAULT_QUESTION = "Why do we see phases of the Moon?"
 DEFAULT_ANSWER = "Because the Earth's shadow covers part of the Moon."
 
 
+def does_it_steer(split="test"):
+    """The frontier of the shipped result rows of a split: the chart, and every method at matched perplexity."""
+    from steer_core.evaluation.frontier import MATCHED_RATIOS
+    from steer_core.evaluation.tables import matched_table
+
+    try:
+        ev = evidence(split)
+    except USER_ERRORS as exc:
+        raise _user_error(exc) from None
+    caption = (
+        f"**{SPLITS[split].capitalize()}.** Rows: {', '.join(f'`{f}`' for f in ev.files)}; 95% intervals from "
+        f"{ev.frontier.draws} resamplings of whole scenarios.\n\n" + matched_table(ev.frontier, MATCHED_RATIOS)
+    )
+    return charts.frontier_chart(ev.frontier), caption
+
+
 def question_inputs() -> tuple[gr.Textbox, gr.Textbox]:
     """The question and student's-answer boxes every tab starts with."""
     question = gr.Textbox(label="Question", lines=2, max_length=MAX_INPUT_CHARS, value=DEFAULT_QUESTION)
@@ -894,6 +911,24 @@ def _train_tab(demo: gr.Blocks, model) -> None:
         p_go.click(prepare_layers, p_layers, p_out, api_name="prepare", concurrency_limit=1, concurrency_id="training")
 
 
+def _evidence_tab(demo: gr.Blocks, model) -> None:
+    """Does it steer? Every method along its strength curve, from the shipped result files."""
+    with gr.Tab("Does it steer?"):
+        gr.Markdown(
+            "Steering strength trades the level for fluency, so methods are compared **at the same perplexity**: "
+            "each line is one method along its strengths (from the unsteered reply at 1x), each diamond a prompt "
+            "baseline, which has no strength. Read methods against each other along a vertical line. Accuracy = "
+            "the judge reads the level asked for (1/6 is chance); perplexity of the reply under the unsteered model, "
+            "as a ratio to the unsteered reply's. The table reads each line at 1.2x, 1.3x and 1.4x. These are the "
+            "measured rows that ship with the demo, not a live run."
+        )
+        e_split = Radio([("test split", "test"), ("validation", "validation")], value="test", label="Rows")
+        e_plot = gr.Plot(label="Accuracy against fluency", elem_id="frontier-plot")
+        e_table = gr.Markdown(elem_id="frontier-table")
+        e_split.change(does_it_steer, e_split, [e_plot, e_table], api_name="frontier")
+        demo.load(does_it_steer, e_split, [e_plot, e_table], api_visibility="private")
+
+
 def _levels_tab(demo: gr.Blocks, model) -> None:
     """The six levels, as the prompts and the judge describe them."""
     with gr.Tab("About the levels"):
@@ -920,6 +955,7 @@ def build() -> gr.Blocks:
         _sweep_tab(demo, model)
         _questions_tab(demo, model)
         _train_tab(demo, model)
+        _evidence_tab(demo, model)
         _levels_tab(demo, model)
     return demo
 

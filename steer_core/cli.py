@@ -688,6 +688,14 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
         metavar="N",
         help="steer only the first N generated tokens, the reply's opening (default: all)",
     )
+    s.add_argument(
+        "--after-first",
+        type=_fraction,
+        default=d.after_first,
+        metavar="SHARE",
+        help="with --first-tokens: steer the tokens after the opening at this share of the strength (a schedule: "
+        "strong on the opening, weaker after; default 0: not at all)",
+    )
     s.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     s.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
     s.add_argument(

@@ -93,9 +93,10 @@ def inspect_steering(
     def phase_edits(phase):
         n_ids = len(prompt) if phase == "prompt" else len(feedback_ids)
         edits = layer_edits(lm, groups, phase)
-        count = cfg.steered_count(phase)
-        n = n_ids if count is None else min(n_ids, count)
-        steered.extend([layer in edits] * n + [False] * (n_ids - n))
+        by_pos = [None] * n_ids  # the config that steered each position (SteerConfig.segments), or None
+        for a, b, seg in cfg.segments(phase):
+            by_pos[a : n_ids if b is None else b] = [seg] * (min(n_ids, n_ids if b is None else b) - min(a, n_ids))
+        steered.extend(c if layer in edits else None for c in by_pos[:n_ids])
         edits[layer] = recording(phase, edits.get(layer))
         return edits
 
@@ -109,7 +110,15 @@ def inspect_steering(
     level_idx = torch.tensor([LEVELS.index(level)], device=lm.device)
     offsets = group.offsets if group is not None else None
     z, trace = steer_codes(bank, z0, level_idx, hsel, cfg, offsets, trace_to=protos[:, None, None, None, :])
-    mask = torch.tensor(steered, device=lm.device)
+    later = [c is not None and c != cfg for c in steered]  # positions after the opening of a schedule
+    if any(later):
+        at = torch.tensor(later, device=lm.device)
+        z_later, trace_later = steer_codes(
+            bank, z0, level_idx, hsel, cfg.later, offsets, trace_to=protos[:, None, None, None, :]
+        )
+        z = torch.where(at[None, :, None, None], z_later, z)
+        trace = torch.where(at[None, None, None, :, None], trace_later, trace)
+    mask = torch.tensor([c is not None for c in steered], device=lm.device)
     z = torch.where(mask[None, :, None, None], z, z0)
     sel = mask if bool(mask.any()) else torch.ones_like(mask)
     n = len(LEVELS)

@@ -86,6 +86,7 @@ class SteerConfig:
     distance: str = "l2"
     positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
     first_tokens: int | None = None  # steer only the first N generated tokens (the reply's opening); None = all
+    after_first: float = 0.0  # with first_tokens: the share of the strength kept after them (0: not steered)
     strength: float = 1.0  # 0 = off (unsteered, token for token); see BASE_ALPHA for what 1 means
     target: str = "learned"  # see TARGET_HELP
     saes: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
@@ -118,6 +119,11 @@ class SteerConfig:
                 raise UserError(f"first tokens must be an integer >= 1 (or none for all), got {self.first_tokens!r}")
             if self.positions == "prompt":
                 raise UserError("first tokens limits the generated tokens; positions 'prompt' steers none of them")
+        later = self.after_first
+        if isinstance(later, bool) or not isinstance(later, (int, float)) or not math.isfinite(later) or later < 0:
+            raise UserError(f"the strength after the first tokens must be a finite number >= 0, got {later!r}")
+        if self.after_first and self.first_tokens is None:
+            raise UserError("a strength after the first tokens needs first tokens (how many the opening has)")
         if not self.layers:
             raise UserError("choose at least one layer to steer")
         if self.layer_heads is not None:
@@ -148,6 +154,24 @@ class SteerConfig:
         return max(0, self.first_tokens - start)
 
     @property
+    def later(self) -> SteerConfig | None:
+        """What steers the generated tokens after the first N: this config at after_first x the strength
+        (a schedule: strong on the reply's opening, where the level is chosen, weaker after); None if nothing."""
+        if self.first_tokens is None or self.after_first == 0 or self.strength == 0:
+            return None
+        return replace(self, strength=self.strength * self.after_first, first_tokens=None, after_first=0.0)
+
+    def segments(self, phase: str, start: int = 0) -> list[tuple[int, int | None, SteerConfig]]:
+        """The positions [a, b) of a forward (b None: to its end) and the config that steers them, for
+        phase and start as in steered_count: the one rule for which positions are steered, and how hard."""
+        count = self.steered_count(phase, start)
+        out = [] if count == 0 else [(0, count, self)]
+        later = self.later
+        if later is not None and phase == "generated" and self.positions in ("all", "generated"):
+            out.append((count, None, later))
+        return out
+
+    @property
     def middle_layer(self) -> int:
         """The steered layer the charts look inside by default."""
         return self.layers[len(self.layers) // 2]
@@ -176,6 +200,8 @@ class SteerConfig:
         if self.method in AT_RESIDUAL:
             where = "" if self.residual is None else " vectors " + "/".join(Path(self.residual).parts[-2:])
             extra = "" if self.positions == "all" else f" pos {self.positions}"
+            extra += "" if self.first_tokens is None else f" first {self.first_tokens}"
+            extra += "" if not self.after_first else f" then x{self.after_first:g}"
             return f"learned a{self.alpha:g}{where}{extra}"
         t = {
             "delta": f"delta a{self.alpha:g}",
@@ -192,6 +218,7 @@ class SteerConfig:
         extra += "" if self.layer_heads is None else " heads " + ",".join(f"{lay}.{h}" for lay, h in self.layer_heads)
         extra += "" if self.positions == "all" else f" pos {self.positions}"  # no suffix: all positions
         extra += "" if self.first_tokens is None else f" first {self.first_tokens}"
+        extra += "" if not self.after_first else f" then x{self.after_first:g}"
         extra += "" if self.saes is None else f" saes {Path(self.saes).name}"
         return f"{t}{steps}{extra}"
 
@@ -464,13 +491,18 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
     """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated'; start: see
     SteerConfig.steered_count), or None when no group steers any of its positions. Groups whose edit
     is a fixed shift at every position become one dense (batch, heads x dim) add, built once per
-    batch size; the others edit their rows' queries."""
-    live = [(g, count) for g in groups if (count := g.cfg.steered_count(phase, start)) != 0]
+    batch size; the others edit their rows' queries, segment by segment (SteerConfig.segments)."""
+    live = [(g, segs) for g in groups if (segs := g.cfg.segments(phase, start))]
     if not live:
         return None
-    shifts = [(g, count, constant_shift(g)) for g, count in live]
-    everywhere = [(g, s) for g, count, s in shifts if s is not None and count is None]
-    rest = [(g, count, s) for g, count, s in shifts if s is None or count is not None]
+    everywhere, rest = [], []
+    for g, segs in live:
+        parts = [(a, b, (g if cfg is g.cfg else replace(g, cfg=cfg))) for a, b, cfg in segs]
+        shifts = [(a, b, part, constant_shift(part)) for a, b, part in parts]
+        if len(shifts) == 1 and shifts[0][:2] == (0, None) and shifts[0][3] is not None:
+            everywhere.append((g, shifts[0][3]))
+        else:
+            rest += shifts
     dense: dict[tuple, torch.Tensor] = {}
 
     def edit(q: torch.Tensor) -> torch.Tensor:
@@ -487,9 +519,11 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         if not rest:
             return q
         out = q.view(B, S, n_heads, head_dim).clone()
-        for g, count, s in rest:
-            n = S if count is None else min(S, count)
-            block = out.index_select(0, g.rows)[:, :n]
+        for a, b, g, s in rest:
+            lo, hi = min(a, S), S if b is None else min(S, b)
+            if lo >= hi:
+                continue
+            block = out.index_select(0, g.rows)[:, lo:hi]
             x = block if g.heads is None else block.index_select(2, g.heads)
             if s is not None:
                 new = x + s[:, None].to(x.dtype)
@@ -499,7 +533,7 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
                 block = new
             else:
                 block[:, :, g.heads] = new
-            out[g.rows, :n] = block
+            out[g.rows, lo:hi] = block
         return out.view(B, S, n_heads * head_dim)
 
     return edit
@@ -507,18 +541,21 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
 
 def make_residual_edit(groups: list[RowGroup], phase: str, start: int = 0):
     """The edit of one decoder layer's output (the residual stream) for the residual-stream baseline:
-    h' = h + alpha * v_level at the steered positions; None when no group steers any of them.
-    Each group's `offsets` holds that layer's (levels, hidden) vectors."""
-    live = [(g, count) for g in groups if (count := g.cfg.steered_count(phase, start)) != 0]
+    h' = h + alpha * v_level at the steered positions (SteerConfig.segments); None when no group steers
+    any of them. Each group's `offsets` holds that layer's (levels, hidden) vectors."""
+    live = [(g, segs) for g in groups if (segs := g.cfg.segments(phase, start))]
     if not live:
         return None
 
     def edit(h: torch.Tensor) -> torch.Tensor:
         out = h.clone()
-        for g, count in live:
-            n = h.shape[1] if count is None else min(h.shape[1], count)
-            add = g.cfg.alpha * g.offsets.index_select(0, g.levels).to(h.dtype)  # (rows, hidden)
-            out[g.rows, :n] = out[g.rows, :n] + add[:, None]
+        S = h.shape[1]
+        for g, segs in live:
+            vectors = g.offsets.index_select(0, g.levels).to(h.dtype)  # (rows, hidden)
+            for a, b, cfg in segs:
+                lo, hi = min(a, S), S if b is None else min(S, b)
+                if lo < hi:
+                    out[g.rows, lo:hi] = out[g.rows, lo:hi] + (cfg.alpha * vectors)[:, None]
         return out
 
     return edit

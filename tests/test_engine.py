@@ -8,7 +8,15 @@ from tiny import tiny_bank, tiny_lm
 
 from steer_core.hooks import active_hook_count, capture_queries, query_edits
 from steer_core.sae import HeadSAEs, SAEFileError, SAETrainConfig, load_head_saes, save_head_saes, train_head_saes
-from steer_core.steering import RowGroup, SteerConfig, latent_descent, make_layer_edit, query_descent, steer_rows
+from steer_core.steering import (
+    RowGroup,
+    SteerConfig,
+    latent_descent,
+    make_layer_edit,
+    make_residual_edit,
+    query_descent,
+    steer_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +188,42 @@ def test_first_tokens_steers_only_the_replys_opening(lm):
     torch.testing.assert_close(step, whole[:, :1])
     assert edit(opening, "generated", start=3) is None  # token 3 onward: no hook at all
     assert edit(opening, "prompt") is None  # the default positions steer no prompt token
+
+
+@pytest.mark.parametrize("target", ["prototype", "learned"])
+def test_a_schedule_steers_the_opening_fully_and_the_rest_at_its_share(lm, target):
+    """first_tokens N with after_first f: positions < N at the strength, the rest at f x the strength, in a
+    teacher-forced reply and in decode steps alike (a descent target and a fixed shift)."""
+    bank = tiny_bank(lm, 1)
+    offsets = torch.rand(6, lm.n_heads, 48)
+    kw = dict(method="sae", layers=(1,), steps=5, lr=0.2, target=target, strength=2.0)
+    full, half = SteerConfig(**kw), SteerConfig(**{**kw, "strength": 1.0})
+    sched = SteerConfig(**kw, first_tokens=3, after_first=0.5)
+    assert sched.segments("generated") == [(0, 3, sched), (3, None, half)]
+    assert sched.segments("generated", start=5) == [(0, None, half)] and sched.segments("prompt") == []
+    assert "first 3 then x0.5" in sched.label
+
+    def edit(cfg, start=0):
+        g = RowGroup(torch.tensor([0, 1]), torch.tensor([4, 2]), cfg, bank, offsets=offsets)
+        return make_layer_edit([g], "generated", 4, 12, start)
+
+    q = torch.randn(2, 6, 48)
+    out = edit(sched)(q)
+    torch.testing.assert_close(out[:, :3], edit(full)(q)[:, :3])
+    torch.testing.assert_close(out[:, 3:], edit(half)(q)[:, 3:])
+    torch.testing.assert_close(edit(sched, start=4)(q[:, :1]), edit(half)(q[:, :1]))  # a decode step past the opening
+    with pytest.raises(ValueError, match="needs first tokens"):
+        SteerConfig(after_first=0.5)
+
+
+def test_a_residual_schedule_adds_the_share_after_the_opening():
+    v = torch.randn(6, 48)
+    cfg = SteerConfig(method="residual", layers=(1,), strength=1.0, first_tokens=2, after_first=0.25)
+    g = RowGroup(torch.tensor([0]), torch.tensor([3]), cfg, None, None, v)
+    h = torch.randn(1, 5, 48)
+    out = make_residual_edit([g], "generated")(h)
+    torch.testing.assert_close(out[:, :2], h[:, :2] + cfg.alpha * v[3])
+    torch.testing.assert_close(out[:, 2:], h[:, 2:] + 0.25 * cfg.alpha * v[3])
 
 
 def test_threads_with_different_settings_are_isolated(lm):

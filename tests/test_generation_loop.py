@@ -87,6 +87,28 @@ def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_pat
     assert opened != steered  # after the opening the queries are the model's own again
 
 
+def test_a_schedule_keeps_the_full_strength_opening_and_a_share_of_1_is_every_token(lm, tmp_path):
+    from tiny import tiny_bank
+
+    from steer_core.layer_files import save_layer
+    from steer_core.steering import SteerConfig
+
+    b = tiny_bank(lm, 1, seed=3)
+    save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
+    kw = dict(layers=(1,), target="prototype", steps=20, lr=0.5, saes=str(tmp_path))
+    q, a = REQUESTS[2]
+
+    def run(**sched):
+        req = Request(q, a, "sae", "apply", steer=SteerConfig(**kw, **sched))
+        return generate_batch(lm, [req], max_new_tokens=24, ignore_stop=True)[0].token_ids
+
+    full, k = run(), 4
+    assert run(first_tokens=k, after_first=1.0) == full  # the whole reply at the strength, in two segments
+    weak = run(first_tokens=k, after_first=0.1)
+    assert weak[: k + 1] == full[: k + 1] and weak != full
+    assert weak != run(first_tokens=k)  # the rest is steered (weakly), not left alone
+
+
 def test_rows_sharing_a_prompt_read_it_once_and_equal_each_row_alone(lm, tmp_path, monkeypatch):
     """The prompt is read once per distinct (tokens, prompt steering): three rows of one prompt, one
     of them steering the prompt too, need two prompt forwards and give what each gives alone."""
