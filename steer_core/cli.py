@@ -22,7 +22,7 @@ from .layer_spec import layers_label, parse_heads
 from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
 from .paths import DEFAULT_MODEL, ROOT
 from .prompts import PROMPT_STYLES
-from .reps import RepsConfig
+from .reps import FACTORS, RepsConfig
 from .sae import ARCHITECTURES, SAETrainConfig
 from .steering import BASE_ALPHA, DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 from .teacher import TeacherConfig
@@ -421,7 +421,7 @@ def cmd_fit_reps(args) -> int:
     from .teacher import TeacherConfig, sample_own
 
     layers = _layers(args.layers)
-    cfg = _from_args(RepsConfig, args, layers=layers, factors=tuple(args.factors))
+    cfg = _from_args(RepsConfig, args, layers=layers, factors=tuple(args.factors) if args.factors else None)
     teacher = [o for _, o in _read_jsonl(args.teacher)]
     if args.writers:
         teacher = [r for r in teacher if r.get("scenario_id", "")[:1] in set(args.writers)]
@@ -1010,7 +1010,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--lr", type=float, default=rd.lr)
     rs.add_argument("--weight-decay", type=float, default=rd.weight_decay)
     rs.add_argument(
-        "--factors", nargs="+", type=float, default=list(rd.factors), help="factors drawn per example (edit sizes)"
+        "--factors",
+        nargs="+",
+        type=_fraction,
+        default=None,
+        help="factors drawn per example (default: where the site's text changes: "
+        + "; ".join(f"{k} {' '.join(f'{v:g}' for v in vs)}" for k, vs in FACTORS.items())
+        + ")",
     )
     rs.add_argument("--simpo-scaler", type=float, default=rd.simpo_scaler)
     rs.add_argument("--max-feedback-tokens", type=int, default=rd.max_feedback_tokens)
