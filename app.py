@@ -32,22 +32,22 @@ except ImportError:  # anywhere else generation simply runs on the device steer_
 import gradio as gr
 
 from steer_core import charts, methods
-from steer_core.attention import steering_attention
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
-from steer_core.compare import MAX_STRENGTH, OPTIONAL_FLAGS, CompareRequest, compare_stream
 from steer_core.errors import UserError
-from steer_core.evidence import SPLITS, evidence
-from steer_core.explore import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
 from steer_core.generation import MAX_INPUT_CHARS, MAX_NEW_TOKENS, REPLY_TOKENS
-from steer_core.latents import inspect_steering, separability_scores
+from steer_core.inspect.attention import steering_attention
+from steer_core.inspect.latents import inspect_steering, separability_scores
 from steer_core.layer_spec import layers_label, parse_layers
-from steer_core.models import load_model
-from steer_core.offset_files import load_offsets
+from steer_core.model.loading import load_model
 from steer_core.paths import DEFAULT_MODEL
-from steer_core.question_sets import METHODS as SET_METHODS
-from steer_core.question_sets import evaluate_set, read_question_set, scenario_limit
-from steer_core.sae import SAETrainConfig
-from steer_core.steering import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, TARGET_NAMES, TARGETS, SteerConfig
+from steer_core.sae.module import SAETrainConfig
+from steer_core.steering.edits import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, TARGET_NAMES, TARGETS, SteerConfig
+from steer_core.steering.offset_files import load_offsets
+from steer_core.views.compare import MAX_STRENGTH, OPTIONAL_FLAGS, CompareRequest, compare_stream
+from steer_core.views.evidence import SPLITS, evidence
+from steer_core.views.ladder import DEFAULT_STRENGTHS, LADDER_BASELINES, MAX_SWEEP, ladder_stream, sweep_stream
+from steer_core.views.question_sets import METHODS as SET_METHODS
+from steer_core.views.question_sets import evaluate_set, read_question_set, scenario_limit
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
@@ -464,8 +464,8 @@ def initial_map():
 def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progress(track_tqdm=True)):
     """Train SAEs + prototypes for all heads of one layer of the loaded model into the user cache;
     they replace the shipped ones for that layer at once."""
-    from steer_core.bank import STORE, user_root
-    from steer_core.training import train_layers
+    from steer_core.fit.sae_training import train_layers
+    from steer_core.sae.store import STORE, user_root
 
     try:
         model = lm()
@@ -495,7 +495,7 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
 def prepare_layers(layers, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
     """Build what the default steering needs for these layers of the loaded model (SAEs, prototypes,
     learned offsets) into the user cache, skipping what is already built and verifies."""
-    from steer_core.prepare import PrepareConfig, plan, prepare
+    from steer_core.fit.prepare import PrepareConfig, plan, prepare
 
     try:
         model = lm()

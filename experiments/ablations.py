@@ -13,15 +13,15 @@ import argparse
 import json
 from pathlib import Path
 
-from steer_core.bank import STORE
 from steer_core.bloom import LEVELS, load_dataset, scenarios
 from steer_core.evaluation import run_eval
+from steer_core.fit.sae_training import capture_train_queries, train_layers
 from steer_core.layer_spec import parse_layers
-from steer_core.models import load_model
-from steer_core.prototypes import separability
-from steer_core.sae import SAETrainConfig
-from steer_core.steering import SteerConfig
-from steer_core.training import capture_train_queries, train_layers
+from steer_core.model.loading import load_model
+from steer_core.sae.module import SAETrainConfig
+from steer_core.sae.prototypes import separability
+from steer_core.sae.store import STORE
+from steer_core.steering.edits import SteerConfig
 
 VARIANTS = {
     "exp2": SAETrainConfig(expansion=2),
@@ -54,7 +54,7 @@ def main() -> None:
             metrics_path.write_text(json.dumps(metrics, indent=1))
 
     # number of heads: the 1 and 3 heads whose prototypes differ most, averaged over the layers
-    sep = sum(separability(STORE.get(lm, layer, train_missing=False).codes).cpu() for layer in layers)
+    sep = sum(separability(STORE.get(lm, layer).codes).cpu() for layer in layers)
     ranked = [int(h) for h in sep.argsort(descending=True)]
     base = SteerConfig(layers=tuple(layers))
     steers = [

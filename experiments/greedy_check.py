@@ -3,9 +3,10 @@
     python -m experiments.greedy_check OUT.json     # in each checkout (old and new), then compare:
     python -c "import json,sys; a,b=(json.load(open(p)) for p in sys.argv[1:]); print(a == b)" OLD.json NEW.json
 
-Four test scenarios x seven variants (unsteered; SAE steering with the default (learned offsets at
-strength 1), the delta target and learned offsets at strength 0.25; query steering; few-shot;
-instruction), 32 greedy tokens each, in one batch.
+Four test scenarios x ten variants (unsteered; SAE steering with the default (learned offsets at
+strength 1), the delta target, learned offsets at strength 0.25, a schedule (strength 2 on the first 4
+tokens, then half), the prototype target at all positions; query steering; the residual vector;
+few-shot; instruction), 32 greedy tokens each, in one batch.
 """
 
 import json
@@ -13,8 +14,8 @@ import sys
 
 from steer_core.bloom import load_dataset, scenarios
 from steer_core.generation import Request, generate_batch
-from steer_core.models import load_model
-from steer_core.steering import SteerConfig
+from steer_core.model.loading import load_model
+from steer_core.steering.edits import SteerConfig
 
 
 def main() -> None:
@@ -27,7 +28,10 @@ def main() -> None:
             Request(q, a, "sae", lv, steer=SteerConfig()),
             Request(q, a, "sae", lv, steer=SteerConfig(target="delta", strength=1.0)),
             Request(q, a, "sae", lv, steer=SteerConfig(target="learned", strength=0.25)),
+            Request(q, a, "sae", lv, steer=SteerConfig(strength=2.0, first_tokens=4, after_first=0.5)),
+            Request(q, a, "sae", lv, steer=SteerConfig(target="prototype", positions="all", layers=(15,))),
             Request(q, a, "query", lv, steer=SteerConfig()),
+            Request(q, a, "residual", lv, steer=SteerConfig()),
             Request(q, a, "fewshot", lv, scenario_id=s.scenario_id),
             Request(q, a, "instruction", lv),
         ]

@@ -31,7 +31,7 @@ from pathlib import Path
 from steer_core.evaluation.results import RESULT_FIELDS, config_columns, read_csv, write_csv
 from steer_core.layer_spec import parse_layers
 from steer_core.methods import PROMPTED
-from steer_core.steering import SteerConfig
+from steer_core.steering.edits import SteerConfig
 
 DOUBLE_CONVERSION = 16.0  # BASE_ALPHA["learned"] at the time, divided by once more than the label shows
 SHIPPED = "runs/resid_ABC_bipo"  # byte for byte the vectors in assets/residual/

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from steer_core.bloom import LEVELS, load_dataset, scenarios, writer_of
 from steer_core.evaluation import add_judgements, run_grid, write_csv
-from steer_core.judge import JudgeConfig, fit_judge
-from steer_core.models import load_model
-from steer_core.steering import SteerConfig
+from steer_core.judge.classifier import JudgeConfig, fit_judge
+from steer_core.model.loading import load_model
+from steer_core.steering.edits import SteerConfig
 
 BAND, ALL = tuple(range(8, 22)), tuple(range(30))
 

@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from .compare import CompareRequest
-from .explore import ladder_rows, row_request
 from .generation import Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL, ROOT
-from .steering import SteerConfig
+from .steering.edits import SteerConfig
+from .views.compare import CompareRequest
+from .views.ladder import ladder_rows, row_request
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
 A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
@@ -68,9 +68,9 @@ def peak_rss_mb() -> float:
 def cold_start_s(model: str = DEFAULT_MODEL) -> float:
     """Wall time from launching a fresh interpreter to model + default SAEs ready (caches warm)."""
     code = (
-        "from steer_core.models import load_model; from steer_core.bank import STORE; "
-        f"from steer_core.steering import SteerConfig; lm = load_model({model!r}); "
-        "[STORE.get(lm, layer, train_missing=False) for layer in SteerConfig().layers]"
+        "from steer_core.model.loading import load_model; from steer_core.sae.store import STORE; "
+        f"from steer_core.steering.edits import SteerConfig; lm = load_model({model!r}); "
+        "[STORE.get(lm, layer) for layer in SteerConfig().layers]"
     )
     t0 = time.perf_counter()
     subprocess.run(
@@ -85,8 +85,8 @@ def cold_start_s(model: str = DEFAULT_MODEL) -> float:
 
 def sae_train_seconds(lm, layer: int, epochs: int | None = None) -> tuple[float, float]:
     """(capture seconds, SAE training seconds) for all heads of one layer with the train defaults."""
-    from .sae import SAETrainConfig, train_head_saes
-    from .training import capture_train_queries
+    from .fit.sae_training import capture_train_queries
+    from .sae.module import SAETrainConfig, train_head_saes
 
     t0 = time.perf_counter()
     cap = capture_train_queries(lm, [layer], progress=False)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import torch
 
 from . import methods
-from .bank import STORE, bank_roots
 from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
+from .caches import ProcessCache
 from .errors import UserError
-from .hooks import RESIDUAL, query_edits
-from .offset_files import load_offsets, manifest_digest
+from .model.hooks import RESIDUAL, query_edits
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
-from .steering import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from .sae.store import STORE, bank_roots
+from .steering.edits import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from .steering.offset_files import load_offsets, manifest_digest
 
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
@@ -75,14 +76,11 @@ class Output:
     token_ids: list[int] = field(default_factory=list)
 
 
-_POOL: list[FeedbackExample] | None = None
+_POOL = ProcessCache("few-shot examples")
 
 
 def _fewshot_pool() -> list[FeedbackExample]:
-    global _POOL
-    if _POOL is None:
-        _POOL = load_dataset(split="train")
-    return _POOL
+    return _POOL.get("train", lambda: load_dataset(split="train"))
 
 
 def build_messages(req: Request) -> list[dict]:
@@ -143,7 +141,7 @@ def _banks_of(lm, learned, banks: dict, style: str) -> dict:
             continue
         for root in bank_roots(lm, style)[1:]:
             if (root / f"layer_{layer}" / "layer.json").is_file():
-                other = STORE.get(lm, layer, style, train_missing=False, root=root)
+                other = STORE.get(lm, layer, style, root=root)
                 if manifest_digest(other.meta) == want[str(layer)]:
                     out[layer] = other
                     break

@@ -5,8 +5,8 @@ import pytest
 import torch
 from tiny import tiny_lm
 
-from steer_core.adapter import prompt_groups, shared_prompt_loss, training_examples
 from steer_core.errors import UserError
+from steer_core.fit.adapter import prompt_groups, shared_prompt_loss, training_examples
 
 
 def test_prompt_groups_share_each_prompt_once():

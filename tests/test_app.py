@@ -213,7 +213,7 @@ def test_compare_api_is_declared_once_and_documented_in_order(client):
 
     from conftest import ROOT
 
-    from steer_core.compare import CompareRequest
+    from steer_core.views.compare import CompareRequest
 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]
     names = [p["parameter_name"] for p in api["parameters"]]

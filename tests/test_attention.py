@@ -5,8 +5,8 @@ import pytest
 import torch
 from tiny import tiny_lm
 
-from steer_core.attention import PromptParts, prompt_parts, reply_attention
-from steer_core.hooks import active_hook_count, query_edits
+from steer_core.inspect.attention import PromptParts, prompt_parts, reply_attention
+from steer_core.model.hooks import active_hook_count, query_edits
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_prompt_parts_spans_and_mass():
 
 
 def test_line_lift_is_zero_without_preference_and_counts_own_line():
-    from steer_core.attention import line_lift
+    from steer_core.inspect.attention import line_lift
 
     flat = torch.full((6, 6, 2), 0.1)
     assert torch.allclose(line_lift(flat), torch.zeros(2))
@@ -73,11 +73,11 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     steering edit (positions 'all': the same edit on prompt and reply), recomputed independently."""
     from tiny import char_tokenizer, tiny_bank
 
-    from steer_core.attention import steering_attention
     from steer_core.generation import Request, build_messages, generate_batch, layer_edits, steering_groups
-    from steer_core.layer_files import save_layer
+    from steer_core.inspect.attention import steering_attention
     from steer_core.prompts import render
-    from steer_core.steering import SteerConfig
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.edits import SteerConfig
 
     lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
     lm.model.set_attn_implementation("eager")

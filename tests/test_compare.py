@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from steer_core.compare import CompareRequest
-from steer_core.steering import BASE_ALPHA, QUERY_ALPHA, SteerConfig
+from steer_core.steering.edits import BASE_ALPHA, QUERY_ALPHA, SteerConfig
+from steer_core.views.compare import CompareRequest
 
 Q, A = "What is 3 x 4?", "7"
 
@@ -54,7 +54,7 @@ def test_bad_values_are_refused_with_a_clear_message(kw, message):
 
 
 def test_residual_column_on_request_steers_its_own_layer_at_the_same_strength():
-    from steer_core.steering import RESIDUAL_ALPHA, RESIDUAL_LAYERS
+    from steer_core.steering.edits import RESIDUAL_ALPHA, RESIDUAL_LAYERS
 
     r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 0.5, residual_vector=True)
     assert r.methods == ("none", "sae", "query", "fewshot", "residual")
@@ -75,7 +75,7 @@ def test_code_only_targets_leave_the_query_baseline_on_delta():
 
 def test_strength_1_is_the_same_setting_from_python_the_cli_and_the_ui():
     """One meaning per knob: the UI/API defaults, the CLI defaults and SteerConfig() all steer alike."""
-    from steer_core.cli import _steer_config, build_parser
+    from steer_core.cli.commands import _steer_config, build_parser
 
     python = SteerConfig()
     ui = CompareRequest.from_ui(Q, A, "apply").steer("sae")

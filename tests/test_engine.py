@@ -6,9 +6,16 @@ import pytest
 import torch
 from tiny import tiny_bank, tiny_lm
 
-from steer_core.hooks import active_hook_count, capture_queries, query_edits
-from steer_core.sae import HeadSAEs, SAEFileError, SAETrainConfig, load_head_saes, save_head_saes, train_head_saes
-from steer_core.steering import (
+from steer_core.model.hooks import active_hook_count, capture_queries, query_edits
+from steer_core.sae.module import (
+    HeadSAEs,
+    SAEFileError,
+    SAETrainConfig,
+    load_head_saes,
+    save_head_saes,
+    train_head_saes,
+)
+from steer_core.steering.edits import (
     RowGroup,
     SteerConfig,
     latent_descent,
@@ -276,7 +283,7 @@ def test_steer_config_rejects_bad_values(bad):
 
 def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
     from steer_core.generation import Request, steering_groups
-    from steer_core.layer_files import save_layer
+    from steer_core.sae.layer_files import save_layer
 
     for layer in (0, 2):
         b = tiny_bank(lm, layer)
@@ -313,7 +320,7 @@ STEERABLE = [
 @pytest.mark.parametrize("method,target", STEERABLE)
 def test_strength_0_steers_nothing_for_every_method_and_target(lm, method, target):
     """Strength 0 is off: no hook is built for any phase, and the edit itself is the identity."""
-    from steer_core.steering import make_residual_edit
+    from steer_core.steering.edits import make_residual_edit
 
     bank = tiny_bank(lm, 1)
     off = torch.rand(6, 48) if method == "residual" else torch.rand(6, lm.n_heads, 48)
@@ -338,7 +345,7 @@ def test_prototype_strength_is_the_fraction_of_the_way_to_the_prototype(lm):
     z0 = torch.rand(2, 3, lm.n_heads, 48)
     levels = torch.tensor([1, 4])
     proto = bank.codes[levels][:, None]
-    from steer_core.steering import steer_codes
+    from steer_core.steering.edits import steer_codes
 
     def dist(strength):
         cfg = SteerConfig(target="prototype", strength=strength, steps=200, lr=0.2)

@@ -7,9 +7,9 @@ import pytest
 from tiny import char_tokenizer, tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
-from steer_core.compare import CompareRequest
 from steer_core.errors import UserError
-from steer_core.explore import ladder_rows, ladder_stream, parse_strengths, sweep_stream
+from steer_core.views.compare import CompareRequest
+from steer_core.views.ladder import ladder_rows, ladder_stream, parse_strengths, sweep_stream
 
 
 class FakeJudge:
@@ -24,8 +24,9 @@ class FakeJudge:
 def lm(tmp_path_factory):
     import os
 
-    from steer_core.bank import STORE, user_root
-    from steer_core.layer_files import save_layer
+    from steer_core.caches import clear_all
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.sae.store import user_root
 
     cache = tmp_path_factory.mktemp("cache")
     old = os.environ.get("STEER_CACHE")
@@ -36,7 +37,7 @@ def lm(tmp_path_factory):
         protos = {"codes": b.codes, "queries": b.queries, "query_all": b.query_all}
         save_layer(user_root(lm), lm, layer, b.sae, protos, {}, {}, dtype="float32")
     yield lm
-    STORE._layers.clear()
+    clear_all()
     if old is None:
         os.environ.pop("STEER_CACHE")
     else:
@@ -61,9 +62,9 @@ def test_ladder_rows_and_baseline():
 
 def test_the_residual_baseline_steers_the_shipped_vectors_layer():
     """The ladder's residual rows use the layer the shipped vectors were validated for, not the SAE band."""
-    from steer_core.compare import CompareRequest
-    from steer_core.explore import row_request
-    from steer_core.steering import RESIDUAL_LAYERS
+    from steer_core.steering.edits import RESIDUAL_LAYERS
+    from steer_core.views.compare import CompareRequest
+    from steer_core.views.ladder import row_request
 
     rows = ladder_rows("residual")
     req = row_request(CompareRequest("q?", "a.", "create"), rows[-1])
@@ -101,8 +102,8 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     assert [r.strength for r in final.rows] == [0.0, 1.0, 3.0]
     unsteered = list(ladder_stream(lm, req, judge=FakeJudge()))[-1].outputs[0]
     assert final.outputs[0].token_ids == unsteered.token_ids  # strength 0 leaves the queries as they are
-    from steer_core.explore import row_request
-    from steer_core.steering import BASE_ALPHA
+    from steer_core.steering.edits import BASE_ALPHA
+    from steer_core.views.ladder import row_request
 
     assert [row_request(req, r).steer.alpha for r in final.rows] == [
         0.0,

@@ -21,9 +21,9 @@ def summary():
     from steer_core.evaluation.grid import run_grid
     from steer_core.evaluation.judging import add_judgements
     from steer_core.evaluation.stats import summarize
-    from steer_core.judge import default_judge
-    from steer_core.models import load_model
-    from steer_core.steering import SteerConfig
+    from steer_core.judge.classifier import default_judge
+    from steer_core.model.loading import load_model
+    from steer_core.steering.edits import SteerConfig
 
     lm = load_model()
     scs = [s for s in scenarios(load_dataset(split="test")) if s.scenario_id in SCENARIOS]

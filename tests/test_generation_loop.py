@@ -67,8 +67,8 @@ def test_sampling_is_seeded_and_uses_the_library_warpers(lm):
 def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_path):
     from tiny import tiny_bank
 
-    from steer_core.layer_files import save_layer
-    from steer_core.steering import SteerConfig
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.edits import SteerConfig
 
     for layer in (1, 2):
         b = tiny_bank(lm, layer, seed=layer)
@@ -90,8 +90,8 @@ def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_pat
 def test_a_schedule_keeps_the_full_strength_opening_and_a_share_of_1_is_every_token(lm, tmp_path):
     from tiny import tiny_bank
 
-    from steer_core.layer_files import save_layer
-    from steer_core.steering import SteerConfig
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.edits import SteerConfig
 
     b = tiny_bank(lm, 1, seed=3)
     save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
@@ -114,8 +114,8 @@ def test_rows_sharing_a_prompt_read_it_once_and_equal_each_row_alone(lm, tmp_pat
     of them steering the prompt too, need two prompt forwards and give what each gives alone."""
     from tiny import tiny_bank
 
-    from steer_core.layer_files import save_layer
-    from steer_core.steering import SteerConfig
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.edits import SteerConfig
 
     b = tiny_bank(lm, 1, seed=5)
     save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
@@ -150,7 +150,7 @@ def test_learned_offsets_shift_the_query_by_the_decoded_offset(lm):
     computed without encoding: check it against the encode-decode it replaces."""
     from tiny import tiny_bank
 
-    from steer_core.steering import SteerConfig, steer_rows
+    from steer_core.steering.edits import SteerConfig, steer_rows
 
     bank = tiny_bank(lm, 1, seed=2)
     g = torch.Generator().manual_seed(0)
@@ -173,7 +173,7 @@ def test_fixed_shift_edits_equal_editing_each_group_s_rows(lm):
     edit depends on the query, for some heads only, and for the reply's opening only."""
     from tiny import tiny_bank
 
-    from steer_core.steering import RowGroup, SteerConfig, make_layer_edit, steer_rows
+    from steer_core.steering.edits import RowGroup, SteerConfig, make_layer_edit, steer_rows
 
     bank = tiny_bank(lm, 1, seed=3)
     H, D = lm.n_heads, lm.head_dim

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from steer_core.bloom import LEVELS
-from steer_core.judge import BloomJudge, JudgeConfig, default_judge, fit_judge, scores
+from steer_core.judge.classifier import BloomJudge, JudgeConfig, default_judge, scores
+from steer_core.judge.fitting import fit_judge
 
 
 @pytest.fixture(scope="module")

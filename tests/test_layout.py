@@ -80,19 +80,39 @@ def test_core_never_imports_gradio():
         assert not any(n.split(".")[0] == "gradio" for n in names), p.name
 
 
-FITTING = ("offsets", "training", "adapter", "judge_fitting", "teacher", "prototypes", "evaluation")
+INFERENCE = ("model", "sae", "steering", "generation", "inspect", "judge.classifier", "views", "prompts", "bloom")
+FITTING = ("fit", "judge.fitting")
+VIEWS = ("views",)
 
 
-def test_inference_imports_no_fitting_code():
-    """Generating steered text (and the comparison the app runs) loads the file formats and the
-    steering, never the fitting loops: those load only when something has to be fitted."""
+def _in(module: str, places) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in places)
+
+
+def test_the_folders_keep_their_rules():
+    """Where code runs, by folder: inference (the model, SAEs, steering, generation, inspection, the judge's
+    classifier, the views a user runs) imports no fitting code, statically or late; fitting imports no views."""
+    g = graph()
+    assert {m.split(".")[0] for m in g} >= {"model", "sae", "steering", "fit", "inspect", "judge", "views", "cli"}
+    bad = [
+        f"{m} -> {d}"
+        for m, deps in g.items()
+        for d in deps
+        if (_in(m, INFERENCE) and _in(d, FITTING)) or (_in(m, FITTING) and _in(d, VIEWS))
+    ]
+    assert not bad, bad
+
+
+def test_inference_loads_no_fitting_code():
+    """Generating steered text (and the views the app runs) loads the file formats and the steering, never
+    the fitting loops: those load only when something has to be fitted."""
     import subprocess
     import sys
 
     code = (
-        "import sys, steer_core.generation, steer_core.compare, steer_core.explore\n"
+        "import sys, steer_core.generation, steer_core.views.compare, steer_core.views.ladder\n"
         "print(' '.join(m.removeprefix('steer_core.') for m in sys.modules if m.startswith('steer_core.')))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert "generation" in loaded and "offset_files" in loaded
-    assert not [m for m in loaded if m.split(".")[0] in FITTING], loaded
+    assert "generation" in loaded and "steering.offset_files" in loaded
+    assert not [m for m in loaded if _in(m, FITTING) or m.startswith("evaluation")], loaded

@@ -6,8 +6,7 @@ from tiny import tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.evaluation import bootstrap_over_scenarios
-from steer_core.hooks import active_hook_count
-from steer_core.offsets import (
+from steer_core.fit.offsets import (
     EncodedScenario,
     LevelOffsets,
     OffsetFitConfig,
@@ -19,7 +18,15 @@ from steer_core.offsets import (
     offset_edits,
     reps_logits,
 )
-from steer_core.steering import RowGroup, SteerConfig, level_probabilities, make_layer_edit, softmax_descent, steer_rows
+from steer_core.model.hooks import active_hook_count
+from steer_core.steering.edits import (
+    RowGroup,
+    SteerConfig,
+    level_probabilities,
+    make_layer_edit,
+    softmax_descent,
+    steer_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +112,7 @@ def test_teacher_distribution_is_read_where_each_reply_token_is_predicted(lm):
 
 
 def test_kl_fit_moves_the_steered_plain_prompt_toward_the_teacher(lm):
-    from steer_core.offsets import _ScenarioForward
+    from steer_core.fit.offsets import _ScenarioForward
 
     banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
     scs = with_teachers(scenarios())
@@ -198,7 +205,7 @@ def test_softmax_descent_follows_its_objective():
     z0 = torch.rand(4, 5, 3, 16, generator=g)
     target = torch.tensor([0, 2, 4, 5])[:, None].expand(4, 5)
     # one step equals autograd on the scaled loss tau/2 * -log softmax(-d^2/tau)[target]
-    from steer_core.steering import prototype_scale
+    from steer_core.steering.edits import prototype_scale
 
     _, tau = prototype_scale(protos)
     z = z0.clone().requires_grad_(True)

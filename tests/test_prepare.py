@@ -7,12 +7,12 @@ import pytest
 import torch
 from tiny import char_tokenizer, tiny_lm
 
+from steer_core.fit.offsets import OffsetFitConfig
+from steer_core.fit.prepare import MANIFEST, PrepareConfig, plan, prepare
 from steer_core.generation import Request, generate_batch
-from steer_core.hooks import active_hook_count
-from steer_core.offsets import OffsetFitConfig
-from steer_core.prepare import MANIFEST, PrepareConfig, plan, prepare
-from steer_core.sae import SAETrainConfig
-from steer_core.steering import SteerConfig
+from steer_core.model.hooks import active_hook_count
+from steer_core.sae.module import SAETrainConfig
+from steer_core.steering.edits import SteerConfig
 
 Q, A = "What is 2 + 2?", "5, because 2 and 2 make 5."
 
@@ -74,15 +74,15 @@ def test_preparing_into_the_model_cache_never_drops_layers_the_default_steering_
     plan refuses it (before any work) and says what to do."""
     import shutil
 
-    from steer_core.bank import user_root
     from steer_core.errors import UserError
-    from steer_core.offset_files import offsets_roots
+    from steer_core.sae.store import user_root
+    from steer_core.steering.offset_files import offsets_roots
 
     lm, cfg, out, _ = built
     monkeypatch.setenv("STEER_CACHE", str(tmp_path))
     shutil.copytree(out / "saes", user_root(lm))
     shutil.copytree(out / "offsets", offsets_roots(lm)[0])
-    from steer_core.bank import STORE
+    from steer_core.caches import clear_all
 
     try:
         assert plan(lm, cfg).nothing_to_do  # the model's own files, found where the app looks
@@ -91,4 +91,4 @@ def test_preparing_into_the_model_cache_never_drops_layers_the_default_steering_
             plan(lm, PrepareConfig(layers=(0, 1)))
         assert plan(lm, PrepareConfig(layers=(0, 1)), out=tmp_path / "own").layers_todo == [0, 1]  # own folder: fine
     finally:
-        STORE._layers.clear()  # the layers loaded from this test's cache
+        clear_all()  # the layers loaded from this test's cache

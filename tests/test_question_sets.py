@@ -11,7 +11,7 @@ from tiny import char_tokenizer, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
-from steer_core.question_sets import (
+from steer_core.views.question_sets import (
     CPU_LIMIT,
     check_levels,
     check_methods,
@@ -149,7 +149,7 @@ def lm():
 
 
 def test_a_set_runs_scenario_by_scenario_and_a_failure_keeps_the_rest(lm, tmp_path, monkeypatch):
-    from steer_core import question_sets
+    from steer_core.views import question_sets
 
     qs = read_question_set(
         write(tmp_path, "three.csv", "question,student_answer\nWhat is 2+2?,5\nWhy?,Because.\nA?,B\n")

@@ -15,7 +15,7 @@ A = "Because the Earth's shadow covers part of the Moon."
 
 @pytest.fixture(scope="module")
 def lm():
-    from steer_core.models import load_model
+    from steer_core.model.loading import load_model
 
     return load_model()
 
@@ -26,10 +26,10 @@ def test_default_model_loads_with_adapter(lm):
 
 
 def test_shipped_saes_verify(lm):
-    from steer_core.bank import STORE
+    from steer_core.sae.store import STORE
 
     assert STORE.available_layers(lm) == list(range(30))
-    bank = STORE.get(lm, 15, train_missing=False)
+    bank = STORE.get(lm, 15)
     assert bank.codes.shape == (6, 9, 512)
 
 
@@ -37,7 +37,7 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     """Learned offsets at the validated strength on every layer; the shipped offsets load for the shipped
     SAEs of every default layer (offsets fitted for other SAEs would be refused)."""
     from steer_core.generation import Request, steering_groups
-    from steer_core.steering import BASE_ALPHA, SteerConfig
+    from steer_core.steering.edits import BASE_ALPHA, SteerConfig
 
     cfg = SteerConfig()
     assert (cfg.target, cfg.alpha, cfg.layers, cfg.positions) == (
@@ -49,7 +49,7 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     groups = steering_groups(lm, [Request(Q, A, "sae", "create", steer=cfg)])
     assert sorted(groups) == list(cfg.layers)
     assert all(g.offsets is not None and g.offsets.abs().sum() > 0 for gs in groups.values() for g in gs)
-    from steer_core.offsets import load_offsets
+    from steer_core.fit.offsets import load_offsets
 
     validated = load_offsets(lm).meta["validated"]  # strength 1 is the alpha the validation rule chose
     assert BASE_ALPHA["learned"] == validated["alpha"] and validated["validation_ppl_ratio"] <= 1.4
@@ -60,7 +60,7 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
 def test_strength_0_is_unsteered_for_every_target_and_method(lm):
     """Strength 0 is off, token for token, whatever the target (the paper's prototype included)."""
     from steer_core.generation import Request, generate_batch
-    from steer_core.steering import TARGETS, SteerConfig
+    from steer_core.steering.edits import TARGETS, SteerConfig
 
     steered = [("sae", SteerConfig(target=t, strength=0.0, positions="all")) for t in TARGETS]
     steered += [
@@ -76,7 +76,7 @@ def test_strength_0_is_unsteered_for_every_target_and_method(lm):
 
 def test_steered_generation_differs_from_unsteered(lm):
     from steer_core.generation import Request, generate_batch
-    from steer_core.steering import SteerConfig
+    from steer_core.steering.edits import SteerConfig
 
     reqs = [
         Request(Q, A, "none"),
@@ -128,8 +128,8 @@ def test_generate_cli_json():
 
 def test_inspect_steering_looks_inside_the_steered_head(lm):
     from steer_core.generation import Request, generate_batch
-    from steer_core.latents import inspect_steering, separability_scores
-    from steer_core.steering import SteerConfig
+    from steer_core.inspect.latents import inspect_steering, separability_scores
+    from steer_core.steering.edits import SteerConfig
 
     cfg = SteerConfig(layers=(10, 15), heads=(2, 5), target="prototype", steps=8, lr=0.1)
     out = generate_batch(lm, [Request(Q, A, "sae", "evaluate", steer=cfg)], max_new_tokens=12)[0]
@@ -151,16 +151,16 @@ def test_inspected_codes_are_what_generation_used(lm, target):
     import numpy as np
 
     from steer_core.generation import Request, generate_batch
-    from steer_core.latents import inspect_steering
-    from steer_core.steering import SteerConfig
+    from steer_core.inspect.latents import inspect_steering
+    from steer_core.steering.edits import SteerConfig
 
     cfg = SteerConfig(target=target)
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
-    from steer_core.bank import STORE
+    from steer_core.sae.store import STORE
 
     head = None  # the most separable head; learned offsets are sparse, so there: the most moved head
     if target == "learned":
-        from steer_core.offsets import load_offsets
+        from steer_core.fit.offsets import load_offsets
 
         layer = cfg.layers[len(cfg.layers) // 2]
         head = int(load_offsets(lm).for_layer(layer)[5].abs().sum(-1).argmax())
@@ -184,8 +184,8 @@ def test_inspection_of_an_opening_only_steer_marks_just_the_opening(lm):
     import numpy as np
 
     from steer_core.generation import Request, generate_batch
-    from steer_core.latents import inspect_steering
-    from steer_core.steering import SteerConfig
+    from steer_core.inspect.latents import inspect_steering
+    from steer_core.steering.edits import SteerConfig
 
     cfg = SteerConfig(first_tokens=3)
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
@@ -248,8 +248,8 @@ def test_prepare_on_the_real_model(tmp_path):
 def test_the_shipped_residual_vectors_are_the_validated_baseline(lm):
     """Method residual on layer 15 uses the shipped vectors at the alpha validation chose (strength 1)."""
     from steer_core.generation import Request, generate_batch
-    from steer_core.offset_files import load_offsets
-    from steer_core.steering import RESIDUAL_ALPHA, SteerConfig
+    from steer_core.steering.edits import RESIDUAL_ALPHA, SteerConfig
+    from steer_core.steering.offset_files import load_offsets
 
     vectors = load_offsets(lm, site="residual")
     assert vectors.layers == (15,) and vectors.meta["validated"]["alpha"] == RESIDUAL_ALPHA

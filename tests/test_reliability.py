@@ -11,11 +11,12 @@ import torch
 from conftest import ROOT
 from tiny import tiny_lm
 
-from steer_core import bank as bank_mod
-from steer_core.bank import STORE
 from steer_core.bloom import DatasetError, load_dataset
-from steer_core.layer_files import load_layer, save_layer, verify_layer
-from steer_core.sae import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
+from steer_core.caches import clear_all
+from steer_core.sae import store as bank_mod
+from steer_core.sae.layer_files import load_layer, save_layer, verify_layer
+from steer_core.sae.module import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
+from steer_core.sae.store import STORE
 
 
 def _write_layer(root, lm, layer, seed):
@@ -33,13 +34,17 @@ def _write_layer(root, lm, layer, seed):
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("STEER_CACHE", str(tmp_path))
-    STORE._layers.clear()  # layers another test loaded from its own cache must not be served here
+    clear_all()  # layers another test loaded from its own cache must not be served here
     lm = tiny_lm()
     yield lm, bank_mod.user_root(lm)
-    STORE._layers.clear()
+    clear_all()
 
 
-def test_corrupt_cached_layer_is_rebuilt_not_used(cache, monkeypatch):
+def test_a_corrupt_cached_layer_is_refused_by_loading_and_rebuilt_by_building(cache, monkeypatch):
+    """Loading never trains: a flipped byte is refused with the command that rebuilds it; ensure_trained
+    (the explicit build step) rebuilds it, and the rebuilt layer is what loads."""
+    from steer_core.fit import sae_training
+
     lm, root = cache
     d = _write_layer(root, lm, 1, seed=1)
     w = d / "head_2" / "sae_weights.safetensors"
@@ -48,22 +53,29 @@ def test_corrupt_cached_layer_is_rebuilt_not_used(cache, monkeypatch):
     w.write_bytes(bytes(raw))
     with pytest.raises(SAEFileError, match="do not match the manifest"):
         verify_layer(d)
+    with pytest.raises(SAEFileError, match="python -m steer_core prepare"):
+        STORE.get(lm, 1)
     rebuilt = []
 
     def fake_train(lm_, layers, root_, style="plain", progress=True):
-        rebuilt.append(layers)
+        rebuilt.append(list(layers))
         _write_layer(root_, lm_, layers[0], seed=2)
 
-    monkeypatch.setattr(STORE, "trainer", fake_train)
-    got = STORE.get(lm, 1)
+    monkeypatch.setattr(sae_training, "train_layers", fake_train)
+    got = sae_training.ensure_trained(lm, [1])[1]
     assert rebuilt == [[1]]
     assert got.meta["metrics"] == {"seed": 2}  # the rebuilt layer, not the corrupt one
 
 
-def test_missing_layers_are_trained_together(cache, monkeypatch):
-    """One capture pass for all missing layers, not one per layer; present layers are not retrained."""
+def test_missing_layers_are_named_together_and_built_together(cache, monkeypatch):
+    """Loading names every missing layer at once and the build command; building trains them in one
+    capture pass, not one per layer, and leaves present layers alone."""
+    from steer_core.fit import sae_training
+
     lm, root = cache
     _write_layer(root, lm, 1, seed=1)
+    with pytest.raises(SAEFileError, match=r"layer\(s\) \[0, 2\].*--layers 0,2"):
+        STORE.get_many(lm, [0, 1, 2])
     calls = []
 
     def fake_train(lm_, layers, root_, style="plain", progress=True):
@@ -71,18 +83,18 @@ def test_missing_layers_are_trained_together(cache, monkeypatch):
         for layer in layers:
             _write_layer(root_, lm_, layer, seed=3)
 
-    monkeypatch.setattr(STORE, "trainer", fake_train)
-    banks = STORE.get_many(lm, [0, 1, 2])
+    monkeypatch.setattr(sae_training, "train_layers", fake_train)
+    banks = sae_training.ensure_trained(lm, [0, 1, 2])
     assert calls == [[0, 2]] and sorted(banks) == [0, 1, 2]
     assert banks[1].meta["metrics"] == {"seed": 1} and banks[2].meta["metrics"] == {"seed": 3}
 
 
-def test_corrupt_layer_is_refused_when_training_is_not_allowed(cache):
+def test_a_corrupt_layer_is_refused(cache):
     lm, root = cache
     d = _write_layer(root, lm, 2, seed=1)
     (d / "prototypes.safetensors").write_bytes(b"garbage")
     with pytest.raises(SAEFileError):
-        STORE.get(lm, 2, train_missing=False)
+        STORE.get(lm, 2)
 
 
 def test_unfinished_layer_without_manifest_is_never_loaded(cache):
@@ -160,7 +172,7 @@ def test_corrupt_model_cache_is_detected_and_rebuilt(tmp_path):
         fh.write(bytes([b[0] ^ 0xFF]))
     env = {**os.environ, "STEER_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     code = (
-        "from steer_core.models import load_model, _cache_is_valid, cache_root; "
+        "from steer_core.model.loading import load_model, _cache_is_valid, cache_root; "
         "d = cache_root() / 'smollm2-135m-instruct'; print('valid before', _cache_is_valid(d)); "
         "load_model(adapter=None); print('valid after', _cache_is_valid(d))"
     )

@@ -10,8 +10,7 @@ from tiny import tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
-from steer_core.hooks import RESIDUAL, active_hook_count, query_edits
-from steer_core.reps import (
+from steer_core.fit.reps import (
     PairGroup,
     RepsConfig,
     _logps,
@@ -23,6 +22,7 @@ from steer_core.reps import (
     sae_edit,
     scaled_simpo,
 )
+from steer_core.model.hooks import RESIDUAL, active_hook_count, query_edits
 
 
 @pytest.fixture(scope="module")

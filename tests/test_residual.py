@@ -8,10 +8,10 @@ from tiny import char_tokenizer, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
+from steer_core.fit.offsets import LevelOffsets, OffsetFitConfig, OffsetsFileError, fit_encoded, load_offsets
 from steer_core.generation import Request, generate_batch
-from steer_core.hooks import RESIDUAL, active_hook_count, query_edits
-from steer_core.offsets import LevelOffsets, OffsetFitConfig, OffsetsFileError, fit_encoded, load_offsets
-from steer_core.steering import RESIDUAL_ALPHA, RowGroup, SteerConfig, make_residual_edit
+from steer_core.model.hooks import RESIDUAL, active_hook_count, query_edits
+from steer_core.steering.edits import RESIDUAL_ALPHA, RowGroup, SteerConfig, make_residual_edit
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_residual_fit_steers_toward_the_level(lm):
     assert fitted.delta.shape == (6, 1, 1, 48) and fitted.site == "residual"
     assert "sae_manifests" not in fitted.meta
 
-    from steer_core import offsets as off
+    from steer_core.fit import offsets as off
 
     def residual_margin():
         lv = torch.arange(len(LEVELS))

@@ -9,8 +9,8 @@ from tiny import char_tokenizer, tiny_lm
 
 from steer_core.bloom import LEVELS, FeedbackExample, load_dataset
 from steer_core.errors import UserError
-from steer_core.offsets import _encode_scenarios
-from steer_core.teacher import TeacherConfig, hit_rate, judged_at_level, sample_teacher
+from steer_core.fit.instructed import TeacherConfig, hit_rate, judged_at_level, sample_teacher
+from steer_core.fit.offsets import _encode_scenarios
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from steer_core.models import LoadedModel
-from steer_core.sae import HeadSAEs
-from steer_core.steering import LayerBank
+from steer_core.model.loading import LoadedModel
+from steer_core.sae.module import HeadSAEs
+from steer_core.steering.edits import LayerBank
 
 
 def tiny_lm(seed: int = 0, tokenizer=None) -> LoadedModel:

@@ -9,7 +9,7 @@ from .results import row_key
 
 
 def add_judgements(rows: list[dict], judge=None) -> list[dict]:
-    from ..judge import default_judge
+    from ..judge.classifier import default_judge
 
     judge = judge or default_judge()
     probs = judge.predict_proba([r["text"] or "" for r in rows])
@@ -24,7 +24,7 @@ def add_judgements(rows: list[dict], judge=None) -> list[dict]:
 def unsteered_similarity(rows: list[dict]) -> dict[tuple, float]:
     """row_key -> MiniLM cosine between a row's text and the unsteered text of its scenario: how much
     of the original feedback survives steering (1 = unchanged)."""
-    from ..judge import embed
+    from ..judge.classifier import embed
 
     base = {(r["scenario_id"], r["style"], r["model"]): r["text"] for r in rows if r["method"] == "none"}
     pairs = [(r, base.get((r["scenario_id"], r["style"], r["model"]))) for r in rows]

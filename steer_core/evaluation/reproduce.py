@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..generation import EVAL_TOKENS, Request, generate_batch
 from ..layer_spec import parse_layers
 from ..methods import STEERED
-from ..steering import SteerConfig
+from ..steering.edits import SteerConfig
 
 
 def row_config(row: dict) -> SteerConfig | None:

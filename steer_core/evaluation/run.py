@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..bloom import Scenario
 from ..generation import EVAL_TOKENS
-from ..steering import SteerConfig
+from ..steering.edits import SteerConfig
 from .grid import run_grid
 from .judging import add_judgements, unsteered_similarity
 from .report import write_report
@@ -37,7 +37,7 @@ def run_eval(
     if stale:  # drop torn rows, and give an older file today's columns (once), before appending
         write_csv(results, existing, RESULT_FIELDS) if existing else results.unlink()
     done = {row_key(r) for r in existing}
-    from ..judge import default_judge
+    from ..judge.classifier import default_judge
 
     judge = judge or default_judge()
 

@@ -13,19 +13,19 @@ from dataclasses import fields
 from fractions import Fraction
 from pathlib import Path
 
-from . import methods
-from .adapter import EPOCHS as ADAPTER_EPOCHS
-from .bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level, read_jsonl
-from .errors import UserError
-from .generation import EVAL_TOKENS, REPLY_TOKENS
-from .layer_spec import layers_label, parse_heads
-from .offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
-from .paths import DEFAULT_MODEL, ROOT
-from .prompts import PROMPT_STYLES
-from .reps import FACTORS, RepsConfig
-from .sae import ARCHITECTURES, SAETrainConfig
-from .steering import BASE_ALPHA, DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
-from .teacher import TeacherConfig
+from .. import methods
+from ..bloom import DEFAULT_DATASET, LEVELS, by_writers, load_dataset, normalize_level, read_jsonl
+from ..errors import UserError
+from ..fit.adapter import EPOCHS as ADAPTER_EPOCHS
+from ..fit.instructed import TeacherConfig
+from ..fit.offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
+from ..fit.reps import FACTORS, RepsConfig
+from ..generation import EVAL_TOKENS, REPLY_TOKENS
+from ..layer_spec import layers_label, parse_heads
+from ..paths import DEFAULT_MODEL, ROOT
+from ..prompts import PROMPT_STYLES
+from ..sae.module import ARCHITECTURES, SAETrainConfig
+from ..steering.edits import BASE_ALPHA, DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
 
 BAND = layers_label(DEFAULT_LAYERS)
 VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
@@ -41,7 +41,7 @@ def _read_jsonl(path: str) -> list[tuple[int, dict]]:
 
 
 def cmd_judge(args) -> int:
-    from .judge import default_judge, scores
+    from ..judge.classifier import default_judge, scores
 
     items = _read_jsonl(args.file)
     if args.split:
@@ -76,8 +76,8 @@ def cmd_judge(args) -> int:
 
 
 def cmd_fit_judge(args) -> int:
-    from .judge import JUDGE_DIR
-    from .judge_fitting import compare_and_fit
+    from ..judge.classifier import JUDGE_DIR
+    from ..judge.fitting import compare_and_fit
 
     rows = load_dataset(args.data)
     train = [r for r in rows if r.split == "train"]
@@ -93,7 +93,7 @@ def cmd_fit_judge(args) -> int:
 def _load(args):
     """The model the command runs on: --model, with the shipped feedback adapter, another (--adapter)
     or none (--no-adapter)."""
-    from .models import load_model
+    from ..model.loading import load_model
 
     if getattr(args, "adapter", None) and args.no_adapter:
         raise UsageError("--adapter and --no-adapter exclude each other")
@@ -111,7 +111,7 @@ def _no_adapter(args) -> bool:
 
 
 def cmd_prepare(args) -> int:
-    from .prepare import PrepareConfig, plan, prepare
+    from ..fit.prepare import PrepareConfig, plan, prepare
 
     lm = _load(args)
     # the default steers every layer: for another model that is every layer of that model
@@ -144,8 +144,8 @@ def cmd_prepare(args) -> int:
 def cmd_generate(args) -> int:
     import time
 
-    from .generation import Request, generate_batch
-    from .judge import default_judge
+    from ..generation import Request, generate_batch
+    from ..judge.classifier import default_judge
 
     layers = _layers(args.layers)
     steer = _steer_config(args, layers)
@@ -188,7 +188,7 @@ def cmd_generate(args) -> int:
 
 def _eval_scenarios(path: str | None, split: str, limit: int | None, writers=None):
     """Scenarios from the dataset (default: its test split) or any JSONL of question/student_answer/id."""
-    from .bloom import Scenario, scenarios
+    from ..bloom import Scenario, scenarios
 
     if path is None:
         items = scenarios(load_dataset(split=None if split == "all" else split))
@@ -238,7 +238,7 @@ def _parse_variant(spec: str) -> tuple[str, float]:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import run_eval
+    from ..evaluation import run_eval
 
     layer_sets = [_layers(spec) for spec in args.layers]
     levels = [normalize_level(lv) for lv in args.levels]
@@ -274,11 +274,11 @@ def cmd_sweep(args) -> int:
     """Each method over a list of strengths (prompt baselines once), resumable; then the matched table."""
     from dataclasses import replace
 
-    from .evaluation import run_eval
-    from .evaluation.frontier import MATCHED_RATIOS, build_frontier
-    from .evaluation.results import read_results
-    from .evaluation.tables import matched_table
-    from .offset_files import load_offsets
+    from ..evaluation import run_eval
+    from ..evaluation.frontier import MATCHED_RATIOS, build_frontier
+    from ..evaluation.results import read_results
+    from ..evaluation.tables import matched_table
+    from ..steering.offset_files import load_offsets
 
     if any(not (s >= 0) for s in args.strengths):
         raise UsageError("--strengths must be numbers >= 0")
@@ -309,7 +309,7 @@ def cmd_sweep(args) -> int:
 
 
 def _layers(spec: str) -> tuple[int, ...]:
-    from .layer_spec import parse_layers
+    from ..layer_spec import parse_layers
 
     try:
         return parse_layers(spec)
@@ -322,7 +322,7 @@ def _writer_rows(writers, split: str = "train"):
 
 
 def cmd_heads(args) -> int:
-    from .attention import rank_heads
+    from ..inspect.attention import rank_heads
 
     layers = _layers(args.layers)
     if args.top < 1:
@@ -342,8 +342,7 @@ def cmd_heads(args) -> int:
 
 
 def cmd_prototypes(args) -> int:
-    from .bank import STORE
-    from .training import refit_prototypes
+    from ..fit.sae_training import ensure_trained, refit_prototypes
 
     layers = _layers(args.layers)
     lm = _load(args)
@@ -351,7 +350,7 @@ def cmd_prototypes(args) -> int:
         lm.check_layer(layer)
     if args.first_tokens is not None and args.first_tokens < 1:
         raise UsageError("--first-tokens must be at least 1")
-    banks = STORE.get_many(lm, layers, style=args.style)
+    banks = ensure_trained(lm, layers, style=args.style)
     out = refit_prototypes(
         lm, banks, _writer_rows(args.writers), Path(args.out), style=args.style, first_tokens=args.first_tokens
     )
@@ -364,8 +363,8 @@ def cmd_prototypes(args) -> int:
 
 
 def cmd_train_adapter(args) -> int:
-    from .adapter import train_adapter
-    from .models import load_model
+    from ..fit.adapter import train_adapter
+    from ..model.loading import load_model
 
     lm = load_model(args.model, device=args.device, adapter=None)
     info = train_adapter(
@@ -389,7 +388,7 @@ def _from_args(cls, args, **given):
 
 
 def cmd_fit_offsets(args) -> int:
-    from .offsets import fit_fold, fit_offsets, offsets_roots
+    from ..fit.offsets import fit_fold, fit_offsets, offsets_roots
 
     layers = _layers(args.layers)
     cfg = _from_args(OffsetFitConfig, args, layers=layers, factors=tuple(args.factors))
@@ -416,9 +415,9 @@ def cmd_fit_offsets(args) -> int:
 
 def cmd_fit_reps(args) -> int:
     """RePS as its authors fit it: teacher (concept) replies against the model's own, null intervention."""
-    from .io_utils import atomic_write_text
-    from .reps import RepsConfig, encode_pairs, fit_reps
-    from .teacher import TeacherConfig, sample_own
+    from ..fit.instructed import TeacherConfig, sample_own
+    from ..fit.reps import RepsConfig, encode_pairs, fit_reps
+    from ..io_utils import atomic_write_text
 
     layers = _layers(args.layers)
     cfg = _from_args(RepsConfig, args, layers=layers, factors=tuple(args.factors) if args.factors else None)
@@ -443,9 +442,9 @@ def cmd_fit_reps(args) -> int:
     groups = encode_pairs(lm.tokenizer, teacher, own, cfg.style, cfg.max_feedback_tokens)
     banks = None
     if cfg.site == "sae":
-        from .bank import STORE
+        from ..fit.sae_training import ensure_trained
 
-        banks = STORE.get_many(lm, layers, style=cfg.style)
+        banks = ensure_trained(lm, layers, style=cfg.style)
     vectors = fit_reps(lm, groups, cfg, banks=banks, pad_id=lm.tokenizer.pad_token_id or 0)
     vectors.meta.update({"teacher": str(args.teacher), "own": str(own_path), "writers": args.writers})
     vectors.meta["scenario_ids"] = sorted({t["scenario_id"] for t in teacher})
@@ -459,9 +458,9 @@ def cmd_fit_reps(args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from .io_utils import atomic_write_text
-    from .judge import default_judge
-    from .teacher import TeacherConfig, hit_rate, judged_at_level, sample_teacher
+    from ..fit.instructed import TeacherConfig, hit_rate, judged_at_level, sample_teacher
+    from ..io_utils import atomic_write_text
+    from ..judge.classifier import default_judge
 
     cfg = _from_args(TeacherConfig, args)
     out = Path(args.out)
@@ -490,7 +489,7 @@ def cmd_teacher(args) -> int:
 
 
 def cmd_summarize(args) -> int:
-    from .evaluation.tables import judged_rows, overall_table, paired_table, per_level_table, summary_rows
+    from ..evaluation.tables import judged_rows, overall_table, paired_table, per_level_table, summary_rows
 
     for path in args.csv:
         if not Path(path).is_file():
@@ -502,8 +501,8 @@ def cmd_summarize(args) -> int:
         print("\nPaired over scenarios (the same bootstrap draw for both rows):\n")
         print(paired_table(rows, args.paired))
     if args.matched is not None or args.paired_matched:
-        from .evaluation.frontier import MATCHED_RATIOS, build_frontier
-        from .evaluation.tables import matched_table, paired_matched_table
+        from ..evaluation.frontier import MATCHED_RATIOS, build_frontier
+        from ..evaluation.tables import matched_table, paired_matched_table
 
         ratios = tuple(args.matched or MATCHED_RATIOS)
         if any(not r >= 1 for r in ratios):
@@ -515,8 +514,8 @@ def cmd_summarize(args) -> int:
             print("\nPaired at the same perplexity (the same draws for both):\n")
             print(paired_matched_table(frontier, args.paired_matched, ratios))
         if args.frontier:
-            from .charts import frontier_chart, report_html
-            from .io_utils import atomic_write_text
+            from ..charts import frontier_chart, report_html
+            from ..io_utils import atomic_write_text
 
             html = report_html(
                 [frontier_chart(frontier)], "Accuracy against fluency", f"<p>From {', '.join(map(str, args.csv))}.</p>"
@@ -526,9 +525,9 @@ def cmd_summarize(args) -> int:
     elif args.frontier:
         raise UsageError("--frontier draws the matched-perplexity frontier: give --matched too")
     if args.figure:
-        from .charts import accuracy_by_method_level, judged_vs_target, report_html
-        from .evaluation.stats import variant_text
-        from .io_utils import atomic_write_text
+        from ..charts import accuracy_by_method_level, judged_vs_target, report_html
+        from ..evaluation.stats import variant_text
+        from ..io_utils import atomic_write_text
 
         keep = [
             s
@@ -549,13 +548,13 @@ def cmd_summarize(args) -> int:
 def cmd_reproduce(args) -> int:
     """Regenerate rows of a results file (or every shipped asset's golden rows) with what ships; exit 1
     if any differs."""
-    from .evaluation.reproduce import reproduce_rows
-    from .evaluation.results import read_results
+    from ..evaluation.reproduce import reproduce_rows
+    from ..evaluation.results import read_results
 
     if args.shipped == bool(args.csv):
         raise UsageError("give a results.csv or --shipped (every shipped asset's recorded rows), not both")
     if args.shipped:
-        from .provenance import golden_entries
+        from ..provenance import golden_entries
 
         groups = [
             (
@@ -596,7 +595,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from ..bench import run_bench
 
     if args.tokens < 1 or args.repeats < 1:
         raise UsageError("--tokens and --repeats must be >= 1")
@@ -615,9 +614,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .bank import user_root
-    from .sae import SAETrainConfig
-    from .training import train_layers
+    from ..fit.sae_training import train_layers
+    from ..sae.module import SAETrainConfig
+    from ..sae.store import user_root
 
     lm = _load(args)
     layers = _layers(args.layers) if args.layers != "all" else tuple(range(lm.n_layers))

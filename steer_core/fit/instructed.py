@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .bloom import LEVELS, FeedbackExample, scenarios
-from .errors import UserError
+from ..bloom import LEVELS, FeedbackExample, scenarios
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def sample_teacher(
 ) -> list[dict]:
     """Rows in the dataset's format (plus `sample`, `judged`, `judged_prob`): for every scenario of
     `rows`, cfg.per_level replies at each level under the instruction prompt."""
-    from .generation import Request, generate_batch  # the model's stack, only when sampling
+    from ..generation import Request, generate_batch  # the model's stack, only when sampling
 
     cfg = cfg or TeacherConfig()
     scs = scenarios(rows)
@@ -93,7 +93,7 @@ def sample_own(
 ) -> list[dict]:
     """The model's own replies to the plain prompt (no level named), cfg.per_level of them per scenario of
     `rows`, sampled like the teacher's: the other side of RePS's preference pairs (its "original" replies)."""
-    from .generation import Request, generate_batch
+    from ..generation import Request, generate_batch
 
     cfg = cfg or TeacherConfig()
     scs = scenarios(rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .bloom import LEVELS
+from ..bloom import LEVELS
 
 
 def example_means(values: torch.Tensor, example_ids: torch.Tensor, n_examples: int) -> torch.Tensor:

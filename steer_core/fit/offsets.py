@@ -46,12 +46,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .bank import STORE
-from .bloom import LEVELS, FeedbackExample
-from .errors import UserError
-from .generation import shared_prompt
-from .hooks import RESIDUAL, query_edits
-from .offset_files import (  # noqa: F401  (the file side, re-exported for callers of the fitting)
+from ..bloom import LEVELS, FeedbackExample
+from ..errors import UserError
+from ..generation import shared_prompt
+from ..model.hooks import RESIDUAL, query_edits
+from ..prompts import instruction_messages, messages, pad_replies, render
+from ..sae.store import STORE
+from ..steering.edits import DEFAULT_LAYERS, RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from ..steering.offset_files import (  # noqa: F401  (the file side, re-exported for callers of the fitting)
     OFFSETS_CFG,
     OFFSETS_FILE,
     SITES,
@@ -61,8 +63,7 @@ from .offset_files import (  # noqa: F401  (the file side, re-exported for calle
     manifest_digest,
     offsets_roots,
 )
-from .prompts import instruction_messages, messages, pad_replies, render
-from .steering import DEFAULT_LAYERS, RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from .sae_training import ensure_trained, refit_prototypes
 
 OBJECTIVES = ("bipo", "reps", "kl")
 FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or the prompt too
@@ -334,7 +335,7 @@ def fit_offsets(
     cfg = cfg or OffsetFitConfig()
     layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
     if banks is None and cfg.site == "sae":
-        banks = STORE.get_many(lm, layers, style=cfg.style, progress=progress)
+        banks = ensure_trained(lm, layers, style=cfg.style, progress=progress)
     scenarios = _encode_scenarios(
         lm.tokenizer, rows, cfg.style, cfg.max_feedback_tokens, teacher_prompts=cfg.objective == "kl"
     )
@@ -410,9 +411,7 @@ def fit_fold(lm, rows, fit_rows, cfg: OffsetFitConfig, out: Path, progress: bool
     """A cross-writer fold: the model's SAEs with prototypes recomputed from `rows` only, written to
     out/saes (steer with them through --saes), and offsets fitted on `fit_rows` against those SAEs.
     Returns the offsets and out/offsets, where they belong."""
-    from .training import refit_prototypes
-
-    banks = STORE.get_many(lm, cfg.layers, style=cfg.style, progress=progress)
+    banks = ensure_trained(lm, cfg.layers, style=cfg.style, progress=progress)
     saes = refit_prototypes(lm, banks, rows, Path(out) / "saes", style=cfg.style)
     banks = STORE.get_many(lm, cfg.layers, style=cfg.style, root=saes)
     return fit_offsets(lm, fit_rows, cfg, banks=banks, progress=progress), Path(out) / "offsets"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .bloom import LEVELS
-from .io_utils import atomic_write_bytes, atomic_write_text, sha256_file
-from .sae import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
+from ..bloom import LEVELS
+from ..io_utils import atomic_write_bytes, atomic_write_text, sha256_file
+from .module import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
 
 
 @dataclass

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .bloom import LEVELS
-from .errors import UserError
-from .io_utils import atomic_write_bytes, atomic_write_text
-from .paths import ASSET_OFFSETS, ASSET_RESIDUAL, cache_root
+from ..bloom import LEVELS
+from ..caches import ProcessCache
+from ..errors import UserError
+from ..io_utils import atomic_write_bytes, atomic_write_text
+from ..paths import ASSET_OFFSETS, ASSET_RESIDUAL, cache_root
 
 OFFSETS_FILE = "offsets.safetensors"
 OFFSETS_CFG = "offsets.json"
@@ -140,8 +140,7 @@ def offsets_roots(lm, style: str = "plain", site: str = "sae") -> list[Path]:
     return [cache_root() / "offsets" / lm.folder(style), ASSET_OFFSETS / lm.folder(style)]
 
 
-_LOADED: dict[tuple[str, str], LevelOffsets] = {}
-_LOCK = threading.Lock()
+_LOADED = ProcessCache("learned offsets")
 
 
 def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", site: str = "sae") -> LevelOffsets:
@@ -162,10 +161,7 @@ def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", sit
             )
         folder = found[0]
     key = (str(Path(folder).resolve()), str(lm.device))
-    with _LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = LevelOffsets.load(folder, lm.device)
-        got = _LOADED[key]
+    got = _LOADED.get(key, lambda: LevelOffsets.load(folder, lm.device))
     if got.site != site:
         raise OffsetsFileError(f"{folder}: these are {got.site} offsets, not {what}")
     return got
@@ -174,6 +170,4 @@ def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", sit
 def forget_offsets(folder: str | Path) -> None:
     """Drop a folder's loaded offsets (a new fit was written there), so the next load reads the files."""
     path = str(Path(folder).resolve())
-    with _LOCK:
-        for key in [k for k in _LOADED if k[0] == path]:
-            del _LOADED[key]
+    _LOADED.forget(where=lambda key: key[0] == path)

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bank import STORE
-from .bloom import LEVELS
-from .generation import Request, build_messages, layer_edits, replay, steering_groups
-from .prompts import render
-from .prototypes import separability
-from .steering import SteerConfig, level_probabilities, prototype_scale, steer_codes
+from ..bloom import LEVELS
+from ..generation import Request, build_messages, layer_edits, replay, steering_groups
+from ..prompts import render
+from ..sae.prototypes import separability
+from ..sae.store import STORE
+from ..steering.edits import SteerConfig, level_probabilities, prototype_scale, steer_codes
 
 
 @dataclass
@@ -163,7 +163,7 @@ def separability_scores(lm, style: str = "plain") -> tuple[list[int], np.ndarray
     out = np.full((lm.n_layers, lm.n_heads), np.nan, dtype=np.float32)
     for layer in STORE.available_layers(lm, style):
         try:
-            out[layer] = separability(STORE.get(lm, layer, style, train_missing=False).codes).cpu().numpy()
+            out[layer] = separability(STORE.get(lm, layer, style).codes).cpu().numpy()
         except ValueError:  # a corrupt layer stays blank here; steering it reports the problem
             continue
     return list(range(lm.n_layers)), out

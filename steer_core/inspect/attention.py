@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .bloom import LEVELS
-from .errors import UserError
-from .hooks import QueryEdit
+from ..bloom import LEVELS
+from ..errors import UserError
+from ..model.hooks import QueryEdit
 
 
 @dataclass
@@ -56,7 +56,7 @@ def prompt_parts(tokenizer, prompt_ids: Sequence[int], texts: Mapping[str, str])
 
 def rubric_parts(tokenizer, prompt_ids: Sequence[int], question: str, student_answer: str) -> PromptParts:
     """The six rubric lines (named by level), the question and the student's answer."""
-    from .prompts import rubric_line
+    from ..prompts import rubric_line
 
     texts = {lv: rubric_line(lv) for lv in LEVELS}
     texts.update({"question": question.strip(), "student answer": student_answer.strip()})
@@ -91,7 +91,7 @@ def reply_attention(
     `layer_edits`); None for unsteered. The prompt and the reply run as the two phases generation has."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-    from .generation import replay
+    from ..generation import replay
 
     layers = [lm.check_layer(layer) for layer in layers]
     if not reply_ids:
@@ -130,7 +130,7 @@ def rubric_line_lift(
     (0.5 = 50% more); these heads have something to find when steered toward a level."""
     from tqdm.auto import tqdm
 
-    from .prompts import messages, render
+    from ..prompts import messages, render
 
     if not rows:
         raise UserError("no feedbacks to measure")
@@ -200,8 +200,8 @@ def steering_attention(
 ) -> AttentionView:
     """Attention of the steered reply over its prompt at `layer` (default: the middle steered layer),
     with generation's own steering edits (its row groups and per-phase layer edits) and without."""
-    from .generation import Request, build_messages, layer_edits, steering_groups
-    from .prompts import SYSTEM, render
+    from ..generation import Request, build_messages, layer_edits, steering_groups
+    from ..prompts import SYSTEM, render
 
     req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
     groups = steering_groups(lm, [req])

@@ -18,16 +18,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import methods as method_names
-from .bloom import LEVELS, Scenario, normalize_level
-from .errors import UserError
-from .evaluation.grid import scenario_batches
-from .evaluation.judging import add_judgements
-from .evaluation.results import RESULT_FIELDS
-from .evaluation.stats import SUMMARY_FIELDS, summarize
-from .evaluation.tables import fmt_number, interval_text
-from .generation import EVAL_TOKENS, check_inputs
-from .steering import SteerConfig
+from .. import methods as method_names
+from ..bloom import LEVELS, Scenario, normalize_level
+from ..errors import UserError
+from ..evaluation.grid import scenario_batches
+from ..evaluation.judging import add_judgements
+from ..evaluation.results import RESULT_FIELDS
+from ..evaluation.stats import SUMMARY_FIELDS, summarize
+from ..evaluation.tables import fmt_number, interval_text
+from ..generation import EVAL_TOKENS, check_inputs
+from ..steering.edits import SteerConfig
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def evaluate_set(
     as soon as it is generated; yields the run before the first scenario and after every one. A
     scenario that fails is recorded with its reason and the run goes on; a setting that cannot work at
     all (e.g. no learned offsets for this model) stops it at the first scenario, with its message."""
-    from .judge import default_judge
+    from ..judge.classifier import default_judge
 
     run = SetRun(questions, check_levels(levels), check_methods(methods))
     steer = steer or SteerConfig()

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from . import methods
-from .bloom import LEVELS
+from .. import methods
+from ..bloom import LEVELS
+from ..errors import UserError
+from ..generation import Output, Request, perplexity, stream_batch
+from ..layer_spec import layers_label
 from .compare import MAX_STRENGTH, CompareRequest
-from .errors import UserError
-from .generation import Output, Request, perplexity, stream_batch
-from .layer_spec import layers_label
 
 LADDER_BASELINES = ("query", "residual", "fewshot", "instruction")
 MAX_SWEEP = 6
@@ -156,7 +156,7 @@ def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None)
     outs: list[Output] = []
     for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
-    from .judge import default_judge
+    from ..judge.classifier import default_judge
 
     judge = judge or default_judge()
     verdicts = judge.judge([o.text for o in outs])

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .layer_files import LayerBank  # noqa: F401  (re-exported: what steering one layer needs)
-from .methods import AT_RESIDUAL, STEERED, WITHOUT_CODES
+from ..errors import UserError
+from ..methods import AT_RESIDUAL, STEERED, WITHOUT_CODES
+from ..sae.layer_files import LayerBank  # noqa: F401  (re-exported: what steering one layer needs)
 
 METHODS = ("none", *STEERED)  # a SteerConfig's method
 POSITIONS = ("all", "prompt", "generated")

@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 
-from . import methods
-from .bloom import LEVELS, normalize_level
-from .errors import UserError
-from .generation import MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, check_inputs, stream_batch
-from .layer_spec import layers_label, parse_heads, parse_layers
-from .steering import SteerConfig
+from .. import methods
+from ..bloom import LEVELS, normalize_level
+from ..errors import UserError
+from ..generation import MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, check_inputs, stream_batch
+from ..layer_spec import layers_label, parse_heads, parse_layers
+from ..steering.edits import SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
 MAX_STRENGTH = 4.0
@@ -202,7 +202,7 @@ def compare_stream(lm, req: CompareRequest, judge=None) -> Iterator[CompareResul
     outs: list[Output] = []
     for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
-    from .judge import default_judge
+    from ..judge.classifier import default_judge
 
     judge = judge or default_judge()
     verdicts = judge.judge([o.text for o in outs])

@@ -38,12 +38,12 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .bloom import LEVELS
-from .errors import UserError
-from .generation import shared_prompt
-from .hooks import RESIDUAL, query_edits
-from .offset_files import SITES, LevelOffsets, manifest_digest
-from .prompts import messages, pad_replies, render
+from ..bloom import LEVELS
+from ..errors import UserError
+from ..generation import shared_prompt
+from ..model.hooks import RESIDUAL, query_edits
+from ..prompts import messages, pad_replies, render
+from ..steering.offset_files import SITES, LevelOffsets, manifest_digest
 
 POSITIONS = ("generated", "all")
 # Factors where steering changes the text, from nn.Linear's init: at the residual site (norm ~0.58 in 576

@@ -10,12 +10,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .bloom import LEVELS, load_dataset
-from .hooks import StopForward, capture_queries, query_edits
-from .layer_files import save_layer
-from .prompts import messages, pad_right, render
-from .prototypes import compute_prototypes
-from .sae import SAETrainConfig, report_json, train_head_saes
+from ..bloom import LEVELS, load_dataset
+from ..model.hooks import StopForward, capture_queries, query_edits
+from ..prompts import messages, pad_right, render
+from ..sae.layer_files import save_layer
+from ..sae.module import SAETrainConfig, report_json, train_head_saes
+from ..sae.prototypes import compute_prototypes
+from ..sae.store import STORE, user_root
 
 
 @dataclass
@@ -120,6 +121,17 @@ def train_layers(
         save_layer(root, lm, layer, sae, protos, metrics, settings, dtype=dtype)
         results[layer] = metrics["summary"] | {"seconds": metrics["train_seconds"]}
     return results
+
+
+def ensure_trained(lm, layers, style: str = "plain", progress: bool = True) -> dict:
+    """The layers' SAEs + prototypes, training first (in one capture pass) those that are missing or whose
+    cached copy is corrupt: the explicit build step that loading never takes itself."""
+    todo = STORE.missing(lm, layers, style)
+    if todo:
+        train_layers(lm, todo, user_root(lm, style), style=style, progress=progress)
+        for layer in todo:
+            STORE.forget(lm, layer, style)
+    return STORE.get_many(lm, layers, style)
 
 
 def refit_prototypes(

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .bloom import LEVELS, FeedbackExample, writer_of
-from .judge import KINDS, JudgeConfig, embed, fit_judge, scores
+from ..bloom import LEVELS, FeedbackExample, writer_of
+from .classifier import KINDS, BloomJudge, JudgeConfig, embed, make_vectorizer, scores
 
 C_GRID = (0.5, 2.0, 8.0, 32.0)
 
@@ -81,3 +81,26 @@ def compare_and_fit(train: Sequence[FeedbackExample], test: Sequence[FeedbackExa
     chosen = max(best_per_kind, key=lambda k: best_per_kind[k][1]["cv_macro_f1"])
     report["chosen"] = chosen
     return judges[chosen], report
+
+
+def _fit_lr(x, y: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=C, max_iter=5000)
+    lr.fit(x, y)
+    return lr.coef_.astype(np.float32), lr.intercept_.astype(np.float32)
+
+
+def fit_judge(rows: Sequence[FeedbackExample], cfg: JudgeConfig, embeddings: np.ndarray | None = None) -> BloomJudge:
+    """Fit a judge of cfg.kind on rows; embeddings (aligned with rows) may be passed to save time."""
+    texts = [r.feedback for r in rows]
+    y = np.array([r.level_index for r in rows])
+    vec = tw = tb = ew = eb = None
+    if cfg.kind in ("tfidf", "combined"):
+        vec = make_vectorizer(cfg)
+        x = vec.fit_transform(texts)
+        tw, tb = _fit_lr(x, y, cfg.tfidf_C)
+    if cfg.kind in ("embed", "combined"):
+        e = embeddings if embeddings is not None else embed(texts)
+        ew, eb = _fit_lr(e, y, cfg.embed_C)
+    return BloomJudge(cfg, vec, tw, tb, ew, eb)

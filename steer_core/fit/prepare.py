@@ -15,17 +15,24 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .bank import STORE, user_root
-from .bloom import by_writers, load_dataset
-from .errors import UserError
-from .io_utils import atomic_write_text
-from .layer_files import verify_layer
-from .layer_spec import layers_label
-from .offset_files import OFFSETS_CFG, OFFSETS_FILE, LevelOffsets, OffsetsFileError, forget_offsets, offsets_roots
+from ..bloom import by_writers, load_dataset
+from ..errors import UserError
+from ..io_utils import atomic_write_text
+from ..layer_spec import layers_label
+from ..paths import cache_root
+from ..sae.layer_files import verify_layer
+from ..sae.module import SAEFileError, SAETrainConfig
+from ..sae.store import STORE, user_root
+from ..steering.edits import DEFAULT_LAYERS
+from ..steering.offset_files import (
+    OFFSETS_CFG,
+    OFFSETS_FILE,
+    LevelOffsets,
+    OffsetsFileError,
+    forget_offsets,
+    offsets_roots,
+)
 from .offsets import OffsetFitConfig
-from .paths import cache_root
-from .sae import SAEFileError, SAETrainConfig
-from .steering import DEFAULT_LAYERS
 
 MANIFEST = "prepare.json"
 
@@ -125,13 +132,13 @@ def _check_not_shadowing(offsets_dir: Path, layers: list[int]) -> None:
 
 def _banks(lm, cfg: PrepareConfig, out) -> dict:
     root = None if out is None else Path(out) / "saes"
-    return STORE.get_many(lm, cfg.layers, style=cfg.style, train_missing=False, root=root, progress=False)
+    return STORE.get_many(lm, cfg.layers, style=cfg.style, root=root)
 
 
 def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None, progress: bool = True) -> dict:
     """Build what `plan` finds missing and write the manifest; returns it."""
     from .offsets import fit_offsets
-    from .training import capture_train_queries, train_layers
+    from .sae_training import capture_train_queries, train_layers
 
     cfg = cfg or PrepareConfig()
     todo = plan(lm, cfg, out)
