@@ -41,7 +41,8 @@ from steer_core.layer_spec import layers_label, parse_layers
 from steer_core.model.loading import load_model
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae.module import SAETrainConfig
-from steer_core.steering.edits import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, TARGET_NAMES, TARGETS, SteerConfig
+from steer_core.steering import targets
+from steer_core.steering.config import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, SteerConfig
 from steer_core.steering.offset_files import load_offsets
 from steer_core.views.compare import MAX_STRENGTH, OPTIONAL_FLAGS, CompareRequest, compare_stream
 from steer_core.views.evidence import SPLITS, evidence
@@ -611,7 +612,10 @@ def _compare_tab(demo: gr.Blocks, model) -> None:
                 mu = Slider(0.0, 5.0, value=DEFAULTS.mu, step=0.1, label="mu (stay close to the original code)")
             with gr.Row():
                 target = Radio(
-                    [(TARGET_NAMES[t] + (" (default)" if t == DEFAULTS.target else ""), t) for t in TARGETS],
+                    [
+                        (spec.title + (" (default)" if t == DEFAULTS.target else ""), t)
+                        for t, spec in targets.REGISTRY.items()
+                    ],
                     value=DEFAULTS.target,
                     label="Steering target",
                 )

@@ -21,7 +21,7 @@ from steer_core.model.loading import load_model
 from steer_core.sae.module import SAETrainConfig
 from steer_core.sae.prototypes import separability
 from steer_core.sae.store import STORE
-from steer_core.steering.edits import SteerConfig
+from steer_core.steering.config import SteerConfig
 
 VARIANTS = {
     "exp2": SAETrainConfig(expansion=2),
@@ -62,7 +62,7 @@ def main() -> None:
         SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:1]))),
         SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:3]))),
     ]
-    steers += [SteerConfig(layers=tuple(layers), saes=str(args.out / f"saes_{v}")) for v in VARIANTS]
+    steers += [SteerConfig(layers=tuple(layers), saes_dir=str(args.out / f"saes_{v}")) for v in VARIANTS]
     test = scenarios(load_dataset(split="test"))[: args.scenarios]
     report = run_eval(lm, test, ["none", "sae"], list(LEVELS), [tuple(layers)], steers, args.out, max_new_tokens=64)
     print(json.dumps(report))

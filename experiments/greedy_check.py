@@ -15,7 +15,7 @@ import sys
 from steer_core.bloom import load_dataset, scenarios
 from steer_core.generation import Request, generate_batch
 from steer_core.model.loading import load_model
-from steer_core.steering.edits import SteerConfig
+from steer_core.steering.config import SteerConfig
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from steer_core.evaluation.results import RESULT_FIELDS, config_columns, read_csv, write_csv
 from steer_core.layer_spec import parse_layers
 from steer_core.methods import PROMPTED
-from steer_core.steering.edits import SteerConfig
+from steer_core.steering.config import SteerConfig
 
 DOUBLE_CONVERSION = 16.0  # BASE_ALPHA["learned"] at the time, divided by once more than the label shows
 SHIPPED = "runs/resid_ABC_bipo"  # byte for byte the vectors in assets/residual/
@@ -56,7 +56,7 @@ def residual_config(row: dict) -> SteerConfig:
         layers=parse_layers(row["layers"]),
         strength=SteerConfig.strength_for("learned", alpha, "residual"),
         positions=_positions(m["rest"]),
-        residual=None if m["folder"] in (None, SHIPPED) else m["folder"],
+        residual_dir=None if m["folder"] in (None, SHIPPED) else m["folder"],
     )
 
 

@@ -21,7 +21,7 @@ from steer_core.bloom import LEVELS, load_dataset, scenarios, writer_of
 from steer_core.evaluation import add_judgements, run_grid, write_csv
 from steer_core.judge.classifier import JudgeConfig, fit_judge
 from steer_core.model.loading import load_model
-from steer_core.steering.edits import SteerConfig
+from steer_core.steering.config import SteerConfig
 
 BAND, ALL = tuple(range(8, 22)), tuple(range(30))
 
@@ -67,8 +67,8 @@ def main() -> None:
         steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (16.0, 32.0)]
         if args.early:
             steers += [
-                SteerConfig(target="delta", strength=1.0, positions="all", saes=args.early),
-                SteerConfig(target="delta", strength=2.0, positions="generated", saes=args.early),
+                SteerConfig(target="delta", strength=1.0, positions="all", saes_dir=args.early),
+                SteerConfig(target="delta", strength=2.0, positions="generated", saes_dir=args.early),
             ]
         rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND], steers, max_new_tokens=64)
     elif phase == "val-generated":  # the strength of generated-only steering, SAE against query

@@ -19,7 +19,7 @@ import torch
 
 from .generation import Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL, ROOT
-from .steering.edits import SteerConfig
+from .steering.config import SteerConfig
 from .views.compare import CompareRequest
 from .views.ladder import ladder_rows, row_request
 

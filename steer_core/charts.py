@@ -46,15 +46,7 @@ LEVEL_COLORS: dict[str, str] = dict(
     zip(LEVELS, ("#0072B2", "#56B4E9", "#009E73", "#E69F00", "#D55E00", "#CC79A7"), strict=True)
 )
 
-METHOD_COLORS: dict[str, str] = {
-    "none": "#7F7F7F",
-    "sae": "#1F77B4",
-    "query": "#17BECF",
-    "meandiff": "#9467BD",
-    "residual": "#8C564B",
-    "fewshot": "#FF7F0E",
-    "instruction": "#2CA02C",
-}
+METHOD_COLORS: dict[str, str] = methods.COLORS
 
 METHOD_LABELS: dict[str, str] = methods.LABELS
 

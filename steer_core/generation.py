@@ -21,7 +21,8 @@ from .errors import UserError
 from .model.hooks import RESIDUAL, query_edits
 from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
 from .sae.store import STORE, bank_roots
-from .steering.edits import RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from .steering.config import SteerConfig
+from .steering.edits import RowGroup, make_layer_edit, make_residual_edit
 from .steering.offset_files import load_offsets, manifest_digest
 
 MAX_INPUT_CHARS = 4000
@@ -106,19 +107,19 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict:
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
         if cfg.method in methods.AT_RESIDUAL:
-            vectors = load_offsets(lm, cfg.residual, style, site="residual")
+            vectors = load_offsets(lm, cfg.residual_dir, style, site="residual")
             for layer in cfg.layers:
-                group = RowGroup(row_idx, levels, cfg, None, None, vectors.for_layer(lm.check_layer(layer)))
+                group = RowGroup(row_idx, levels, cfg, offsets=vectors.for_layer(lm.check_layer(layer)))
                 out.setdefault((RESIDUAL, layer), []).append(group)
             continue
         learned = None
-        if cfg.method == "sae" and cfg.target == "learned":  # before any SAE is trained: say what is missing
-            learned = load_offsets(lm, cfg.offsets, style)
+        if cfg.method == "sae" and cfg.target_spec.needs_offsets:  # before loading SAEs: say what is missing
+            learned = load_offsets(lm, cfg.offsets_dir, style)
             for layer in cfg.layers:
                 learned.for_layer(lm.check_layer(layer))
-        banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes)
+        banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes_dir)
         if learned is not None:
-            if cfg.saes is None:
+            if cfg.saes_dir is None:
                 banks = _banks_of(lm, learned, banks, style)
             learned.check_matches(banks)
         for layer, bank in banks.items():
@@ -126,7 +127,7 @@ def steering_groups(lm, requests: Sequence[Request]) -> dict:
             heads = lm.check_heads("all" if heads is None else list(heads))
             head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
             offsets = None if learned is None else learned.for_layer(layer)
-            out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, head_idx, offsets))
+            out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, heads=head_idx, offsets=offsets))
     return out
 
 

@@ -77,7 +77,7 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     from steer_core.inspect.attention import steering_attention
     from steer_core.prompts import render
     from steer_core.sae.layer_files import save_layer
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
     lm.model.set_attn_implementation("eager")
@@ -85,7 +85,7 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
         b = tiny_bank(lm, layer, seed=layer)
         protos = {"codes": b.codes * 4, "queries": b.queries, "query_all": b.query_all}
         save_layer(tmp_path, lm, layer, b.sae, protos, {}, {}, dtype="float32")
-    cfg = SteerConfig(layers=(1, 2), target="prototype", positions="all", saes=str(tmp_path), steps=10, lr=0.3)
+    cfg = SteerConfig(layers=(1, 2), target="prototype", positions="all", saes_dir=str(tmp_path), steps=10, lr=0.3)
     q, a = "Why do leaves change colour?", "Because it is cold."
     req = Request(q, a, "sae", "create", steer=cfg)
     reply = generate_batch(lm, [req], max_new_tokens=10, ignore_stop=True)[0].token_ids

@@ -37,7 +37,7 @@ def test_new_commands_are_listed():
 def test_heads_as_layer_head_pairs_steer_only_those():
     from steer_core.errors import UserError
     from steer_core.layer_spec import parse_heads
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     assert parse_heads("all") == parse_heads(None) == parse_heads(" ") == (None, None)
     assert parse_heads("3,0,3") == parse_heads([3, 0, 3]) == ((0, 3), None)  # CLI text or the app's checkboxes
@@ -79,7 +79,7 @@ def test_every_generate_method_parses_to_a_steering_config():
     """--method names the generation method; the steering flags build the same config for all of them."""
     from steer_core import methods
     from steer_core.cli.commands import _steer_config, build_parser
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     for m in methods.ALL:
         args = build_parser().parse_args(["generate", "--question", "q", "--answer", "a", "--method", m])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from steer_core.steering.edits import BASE_ALPHA, QUERY_ALPHA, SteerConfig
+from steer_core.steering.config import QUERY_ALPHA, SteerConfig, unit_alpha
 from steer_core.views.compare import CompareRequest
 
 Q, A = "What is 3 x 4?", "7"
@@ -17,7 +17,9 @@ def test_from_ui_parses_widget_values():
     assert r.level == "analyze" and r.layers == (8, 9, 10) and r.heads == (1, 3)
     assert (r.steps, r.max_new_tokens, r.seed, r.k_shots) == (10, 32, 7, 2)
     cfg = r.steer("sae")
-    assert cfg.alpha == 2 * BASE_ALPHA["prototype"] and cfg.target == "prototype" and cfg.positions == "generated"
+    assert (
+        cfg.alpha == 2 * unit_alpha("sae", "prototype") and cfg.target == "prototype" and cfg.positions == "generated"
+    )
     assert r.methods == ("none", "sae", "query", "fewshot", "instruction")
     reqs = r.requests()
     assert [q.method for q in reqs] == list(r.methods) and reqs[1].steer.method == "sae" and reqs[3].steer is None
@@ -54,7 +56,7 @@ def test_bad_values_are_refused_with_a_clear_message(kw, message):
 
 
 def test_residual_column_on_request_steers_its_own_layer_at_the_same_strength():
-    from steer_core.steering.edits import RESIDUAL_ALPHA, RESIDUAL_LAYERS
+    from steer_core.steering.config import RESIDUAL_ALPHA, RESIDUAL_LAYERS
 
     r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 0.5, residual_vector=True)
     assert r.methods == ("none", "sae", "query", "fewshot", "residual")
@@ -69,7 +71,7 @@ def test_code_only_targets_leave_the_query_baseline_on_delta():
     for target in ("learned", "softmax"):
         r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 2.0, target=target)
         sae, query = r.steer("sae"), r.steer("query")
-        assert sae.target == target and sae.alpha == 2 * BASE_ALPHA[target]
+        assert sae.target == target and sae.alpha == 2 * unit_alpha("sae", target)
         assert query.target == "delta" and query.alpha == 2 * QUERY_ALPHA  # query steering's own validated scale
 
 
@@ -81,10 +83,10 @@ def test_strength_1_is_the_same_setting_from_python_the_cli_and_the_ui():
     ui = CompareRequest.from_ui(Q, A, "apply").steer("sae")
     args = build_parser().parse_args(["generate", "--question", Q, "--answer", A, "--level", "apply"])
     cli = _steer_config(args, python.layers)
-    assert python == ui == cli and python.strength == 1 and python.alpha == BASE_ALPHA[python.target]
+    assert python == ui == cli and python.strength == 1 and python.alpha == unit_alpha("sae", python.target)
     half = CompareRequest.from_ui(Q, A, "apply", strength=0.5, target="softmax").steer("sae")
     args = build_parser().parse_args(
         ["generate", "--question", Q, "--answer", A, "--level", "apply", "--strength", "0.5", "--target", "softmax"]
     )
     assert half == _steer_config(args, python.layers) == SteerConfig(target="softmax", strength=0.5)
-    assert half.alpha == 0.5 * BASE_ALPHA["softmax"]
+    assert half.alpha == 0.5 * unit_alpha("sae", "softmax")

@@ -15,15 +15,9 @@ from steer_core.sae.module import (
     save_head_saes,
     train_head_saes,
 )
-from steer_core.steering.edits import (
-    RowGroup,
-    SteerConfig,
-    latent_descent,
-    make_layer_edit,
-    make_residual_edit,
-    query_descent,
-    steer_rows,
-)
+from steer_core.steering.config import SteerConfig
+from steer_core.steering.descent import latent_descent, query_descent
+from steer_core.steering.edits import RowGroup, make_layer_edit, make_residual_edit, steer_rows
 
 
 @pytest.fixture(scope="module")
@@ -297,10 +291,10 @@ def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
             {},
             dtype="float32",
         )
-    cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype", saes=str(tmp_path))
+    cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype", saes_dir=str(tmp_path))
     groups = steering_groups(lm, [Request("q", "a", "sae", "apply", steer=cfg)])
     assert groups[0][0].heads.tolist() == [3] and groups[2][0].heads.tolist() == [1, 2]
-    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), target="prototype", saes=str(tmp_path))
+    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), target="prototype", saes_dir=str(tmp_path))
     with pytest.raises(ValueError, match="head"):
         steering_groups(lm, [Request("q", "a", "sae", "apply", steer=bad)])
 

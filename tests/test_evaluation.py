@@ -161,7 +161,7 @@ def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
     from steer_core.bloom import FeedbackExample
     from steer_core.evaluation import grid as evaluation
     from steer_core.generation import Output
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     seen = []
 

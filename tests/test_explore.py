@@ -62,7 +62,7 @@ def test_ladder_rows_and_baseline():
 
 def test_the_residual_baseline_steers_the_shipped_vectors_layer():
     """The ladder's residual rows use the layer the shipped vectors were validated for, not the SAE band."""
-    from steer_core.steering.edits import RESIDUAL_LAYERS
+    from steer_core.steering.config import RESIDUAL_LAYERS
     from steer_core.views.compare import CompareRequest
     from steer_core.views.ladder import row_request
 
@@ -102,12 +102,12 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     assert [r.strength for r in final.rows] == [0.0, 1.0, 3.0]
     unsteered = list(ladder_stream(lm, req, judge=FakeJudge()))[-1].outputs[0]
     assert final.outputs[0].token_ids == unsteered.token_ids  # strength 0 leaves the queries as they are
-    from steer_core.steering.edits import BASE_ALPHA
+    from steer_core.steering.config import unit_alpha
     from steer_core.views.ladder import row_request
 
     assert [row_request(req, r).steer.alpha for r in final.rows] == [
         0.0,
-        BASE_ALPHA["prototype"],
-        3 * BASE_ALPHA["prototype"],
+        unit_alpha("sae", "prototype"),
+        3 * unit_alpha("sae", "prototype"),
     ]
     assert len(final.perplexities) == 3

@@ -23,7 +23,7 @@ def summary():
     from steer_core.evaluation.stats import summarize
     from steer_core.judge.classifier import default_judge
     from steer_core.model.loading import load_model
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     lm = load_model()
     scs = [s for s in scenarios(load_dataset(split="test")) if s.scenario_id in SCENARIOS]

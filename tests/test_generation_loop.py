@@ -68,15 +68,15 @@ def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_pat
     from tiny import tiny_bank
 
     from steer_core.sae.layer_files import save_layer
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     for layer in (1, 2):
         b = tiny_bank(lm, layer, seed=layer)
         tensors = {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}
         save_layer(tmp_path, lm, layer, b.sae, tensors, {}, {}, dtype="float32")
-    full = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes=str(tmp_path))
+    full = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes_dir=str(tmp_path))
     k = 4
-    opening = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes=str(tmp_path), first_tokens=k)
+    opening = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes_dir=str(tmp_path), first_tokens=k)
     q, a = REQUESTS[2]
     reqs = [Request(q, a, "none", "apply"), Request(q, a, "sae", "apply", steer=full)]
     reqs.append(Request(q, a, "sae", "apply", steer=opening))
@@ -91,11 +91,11 @@ def test_a_schedule_keeps_the_full_strength_opening_and_a_share_of_1_is_every_to
     from tiny import tiny_bank
 
     from steer_core.sae.layer_files import save_layer
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     b = tiny_bank(lm, 1, seed=3)
     save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
-    kw = dict(layers=(1,), target="prototype", steps=20, lr=0.5, saes=str(tmp_path))
+    kw = dict(layers=(1,), target="prototype", steps=20, lr=0.5, saes_dir=str(tmp_path))
     q, a = REQUESTS[2]
 
     def run(**sched):
@@ -115,12 +115,12 @@ def test_rows_sharing_a_prompt_read_it_once_and_equal_each_row_alone(lm, tmp_pat
     from tiny import tiny_bank
 
     from steer_core.sae.layer_files import save_layer
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     b = tiny_bank(lm, 1, seed=5)
     save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
-    gen = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes=str(tmp_path))
-    everywhere = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes=str(tmp_path), positions="all")
+    gen = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes_dir=str(tmp_path))
+    everywhere = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes_dir=str(tmp_path), positions="all")
     q, a = REQUESTS[1]
     reqs = [
         Request(q, a, "none"),
@@ -150,7 +150,8 @@ def test_learned_offsets_shift_the_query_by_the_decoded_offset(lm):
     computed without encoding: check it against the encode-decode it replaces."""
     from tiny import tiny_bank
 
-    from steer_core.steering.edits import SteerConfig, steer_rows
+    from steer_core.steering.config import SteerConfig
+    from steer_core.steering.edits import steer_rows
 
     bank = tiny_bank(lm, 1, seed=2)
     g = torch.Generator().manual_seed(0)
@@ -173,7 +174,8 @@ def test_fixed_shift_edits_equal_editing_each_group_s_rows(lm):
     edit depends on the query, for some heads only, and for the reply's opening only."""
     from tiny import tiny_bank
 
-    from steer_core.steering.edits import RowGroup, SteerConfig, make_layer_edit, steer_rows
+    from steer_core.steering.config import SteerConfig
+    from steer_core.steering.edits import RowGroup, make_layer_edit, steer_rows
 
     bank = tiny_bank(lm, 1, seed=3)
     H, D = lm.n_heads, lm.head_dim
@@ -201,3 +203,39 @@ def test_fixed_shift_edits_equal_editing_each_group_s_rows(lm):
             want[r, :n, heads] = new[i]
     torch.testing.assert_close(got, want.view(7, 5, H * D), rtol=1e-5, atol=1e-5)
     assert torch.equal(got[6], q[6]) and torch.equal(got[5, 2:], q[5, 2:])  # unsteered; after the opening
+
+
+def test_a_target_added_through_the_registry_alone_steers(lm, tmp_path):
+    """One register() call: the new target validates, labels, steers generation, is off at strength 0 and falls
+    back to delta for query steering (it names no point raw queries have)."""
+    from tiny import tiny_bank
+
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering import targets
+    from steer_core.steering.config import SteerConfig
+
+    b = tiny_bank(lm, 1, seed=4)
+    save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes, "queries": b.queries, "query_all": b.query_all}, {}, {})
+    targets.register(
+        targets.Target(
+            "amplify",
+            "amplify the code",
+            "multiply the code by 1 + 5 alpha",
+            1.0,
+            codes=lambda c, trace_to: c.z0 * (1 + 5 * c.cfg.alpha),
+        )
+    )
+    try:
+        cfg = SteerConfig(layers=(1,), target="amplify", saes_dir=str(tmp_path))
+        assert cfg.label.startswith("amplify a1 T20") and cfg.for_method("query").target == "delta"
+        q, a = REQUESTS[1]
+
+        def run(c):
+            req = Request(q, a, "sae", "create", steer=c)
+            return generate_batch(lm, [req], max_new_tokens=16, ignore_stop=True)[0].token_ids
+
+        plain = generate_batch(lm, [Request(q, a, "none")], max_new_tokens=16, ignore_stop=True)[0].token_ids
+        assert run(cfg) != plain
+        assert run(SteerConfig(layers=(1,), target="amplify", saes_dir=str(tmp_path), strength=0.0)) == plain
+    finally:
+        del targets.REGISTRY["amplify"]

@@ -31,7 +31,7 @@ def lm():
 def test_the_shipped_files_regenerate_the_recorded_rows(lm, entry):
     """With the recorded settings; rows of a method's default with that default as it ships (strength 1)."""
     from steer_core.evaluation.reproduce import reproduce_rows
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     rows = entry.rows()
     assert len(rows) >= 2
@@ -48,7 +48,7 @@ def test_the_shipped_files_regenerate_the_recorded_rows(lm, entry):
 def test_each_methods_default_is_the_setting_its_rows_were_recorded_with(entry):
     """Strength 1 of the shipped default is the recorded setting, at the recorded scale (alpha)."""
     from steer_core.evaluation.reproduce import row_config
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     shipped = SteerConfig().for_method(entry.method)
     for row in entry.rows():

@@ -19,14 +19,9 @@ from steer_core.fit.offsets import (
     reps_logits,
 )
 from steer_core.model.hooks import active_hook_count
-from steer_core.steering.edits import (
-    RowGroup,
-    SteerConfig,
-    level_probabilities,
-    make_layer_edit,
-    softmax_descent,
-    steer_rows,
-)
+from steer_core.steering.config import SteerConfig
+from steer_core.steering.descent import level_probabilities, softmax_descent
+from steer_core.steering.edits import RowGroup, make_layer_edit, steer_rows
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +200,7 @@ def test_softmax_descent_follows_its_objective():
     z0 = torch.rand(4, 5, 3, 16, generator=g)
     target = torch.tensor([0, 2, 4, 5])[:, None].expand(4, 5)
     # one step equals autograd on the scaled loss tau/2 * -log softmax(-d^2/tau)[target]
-    from steer_core.steering.edits import prototype_scale
+    from steer_core.steering.descent import prototype_scale
 
     _, tau = prototype_scale(protos)
     z = z0.clone().requires_grad_(True)

@@ -12,7 +12,7 @@ from steer_core.fit.prepare import MANIFEST, PrepareConfig, plan, prepare
 from steer_core.generation import Request, generate_batch
 from steer_core.model.hooks import active_hook_count
 from steer_core.sae.module import SAETrainConfig
-from steer_core.steering.edits import SteerConfig
+from steer_core.steering.config import SteerConfig
 
 Q, A = "What is 2 + 2?", "5, because 2 and 2 make 5."
 
@@ -43,7 +43,7 @@ def test_prepare_builds_saes_offsets_and_a_manifest(built):
 
 def test_default_steering_runs_on_what_prepare_built(built):
     lm, cfg, out, _ = built
-    steer = dict(layers=(1, 2), saes=str(out / "saes"), offsets=str(out / "offsets"))
+    steer = dict(layers=(1, 2), saes_dir=str(out / "saes"), offsets_dir=str(out / "offsets"))
     plain = generate_batch(lm, [Request(Q, A)], max_new_tokens=12, ignore_stop=True)[0]
 
     def run(strength):

@@ -37,12 +37,12 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     """Learned offsets at the validated strength on every layer; the shipped offsets load for the shipped
     SAEs of every default layer (offsets fitted for other SAEs would be refused)."""
     from steer_core.generation import Request, steering_groups
-    from steer_core.steering.edits import BASE_ALPHA, SteerConfig
+    from steer_core.steering.config import SteerConfig, unit_alpha
 
     cfg = SteerConfig()
     assert (cfg.target, cfg.alpha, cfg.layers, cfg.positions) == (
         "learned",
-        BASE_ALPHA["learned"],
+        unit_alpha("sae", "learned"),
         tuple(range(30)),
         "generated",
     )
@@ -52,7 +52,7 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     from steer_core.fit.offsets import load_offsets
 
     validated = load_offsets(lm).meta["validated"]  # strength 1 is the alpha the validation rule chose
-    assert BASE_ALPHA["learned"] == validated["alpha"] and validated["validation_ppl_ratio"] <= 1.4
+    assert unit_alpha("sae", "learned") == validated["alpha"] and validated["validation_ppl_ratio"] <= 1.4
     record = json.loads((ROOT / "assets" / "adapter" / "training.json").read_text())
     assert record["prompts"] == ["plain", "instruction"]  # the adapter that can write each level when told
 
@@ -60,7 +60,8 @@ def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
 def test_strength_0_is_unsteered_for_every_target_and_method(lm):
     """Strength 0 is off, token for token, whatever the target (the paper's prototype included)."""
     from steer_core.generation import Request, generate_batch
-    from steer_core.steering.edits import TARGETS, SteerConfig
+    from steer_core.steering.config import SteerConfig
+    from steer_core.steering.targets import REGISTRY as TARGETS
 
     steered = [("sae", SteerConfig(target=t, strength=0.0, positions="all")) for t in TARGETS]
     steered += [
@@ -76,7 +77,7 @@ def test_strength_0_is_unsteered_for_every_target_and_method(lm):
 
 def test_steered_generation_differs_from_unsteered(lm):
     from steer_core.generation import Request, generate_batch
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     reqs = [
         Request(Q, A, "none"),
@@ -129,7 +130,7 @@ def test_generate_cli_json():
 def test_inspect_steering_looks_inside_the_steered_head(lm):
     from steer_core.generation import Request, generate_batch
     from steer_core.inspect.latents import inspect_steering, separability_scores
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     cfg = SteerConfig(layers=(10, 15), heads=(2, 5), target="prototype", steps=8, lr=0.1)
     out = generate_batch(lm, [Request(Q, A, "sae", "evaluate", steer=cfg)], max_new_tokens=12)[0]
@@ -152,7 +153,7 @@ def test_inspected_codes_are_what_generation_used(lm, target):
 
     from steer_core.generation import Request, generate_batch
     from steer_core.inspect.latents import inspect_steering
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     cfg = SteerConfig(target=target)
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
@@ -185,7 +186,7 @@ def test_inspection_of_an_opening_only_steer_marks_just_the_opening(lm):
 
     from steer_core.generation import Request, generate_batch
     from steer_core.inspect.latents import inspect_steering
-    from steer_core.steering.edits import SteerConfig
+    from steer_core.steering.config import SteerConfig
 
     cfg = SteerConfig(first_tokens=3)
     out = generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=10)[0]
@@ -248,7 +249,7 @@ def test_prepare_on_the_real_model(tmp_path):
 def test_the_shipped_residual_vectors_are_the_validated_baseline(lm):
     """Method residual on layer 15 uses the shipped vectors at the alpha validation chose (strength 1)."""
     from steer_core.generation import Request, generate_batch
-    from steer_core.steering.edits import RESIDUAL_ALPHA, SteerConfig
+    from steer_core.steering.config import RESIDUAL_ALPHA, SteerConfig
     from steer_core.steering.offset_files import load_offsets
 
     vectors = load_offsets(lm, site="residual")

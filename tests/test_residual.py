@@ -11,7 +11,8 @@ from steer_core.errors import UserError
 from steer_core.fit.offsets import LevelOffsets, OffsetFitConfig, OffsetsFileError, fit_encoded, load_offsets
 from steer_core.generation import Request, generate_batch
 from steer_core.model.hooks import RESIDUAL, active_hook_count, query_edits
-from steer_core.steering.edits import RESIDUAL_ALPHA, RowGroup, SteerConfig, make_residual_edit
+from steer_core.steering.config import RESIDUAL_ALPHA, SteerConfig
+from steer_core.steering.edits import RowGroup, make_residual_edit
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteere
 
     def run(alpha):
         cfg = SteerConfig(
-            method="residual", layers=(1,), target="learned", strength=alpha, residual=str(tmp_path / "vec")
+            method="residual", layers=(1,), target="learned", strength=alpha, residual_dir=str(tmp_path / "vec")
         )
         return generate_batch(
             lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True
@@ -92,7 +93,7 @@ def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteere
     assert run(1.0).token_ids != plain.token_ids
     assert active_hook_count() == 0
     with pytest.raises(OffsetsFileError, match="layer 2"):
-        cfg = SteerConfig(method="residual", layers=(2,), residual=str(tmp_path / "vec"))
+        cfg = SteerConfig(method="residual", layers=(2,), residual_dir=str(tmp_path / "vec"))
         generate_batch(lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=2)
     with pytest.raises(OffsetsFileError, match="not learned offsets"):
         load_offsets(lm, tmp_path / "vec", site="sae")

@@ -4,8 +4,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from steer_core.model.loading import LoadedModel
+from steer_core.sae.layer_files import LayerBank
 from steer_core.sae.module import HeadSAEs
-from steer_core.steering.edits import LayerBank
 
 
 def tiny_lm(seed: int = 0, tokenizer=None) -> LoadedModel:

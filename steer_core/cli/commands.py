@@ -25,7 +25,8 @@ from ..layer_spec import layers_label, parse_heads
 from ..paths import DEFAULT_MODEL, ROOT
 from ..prompts import PROMPT_STYLES
 from ..sae.module import ARCHITECTURES, SAETrainConfig
-from ..steering.edits import BASE_ALPHA, DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, TARGET_HELP, TARGETS, SteerConfig
+from ..steering import targets
+from ..steering.config import DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, SteerConfig
 
 BAND = layers_label(DEFAULT_LAYERS)
 VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
@@ -229,10 +230,10 @@ def _parse_variant(spec: str) -> tuple[str, float]:
         value = _fraction(strength)
     except argparse.ArgumentTypeError:
         value = float("nan")
-    if target not in TARGETS or not value >= 0:
+    if target not in targets.REGISTRY or not value >= 0:
         raise UsageError(
-            f"--variants items look like learned:1 or delta:0.5 (target:strength; target: {', '.join(TARGETS)}); "
-            f"got {spec!r}"
+            "--variants items look like learned:1 or delta:0.5 (target:strength; target: "
+            f"{', '.join(targets.REGISTRY)}); got {spec!r}"
         )
     return target, value
 
@@ -297,8 +298,8 @@ def cmd_sweep(args) -> int:
     for method in (m for m in args.methods if m in methods.STEERED):
         cfg = base.for_method(method)
         layers = given or cfg.layers
-        if given is None and method in methods.AT_RESIDUAL and cfg.residual is not None:
-            layers = load_offsets(lm, cfg.residual, args.style, site="residual").layers  # where they were fitted
+        if given is None and method in methods.AT_RESIDUAL and cfg.residual_dir is not None:
+            layers = load_offsets(lm, cfg.residual_dir, args.style, site="residual").layers  # where they were fitted
         for layer in layers:
             lm.check_layer(layer)
         steer = [replace(cfg, layers=tuple(layers), strength=float(s)) for s in sorted(set(args.strengths))]
@@ -663,15 +664,15 @@ def _steer_parent(multi_layers: bool) -> argparse.ArgumentParser:
     s.add_argument(
         "--target",
         default=d.target,
-        choices=TARGETS,
-        help="; ".join(f"{t}: {h}" for t, h in TARGET_HELP.items()) + f" (default {d.target})",
+        choices=list(targets.REGISTRY),
+        help="; ".join(f"{t}: {spec.help}" for t, spec in targets.REGISTRY.items()) + f" (default {d.target})",
     )
     s.add_argument(
         "--strength",
         type=_fraction,
         default=d.strength,
         help="0 = off, 1 = the validated setting; strength 1 is alpha "
-        + ", ".join(f"{t} {a:g}" for t, a in BASE_ALPHA.items())
+        + ", ".join(f"{t} {spec.unit_alpha:g}" for t, spec in targets.REGISTRY.items())
         + "; for "
         + ", ".join(f"{m} ({t}) {a:g}" for (m, t), a in METHOD_ALPHA.items())
         + " (default 1)",
@@ -708,7 +709,10 @@ def _steer_config(args, layers) -> SteerConfig:
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
     # --method names the generation method (fewshot too); each request sets the config's own method
-    return _from_args(SteerConfig, args, method=SteerConfig.method, layers=layers, heads=heads, layer_heads=layer_heads)
+    folders = {"saes_dir": args.saes, "offsets_dir": args.offsets, "residual_dir": args.residual}
+    return _from_args(
+        SteerConfig, args, method=SteerConfig.method, layers=layers, heads=heads, layer_heads=layer_heads, **folders
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from ..bloom import Scenario
 from ..generation import EVAL_TOKENS, Request, generate_batch, perplexity
 from ..layer_spec import layers_label
 from ..methods import STEERED
-from ..steering.edits import SteerConfig
+from ..steering.config import SteerConfig
 from .results import config_columns
 
 

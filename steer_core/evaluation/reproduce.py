@@ -15,7 +15,9 @@ from ..errors import UserError
 from ..generation import EVAL_TOKENS, Request, generate_batch
 from ..layer_spec import parse_layers
 from ..methods import STEERED
-from ..steering.edits import SteerConfig
+from ..steering.config import SteerConfig
+
+LEGACY_FIELDS = {"saes": "saes_dir", "offsets": "offsets_dir", "residual": "residual_dir"}
 
 
 def row_config(row: dict) -> SteerConfig | None:
@@ -30,6 +32,9 @@ def row_config(row: dict) -> SteerConfig | None:
             "it was written before results recorded their settings and cannot be regenerated exactly"
         )
     fields = json.loads(raw)
+    for old, new in LEGACY_FIELDS.items():  # rows written before the folder fields said they are folders
+        if old in fields:
+            fields[new] = fields.pop(old)
     try:  # the scale it ran at, in the target's own units: what strength 1 means may change, alpha not
         alpha = float(row.get("alpha") or "nan")
     except ValueError:

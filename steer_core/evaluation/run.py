@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..bloom import Scenario
 from ..generation import EVAL_TOKENS
-from ..steering.edits import SteerConfig
+from ..steering.config import SteerConfig
 from .grid import run_grid
 from .judging import add_judgements, unsteered_similarity
 from .report import write_report

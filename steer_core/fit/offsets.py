@@ -18,7 +18,7 @@ its replies in one batch under steering, and applies one of three objectives:
   -s along L's offset must prefer the other level's reply over L's; likelihoods are length-normalised
   and the preferred one is up-weighted by how unlikely the unsteered model finds it (the scaled
   SimPO form). The strength is inside the fit: alpha 1 is the strength it was fitted for (strength 1/16
-  with the shipped BiPO scale, BASE_ALPHA["learned"]).
+  with the shipped BiPO scale, the learned target's unit_alpha).
 - "kl": on the model's own instruction-prompted replies (`teacher`), the per-token KL from the
   prompt that names the level to the steered plain prompt, over the whole next-token distribution.
 
@@ -52,7 +52,8 @@ from ..generation import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
 from ..prompts import instruction_messages, messages, pad_replies, render
 from ..sae.store import STORE
-from ..steering.edits import DEFAULT_LAYERS, RowGroup, SteerConfig, make_layer_edit, make_residual_edit
+from ..steering.config import DEFAULT_LAYERS, SteerConfig
+from ..steering.edits import RowGroup, make_layer_edit, make_residual_edit
 from ..steering.offset_files import (  # noqa: F401  (the file side, re-exported for callers of the fitting)
     OFFSETS_CFG,
     OFFSETS_FILE,

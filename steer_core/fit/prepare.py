@@ -23,7 +23,7 @@ from ..paths import cache_root
 from ..sae.layer_files import verify_layer
 from ..sae.module import SAEFileError, SAETrainConfig
 from ..sae.store import STORE, user_root
-from ..steering.edits import DEFAULT_LAYERS
+from ..steering.config import DEFAULT_LAYERS
 from ..steering.offset_files import (
     OFFSETS_CFG,
     OFFSETS_FILE,

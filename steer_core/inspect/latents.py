@@ -19,7 +19,9 @@ from ..generation import Request, build_messages, layer_edits, replay, steering_
 from ..prompts import render
 from ..sae.prototypes import separability
 from ..sae.store import STORE
-from ..steering.edits import SteerConfig, level_probabilities, prototype_scale, steer_codes
+from ..steering.config import SteerConfig
+from ..steering.descent import level_probabilities, prototype_scale
+from ..steering.edits import steer_codes
 
 
 @dataclass
@@ -75,7 +77,7 @@ def inspect_steering(
     req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
     groups = steering_groups(lm, [req])
     group = groups[layer][0] if layer in groups else None
-    bank = group.bank if group else STORE.get(lm, layer, style=style, root=cfg.saes)
+    bank = group.bank if group else STORE.get(lm, layer, style=style, root=cfg.saes_dir)
     head = pick_head(bank, cfg.heads_at(layer)) if head is None else lm.check_heads([head])[0]
     prompt, _ = render(lm.tokenizer, build_messages(req))
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # phase -> (query in, query out) of `layer`
@@ -126,12 +128,13 @@ def inspect_steering(
     _, tau = prototype_scale(protos[:, None, :])
     pos_probs = level_probabilities(per_pos, tau, dim=1)
     probs = pos_probs.mean(-1)
-    if cfg.target == "softmax":  # -log p(target) under the prototypes
-        objective, objective_name = -torch.log(pos_probs[:, level_idx[0]].clamp_min(1e-12)).mean(-1), "-log p(target)"
-    elif trace.shape[1] > n:  # the descent to a point: its distance to that point
-        objective, objective_name = trace[:, n, 0, sel, 0].mean(-1), "distance to its target"
-    else:  # learned offsets: no descent
-        objective, objective_name = None, ""
+    objective, objective_name = None, cfg.target_spec.objective  # what the target's trace shows (targets.py)
+    if trace.shape[1] > n:  # a descent to a point: the trace's last entry is the distance to that point
+        objective = trace[:, n, 0, sel, 0].mean(-1)
+    elif objective_name == "-log p(target)":  # the prototype softmax: the level's probability under the prototypes
+        objective = -torch.log(pos_probs[:, level_idx[0]].clamp_min(1e-12)).mean(-1)
+    else:  # no descent (a fixed offset) or an objective the view cannot draw
+        objective_name = ""
     trace = per_pos.mean(-1)
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)

@@ -16,11 +16,11 @@ from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
 from ..generation import MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, check_inputs, stream_batch
 from ..layer_spec import layers_label, parse_heads, parse_layers
-from ..steering.edits import SteerConfig
+from ..steering.config import SteerConfig
 
 DEFAULT_LAYERS = SteerConfig().layers
 MAX_STRENGTH = 4.0
-OPTIONAL_FLAGS = {"instruction": "instruction", "residual": "residual_vector"}  # column -> the flag that asks for it
+OPTIONAL_FLAGS = methods.COLUMN_FLAGS  # column -> the flag that asks for it
 
 
 @dataclass(frozen=True)

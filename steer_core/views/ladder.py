@@ -22,7 +22,7 @@ from ..generation import Output, Request, perplexity, stream_batch
 from ..layer_spec import layers_label
 from .compare import MAX_STRENGTH, CompareRequest
 
-LADDER_BASELINES = ("query", "residual", "fewshot", "instruction")
+LADDER_BASELINES = methods.BASELINES
 MAX_SWEEP = 6
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 3.0)
 

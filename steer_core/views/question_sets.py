@@ -27,7 +27,7 @@ from ..evaluation.results import RESULT_FIELDS
 from ..evaluation.stats import SUMMARY_FIELDS, summarize
 from ..evaluation.tables import fmt_number, interval_text
 from ..generation import EVAL_TOKENS, check_inputs
-from ..steering.edits import SteerConfig
+from ..steering.config import SteerConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MAX_ID_CHARS = 120
 CPU_LIMIT = 30  # scenarios a run: about 10 minutes of a 2-core CPU at the defaults (docs/performance.md)
 GPU_LIMIT = 100  # one ZeroGPU call holds the GPU for at most 5 minutes (a ZeroGPU maintainer's answer,
 # huggingface.co/spaces/zero-gpu-explorers/README/discussions/7); the GPU speed itself is unmeasured
-METHODS = ("none", "sae", "query", "fewshot", "instruction", "residual")  # what a set can be run with
+METHODS = method_names.ON_SETS  # what a set can be run with
 
 
 def scenario_limit(device=None) -> int:
