@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -21,7 +22,8 @@ from .generation import Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL, ROOT
 from .steering.config import SteerConfig
 from .views.compare import CompareRequest
-from .views.ladder import ladder_rows, row_request
+from .views.ladder import ladder_rows
+from .views.rows import row_request
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
 A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
@@ -107,7 +109,7 @@ def run_bench(
     def gen(reqs):
         return lambda: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True)
 
-    compare = CompareRequest(Q, A, "analyze", max_new_tokens=tokens)
+    compare = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=tokens)
     four = compare.requests()  # exactly the app's batch
     ladder = [row_request(compare, row) for row in ladder_rows()]  # exactly the ladder's batch
     batches = {
@@ -118,7 +120,7 @@ def run_bench(
         "compare4": four,
         # the same batch with the delta target (a closed-form descent), beside the default's learned
         # offsets (an addition, no descent): what a descent target costs
-        "compare4_delta": CompareRequest(Q, A, "analyze", max_new_tokens=tokens, target="delta").requests(),
+        "compare4_delta": replace(compare, target="delta").requests(),
         "ladder": ladder,
     }
     times = interleaved({name: gen(reqs) for name, reqs in batches.items()}, repeats)

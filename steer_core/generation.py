@@ -29,6 +29,8 @@ MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
 REPLY_TOKENS = 80  # the demo's and the CLI's default reply length
 EVAL_TOKENS = 64  # every evaluation table was measured at this length
+K_SHOTS = 3  # few-shot examples in the prompt
+SEED = 0  # generation is greedy unless sampling is asked for; the seed of its sampler
 
 
 def check_inputs(question, student_answer) -> None:
@@ -49,7 +51,7 @@ class Request:
     method: str = "none"
     level: str | None = None  # the target level; None for unsteered rows, which have none
     steer: SteerConfig | None = None
-    k_shots: int = 3
+    k_shots: int = K_SHOTS
     style: str = "plain"
     scenario_id: str | None = None  # excluded from few-shot examples
 

@@ -173,9 +173,9 @@ def test_ladder_returns_seven_texts_then_verdicts_chart_and_downloads(client):
     plot, json_path, csv_path, status = out[20:]
     assert plot["type"] == "plotly" and "Judged level" in json.loads(plot["plot"])["layout"]["title"]["text"]
     record = json.loads(open(json_path, encoding="utf-8").read())
-    assert record["view"] == "ladder" and [r["target"] for r in record["rows"]] == ["-", *LEVELS]
+    assert record["view"] == "ladder" and [r["level"] for r in record["rows"]] == ["-", *LEVELS]
     assert [r["text"] for r in record["rows"]] == list(texts)
-    assert open(csv_path, encoding="utf-8").readline().startswith("row,method,target")
+    assert open(csv_path, encoding="utf-8").readline().startswith("row,method,level")
     assert "of the 6 SAE-steered replies" in status
 
 
@@ -206,19 +206,22 @@ def test_sweep_refuses_bad_strengths(client, args, message):
 
 
 def test_compare_api_is_declared_once_and_documented_in_order(client):
-    """/compare's parameters are compare()'s signature (which CompareRequest.from_ui takes by name),
+    """/compare's parameters are CompareRequest's fields (their one declaration), with the defaults it shows,
     and the README lists them in that order."""
-    import inspect
     import re
 
     from conftest import ROOT
 
-    from steer_core.views.compare import CompareRequest
+    from steer_core.views.compare import API, CompareRequest
 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/compare"]
     names = [p["parameter_name"] for p in api["parameters"]]
     assert names[:3] == ["question", "student_answer", "level"]
-    assert names == list(inspect.signature(CompareRequest.from_ui).parameters)
+    assert names == list(API)
+    shown = CompareRequest.api_signature().parameters
+    for p in api["parameters"][3:]:  # heads: the widget's value, every head of the loaded model
+        want = list(range(9)) if p["parameter_name"] == "heads" else shown[p["parameter_name"]].default
+        assert p["parameter_has_default"] and p["parameter_default"] == want, p
     readme = (ROOT / "README.md").read_text()
     listed = readme.split("`/compare` takes, in order after the level:")[1].split("`/ladder`")[0]
     assert re.findall(r"`([a-z_]+)`", listed) == names[3:]

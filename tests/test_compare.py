@@ -8,11 +8,26 @@ from steer_core.steering.config import QUERY_ALPHA, SteerConfig, unit_alpha
 from steer_core.views.compare import CompareRequest
 
 Q, A = "What is 3 x 4?", "7"
+QA = dict(question=Q, student_answer=A)
 
 
 def test_from_ui_parses_widget_values():
     r = CompareRequest.from_ui(
-        Q, A, "Analyse", "8-10", [3, 1, 3], 2.0, 10.0, 0.1, 0.0, "prototype", "generated", 32.0, 7.0, 2.0, True
+        question=Q,
+        student_answer=A,
+        level="Analyse",
+        layers="8-10",
+        heads=[3, 1, 3],
+        strength=2.0,
+        steps=10.0,
+        lr=0.1,
+        mu=0.0,
+        target="prototype",
+        positions="generated",
+        max_new_tokens=32.0,
+        seed=7.0,
+        k_shots=2.0,
+        instruction=True,
     )
     assert r.level == "analyze" and r.layers == (8, 9, 10) and r.heads == (1, 3)
     assert (r.steps, r.max_new_tokens, r.seed, r.k_shots) == (10, 32, 7, 2)
@@ -23,7 +38,9 @@ def test_from_ui_parses_widget_values():
     assert r.methods == ("none", "sae", "query", "fewshot", "instruction")
     reqs = r.requests()
     assert [q.method for q in reqs] == list(r.methods) and reqs[1].steer.method == "sae" and reqs[3].steer is None
-    assert CompareRequest.from_ui(Q, A, "apply", "8-21 (recommended)", "all").heads is None
+    assert CompareRequest.from_ui(**QA, level="apply", layers="8-21 (recommended)", heads="all").heads is None
+    with pytest.raises(TypeError):
+        CompareRequest(Q, A, "apply")  # keyword only: two fields of a type can never be swapped by position
 
 
 @pytest.mark.parametrize(
@@ -36,14 +53,15 @@ def test_from_ui_parses_widget_values():
         (dict(layers="one"), "layers must look like"),
         (dict(heads=[]), "at least one head"),
         (dict(heads="a,b"), "heads must be"),
-        (dict(strength=math.nan), "strength must be a finite"),
-        (dict(strength=-0.5), "must not be negative"),
-        (dict(strength=5), "strength must be a number from 0"),
+        (dict(strength=math.nan), "Steering strength must be a number from 0 to 4"),
+        (dict(strength=-0.5), "Steering strength must be from 0 to 4, got -0.5"),
+        (dict(strength=5), "Steering strength must be from 0 to 4"),
         (dict(steps=1.5), "whole number"),
-        (dict(steps=10_000), "steps must be an integer from 0"),
-        (dict(max_new_tokens=0), "max new tokens"),
-        (dict(lr=math.inf), "step size must be a finite"),
-        (dict(k_shots=9), "few-shot"),
+        (dict(steps=10_000), "Descent steps T must be from 0 to 500"),
+        (dict(max_new_tokens=0), "Max new tokens must be from 1"),
+        (dict(lr=math.inf), "Step size must be a number"),
+        (dict(k_shots=9), "Few-shot examples must be from 1 to 8"),
+        (dict(bogus=1), "unknown setting"),
         (dict(target="moon"), "target must be one of"),
         (dict(positions="some"), "positions must be one of"),
     ],
@@ -58,18 +76,18 @@ def test_bad_values_are_refused_with_a_clear_message(kw, message):
 def test_residual_column_on_request_steers_its_own_layer_at_the_same_strength():
     from steer_core.steering.config import RESIDUAL_ALPHA, RESIDUAL_LAYERS
 
-    r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 0.5, residual_vector=True)
+    r = CompareRequest.from_ui(**QA, level="create", layers="8-21", heads="all", strength=0.5, residual_vector=True)
     assert r.methods == ("none", "sae", "query", "fewshot", "residual")
     row = r.requests()[-1]
     assert row.method == "residual" and row.level == "create"
     assert row.steer.layers == RESIDUAL_LAYERS and row.steer.alpha == 0.5 * RESIDUAL_ALPHA
-    both = CompareRequest.from_ui(Q, A, "create", instruction=True, residual_vector=True)
+    both = CompareRequest.from_ui(**QA, level="create", instruction=True, residual_vector=True)
     assert both.methods[-2:] == ("instruction", "residual")
 
 
 def test_code_only_targets_leave_the_query_baseline_on_delta():
     for target in ("learned", "softmax"):
-        r = CompareRequest.from_ui(Q, A, "create", "8-21", "all", 2.0, target=target)
+        r = CompareRequest.from_ui(**QA, level="create", layers="8-21", heads="all", strength=2.0, target=target)
         sae, query = r.steer("sae"), r.steer("query")
         assert sae.target == target and sae.alpha == 2 * unit_alpha("sae", target)
         assert query.target == "delta" and query.alpha == 2 * QUERY_ALPHA  # query steering's own validated scale
@@ -80,11 +98,11 @@ def test_strength_1_is_the_same_setting_from_python_the_cli_and_the_ui():
     from steer_core.cli.commands import _steer_config, build_parser
 
     python = SteerConfig()
-    ui = CompareRequest.from_ui(Q, A, "apply").steer("sae")
+    ui = CompareRequest.from_ui(**QA, level="apply").steer("sae")
     args = build_parser().parse_args(["generate", "--question", Q, "--answer", A, "--level", "apply"])
     cli = _steer_config(args, python.layers)
     assert python == ui == cli and python.strength == 1 and python.alpha == unit_alpha("sae", python.target)
-    half = CompareRequest.from_ui(Q, A, "apply", strength=0.5, target="softmax").steer("sae")
+    half = CompareRequest.from_ui(**QA, level="apply", strength=0.5, target="softmax").steer("sae")
     args = build_parser().parse_args(
         ["generate", "--question", Q, "--answer", A, "--level", "apply", "--strength", "0.5", "--target", "softmax"]
     )

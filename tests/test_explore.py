@@ -9,7 +9,9 @@ from tiny import char_tokenizer, tiny_bank, tiny_lm
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
 from steer_core.views.compare import CompareRequest
-from steer_core.views.ladder import ladder_rows, ladder_stream, parse_strengths, sweep_stream
+from steer_core.views.ladder import ladder_rows, ladder_stream
+from steer_core.views.rows import row_request
+from steer_core.views.sweep import parse_strengths, sweep_stream
 
 
 class FakeJudge:
@@ -45,8 +47,8 @@ def lm(tmp_path_factory):
 
 
 def request(**kw):
-    base = {"layers": (1, 2), "target": "delta", "max_new_tokens": 6}
-    return CompareRequest.from_ui("What is 3 x 4?", "It is 7.", "analyze", **(base | kw))
+    base = {"level": "analyze", "layers": (1, 2), "target": "delta", "max_new_tokens": 6}
+    return CompareRequest.from_ui(question="What is 3 x 4?", student_answer="It is 7.", **(base | kw))
 
 
 def test_ladder_rows_and_baseline():
@@ -64,10 +66,9 @@ def test_the_residual_baseline_steers_the_shipped_vectors_layer():
     """The ladder's residual rows use the layer the shipped vectors were validated for, not the SAE band."""
     from steer_core.steering.config import RESIDUAL_LAYERS
     from steer_core.views.compare import CompareRequest
-    from steer_core.views.ladder import row_request
 
     rows = ladder_rows("residual")
-    req = row_request(CompareRequest("q?", "a.", "create"), rows[-1])
+    req = row_request(CompareRequest(question="q?", student_answer="a.", level="create"), rows[-1])
     assert req.method == "residual" and req.steer.layers == RESIDUAL_LAYERS and req.steer.strength == 1
 
 
@@ -87,13 +88,15 @@ def test_ladder_streams_seven_rows_in_one_batch_and_records(lm):
     texts = [o.text for o in final.outputs]
     assert len(set(texts[1:])) > 1  # steering toward different levels gives different replies
     table = final.table()
-    assert [t["target"] for t in table] == ["-", *LEVELS]
-    assert table[3]["target_prob"] == 0.5 and table[1]["target_prob"] == 0.1  # apply vs remember
-    assert table[0]["target_prob"] == ""  # the unsteered reply has no target
+    assert [t["level"] for t in table] == ["-", *LEVELS]
+    assert table[3]["level_prob"] == 0.5 and table[1]["level_prob"] == 0.1  # apply vs remember
+    assert table[0]["level_prob"] == ""  # the unsteered reply has no target
     assert all(t["perplexity"] > 0 for t in table)
     rec = json.loads(json.dumps(final.record("tiny")))
     assert rec["view"] == "ladder" and rec["settings"]["layers"] == "1,2" and len(rec["rows"]) == 7
-    assert final.csv_text().splitlines()[0].startswith("row,method,target,strength,text")
+    assert final.csv_text().splitlines()[0].startswith("row,method,level,strength,text")
+    untargeted = list(ladder_stream(lm, request(level=None), judge=FakeJudge()))[-1]
+    assert "level" not in untargeted.record("tiny")["inputs"]  # a ladder has no single target level
 
 
 def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
@@ -103,7 +106,6 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     unsteered = list(ladder_stream(lm, req, judge=FakeJudge()))[-1].outputs[0]
     assert final.outputs[0].token_ids == unsteered.token_ids  # strength 0 leaves the queries as they are
     from steer_core.steering.config import unit_alpha
-    from steer_core.views.ladder import row_request
 
     assert [row_request(req, r).steer.alpha for r in final.rows] == [
         0.0,

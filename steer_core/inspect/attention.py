@@ -81,6 +81,24 @@ def _record_queries(lm, layers: Sequence[int], edits: Mapping[int, QueryEdit], s
     return wrapped
 
 
+def _reply_weights(lm, q: torch.Tensor, cache, layer: int, P: int) -> torch.Tensor:
+    """Attention of each reply token over all earlier tokens at `layer`, (heads, reply, prompt + reply), from the
+    reply's queries as the model used them (R, heads x dim; after any steering edit, before rotation) and the
+    cache's (rotated) keys."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    R = q.shape[0]
+    positions = torch.arange(P, P + R, device=lm.device)[None]
+    q = q.view(1, R, lm.n_heads, lm.head_dim).transpose(1, 2)  # (1, H, R, D)
+    keys = cache.layers[layer].keys  # (1, kv_heads, P + R, D), rotated
+    cos, sin = lm.model.model.rotary_emb(q, positions)
+    q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+    k = repeat_kv(keys, lm.n_heads // keys.shape[1])
+    scores = (q.float() @ k.float().transpose(-1, -2)) * lm.head_dim**-0.5  # (1, H, R, P + R)
+    causal = torch.arange(P + R, device=lm.device)[None] > positions[0, :, None]
+    return torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)[0]
+
+
 @torch.no_grad()
 def reply_attention(
     lm, prompt_ids: Sequence[int], reply_ids: Sequence[int], layers: Sequence[int], phase_edits=None
@@ -89,8 +107,6 @@ def reply_attention(
 
     phase_edits(phase) -> {layer: QueryEdit} for "prompt" and "generated" (generation's own
     `layer_edits`); None for unsteered. The prompt and the reply run as the two phases generation has."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
-
     from ..generation import replay
 
     layers = [lm.check_layer(layer) for layer in layers]
@@ -103,19 +119,7 @@ def reply_attention(
 
     cache = replay(lm, prompt_ids, reply_ids, recorded)
     store = stores["generated"]
-    P, R = len(prompt_ids), len(reply_ids)
-    positions = torch.arange(P, P + R, device=lm.device)[None]
-    out = []
-    for layer in layers:
-        q = store[layer][0].view(1, R, lm.n_heads, lm.head_dim).transpose(1, 2)  # (1, H, R, D)
-        keys = cache.layers[layer].keys  # (1, kv_heads, P + R, D), rotated
-        cos, sin = lm.model.model.rotary_emb(q, positions)
-        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-        k = repeat_kv(keys, lm.n_heads // keys.shape[1])
-        scores = (q.float() @ k.float().transpose(-1, -2)) * lm.head_dim**-0.5  # (1, H, R, P + R)
-        causal = torch.arange(P + R, device=lm.device)[None] > positions[0, :, None]
-        out.append(torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)[0])
-    return torch.stack(out)
+    return torch.stack([_reply_weights(lm, store[layer][0][0], cache, layer, len(prompt_ids)) for layer in layers])
 
 
 @torch.no_grad()
@@ -198,49 +202,40 @@ def steering_attention(
     heads: Sequence[int] | None = None,
     style: str = "plain",
 ) -> AttentionView:
-    """Attention of the steered reply over its prompt at `layer` (default: the middle steered layer),
-    with generation's own steering edits (its row groups and per-phase layer edits) and without."""
-    from ..generation import Request, build_messages, layer_edits, steering_groups
-    from ..prompts import SYSTEM, render
+    """Attention of the steered reply over its prompt at `layer` (default: the middle steered layer), with
+    generation's own steering edits and without (two replays; the Compare run shares the steered one)."""
+    from ..generation import Request
+    from .replay import replay_at
 
-    req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
-    groups = steering_groups(lm, [req])
-    prompt, _ = render(lm.tokenizer, build_messages(req))
     layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
+    req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
+    steered = replay_at(lm, req, list(reply_ids), layer)
+    return attention_view(lm, steered, replay_at(lm, req, list(reply_ids), layer, steered=False), heads)
+
+
+def attention_view(lm, steered, plain, heads: Sequence[int] | None = None) -> AttentionView:
+    """Where the reply looks at a replay's layer, steered (`steered`, a Replay) and not (`plain`, the unsteered
+    replay of the same reply), averaged over `heads` (default: the steered heads) and the reply's tokens."""
+    from ..prompts import SYSTEM
+
+    if not steered.reply:
+        raise UserError("no reply tokens to look at")
+    req, layer, prompt = steered.request, steered.layer, steered.prompt
     if heads is None:
-        chosen = cfg.heads_at(layer)
+        chosen = req.steer.heads_at(layer)
         heads = lm.check_heads("all" if chosen is None else list(chosen))
     else:
         heads = lm.check_heads(list(heads))
-    steered = reply_attention(lm, prompt, reply_ids, [layer], lambda phase: layer_edits(lm, groups, phase))[0]
-    unsteered = reply_attention(lm, prompt, reply_ids, [layer])[0]
     P = len(prompt)
 
-    def share(w):  # mean over the chosen heads and the reply's tokens, prompt tokens only
+    def share(rep):  # mean over the chosen heads and the reply's tokens, prompt tokens only
+        w = _reply_weights(lm, rep.q_out[P:], rep.cache, layer, P)
         return w[heads, :, :P].mean(dim=(0, 1)).float().cpu()
 
-    if style == "rubric":
-        parts = rubric_parts(lm.tokenizer, prompt, question, student_answer)
+    if req.style == "rubric":
+        parts = rubric_parts(lm.tokenizer, prompt, req.question, req.student_answer)
     else:
-        texts = {"instructions": SYSTEM, "question": question.strip(), "student answer": student_answer.strip()}
+        texts = {"instructions": SYSTEM, "question": req.question.strip(), "student answer": req.student_answer.strip()}
         parts = prompt_parts(lm.tokenizer, prompt, texts)
     tokens = [lm.tokenizer.decode([t]) for t in prompt]
-    return AttentionView(layer, list(heads), tokens, share(unsteered), share(steered), parts)
-
-
-def rank_heads(lm, rows, layers: Sequence[int], top: int = 12, max_feedback_tokens: int = 48) -> dict:
-    """The `top` (layer, head) pairs whose level-L feedback reads rubric line L most (rubric_line_lift),
-    as ranked rows, the `--heads` text that steers exactly them, and the mean lift."""
-    lift, _ = rubric_line_lift(lm, rows, layers, max_feedback_tokens)
-    flat = lift.flatten()
-    ranked = [
-        {"layer": layers[int(i) // lm.n_heads], "head": int(i) % lm.n_heads, "lift": round(float(flat[i]), 3)}
-        for i in torch.argsort(flat, descending=True)[:top]
-    ]
-    return {
-        "heads": ",".join(f"{r['layer']}.{r['head']}" for r in ranked),
-        "ranked": ranked,
-        "mean_lift": round(float(lift.mean()), 3),
-        "n_heads": lift.numel(),
-        "n_feedbacks": len(rows),
-    }
+    return AttentionView(layer, list(heads), tokens, share(plain), share(steered), parts)

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from ..bloom import LEVELS
-from ..generation import Request, build_messages, layer_edits, replay, steering_groups
-from ..prompts import render
+from ..generation import Request
 from ..sae.prototypes import separability
 from ..sae.store import STORE
 from ..steering.config import SteerConfig
 from ..steering.descent import level_probabilities, prototype_scale
 from ..steering.edits import steer_codes
+from .replay import Replay, replay_at
 
 
 @dataclass
@@ -70,41 +70,24 @@ def inspect_steering(
     head: int | None = None,
     style: str = "plain",
 ) -> LatentView:
-    """Replay prompt + SAE-steered feedback through generation's own steering (the same row groups
-    and layer edits, the prompt and the feedback as the two phases generation has) and look inside
-    `layer`/`head` (defaults: the middle steered layer, its most separable steered head)."""
+    """Replay prompt + SAE-steered feedback through generation's own steering and look inside `layer`/`head`
+    (defaults: the middle steered layer, its most separable steered head)."""
     layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
     req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
-    groups = steering_groups(lm, [req])
-    group = groups[layer][0] if layer in groups else None
-    bank = group.bank if group else STORE.get(lm, layer, style=style, root=cfg.saes_dir)
+    return latent_view(lm, replay_at(lm, req, feedback_ids, layer), head)
+
+
+@torch.no_grad()
+def latent_view(lm, rep: Replay, head: int | None = None) -> LatentView:
+    """The codes of one head's queries over a replay (prompt + reply), before and after the steering edit, and
+    the distances to each level's prototype step by step (head default: the most separable steered head)."""
+    req, layer, cfg, level = rep.request, rep.layer, rep.request.steer, rep.request.level
+    group = rep.group
+    bank = group.bank if group else STORE.get(lm, layer, style=req.style, root=cfg.saes_dir)
     head = pick_head(bank, cfg.heads_at(layer)) if head is None else lm.check_heads([head])[0]
-    prompt, _ = render(lm.tokenizer, build_messages(req))
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # phase -> (query in, query out) of `layer`
-
-    def recording(phase, edit):
-        def fn(q):
-            out = edit(q) if edit is not None else None
-            seen[phase] = (q.detach(), (q if out is None else out).detach())
-            return out
-
-        return fn
-
-    steered = []  # whether each position's query was steered
-
-    def phase_edits(phase):
-        n_ids = len(prompt) if phase == "prompt" else len(feedback_ids)
-        edits = layer_edits(lm, groups, phase)
-        by_pos = [None] * n_ids  # the config that steered each position (SteerConfig.segments), or None
-        for a, b, seg in cfg.segments(phase):
-            by_pos[a : n_ids if b is None else b] = [seg] * (min(n_ids, n_ids if b is None else b) - min(a, n_ids))
-        steered.extend(c if layer in edits else None for c in by_pos[:n_ids])
-        edits[layer] = recording(phase, edits.get(layer))
-        return edits
-
-    replay(lm, prompt, feedback_ids, phase_edits)
-    q_in, q_out = (torch.cat([seen[p][i] for p in ("prompt", "generated") if p in seen], dim=1) for i in (0, 1))
-    S = q_in.shape[1]
+    prompt, feedback_ids, steered = rep.prompt, rep.reply, rep.steered_by
+    q_in, q_out = rep.q_in, rep.q_out
+    S = q_in.shape[0]
     x = q_in.view(1, S, lm.n_heads, lm.head_dim)[:, :, head : head + 1].float()  # (1, S, 1, D)
     hsel = torch.tensor([head], device=lm.device)
     z0 = bank.sae.encode(x, hsel)
@@ -139,20 +122,20 @@ def inspect_steering(
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)
     return LatentView(
-        layer,
-        head,
-        level,
-        [tok.decode([t]) for t in all_ids],
-        len(prompt),
-        z0[0, :, 0].cpu().numpy(),
-        z[0, :, 0].cpu().numpy(),
-        target_proto(bank, head, level),
-        trace.cpu().numpy(),
-        probs.cpu().numpy(),
-        q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
-        q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
-        None if objective is None else objective.cpu().numpy(),
-        objective_name,
+        layer=layer,
+        head=head,
+        level=level,
+        tokens=[tok.decode([t]) for t in all_ids],
+        prompt_len=len(prompt),
+        before=z0[0, :, 0].cpu().numpy(),
+        after=z[0, :, 0].cpu().numpy(),
+        prototype=target_proto(bank, head, level),
+        trace=trace.cpu().numpy(),
+        level_probs=probs.cpu().numpy(),
+        query_before=q_in.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+        query_after=q_out.view(S, lm.n_heads, lm.head_dim)[:, head].float().cpu().numpy(),
+        objective=None if objective is None else objective.cpu().numpy(),
+        objective_name=objective_name,
     )
 
 

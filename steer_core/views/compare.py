@@ -1,137 +1,168 @@
-"""The demo's side-by-side comparison: one question, one target level, several methods in one
-batched generation, judged, and a JSON record of the run.
+"""The demo's side-by-side comparison, whole: one question, one target level, every method in one batched
+generation, judged, then one replay of the SAE-steered reply that both the latent view and the attention
+view read, the charts and the report. The web UI, the API and `bench` run exactly this.
 
-Kept out of `app.py` so the web UI, the API and the benchmark run exactly the same code.
+The request is declared once: each field of CompareRequest carries its label, help, kind and bounds
+(a `Knob`); the UI's widgets, the /compare API's parameters (names, order, defaults), the CLI's help and
+the validation are read from it.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
+import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
-from ..generation import MAX_NEW_TOKENS, REPLY_TOKENS, Output, Request, check_inputs, stream_batch
+from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, check_inputs, stream_batch
 from ..layer_spec import layers_label, parse_heads, parse_layers
-from ..steering.config import SteerConfig
+from ..steering import targets
+from ..steering.config import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, SteerConfig
 
-DEFAULT_LAYERS = SteerConfig().layers
+STEER = SteerConfig()  # the validated setting: every steering knob's default
 MAX_STRENGTH = 4.0
-OPTIONAL_FLAGS = methods.COLUMN_FLAGS  # column -> the flag that asks for it
+KINDS = ("text", "level", "layers", "heads", "slider", "integer", "choice", "flag")
 
 
 @dataclass(frozen=True)
+class Knob:
+    """How one request field is shown, read and bounded."""
+
+    label: str
+    kind: str  # one of KINDS: the widget it is and how a widget's value is read
+    help: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    step: float | None = None
+    whole: bool = False  # a whole number
+    choices: tuple = ()  # (label, value) pairs of a "choice" knob
+    shown: object = None  # what the widget and the API show for the default, when that is not the value itself
+    advanced: bool = False  # the UI puts it under "Advanced"
+
+
+def knob(default=MISSING, **kw):
+    """A CompareRequest field with its Knob."""
+    return field(default=default, metadata={"knob": Knob(**kw)})
+
+
+def _target_choices() -> tuple:
+    return tuple((t.title + (" (default)" if n == STEER.target else ""), n) for n, t in targets.REGISTRY.items())
+
+
+@dataclass(frozen=True, kw_only=True)
 class CompareRequest:
     """Everything one comparison needs; validated on construction so bad input fails before any work."""
 
-    question: str
-    student_answer: str
-    level: str
-    layers: tuple[int, ...] = DEFAULT_LAYERS
-    heads: tuple[int, ...] | None = None  # None = all heads
-    strength: float = 1.0
-    steps: int = SteerConfig().steps
-    lr: float = SteerConfig().lr
-    mu: float = SteerConfig().mu
-    target: str = SteerConfig().target
-    positions: str = SteerConfig().positions
-    max_new_tokens: int = REPLY_TOKENS
-    seed: int = 0
-    k_shots: int = 3
-    instruction: bool = False  # also the instruction prompt's reply
-    residual_vector: bool = False  # also the residual-stream vector's (the field's usual site, against the paper's)
-
-    @classmethod
-    def from_ui(
-        cls,
-        question,
-        student_answer,
-        level,
-        layers=None,
-        heads=None,
-        strength=1.0,
-        steps=None,
-        lr=None,
-        mu=None,
-        target=None,
-        positions=None,
-        max_new_tokens=REPLY_TOKENS,
-        seed=0,
-        k_shots=3,
-        instruction=False,
-        residual_vector=False,
-    ) -> CompareRequest:
-        """Build from loosely typed widget values (strings, floats from sliders, None = the default)."""
-        d = SteerConfig()
-        layers = d.layers if layers is None else layers
-        steps, lr, mu = (
-            (d.steps if steps is None else steps),
-            (d.lr if lr is None else lr),
-            (d.mu if mu is None else mu),
-        )
-        target, positions = target or d.target, positions or d.positions
-        if not isinstance(layers, (list, tuple)):
-            text = str(layers if layers is not None else "").split("(")[0].strip()
-            try:
-                layers = parse_layers(text)
-            except ValueError:
-                raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
-        heads, pairs = parse_heads(heads)  # an empty selection stays empty and is refused by __post_init__
-        if pairs is not None:
-            raise UserError("the comparison steers the same heads in every layer: give head numbers, e.g. 0,3,5")
-        return cls(
-            question,
-            student_answer,
-            level,
-            tuple(layers),
-            heads,
-            _number("strength", strength),
-            _integer("steps", steps),
-            _number("step size", lr),
-            _number("mu", mu),
-            str(target),
-            str(positions),
-            _integer("max new tokens", max_new_tokens),
-            _integer("seed", seed),
-            _integer("few-shot examples", k_shots),
-            bool(instruction),
-            bool(residual_vector),
-        )
+    question: str = knob(label="Question", kind="text")
+    student_answer: str = knob(label="Student's answer", kind="text")
+    level: str | None = knob(label="Bloom level to steer toward", kind="level")  # None: no single level (the ladder)
+    layers: tuple[int, ...] = knob(
+        STEER.layers, label="Layers to steer", kind="layers", help="a band, one layer, or type e.g. 3,9,15",
+        shown=layers_label(STEER.layers),
+    )  # fmt: skip
+    heads: tuple[int, ...] | None = knob(None, label="Heads (all ticked = every head)", kind="heads")
+    strength: float = knob(
+        STEER.strength, label="Steering strength", kind="slider", lo=0.0, hi=MAX_STRENGTH, step=0.25,
+        help="0 = off, 1 = the tested default, higher = stronger but less fluent",
+    )  # fmt: skip
+    steps: int = knob(
+        STEER.steps, label="Descent steps T", kind="slider", lo=0, hi=MAX_STEPS, step=1, whole=True, advanced=True
+    )
+    lr: float = knob(STEER.lr, label="Step size", kind="slider", lo=0.0, hi=0.5, step=0.01, advanced=True)
+    mu: float = knob(
+        STEER.mu, label="mu (stay close to the original code)", kind="slider", lo=0.0, hi=5.0, step=0.1, advanced=True
+    )
+    target: str = knob(STEER.target, label="Steering target", kind="choice", choices=_target_choices(), advanced=True)
+    positions: str = knob(
+        STEER.positions, label="Steered positions", kind="choice", choices=tuple((p, p) for p in POSITIONS),
+        advanced=True,
+    )  # fmt: skip
+    max_new_tokens: int = knob(
+        REPLY_TOKENS, label="Max new tokens", kind="slider", lo=1, hi=MAX_NEW_TOKENS, step=1, whole=True, advanced=True
+    )
+    seed: int = knob(SEED, label="Seed (generation is greedy)", kind="integer", lo=0, hi=2**63 - 1, advanced=True)
+    k_shots: int = knob(
+        K_SHOTS, label="Few-shot examples", kind="slider", lo=1, hi=8, step=1, whole=True, advanced=True
+    )
+    instruction: bool = knob(False, label="Also show the instruction baseline", kind="flag", advanced=True)
+    residual_vector: bool = knob(
+        False, label="Also show the residual-stream vector", kind="flag", advanced=True,
+        help="the field's usual steering site (one vector per level added to the residual stream at layer "
+        f"{layers_label(RESIDUAL_LAYERS)}), against the paper's query site",
+    )  # fmt: skip
 
     def __post_init__(self):
         check_inputs(self.question, self.student_answer)
-        object.__setattr__(self, "level", normalize_level(self.level))
-        if not math.isfinite(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
-            raise UserError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, got {self.strength!r}")
+        if self.level is not None:
+            object.__setattr__(self, "level", normalize_level(self.level))
+        for name, k in KNOBS.items():
+            if k.lo is not None:
+                _check_bounds(k, getattr(self, name))
         if self.heads is not None and len(self.heads) == 0:
             raise UserError("choose at least one head to steer")
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise UserError(f"max new tokens must be from 1 to {MAX_NEW_TOKENS}, got {self.max_new_tokens}")
-        if not 0 <= self.seed < 2**63:
-            raise UserError("seed must be a non-negative integer")
-        if not 1 <= self.k_shots <= 8:
-            raise UserError("few-shot examples must be from 1 to 8")
         self.steer("sae")  # the steering knobs (target, positions, steps, ...) are checked by SteerConfig
 
+    @classmethod
+    def from_ui(cls, **values) -> CompareRequest:
+        """Build from loosely typed widget or API values by name (strings, floats from sliders; None or a missing
+        name = the default): each field read as its Knob's kind says."""
+        unknown = set(values) - set(KNOBS)
+        if unknown:
+            raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; the settings are {', '.join(KNOBS)}")
+        required = {f.name for f in fields(cls) if f.default is MISSING}  # None there is a value (a ladder's level)
+        values = {
+            "question": "",
+            "student_answer": "",
+            **{k: v for k, v in values.items() if v is not None or k in required},
+        }
+        return cls(**{name: v if v is None else _read(name, KNOBS[name], v) for name, v in values.items()})
+
+    @classmethod
+    def api_signature(cls) -> inspect.Signature:
+        """The /compare endpoint's parameters: the fields in order, each with its shown default (the first three
+        are required)."""
+        params = []
+        for f in fields(cls):
+            k = f.metadata["knob"]
+            default = (
+                inspect.Parameter.empty if f.default is MISSING else (k.shown if k.shown is not None else f.default)
+            )
+            params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+        return inspect.Signature(params)
+
     def check_against(self, lm) -> None:
-        """Layer and head numbers exist in this model (raises ValueError naming the range)."""
+        """Layer and head numbers exist in this model (raises a UserError naming the range)."""
         for layer in self.layers:
             lm.check_layer(layer)
         if self.heads is not None:
             lm.check_heads(list(self.heads))
 
     def steer(self, method: str) -> SteerConfig:
-        """The SAE row steers with the chosen target; the query baseline, which has no SAE codes,
-        uses the delta shift when the target is defined on codes only."""
-        shared = {f.name for f in fields(SteerConfig)} & {f.name for f in fields(self)}
-        return SteerConfig(**{name: getattr(self, name) for name in shared}).for_method(method)
+        """The SAE column steers with the chosen target; the others as SteerConfig.for_method says (query steering
+        runs delta when the target works on codes only; the residual vector at its own layer)."""
+        cfg = SteerConfig(
+            layers=self.layers,
+            heads=self.heads,
+            strength=self.strength,
+            steps=self.steps,
+            lr=self.lr,
+            mu=self.mu,
+            target=self.target,
+            positions=self.positions,
+        )
+        return cfg.for_method(method)
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return methods.COMPARE + tuple(m for m in methods.COMPARE_OPTIONAL if getattr(self, OPTIONAL_FLAGS[m]))
+        """The columns: Compare's own, then those asked for by their flags (methods.COLUMN_FLAGS)."""
+        optional = tuple(m for m, flag in methods.COLUMN_FLAGS.items() if getattr(self, flag))
+        return methods.COMPARE + optional
 
     def requests(self) -> list[Request]:
         return [
@@ -147,23 +178,57 @@ class CompareRequest:
         ]
 
 
-def _number(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise UserError(f"{name} must be a finite number, got {value!r}")
-    if v < 0:
-        raise UserError(f"{name} must not be negative, got {value!r}")
-    return v
+KNOBS = {f.name: f.metadata["knob"] for f in fields(CompareRequest)}
+API = tuple(KNOBS)  # the /compare parameters, in order
 
 
-def _integer(name: str, value) -> int:
-    v = _number(name, value)
-    if v != int(v):
-        raise UserError(f"{name} must be a whole number, got {value!r}")
-    return int(v)
+def _check_bounds(k: Knob, v) -> None:
+    what = "a whole number" if k.whole else "a number"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (k.whole and v != int(v)):
+        raise UserError(f"{k.label} must be {what} from {k.lo:g} to {k.hi:g}, got {v!r}")
+    if not k.lo <= v <= k.hi:
+        raise UserError(f"{k.label} must be from {k.lo:g} to {k.hi:g}, got {v!r}")
+
+
+def _read(name: str, k: Knob, value):
+    """A widget's or API caller's value as the field's type."""
+    if k.kind == "layers":
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        text = str(value).split("(")[0].strip()
+        try:
+            return parse_layers(text)
+        except ValueError:
+            raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
+    if k.kind == "heads":
+        heads, pairs = parse_heads(value)  # an empty selection stays empty and is refused by __post_init__
+        if pairs is not None:
+            raise UserError("the comparison steers the same heads in every layer: give head numbers, e.g. 0,3,5")
+        return heads
+    if k.kind in ("slider", "integer"):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{k.label} must be a number, got {value!r}") from None
+        if k.whole or k.kind == "integer":
+            if not math.isfinite(v) or v != int(v):
+                raise UserError(f"{k.label} must be a whole number, got {value!r}")
+            return int(v)
+        return v
+    if k.kind == "flag":
+        return bool(value)
+    return str(value) if k.kind in ("choice", "level") else value
+
+
+@dataclass
+class Inspection:
+    """What the Compare run shows of the SAE-steered reply: its latent view and attention view (from one steered
+    replay) and how separable the levels are per layer and head."""
+
+    latents: object  # inspect.latents.LatentView
+    attention: object  # inspect.attention.AttentionView
+    separability: tuple[list[int], object]  # (layers, scores (layers, heads))
+    seconds: float
 
 
 @dataclass
@@ -172,6 +237,12 @@ class CompareResult:
     outputs: dict[str, Output]
     judgements: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    inspection: Inspection | None = None  # filled at the end of the run
+
+    @property
+    def done(self) -> bool:
+        """Generated and judged."""
+        return bool(self.judgements)
 
     def record(self, model: str) -> dict:
         """The downloadable report of one run: inputs, settings, outputs, judge scores."""
@@ -192,10 +263,93 @@ class CompareResult:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
+    def write_report(self, model: str) -> str:
+        """The report as a JSON file (for a download); its path."""
+        with tempfile.NamedTemporaryFile("w", prefix="bloom-steer-run-", suffix=".json", delete=False) as fh:
+            json.dump(self.record(model), fh, indent=1)
+        return fh.name
 
-def compare_stream(lm, req: CompareRequest, judge=None) -> Iterator[CompareResult]:
-    """All methods in one batched generation; yields the texts so far after every token, then once
-    more with the judge's verdicts filled in."""
+    def status(self) -> str:
+        """One paragraph: how long it took, which methods the judge reads at the level asked for, the settings."""
+        req = self.request
+        if not self.done:
+            return f"Generating... {max(o.new_tokens for o in self.outputs.values())} tokens"
+        hits = [m for m, v in self.judgements.items() if v["pred"] == req.level]
+        hit_text = ", ".join(methods.LABELS[m] for m in hits) or "none of the methods"
+        charts = (
+            ""
+            if self.inspection is None
+            else (f"; charts show layer {self.inspection.latents.layer}, head {self.inspection.latents.head}")
+        )
+        return (
+            f"Done in {self.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
+            f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} "
+            f"(alpha {req.steer('sae').alpha:g}, target {req.target}){charts}."
+        )
+
+    def figures(self) -> dict:
+        """The run's charts by name: bars, heat, trace, probs, sep (the SAE's inside and the judge) and attention."""
+        from .. import charts
+
+        req, view, att = self.request, self.inspection.latents, self.inspection.attention
+        before, after = view.mean_codes()
+        fb = slice(view.prompt_len, None)
+        where = f"layer {view.layer}, head {view.head}"
+        layers, scores = self.inspection.separability
+        names, unsteered, steered = att.part_shares()
+        heads = "all heads" if len(att.heads) == scores.shape[1] else "heads " + ", ".join(map(str, att.heads))
+        shown = list(range(scores.shape[1])) if req.heads is None else list(req.heads)
+        probs = {m: [v["probs"][lv] for lv in LEVELS] for m, v in self.judgements.items()}
+        return {
+            "bars": charts.latent_bars(
+                before, after, view.prototype, level=req.level,
+                title=f"Top latents ({where}): before vs after steering vs '{req.level}' prototype",
+            ),
+            "heat": charts.token_latent_heatmap(
+                view.tokens[fb] or view.tokens, view.after[fb] if view.after[fb].size else view.after,
+                title=f"Sparse code per token of the SAE-steered feedback ({where})",
+            ),
+            "trace": charts.descent_trace(
+                view.trace, req.level, probs=view.level_probs, objective=view.objective,
+                objective_name=view.objective_name,
+            ),
+            "probs": charts.judge_probs(probs, req.level),
+            "sep": charts.separability_map(scores, layers, highlight=(view.layer, shown)),
+            "attention": charts.attention_parts(
+                names, unsteered, steered,
+                title=f"Where the SAE-steered reply looks, steered toward '{req.level}' or not "
+                f"(layer {att.layer}, {heads})",
+            ),
+        }  # fmt: skip
+
+    def attention_html(self) -> str:
+        from .. import charts
+
+        att = self.inspection.attention
+        return charts.attention_text(att.tokens, att.change.tolist())
+
+
+def inspect_sae_reply(lm, req: CompareRequest, reply: Output) -> Inspection:
+    """One replay of the SAE-steered reply through its steering (the latent view and the steered side of the
+    attention view), one unsteered replay of it (the attention view's baseline), and the separability map."""
+    from ..inspect.attention import attention_view
+    from ..inspect.latents import latent_view, separability_scores
+    from ..inspect.replay import replay_at
+
+    t0 = time.time()
+    cfg = req.steer("sae")
+    sae_req = Request(req.question, req.student_answer, "sae", req.level, steer=cfg)
+    steered = replay_at(lm, sae_req, reply.token_ids, cfg.middle_layer)
+    latents = latent_view(lm, steered)
+    plain = replay_at(lm, sae_req, reply.token_ids, cfg.middle_layer, steered=False)
+    return Inspection(latents, attention_view(lm, steered, plain), separability_scores(lm), time.time() - t0)
+
+
+def compare_stream(lm, req: CompareRequest, judge=None, inspect: bool = True) -> Iterator[CompareResult]:
+    """All methods in one batched generation; yields the texts so far after every token, then once more judged
+    and (inspect) with the SAE-steered reply's inspection: the whole Compare click."""
+    if req.level is None:
+        raise UserError("choose a Bloom level to steer toward")
     req.check_against(lm)
     t0 = time.time()
     reqs = req.requests()
@@ -207,6 +361,9 @@ def compare_stream(lm, req: CompareRequest, judge=None) -> Iterator[CompareResul
     judge = judge or default_judge()
     verdicts = judge.judge([o.text for o in outs])
     result = CompareResult(
-        req, {r.method: o for r, o in zip(reqs, outs)}, {r.method: v for r, v in zip(reqs, verdicts)}, time.time() - t0
+        req, {r.method: o for r, o in zip(reqs, outs)}, {r.method: v for r, v in zip(reqs, verdicts)}
     )
+    if inspect:
+        result.inspection = inspect_sae_reply(lm, req, result.outputs["sae"])
+    result.seconds = time.time() - t0
     yield result

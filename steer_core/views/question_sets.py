@@ -283,6 +283,35 @@ class SetRun:
             )
         return headers, rows
 
+    def status(self) -> str:
+        """Where the run is: scenarios done and time left, or the end with how to read the figures and what failed."""
+        if not self.finished:
+            left = self.eta_seconds()
+            eta = "" if left is None else f", about {left / 60:.1f} min left"
+            return f"Running: {self.done} of {self.total} scenarios done{eta}. The table grows as they finish."
+        failed = "".join(f"\n- scenario `{sid}`: {why}" for sid, why in self.failed)
+        return (
+            f"Done in {self.seconds:.0f} s: {self.done} scenario{'s' if self.done != 1 else ''}, {len(self.rows)} "
+            "replies judged. Accuracy is the share of replies the judge reads at the level asked for (chance 1/6); r "
+            "is the correlation of judged with target level; intervals are 95% bootstrap intervals over your "
+            "scenarios." + (f"\n\n{len(self.failed)} scenario(s) failed and are not counted:{failed}" if failed else "")
+        )
+
+    def reply_rows(self) -> list[list]:
+        """Every reply: scenario id, method, the level asked for, the judged level, the judge's probability of the
+        level asked for, the text."""
+        return [
+            [
+                r["scenario_id"],
+                method_names.LABELS[r["method"]],
+                r["level"],
+                r["pred"],
+                float(r["target_prob"] or 0),
+                r["text"],
+            ]
+            for r in self.rows
+        ]
+
     @staticmethod
     def levels_judged() -> list[str]:
         return [f"judged {lv}" for lv in LEVELS]

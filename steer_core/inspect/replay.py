@@ -1,0 +1,74 @@
+"""One replay of a reply through the steering that wrote it, shared by the views that look inside it.
+
+The prompt and the reply are teacher-forced as generation's two phases, with generation's own row
+groups and layer edits, and at one layer the query that reached the steering edit and the one it
+returned are kept, with the key/value cache: what the latent view (codes before and after) and the
+attention view (where the reply looks) both need. An unsteered replay of the same reply gives the
+attention view its baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..generation import Request, build_messages, layer_edits, replay, steering_groups
+from ..prompts import render
+
+
+@dataclass
+class Replay:
+    """What one replay saw at `layer`: queries (positions, heads x dim) as they reached the steering edit and as
+    the edit returned them, over prompt then reply; which config steered each position (None: unsteered);
+    the cache (every position's keys); the steering groups (empty for an unsteered replay)."""
+
+    request: Request
+    prompt: list[int]
+    reply: list[int]
+    layer: int
+    q_in: torch.Tensor
+    q_out: torch.Tensor
+    steered_by: list
+    cache: object
+    groups: dict
+
+    @property
+    def group(self):
+        """This layer's row group of the request (None: the layer is not steered)."""
+        gs = self.groups.get(self.layer)
+        return gs[0] if gs else None
+
+
+@torch.no_grad()
+def replay_at(lm, req: Request, reply_ids: list[int], layer: int, steered: bool = True) -> Replay:
+    """Replay `req`'s prompt and `reply_ids` through the steering that wrote them (or none), recording `layer`."""
+    groups = steering_groups(lm, [req]) if steered else {}
+    cfg = req.steer if steered else None
+    prompt, _ = render(lm.tokenizer, build_messages(req))
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    steered_by: list = []
+
+    def recording(phase, edit):
+        def fn(q):
+            out = edit(q) if edit is not None else None
+            seen[phase] = (q.detach(), (q if out is None else out).detach())
+            return out
+
+        return fn
+
+    def phase_edits(phase):
+        n = len(prompt) if phase == "prompt" else len(reply_ids)
+        edits = layer_edits(lm, groups, phase) if groups else {}
+        by_pos = [None] * n
+        if cfg is not None and layer in edits:
+            for a, b, seg in cfg.segments(phase):
+                end = n if b is None else min(n, b)
+                by_pos[a:end] = [seg] * max(0, end - min(a, n))
+        steered_by.extend(by_pos)
+        edits[layer] = recording(phase, edits.get(layer))
+        return edits
+
+    cache = replay(lm, prompt, reply_ids, phase_edits)
+    q_in, q_out = (torch.cat([seen[p][i][0] for p in ("prompt", "generated") if p in seen]) for i in (0, 1))
+    return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups)

@@ -1,0 +1,172 @@
+"""The one-question views of a teacher (the level ladder, the strength sweep): rows of one batched
+generation that share the comparison's settings (`CompareRequest.steer`), streamed, then judged, with the
+perplexity of every reply under the unsteered model and a JSON/CSV record."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from .. import methods
+from ..bloom import LEVELS
+from ..generation import Output, Request, perplexity, stream_batch
+from ..layer_spec import layers_label
+from .compare import CompareRequest
+
+
+@dataclass(frozen=True)
+class Row:
+    """One reply of a view: what it is called, how it was made, toward which level."""
+
+    name: str
+    method: str
+    level: str  # the target level (the unsteered row: "-")
+    strength: float | None = None
+
+
+def row_request(req: CompareRequest, row: Row) -> Request:
+    level = None if row.level == "-" else row.level
+    base = req if row.strength is None else replace(req, strength=row.strength)
+    steer = base.steer(row.method) if row.method in methods.STEERED else None
+    return Request(req.question, req.student_answer, row.method, level, steer=steer, k_shots=req.k_shots)
+
+
+@dataclass
+class ViewResult:
+    """The replies of a ladder or sweep so far; verdicts and perplexities once generation is done."""
+
+    kind: str  # "ladder" or "sweep"
+    request: CompareRequest
+    rows: list[Row]
+    outputs: list[Output]
+    verdicts: list[dict] = field(default_factory=list)
+    perplexities: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return bool(self.verdicts)
+
+    def level_probability(self, i: int) -> float:
+        """The judge's probability of the level row i was steered toward (NaN for the unsteered row: none)."""
+        row = self.rows[i]
+        if not self.done or row.level == "-":
+            return float("nan")
+        return float(self.verdicts[i]["probs"][row.level])
+
+    def table(self) -> list[dict]:
+        out = []
+        for i, (row, o) in enumerate(zip(self.rows, self.outputs)):
+            v = self.verdicts[i] if self.done else {}
+            out.append(
+                {
+                    "row": row.name,
+                    "method": row.method,
+                    "level": row.level,
+                    "strength": "" if row.strength is None else row.strength,
+                    "text": o.text,
+                    "judged": v.get("pred", ""),
+                    "level_prob": "" if math.isnan(p := self.level_probability(i)) else round(p, 4),
+                    "perplexity": round(self.perplexities[i], 3) if self.perplexities else "",
+                    "new_tokens": o.new_tokens,
+                }
+            )
+        return out
+
+    def record(self, model: str) -> dict:
+        r = self.request
+        return {
+            "view": self.kind,
+            "model": model,
+            "inputs": {"question": r.question, "student_answer": r.student_answer}
+            | ({} if r.level is None else {"level": r.level}),
+            "settings": {
+                "layers": layers_label(r.layers),
+                "target": r.target,
+                "strength": r.strength,
+                "alpha": r.steer("sae").alpha,
+                "positions": r.positions,
+                "max_new_tokens": r.max_new_tokens,
+                "seed": r.seed,
+            },
+            "rows": self.table(),
+            "levels": list(LEVELS),
+            "seconds": round(self.seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def chart(self):
+        """The ladder's judged-against-target chart, or the sweep's probability and perplexity against strength."""
+        from .. import charts
+
+        if self.kind == "ladder":
+            steered = [i for i, r in enumerate(self.rows) if r.method != "none"]
+            return charts.ladder_chart(
+                [self.rows[i].level for i in steered],
+                [self.verdicts[i]["pred"] for i in steered],
+                [self.level_probability(i) for i in steered],
+                [self.rows[i].method for i in steered],
+            )
+        probs = [self.level_probability(i) for i in range(len(self.rows))]
+        base = next((p for r, p in zip(self.rows, self.perplexities) if r.strength == 0), None)
+        return charts.sweep_chart([r.strength for r in self.rows], probs, self.perplexities, self.request.level, base)
+
+    def status(self) -> str:
+        req = self.request
+        if not self.done:
+            return f"Generating... {max(o.new_tokens for o in self.outputs)} tokens"
+        if self.kind == "ladder":
+            hits = sum(self.verdicts[i]["pred"] == r.level for i, r in enumerate(self.rows) if r.method == "sae")
+            return (
+                f"Done in {self.seconds:.1f} s. The judge reads {hits} of the 6 SAE-steered replies at the level asked "
+                f"for (chance: 1). Strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}), "
+                f"layers {layers_label(req.layers)}."
+            )
+        probs = [self.level_probability(i) for i in range(len(self.rows))]
+        best = max(range(len(probs)), key=lambda i: probs[i])
+        return (
+            f"Done in {self.seconds:.1f} s. The judge gives '{req.level}' its highest probability "
+            f"({probs[best]:.2f}) at strength {self.rows[best].strength:g}."
+        )
+
+    def write_files(self, model: str) -> tuple[str, str]:
+        """The record (JSON) and the table (CSV) as files for downloads; their paths."""
+        paths = []
+        for suffix, text in ((".json", json.dumps(self.record(model), indent=1)), (".csv", self.csv_text())):
+            with tempfile.NamedTemporaryFile(
+                "w", prefix=f"bloom-steer-{self.kind}-", suffix=suffix, delete=False
+            ) as fh:
+                fh.write(text)
+            paths.append(fh.name)
+        return paths[0], paths[1]
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        rows = self.table()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+
+
+def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None) -> Iterator[ViewResult]:
+    """All rows in one batched generation; yields after every token, then once more judged and with
+    each reply's perplexity under the unsteered model (what the sweep's fluency axis shows)."""
+    req.check_against(lm)
+    t0 = time.time()
+    reqs = [row_request(req, row) for row in rows]
+    outs: list[Output] = []
+    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
+        yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
+    from ..judge.classifier import default_judge
+
+    judge = judge or default_judge()
+    verdicts = judge.judge([o.text for o in outs])
+    ppl = [perplexity(lm, req.question, req.student_answer, o.token_ids) for o in outs]
+    yield ViewResult(kind, req, rows, outs, verdicts, ppl, time.time() - t0)
