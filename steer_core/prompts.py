@@ -22,6 +22,8 @@ def rubric_line(level: str) -> str:
 
 RUBRIC = SYSTEM + " Feedback can ask for any of six levels of thinking:\n" + "\n".join(rubric_line(lv) for lv in LEVELS)
 PROMPT_STYLES = ("plain", "rubric")
+DEFAULT_STYLE = "plain"  # the prompt every shipped SAE, offset and figure was made under
+FEEDBACK_TOKENS = 48  # the reply tokens fitting and head ranking read: the level shows early, later tokens cost time
 
 
 def user_turn(question: str, student_answer: str) -> str:

@@ -56,7 +56,7 @@ def test_heads_as_layer_head_pairs_steer_only_those():
 
 
 def test_user_errors_exit_2_and_bugs_are_not_disguised(monkeypatch, capsys):
-    from steer_core.cli import commands as cli
+    from steer_core import cli
     from steer_core.errors import UserError
 
     def fails(exc):
@@ -78,7 +78,8 @@ def test_user_errors_exit_2_and_bugs_are_not_disguised(monkeypatch, capsys):
 def test_every_generate_method_parses_to_a_steering_config():
     """--method names the generation method; the steering flags build the same config for all of them."""
     from steer_core import methods
-    from steer_core.cli.commands import _steer_config, build_parser
+    from steer_core.cli import build_parser
+    from steer_core.cli.common import steer_config as _steer_config
     from steer_core.steering.config import SteerConfig
 
     for m in methods.ALL:

@@ -95,7 +95,8 @@ def test_code_only_targets_leave_the_query_baseline_on_delta():
 
 def test_strength_1_is_the_same_setting_from_python_the_cli_and_the_ui():
     """One meaning per knob: the UI/API defaults, the CLI defaults and SteerConfig() all steer alike."""
-    from steer_core.cli.commands import _steer_config, build_parser
+    from steer_core.cli import build_parser
+    from steer_core.cli.common import steer_config as _steer_config
 
     python = SteerConfig()
     ui = CompareRequest.from_ui(**QA, level="apply").steer("sae")

@@ -1,4 +1,5 @@
-"""Teacher data: the model's own replies when the prompt names the level, as fitting data for steering.
+"""Instructed replies: the model's own replies when the prompt names the level, as fitting data for steering
+(the model as a teacher in distillation terms; "instructed" here, since the app's user is the teacher).
 
 Told the level, the adapted model writes it far more often than steering makes it (instruction
 prompting is the strongest method we measure), and its replies are in-distribution text that we can
@@ -7,7 +8,7 @@ instruction does. Each scenario gets `per_level` sampled replies at every level;
 level forms one contrast group, so the fitting code treats a group like a dataset scenario.
 
 The judge's reading of every reply is kept (`judged`, `judged_prob`), so that a filter can keep only
-replies read at their level (rejection sampling) and a report can say how often the teacher hits.
+replies read at their level (rejection sampling) and a report can say how often the instructed model hits.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ..errors import UserError
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """How the teacher's replies are sampled; stored with them."""
+class InstructedConfig:
+    """How the instructed replies are sampled; stored with them."""
 
     per_level: int = 3
     temperature: float = 0.8
@@ -35,25 +36,25 @@ class TeacherConfig:
         if not 1 <= self.per_level <= 20:
             raise UserError(f"per_level must be from 1 to 20, got {self.per_level!r}")
         if not self.temperature > 0:
-            raise UserError("the teacher samples: temperature must be > 0")
+            raise UserError("instructed replies are sampled: temperature must be > 0")
         if self.max_new_tokens < 2 or self.batch < 1:
             raise UserError("max_new_tokens must be >= 2 and batch >= 1")
 
 
-def sample_teacher(
-    lm, rows: Sequence[FeedbackExample], cfg: TeacherConfig | None = None, judge=None, progress: bool = True
+def sample_instructed(
+    lm, rows: Sequence[FeedbackExample], cfg: InstructedConfig | None = None, judge=None, progress: bool = True
 ) -> list[dict]:
     """Rows in the dataset's format (plus `sample`, `judged`, `judged_prob`): for every scenario of
     `rows`, cfg.per_level replies at each level under the instruction prompt."""
     from ..generation import Request, generate_batch  # the model's stack, only when sampling
 
-    cfg = cfg or TeacherConfig()
+    cfg = cfg or InstructedConfig()
     scs = scenarios(rows)
     if not scs:
-        raise UserError("no scenarios to sample teacher replies for")
+        raise UserError("no scenarios to sample instructed replies for")
     todo = [(sc, lv, i) for sc in scs for lv in LEVELS for i in range(cfg.per_level)]
     out: list[dict] = []
-    bar = tqdm(total=len(todo), desc="teacher replies", disable=not progress)
+    bar = tqdm(total=len(todo), desc="instructed replies", disable=not progress)
     for b, start in enumerate(range(0, len(todo), cfg.batch)):
         chunk = todo[start : start + cfg.batch]
         reqs = [
@@ -89,13 +90,13 @@ def sample_teacher(
 
 
 def sample_own(
-    lm, rows: Sequence[FeedbackExample], cfg: TeacherConfig | None = None, progress: bool = True
+    lm, rows: Sequence[FeedbackExample], cfg: InstructedConfig | None = None, progress: bool = True
 ) -> list[dict]:
     """The model's own replies to the plain prompt (no level named), cfg.per_level of them per scenario of
-    `rows`, sampled like the teacher's: the other side of RePS's preference pairs (its "original" replies)."""
+    `rows`, sampled like the instructed ones: the other side of RePS's preference pairs (its "original" replies)."""
     from ..generation import Request, generate_batch
 
-    cfg = cfg or TeacherConfig()
+    cfg = cfg or InstructedConfig()
     scs = scenarios(rows)
     if not scs:
         raise UserError("no scenarios to sample replies for")
@@ -121,7 +122,7 @@ def judged_at_level(rows: Sequence[dict]) -> list[dict]:
     """Rejection sampling: only the replies the judge reads at their own level, regrouped so that
     each scenario's kept replies form as many complete groups (one reply of every level) as it can."""
     if any("judged" not in r for r in rows):
-        raise UserError("these teacher rows were not judged; sample them with a judge to filter them")
+        raise UserError("these instructed replies were not judged; sample them with a judge to filter them")
     by: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         if r["judged"] == r["level"]:
@@ -136,6 +137,6 @@ def judged_at_level(rows: Sequence[dict]) -> list[dict]:
 
 
 def hit_rate(rows: Sequence[dict]) -> float:
-    """Share of the teacher's replies the judge reads at their own level."""
+    """Share of the instructed replies the judge reads at their own level."""
     judged = [r for r in rows if "judged" in r]
     return sum(r["judged"] == r["level"] for r in judged) / max(1, len(judged))

@@ -1,4 +1,4 @@
-"""Teacher data: the model's own instruction-prompted replies, sampled per scenario and level, grouped so
+"""Instructed replies: the model's own instruction-prompted replies, sampled per scenario and level, grouped so
 that the offset fitting reads them like dataset scenarios; the judge filter keeps complete groups."""
 
 import json
@@ -9,7 +9,7 @@ from tiny import char_tokenizer, tiny_lm
 
 from steer_core.bloom import LEVELS, FeedbackExample, load_dataset
 from steer_core.errors import UserError
-from steer_core.fit.instructed import TeacherConfig, hit_rate, judged_at_level, sample_teacher
+from steer_core.fit.instructed import InstructedConfig, hit_rate, judged_at_level, sample_instructed
 from steer_core.fit.offsets import _encode_scenarios
 
 
@@ -30,8 +30,8 @@ class RememberJudge:
 
 
 def test_teacher_samples_every_level_of_every_scenario_in_groups(lm, tmp_path):
-    cfg = TeacherConfig(per_level=2, max_new_tokens=6, batch=10)
-    rows = sample_teacher(lm, [scenario("A01"), scenario("B02")], cfg, judge=RememberJudge(), progress=False)
+    cfg = InstructedConfig(per_level=2, max_new_tokens=6, batch=10)
+    rows = sample_instructed(lm, [scenario("A01"), scenario("B02")], cfg, judge=RememberJudge(), progress=False)
     assert len(rows) == 2 * len(LEVELS) * 2
     assert {(r["scenario_id"], r["level"], r["sample"]) for r in rows} == {
         (s, lv, i) for s in ("A01", "B02") for lv in LEVELS for i in range(2)
@@ -69,6 +69,6 @@ def test_judged_filter_keeps_only_complete_groups_of_replies_read_at_their_level
 
 def test_teacher_config_refuses_greedy_and_bad_counts():
     with pytest.raises(UserError, match="temperature"):
-        TeacherConfig(temperature=0)
+        InstructedConfig(temperature=0)
     with pytest.raises(UserError, match="per_level"):
-        TeacherConfig(per_level=0)
+        InstructedConfig(per_level=0)

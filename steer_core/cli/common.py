@@ -1,0 +1,230 @@
+"""What every command shares: reading the model, scenario and steering options (declared once here), the
+helpers that turn flags into configs, and the one error type a user can fix."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from fractions import Fraction
+from pathlib import Path
+
+from ..bloom import by_writers, load_dataset, read_jsonl
+from ..errors import UserError
+from ..generation import EVAL_TOKENS
+from ..layer_spec import layers_label, parse_heads
+from ..paths import DEFAULT_MODEL
+from ..prompts import DEFAULT_STYLE, PROMPT_STYLES
+from ..steering import targets
+from ..steering.config import DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, SteerConfig
+
+BAND = layers_label(DEFAULT_LAYERS)
+MAX_BATCH = 96  # rows of one generation batch in eval and sweep
+VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
+
+
+class UsageError(UserError):
+    """A problem with the command line itself (a flag's value, a missing file)."""
+
+
+def add_style(p) -> None:
+    p.add_argument("--style", default=DEFAULT_STYLE, choices=PROMPT_STYLES, help="the prompt format")
+
+
+def add_writers(p, help: str = "only these writers' train scenarios (scenario id letters, e.g. A B C)") -> None:
+    p.add_argument("--writers", nargs="+", default=None, help=help)
+
+
+def add_scenario_options(p, split: str = "test") -> None:
+    """Which scenarios a run covers, and at what length (eval and sweep)."""
+    p.add_argument("--scenarios", default=None, help="JSONL with question, student_answer, id (default: the dataset)")
+    p.add_argument(
+        "--split", default=split, choices=("test", "train", "all"),
+        help=f"keep lines of this split when the file has a 'split' field (default {split})",
+    )  # fmt: skip
+    p.add_argument("--limit", type=int, default=None, help="only the first N scenarios")
+    p.add_argument("--levels", nargs="+", default=None, help="target levels (default: all six)")
+    add_style(p)
+    p.add_argument("--max-new-tokens", type=int, default=EVAL_TOKENS)
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH, help="rows per generation batch")
+    p.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
+
+
+def read_jsonl_file(path: str) -> list[tuple[int, dict]]:
+    return read_jsonl(path, UsageError)
+
+
+def load(args):
+    """The model the command runs on: --model, with the shipped feedback adapter, another (--adapter)
+    or none (--no-adapter)."""
+    from ..model.loading import load_model
+
+    if getattr(args, "adapter", None) and args.no_adapter:
+        raise UsageError("--adapter and --no-adapter exclude each other")
+    if getattr(args, "adapter", None) and not (Path(args.adapter) / "adapter_config.json").is_file():
+        raise UsageError(f"--adapter {args.adapter}: no LoRA adapter there (adapter_config.json)")
+    return load_model(
+        args.model,
+        device=args.device,
+        adapter=None if args.no_adapter or no_adapter(args) else (getattr(args, "adapter", None) or "default"),
+    )
+
+
+def no_adapter(args) -> bool:
+    return str(getattr(args, "adapter", None) or "").strip().lower() == "none"
+
+
+def eval_scenarios(path: str | None, split: str, limit: int | None, writers=None):
+    """Scenarios from the dataset (default: its test split) or any JSONL of question/student_answer/id."""
+    from ..bloom import Scenario, scenarios
+
+    if path is None:
+        items = scenarios(load_dataset(split=None if split == "all" else split))
+    else:
+        items, seen = [], set()
+        for lineno, o in read_jsonl_file(path):
+            if split != "all" and "split" in o and o["split"] != split:
+                continue
+            sid = str(o.get("scenario_id", o.get("id", f"line{lineno}")))
+            if sid in seen:
+                continue
+            q, a = o.get("question"), o.get("student_answer")
+            if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
+                raise UsageError(f"{path} line {lineno}: needs non-empty string fields 'question' and 'student_answer'")
+            seen.add(sid)
+            items.append(Scenario(sid, q, a, str(o.get("subject", ""))))
+        if not items:
+            raise UsageError(f"{path}: no scenarios (split {split!r})")
+    items = by_writers(items, writers, "scenarios")
+    if limit is not None:
+        if limit < 1:
+            raise UsageError("--limit must be >= 1")
+        items = items[:limit]
+    return items
+
+
+def fraction(text: str) -> float:
+    """A number, or a fraction such as 10/3 (a strength that gives a round alpha)."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 1, 0.5 or 10/3, got {text!r}") from None
+
+
+def parse_variant(spec: str) -> tuple[str, float]:
+    target, _, strength = spec.partition(":")
+    try:
+        value = fraction(strength)
+    except argparse.ArgumentTypeError:
+        value = float("nan")
+    if target not in targets.REGISTRY or not value >= 0:
+        raise UsageError(
+            "--variants items look like learned:1 or delta:0.5 (target:strength; target: "
+            f"{', '.join(targets.REGISTRY)}); got {spec!r}"
+        )
+    return target, value
+
+
+def layer_spec(spec: str) -> tuple[int, ...]:
+    from ..layer_spec import parse_layers
+
+    try:
+        return parse_layers(spec)
+    except ValueError:
+        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {spec!r}") from None
+
+
+def writer_rows(writers, split: str = "train"):
+    return by_writers(load_dataset(split=split), writers, f"{split}-split rows")
+
+
+def from_args(cls, args, **given):
+    """A config dataclass from the parsed flags of the same names (the flags take its defaults)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{**{k: v for k, v in vars(args).items() if k in names}, **given})
+
+
+def model_options() -> argparse.ArgumentParser:
+    """Which model a command runs on; `load` turns these into a loaded model."""
+    p = argparse.ArgumentParser(add_help=False)
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"HF id or local path (default: the embedded {DEFAULT_MODEL})"
+    )
+    m.add_argument("--no-adapter", action="store_true", help="the bare model, without the feedback LoRA")
+    m.add_argument(
+        "--adapter", default=None, help="a LoRA adapter folder to use instead of the shipped one (none: the bare model)"
+    )
+    m.add_argument("--device", default="auto")
+    return p
+
+
+def steering_options(multi_layers: bool) -> argparse.ArgumentParser:
+    """The steering options, their defaults read from SteerConfig (the validated setting)."""
+    d = SteerConfig()
+    layers = layers_label(d.layers)
+    p = argparse.ArgumentParser(add_help=False)
+    s = p.add_argument_group("steering (defaults: the setting chosen on validation data)")
+    if multi_layers:
+        s.add_argument(
+            "--layers", nargs="+", default=[layers], help=f"one or more layer sets: 15 8-21 0-29 (default {layers})"
+        )
+    else:
+        s.add_argument("--layers", default=layers, help=f"15, 8-21 or 3,9,15 (default {layers})")
+    s.add_argument(
+        "--heads",
+        default="all",
+        help="'all', heads of every steered layer (0,3,5) or layer.head pairs (18.6,18.7,8.0; these "
+        "replace --layers; the `heads` command ranks them)",
+    )
+    s.add_argument(
+        "--target",
+        default=d.target,
+        choices=list(targets.REGISTRY),
+        help="; ".join(f"{t}: {spec.help}" for t, spec in targets.REGISTRY.items()) + f" (default {d.target})",
+    )
+    s.add_argument(
+        "--strength",
+        type=fraction,
+        default=d.strength,
+        help="0 = off, 1 = the validated setting; strength 1 is alpha "
+        + ", ".join(f"{t} {spec.unit_alpha:g}" for t, spec in targets.REGISTRY.items())
+        + "; for "
+        + ", ".join(f"{m} ({t}) {a:g}" for (m, t), a in METHOD_ALPHA.items())
+        + " (default 1)",
+    )
+    s.add_argument("--steps", type=int, default=d.steps, help="descent steps T")
+    s.add_argument("--lr", type=float, default=d.lr, help="descent step size")
+    s.add_argument("--mu", type=float, default=d.mu, help="pull back toward the token's own code")
+    s.add_argument("--positions", default=d.positions, choices=POSITIONS)
+    s.add_argument(
+        "--first-tokens",
+        type=int,
+        default=d.first_tokens,
+        metavar="N",
+        help="steer only the first N generated tokens, the reply's opening (default: all)",
+    )
+    s.add_argument(
+        "--after-first",
+        type=fraction,
+        default=d.after_first,
+        metavar="SHARE",
+        help="with --first-tokens: steer the tokens after the opening at this share of the strength (a schedule: "
+        "strong on the opening, weaker after; default 0: not at all)",
+    )
+    s.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
+    s.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
+    s.add_argument(
+        "--residual", default=None, help="folder of residual-stream vectors (method residual; default: the model's)"
+    )
+    return p
+
+
+def steer_config(args, layers) -> SteerConfig:
+    heads, layer_heads = parse_heads(args.heads)
+    if layer_heads is not None:  # layer.head pairs name their own layers
+        layers = tuple(sorted({layer for layer, _ in layer_heads}))
+    # --method names the generation method (fewshot too); each request sets the config's own method
+    folders = {"saes_dir": args.saes, "offsets_dir": args.offsets, "residual_dir": args.residual}
+    return from_args(
+        SteerConfig, args, method=SteerConfig.method, layers=layers, heads=heads, layer_heads=layer_heads, **folders
+    )
