@@ -35,7 +35,7 @@ from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.errors import UserError
 from steer_core.generation import MAX_INPUT_CHARS, REPLY_TOKENS
 from steer_core.inspect.latents import separability_scores
-from steer_core.layer_spec import layers_label, parse_layers
+from steer_core.layer_spec import layers_label, read_layers
 from steer_core.model.loading import load_model
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae.module import SAETrainConfig
@@ -618,10 +618,7 @@ def prepare_layers(layers, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
 
     try:
         model = lm()
-        try:
-            chosen = parse_layers(str(layers).split("(")[0].strip())
-        except ValueError:
-            raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {layers!r}") from None
+        chosen = read_layers(layers)
         cfg = PrepareConfig(layers=tuple(model.check_layer(layer) for layer in chosen))
         todo = plan(model, cfg)
         if todo.nothing_to_do:

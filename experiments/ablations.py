@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from steer_core.bloom import LEVELS, load_dataset, scenarios
-from steer_core.evaluation import run_eval
+from steer_core.bloom import load_dataset, scenarios
+from steer_core.evaluation import Grid, run_eval
 from steer_core.fit.sae_training import capture_train_queries, train_layers
 from steer_core.layer_spec import parse_layers
 from steer_core.model.loading import load_model
@@ -64,7 +64,7 @@ def main() -> None:
     ]
     steers += [SteerConfig(layers=tuple(layers), saes_dir=str(args.out / f"saes_{v}")) for v in VARIANTS]
     test = scenarios(load_dataset(split="test"))[: args.scenarios]
-    report = run_eval(lm, test, ["none", "sae"], list(LEVELS), [tuple(layers)], steers, args.out, max_new_tokens=64)
+    report = run_eval(lm, test, Grid(methods=["none", "sae"], layer_sets=[tuple(layers)], steer=steers), args.out)
     print(json.dumps(report))
 
 

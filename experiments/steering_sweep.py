@@ -17,9 +17,10 @@ judge. All use the adapted default model, the plain prompt and 64 new tokens.
 import random
 from pathlib import Path
 
-from steer_core.bloom import LEVELS, load_dataset, scenarios, writer_of
-from steer_core.evaluation import add_judgements, run_grid, write_csv
-from steer_core.judge.classifier import JudgeConfig, fit_judge
+from steer_core.bloom import load_dataset, scenarios, writer_of
+from steer_core.evaluation import Grid, add_judgements, run_grid, write_csv
+from steer_core.judge.classifier import JudgeConfig
+from steer_core.judge.fitting import fit_judge
 from steer_core.model.loading import load_model
 from steer_core.steering.config import SteerConfig
 
@@ -49,20 +50,17 @@ def main() -> None:
     if phase == "val-prototype":
         rows = []
         for steps, lr in [(5, 0.1), (20, 0.2)]:
-            rows += run_grid(
-                lm,
-                val,
-                (["none"] if steps == 5 else []) + ["sae", "query"],
-                LEVELS,
-                [(5,), (10,), (15,), (20,), (25,), BAND, ALL],
-                SteerConfig(target="prototype", steps=steps, lr=lr, positions="all"),
-                max_new_tokens=64,
+            grid = Grid(
+                methods=(["none"] if steps == 5 else []) + ["sae", "query"],
+                layer_sets=[(5,), (10,), (15,), (20,), (25,), BAND, ALL],
+                steer=SteerConfig(target="prototype", steps=steps, lr=lr, positions="all"),
             )
+            rows += run_grid(lm, val, grid)
     elif phase == "val-delta":
         steers = [
             SteerConfig(target="delta", strength=a / 8, steps=20, lr=0.2, positions="all") for a in (2.0, 4.0, 8.0)
         ]
-        rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND, ALL], steers, max_new_tokens=64)
+        rows = run_grid(lm, val, Grid(methods=["none", "sae", "query"], layer_sets=[BAND, ALL], steer=steers))
     elif phase == "val-positions":
         steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (16.0, 32.0)]
         if args.early:
@@ -70,13 +68,15 @@ def main() -> None:
                 SteerConfig(target="delta", strength=1.0, positions="all", saes_dir=args.early),
                 SteerConfig(target="delta", strength=2.0, positions="generated", saes_dir=args.early),
             ]
-        rows = run_grid(lm, val, ["none", "sae"], LEVELS, [BAND], steers, max_new_tokens=64)
+        rows = run_grid(lm, val, Grid(methods=["none", "sae"], layer_sets=[BAND], steer=steers))
     elif phase == "val-generated":  # the strength of generated-only steering, SAE against query
         steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (8.0, 12.0)]
-        rows = run_grid(lm, val, ["none", "sae", "query"], LEVELS, [BAND], steers, max_new_tokens=64)
+        rows = run_grid(lm, val, Grid(methods=["none", "sae", "query"], layer_sets=[BAND], steer=steers))
     elif phase == "test-prompts":
         test = scenarios(load_dataset(split="test"))[: args.limit]
-        rows = run_grid(lm, test, ["none", "fewshot", "instruction"], LEVELS, [BAND], SteerConfig(), max_new_tokens=64)
+        rows = run_grid(
+            lm, test, Grid(methods=["none", "fewshot", "instruction"], layer_sets=[BAND], steer=SteerConfig())
+        )
     add_judgements(rows, fit_judge(train, JudgeConfig(kind="tfidf", tfidf_C=8.0)) if phase.startswith("val") else None)
     write_csv(out, rows)
 

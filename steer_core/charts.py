@@ -750,6 +750,50 @@ def attention_text(tokens: Sequence[str], change: Sequence[float], start: int = 
     return '<div class="attention-text" style="line-height:1.7;font-family:monospace">' + "".join(out) + "</div>"
 
 
+def _error_bar(value: float, lo: float, hi: float) -> dict:
+    return {"type": "data", "symmetric": False, "array": [hi - value], "arrayminus": [value - lo]}
+
+
+def _frontier_point(c) -> go.Scatter:
+    """A prompt baseline: one point with its intervals in accuracy and perplexity."""
+    (p,) = c.points()
+    return go.Scatter(
+        x=[p["ppl_ratio"]],
+        y=[p["accuracy"]],
+        mode="markers",
+        name=c.name,
+        marker={"color": _method_color(c.method), "size": 12, "symbol": "diamond"},
+        error_y=_error_bar(p["accuracy"], p["accuracy_lo"], p["accuracy_hi"]),
+        error_x=_error_bar(p["ppl_ratio"], p["ppl_ratio_lo"], p["ppl_ratio_hi"]),
+        hovertemplate=f"{html.escape(c.name)}<br>accuracy %{{y:.3f}} [{p['accuracy_lo']:.3f}, "
+        f"{p['accuracy_hi']:.3f}]<br>r {p['level_corr']:.2f}<br>perplexity %{{x:.2f}}x<extra></extra>",
+    )
+
+
+def _frontier_curve(c, dash: str) -> list[go.Scatter]:
+    """A method along its strengths from the unsteered origin: the band of the accuracy intervals, then the line."""
+    color, pts = _method_color(c.method), c.points()
+    x = [1.0] + [p["ppl_ratio"] for p in pts]
+    y = [_CHANCE] + [p["accuracy"] for p in pts]
+    lo = [_CHANCE] + [p["accuracy_lo"] for p in pts]
+    hi = [_CHANCE] + [p["accuracy_hi"] for p in pts]
+    band = go.Scatter(
+        x=x + x[::-1], y=hi + lo[::-1], fill="toself", fillcolor=color, opacity=0.12, line={"width": 0},
+        hoverinfo="skip", showlegend=False,
+    )  # fmt: skip
+    text = ["unsteered"] + [
+        f"alpha {p['alpha']:g}: accuracy {p['accuracy']:.3f} [{p['accuracy_lo']:.3f}, {p['accuracy_hi']:.3f}], "
+        f"r {p['level_corr']:.2f}"
+        for p in pts
+    ]
+    line = go.Scatter(
+        x=x, y=y, mode="lines+markers", name=c.name, line={"color": color, "dash": dash, "width": 2},
+        marker={"color": color, "size": 7}, text=text,
+        hovertemplate=f"{html.escape(c.name)}<br>%{{text}}<br>perplexity %{{x:.2f}}x<extra></extra>",
+    )  # fmt: skip
+    return [band, line]
+
+
 def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budget: float = 1.5) -> go.Figure:
     """Accuracy against perplexity ratio: one line per method along its strengths (from the unsteered
     origin), a band for each point's 95% interval; prompt baselines as points with both intervals. Read
@@ -758,69 +802,12 @@ def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budg
     dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
     seen: dict[str, int] = {}
     for c in frontier.curves:
-        color = _method_color(c.method)
-        pts = c.points()
         if c.is_point:
-            (p,) = pts
-            fig.add_trace(
-                go.Scatter(
-                    x=[p["ppl_ratio"]],
-                    y=[p["accuracy"]],
-                    mode="markers",
-                    name=c.name,
-                    marker={"color": color, "size": 12, "symbol": "diamond"},
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [p["accuracy_hi"] - p["accuracy"]],
-                        "arrayminus": [p["accuracy"] - p["accuracy_lo"]],
-                    },
-                    error_x={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [p["ppl_ratio_hi"] - p["ppl_ratio"]],
-                        "arrayminus": [p["ppl_ratio"] - p["ppl_ratio_lo"]],
-                    },
-                    hovertemplate=f"{html.escape(c.name)}<br>accuracy %{{y:.3f}} [{p['accuracy_lo']:.3f}, "
-                    f"{p['accuracy_hi']:.3f}]<br>r {p['level_corr']:.2f}<br>perplexity %{{x:.2f}}x<extra></extra>",
-                )
-            )
+            fig.add_trace(_frontier_point(c))
             continue
         dash = dashes[seen.get(c.method, 0) % len(dashes)]
         seen[c.method] = seen.get(c.method, 0) + 1
-        x = [1.0] + [p["ppl_ratio"] for p in pts]
-        y = [_CHANCE] + [p["accuracy"] for p in pts]
-        lo = [_CHANCE] + [p["accuracy_lo"] for p in pts]
-        hi = [_CHANCE] + [p["accuracy_hi"] for p in pts]
-        fig.add_trace(
-            go.Scatter(
-                x=x + x[::-1],
-                y=hi + lo[::-1],
-                fill="toself",
-                fillcolor=color,
-                opacity=0.12,
-                line={"width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
-        text = ["unsteered"] + [
-            f"alpha {p['alpha']:g}: accuracy {p['accuracy']:.3f} [{p['accuracy_lo']:.3f}, {p['accuracy_hi']:.3f}], "
-            f"r {p['level_corr']:.2f}"
-            for p in pts
-        ]
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines+markers",
-                name=c.name,
-                line={"color": color, "dash": dash, "width": 2},
-                marker={"color": color, "size": 7},
-                text=text,
-                hovertemplate=f"{html.escape(c.name)}<br>%{{text}}<br>perplexity %{{x:.2f}}x<extra></extra>",
-            )
-        )
+        fig.add_traces(_frontier_curve(c, dash))
     _add_chance(fig)
     for x, label in ((margin, f"{margin:g}x: the validation margin"), (budget, f"{budget:g}x: the budget")):
         fig.add_vline(

@@ -1,4 +1,5 @@
-"""Generation: unsteered, SAE-steered, query-steered, few-shot and instruction feedback, batched.
+"""Generation of every method's feedback (methods.py: the unsteered reply, the steered ones, the prompt
+baselines), in one batch.
 
 A hand-written decoding loop (greedy by default, seeded sampling optional) over a KV cache, so
 that rows of one batch can use different methods and levels, every forward knows whether it is
@@ -19,8 +20,8 @@ from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
 from .caches import ProcessCache
 from .errors import UserError
 from .model.hooks import RESIDUAL, query_edits
-from .prompts import fewshot_messages, instruction_messages, messages, pick_fewshot, render
-from .sae.store import STORE, bank_roots
+from .prompts import DEFAULT_STYLE, fewshot_messages, instruction_messages, messages, pick_fewshot, render
+from .sae.store import STORE, layer_roots
 from .steering.config import SteerConfig
 from .steering.edits import RowGroup, make_layer_edit, make_residual_edit
 from .steering.offset_files import load_offsets, manifest_digest
@@ -31,6 +32,7 @@ REPLY_TOKENS = 80  # the demo's and the CLI's default reply length
 EVAL_TOKENS = 64  # every evaluation table was measured at this length
 K_SHOTS = 3  # few-shot examples in the prompt
 SEED = 0  # generation is greedy unless sampling is asked for; the seed of its sampler
+MAX_BATCH = 96  # rows of one generation batch when many are run (eval, sweep, instructed replies)
 
 
 def check_inputs(question, student_answer) -> None:
@@ -52,7 +54,7 @@ class Request:
     level: str | None = None  # the target level; None for unsteered rows, which have none
     steer: SteerConfig | None = None
     k_shots: int = K_SHOTS
-    style: str = "plain"
+    style: str = DEFAULT_STYLE
     scenario_id: str | None = None  # excluded from few-shot examples
 
     def __post_init__(self):
@@ -142,7 +144,7 @@ def _banks_of(lm, learned, banks: dict, style: str) -> dict:
     for layer, bank in banks.items():
         if str(layer) not in want or manifest_digest(bank.meta) == want[str(layer)]:
             continue
-        for root in bank_roots(lm, style)[1:]:
+        for root in layer_roots(lm, style)[1:]:
             if (root / f"layer_{layer}" / "layer.json").is_file():
                 other = STORE.get(lm, layer, style, root=root)
                 if manifest_digest(other.meta) == want[str(layer)]:
@@ -165,7 +167,7 @@ def stream_batch(
     lm,
     requests: Sequence[Request],
     max_new_tokens: int = REPLY_TOKENS,
-    seed: int = 0,
+    seed: int = SEED,
     temperature: float = 0.0,
     top_p: float = 1.0,
     ignore_stop: bool = False,
@@ -174,16 +176,7 @@ def stream_batch(
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work)."""
     if not requests:
         return
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or not 1 <= max_new_tokens <= MAX_NEW_TOKENS
-    ):
-        raise UserError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise UserError("temperature must be a finite number >= 0")
-    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise UserError("top_p must be a number in (0, 1]")
+    _check_decoding(max_new_tokens, temperature, top_p)
     tok = lm.tokenizer
     device = lm.device
     groups = steering_groups(lm, requests)  # checks layers and heads (and loads their SAEs) before any work
@@ -246,6 +239,19 @@ def stream_batch(
             break
         inp = nxt[:, None]
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+
+
+def _check_decoding(max_new_tokens, temperature, top_p) -> None:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or not 1 <= max_new_tokens <= MAX_NEW_TOKENS
+    ):
+        raise UserError(f"max new tokens must be an integer from 1 to {MAX_NEW_TOKENS}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError("temperature must be a finite number >= 0")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise UserError("top_p must be a number in (0, 1]")
 
 
 def _sampling_warpers(temperature: float, top_p: float):
@@ -344,7 +350,7 @@ def generate_batch(lm, requests: Sequence[Request], **kw) -> list[Output]:
 
 
 @torch.no_grad()
-def perplexity(lm, question: str, student_answer: str, token_ids: Sequence[int], style: str = "plain") -> float:
+def perplexity(lm, question: str, student_answer: str, token_ids: Sequence[int], style: str = DEFAULT_STYLE) -> float:
     """Perplexity of generated tokens under the unsteered model, given the base prompt."""
     if not token_ids:
         return float("nan")

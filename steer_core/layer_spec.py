@@ -23,6 +23,16 @@ def parse_layers(spec: str) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def read_layers(text) -> tuple[int, ...]:
+    """Layers as a person types them ("8-21", "15", "3,9,15", "8-21 (recommended)": what follows a "(" is a note),
+    or a UserError that says how they look."""
+    spec = str(text).split("(")[0].strip()
+    try:
+        return parse_layers(spec)
+    except ValueError:
+        raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {spec!r}") from None
+
+
 def layers_label(layers: Sequence[int]) -> str:
     layers = list(layers)
     if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):

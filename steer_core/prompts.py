@@ -37,7 +37,7 @@ def instruction_turn(question: str, student_answer: str, level: str) -> str:
     )
 
 
-def messages(question: str, student_answer: str, style: str = "plain") -> list[dict]:
+def messages(question: str, student_answer: str, style: str = DEFAULT_STYLE) -> list[dict]:
     """The base prompt: the only format used for training data, prototypes and steering."""
     if style not in PROMPT_STYLES:
         raise UserError(f"prompt style must be one of {PROMPT_STYLES}")
@@ -45,14 +45,14 @@ def messages(question: str, student_answer: str, style: str = "plain") -> list[d
     return [{"role": "system", "content": system}, {"role": "user", "content": user_turn(question, student_answer)}]
 
 
-def instruction_messages(question: str, student_answer: str, level: str, style: str = "plain") -> list[dict]:
+def instruction_messages(question: str, student_answer: str, level: str, style: str = DEFAULT_STYLE) -> list[dict]:
     msgs = messages(question, student_answer, style)
     msgs[-1]["content"] = instruction_turn(question, student_answer, level)
     return msgs
 
 
 def fewshot_messages(
-    question: str, student_answer: str, examples: Sequence[FeedbackExample], style: str = "plain"
+    question: str, student_answer: str, examples: Sequence[FeedbackExample], style: str = DEFAULT_STYLE
 ) -> list[dict]:
     """Earlier turns show k feedbacks of the target level on other scenarios; no hooks."""
     msgs = messages(question, student_answer, style)[:1]

@@ -178,9 +178,10 @@ def test_grid_runs_prompt_methods_once_and_query_on_delta(monkeypatch):
         SteerConfig(target="learned", strength=1 / 16),
         SteerConfig(target="delta"),
     ]
-    rows = evaluation.run_grid(
-        lm, [sc], ["none", "sae", "query", "fewshot"], ["apply", "create"], [(8, 9)], steers, progress=False
+    grid = evaluation.Grid(
+        methods=["none", "sae", "query", "fewshot"], levels=["apply", "create"], layer_sets=[(8, 9)], steer=steers
     )
+    rows = evaluation.run_grid(lm, [sc], grid, progress=False)
     by_method = {}
     for r in rows:
         by_method.setdefault(r["method"], set()).add(r["setting"])

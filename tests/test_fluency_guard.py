@@ -17,8 +17,8 @@ SHIPPED_STEERING = ("sae", "residual", "query")
 
 @pytest.fixture(scope="module")
 def summary():
-    from steer_core.bloom import LEVELS, load_dataset, scenarios
-    from steer_core.evaluation.grid import run_grid
+    from steer_core.bloom import load_dataset, scenarios
+    from steer_core.evaluation.grid import Grid, run_grid
     from steer_core.evaluation.judging import add_judgements
     from steer_core.evaluation.stats import summarize
     from steer_core.judge.classifier import default_judge
@@ -28,10 +28,10 @@ def summary():
     lm = load_model()
     scs = [s for s in scenarios(load_dataset(split="test")) if s.scenario_id in SCENARIOS]
     assert len(scs) == len(SCENARIOS)
-    rows = run_grid(lm, scs, ["none"], LEVELS, [()], SteerConfig(), progress=False)
+    rows = run_grid(lm, scs, Grid(methods=["none"]), progress=False)
     for method in SHIPPED_STEERING:
         cfg = SteerConfig().for_method(method)  # the shipped default of this method, its own layers
-        rows += run_grid(lm, scs, [method], LEVELS, [cfg.layers], cfg, progress=False)
+        rows += run_grid(lm, scs, Grid(methods=[method], layer_sets=[cfg.layers], steer=cfg), progress=False)
     return summarize(add_judgements(rows, default_judge()))
 
 

@@ -4,7 +4,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from steer_core.model.loading import LoadedModel
-from steer_core.sae.layer_files import LayerBank
+from steer_core.sae.layer_files import LayerSAEs
 from steer_core.sae.module import HeadSAEs
 
 
@@ -46,11 +46,11 @@ def char_tokenizer():
     )
 
 
-def tiny_bank(lm: LoadedModel, layer: int, seed: int = 1, d_sae: int = 48) -> LayerBank:
+def tiny_bank(lm: LoadedModel, layer: int, seed: int = 1, d_sae: int = 48) -> LayerSAEs:
     g = torch.Generator().manual_seed(seed)
     sae = HeadSAEs(lm.n_heads, lm.head_dim, d_sae, "standard")
     sae.init_from(torch.randn(256, lm.n_heads, lm.head_dim, generator=g), generator=g)
     sae.requires_grad_(False)
     codes = torch.rand(6, lm.n_heads, d_sae, generator=g)
     queries = torch.randn(6, lm.n_heads, lm.head_dim, generator=g)
-    return LayerBank(layer, sae, codes, queries, queries.mean(0))
+    return LayerSAEs(layer, sae, codes, queries, queries.mean(0))

@@ -10,15 +10,14 @@ from pathlib import Path
 
 from ..bloom import by_writers, load_dataset, read_jsonl
 from ..errors import UserError
-from ..generation import EVAL_TOKENS
-from ..layer_spec import layers_label, parse_heads
+from ..generation import EVAL_TOKENS, MAX_BATCH
+from ..layer_spec import layers_label, parse_heads, read_layers
 from ..paths import DEFAULT_MODEL
 from ..prompts import DEFAULT_STYLE, PROMPT_STYLES
 from ..steering import targets
 from ..steering.config import DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, SteerConfig
 
 BAND = layers_label(DEFAULT_LAYERS)
-MAX_BATCH = 96  # rows of one generation batch in eval and sweep
 VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
 
 
@@ -125,12 +124,10 @@ def parse_variant(spec: str) -> tuple[str, float]:
 
 
 def layer_spec(spec: str) -> tuple[int, ...]:
-    from ..layer_spec import parse_layers
-
     try:
-        return parse_layers(spec)
-    except ValueError:
-        raise UsageError(f"--layers must look like 15, 8-21 or 3,9,15; got {spec!r}") from None
+        return read_layers(spec)
+    except UserError as exc:
+        raise UsageError(f"--{exc}") from None
 
 
 def writer_rows(writers, split: str = "train"):

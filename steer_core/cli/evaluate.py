@@ -30,8 +30,13 @@ from .common import (
 DEFAULT_SWEEP = (0.5, 1.0, 1.5, 2.0)  # strengths a sweep runs unless told (1: each method's validated setting)
 
 
+def _run_settings(args) -> dict:
+    """The grid's reply length, prompt style and batch size, from the flags."""
+    return {"max_new_tokens": args.max_new_tokens, "style": args.style, "max_batch": args.max_batch}
+
+
 def cmd_eval(args) -> int:
-    from ..evaluation import run_eval
+    from ..evaluation import Grid, run_eval
 
     layer_sets = [layer_spec(spec) for spec in args.layers]
     levels = [normalize_level(lv) for lv in args.levels or LEVELS]
@@ -47,18 +52,8 @@ def cmd_eval(args) -> int:
     for layers in layer_sets:
         for layer in layers:
             lm.check_layer(layer)
-    report = run_eval(
-        lm,
-        items,
-        args.methods,
-        levels,
-        layer_sets,
-        steer,
-        Path(args.out),
-        max_new_tokens=args.max_new_tokens,
-        style=args.style,
-        max_batch=args.max_batch,
-    )
+    grid = Grid(methods=args.methods, levels=levels, layer_sets=layer_sets, steer=steer, **_run_settings(args))
+    report = run_eval(lm, items, grid, Path(args.out))
     print(json.dumps(report))
     return 0
 
@@ -67,7 +62,7 @@ def cmd_sweep(args) -> int:
     """Each method over a list of strengths (prompt baselines once), resumable; then the matched table."""
     from dataclasses import replace
 
-    from ..evaluation import run_eval
+    from ..evaluation import Grid, run_eval
     from ..evaluation.frontier import MATCHED_RATIOS, build_frontier
     from ..evaluation.results import read_results
     from ..evaluation.tables import matched_table
@@ -85,8 +80,8 @@ def cmd_sweep(args) -> int:
     lm = load(args)
     out = Path(args.out)
     fixed = ["none"] + [m for m in args.methods if m in methods.PROMPTED]
-    run = dict(max_new_tokens=args.max_new_tokens, style=args.style, max_batch=args.max_batch)
-    run_eval(lm, items, fixed, levels, [()], base, out, **run)
+    run = _run_settings(args)
+    run_eval(lm, items, Grid(methods=fixed, levels=levels, steer=base, **run), out)
     for method in (m for m in args.methods if m in methods.STEERED):
         cfg = base.for_method(method)
         layers = given or cfg.layers
@@ -95,7 +90,7 @@ def cmd_sweep(args) -> int:
         for layer in layers:
             lm.check_layer(layer)
         steer = [replace(cfg, layers=tuple(layers), strength=float(s)) for s in sorted(set(args.strengths))]
-        run_eval(lm, items, [method], levels, [tuple(layers)], steer, out, **run)
+        run_eval(lm, items, Grid(methods=[method], levels=levels, layer_sets=[tuple(layers)], steer=steer, **run), out)
     frontier = build_frontier(read_results(out / "results.csv"))
     print(matched_table(frontier, MATCHED_RATIOS))
     return 0

@@ -84,42 +84,27 @@ def cmd_fit_offsets(args) -> int:
         offsets = fit_offsets(lm, fit_rows, cfg)
     if args.data is not None:
         offsets.meta["data"] = str(args.data)
-    offsets.save(out)
-    print(
-        json.dumps(
-            {"out": str(out), **{k: v for k, v in offsets.meta.items() if k not in ("sae_manifests", "scenario_ids")}}
-        )
-    )
-    return 0
+    return _save_and_report(offsets, out)
 
 
 def cmd_fit_reps(args) -> int:
-    """RePS as its authors fit it: teacher (concept) replies against the model's own, null intervention."""
-    from ..fit.instructed import InstructedConfig, sample_own
+    """RePS as its authors fit it: instructed (concept) replies against the model's own, the null intervention."""
     from ..fit.reps import RepsConfig, encode_pairs, fit_reps
-    from ..io_utils import atomic_write_text
 
     layers = layer_spec(args.layers)
     cfg = from_args(RepsConfig, args, layers=layers, factors=tuple(args.factors) if args.factors else None)
-    teacher = [o for _, o in read_jsonl_file(args.instructed)]
+    instructed = [o for _, o in read_jsonl_file(args.instructed)]
     if args.writers:
-        teacher = [r for r in teacher if r.get("scenario_id", "")[:1] in set(args.writers)]
-    if not teacher:
-        raise UsageError(f"{args.instructed}: no teacher replies (of writers {args.writers})")
+        instructed = [r for r in instructed if r.get("scenario_id", "")[:1] in set(args.writers)]
+    if not instructed:
+        raise UsageError(f"{args.instructed}: no instructed replies (of writers {args.writers})")
     lm = load(args)
     for layer in layers:
         lm.check_layer(layer)
     out = Path(args.out)
     own_path = Path(args.own) if args.own else out / "own_replies.jsonl"
-    if own_path.is_file():
-        own = [o for _, o in read_jsonl_file(str(own_path))]
-    else:  # the model's own replies to the plain prompt, sampled like the teacher's (and kept for a rerun)
-        rows = [r for r in writer_rows(None) if r.scenario_id in {t["scenario_id"] for t in teacher}]
-        per = 1 + max(int(t.get("sample", 0)) for t in teacher)
-        own = sample_own(lm, rows, InstructedConfig(per_level=per))
-        own_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(own_path, "".join(json.dumps(o) + "\n" for o in own))
-    groups = encode_pairs(lm.tokenizer, teacher, own, cfg.style, cfg.max_feedback_tokens)
+    own = _own_replies(lm, instructed, own_path)
+    groups = encode_pairs(lm.tokenizer, instructed, own, cfg.style, cfg.max_feedback_tokens)
     banks = None
     if cfg.site == "sae":
         from ..fit.sae_training import ensure_trained
@@ -127,13 +112,31 @@ def cmd_fit_reps(args) -> int:
         banks = ensure_trained(lm, layers, style=cfg.style)
     vectors = fit_reps(lm, groups, cfg, banks=banks, pad_id=lm.tokenizer.pad_token_id or 0)
     vectors.meta.update({"instructed": str(args.instructed), "own": str(own_path), "writers": args.writers})
-    vectors.meta["scenario_ids"] = sorted({t["scenario_id"] for t in teacher})
-    vectors.save(out)
-    print(
-        json.dumps(
-            {"out": str(out), **{k: v for k, v in vectors.meta.items() if k not in ("sae_manifests", "scenario_ids")}}
-        )
-    )
+    vectors.meta["scenario_ids"] = sorted({t["scenario_id"] for t in instructed})
+    return _save_and_report(vectors, out)
+
+
+def _own_replies(lm, instructed: list[dict], path: Path) -> list[dict]:
+    """The model's own replies to the plain prompt on the instructed replies' scenarios, sampled like them: read from
+    `path`, or sampled and kept there for a rerun."""
+    from ..fit.instructed import InstructedConfig, sample_own
+    from ..io_utils import atomic_write_text
+
+    if path.is_file():
+        return [o for _, o in read_jsonl_file(str(path))]
+    rows = [r for r in writer_rows(None) if r.scenario_id in {t["scenario_id"] for t in instructed}]
+    per = 1 + max(int(t.get("sample", 0)) for t in instructed)
+    own = sample_own(lm, rows, InstructedConfig(per_level=per))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(o) + "\n" for o in own))
+    return own
+
+
+def _save_and_report(fitted, out: Path) -> int:
+    """Save fitted offsets or vectors and print their record (what a script reads)."""
+    fitted.save(out)
+    record = {k: v for k, v in fitted.meta.items() if k not in ("sae_manifests", "scenario_ids")}
+    print(json.dumps({"out": str(out), **record}))
     return 0
 
 

@@ -9,7 +9,7 @@ tables   the Markdown tables of the `summarize` command
 run      the `eval` command: all of the above
 """
 
-from .grid import run_grid
+from .grid import Grid, run_grid
 from .judging import add_judgements, unsteered_similarity
 from .results import RESULT_FIELDS, read_csv, read_results, row_key, write_csv
 from .run import run_eval
@@ -17,6 +17,7 @@ from .stats import BOOTSTRAP_DRAWS, SUMMARY_FIELDS, bootstrap_over_scenarios, su
 
 __all__ = [
     "BOOTSTRAP_DRAWS",
+    "Grid",
     "RESULT_FIELDS",
     "SUMMARY_FIELDS",
     "add_judgements",

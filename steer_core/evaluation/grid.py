@@ -9,41 +9,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
 
-from ..bloom import Scenario
-from ..generation import EVAL_TOKENS, Request, generate_batch, perplexity
+from ..bloom import LEVELS, Scenario
+from ..generation import EVAL_TOKENS, MAX_BATCH, Request, generate_batch, perplexity
 from ..layer_spec import layers_label
 from ..methods import STEERED
+from ..prompts import DEFAULT_STYLE
 from ..steering.config import SteerConfig
 from .results import config_columns
 
 
+@dataclass(frozen=True, kw_only=True)
+class Grid:
+    """What a grid runs: methods x target levels x layer sets x steering settings, at a reply length and prompt
+    style, in batches of at most max_batch rows. Unsteered and prompt-only methods don't depend on layers or
+    settings and run once."""
+
+    methods: Sequence[str]
+    levels: Sequence[str] = LEVELS
+    layer_sets: Sequence[tuple[int, ...]] = ((),)
+    steer: SteerConfig | Sequence[SteerConfig] = SteerConfig()
+    max_new_tokens: int = EVAL_TOKENS
+    style: str = DEFAULT_STYLE
+    max_batch: int = MAX_BATCH
+
+    @property
+    def steers(self) -> list[SteerConfig]:
+        return [self.steer] if isinstance(self.steer, SteerConfig) else list(self.steer)
+
+
 def run_grid(
-    lm,
-    scenarios: Iterable[Scenario],
-    methods: Sequence[str],
-    levels: Sequence[str],
-    layer_sets: Sequence[tuple[int, ...]],
-    steer: SteerConfig | Sequence[SteerConfig],
-    max_new_tokens: int = EVAL_TOKENS,
-    style: str = "plain",
-    done: set | None = None,
-    progress: bool = True,
-    on_rows=None,
-    max_batch: int = 96,
+    lm, scenarios: Iterable[Scenario], grid: Grid, done: set | None = None, progress: bool = True, on_rows=None
 ) -> list[dict]:
-    """Generate every (scenario, method, level, layer set), one batch per scenario (chunked at
-    max_batch rows); unsteered and prompt-only methods don't depend on layers and run once."""
+    """Generate the grid over scenarios, one batch per scenario (chunked at grid.max_batch rows); rows whose key is
+    in `done` are skipped; on_rows(rows) gets each batch's rows as it finishes."""
     scenarios = list(scenarios)
     rows_out = []
     bar = tqdm(total=len(scenarios), desc="eval", disable=not progress)
     for sc in scenarios:
-        for batch_rows in scenario_batches(
-            lm, sc, methods, levels, layer_sets, steer, max_new_tokens, style, done, max_batch
-        ):
+        for batch_rows in scenario_batches(lm, sc, grid, done):
             rows_out += batch_rows
             if on_rows:
                 on_rows(batch_rows)
@@ -52,22 +59,12 @@ def run_grid(
     return rows_out
 
 
-def scenario_batches(
-    lm,
-    sc: Scenario,
-    methods: Sequence[str],
-    levels: Sequence[str],
-    layer_sets: Sequence[tuple[int, ...]],
-    steer: SteerConfig | Sequence[SteerConfig],
-    max_new_tokens: int = EVAL_TOKENS,
-    style: str = "plain",
-    done: set | None = None,
-    max_batch: int = 96,
-) -> Iterator[list[dict]]:
+def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> Iterator[list[dict]]:
     """One scenario's rows of the grid (those not in `done`), generated in batches of up to max_batch
     rows; yields each batch's result rows (not yet judged) as it finishes."""
     done = done or set()
-    steers = [steer] if isinstance(steer, SteerConfig) else list(steer)
+    methods, levels, layer_sets, style = grid.methods, grid.levels, grid.layer_sets, grid.style
+    steers = grid.steers
     reqs, meta = [], []
     for method in methods:
         combos = [(None, None)]
@@ -95,10 +92,10 @@ def scenario_batches(
                     )
                 )
                 meta.append((method, level, lab, setting, cols))
-    for c in range(0, len(reqs), max_batch):
-        chunk, chunk_meta = reqs[c : c + max_batch], meta[c : c + max_batch]
+    for c in range(0, len(reqs), grid.max_batch):
+        chunk, chunk_meta = reqs[c : c + grid.max_batch], meta[c : c + grid.max_batch]
         t0 = time.time()
-        outs = generate_batch(lm, chunk, max_new_tokens=max_new_tokens)
+        outs = generate_batch(lm, chunk, max_new_tokens=grid.max_new_tokens)
         secs = time.time() - t0
         yield [
             {

@@ -6,29 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..bloom import Scenario
-from ..generation import EVAL_TOKENS
-from ..steering.config import SteerConfig
-from .grid import run_grid
+from .grid import Grid, run_grid
 from .judging import add_judgements, unsteered_similarity
 from .report import write_report
 from .results import RESULT_FIELDS, append_csv, header, read_csv, read_results, row_key, write_csv
 from .stats import SUMMARY_FIELDS, summarize
 
 
-def run_eval(
-    lm,
-    scenarios: Sequence[Scenario],
-    methods: Sequence[str],
-    levels: Sequence[str],
-    layer_sets: Sequence[tuple[int, ...]],
-    steer: SteerConfig | Sequence[SteerConfig],
-    out_dir: Path,
-    max_new_tokens: int = EVAL_TOKENS,
-    style: str = "plain",
-    judge=None,
-    progress: bool = True,
-    max_batch: int = 96,
-) -> dict:
+def run_eval(lm, scenarios: Sequence[Scenario], grid: Grid, out_dir: Path, judge=None, progress: bool = True) -> dict:
     """The `eval` command: resumable grid -> results.csv, then summary.csv and report.html."""
     out_dir = Path(out_dir)
     results = out_dir / "results.csv"
@@ -44,20 +29,7 @@ def run_eval(
     def on_rows(rows):
         append_csv(results, add_judgements(rows, judge), RESULT_FIELDS)
 
-    new = run_grid(
-        lm,
-        scenarios,
-        methods,
-        levels,
-        layer_sets,
-        steer,
-        max_new_tokens=max_new_tokens,
-        style=style,
-        done=done,
-        progress=progress,
-        on_rows=on_rows,
-        max_batch=max_batch,
-    )
+    new = run_grid(lm, scenarios, grid, done=done, progress=progress, on_rows=on_rows)
     wanted = {s.scenario_id for s in scenarios}
     rows = [r for r in read_results(results) if r["scenario_id"] in wanted]
     summary = summarize(rows, similarity=unsteered_similarity(rows))

@@ -20,7 +20,7 @@ from ..bloom import by_writers, load_dataset
 from ..errors import UserError
 from ..generation import shared_prompt
 from ..io_utils import atomic_write_text
-from ..prompts import instruction_messages, messages, pad_replies, render
+from ..prompts import DEFAULT_STYLE, instruction_messages, messages, pad_replies, render
 
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -53,7 +53,7 @@ def shared_prompt_loss(
 
 
 def training_examples(
-    tok, rows, prompts: tuple[str, ...], style: str = "plain", instruction_writers: tuple[str, ...] | None = None
+    tok, rows, prompts: tuple[str, ...], style: str = DEFAULT_STYLE, instruction_writers: tuple[str, ...] | None = None
 ) -> list[tuple[list[int], int]]:
     """Rendered (ids, reply start) examples: every row under the plain prompt, and/or under the prompt
     that names its level (from instruction_writers' rows only, when given)."""
@@ -82,7 +82,7 @@ def train_adapter(
     lr: float = 1e-3,
     batch_size: int = 12,
     seed: int = 0,
-    style: str = "plain",
+    style: str = DEFAULT_STYLE,
     prompts: tuple[str, ...] = ("plain",),
     instruction_writers: tuple[str, ...] | None = None,
 ) -> dict:

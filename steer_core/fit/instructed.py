@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, FeedbackExample, scenarios
 from ..errors import UserError
+from ..generation import MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class InstructedConfig:
     temperature: float = 0.8
     max_new_tokens: int = 64
     seed: int = 0
-    batch: int = 96  # rows per generation batch
+    batch: int = MAX_BATCH  # rows per generation batch
 
     def __post_init__(self):
         if not 1 <= self.per_level <= 20:

@@ -50,7 +50,7 @@ from ..bloom import LEVELS, FeedbackExample
 from ..errors import UserError
 from ..generation import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
-from ..prompts import instruction_messages, messages, pad_replies, render
+from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, instruction_messages, messages, pad_replies, render
 from ..sae.store import STORE
 from ..steering.config import DEFAULT_LAYERS, SteerConfig
 from ..steering.edits import RowGroup, make_layer_edit, make_residual_edit
@@ -85,9 +85,9 @@ class OffsetFitConfig:
     # consistent gradient move (Adam steps are ~lr in size whatever the gradient's scale)
     sft: float = 1.0  # weight of the chosen reply's per-token likelihood gain, so that the preference
     # margin is not bought by making every reply less likely
-    max_feedback_tokens: int = 48  # the level shows early; later tokens cost time, not signal
+    max_feedback_tokens: int = FEEDBACK_TOKENS  # the level shows early; later tokens cost time, not signal
     seed: int = 0
-    style: str = "plain"
+    style: str = DEFAULT_STYLE
     objective: str = "bipo"  # see OBJECTIVES
     # RePS: the strength factors sampled each step; alpha 1 then means the offsets as fitted
     factors: tuple[float, ...] = (0.5, 1.0, 1.5)

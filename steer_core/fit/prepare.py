@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..io_utils import atomic_write_text
 from ..layer_spec import layers_label
 from ..paths import cache_root
+from ..prompts import DEFAULT_STYLE
 from ..sae.layer_files import verify_layer
 from ..sae.module import SAEFileError, SAETrainConfig
 from ..sae.store import STORE, user_root
@@ -42,7 +43,7 @@ class PrepareConfig:
     """What to build; stored in the manifest."""
 
     layers: tuple[int, ...] = DEFAULT_LAYERS
-    style: str = "plain"
+    style: str = DEFAULT_STYLE
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
     offsets: OffsetFitConfig | None = None  # None: the default fit, for these layers and style
     writers: tuple[str, ...] | None = None  # only these writers' train scenarios (None: the whole train split)

@@ -42,7 +42,7 @@ from ..bloom import LEVELS
 from ..errors import UserError
 from ..generation import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
-from ..prompts import messages, pad_replies, render
+from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, messages, pad_replies, render
 from ..steering.offset_files import SITES, LevelOffsets, manifest_digest
 
 POSITIONS = ("generated", "all")
@@ -64,11 +64,11 @@ class RepsConfig:
     weight_decay: float = 0.01
     factors: tuple[float, ...] | None = None  # drawn per example; None: the site's FACTORS
     simpo_scaler: float = 1.0
-    max_feedback_tokens: int = 48
+    max_feedback_tokens: int = FEEDBACK_TOKENS
     positions: str = "generated"
     clip: float = 1.0
     seed: int = 0
-    style: str = "plain"
+    style: str = DEFAULT_STYLE
 
     def __post_init__(self):
         if not self.layers:
@@ -196,15 +196,63 @@ def scaled_simpo(win, lose, ref_win, ref_lose, len_win, len_lose, scaler: float)
     return -torch.nn.functional.logsigmoid(w * win / len_win - lose / len_lose)
 
 
-def fit_reps(
-    lm, groups: Sequence[PairGroup], cfg: RepsConfig, banks: dict | None = None, progress: bool = True, pad_id: int = 0
-):
-    """Fit one RePS vector per level (and layer) on the pair groups. Returns LevelOffsets (v) whose meta
-    records the fit, the learned factor offsets b and the loss history's ends."""
-    if not groups:
-        raise UserError("RePS needs pairs: every level's teacher reply and the model's own reply on a scenario")
-    layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
-    n_lv, dev = len(LEVELS), lm.device
+@dataclass
+class _RepsFit:
+    """What every step of a RePS fit shares: the vectors v (levels, layers, H, K), the factor offsets b (levels,),
+    and the rows of a step (per level L: concept +s, own +s', own null, concept null)."""
+
+    lm: object
+    cfg: RepsConfig
+    layers: tuple[int, ...]
+    banks: dict | None
+    v: torch.Tensor
+    b: torch.Tensor
+    pad_id: int
+
+    def __post_init__(self):
+        n, dev = len(LEVELS), self.lm.device
+        self.lv = torch.arange(n, device=dev).repeat_interleave(4)
+        self.plus = torch.tensor([True, True, False, False] * n, device=dev)
+
+    def edits(self, factor: torch.Tensor) -> dict:
+        lm, out = self.lm, {}
+        for i, layer in enumerate(self.layers):
+            rows_v = self.v[self.lv, i]  # (rows, H, K)
+            if self.cfg.site == "residual":
+                out[(RESIDUAL, layer)] = residual_edit(rows_v[:, 0], self.b[self.lv], self.plus, factor)
+            else:
+                bank = self.banks[layer]
+                out[layer] = sae_edit(bank, rows_v, self.b[self.lv], self.plus, factor, lm.n_heads, lm.head_dim)
+        return out
+
+    def loss(self, g: PairGroup, ref: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Both preferences of every level on one pair group; each level's terms touch only its own v and b."""
+        n, cfg = len(LEVELS), self.cfg
+        replies = [r for L in range(n) for r in (g.concept[L], g.own, g.own, g.concept[L])]
+        lp = _logps(self.lm, g.prompt, replies, self.edits(factor), cfg.positions == "all", self.pad_id).view(n, 4)
+        P = len(g.prompt)
+        len_c = torch.tensor([P + len(r) for r in g.concept], device=lp.device, dtype=torch.float)
+        len_o = torch.full_like(len_c, P + len(g.own))
+        ref_c, ref_o = ref[:n], ref[n]
+        toward = scaled_simpo(lp[:, 0], lp[:, 1], ref_c, ref_o, len_c, len_o, cfg.simpo_scaler)
+        away = scaled_simpo(lp[:, 2], lp[:, 3], ref_o, ref_c, len_o, len_c, cfg.simpo_scaler)
+        stats = {
+            "toward_margin": float((lp[:, 0] / len_c - lp[:, 1] / len_o).mean().detach()),
+            "away_margin": float((lp[:, 2] / len_o - lp[:, 3] / len_c).mean().detach()),
+        }
+        return (toward + away).sum(), stats
+
+    def clip(self) -> None:
+        """Each level's gradient norm clipped on its own (a separate fit per level)."""
+        with torch.no_grad():
+            norms = (self.v.grad.flatten(1).norm(dim=1) ** 2 + self.b.grad**2).sqrt()
+            scale = (self.cfg.clip / norms.clamp_min(1e-12)).clamp(max=1.0)
+            self.v.grad.mul_(scale.view(-1, 1, 1, 1))
+            self.b.grad.mul_(scale)
+
+
+def _init_vectors(lm, cfg: RepsConfig, layers, banks) -> tuple[torch.Tensor, torch.Tensor]:
+    """v from nn.Linear's default init (the reference's projection), b from 0."""
     if cfg.site == "residual":
         H, K = 1, lm.model.config.hidden_size
     else:
@@ -212,19 +260,27 @@ def fit_reps(
             raise UserError("RePS at the SAE site needs the layers' SAEs")
         H, K = banks[layers[0]].sae.W_dec.shape[:2]
     gen = torch.Generator().manual_seed(cfg.seed)
-    bound = 1.0 / math.sqrt(K)  # nn.Linear's default init, as the reference's projection
-    v = ((torch.rand((n_lv, len(layers), H, K), generator=gen) * 2 - 1) * bound).to(dev).requires_grad_(True)
-    b = torch.zeros(n_lv, device=dev, requires_grad=True)
+    bound = 1.0 / math.sqrt(K)
+    v = ((torch.rand((len(LEVELS), len(layers), H, K), generator=gen) * 2 - 1) * bound).to(lm.device)
+    return v.requires_grad_(True), torch.zeros(len(LEVELS), device=lm.device, requires_grad=True)
+
+
+def fit_reps(
+    lm, groups: Sequence[PairGroup], cfg: RepsConfig, banks: dict | None = None, progress: bool = True, pad_id: int = 0
+):
+    """Fit one RePS vector per level (and layer) on the pair groups. Returns LevelOffsets (v) whose meta
+    records the fit, the learned factor offsets b and the loss history's ends."""
+    if not groups:
+        raise UserError("RePS needs pairs: every level's instructed reply and the model's own reply on a scenario")
+    layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
+    v, b = _init_vectors(lm, cfg, layers, banks)
+    fit = _RepsFit(lm, cfg, layers, banks, v, b, pad_id)
     opt = torch.optim.AdamW([v, b], lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(groups)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
     for p in lm.model.parameters():
         p.requires_grad_(False)
     rng = random.Random(cfg.seed)
-    steer_prompt = cfg.positions == "all"
-    # rows of a step, per level L: concept +s, own +s', own null, concept null
-    lv = torch.arange(n_lv, device=dev).repeat_interleave(4)
-    plus = torch.tensor([True, True, False, False] * n_lv, device=dev)
     with torch.no_grad():  # the unsteered model's likelihoods: the scaled-SimPO weights
         refs = [_logps(lm, g.prompt, [*g.concept, g.own], {}, False, pad_id) for g in groups]
     history, t0 = [], time.time()
@@ -233,51 +289,28 @@ def fit_reps(
         order = list(range(len(groups)))
         rng.shuffle(order)
         for gi in order:
-            g, ref = groups[gi], refs[gi]
-            replies = [r for L in range(n_lv) for r in (g.concept[L], g.own, g.own, g.concept[L])]
-            factor = draw_factors(rng, plus, cfg.factors)
-            edits = {}
-            for i, layer in enumerate(layers):
-                rows_v = v[lv, i]  # (rows, H, K)
-                if cfg.site == "residual":
-                    edits[(RESIDUAL, layer)] = residual_edit(rows_v[:, 0], b[lv], plus, factor)
-                else:
-                    edits[layer] = sae_edit(banks[layer], rows_v, b[lv], plus, factor, lm.n_heads, lm.head_dim)
-            lp = _logps(lm, g.prompt, replies, edits, steer_prompt, pad_id).view(n_lv, 4)
-            P = len(g.prompt)
-            len_c = torch.tensor([P + len(r) for r in g.concept], device=dev, dtype=torch.float)
-            len_o = torch.full_like(len_c, P + len(g.own))
-            ref_c, ref_o = ref[:n_lv], ref[n_lv]
-            toward = scaled_simpo(lp[:, 0], lp[:, 1], ref_c, ref_o, len_c, len_o, cfg.simpo_scaler)
-            away = scaled_simpo(lp[:, 2], lp[:, 3], ref_o, ref_c, len_o, len_c, cfg.simpo_scaler)
-            loss = (toward + away).sum()  # each level's own terms: a separate fit per level
+            loss, stats = fit.loss(groups[gi], refs[gi], draw_factors(rng, fit.plus, cfg.factors))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            with torch.no_grad():  # each level's gradient norm clipped on its own
-                norms = (v.grad.flatten(1).norm(dim=1) ** 2 + b.grad**2).sqrt()
-                scale = (cfg.clip / norms.clamp_min(1e-12)).clamp(max=1.0)
-                v.grad.mul_(scale.view(-1, 1, 1, 1))
-                b.grad.mul_(scale)
+            fit.clip()
             opt.step()
             sched.step()
-            history.append(
-                {
-                    "loss": float(loss.detach()) / n_lv,
-                    "toward_margin": float((lp[:, 0] / len_c - lp[:, 1] / len_o).mean().detach()),
-                    "away_margin": float((lp[:, 2] / len_o - lp[:, 3] / len_c).mean().detach()),
-                }
-            )
+            history.append({"loss": float(loss.detach()) / len(LEVELS), **stats})
             bar.update(1)
             recent = history[-20:]
             bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in history[-1]})
     bar.close()
+    return LevelOffsets(v.detach(), layers, _fit_record(cfg, layers, banks, v, b, history, len(groups), t0))
+
+
+def _fit_record(cfg, layers, banks, v, b, history, n_groups, t0) -> dict:
     n = max(1, len(history) // 10)
     meta = {
         "fit": asdict(cfg) | {"layers": list(layers), "objective": "reps_ref"},
         "objective": "reps_ref",
         "site": cfg.site,
         "factor_bias": [round(float(x), 4) for x in b.detach()],
-        "n_groups": len(groups),
+        "n_groups": n_groups,
         "seconds": round(time.time() - t0, 1),
         "loss_first": round(sum(h["loss"] for h in history[:n]) / n, 4),
         **{f"{k}_last": round(sum(h[k] for h in history[-n:]) / n, 4) for k in history[-1]},
@@ -285,4 +318,4 @@ def fit_reps(
     }
     if cfg.site == "sae":
         meta["sae_manifests"] = {str(layer): manifest_digest(banks[layer].meta) for layer in layers}
-    return LevelOffsets(v.detach(), layers, meta)
+    return meta

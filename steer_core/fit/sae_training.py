@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, load_dataset
 from ..model.hooks import StopForward, capture_queries, query_edits
-from ..prompts import messages, pad_right, render
+from ..prompts import DEFAULT_STYLE, messages, pad_right, render
 from ..sae.layer_files import save_layer
 from ..sae.module import SAETrainConfig, report_json, train_head_saes
 from ..sae.prototypes import compute_prototypes
@@ -32,7 +32,7 @@ class Captured:
 
 @torch.no_grad()
 def capture_train_queries(
-    lm, layers: list[int], style: str = "plain", batch_size: int = 16, progress: bool = True, rows=None
+    lm, layers: list[int], style: str = DEFAULT_STYLE, batch_size: int = 16, progress: bool = True, rows=None
 ) -> Captured:
     rows = rows if rows is not None else load_dataset(split="train")
     encoded = [render(lm.tokenizer, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
@@ -94,7 +94,7 @@ def train_layers(
     layers: list[int],
     root: Path,
     cfg: SAETrainConfig | None = None,
-    style: str = "plain",
+    style: str = DEFAULT_STYLE,
     progress: bool = True,
     captured: Captured | None = None,
     dtype: str = "float16",
@@ -123,7 +123,7 @@ def train_layers(
     return results
 
 
-def ensure_trained(lm, layers, style: str = "plain", progress: bool = True) -> dict:
+def ensure_trained(lm, layers, style: str = DEFAULT_STYLE, progress: bool = True) -> dict:
     """The layers' SAEs + prototypes, training first (in one capture pass) those that are missing or whose
     cached copy is corrupt: the explicit build step that loading never takes itself."""
     todo = STORE.missing(lm, layers, style)
@@ -139,13 +139,13 @@ def refit_prototypes(
     banks: dict,
     rows,
     root: Path,
-    style: str = "plain",
+    style: str = DEFAULT_STYLE,
     progress: bool = True,
     first_tokens: int | None = None,
 ) -> Path:
     """Copy the model's trained SAEs of `layers` to `root` with prototypes computed from `rows` only
     (cross-writer validation fits prototypes and offsets without the writers it is scored on), or from
-    each feedback's first tokens only. banks: layer -> the LayerBank whose SAEs are copied."""
+    each feedback's first tokens only. banks: layer -> the LayerSAEs whose SAEs are copied."""
     layers = list(banks)
     captured = capture_train_queries(lm, list(layers), style, progress=progress, rows=list(rows))
     for layer in layers:

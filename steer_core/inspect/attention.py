@@ -17,6 +17,7 @@ import torch
 from ..bloom import LEVELS
 from ..errors import UserError
 from ..model.hooks import QueryEdit
+from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS
 
 
 @dataclass
@@ -124,7 +125,7 @@ def reply_attention(
 
 @torch.no_grad()
 def rubric_line_lift(
-    lm, rows, layers: Sequence[int], max_feedback_tokens: int = 48, progress: bool = True
+    lm, rows, layers: Sequence[int], max_feedback_tokens: int = FEEDBACK_TOKENS, progress: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which heads read the level they are writing: teacher-force each train feedback under the rubric
     prompt and measure its tokens' attention on each level's rubric line.
@@ -200,7 +201,7 @@ def steering_attention(
     reply_ids: Sequence[int],
     layer: int | None = None,
     heads: Sequence[int] | None = None,
-    style: str = "plain",
+    style: str = DEFAULT_STYLE,
 ) -> AttentionView:
     """Attention of the steered reply over its prompt at `layer` (default: the middle steered layer), with
     generation's own steering edits and without (two replays; the Compare run shares the steered one)."""

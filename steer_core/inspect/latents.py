@@ -16,6 +16,7 @@ import torch
 
 from ..bloom import LEVELS
 from ..generation import Request
+from ..prompts import DEFAULT_STYLE
 from ..sae.prototypes import separability
 from ..sae.store import STORE
 from ..steering.config import SteerConfig
@@ -68,7 +69,7 @@ def inspect_steering(
     feedback_ids: list[int],
     layer: int | None = None,
     head: int | None = None,
-    style: str = "plain",
+    style: str = DEFAULT_STYLE,
 ) -> LatentView:
     """Replay prompt + SAE-steered feedback through generation's own steering and look inside `layer`/`head`
     (defaults: the middle steered layer, its most separable steered head)."""
@@ -143,7 +144,7 @@ def target_proto(bank, head: int, level: str) -> np.ndarray:
     return bank.codes[LEVELS.index(level), head].float().cpu().numpy()
 
 
-def separability_scores(lm, style: str = "plain") -> tuple[list[int], np.ndarray]:
+def separability_scores(lm, style: str = DEFAULT_STYLE) -> tuple[list[int], np.ndarray]:
     """(layers, scores (n_layers, n_heads)): mean pairwise cosine distance of the six prototypes;
     NaN for layers without trained SAEs (nothing is trained here)."""
     out = np.full((lm.n_layers, lm.n_heads), np.nan, dtype=np.float32)

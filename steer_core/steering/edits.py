@@ -10,14 +10,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..sae.layer_files import LayerBank
+from ..sae.layer_files import LayerSAEs
 from .config import SteerConfig
 from .descent import query_descent
 from .targets import CodeEdit
 
 
 def steer_codes(
-    bank: LayerBank,
+    bank: LayerSAEs,
     z0: torch.Tensor,
     levels: torch.Tensor,
     heads: torch.Tensor | None,
@@ -30,14 +30,14 @@ def steer_codes(
     return cfg.target_spec.edit_codes(CodeEdit(bank, z0, levels, heads, cfg, offsets), trace_to)
 
 
-def _level_queries(bank: LayerBank, levels: torch.Tensor, heads: torch.Tensor | None):
+def _level_queries(bank: LayerSAEs, levels: torch.Tensor, heads: torch.Tensor | None):
     """(rows, 1, heads, D) each row's level mean query, and (heads, D) the mean over levels."""
     pick = (lambda t, d: t) if heads is None else (lambda t, d: t.index_select(d, heads))
     return pick(bank.queries.index_select(0, levels), 1)[:, None], pick(bank.query_all, 0)
 
 
 def steer_rows(
-    bank: LayerBank,
+    bank: LayerSAEs,
     x: torch.Tensor,
     levels: torch.Tensor,
     heads: torch.Tensor | None,
@@ -65,7 +65,7 @@ def steer_rows(
     return query_descent(x, goal, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
 
 
-def decode(bank: LayerBank, codes: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
+def decode(bank: LayerSAEs, codes: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
     """(rows, heads, head_dim): per-row code vectors (rows, heads, d_sae) through the decoder, without its bias:
     the query shift a fixed code offset makes (decode(z0 + o) - decode(z0), the same at every token)."""
     W_dec = bank.sae.weights(heads)[2]
@@ -80,7 +80,7 @@ class RowGroup:
     rows: torch.Tensor
     levels: torch.Tensor
     cfg: SteerConfig
-    bank: LayerBank | None = None  # None for the residual-stream baseline, which needs no SAE
+    bank: LayerSAEs | None = None  # None for the residual-stream baseline, which needs no SAE
     heads: torch.Tensor | None = None
     offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets; residual: (levels, hidden)
 

@@ -17,6 +17,7 @@ from ..caches import ProcessCache
 from ..errors import UserError
 from ..io_utils import atomic_write_bytes, atomic_write_text
 from ..paths import ASSET_OFFSETS, ASSET_RESIDUAL, cache_root
+from ..prompts import DEFAULT_STYLE
 
 OFFSETS_FILE = "offsets.safetensors"
 OFFSETS_CFG = "offsets.json"
@@ -132,7 +133,7 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def offsets_roots(lm, style: str = "plain", site: str = "sae") -> list[Path]:
+def offsets_roots(lm, style: str = DEFAULT_STYLE, site: str = "sae") -> list[Path]:
     """Where a model's learned offsets (or residual vectors) are looked for: the user's own fit first,
     then the shipped one."""
     if site == "residual":
@@ -143,7 +144,7 @@ def offsets_roots(lm, style: str = "plain", site: str = "sae") -> list[Path]:
 _LOADED = ProcessCache("learned offsets")
 
 
-def load_offsets(lm, folder: str | Path | None = None, style: str = "plain", site: str = "sae") -> LevelOffsets:
+def load_offsets(lm, folder: str | Path | None = None, style: str = DEFAULT_STYLE, site: str = "sae") -> LevelOffsets:
     """The learned offsets (site "sae") or residual vectors in `folder`, or the model's own (user fit,
     else shipped); loaded once."""
     what, flag = _site_words(site)

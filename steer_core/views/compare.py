@@ -21,7 +21,7 @@ from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
 from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, check_inputs, stream_batch
-from ..layer_spec import layers_label, parse_heads, parse_layers
+from ..layer_spec import layers_label, parse_heads, read_layers
 from ..steering import targets
 from ..steering.config import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, SteerConfig
 
@@ -195,11 +195,7 @@ def _read(name: str, k: Knob, value):
     if k.kind == "layers":
         if isinstance(value, (list, tuple)):
             return tuple(value)
-        text = str(value).split("(")[0].strip()
-        try:
-            return parse_layers(text)
-        except ValueError:
-            raise UserError(f"layers must look like 15, 8-21 or 3,9,15; got {text!r}") from None
+        return read_layers(value)
     if k.kind == "heads":
         heads, pairs = parse_heads(value)  # an empty selection stays empty and is refused by __post_init__
         if pairs is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import methods as method_names
 from ..bloom import LEVELS, Scenario, normalize_level
 from ..errors import UserError
-from ..evaluation.grid import scenario_batches
+from ..evaluation.grid import Grid, scenario_batches
 from ..evaluation.judging import add_judgements
 from ..evaluation.results import RESULT_FIELDS
 from ..evaluation.stats import SUMMARY_FIELDS, summarize
@@ -364,7 +364,14 @@ def evaluate_set(
     yield run
     for sc in questions.scenarios:
         try:
-            for batch in scenario_batches(lm, sc, run.methods, run.levels, [steer.layers], steer, max_new_tokens):
+            grid = Grid(
+                methods=run.methods,
+                levels=run.levels,
+                layer_sets=[steer.layers],
+                steer=steer,
+                max_new_tokens=max_new_tokens,
+            )
+            for batch in scenario_batches(lm, sc, grid):
                 run.rows += add_judgements(batch, judge)
         except UserError as exc:
             if not run.rows:
