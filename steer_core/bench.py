@@ -21,7 +21,7 @@ import torch
 from .generation import Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL, ROOT
 from .steering.config import SteerConfig
-from .views.compare import CompareRequest
+from .views.compare import CompareRequest, compare_stream
 from .views.ladder import ladder_rows
 from .views.rows import row_request
 
@@ -71,7 +71,7 @@ def cold_start_s(model: str = DEFAULT_MODEL) -> float:
     """Wall time from launching a fresh interpreter to model + default SAEs ready (caches warm)."""
     code = (
         "from steer_core.model.loading import load_model; from steer_core.sae.store import STORE; "
-        f"from steer_core.steering.edits import SteerConfig; lm = load_model({model!r}); "
+        f"from steer_core.steering.config import SteerConfig; lm = load_model({model!r}); "
         "[STORE.get(lm, layer) for layer in SteerConfig().layers]"
     )
     t0 = time.perf_counter()
@@ -99,6 +99,17 @@ def sae_train_seconds(lm, layer: int, epochs: int | None = None) -> tuple[float,
     return capture, time.perf_counter() - t0
 
 
+def compare_click(lm, req: CompareRequest) -> float:
+    """One whole Compare click as the app serves it: the batch (stop tokens ignored, so every round does the same
+    work), the judge, the inspection (one steered and one unsteered replay), the charts and the report file.
+    Returns the seconds the inspection took."""
+    *_, result = compare_stream(lm, req, ignore_stop=True)
+    result.figures()
+    result.attention_html()
+    os.unlink(result.write_report(lm.label))
+    return result.inspection.seconds
+
+
 def run_bench(
     lm, tokens: int = 64, repeats: int = 3, layer: int | None = None, train: bool = True, cold_start: bool = True
 ) -> dict:
@@ -123,7 +134,10 @@ def run_bench(
         "compare4_delta": replace(compare, target="delta").requests(),
         "ladder": ladder,
     }
-    times = interleaved({name: gen(reqs) for name, reqs in batches.items()}, repeats)
+    views: list[float] = []
+    fns = {name: gen(reqs) for name, reqs in batches.items()}
+    fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
+    times = interleaved(fns, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     out = {
         "device": str(lm.device)
@@ -148,12 +162,15 @@ def run_bench(
         ("sae_band_overhead_ratio", "sae_band"),
         ("query_band_overhead_ratio", "query_band"),
         ("compare4_ratio", "compare4"),
+        ("compare_click_ratio", "compare_click"),
         ("compare4_delta_ratio", "compare4_delta"),
         ("ladder_ratio", "ladder"),
     ):
         mid, lo, hi = ratio_spread(times, name)
         out[key] = round(mid, 3)
         out[key + "_range"] = [round(lo, 3), round(hi, 3)]  # lowest and highest round
+    out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
+    out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
     out["first_token_compare4_s"] = round(first_token_s(lm, four, repeats), 3)
     out["first_token_ladder_s"] = round(first_token_s(lm, ladder, repeats), 3)
     if cold_start:

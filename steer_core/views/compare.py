@@ -341,16 +341,19 @@ def inspect_sae_reply(lm, req: CompareRequest, reply: Output) -> Inspection:
     return Inspection(latents, attention_view(lm, steered, plain), separability_scores(lm), time.time() - t0)
 
 
-def compare_stream(lm, req: CompareRequest, judge=None, inspect: bool = True) -> Iterator[CompareResult]:
+def compare_stream(
+    lm, req: CompareRequest, judge=None, inspect: bool = True, ignore_stop: bool = False
+) -> Iterator[CompareResult]:
     """All methods in one batched generation; yields the texts so far after every token, then once more judged
-    and (inspect) with the SAE-steered reply's inspection: the whole Compare click."""
+    and (inspect) with the SAE-steered reply's inspection: the whole Compare click. ignore_stop: always
+    generate max_new_tokens (benchmarks compare equal work)."""
     if req.level is None:
         raise UserError("choose a Bloom level to steer toward")
     req.check_against(lm)
     t0 = time.time()
     reqs = req.requests()
     outs: list[Output] = []
-    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
+    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 
