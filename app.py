@@ -3,8 +3,9 @@ to them; every run (generation, judging, views, charts, reports) is steer_core's
 
     python app.py        # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
 
-Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its feedback
-adapter), STEER_DEVICE (auto | cpu | cuda), STEER_CONCURRENCY (requests served at once, default 4).
+Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its feedback adapter),
+STEER_ADAPTER (a LoRA folder for that model, or none), STEER_DEVICE (auto | cpu | cuda),
+STEER_CONCURRENCY (requests served at once, default 4).
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from steer_core.errors import UserError
 from steer_core.generation import MAX_INPUT_CHARS, REPLY_TOKENS
 from steer_core.inspect.latents import separability_scores
 from steer_core.layer_spec import layers_label, read_layers
-from steer_core.model.loading import load_model
+from steer_core.model.loading import adapter_choice, load_model
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae.module import SAETrainConfig
+from steer_core.steering.model_defaults import default_layers, describe
 from steer_core.steering.offset_files import load_offsets
 from steer_core.views.compare import API, KNOBS, MAX_STRENGTH, STEER, CompareRequest, compare_stream
 from steer_core.views.evidence import SPLITS, evidence
@@ -49,9 +51,9 @@ from steer_core.views.sweep import DEFAULT_STRENGTHS, MAX_SWEEP, sweep_stream
 
 log = logging.getLogger("bloom-steer")
 MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
+ADAPTER = os.environ.get("STEER_ADAPTER")  # unset: the shipped adapter (default model only); none: the bare model
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
 SAE_DEFAULTS = SAETrainConfig()
-DEFAULT_BAND = layers_label(STEER.layers)
 METHOD_ORDER = methods.COMPARE + methods.COMPARE_OPTIONAL  # the columns, in the /compare outputs' order
 LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS]
 USER_ERRORS = (UserError,)  # bad input the user can fix; anything else is logged as an internal error
@@ -86,7 +88,7 @@ Slider, Number, Radio, CheckboxGroup, Dropdown = map(
 
 
 def lm():
-    return load_model(MODEL, device=DEVICE)
+    return load_model(MODEL, device=DEVICE, adapter=adapter_choice(ADAPTER))
 
 
 def _user_error(exc: Exception) -> gr.Error:
@@ -132,18 +134,27 @@ def endpoint(name: str, signature=None, long: bool = False):
 # -- widgets --------------------------------------------------------------------------------------------
 
 
-def layer_choices(n_layers: int) -> list[tuple[str, str]]:
-    every = f"0-{n_layers - 1}"
-    bands = [(f"{DEFAULT_BAND}: the validated default (recommended)", DEFAULT_BAND)]
-    if every != DEFAULT_BAND:
+def model_layers(model) -> str:
+    """The layers steered by default on the loaded model: those its prepared offsets cover (every layer of the
+    default model, the validated setting); an unprepared model's middle layer, for targets that need no offsets."""
+    layers = default_layers(model)
+    return layers_label(layers) if layers else str(model.middle_layer)
+
+
+def layer_choices(model) -> list[tuple[str, str]]:
+    every, band = f"0-{model.n_layers - 1}", model_layers(model)
+    why = "the validated default" if model.name == DEFAULT_MODEL else "the prepared default"
+    bands = [(f"{band}: {why} (recommended)", band)] if default_layers(model) else []
+    if every != band:
         bands.append((f"{every}: every layer", every))
-    return bands + [(f"{i}", str(i)) for i in range(n_layers)]
+    return bands + [(f"{i}", str(i)) for i in range(model.n_layers)]
 
 
 def knob_widget(name: str, model, **overrides):
     """The widget of one CompareRequest field, as its Knob declares it (label, kind, bounds, default)."""
     k = KNOBS[name]
-    value = CompareRequest.api_signature().parameters[name].default
+    shown = {"layers": model_layers(model)} if model is not None else None
+    value = CompareRequest.api_signature(shown).parameters[name].default
     kw = {"label": k.label, **({"info": k.help} if k.help else {}), **overrides}
     if k.kind == "text":
         default = DEFAULT_QUESTION if name == "question" else DEFAULT_ANSWER
@@ -151,7 +162,7 @@ def knob_widget(name: str, model, **overrides):
     if k.kind == "level":
         return Radio(LEVEL_CHOICES, value=kw.pop("value", "analyze"), **kw)
     if k.kind == "layers":
-        return Dropdown(layer_choices(model.n_layers), value=value, allow_custom_value=True, **kw)
+        return Dropdown(layer_choices(model), value=value, allow_custom_value=True, **kw)
     if k.kind == "heads":
         heads = list(range(model.n_heads))
         return CheckboxGroup([(f"head {h}", h) for h in heads], value=heads, **kw)
@@ -302,7 +313,7 @@ def _compare_tab(demo: gr.Blocks, model) -> None:
                     for name in pair:
                         plots[name] = captioned_plot(*PLOTS[name])
 
-        @endpoint("compare", CompareRequest.api_signature())
+        @endpoint("compare", CompareRequest.api_signature({"layers": model_layers(model)}))
         def compare(*args):
             """Unsteered, SAE-steered, query-steered and few-shot feedback (and on request more columns) for one
             question and answer, streamed; then verdicts, charts and a JSON report."""
@@ -341,8 +352,14 @@ def initial_map():
 
 
 def _view_request(question, student_answer, level, strength, max_new_tokens):
+    """A ladder's or sweep's request: the loaded model's default layers and the given knobs."""
     return CompareRequest.from_ui(
-        question=question, student_answer=student_answer, level=level, strength=strength, max_new_tokens=max_new_tokens
+        question=question,
+        student_answer=student_answer,
+        level=level,
+        strength=strength,
+        max_new_tokens=max_new_tokens,
+        layers=model_layers(lm()),
     )
 
 
@@ -673,7 +690,9 @@ def _train_tab(demo: gr.Blocks, model) -> None:
             "minute a layer for the SAEs and 10-25 minutes for the offsets on a 2-core CPU."
         )
         with gr.Row():
-            p_layers = gr.Textbox(value=DEFAULT_BAND, label="Layers", info="a band, one layer, or e.g. 3,9,15")
+            p_layers = gr.Textbox(
+                value=f"0-{model.n_layers - 1}", label="Layers", info="a band, one layer, or e.g. 3,9,15"
+            )
             p_go = gr.Button("Prepare", variant="secondary")
         p_out = gr.Markdown()
         p_go.click(prepare_layers, p_layers, p_out, api_name="prepare", concurrency_limit=1, concurrency_id="training")
@@ -717,22 +736,22 @@ def _levels_tab(demo: gr.Blocks, model) -> None:
     """The six levels, as the prompts and the judge describe them."""
     with gr.Tab("About the levels"):
         gr.Markdown("\n".join(f"- **{lv.capitalize()}**: {DESCRIPTIONS[lv]}" for lv in LEVELS))
+        gr.Markdown(f"**The loaded model.** {describe(model)}.", elem_id="about-model")
 
 
 def build() -> gr.Blocks:
     model = lm()
-    adapted = " with its feedback adapter" if model.adapter else ""
     with gr.Blocks(title="Bloom steering demo") as demo:
         gr.Markdown(
             "# Steer the thinking level of feedback\n"
             "Type a question and a student's answer, pick the level of Bloom's taxonomy the feedback should ask "
-            f"for, and compare ways of getting it from a language model ({model.name}{adapted}). **SAE-steered** "
+            f"for, and compare ways of getting it from a language model. **SAE-steered** "
             "follows *Steered Generation via Gradient Descent on Sparse Features*: it edits the model's attention "
             "queries in the sparse code of an autoencoder, toward the chosen level, without changing the prompt. By "
             "default it adds a per-level code offset fitted on the model's own feedback; the paper's descent to a "
             "level prototype is the *prototype* target under *Advanced*. A classifier (the *judge*) says which "
             "level each reply actually asks for. How far each method moves the level at the same fluency: the "
-            "*Does it steer?* tab."
+            f"*Does it steer?* tab.\n\n**Model:** {describe(model)}."
         )
         for tab in (_compare_tab, _ladder_tab, _sweep_tab, _questions_tab, _train_tab, _evidence_tab, _levels_tab):
             tab(demo, model)

@@ -72,17 +72,56 @@ def pick_fewshot(
     return rng.sample(cands, min(k, len(cands)))
 
 
+FEEDBACK_CUE = "Feedback:"  # ends the plain prompt of a model without a chat template; the reply follows it
+
+
+def plain_transcript(msgs: list[dict]) -> str:
+    """The prompt of a model without a chat template (a base model): the turns as paragraphs, each earlier
+    reply after the cue, and the cue last, so prototypes, offsets and generation all read one format:
+
+        You are a teacher. ...
+
+        Question: ...
+        Student's answer: ...
+
+        Feedback:"""
+    parts = [f"{FEEDBACK_CUE} {m['content'].strip()}" if m["role"] == "assistant" else m["content"] for m in msgs]
+    return "\n\n".join([*parts, FEEDBACK_CUE])
+
+
+def _chat_text(tokenizer, msgs: list[dict]) -> str:
+    """The chat template's prompt; a template that refuses a system turn (Gemma's) gets it at the top of the
+    first user turn, as those models' own docs do."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    except TemplateError:
+        if msgs[0]["role"] != "system":
+            raise
+        first = {"role": "user", "content": msgs[0]["content"] + "\n\n" + msgs[1]["content"]}
+        return tokenizer.apply_chat_template([first, *msgs[2:]], add_generation_prompt=True, tokenize=False)
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def render(tokenizer, msgs: list[dict], assistant: str | None = None) -> tuple[list[int], int]:
     """Token ids of the chat, ready for generation (assistant=None) or with the assistant's reply.
 
     Returns (ids, start) where start is the index of the first token of the assistant's content.
+    A tokenizer without a chat template gets plain_transcript's format (after its BOS token, if it has one).
     """
-    prompt = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    if has_chat_template(tokenizer):
+        prompt, lead = _chat_text(tokenizer, msgs), ""
+    else:
+        prompt, lead = (tokenizer.bos_token or "") + plain_transcript(msgs), " "
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     start = len(ids)
     if assistant is not None:
         eos = tokenizer.eos_token or ""
-        ids = ids + tokenizer(assistant.strip() + eos, add_special_tokens=False)["input_ids"]
+        ids = ids + tokenizer(lead + assistant.strip() + eos, add_special_tokens=False)["input_ids"]
     return ids, start
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 from fractions import Fraction
-from pathlib import Path
 
 from ..bloom import by_writers, load_dataset, read_jsonl
 from ..errors import UserError
@@ -53,23 +52,19 @@ def read_jsonl_file(path: str) -> list[tuple[int, dict]]:
 
 
 def load(args):
-    """The model the command runs on: --model, with the shipped feedback adapter, another (--adapter)
-    or none (--no-adapter)."""
-    from ..model.loading import load_model
+    """The model the command runs on: --model, with the shipped feedback adapter, another (--adapter DIR)
+    or none (--no-adapter, or --adapter none)."""
+    from ..errors import UserError
+    from ..model.loading import adapter_choice, load_model
 
-    if getattr(args, "adapter", None) and args.no_adapter:
+    given = getattr(args, "adapter", None)
+    if given and args.no_adapter:
         raise UsageError("--adapter and --no-adapter exclude each other")
-    if getattr(args, "adapter", None) and not (Path(args.adapter) / "adapter_config.json").is_file():
-        raise UsageError(f"--adapter {args.adapter}: no LoRA adapter there (adapter_config.json)")
-    return load_model(
-        args.model,
-        device=args.device,
-        adapter=None if args.no_adapter or no_adapter(args) else (getattr(args, "adapter", None) or "default"),
-    )
-
-
-def no_adapter(args) -> bool:
-    return str(getattr(args, "adapter", None) or "").strip().lower() == "none"
+    try:
+        adapter = None if args.no_adapter else adapter_choice(given)
+    except UserError as e:
+        raise UsageError(f"--adapter {e}") from None
+    return load_model(args.model, device=args.device, adapter=adapter)
 
 
 def eval_scenarios(path: str | None, split: str, limit: int | None, writers=None):
@@ -158,15 +153,13 @@ def model_options() -> argparse.ArgumentParser:
 def steering_options(multi_layers: bool) -> argparse.ArgumentParser:
     """The steering options, their defaults read from SteerConfig (the validated setting)."""
     d = SteerConfig()
-    layers = layers_label(d.layers)
+    default = f"the layers the model's learned offsets cover: {layers_label(d.layers)} for the embedded model"
     p = argparse.ArgumentParser(add_help=False)
     s = p.add_argument_group("steering (defaults: the setting chosen on validation data)")
     if multi_layers:
-        s.add_argument(
-            "--layers", nargs="+", default=[layers], help=f"one or more layer sets: 15 8-21 0-29 (default {layers})"
-        )
+        s.add_argument("--layers", nargs="+", default=None, help=f"one or more layer sets: 15 8-21 0-29 ({default})")
     else:
-        s.add_argument("--layers", default=layers, help=f"15, 8-21 or 3,9,15 (default {layers})")
+        s.add_argument("--layers", default=None, help=f"15, 8-21 or 3,9,15 ({default})")
     s.add_argument(
         "--heads",
         default="all",
@@ -214,6 +207,16 @@ def steering_options(multi_layers: bool) -> argparse.ArgumentParser:
         "--residual", default=None, help="folder of residual-stream vectors (method residual; default: the model's)"
     )
     return p
+
+
+def model_layers(spec: str | None, lm) -> tuple[int, ...]:
+    """--layers as given, else the loaded model's default (the layers its learned offsets cover)."""
+    from ..steering.model_defaults import require_default_layers
+
+    layers = layer_spec(spec) if spec else require_default_layers(lm)
+    for layer in layers:
+        lm.check_layer(layer)
+    return layers
 
 
 def steer_config(args, layers) -> SteerConfig:

@@ -11,7 +11,8 @@ from pathlib import Path
 from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..paths import ROOT
-from ..steering.config import DEFAULT_LAYERS, SteerConfig
+from ..steering.config import SteerConfig
+from ..steering.model_defaults import residual_layers
 from .common import (
     VALIDATION_WRITERS,
     UsageError,
@@ -21,6 +22,7 @@ from .common import (
     fraction,
     layer_spec,
     load,
+    model_layers,
     model_options,
     parse_variant,
     steer_config,
@@ -38,9 +40,10 @@ def _run_settings(args) -> dict:
 def cmd_eval(args) -> int:
     from ..evaluation import Grid, run_eval
 
-    layer_sets = [layer_spec(spec) for spec in args.layers]
     levels = [normalize_level(lv) for lv in args.levels or LEVELS]
     items = eval_scenarios(args.scenarios, args.split, args.limit, args.writers)
+    lm = load(args)
+    layer_sets = [layer_spec(spec) for spec in args.layers] if args.layers else [model_layers(None, lm)]
     steer = steer_config(args, layer_sets[0])
     if steer.layer_heads is not None:  # layer.head pairs: their layers are the one layer set
         layer_sets = [steer.layers]
@@ -48,7 +51,6 @@ def cmd_eval(args) -> int:
         from dataclasses import replace
 
         steer = [replace(steer, target=t, strength=a) for t, a in (parse_variant(v) for v in args.variants)]
-    lm = load(args)
     for layers in layer_sets:
         for layer in layers:
             lm.check_layer(layer)
@@ -76,14 +78,14 @@ def cmd_sweep(args) -> int:
         writers = list(VALIDATION_WRITERS)
     items = eval_scenarios(args.scenarios, args.split, args.limit, writers)
     given = None if args.layers is None else layer_spec(args.layers)
-    base = steer_config(args, given or DEFAULT_LAYERS)
     lm = load(args)
+    base = steer_config(args, given or model_layers(None, lm))
     out = Path(args.out)
     fixed = ["none"] + [m for m in args.methods if m in methods.PROMPTED]
     run = _run_settings(args)
     run_eval(lm, items, Grid(methods=fixed, levels=levels, steer=base, **run), out)
     for method in (m for m in args.methods if m in methods.STEERED):
-        cfg = base.for_method(method)
+        cfg = base.for_method(method, residual_layers(lm))
         layers = given or cfg.layers
         if given is None and method in methods.AT_RESIDUAL and cfg.residual_dir is not None:
             layers = load_offsets(lm, cfg.residual_dir, args.style, site="residual").layers  # where they were fitted

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..bloom import by_writers, load_dataset
@@ -220,7 +221,8 @@ def cmd_prepare(args) -> int:
     writers = tuple(args.writers) if args.writers else None
     layers = tuple(lm.check_layer(layer) for layer in layers)
     fit = OffsetFitConfig(layers=layers, style=args.style, epochs=args.offset_epochs)
-    cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, offsets=fit)
+    sae = replace(SAETrainConfig(), epochs=args.sae_epochs)
+    cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, sae=sae, offsets=fit)
     todo = plan(lm, cfg, args.out)
     print(f"{lm.label}: to build: {todo.describe()}", file=sys.stderr)
     if args.check:
@@ -233,6 +235,7 @@ def cmd_prepare(args) -> int:
     manifest = prepare(lm, cfg, args.out)
     steer = "" if args.out is None else f" --saes {todo.saes_dir} --offsets {todo.offsets_dir}"
     model = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
+    model += f" --adapter {lm.adapter}" if lm.adapter and args.adapter else ""
     print(
         f"ready: python -m steer_core generate{model}{steer} --level create --question ... --answer ...",
         file=sys.stderr,
@@ -464,6 +467,9 @@ def _prepare(sub) -> None:
         type=int,
         default=OffsetFitConfig().epochs,
         help="passes of the offsets fit over the scenarios",
+    )
+    pr.add_argument(
+        "--sae-epochs", type=int, default=SAETrainConfig().epochs, help="passes of each layer's SAE training"
     )
     add_writers(pr, help="only these writers' train scenarios (default: the whole train split)")
     pr.set_defaults(func=cmd_prepare)

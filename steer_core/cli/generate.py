@@ -7,11 +7,13 @@ import json
 from .. import methods
 from ..bloom import LEVELS
 from ..generation import K_SHOTS, REPLY_TOKENS, SEED
+from ..layer_spec import layers_label
+from ..steering.model_defaults import residual_layers
 from .common import (
     UsageError,
     add_style,
-    layer_spec,
     load,
+    model_layers,
     model_options,
     read_jsonl_file,
     steer_config,
@@ -25,8 +27,6 @@ def cmd_generate(args) -> int:
     from ..generation import Request, generate_batch
     from ..judge.classifier import default_judge
 
-    layers = layer_spec(args.layers)
-    steer = steer_config(args, layers)
     if args.scenarios:
         items = [
             (o.get("id", n), o.get("question"), o.get("student_answer")) for n, o in read_jsonl_file(args.scenarios)
@@ -36,6 +36,9 @@ def cmd_generate(args) -> int:
             raise UsageError("give --question and --answer, or --scenarios FILE.jsonl")
         items = [(None, args.question, args.answer)]
     lm = load(args)
+    steer = steer_config(args, model_layers(args.layers, lm))
+    if args.method in methods.STEERED:
+        steer = steer.for_method(args.method, residual_layers(lm))
     judge = default_judge()
     for sid, q, a in items:
         if not isinstance(q, str) or not isinstance(a, str):
@@ -54,6 +57,8 @@ def cmd_generate(args) -> int:
             "new_tokens": out.new_tokens,
             "judge": verdict,
         }
+        if req.steer is not None and args.method in methods.STEERED:  # what steered it, for the record
+            rec |= {"layers": layers_label(req.steer.layers), "setting": req.steer.label}
         if args.scenarios:
             rec = {"id": sid, **rec}
         print(

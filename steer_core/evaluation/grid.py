@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..bloom import LEVELS, Scenario
 from ..generation import EVAL_TOKENS, MAX_BATCH, Request, generate_batch, perplexity
 from ..layer_spec import layers_label
-from ..methods import STEERED
+from ..methods import AT_RESIDUAL, STEERED
 from ..prompts import DEFAULT_STYLE
 from ..steering.config import SteerConfig
 from .results import config_columns
@@ -35,6 +35,7 @@ class Grid:
     max_new_tokens: int = EVAL_TOKENS
     style: str = DEFAULT_STYLE
     max_batch: int = MAX_BATCH
+    residual_layers: tuple[int, ...] | None = None  # the residual vector's layers, not layer_sets (None: layer_sets)
 
     @property
     def steers(self) -> list[SteerConfig]:
@@ -70,7 +71,8 @@ def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> I
         combos = [(None, None)]
         if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
             usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
-            combos = [(layers, s) for layers in layer_sets for s in usable]
+            sets = [grid.residual_layers] if method in AT_RESIDUAL and grid.residual_layers else layer_sets
+            combos = [(layers, s) for layers in sets for s in usable]
         for layers, st in combos:
             for level in levels if method != "none" else ["-"]:
                 cfg = replace(st, method=method, layers=tuple(layers)) if layers else None

@@ -22,8 +22,6 @@ from ..generation import shared_prompt
 from ..io_utils import atomic_write_text
 from ..prompts import DEFAULT_STYLE, instruction_messages, messages, pad_replies, render
 
-TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 def prompt_groups(examples: list[tuple[list[int], int]]) -> list[tuple[list[int], list[list[int]]]]:
     """Group rendered (ids, start) examples by their prompt: the six feedbacks of a scenario share one
@@ -100,7 +98,11 @@ def train_adapter(
     rows = load_dataset(split="train")
     examples = training_examples(tok, rows, prompts, style, instruction_writers)
     cfg = LoraConfig(
-        r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules=TARGET_MODULES, task_type="CAUSAL_LM"
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.05,
+        target_modules=list(lm.family.adapter_targets),
+        task_type="CAUSAL_LM",
     )
     model = get_peft_model(lm.model, cfg)
     model.train()

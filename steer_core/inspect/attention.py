@@ -84,20 +84,14 @@ def _record_queries(lm, layers: Sequence[int], edits: Mapping[int, QueryEdit], s
 
 def _reply_weights(lm, q: torch.Tensor, cache, layer: int, P: int) -> torch.Tensor:
     """Attention of each reply token over all earlier tokens at `layer`, (heads, reply, prompt + reply), from the
-    reply's queries as the model used them (R, heads x dim; after any steering edit, before rotation) and the
-    cache's (rotated) keys."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+    reply's queries as the model used them (R, heads x dim; after any steering edit, before rotary) and the cache's
+    (rotated) keys, computed as the model's family computes it (families.py: rotary, scaling, soft-capping, window)."""
+    from ..model.families import attention_weights, rotate
 
     R = q.shape[0]
     positions = torch.arange(P, P + R, device=lm.device)[None]
-    q = q.view(1, R, lm.n_heads, lm.head_dim).transpose(1, 2)  # (1, H, R, D)
-    keys = cache.layers[layer].keys  # (1, kv_heads, P + R, D), rotated
-    cos, sin = lm.model.model.rotary_emb(q, positions)
-    q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-    k = repeat_kv(keys, lm.n_heads // keys.shape[1])
-    scores = (q.float() @ k.float().transpose(-1, -2)) * lm.head_dim**-0.5  # (1, H, R, P + R)
-    causal = torch.arange(P + R, device=lm.device)[None] > positions[0, :, None]
-    return torch.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)[0]
+    q = rotate(lm.model, layer, q.view(1, R, lm.n_heads, lm.head_dim).transpose(1, 2), positions)  # (1, H, R, D)
+    return attention_weights(lm.model, layer, q, cache.layers[layer].keys, P)[0]
 
 
 @torch.no_grad()

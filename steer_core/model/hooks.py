@@ -1,7 +1,8 @@
-"""Reading and replacing attention queries at `q_proj` (and, for the residual-stream baseline, a decoder
+"""Reading and replacing attention queries at the query site (`q_proj`, or the query norm after it, or the
+query's columns of a fused `qkv_proj`: families.py) (and, for the residual-stream baseline, a decoder
 layer's output), per call, without leaking between calls.
 
-An edit is keyed by its site: a layer index for that layer's `q_proj` output, or ("residual", layer)
+An edit is keyed by its site: a layer index for that layer's queries, or ("residual", layer)
 for the output of that decoder layer (the residual stream after it).
 
 One dispatcher forward hook per steered layer reads the current context's edits from a
@@ -20,10 +21,12 @@ from contextvars import ContextVar
 
 import torch
 
-# An edit gets its site's output ((batch, seq, n_heads * head_dim) at q_proj, (batch, seq, hidden) for the
-# residual stream) and returns a replacement or None.
+from .families import from_flat, to_flat
+
+# An edit gets its site's output ((batch, seq, n_heads * head_dim) of queries, whatever the family's layout;
+# (batch, seq, hidden) for the residual stream) and returns a replacement or None.
 QueryEdit = Callable[[torch.Tensor], "torch.Tensor | None"]
-Site = int | tuple[str, int]  # a layer (its q_proj) or ("residual", layer)
+Site = int | tuple[str, int]  # a layer (its queries) or ("residual", layer)
 RESIDUAL = "residual"
 
 _ACTIVE: ContextVar[Mapping[tuple, QueryEdit] | None] = ContextVar("steer_core_query_edits", default=None)
@@ -54,8 +57,21 @@ def site_module(lm, site: Site) -> torch.nn.Module:
         kind, layer = site
         if kind != RESIDUAL:
             raise ValueError(f"unknown steering site {site!r}")
-        return lm.model.model.layers[lm.check_layer(layer)]
-    return lm.q_proj(lm.check_layer(site))
+        return lm.decoder_layer(lm.check_layer(layer))
+    return lm.query_site(lm.check_layer(site))
+
+
+def _on_flat_queries(lm, fn: QueryEdit) -> QueryEdit:
+    """An edit of (batch, seq, heads x dim) queries, applied to the query site's output in its family's layout."""
+    fam = lm.family
+    if fam.layout == "flat":
+        return fn
+
+    def edit(out):
+        new = fn(to_flat(out, fam, lm.n_heads, lm.head_dim))
+        return None if new is None else from_flat(new, out, fam, lm.n_heads, lm.head_dim)
+
+    return edit
 
 
 @contextmanager
@@ -65,7 +81,7 @@ def query_edits(lm, edits: Mapping[Site, QueryEdit]) -> Iterator[None]:
     keyed = {}
     for site, fn in edits.items():
         module = site_module(lm, site)
-        keyed[(id(module), site)] = (module, fn)
+        keyed[(id(module), site)] = (module, fn if isinstance(site, tuple) else _on_flat_queries(lm, fn))
     acquired = []
     token = None
     try:
@@ -94,7 +110,7 @@ def query_edits(lm, edits: Mapping[Site, QueryEdit]) -> Iterator[None]:
 
 @contextmanager
 def capture_queries(lm, layers) -> Iterator[dict[int, list[torch.Tensor]]]:
-    """Record q_proj outputs of `layers` as (batch, seq, n_heads, head_dim) tensors, one per forward."""
+    """Record the queries of `layers` (before rotary) as (batch, seq, n_heads, head_dim) tensors, one per forward."""
     store: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
 
     def recorder(layer):

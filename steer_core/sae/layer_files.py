@@ -46,7 +46,7 @@ def save_layer(
 
     d = Path(root) / f"layer_{layer}"
     (d / "layer.json").unlink(missing_ok=True)  # unfinished until the manifest is back
-    digests = save_head_saes(sae, d, lm.name, layer, dtype=dtype)
+    digests = save_head_saes(sae, d, lm.name, layer, dtype=dtype, site=lm.family.query_module)
     blob = save(
         {k: v.detach().float().cpu().contiguous() for k, v in protos.items()}, metadata={"levels": ",".join(LEVELS)}
     )

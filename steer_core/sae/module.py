@@ -204,7 +204,7 @@ def train_head_saes(
 
 
 # -- SAELens on-disk layout ------------------------------------------------------------------
-def _head_cfg(sae: HeadSAEs, model_name: str, layer: int, head: int, dtype: str) -> dict:
+def _head_cfg(sae: HeadSAEs, model_name: str, layer: int, head: int, dtype: str, site: str = "q_proj") -> dict:
     cfg = {
         "architecture": sae.architecture,
         "d_in": sae.d_in,
@@ -217,7 +217,7 @@ def _head_cfg(sae: HeadSAEs, model_name: str, layer: int, head: int, dtype: str)
         "metadata": {
             "sae_lens_version": "6.0.0",
             "model_name": model_name,
-            "hook_name": f"model.layers.{layer}.self_attn.q_proj.head.{head}",
+            "hook_name": f"model.layers.{layer}.self_attn.{site}.head.{head}",
             "hook_head_index": head,
             "prepend_bos": True,
             "context_size": 1024,
@@ -228,8 +228,11 @@ def _head_cfg(sae: HeadSAEs, model_name: str, layer: int, head: int, dtype: str)
     return cfg
 
 
-def save_head_saes(sae: HeadSAEs, layer_dir: str | Path, model_name: str, layer: int, dtype: str = "float16") -> dict:
-    """Write head_<h>/cfg.json + sae_weights.safetensors for every head; return {relpath: sha256}."""
+def save_head_saes(
+    sae: HeadSAEs, layer_dir: str | Path, model_name: str, layer: int, dtype: str = "float16", site: str = "q_proj"
+) -> dict:
+    """Write head_<h>/cfg.json + sae_weights.safetensors for every head; return {relpath: sha256}. site: the
+    attention module whose output the SAEs read (the hook name others' tools see)."""
     from safetensors.torch import save
 
     layer_dir = Path(layer_dir)
@@ -245,7 +248,7 @@ def save_head_saes(sae: HeadSAEs, layer_dir: str | Path, model_name: str, layer:
         }
         blob = save(tensors)
         atomic_write_bytes(d / "sae_weights.safetensors", blob)
-        cfg_text = json.dumps(_head_cfg(sae, model_name, layer, h, dtype), indent=1)
+        cfg_text = json.dumps(_head_cfg(sae, model_name, layer, h, dtype, site), indent=1)
         atomic_write_text(d / "cfg.json", cfg_text)
         digests[f"head_{h}/sae_weights.safetensors"] = hashlib.sha256(blob).hexdigest()
         digests[f"head_{h}/cfg.json"] = hashlib.sha256(cfg_text.encode()).hexdigest()

@@ -164,13 +164,14 @@ class SteerConfig:
             return self.heads
         return tuple(sorted(h for lay, h in self.layer_heads if lay == layer))
 
-    def for_method(self, method: str) -> SteerConfig:
+    def for_method(self, method: str, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> SteerConfig:
         """This config for another method at the same strength; query steering and mean difference
-        have no codes, so a code-only target becomes delta; the residual baseline adds learned vectors."""
+        have no codes, so a code-only target becomes delta; the residual baseline adds learned vectors, at
+        residual_layers (the model's own: model_defaults.residual_layers) unless its folder is given."""
         if method in WITHOUT_CODES and not self.target_spec.on_queries:
             return replace(self, method=method, target=QUERY_FALLBACK)
-        if method in AT_RESIDUAL:  # the shipped vectors exist for their own layer only
-            layers = RESIDUAL_LAYERS if self.residual_dir is None and method != self.method else self.layers
+        if method in AT_RESIDUAL:  # vectors exist for the layer they were fitted at only
+            layers = residual_layers if self.residual_dir is None and method != self.method else self.layers
             return replace(self, method=method, target="learned", layers=layers, heads=None, layer_heads=None)
         return replace(self, method=method)
 

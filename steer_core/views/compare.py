@@ -24,6 +24,7 @@ from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Re
 from ..layer_spec import layers_label, parse_heads, read_layers
 from ..steering import targets
 from ..steering.config import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, SteerConfig
+from ..steering.model_defaults import residual_layers
 
 STEER = SteerConfig()  # the validated setting: every steering knob's default
 MAX_STRENGTH = 4.0
@@ -124,15 +125,16 @@ class CompareRequest:
         return cls(**{name: v if v is None else _read(name, KNOBS[name], v) for name, v in values.items()})
 
     @classmethod
-    def api_signature(cls) -> inspect.Signature:
+    def api_signature(cls, shown: dict | None = None) -> inspect.Signature:
         """The /compare endpoint's parameters: the fields in order, each with its shown default (the first three
-        are required)."""
+        are required); `shown` replaces some (a loaded model's own layers)."""
         params = []
         for f in fields(cls):
             k = f.metadata["knob"]
             default = (
                 inspect.Parameter.empty if f.default is MISSING else (k.shown if k.shown is not None else f.default)
             )
+            default = (shown or {}).get(f.name, default)
             params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
         return inspect.Signature(params)
 
@@ -143,7 +145,7 @@ class CompareRequest:
         if self.heads is not None:
             lm.check_heads(list(self.heads))
 
-    def steer(self, method: str) -> SteerConfig:
+    def steer(self, method: str, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> SteerConfig:
         """The SAE column steers with the chosen target; the others as SteerConfig.for_method says (query steering
         runs delta when the target works on codes only; the residual vector at its own layer)."""
         cfg = SteerConfig(
@@ -156,7 +158,7 @@ class CompareRequest:
             target=self.target,
             positions=self.positions,
         )
-        return cfg.for_method(method)
+        return cfg.for_method(method, residual_layers)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -164,14 +166,15 @@ class CompareRequest:
         optional = tuple(m for m, flag in methods.COLUMN_FLAGS.items() if getattr(self, flag))
         return methods.COMPARE + optional
 
-    def requests(self) -> list[Request]:
+    def requests(self, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> list[Request]:
+        """One request a column; the residual vector at residual_layers (the model's: model_defaults)."""
         return [
             Request(
                 self.question,
                 self.student_answer,
                 m,
                 self.level,
-                steer=self.steer(m) if m in methods.STEERED else None,
+                steer=self.steer(m, residual_layers) if m in methods.STEERED else None,
                 k_shots=self.k_shots,
             )
             for m in self.methods
@@ -351,7 +354,7 @@ def compare_stream(
         raise UserError("choose a Bloom level to steer toward")
     req.check_against(lm)
     t0 = time.time()
-    reqs = req.requests()
+    reqs = req.requests(residual_layers(lm))
     outs: list[Output] = []
     for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)

@@ -28,6 +28,7 @@ from ..evaluation.stats import SUMMARY_FIELDS, summarize
 from ..evaluation.tables import fmt_number, interval_text
 from ..generation import EVAL_TOKENS, check_inputs
 from ..steering.config import SteerConfig
+from ..steering.model_defaults import default_layers, residual_layers
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +359,7 @@ def evaluate_set(
     from ..judge.classifier import default_judge
 
     run = SetRun(questions, check_levels(levels), check_methods(methods))
-    steer = steer or SteerConfig()
+    steer = steer or SteerConfig(layers=default_layers(lm) or (lm.middle_layer,))  # unprepared: its offsets' message
     judge = judge or default_judge()
     t0 = time.time()
     yield run
@@ -370,6 +371,7 @@ def evaluate_set(
                 layer_sets=[steer.layers],
                 steer=steer,
                 max_new_tokens=max_new_tokens,
+                residual_layers=residual_layers(lm),
             )
             for batch in scenario_batches(lm, sc, grid):
                 run.rows += add_judgements(batch, judge)

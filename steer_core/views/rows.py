@@ -17,6 +17,8 @@ from .. import methods
 from ..bloom import LEVELS
 from ..generation import Output, Request, perplexity, stream_batch
 from ..layer_spec import layers_label
+from ..steering.config import RESIDUAL_LAYERS
+from ..steering.model_defaults import residual_layers
 from .compare import CompareRequest
 
 
@@ -30,10 +32,10 @@ class Row:
     strength: float | None = None
 
 
-def row_request(req: CompareRequest, row: Row) -> Request:
+def row_request(req: CompareRequest, row: Row, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> Request:
     level = None if row.level == "-" else row.level
     base = req if row.strength is None else replace(req, strength=row.strength)
-    steer = base.steer(row.method) if row.method in methods.STEERED else None
+    steer = base.steer(row.method, residual_layers) if row.method in methods.STEERED else None
     return Request(req.question, req.student_answer, row.method, level, steer=steer, k_shots=req.k_shots)
 
 
@@ -160,7 +162,7 @@ def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None)
     each reply's perplexity under the unsteered model (what the sweep's fluency axis shows)."""
     req.check_against(lm)
     t0 = time.time()
-    reqs = [row_request(req, row) for row in rows]
+    reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
     outs: list[Output] = []
     for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
