@@ -47,13 +47,14 @@ def capture_train_queries(
     # A scenario's six feedbacks share one prompt, whose queries are then the same six times over (attention is
     # causal): keep each prompt's tokens once, so the SAEs see every distinct query once and train on about half
     # the tokens (about 2x faster); each feedback keeps all of its own.
+    prompt_of = [tuple(ids[:n_prompt]) for ids, n_prompt in encoded]
     first_with_prompt: dict[tuple[int, ...], int] = {}
     for j in order:
-        first_with_prompt.setdefault(tuple(encoded[j][0][: encoded[j][1]]), j)
+        first_with_prompt.setdefault(prompt_of[j], j)
     for i in tqdm(range(0, len(order), batch_size), desc="capturing queries", disable=not progress):
         idx = order[i : i + batch_size]
         ids, mask, feedback = pad_right([encoded[j] for j in idx], lm.tokenizer.pad_token_id)
-        repeated = torch.tensor([first_with_prompt[tuple(encoded[j][0][: encoded[j][1]])] != j for j in idx])
+        repeated = torch.tensor([first_with_prompt[prompt_of[j]] != j for j in idx])
         keep = mask & (feedback | ~repeated[:, None])  # what is recorded; the forward reads every real token
         with capture_queries(lm, layers) as store:
             try:
