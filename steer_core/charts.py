@@ -809,12 +809,16 @@ def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budg
         seen[c.method] = seen.get(c.method, 0) + 1
         fig.add_traces(_frontier_curve(c, dash))
     _add_chance(fig)
-    for x, label in ((margin, f"{margin:g}x: the validation margin"), (budget, f"{budget:g}x: the budget")):
+    lines = (
+        (margin, f"{margin:g}x: the validation margin", "top left"),
+        (budget, f"{budget:g}x: the budget", "top right"),
+    )
+    for x, label, where in lines:  # labels on either side of their lines, so the two never overlap
         fig.add_vline(
             x=x,
             line={"dash": "dot", "color": "#999", "width": 1},
             annotation_text=label,
-            annotation_position="top",
+            annotation_position=where,
             annotation_font={"color": "#666", "size": 10},
         )
     _style(
@@ -825,6 +829,17 @@ def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budg
         height=460,
     )
     fig.update_yaxes(range=[0, 1])
+    # inside the plot's empty lower right: the curves' names are long, and a legend beside them squeezes the axes
+    fig.update_layout(
+        legend={
+            "orientation": "v",
+            "x": 0.99,
+            "y": 0.03,
+            "xanchor": "right",
+            "yanchor": "bottom",
+            "bgcolor": "rgba(255,255,255,0.8)",
+        }
+    )
     return fig
 
 

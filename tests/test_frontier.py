@@ -133,3 +133,17 @@ def test_the_frontier_needs_unsteered_rows_and_one_model():
         r["model"] = "other"
     with pytest.raises(UserError, match="one model"):
         build_frontier(_unsteered() + rows + other)
+
+
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_the_shipped_frontier_rows_give_every_shipped_method_a_place(split):
+    """What the "Does it steer?" tab draws: the rows in results/frontier/ build a frontier in which every
+    steering method that ships is a curve and both prompt baselines are points."""
+    from steer_core.views.evidence import DRAWS, evidence
+
+    ev = evidence(split)
+    assert ev.frontier.draws == DRAWS and ev.files == [f"results/frontier/{split}.csv"]
+    curves = {c.method: c for c in ev.frontier.curves}
+    assert {"sae", "residual", "query", "fewshot", "instruction"} <= set(curves)
+    assert curves["fewshot"].is_point and curves["instruction"].is_point
+    assert not curves["sae"].is_point and len(curves["sae"].alphas) >= 2

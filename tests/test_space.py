@@ -39,6 +39,16 @@ def test_the_readme_front_matter_configures_a_gradio_space():
     assert f"sdk_version: {gradio.__version__}" in head  # the Space runs the gradio the tests ran
 
 
+def test_the_readme_is_a_newcomers_page_and_its_links_resolve():
+    """Under 15 KB (the long form lives in docs/), and every relative link points at a file that exists."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) < 15_000
+    links = re.findall(r"\]\(((?:docs|assets)/[^)#]+)", text)
+    assert links and all((ROOT / p).is_file() for p in links), [p for p in links if not (ROOT / p).is_file()]
+
+
 def test_the_dry_run_lists_files_with_sizes_and_uploads_nothing(capsys):
     assert cli(["space", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -24,13 +24,13 @@ DEFAULT_LAYERS = tuple(range(30))
 # their record, offsets.json "validated", says how 16 was chosen) and delta, the alpha chosen on validation
 # data; for prototype, the fraction of the way to the prototype. SteerConfig.alpha is the only place
 # strength becomes alpha; query steering and mean difference run a code-only target as delta.
-# Residual-stream vectors (method "residual"): strength 1 is alpha 3, the scale validation chose for the
-# shipped vectors (layer 15, fitted at alpha 1 with the BiPO-style objective; their offsets.json
-# "validated" record). The validation and test rows were labelled "a48" but ran at alpha 3: the code of
-# the time converted the scale twice (once for the label, once more in Request), dividing by 16 each time;
-# the recorded rows regenerate token for token at alpha 3 and only there (tests/test_golden_rows.py).
-# Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/3.
-RESIDUAL_ALPHA = 3.0
+# Residual-stream vectors (method "residual"): strength 1 is alpha 4, the rule's pick on the validation
+# frontier (layer 15, the BiPO-style vectors fitted at alpha 1 on writers A-C; 0.551 at 1.26x on writers
+# D-F, where alpha 5 read 1.45x, over the margin; results/frontier/validation.csv, their offsets.json
+# "validated" record). The earlier rows labelled "a48" ran at alpha 3 (the code of the time divided the
+# scale by 16 twice); they regenerate token for token at alpha 3 and only there (tests/test_golden_rows.py).
+# Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/4.
+RESIDUAL_ALPHA = 4.0
 # Query steering (the paper's raw-query baseline, delta target) on the SAE row's layers: strength 1 is
 # delta alpha 3, the rule's pick on validation (0.194 at 1.22x on every layer; alpha 4 read 1.43x, alpha 8,
 # the shared delta scale it used before, about 5x); results/query/validation_results.csv.

@@ -1,0 +1,96 @@
+"""Gather the rows behind the frontier ("Does it steer?", `summarize --matched`) into results/frontier/, from
+the measured result files and a `sweep` folder, with the settings they are given back by:
+
+    python -m experiments.frontier_rows validation runs/fr_val     # -> results/frontier/validation.csv
+    python -m experiments.frontier_rows test runs/fr_test          # -> results/frontier/test.csv
+
+Which rows, per split:
+- validation (writers D-F): the SAE default's curve (every layer, learned offsets) from
+  results/all_layers/validation_results.csv, the residual vector's (layer 15, the BiPO vectors that ship)
+  from results/residual/validation_results.csv, query steering's (every layer, delta) from
+  results/query/validation_results.csv, and whatever the sweep folder adds (the prompt baselines, more
+  strengths).
+- test: the rows of each shipped default (results/all_layers, residual, query test results and
+  results/test_h4's few-shot and instruction rows) and what the sweep folder adds.
+
+The SAE validation rows name the folder the validated fold was fitted into (runs/fold_ABC_all30): its
+offsets are the ones that ship (assets/offsets/..., fitted on writers A-C only), and steering with learned
+offsets reads no prototypes, so those rows are relabelled as the shipped files' rows; that they are is
+checked, token for token, by `python -m steer_core reproduce results/frontier/validation.csv --method sae`
+and by the golden-row tests. The query validation rows steer toward level means of writers A-C only
+(runs/fold_ABC_all/saes: `python -m steer_core prototypes --layers 0-29 --writers A B C` rebuilds them);
+the shipped prototypes use every writer, so those rows keep their folder and are marked as not given back
+by what ships. RePS rows (vectors never shipped) are left out. The unsteered rows are read once (every
+file's are the same text).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from steer_core.evaluation.results import RESULT_FIELDS, read_results, write_csv
+from steer_core.paths import ROOT
+
+FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
+SOURCES = {
+    "validation": [
+        ("results/all_layers/validation_results.csv", ("none", "sae")),
+        ("results/residual/validation_results.csv", ("residual",)),
+        ("results/query/validation_results.csv", ("query",)),
+    ],
+    "test": [
+        ("results/test_h4/results.csv", ("none", "fewshot", "instruction")),
+        ("results/all_layers/test_results.csv", ("sae",)),
+        ("results/residual/test_results.csv", ("residual",)),
+        ("results/query/test_results.csv", ("query",)),
+    ],
+}
+
+
+def as_shipped(row: dict) -> dict:
+    """An SAE row of the validated fold as the row the shipped offsets give (same text, shipped settings)."""
+    cfg = json.loads(row["config"])
+    if cfg.get("offsets") != FOLD_OFFSETS:
+        return row
+    cfg["offsets"] = cfg["saes"] = None
+    setting = row["setting"].replace(" offsets fold_ABC_all30/offsets", "").replace(" saes saes", "")
+    return row | {"config": json.dumps(cfg, sort_keys=True, separators=(",", ":")), "setting": setting}
+
+
+def keep(row: dict, methods: tuple[str, ...]) -> bool:
+    if row["method"] not in methods:
+        return False
+    if row["method"] == "sae" and row["layers"] != "0-29":  # the SAE curve is the default's: every layer
+        return False
+    return "runs/resid_" not in (row.get("config") or "")  # RePS vectors: never shipped
+
+
+def gather(split: str, sweep: Path | None) -> list[dict]:
+    rows, seen = [], set()
+    sources = [(ROOT / f, m) for f, m in SOURCES[split]]
+    if sweep is not None:
+        sources.append((sweep / "results.csv", ("none", "sae", "residual", "query", "fewshot", "instruction")))
+    for path, methods in sources:
+        for r in read_results(path):
+            if not keep(r, methods):
+                continue
+            r = as_shipped(r) if r["method"] == "sae" else r
+            key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(r)
+    return rows
+
+
+def main(split: str, sweep: str | None = None) -> None:
+    rows = gather(split, Path(sweep) if sweep else None)
+    out = ROOT / "results" / "frontier" / f"{split}.csv"
+    write_csv(out, rows, RESULT_FIELDS)
+    print(f"{len(rows)} rows -> {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
