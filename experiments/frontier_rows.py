@@ -1,8 +1,8 @@
 """Gather the rows behind the frontier ("Does it steer?", `summarize --matched`) into results/frontier/, from
 the measured result files and a `sweep` folder, with the settings they are given back by:
 
-    python -m experiments.frontier_rows validation runs/fr_val     # -> results/frontier/validation.csv
-    python -m experiments.frontier_rows test runs/fr_test          # -> results/frontier/test.csv
+    python -m experiments.frontier_rows validation runs/fr_val runs/fr_val_reps  # -> results/frontier/validation.csv
+    python -m experiments.frontier_rows test runs/fr_test                        # -> results/frontier/test.csv
 
 Which rows, per split:
 - validation (writers D-F): the SAE default's curve (every layer, learned offsets) from
@@ -20,8 +20,9 @@ checked, token for token, by `python -m steer_core reproduce results/frontier/va
 and by the golden-row tests. The query validation rows steer toward level means of writers A-C only
 (runs/fold_ABC_all/saes: `python -m steer_core prototypes --layers 0-29 --writers A B C` rebuilds them);
 the shipped prototypes use every writer, so those rows keep their folder and are marked as not given back
-by what ships. RePS rows (vectors never shipped) are left out. The unsteered rows are read once (every
-file's are the same text).
+by what ships. RePS rows of earlier rounds (vectors never shipped) are left out; the RePS vectors fitted
+the authors' way (`fit-reps ... --out runs/reps_resid_authors`) are kept in results/reps_authors/, and
+their rows name that folder. The unsteered rows are read once (every file's are the same text).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from steer_core.evaluation.results import RESULT_FIELDS, read_results, write_csv
 from steer_core.paths import ROOT
 
 FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
+MOVED = {"runs/reps_resid_authors": "results/reps_authors"}  # fits kept with the rows they made
 SOURCES = {
     "validation": [
         ("results/all_layers/validation_results.csv", ("none", "sae")),
@@ -59,6 +61,14 @@ def as_shipped(row: dict) -> dict:
     return row | {"config": json.dumps(cfg, sort_keys=True, separators=(",", ":")), "setting": setting}
 
 
+def moved(row: dict) -> dict:
+    """A row whose vectors were fitted into runs/ and are kept in results/: the folder where they are now."""
+    for old, new in MOVED.items():
+        if old in (row.get("config") or ""):
+            row = row | {"config": row["config"].replace(old, new), "setting": row["setting"].replace(old, new)}
+    return row
+
+
 def keep(row: dict, methods: tuple[str, ...]) -> bool:
     if row["method"] not in methods:
         return False
@@ -67,16 +77,16 @@ def keep(row: dict, methods: tuple[str, ...]) -> bool:
     return "runs/resid_" not in (row.get("config") or "")  # RePS vectors: never shipped
 
 
-def gather(split: str, sweep: Path | None) -> list[dict]:
+def gather(split: str, sweeps: list[Path]) -> list[dict]:
     rows, seen = [], set()
     sources = [(ROOT / f, m) for f, m in SOURCES[split]]
-    if sweep is not None:
-        sources.append((sweep / "results.csv", ("none", "sae", "residual", "query", "fewshot", "instruction")))
+    every = ("none", "sae", "residual", "query", "fewshot", "instruction")
+    sources += [(sweep / "results.csv", every) for sweep in sweeps]
     for path, methods in sources:
         for r in read_results(path):
             if not keep(r, methods):
                 continue
-            r = as_shipped(r) if r["method"] == "sae" else r
+            r = as_shipped(r) if r["method"] == "sae" else moved(r)
             key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
             if key in seen:
                 continue
@@ -85,12 +95,12 @@ def gather(split: str, sweep: Path | None) -> list[dict]:
     return rows
 
 
-def main(split: str, sweep: str | None = None) -> None:
-    rows = gather(split, Path(sweep) if sweep else None)
+def main(split: str, *sweeps: str) -> None:
+    rows = gather(split, [Path(s) for s in sweeps])
     out = ROOT / "results" / "frontier" / f"{split}.csv"
     write_csv(out, rows, RESULT_FIELDS)
     print(f"{len(rows)} rows -> {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])
