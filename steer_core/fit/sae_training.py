@@ -21,7 +21,7 @@ from ..sae.store import STORE, user_root
 
 @dataclass
 class Captured:
-    """Queries at every non-pad token of the train split, per layer, plus token bookkeeping."""
+    """Queries of the train split per layer (each distinct prompt once, every feedback token), plus bookkeeping."""
 
     queries: dict[int, torch.Tensor]  # layer -> (tokens, heads, head_dim), float16 on CPU
     example_ids: torch.Tensor  # (tokens,)
