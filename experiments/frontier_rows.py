@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from steer_core.evaluation.results import RESULT_FIELDS, read_results, write_csv
+from steer_core.methods import ALL as ALL_METHODS
 from steer_core.paths import ROOT
 
 FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
@@ -80,8 +81,7 @@ def keep(row: dict, methods: tuple[str, ...]) -> bool:
 def gather(split: str, sweeps: list[Path]) -> list[dict]:
     rows, seen = [], set()
     sources = [(ROOT / f, m) for f, m in SOURCES[split]]
-    every = ("none", "sae", "residual", "query", "fewshot", "instruction")
-    sources += [(sweep / "results.csv", every) for sweep in sweeps]
+    sources += [(sweep / "results.csv", tuple(ALL_METHODS)) for sweep in sweeps]
     for path, methods in sources:
         for r in read_results(path):
             if not keep(r, methods):
