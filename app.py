@@ -11,9 +11,13 @@ STEER_CONCURRENCY (requests served at once, default 4).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is touched
     import spaces
@@ -40,11 +44,13 @@ from steer_core.layer_spec import layers_label, read_layers
 from steer_core.model.loading import adapter_choice, load_model
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.sae.module import SAETrainConfig
-from steer_core.steering.model_defaults import default_layers, describe
+from steer_core.steering.model_defaults import default_layers, describe, shown_layers
 from steer_core.steering.offset_files import load_offsets
+from steer_core.views import share
 from steer_core.views.compare import API, KNOBS, MAX_STRENGTH, STEER, CompareRequest, compare_stream
 from steer_core.views.evidence import SPLITS, evidence
 from steer_core.views.ladder import LADDER_BASELINES, ladder_stream
+from steer_core.views.presets import BY_NAME, PRESETS
 from steer_core.views.question_sets import METHODS as SET_METHODS
 from steer_core.views.question_sets import evaluate_set, read_question_set, scenario_limit
 from steer_core.views.sweep import DEFAULT_STRENGTHS, MAX_SWEEP, sweep_stream
@@ -137,8 +143,7 @@ def endpoint(name: str, signature=None, long: bool = False):
 def model_layers(model) -> str:
     """The layers steered by default on the loaded model: those its prepared offsets cover (every layer of the
     default model, the validated setting); an unprepared model's middle layer, for targets that need no offsets."""
-    layers = default_layers(model)
-    return layers_label(layers) if layers else str(model.middle_layer)
+    return layers_label(shown_layers(model))
 
 
 def layer_choices(model) -> list[tuple[str, str]]:
@@ -286,11 +291,42 @@ def _compare_inputs(model) -> dict:
     return w
 
 
-def _compare_tab(demo: gr.Blocks, model) -> None:
+@dataclass
+class RunTab:
+    """What the page's sharing (links, reports, history) needs of a tab that runs one question: its widgets by
+    link parameter, its run button, how a result fills its outputs, and its report and link boxes."""
+
+    view: str
+    inputs: dict
+    go: gr.Button
+    ran: object  # the run button's event, for what follows a run
+    show: Callable  # (result, report path or None) -> {component: value}
+    shown: list  # every component show() may fill
+    record_file: gr.File
+    link: gr.Textbox
+    extra: list = field(default_factory=list)  # more components after_run fills (the ladder's handout)
+
+
+def link_box(view: str) -> gr.Textbox:
+    return gr.Textbox(
+        label="Link to this run (opens this tab with these values and runs it)",
+        interactive=False,
+        buttons=["copy"],
+        elem_id=f"{view}-link",
+    )
+
+
+def _compare_tab(demo: gr.Blocks, model) -> RunTab:
     """The Compare tab: one question, the methods side by side, the judge, the charts."""
-    with gr.Tab("Compare"):
+    with gr.Tab("Compare", id="compare"):
         inputs = _compare_inputs(model)
-        go = gr.Button("Compare", variant="primary")
+        with gr.Row():
+            preset = Dropdown(
+                [p.name for p in PRESETS], value=None, label="Presets", scale=1, elem_id="preset",
+                info="named settings of the knobs above and under Advanced",
+            )  # fmt: skip
+            preset_note = gr.Markdown(elem_id="preset-note")
+        go = gr.Button("Compare", variant="primary", elem_id="run-compare")
         status = gr.Markdown("")
         texts, labels, columns = {}, {}, {}
         with gr.Row(equal_height=True):
@@ -306,35 +342,53 @@ def _compare_tab(demo: gr.Blocks, model) -> None:
                 plots[name] = captioned_plot(*PLOTS[name])
         gr.Markdown("The prompt, shaded by how much more (orange) or less (blue) the steered model reads each word:")
         attn_text = gr.HTML(elem_id="attn-text")
-        report = gr.File(label="Report of this run (JSON)", elem_id="report")
+        with gr.Row():
+            report = gr.File(label="Report of this run (JSON)", elem_id="report")
+            link = link_box("compare")
         with gr.Accordion("For researchers: inside the sparse autoencoder", open=False):
             for pair in (("trace", "bars"), ("heat", "sep")):
                 with gr.Row():
                     for name in pair:
                         plots[name] = captioned_plot(*PLOTS[name])
 
+        def show(result, report_path=None) -> dict:
+            out = {texts[m]: result.outputs[m].text if m in result.outputs else "" for m in METHOD_ORDER}
+            out[status] = result.status()
+            if result.done and (result.inspection is not None or result.saved is not None):
+                figures = result.figures()
+                out |= {labels[m]: _verdict(result.judgements.get(m)) for m in METHOD_ORDER}
+                out |= {plots[n]: figures.get(n) for n in PLOTS}
+                out |= {report: report_path or result.write_report(lm().label), attn_text: result.attention_html()}
+            return out
+
         @endpoint("compare", CompareRequest.api_signature({"layers": model_layers(model)}))
         def compare(*args):
             """Unsteered, SAE-steered, query-steered and few-shot feedback (and on request more columns) for one
             question and answer, streamed; then verdicts, charts and a JSON report."""
             req = CompareRequest.from_ui(**dict(zip(API, args)))
-            model = lm()
-            for result in compare_stream(model, req):
-                out = {texts[m]: result.outputs[m].text if m in result.outputs else "" for m in METHOD_ORDER}
-                out[status] = result.status()
-                if result.inspection is not None:
-                    figures = result.figures()
-                    out |= {labels[m]: _verdict(result.judgements.get(m)) for m in METHOD_ORDER}
-                    out |= {plots[n]: figures[n] for n in PLOTS}
-                    out |= {report: result.write_report(model.label), attn_text: result.attention_html()}
-                yield out
+            for result in compare_stream(lm(), req):
+                yield show(result)
 
         outputs = [*texts.values(), *labels.values(), *(plots[n] for n in ("bars", "heat", "trace", "probs", "sep"))]
         outputs += [report, status, plots["attention"], attn_text]
-        go.click(compare, [inputs[n] for n in API], outputs, api_name="compare")
+        ran = go.click(compare, [inputs[n] for n in API], outputs, api_name="compare")
         for m, flag in methods.COLUMN_FLAGS.items():  # a column shows when its box is ticked
             inputs[flag].change(lambda on: gr.update(visible=on), inputs[flag], columns[m], api_visibility="private")
+        knobs = [n for n in API if n not in share.ALWAYS and n != "student_answer"]
+
+        def choose_preset(name):
+            if not name:
+                return {preset_note: ""}
+            chosen = BY_NAME[name]
+            opened = share.read_values("compare", share.defaults("compare", lm()) | chosen.values, lm())
+            note = "".join(f"\n- {n}" for n in opened.notes)
+            return {inputs[n]: opened.values[n] for n in knobs if n in opened.values} | {
+                preset_note: f"**{chosen.name}.** {chosen.why}" + (f" Not on this model:{note}" if note else "")
+            }
+
+        preset.change(choose_preset, preset, [preset_note, *(inputs[n] for n in knobs)], api_visibility="private")
         demo.load(initial_map, None, plots["sep"], api_visibility="private")
+    return RunTab("compare", {n: inputs[n] for n in API}, go, ran, show, outputs, report, link)
 
 
 @gpu
@@ -363,10 +417,10 @@ def _view_request(question, student_answer, level, strength, max_new_tokens):
     )
 
 
-def _ladder_tab(demo: gr.Blocks, model) -> None:
+def _ladder_tab(demo: gr.Blocks, model) -> RunTab:
     """The Level ladder tab: one question answered at every level in one batch."""
     names = ["unsteered", *LEVELS]
-    with gr.Tab("Level ladder"):
+    with gr.Tab("Level ladder", id="ladder"):
         gr.Markdown(
             "The same question answered at **every** Bloom level: the unsteered reply, then the reply steered "
             "toward each level, side by side in one run. The chart puts the level the judge reads against "
@@ -382,7 +436,7 @@ def _ladder_tab(demo: gr.Blocks, model) -> None:
             )
             strength = knob_widget("strength", model)
             max_new = knob_widget("max_new_tokens", model)
-        go = gr.Button("Run the ladder", variant="primary")
+        go = gr.Button("Run the ladder", variant="primary", elem_id="run-ladder")
         status = gr.Markdown("")
         texts, labels, base = [], [], []
         with gr.Row(equal_height=True):
@@ -405,30 +459,38 @@ def _ladder_tab(demo: gr.Blocks, model) -> None:
         )
         plot = gr.Plot(label="Judged level against target level", elem_id="ladder-plot")
         json_file, csv_file = downloads("Ladder", "ladder")
+        with gr.Row():
+            handout = gr.File(label="Handout: the ladder on one printable page (HTML)", elem_id="ladder-handout")
+            link = link_box("ladder")
+
+        def show(result, report_path=None) -> dict:
+            replies = [o.text for o in result.outputs]
+            out = dict(zip(texts, replies[: len(names)])) | {status: result.status()}
+            out |= dict(zip(base, replies[len(names) :] + [""] * (len(LEVELS) - len(replies[len(names) :]))))
+            if result.done:
+                out |= {lab: _verdict(v) for lab, v in zip(labels, result.verdicts)} | {plot: result.chart()}
+                files = (report_path, _temp_file("ladder", ".csv", result.csv_text())) if report_path else None
+                out |= dict(zip((json_file, csv_file), files or result.write_files(lm().label)))
+            return out
 
         @endpoint("ladder")
         def ladder(question, student_answer, baseline="none", strength=STEER.strength, max_new_tokens=REPLY_TOKENS):
             """The same question answered at every Bloom level: unsteered, then SAE-steered toward remember ..
             create (and the same for a baseline on request), one batch; then verdicts, the chart and downloads."""
             req = _view_request(question, student_answer, None, strength, max_new_tokens)
-            model = lm()
-            for result in ladder_stream(model, req, baseline):
-                replies = [o.text for o in result.outputs]
-                out = dict(zip(texts, replies[: len(names)])) | {status: result.status()}
-                out |= dict(zip(base, replies[len(names) :] + [""] * (len(LEVELS) - len(replies[len(names) :]))))
-                if result.done:
-                    out |= {lab: _verdict(v) for lab, v in zip(labels, result.verdicts)}
-                    out |= dict(zip((json_file, csv_file), result.write_files(model.label))) | {plot: result.chart()}
-                yield out
+            for result in ladder_stream(lm(), req, baseline):
+                yield show(result)
 
         baseline.change(lambda b: gr.update(visible=b != "none"), baseline, base_row, api_visibility="private")
         outputs = [*texts, *labels, *base, plot, json_file, csv_file, status]
-        go.click(ladder, [question, answer, baseline, strength, max_new], outputs, api_name="ladder")
+        ran = go.click(ladder, [question, answer, baseline, strength, max_new], outputs, api_name="ladder")
+    widgets = dict(zip(share.VIEWS["ladder"], (question, answer, baseline, strength, max_new)))
+    return RunTab("ladder", widgets, go, ran, show, outputs, json_file, link, extra=[handout])
 
 
-def _sweep_tab(demo: gr.Blocks, model) -> None:
+def _sweep_tab(demo: gr.Blocks, model) -> RunTab:
     """The Strength sweep tab: one level at several strengths in one batch."""
-    with gr.Tab("Strength sweep"):
+    with gr.Tab("Strength sweep", id="sweep"):
         gr.Markdown(
             "One level at several steering strengths, side by side in one run: how far can you push before "
             "the feedback stops making sense?"
@@ -442,7 +504,7 @@ def _sweep_tab(demo: gr.Blocks, model) -> None:
                 label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
             )
             max_new = knob_widget("max_new_tokens", model)
-        go = gr.Button("Run the sweep", variant="primary")
+        go = gr.Button("Run the sweep", variant="primary", elem_id="run-sweep")
         status = gr.Markdown("")
         texts, labels = [], []
         with gr.Row(equal_height=True):
@@ -457,6 +519,23 @@ def _sweep_tab(demo: gr.Blocks, model) -> None:
         )
         plot = gr.Plot(label="Probability and perplexity against strength", elem_id="sweep-plot")
         json_file, csv_file = downloads("Sweep", "sweep")
+        link = link_box("sweep")
+
+        def show(result, report_path=None) -> dict:
+            k = len(result.rows)
+            out = {status: result.status()}
+            for i, (text, label) in enumerate(zip(texts, labels)):  # a box per strength; the rest hide
+                shown = i < k
+                reply = result.outputs[i].text if shown else ""
+                name = result.rows[i].name if shown else None
+                verdict = _verdict(result.verdicts[i]) if shown and result.done else None
+                out[text] = gr.update(value=reply, label=name, visible=shown)
+                out[label] = gr.update(value=verdict, visible=shown)
+            if result.done:
+                files = (report_path, _temp_file("sweep", ".csv", result.csv_text())) if report_path else None
+                out |= dict(zip((json_file, csv_file), files or result.write_files(lm().label)))
+                out[plot] = result.chart()
+            return out
 
         @endpoint("sweep")
         def sweep(
@@ -469,28 +548,13 @@ def _sweep_tab(demo: gr.Blocks, model) -> None:
             """One level at several steering strengths in one batch: how far can it be pushed before the
             text stops making sense? Then verdicts, the probability/perplexity chart and a download."""
             req = _view_request(question, student_answer, level, STEER.strength, max_new_tokens)
-            model = lm()
-            for result in sweep_stream(model, req, strengths):
-                k = len(result.rows)
-                out = {status: result.status()}
-                for i, (text, label) in enumerate(zip(texts, labels)):  # a box per strength; the rest hide
-                    shown = i < k
-                    reply = result.outputs[i].text if shown else ""
-                    if not result.done:  # while streaming, each box takes its strength as its label
-                        out[text] = gr.update(value=reply, label=result.rows[i].name if shown else None, visible=shown)
-                        out[label] = gr.update(value=None, visible=shown)
-                    else:
-                        out[text], out[label] = reply, _verdict(result.verdicts[i]) if shown else None
-                if result.done:
-                    out |= dict(zip((json_file, csv_file), result.write_files(model.label))) | {plot: result.chart()}
-                yield out
+            for result in sweep_stream(lm(), req, strengths):
+                yield show(result)
 
-        go.click(
-            sweep,
-            [question, answer, level, strengths, max_new],
-            [*texts, *labels, plot, json_file, csv_file, status],
-            api_name="sweep",
-        )
+        outputs = [*texts, *labels, plot, json_file, csv_file, status]
+        ran = go.click(sweep, [question, answer, level, strengths, max_new], outputs, api_name="sweep")
+    widgets = dict(zip(share.VIEWS["sweep"], (question, answer, level, strengths, max_new)))
+    return RunTab("sweep", widgets, go, ran, show, outputs, json_file, link)
 
 
 # -- Your questions -----------------------------------------------------------------------------------------
@@ -739,6 +803,113 @@ def _levels_tab(demo: gr.Blocks, model) -> None:
         gr.Markdown(f"**The loaded model.** {describe(model)}.", elem_id="about-model")
 
 
+# -- Keep and share a run: links, reports, this browser's history ----------------------------------------------
+
+# The history is the user's own runs, kept in their own browser; a fixed key keeps it readable across restarts
+# of the server (a random one, Gradio's default, would lose it at every restart).
+HISTORY_SECRET = os.environ.get("STEER_HISTORY_SECRET", "bloom-steer-history-v1")
+ABSOLUTE_LINK = "(q) => (q && q.startsWith('?')) ? window.location.origin + window.location.pathname + q : q"
+CLICK_RUN = (  # press the run button of the view a link or report opened (only_ready: when all its values read);
+    # a tab's widgets appear only once the tab is shown, so wait for its button
+    "(o, only_ready) => { if (!(o && o.view && (o.runs || !only_ready))) return []; let n = 0; const press = () => {"
+    " const b = document.querySelector('#run-' + o.view); if (b) b.click(); else if (n++ < 100) setTimeout(press, 100);"
+    " }; setTimeout(press, 200); return []; }"
+)
+
+
+@dataclass
+class SharingPanel:
+    history: gr.BrowserState
+    past: gr.Dataframe
+    upload: gr.File
+    note: gr.Markdown
+    again: gr.Button
+    pending: gr.JSON  # what a link or a report asks to run: {"view": ..., "runs": ...}
+    tabs: gr.Tabs | None = None
+
+
+def _sharing_panel() -> SharingPanel:
+    """Above the tabs: open a saved report, or one of this browser's last runs; what a link or report opened."""
+    history = gr.BrowserState([], storage_key="bloom-steer-history", secret=HISTORY_SECRET)
+    with gr.Accordion(
+        f"Your runs: open a saved report, or one of this browser's last {share.HISTORY_SIZE}", open=False
+    ) as runs:
+        with gr.Row():
+            upload = gr.File(label="Open a run's report (JSON)", file_types=[".json"], elem_id="open-report")
+            past = gr.Dataframe(
+                headers=["time", "tab", "level", "question"], label="This browser's runs (click one to restore it)",
+                interactive=False, wrap=True, elem_id="history",
+            )  # fmt: skip
+    note = gr.Markdown(elem_id="open-note")
+    again = gr.Button("Run again", visible=False, elem_id="run-again")
+    runs.expand(share.history_rows, history, past, api_visibility="private")  # as the browser has it now
+    return SharingPanel(history, past, upload, note, again, gr.JSON(visible=False))
+
+
+def _share_runs(demo: gr.Blocks, run_tabs: list[RunTab], panel: SharingPanel) -> None:
+    """Links that run a tab, reports and history entries that restore one, and after every run its link and
+    history entry."""
+    by_view = {t.view: t for t in run_tabs}
+    filled = [w for t in run_tabs for w in t.inputs.values()]
+    shown = list(dict.fromkeys(c for t in run_tabs for c in [*t.shown, t.record_file]))
+    everything = [panel.tabs, panel.note, panel.again, panel.pending, *filled, *shown]
+
+    def fill(opened) -> dict:
+        t = by_view[opened.view]
+        return {t.inputs[n]: v for n, v in opened.values.items()} | {panel.tabs: gr.Tabs(selected=opened.view)}
+
+    def open_link(request: gr.Request):
+        opened = share.read_link(dict(request.query_params), lm())
+        out = {panel.note: opened.message(), panel.pending: {"view": opened.view, "runs": opened.runs}}
+        return out | (fill(opened) if opened.view else {})
+
+    def open_saved(source) -> dict:
+        try:
+            saved = share.read_report(source, lm())
+        except USER_ERRORS as exc:
+            return {panel.note: f"**Cannot open this report:** {exc}", panel.again: gr.update(visible=False)}
+        out = {
+            panel.note: saved.message(),
+            panel.again: gr.update(visible=not saved.restorable),
+            panel.pending: {"view": saved.view, "runs": False},
+        } | fill(saved.opened)
+        if saved.restorable:
+            path = _temp_file(f"{saved.view}-run", ".json", json.dumps(saved.record, indent=1))
+            out |= by_view[saved.view].show(share.restore(saved), path)
+        return out
+
+    def pick(history, evt: gr.SelectData):
+        rows = history or []
+        i = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return open_saved(rows[i]["report"]) if 0 <= i < len(rows) else {}
+
+    private = {"api_visibility": "private"}
+    demo.load(open_link, None, everything, **private).then(
+        None, [panel.pending, gr.Checkbox(True, visible=False)], None, js=CLICK_RUN
+    )
+    demo.load(share.history_rows, panel.history, panel.past, **private)
+    panel.upload.upload(open_saved, panel.upload, everything, **private)
+    panel.past.select(pick, panel.history, everything, **private)
+    panel.again.click(None, [panel.pending, gr.Checkbox(False, visible=False)], None, js=CLICK_RUN)
+    for t in run_tabs:
+
+        def after_run(path, history, t=t) -> dict:
+            """The run's link and its history entry (and the ladder's handout), from the report it wrote."""
+            if not path:
+                return {}
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+            query = share.link_query(record, lm())
+            history = share.add_to_history(history, share.history_entry(record, query))
+            out = {t.link: query, panel.history: history, panel.past: share.history_rows(history)}
+            if t.extra:
+                out[t.extra[0]] = _temp_file("ladder-handout", ".html", share.handout_html(record))
+            return out
+
+        t.ran.success(
+            after_run, [t.record_file, panel.history], [t.link, panel.history, panel.past, *t.extra], **private
+        ).then(None, t.link, t.link, js=ABSOLUTE_LINK)
+
+
 def build() -> gr.Blocks:
     model = lm()
     with gr.Blocks(title="Bloom steering demo") as demo:
@@ -753,8 +924,12 @@ def build() -> gr.Blocks:
             "level each reply actually asks for. How far each method moves the level at the same fluency: the "
             f"*Does it steer?* tab.\n\n**Model:** {describe(model)}."
         )
-        for tab in (_compare_tab, _ladder_tab, _sweep_tab, _questions_tab, _train_tab, _evidence_tab, _levels_tab):
-            tab(demo, model)
+        sharing = _sharing_panel()
+        with gr.Tabs() as sharing.tabs:
+            run_tabs = [_compare_tab(demo, model), _ladder_tab(demo, model), _sweep_tab(demo, model)]
+            for tab in (_questions_tab, _train_tab, _evidence_tab, _levels_tab):
+                tab(demo, model)
+        _share_runs(demo, run_tabs, sharing)
     return demo
 
 

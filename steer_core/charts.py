@@ -39,6 +39,8 @@ __all__ = [
     "attention_text",
     "frontier_chart",
     "report_html",
+    "saved_figure",
+    "figure_from_saved",
 ]
 
 # Okabe-Ito-like qualitative palette: distinguishable for common colour-vision deficiencies.
@@ -55,6 +57,22 @@ _PATTERNS = ("", "/", "x", ".", "\\", "+", "-", "|")
 _CHANCE = 1.0 / len(LEVELS)
 _HEIGHT = 360
 _MAX_TOKENS = 120
+
+
+def saved_figure(fig: go.Figure) -> dict:
+    """A figure as a report keeps it: plotly's JSON without the template every chart shares (most of its size)."""
+    import json
+
+    data = json.loads(fig.to_json())
+    data.get("layout", {}).pop("template", None)
+    return data
+
+
+def figure_from_saved(data: Mapping) -> go.Figure:
+    """A saved figure drawn again, in the shared look."""
+    fig = go.Figure(data)
+    fig.update_layout(template="plotly_white")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

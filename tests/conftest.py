@@ -32,6 +32,31 @@ def dataset():
     return load_dataset()
 
 
+@pytest.fixture(scope="module")
+def steerable_lm(tmp_path_factory):
+    """A tiny random Llama (character tokenizer) with an SAE bank for every layer in a private cache."""
+    from tiny import char_tokenizer, tiny_bank, tiny_lm
+
+    from steer_core.caches import clear_all
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.sae.store import user_root
+
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("STEER_CACHE")
+    os.environ["STEER_CACHE"] = str(cache)
+    lm = tiny_lm(seed=2, tokenizer=char_tokenizer())
+    for layer in range(lm.n_layers):
+        b = tiny_bank(lm, layer, seed=layer)
+        protos = {"codes": b.codes, "queries": b.queries, "query_all": b.query_all}
+        save_layer(user_root(lm), lm, layer, b.sae, protos, {}, {}, dtype="float32")
+    yield lm
+    clear_all()
+    if old is None:
+        os.environ.pop("STEER_CACHE")
+    else:
+        os.environ["STEER_CACHE"] = old
+
+
 def _free_port() -> int:
     import socket
 

@@ -4,7 +4,6 @@ SAEs saved in a temporary cache, a stand-in judge): one batch, the right rows, a
 import json
 
 import pytest
-from tiny import char_tokenizer, tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
@@ -23,27 +22,8 @@ class FakeJudge:
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    import os
-
-    from steer_core.caches import clear_all
-    from steer_core.sae.layer_files import save_layer
-    from steer_core.sae.store import user_root
-
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("STEER_CACHE")
-    os.environ["STEER_CACHE"] = str(cache)
-    lm = tiny_lm(seed=2, tokenizer=char_tokenizer())
-    for layer in range(lm.n_layers):
-        b = tiny_bank(lm, layer, seed=layer)
-        protos = {"codes": b.codes, "queries": b.queries, "query_all": b.query_all}
-        save_layer(user_root(lm), lm, layer, b.sae, protos, {}, {}, dtype="float32")
-    yield lm
-    clear_all()
-    if old is None:
-        os.environ.pop("STEER_CACHE")
-    else:
-        os.environ["STEER_CACHE"] = old
+def lm(steerable_lm):
+    return steerable_lm
 
 
 def request(**kw):

@@ -19,6 +19,12 @@ def default_layers(lm, style: str = DEFAULT_STYLE) -> tuple[int, ...]:
         return ()
 
 
+def shown_layers(lm, style: str = DEFAULT_STYLE) -> tuple[int, ...]:
+    """The layers a request steers when it names none: default_layers, else the middle layer (for the targets
+    that need no offsets), so every view and link reads the same default."""
+    return default_layers(lm, style) or (lm.middle_layer,)
+
+
 def require_default_layers(lm, style: str = DEFAULT_STYLE) -> tuple[int, ...]:
     """default_layers, or a UserError that says how to prepare the model (or to name layers)."""
     layers = default_layers(lm, style)

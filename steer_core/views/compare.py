@@ -237,19 +237,35 @@ class CompareResult:
     judgements: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
     inspection: Inspection | None = None  # filled at the end of the run
+    saved: dict | None = None  # a restored report's charts and attention text (no inspection: no model)
 
     @property
     def done(self) -> bool:
         """Generated and judged."""
         return bool(self.judgements)
 
-    def record(self, model: str) -> dict:
-        """The downloadable report of one run: inputs, settings, outputs, judge scores."""
+    def record(self, model: str, with_charts: bool = True) -> dict:
+        """The downloadable report of one run: inputs, settings, outputs, judge scores, and (with_charts, once
+        inspected) the charts and attention text, so that opening the report restores the run without the
+        model (views.share)."""
+        from .. import __version__, charts
+        from .share import REPORT_FORMAT
+
         req = asdict(self.request)
         inputs = {k: req.pop(k) for k in ("question", "student_answer", "level")}
         req["layers"] = layers_label(self.request.layers)
         req["alpha"] = self.request.steer("sae").alpha
+        shown = {}
+        if with_charts and (self.inspection is not None or self.saved):
+            figures = self.figures()
+            shown = {
+                "figures": {n: charts.saved_figure(f) for n, f in figures.items()},
+                "attention_html": self.attention_html(),
+            }
         return {
+            "view": "compare",
+            "format": REPORT_FORMAT,
+            "version": __version__,
             "model": model,
             "inputs": inputs,
             "settings": req,
@@ -260,7 +276,20 @@ class CompareResult:
             "seconds": round(self.seconds, 3),
             "levels": list(LEVELS),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **shown,
         }
+
+    @classmethod
+    def from_record(cls, record: dict, request: CompareRequest) -> CompareResult:
+        """A run as its report recorded it (views.share.read_report checks the report first)."""
+        level = request.level
+        outputs = {
+            m: Output(o["text"], m, level if m != "none" else "-", int(o.get("new_tokens", 0)), 0.0)
+            for m, o in record["outputs"].items()
+        }
+        judgements = {m: o["judge"] for m, o in record["outputs"].items() if o.get("judge")}
+        saved = {"figures": record.get("figures", {}), "attention_html": record.get("attention_html", "")}
+        return cls(request, outputs, judgements, float(record.get("seconds", 0.0)), saved=saved)
 
     def write_report(self, model: str) -> str:
         """The report as a JSON file (for a download); its path."""
@@ -290,6 +319,10 @@ class CompareResult:
         """The run's charts by name: bars, heat, trace, probs, sep (the SAE's inside and the judge) and attention."""
         from .. import charts
 
+        if self.saved is not None:  # a report's charts; one kept without them still shows the judge's
+            probs = {m: [v["probs"][lv] for lv in LEVELS] for m, v in self.judgements.items()}
+            drawn = {"probs": charts.judge_probs(probs, self.request.level)}
+            return drawn | {n: charts.figure_from_saved(f) for n, f in self.saved["figures"].items()}
         req, view, att = self.request, self.inspection.latents, self.inspection.attention
         before, after = view.mean_codes()
         fb = slice(view.prompt_len, None)
@@ -324,6 +357,8 @@ class CompareResult:
     def attention_html(self) -> str:
         from .. import charts
 
+        if self.saved is not None:
+            return self.saved["attention_html"]
         att = self.inspection.attention
         return charts.attention_text(att.tokens, att.change.tolist())
 

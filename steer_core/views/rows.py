@@ -82,9 +82,24 @@ class ViewResult:
         return out
 
     def record(self, model: str) -> dict:
+        """The downloadable report: inputs, settings, every row with its verdict's probabilities, so that
+        opening it restores the view without the model (views.share)."""
+        from .. import __version__
+        from .share import REPORT_FORMAT
+
         r = self.request
+        chosen = (
+            {"baseline": next((row.method for row in self.rows if row.method not in ("none", "sae")), "none")}
+            if self.kind == "ladder"
+            else {"strengths": [row.strength for row in self.rows]}
+        )
+        rows = self.table()
+        for i, row in enumerate(rows):
+            row["probs"] = self.verdicts[i]["probs"] if self.done else None
         return {
             "view": self.kind,
+            "format": REPORT_FORMAT,
+            "version": __version__,
             "model": model,
             "inputs": {"question": r.question, "student_answer": r.student_answer}
             | ({} if r.level is None else {"level": r.level}),
@@ -96,12 +111,27 @@ class ViewResult:
                 "positions": r.positions,
                 "max_new_tokens": r.max_new_tokens,
                 "seed": r.seed,
+                **chosen,
             },
-            "rows": self.table(),
+            "rows": rows,
             "levels": list(LEVELS),
             "seconds": round(self.seconds, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+
+    @classmethod
+    def from_record(cls, record: dict, request: CompareRequest) -> ViewResult:
+        """A view as its report recorded it (views.share.read_report checks the report first)."""
+        rows, outputs, verdicts, ppl = [], [], [], []
+        for r in record["rows"]:
+            strength = None if r.get("strength") in ("", None) else float(r["strength"])
+            rows.append(Row(r["row"], r["method"], r["level"], strength))
+            outputs.append(Output(r["text"], r["method"], r["level"], int(r.get("new_tokens") or 0), 0.0))
+            verdicts.append({"pred": r.get("judged", ""), "probs": r.get("probs") or {}})
+            ppl.append(float(r["perplexity"]) if r.get("perplexity") not in ("", None) else float("nan"))
+        done = all(v["probs"] for v in verdicts)
+        return cls(record["view"], request, rows, outputs, verdicts if done else [], ppl if done else [],
+                   float(record.get("seconds", 0.0)))  # fmt: skip
 
     def chart(self):
         """The ladder's judged-against-target chart, or the sweep's probability and perplexity against strength."""
