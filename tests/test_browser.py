@@ -224,3 +224,104 @@ def test_the_residual_vector_reads_fluently_in_compare_and_the_ladder(browser, a
     ratios = _fluency_ratios(base, unsteered, q, a)
     assert statistics.median(ratios) < GUARD, list(zip(ratios, base))
     assert not errors, errors
+
+
+SHARED_Q = "Why does ice float on water?"
+SHARED_A = "Because ice is lighter."
+
+
+def link_value(page, view: str) -> str:
+    page.wait_for_function(
+        "id => { const t = document.querySelector(`#${id} textarea, #${id} input`); "
+        "return t && t.value.startsWith('http'); }",
+        arg=f"{view}-link",
+        timeout=60_000,
+    )
+    return page.locator(f"#{view}-link textarea, #{view}-link input").first.input_value()
+
+
+def test_links_run_the_same_request_as_the_api_and_the_history_restores_one(browser, app_url, tmp_path):
+    """A Compare link and a ladder link fill their tab, run it, and give the API's replies for the same values;
+    the run lands in this browser's history, and a click there restores it without generating; a report
+    uploaded restores the ladder; the handout downloads with the six replies."""
+    from urllib.parse import urlencode
+
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    values = {
+        "question": SHARED_Q,
+        "student_answer": SHARED_A,
+        "level": "create",
+        "strength": 0.5,
+        "max_new_tokens": 12,
+    }
+    page.goto(app_url + "?" + urlencode({"tab": "compare", **values}))
+    page.get_by_text("Done in").wait_for(timeout=240_000)
+    shown = {m: page.locator(f"#out-{m} textarea").input_value() for m in OUTPUTS}
+    api = client.predict(**values, api_name="/compare")
+    assert shown == dict(zip(OUTPUTS, api[: len(OUTPUTS)])), (shown, api[: len(OUTPUTS)])
+    link = link_value(page, "compare")
+    assert link.startswith(app_url) and "tab=compare" in link and "strength=0.5" in link and "seed" not in link
+
+    ladder = {"question": SHARED_Q, "student_answer": SHARED_A, "max_new_tokens": 8}
+    page.goto(app_url + "?" + urlencode({"tab": "ladder", **ladder}))
+    page.get_by_text("SAE-steered replies at the level asked for").wait_for(timeout=240_000)
+    names = ("unsteered", "remember", "understand", "apply", "analyze", "evaluate", "create")
+    replies = [page.locator(f"#ladder-{n} textarea").input_value() for n in names]
+    assert replies == list(client.predict(**ladder, api_name="/ladder")[:7])
+    assert "tab=ladder" in link_value(page, "ladder")
+    with page.expect_download() as got:
+        page.locator("#ladder-handout a").first.click()
+    handout = tmp_path / "handout.html"
+    got.value.save_as(handout)
+    import html
+
+    text = handout.read_text(encoding="utf-8")
+    assert all(html.escape(r) in text for r in replies), "the handout holds every reply"
+    hand = browser.new_page(viewport={"width": 900, "height": 1200})
+    hand.goto(handout.as_uri())
+    shot = tmp_path / "handout.png"
+    hand.screenshot(path=str(shot), full_page=True)
+    keep(shot, "handout.png")
+    with page.expect_download() as got:
+        page.locator("#ladder-json a").first.click()
+    report = tmp_path / "ladder.json"
+    got.value.save_as(report)
+
+    page.goto(app_url)  # a plain visit: the history restores the compare run
+    page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.get_by_text("Your runs: open a saved report").click()
+    rows = page.locator("#history").get_by_text(SHARED_Q).locator("visible=true")
+    rows.first.wait_for(timeout=30_000)
+    assert rows.count() == 2  # the ladder, then the compare run
+    page.locator("#history").get_by_text("compare", exact=True).locator("visible=true").first.click()
+    page.get_by_text("nothing was generated").wait_for(timeout=30_000)
+    assert {m: page.locator(f"#out-{m} textarea").input_value() for m in OUTPUTS} == shown
+    assert page.locator("textarea").first.input_value() == SHARED_Q
+    page.locator("#plot-probs .js-plotly-plot").wait_for(timeout=30_000)
+
+    page.locator("#open-report input[type=file]").set_input_files(str(report))
+    page.get_by_text("Restored the ladder run").wait_for(timeout=30_000)
+    assert [page.locator(f"#ladder-{n} textarea").input_value() for n in names] == replies
+    assert not errors, errors
+
+
+def test_a_link_with_a_bad_value_says_which_and_keeps_the_default(browser, app_url):
+    from urllib.parse import urlencode
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    bad = {"tab": "compare", "question": SHARED_Q, "student_answer": SHARED_A, "level": "apply", "strength": "9"}
+    page.goto(app_url + "?" + urlencode(bad))
+    note = page.locator("#open-note")
+    note.get_by_text("left at its default").wait_for(timeout=60_000)
+    assert "strength" in note.inner_text() and "from 0 to 4" in note.inner_text()
+    assert page.locator("textarea").first.input_value() == SHARED_Q  # what read is filled in
+    slider = page.locator("input[type=number]").first  # the strength slider's box keeps its default
+    assert float(slider.input_value()) == 1.0
+    page.wait_for_timeout(1500)
+    assert page.locator("#out-sae textarea").input_value() == ""  # and nothing ran
