@@ -28,6 +28,7 @@ from ..steering.model_defaults import residual_layers
 
 STEER = SteerConfig()  # the validated setting: every steering knob's default
 MAX_STRENGTH = 4.0
+REPORT_FORMAT = 2  # a run's JSON report; 1: before reports could be restored (views.share)
 KINDS = ("text", "level", "layers", "heads", "slider", "integer", "choice", "flag")
 
 
@@ -249,7 +250,6 @@ class CompareResult:
         inspected) the charts and attention text, so that opening the report restores the run without the
         model (views.share)."""
         from .. import __version__, charts
-        from .share import REPORT_FORMAT
 
         req = asdict(self.request)
         inputs = {k: req.pop(k) for k in ("question", "student_answer", "level")}

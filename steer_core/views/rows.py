@@ -19,7 +19,7 @@ from ..generation import Output, Request, perplexity, stream_batch
 from ..layer_spec import layers_label
 from ..steering.config import RESIDUAL_LAYERS
 from ..steering.model_defaults import residual_layers
-from .compare import CompareRequest
+from .compare import REPORT_FORMAT, CompareRequest
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,6 @@ class ViewResult:
         """The downloadable report: inputs, settings, every row with its verdict's probabilities, so that
         opening it restores the view without the model (views.share)."""
         from .. import __version__
-        from .share import REPORT_FORMAT
 
         r = self.request
         chosen = (

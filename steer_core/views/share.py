@@ -20,11 +20,10 @@ from ..errors import UserError
 from ..generation import check_inputs
 from ..layer_spec import layers_label
 from ..steering.model_defaults import shown_layers
-from .compare import API, KNOBS, CompareRequest, _check_bounds, _read
+from .compare import API, KNOBS, REPORT_FORMAT, CompareRequest, _check_bounds, _read
 from .ladder import LADDER_BASELINES
 from .sweep import DEFAULT_STRENGTHS, parse_strengths
 
-REPORT_FORMAT = 2  # 1: reports before they could be restored (no view, probabilities, charts or version)
 HISTORY_SIZE = 20
 BULKY = ("figures", "attention_html")  # left out of the browser's history (about 35 KB a run): the link
 # and the downloaded report have them
