@@ -524,13 +524,16 @@ def _sweep_tab(demo: gr.Blocks, model) -> RunTab:
         def show(result, report_path=None) -> dict:
             k = len(result.rows)
             out = {status: result.status()}
-            for i, (text, label) in enumerate(zip(texts, labels)):  # a box per strength; the rest hide
+            for i, (text, label) in enumerate(zip(texts, labels)):  # a box per strength
                 shown = i < k
                 reply = result.outputs[i].text if shown else ""
                 name = result.rows[i].name if shown else None
                 verdict = _verdict(result.verdicts[i]) if shown and result.done else None
-                out[text] = gr.update(value=reply, label=name, visible=shown)
-                out[label] = gr.update(value=verdict, visible=shown)
+                if result.done and report_path is None:  # a finished live run: plain values (the API's)
+                    out[text], out[label] = reply, verdict
+                else:  # streaming, or restored: each box takes its strength as its label; the rest hide
+                    out[text] = gr.update(value=reply, label=name, visible=shown)
+                    out[label] = gr.update(value=verdict, visible=shown)
             if result.done:
                 files = (report_path, _temp_file("sweep", ".csv", result.csv_text())) if report_path else None
                 out |= dict(zip((json_file, csv_file), files or result.write_files(lm().label)))
