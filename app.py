@@ -812,12 +812,17 @@ def _levels_tab(demo: gr.Blocks, model) -> None:
 # of the server (a random one, Gradio's default, would lose it at every restart).
 HISTORY_SECRET = os.environ.get("STEER_HISTORY_SECRET", "bloom-steer-history-v1")
 ABSOLUTE_LINK = "(q) => (q && q.startsWith('?')) ? window.location.origin + window.location.pathname + q : q"
-CLICK_RUN = (  # press the run button of the view a link or report opened (only_ready: when all its values read);
-    # a tab's widgets appear only once the tab is shown, so wait for its button
-    "(o, only_ready) => { if (!(o && o.view && (o.runs || !only_ready))) return []; let n = 0; const press = () => {"
-    " const b = document.querySelector('#run-' + o.view); if (b) b.click(); else if (n++ < 100) setTimeout(press, 100);"
-    " }; setTimeout(press, 200); return []; }"
-)
+
+
+def click_run(only_ready: bool) -> str:
+    """JS that presses the run button of the view a link or report opened (only_ready: only when all its values
+    read); a tab's widgets appear only once the tab is shown, so it waits for the button."""
+    ready = "o.runs" if only_ready else "true"
+    return (
+        f"(o) => {{ if (!(o && o.view && {ready})) return []; let n = 0; const press = () => {{"
+        " const b = document.querySelector('#run-' + o.view);"
+        " if (b) b.click(); else if (n++ < 100) setTimeout(press, 100); }; setTimeout(press, 200); return []; }"
+    )
 
 
 @dataclass
@@ -887,13 +892,11 @@ def _share_runs(demo: gr.Blocks, run_tabs: list[RunTab], panel: SharingPanel) ->
         return open_saved(rows[i]["report"]) if 0 <= i < len(rows) else {}
 
     private = {"api_visibility": "private"}
-    demo.load(open_link, None, everything, **private).then(
-        None, [panel.pending, gr.Checkbox(True, visible=False)], None, js=CLICK_RUN
-    )
+    demo.load(open_link, None, everything, **private).then(None, panel.pending, None, js=click_run(only_ready=True))
     demo.load(share.history_rows, panel.history, panel.past, **private)
     panel.upload.upload(open_saved, panel.upload, everything, **private)
     panel.past.select(pick, panel.history, everything, **private)
-    panel.again.click(None, [panel.pending, gr.Checkbox(False, visible=False)], None, js=CLICK_RUN)
+    panel.again.click(None, panel.pending, None, js=click_run(only_ready=False))
     for t in run_tabs:
 
         def after_run(path, history, t=t) -> dict:

@@ -245,10 +245,9 @@ class CompareResult:
         """Generated and judged."""
         return bool(self.judgements)
 
-    def record(self, model: str, with_charts: bool = True) -> dict:
-        """The downloadable report of one run: inputs, settings, outputs, judge scores, and (with_charts, once
-        inspected) the charts and attention text, so that opening the report restores the run without the
-        model (views.share)."""
+    def record(self, model: str) -> dict:
+        """The downloadable report of one run: inputs, settings, outputs, judge scores, and (once inspected) the
+        charts and attention text, so that opening the report restores the run without the model (views.share)."""
         from .. import __version__, charts
 
         req = asdict(self.request)
@@ -256,7 +255,7 @@ class CompareResult:
         req["layers"] = layers_label(self.request.layers)
         req["alpha"] = self.request.steer("sae").alpha
         shown = {}
-        if with_charts and (self.inspection is not None or self.saved):
+        if self.inspection is not None or self.saved:
             figures = self.figures()
             shown = {
                 "figures": {n: charts.saved_figure(f) for n, f in figures.items()},

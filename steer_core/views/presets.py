@@ -1,6 +1,6 @@
 """Named Compare settings, each a few CompareRequest values and one line on why one would pick it. The
 figures quoted are the shipped validation rows (results/frontier/validation.csv, writers D-F, 216 replies
-a row); `tests/test_presets.py` reads them again from that file."""
+a row); `tests/test_share.py` reads them again from that file."""
 
 from __future__ import annotations
 
