@@ -5,7 +5,7 @@ rows, MKL's sgemm takes `x @ W.T` at about the cost of four separate rows, becau
 weight; taken the other way round, `(W @ x.T).T`, it packs the few rows and streams the weight once.
 On 2 cores that halves the matmuls of a Compare (4 rows) or ladder (7 rows) step. One row, and 12 or
 more (where MKL picks the same kernel either way: the outputs are bit for bit those of `F.linear`),
-keep the plain call. The products differ from `F.linear`'s in the last bits (about 1e-7 relative),
+keep the plain call. The products differ from `F.linear`'s in the last bits (about 1e-6 relative),
 as any change of batch size already makes them differ.
 """
 
@@ -16,7 +16,7 @@ import types
 import torch
 from torch.nn import functional as F
 
-SMALL_ROWS = range(2, 12)  # where (W @ x.T).T is faster on this kernel, measured with `bench`
+SMALL_ROWS = range(2, 12)  # where (W @ x.T).T was faster here (all 30 layers' matrices timed both ways; docs/performance.md)
 
 
 def _linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
