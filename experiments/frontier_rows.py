@@ -1,8 +1,10 @@
 """Gather the rows behind the frontier ("Does it steer?", `summarize --matched`) into results/frontier/, from
 the measured result files and a `sweep` folder, with the settings they are given back by:
 
-    python -m experiments.frontier_rows validation runs/fr_val runs/fr_val_reps runs/fr_val_sched  # -> results/frontier/validation.csv
-    python -m experiments.frontier_rows test runs/fr_test                        # -> results/frontier/test.csv
+    # -> results/frontier/validation.csv
+    python -m experiments.frontier_rows validation runs/fr_val runs/fr_val_reps runs/fr_val_sched
+    # -> results/frontier/test.csv
+    python -m experiments.frontier_rows test runs/fr_test
 
 Which rows, per split:
 - validation (writers D-F): the SAE default's curve (every layer, learned offsets) from

@@ -16,7 +16,8 @@ import types
 import torch
 from torch.nn import functional as F
 
-SMALL_ROWS = range(2, 12)  # where (W @ x.T).T was faster here (all 30 layers' matrices timed both ways; docs/performance.md)
+# Where (W @ x.T).T was faster here: all 30 layers' matrices timed both ways (docs/performance.md).
+SMALL_ROWS = range(2, 12)
 
 
 def _linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
