@@ -2,7 +2,7 @@
 the measured result files and a `sweep` folder, with the settings they are given back by:
 
     # -> results/frontier/validation.csv
-    python -m experiments.frontier_rows validation runs/fr_val runs/fr_val_reps runs/fr_val_sched
+    python -m experiments.frontier_rows validation runs/fr_val runs/fr_val_reps runs/fr_val_sched runs/fr_val_resid3
     # -> results/frontier/test.csv
     python -m experiments.frontier_rows test runs/fr_test
 
@@ -24,7 +24,9 @@ and by the golden-row tests. The query validation rows steer toward level means 
 the shipped prototypes use every writer, so those rows keep their folder and are marked as not given back
 by what ships. RePS rows of earlier rounds (vectors never shipped) are left out; the RePS vectors fitted
 the authors' way (`fit-reps ... --out runs/reps_resid_authors`) are kept in results/reps_authors/, and
-their rows name that folder. The unsteered rows are read once (every file's are the same text).
+their rows name that folder, as do the rows of the residual vectors fitted at layers 12, 15 and 18 together
+(`fit-offsets --site residual --layers 12,15,18 ... --out runs/resid3_ABC`, kept in
+results/residual_3layers/). The unsteered rows are read once (every file's are the same text).
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ from steer_core.methods import ALL as ALL_METHODS
 from steer_core.paths import ROOT
 
 FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
-MOVED = {"runs/reps_resid_authors": "results/reps_authors"}  # fits kept with the rows they made
+MOVED = {  # fits kept with the rows they made
+    "runs/reps_resid_authors": "results/reps_authors",
+    "runs/resid3_ABC": "results/residual_3layers",
+}
 SOURCES = {
     "validation": [
         ("results/all_layers/validation_results.csv", ("none", "sae")),
