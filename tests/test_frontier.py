@@ -151,17 +151,19 @@ def test_the_shipped_frontier_rows_give_every_shipped_method_a_place(split):
 
 @pytest.mark.parametrize("split", ["test", "validation"])
 def test_every_file_a_shipped_frontier_row_steered_with_ships(split):
-    """No figure from files users don't have: each folder a row's setting names is in the repository, save
-    the query rows' fold prototypes (writers A-C only), which frontier_rows marks as not given back."""
-    import csv
-    import re
-
+    """No figure from files users don't have: each folder a row was steered with (its config's SAEs, offsets
+    and residual vectors) is in the repository, save the query rows' fold prototypes (writers A-C only),
+    which frontier_rows marks as not given back."""
+    from steer_core.evaluation.reproduce import row_config
+    from steer_core.evaluation.results import read_results
     from steer_core.paths import ROOT
 
+    rows = read_results(ROOT / "results" / "frontier" / f"{split}.csv")
+    assert rows
     named = set()
-    with open(ROOT / "results" / "frontier" / f"{split}.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            folders = re.findall(r'"((?:runs|results|assets)/[^"]+)"', row["config"] or "")
-            named |= {(row["method"], p) for p in folders}
+    for row in rows:
+        cfg = row_config(row)
+        if cfg is not None:
+            named |= {(row["method"], d) for d in (cfg.saes_dir, cfg.offsets_dir, cfg.residual_dir) if d}
     missing = {(m, p) for m, p in named if not (ROOT / p).exists()}
     assert missing <= {("query", "runs/fold_ABC_all/saes")}, f"rows steered with files that do not ship: {missing}"
