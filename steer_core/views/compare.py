@@ -105,7 +105,7 @@ class CompareRequest:
             object.__setattr__(self, "level", normalize_level(self.level))
         for name, k in KNOBS.items():
             if k.lo is not None:
-                _check_bounds(k, getattr(self, name))
+                check_bounds(k, getattr(self, name))
         if self.heads is not None and len(self.heads) == 0:
             raise UserError("choose at least one head to steer")
         self.steer("sae")  # the steering knobs (target, positions, steps, ...) are checked by SteerConfig
@@ -123,7 +123,7 @@ class CompareRequest:
             "student_answer": "",
             **{k: v for k, v in values.items() if v is not None or k in required},
         }
-        return cls(**{name: v if v is None else _read(name, KNOBS[name], v) for name, v in values.items()})
+        return cls(**{name: v if v is None else read_knob(name, KNOBS[name], v) for name, v in values.items()})
 
     @classmethod
     def api_signature(cls, shown: dict | None = None) -> inspect.Signature:
@@ -186,7 +186,7 @@ KNOBS = {f.name: f.metadata["knob"] for f in fields(CompareRequest)}
 API = tuple(KNOBS)  # the /compare parameters, in order
 
 
-def _check_bounds(k: Knob, v) -> None:
+def check_bounds(k: Knob, v) -> None:
     what = "a whole number" if k.whole else "a number"
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (k.whole and v != int(v)):
         raise UserError(f"{k.label} must be {what} from {k.lo:g} to {k.hi:g}, got {v!r}")
@@ -194,7 +194,7 @@ def _check_bounds(k: Knob, v) -> None:
         raise UserError(f"{k.label} must be from {k.lo:g} to {k.hi:g}, got {v!r}")
 
 
-def _read(name: str, k: Knob, value):
+def read_knob(name: str, k: Knob, value):
     """A widget's or API caller's value as the field's type."""
     if k.kind == "layers":
         if isinstance(value, (list, tuple)):

@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..generation import check_inputs
 from ..layer_spec import layers_label
 from ..steering.model_defaults import shown_layers
-from .compare import API, KNOBS, REPORT_FORMAT, CompareRequest, _check_bounds, _read
+from .compare import API, KNOBS, REPORT_FORMAT, CompareRequest, check_bounds, read_knob
 from .ladder import LADDER_BASELINES
 from .sweep import DEFAULT_STRENGTHS, parse_strengths
 
@@ -111,7 +111,7 @@ def read_value(name: str, raw, lm):
         if raw not in allowed:
             raise UserError(f"{k.label} is one of {', '.join(map(str, allowed))}")
         return raw
-    value = _read(name, k, raw)
+    value = read_knob(name, k, raw)
     if k.kind == "layers":
         return layers_label([lm.check_layer(layer) for layer in value])
     if k.kind == "heads":
@@ -121,7 +121,7 @@ def read_value(name: str, raw, lm):
             raise UserError("choose at least one head")
         return lm.check_heads(list(value))
     if k.lo is not None:
-        _check_bounds(k, value)
+        check_bounds(k, value)
     return value
 
 
