@@ -154,8 +154,6 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
             lm, todo.layers_todo, todo.saes_dir, cfg.sae, style=cfg.style, progress=progress, captured=captured
         )
         timings["sae_seconds_per_layer"] = {str(layer): r["seconds"] for layer, r in results.items()}
-        for layer in todo.layers_todo:
-            STORE.forget(lm, layer, cfg.style)  # read the new files, not a copy loaded before
     if not todo.offsets_done:
         fit_cfg = cfg.offsets or OffsetFitConfig(layers=tuple(cfg.layers), style=cfg.style)
         if tuple(fit_cfg.layers) != tuple(cfg.layers):

@@ -108,7 +108,8 @@ def train_layers(
     captured: Captured | None = None,
     dtype: str = "float16",
 ) -> dict[int, dict]:
-    """Train and save SAEs + prototypes for each layer; returns each layer's metrics."""
+    """Train and save SAEs + prototypes for each layer (a loaded copy of each is dropped from the SAE store,
+    so the next request reads the new files); returns each layer's metrics."""
     cfg = cfg or SAETrainConfig()
     layers = [lm.check_layer(layer) for layer in layers]
     captured = captured or capture_train_queries(lm, layers, style, progress=progress)
@@ -128,6 +129,7 @@ def train_layers(
             "n_feedback_tokens": int(captured.is_feedback.sum()),
         }
         save_layer(root, lm, layer, sae, protos, metrics, settings, dtype=dtype)
+        STORE.forget(lm, layer, style)  # the one place a loaded copy is dropped: the next get reads these files
         results[layer] = metrics["summary"] | {"seconds": metrics["train_seconds"]}
     return results
 
@@ -138,8 +140,6 @@ def ensure_trained(lm, layers, style: str = DEFAULT_STYLE, progress: bool = True
     todo = STORE.missing(lm, layers, style)
     if todo:
         train_layers(lm, todo, user_root(lm, style), style=style, progress=progress)
-        for layer in todo:
-            STORE.forget(lm, layer, style)
     return STORE.get_many(lm, layers, style)
 
 
