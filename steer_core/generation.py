@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 import torch
 
 from . import methods
-from .bloom import LEVELS, FeedbackExample, load_dataset, normalize_level
-from .caches import ProcessCache
+from .bloom import normalize_level
 from .errors import UserError
-from .model.hooks import RESIDUAL, query_edits
-from .prompts import DEFAULT_STYLE, fewshot_messages, instruction_messages, messages, pick_fewshot, render
-from .sae.store import STORE, layer_roots
+from .model.hooks import query_edits
+from .prompts import DEFAULT_STYLE, render
+from .steering.assets import steering_groups
 from .steering.config import SteerConfig
-from .steering.edits import RowGroup, make_layer_edit, make_residual_edit
-from .steering.offset_files import load_offsets, manifest_digest
+from .steering.edits import layer_edits
 
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
@@ -58,17 +56,17 @@ class Request:
     scenario_id: str | None = None  # excluded from few-shot examples
 
     def __post_init__(self):
-        if self.method not in methods.ALL:
-            raise UserError(f"unknown method {self.method!r}; choose one of {', '.join(methods.ALL)}")
+        m = methods.get(self.method)  # an unknown method is an error, never the plain prompt
         if self.level is not None:
             self.level = normalize_level(self.level)
-        elif self.method != "none":
+        elif m.site != methods.NONE:
             raise UserError(f"method {self.method!r} needs a target level")
         check_inputs(self.question, self.student_answer)
-        if self.method in methods.STEERED:
-            self.steer = (self.steer or SteerConfig()).for_method(self.method)
-        else:
-            self.steer = None
+        self.steer = (self.steer or SteerConfig()).for_method(self.method) if m.steers else None
+
+    def messages(self) -> list[dict]:
+        """The prompt's messages, as the method's entry builds them."""
+        return methods.get(self.method).prompt(self)
 
 
 @dataclass
@@ -79,88 +77,6 @@ class Output:
     new_tokens: int
     seconds: float
     token_ids: list[int] = field(default_factory=list)
-
-
-_POOL = ProcessCache("few-shot examples")
-
-
-def _fewshot_pool() -> list[FeedbackExample]:
-    return _POOL.get("train", lambda: load_dataset(split="train"))
-
-
-def build_messages(req: Request) -> list[dict]:
-    if req.method == "fewshot":
-        shots = pick_fewshot(_fewshot_pool(), req.level, req.k_shots, exclude_scenario=req.scenario_id)
-        return fewshot_messages(req.question, req.student_answer, shots, req.style)
-    if req.method == "instruction":
-        return instruction_messages(req.question, req.student_answer, req.level, req.style)
-    return messages(req.question, req.student_answer, req.style)
-
-
-def steering_groups(lm, requests: Sequence[Request]) -> dict:
-    """site -> row groups sharing one SteerConfig and prompt style, each with its layer's bank (a site
-    is a layer's queries, or ("residual", layer) for the residual-stream baseline). Layers and heads
-    are checked here, before any generation starts."""
-    by_cfg: dict[tuple, list[int]] = {}
-    for i, r in enumerate(requests):
-        if r.steer is not None and r.steer.method != "none":
-            by_cfg.setdefault((r.steer, r.style), []).append(i)
-    out: dict = {}
-    for (_, style), rows in by_cfg.items():
-        cfg = requests[rows[0]].steer
-        row_idx = torch.tensor(rows, device=lm.device)
-        levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
-        if cfg.method in methods.AT_RESIDUAL:
-            vectors = load_offsets(lm, cfg.residual_dir, style, site="residual")
-            for layer in cfg.layers:
-                group = RowGroup(row_idx, levels, cfg, offsets=vectors.for_layer(lm.check_layer(layer)))
-                out.setdefault((RESIDUAL, layer), []).append(group)
-            continue
-        learned = None
-        if cfg.method == "sae" and cfg.target_spec.needs_offsets:  # before loading SAEs: say what is missing
-            learned = load_offsets(lm, cfg.offsets_dir, style)
-            for layer in cfg.layers:
-                learned.for_layer(lm.check_layer(layer))
-        banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes_dir)
-        if learned is not None:
-            if cfg.saes_dir is None:
-                banks = _banks_of(lm, learned, banks, style)
-            learned.check_matches(banks)
-        for layer, bank in banks.items():
-            heads = cfg.heads_at(layer)
-            heads = lm.check_heads("all" if heads is None else list(heads))
-            head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
-            offsets = None if learned is None else learned.for_layer(layer)
-            out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, heads=head_idx, offsets=offsets))
-    return out
-
-
-def _banks_of(lm, learned, banks: dict, style: str) -> dict:
-    """Offsets are codes of the SAEs they were fitted for: a layer whose newest SAEs (say, retrained in
-    the Train tab) are others steers with the ones the offsets were fitted for, while those are still
-    on disk (the shipped ones); descent targets use the newest."""
-    want = learned.meta.get("sae_manifests", {})
-    out = dict(banks)
-    for layer, bank in banks.items():
-        if str(layer) not in want or manifest_digest(bank.meta) == want[str(layer)]:
-            continue
-        for root in layer_roots(lm, style)[1:]:
-            if (root / f"layer_{layer}" / "layer.json").is_file():
-                other = STORE.get(lm, layer, style, root=root)
-                if manifest_digest(other.meta) == want[str(layer)]:
-                    out[layer] = other
-                    break
-    return out
-
-
-def layer_edits(lm, groups: dict, phase: str, start: int = 0) -> dict:
-    edits = {
-        site: make_residual_edit(gs, phase, start)
-        if isinstance(site, tuple)
-        else make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, start)
-        for site, gs in groups.items()
-    }
-    return {site: e for site, e in edits.items() if e is not None}
 
 
 def stream_batch(
@@ -177,58 +93,33 @@ def stream_batch(
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
-    tok = lm.tokenizer
-    device = lm.device
-    groups = steering_groups(lm, requests)  # checks layers and heads (and loads their SAEs) before any work
-    prompts = [render(tok, build_messages(r))[0] for r in requests]
+    tok, device = lm.tokenizer, lm.device
+    groups = steering_groups(lm, requests)  # checks layers and heads (and loads their files) before any work
+    prompts = [render(tok, r.messages())[0] for r in requests]
     B, W = len(prompts), max(len(p) for p in prompts)
     mask = torch.zeros((B, W), dtype=torch.long)
     for i, p in enumerate(prompts):
         mask[i, W - len(p) :] = 1  # left padding
     mask = mask.to(device)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    eos = tok.eos_token_id
+    pick = _sampler(temperature, top_p, seed)
     # Chat models end a turn with their EOS, but a fine-tuned one may open the next turn instead.
-    stops = torch.tensor(sorted({eos, *tok.all_special_ids} - {None}), device=device)
+    stops = torch.tensor(sorted({tok.eos_token_id, *tok.all_special_ids} - {None}), device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     new_ids: list[list[int]] = [[] for _ in range(B)]
     t0 = time.time()
-
-    warpers = _sampling_warpers(temperature, top_p)
-    inp = None  # the previous step's tokens
-    cache, first_logits = _prefill(lm, requests, prompts, W, max_new_tokens)
-    decode_edits = layer_edits(lm, groups, "generated")
-    # configs that steer only the reply's opening need edits that know which token a step runs
-    opening_only = any(g.cfg.first_tokens is not None for gs in groups.values() for g in gs)
+    edits_for = _decode_edits(lm, groups)
+    cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
+    nxt = None  # the tokens chosen at the previous step
     for step in range(max_new_tokens):
-        if step == 0:
-            logits = first_logits
-        else:
-            if opening_only:
-                decode_edits = layer_edits(lm, groups, "generated", start=step - 1)  # step s runs token s-1
-            with torch.no_grad(), query_edits(lm, decode_edits):
-                out = lm.model(
-                    input_ids=inp,
-                    attention_mask=mask,
-                    position_ids=position_ids,
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    cache_position=position_ids.new_tensor([W + step - 1]),
-                )
-            logits = out.logits[:, -1, :].float()
+        if step > 0:  # step s reads the token chosen at step s-1 (generated token s-1)
+            logits = _decode_step(lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1)
             position_ids = position_ids + 1
-        if temperature > 0:
-            scores = warpers(None, logits.cpu())
-            nxt = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=gen).squeeze(-1).to(device)
-        else:
-            nxt = logits.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        nxt = pick(logits)
+        nxt = torch.where(done, torch.full_like(nxt, tok.eos_token_id), nxt)
         is_stop = torch.isin(nxt, stops) & (not ignore_stop)
-        for i in range(B):
-            if not done[i] and not is_stop[i]:
-                new_ids[i].append(int(nxt[i]))
+        for i in torch.nonzero(~done & ~is_stop).flatten().tolist():
+            new_ids[i].append(int(nxt[i]))
         done |= is_stop
         elapsed = time.time() - t0
         yield [
@@ -237,8 +128,51 @@ def stream_batch(
         ]
         if bool(done.all()):
             break
-        inp = nxt[:, None]
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+
+
+def _decode_edits(lm, groups: dict):
+    """generated token -> the edits a decoding step runs with: built once, unless a config steers only the
+    reply's opening, whose edits depend on which token a step runs."""
+    if any(g.cfg.first_tokens is not None for gs in groups.values() for g in gs):
+        return lambda token: layer_edits(lm, groups, "generated", start=token)
+    edits = layer_edits(lm, groups, "generated")
+    return lambda token: edits
+
+
+@torch.no_grad()
+def _decode_step(lm, edits: dict, inp, mask, position_ids, cache, cache_position: int) -> torch.Tensor:
+    """One decoding forward of the batch's previous tokens under `edits`; the last position's logits."""
+    with query_edits(lm, edits):
+        out = lm.model(
+            input_ids=inp,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            cache_position=position_ids.new_tensor([cache_position]),
+        )
+    return out.logits[:, -1, :].float()
+
+
+def _sampler(temperature: float, top_p: float, seed: int):
+    """logits (rows, vocab) -> the next token of each row: greedy at temperature 0, else seeded sampling with
+    transformers' own temperature and nucleus warpers (so sampling means what it means in generate())."""
+    if temperature <= 0:
+        return lambda logits: logits.argmax(-1)
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        scores = warpers(None, logits.cpu())
+        return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=gen).squeeze(-1).to(logits.device)
+
+    return pick
 
 
 def _check_decoding(max_new_tokens, temperature, top_p) -> None:
@@ -252,45 +186,6 @@ def _check_decoding(max_new_tokens, temperature, top_p) -> None:
         raise UserError("temperature must be a finite number >= 0")
     if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
         raise UserError("top_p must be a number in (0, 1]")
-
-
-def _sampling_warpers(temperature: float, top_p: float):
-    """transformers' own temperature and nucleus warpers, so sampling means what it means in generate()."""
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
-    warpers = LogitsProcessorList()
-    if temperature > 0:
-        warpers.append(TemperatureLogitsWarper(temperature))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
-    return warpers
-
-
-def shared_prompt(model, prompt: Sequence[int], n: int, device):
-    """Run one prompt once and repeat its key/value cache for n rows that all continue it (the rows'
-    replies then cost only their own tokens). Returns (the prompt's output, the repeated cache);
-    gradients flow through the cache unless the caller disables them."""
-    from transformers import DynamicCache
-
-    out = model(input_ids=torch.tensor([list(prompt)], device=device), past_key_values=DynamicCache(), use_cache=True)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(n)
-    return out, cache
-
-
-def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits):
-    """Teacher-force a prompt and a reply as generation's two phases (the prompt's forward, then the
-    reply's), with phase_edits(phase) -> {site: edit} active in each, so that a view of a reply sees
-    exactly the steering that wrote it. Returns the cache (the keys of every position)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for phase, ids in (("prompt", list(prompt)), ("generated", list(reply))):
-        if not ids:
-            continue
-        with query_edits(lm, phase_edits(phase)):
-            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
-    return cache
 
 
 def _prompt_steering(req: Request):
@@ -347,15 +242,3 @@ def generate_batch(lm, requests: Sequence[Request], **kw) -> list[Output]:
     for outputs in stream_batch(lm, requests, **kw):  # noqa: B007 - the last yield is the result
         pass
     return outputs
-
-
-@torch.no_grad()
-def perplexity(lm, question: str, student_answer: str, token_ids: Sequence[int], style: str = DEFAULT_STYLE) -> float:
-    """Perplexity of generated tokens under the unsteered model, given the base prompt."""
-    if not token_ids:
-        return float("nan")
-    prompt, _ = render(lm.tokenizer, messages(question, student_answer, style))
-    ids = torch.tensor([prompt + list(token_ids)], device=lm.device)
-    logits = lm.model(input_ids=ids, use_cache=False).logits[0, len(prompt) - 1 : -1].float()
-    nll = torch.nn.functional.cross_entropy(logits, ids[0, len(prompt) :])
-    return float(torch.exp(nll))

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
-from .bloom import DESCRIPTIONS, LEVELS, FeedbackExample
+from .bloom import DESCRIPTIONS, LEVELS, FeedbackExample, load_dataset
+from .caches import ProcessCache
 from .errors import UserError
 
 SYSTEM = "You are a teacher. Reply to the student with short feedback on their answer."
@@ -70,6 +72,37 @@ def pick_fewshot(
     cands = [r for r in pool if r.level == level and r.split == "train" and r.scenario_id != exclude_scenario]
     rng = random.Random(f"{level}-{seed}")
     return rng.sample(cands, min(k, len(cands)))
+
+
+class PromptInput(Protocol):
+    """What a method's prompt is built from (generation.Request has these)."""
+
+    question: str
+    student_answer: str
+    level: str | None
+    style: str
+    k_shots: int
+    scenario_id: str | None
+
+
+def plain_prompt(req: PromptInput) -> list[dict]:
+    """The base prompt (the unsteered reply and every steered method read it)."""
+    return messages(req.question, req.student_answer, req.style)
+
+
+def instruction_prompt(req: PromptInput) -> list[dict]:
+    """The level named and described in the prompt."""
+    return instruction_messages(req.question, req.student_answer, req.level, req.style)
+
+
+_POOL = ProcessCache("few-shot examples")
+
+
+def fewshot_prompt(req: PromptInput) -> list[dict]:
+    """k train-split feedbacks of the target level as earlier turns (never the request's own scenario)."""
+    pool = _POOL.get("train", lambda: load_dataset(split="train"))
+    shots = pick_fewshot(pool, req.level, req.k_shots, exclude_scenario=req.scenario_id)
+    return fewshot_messages(req.question, req.student_answer, shots, req.style)
 
 
 FEEDBACK_CUE = "Feedback:"  # ends the plain prompt of a model without a chat template; the reply follows it

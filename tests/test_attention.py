@@ -73,11 +73,13 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     steering edit (positions 'all': the same edit on prompt and reply), recomputed independently."""
     from tiny import char_tokenizer, tiny_bank
 
-    from steer_core.generation import Request, build_messages, generate_batch, layer_edits, steering_groups
+    from steer_core.generation import Request, generate_batch
     from steer_core.inspect.attention import steering_attention
     from steer_core.prompts import render
     from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.assets import steering_groups
     from steer_core.steering.config import SteerConfig
+    from steer_core.steering.edits import layer_edits
 
     lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
     lm.model.set_attn_implementation("eager")
@@ -91,7 +93,7 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     reply = generate_batch(lm, [req], max_new_tokens=10, ignore_stop=True)[0].token_ids
     view = steering_attention(lm, q, a, "create", cfg, reply, layer=2)
 
-    prompt, _ = render(lm.tokenizer, build_messages(req))
+    prompt, _ = render(lm.tokenizer, req.messages())
     edits = layer_edits(lm, steering_groups(lm, [req]), "prompt")
     with query_edits(lm, edits):
         out = lm.model(input_ids=torch.tensor([prompt + reply]), output_attentions=True)

@@ -276,8 +276,9 @@ def test_steer_config_rejects_bad_values(bad):
 
 
 def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
-    from steer_core.generation import Request, steering_groups
+    from steer_core.generation import Request
     from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.assets import steering_groups
 
     for layer in (0, 2):
         b = tiny_bank(lm, layer)

@@ -11,7 +11,7 @@ from tiny import FAMILY_CONFIGS, char_tokenizer, tiny_family_lm
 from steer_core.errors import ModelLoadError
 from steer_core.fit.offsets import OffsetFitConfig
 from steer_core.fit.prepare import PrepareConfig, prepare
-from steer_core.generation import Request, build_messages, generate_batch, layer_edits, steering_groups
+from steer_core.generation import Request, generate_batch
 from steer_core.inspect.attention import attention_view
 from steer_core.inspect.latents import latent_view
 from steer_core.inspect.replay import replay_at
@@ -19,7 +19,9 @@ from steer_core.model import families
 from steer_core.model.hooks import active_hook_count, capture_queries, query_edits
 from steer_core.prompts import FEEDBACK_CUE, render
 from steer_core.sae.module import SAETrainConfig
+from steer_core.steering.assets import steering_groups
 from steer_core.steering.config import SteerConfig
+from steer_core.steering.edits import layer_edits
 
 FAMILIES = list(FAMILY_CONFIGS)
 NO_TEMPLATE = "olmo2"
@@ -32,7 +34,7 @@ def tokenizer_for(family: str):
 
 
 def prompt_ids(lm) -> torch.Tensor:
-    ids, _ = render(lm.tokenizer, build_messages(Request(Q, A)))
+    ids, _ = render(lm.tokenizer, Request(Q, A).messages())
     return torch.tensor([ids])
 
 
@@ -111,7 +113,7 @@ def test_an_unknown_family_gets_a_message_that_names_what_is_missing():
 
 def test_a_model_without_a_chat_template_gets_the_plain_prompt():
     tok = char_tokenizer(chat=False)
-    ids, start = render(tok, build_messages(Request(Q, A)), assistant="Why 5?")
+    ids, start = render(tok, Request(Q, A).messages(), assistant="Why 5?")
     text = tok.decode(ids)
     assert text.startswith("You are a teacher.") and f"Student's answer: {A}\n\n{FEEDBACK_CUE} Why 5?" in text
     assert tok.decode(ids[:start]).endswith(FEEDBACK_CUE)

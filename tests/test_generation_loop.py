@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import char_tokenizer, tiny_lm
 
-from steer_core.generation import Request, build_messages, generate_batch
+from steer_core.generation import Request, generate_batch
 from steer_core.prompts import render
 
 
@@ -23,7 +23,7 @@ REQUESTS = [
 
 
 def library_greedy(lm, req: Request, n: int) -> list[int]:
-    ids, _ = render(lm.tokenizer, build_messages(req))
+    ids, _ = render(lm.tokenizer, req.messages())
     stops = sorted(set(lm.tokenizer.all_special_ids))
     out = lm.model.generate(
         torch.tensor([ids]),
@@ -47,7 +47,7 @@ def test_unsteered_greedy_equals_model_generate(lm, q, a):
 
 def test_mixed_length_batch_equals_each_row_alone(lm):
     reqs = [Request(q, a, "none", "apply") for q, a in REQUESTS]
-    lengths = {len(render(lm.tokenizer, build_messages(r))[0]) for r in reqs}
+    lengths = {len(render(lm.tokenizer, r.messages())[0]) for r in reqs}
     assert len(lengths) == len(reqs)  # every row has its own prompt length (left padding is exercised)
     together = [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=20, ignore_stop=True)]
     alone = [generate_batch(lm, [r], max_new_tokens=20, ignore_stop=True)[0].token_ids for r in reqs]

@@ -4,8 +4,8 @@ recorded rows it must reproduce; the rows it names exist (fast: no model)."""
 import pytest
 from conftest import ROOT
 
+from steer_core import methods
 from steer_core.errors import UserError
-from steer_core.methods import STEERED
 from steer_core.provenance import RECORDS, golden_entries, record
 
 
@@ -26,7 +26,7 @@ def test_the_named_rows_exist_and_steered_ones_carry_their_settings():
     for g in entries:
         rows = g.rows()
         assert rows, g
-        if g.method in STEERED:  # a steered row regenerates only if it records its settings
+        if g.method in methods.steered():  # a steered row regenerates only if it records its settings
             assert all(r.get("config") not in (None, "", "-") for r in rows), g
 
 

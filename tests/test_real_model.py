@@ -36,7 +36,8 @@ def test_shipped_saes_verify(lm):
 def test_the_default_is_the_validated_setting_and_ships_what_it_needs(lm):
     """Learned offsets at the validated strength on every layer; the shipped offsets load for the shipped
     SAEs of every default layer (offsets fitted for other SAEs would be refused)."""
-    from steer_core.generation import Request, steering_groups
+    from steer_core.generation import Request
+    from steer_core.steering.assets import steering_groups
     from steer_core.steering.config import SteerConfig, unit_alpha
 
     cfg = SteerConfig()

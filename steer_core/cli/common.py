@@ -14,7 +14,7 @@ from ..layer_spec import layers_label, parse_heads, read_layers
 from ..paths import DEFAULT_MODEL
 from ..prompts import DEFAULT_STYLE, PROMPT_STYLES
 from ..steering import targets
-from ..steering.config import DEFAULT_LAYERS, METHOD_ALPHA, POSITIONS, SteerConfig
+from ..steering.config import DEFAULT_LAYERS, KNOBS, METHOD_ALPHA, SteerConfig
 
 BAND = layers_label(DEFAULT_LAYERS)
 VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
@@ -150,63 +150,62 @@ def model_options() -> argparse.ArgumentParser:
     return p
 
 
+STEERING_FLAGS = {  # the steering knobs the CLI reads, each a --flag of the field's name (the folders follow)
+    name: k for name, k in KNOBS.items() if name not in ("layers", "heads")
+}
+
+
 def steering_options(multi_layers: bool) -> argparse.ArgumentParser:
-    """The steering options, their defaults read from SteerConfig (the validated setting)."""
+    """The steering options, each read from its SteerConfig knob (help, choices, default: the validated setting)."""
     d = SteerConfig()
     default = f"the layers the model's learned offsets cover: {layers_label(d.layers)} for the embedded model"
     p = argparse.ArgumentParser(add_help=False)
     s = p.add_argument_group("steering (defaults: the setting chosen on validation data)")
-    if multi_layers:
-        s.add_argument("--layers", nargs="+", default=None, help=f"one or more layer sets: 15 8-21 0-29 ({default})")
-    else:
-        s.add_argument("--layers", default=None, help=f"15, 8-21 or 3,9,15 ({default})")
+    layers_help = "one or more layer sets: 15 8-21 0-29" if multi_layers else "15, 8-21 or 3,9,15"
+    s.add_argument("--layers", nargs="+" if multi_layers else None, default=None, help=f"{layers_help} ({default})")
     s.add_argument(
         "--heads",
         default="all",
         help="'all', heads of every steered layer (0,3,5) or layer.head pairs (18.6,18.7,8.0; these "
         "replace --layers; the `heads` command ranks them)",
     )
-    s.add_argument(
-        "--target",
-        default=d.target,
-        choices=list(targets.REGISTRY),
-        help="; ".join(f"{t}: {spec.help}" for t, spec in targets.REGISTRY.items()) + f" (default {d.target})",
-    )
-    s.add_argument(
-        "--strength",
-        type=fraction,
-        default=d.strength,
-        help="0 = off, 1 = the validated setting; strength 1 is alpha "
-        + ", ".join(f"{t} {spec.unit_alpha:g}" for t, spec in targets.REGISTRY.items())
-        + "; for "
-        + ", ".join(f"{m} ({t}) {a:g}" for (m, t), a in METHOD_ALPHA.items())
-        + " (default 1)",
-    )
-    s.add_argument("--steps", type=int, default=d.steps, help="descent steps T")
-    s.add_argument("--lr", type=float, default=d.lr, help="descent step size")
-    s.add_argument("--mu", type=float, default=d.mu, help="pull back toward the token's own code")
-    s.add_argument("--positions", default=d.positions, choices=POSITIONS)
-    s.add_argument(
-        "--first-tokens",
-        type=int,
-        default=d.first_tokens,
-        metavar="N",
-        help="steer only the first N generated tokens, the reply's opening (default: all)",
-    )
-    s.add_argument(
-        "--after-first",
-        type=fraction,
-        default=d.after_first,
-        metavar="SHARE",
-        help="with --first-tokens: steer the tokens after the opening at this share of the strength (a schedule: "
-        "strong on the opening, weaker after; default 0: not at all)",
-    )
+    for name, k in STEERING_FLAGS.items():
+        s.add_argument(
+            "--" + name.replace("_", "-"), default=getattr(d, name), help=_flag_help(name, k, d), **_typed(k)
+        )
     s.add_argument("--saes", default=None, help="folder of layer_<l>/ SAEs to steer with (default: the model's own)")
     s.add_argument("--offsets", default=None, help="folder of learned offsets (target learned; default: the model's)")
     s.add_argument(
         "--residual", default=None, help="folder of residual-stream vectors (method residual; default: the model's)"
     )
     return p
+
+
+def _typed(k) -> dict:
+    """argparse's type, choices and metavar for a knob's kind."""
+    if k.kind == "choice":
+        return {"choices": list(k.values)}
+    if k.kind == "integer" or k.whole:
+        return {"type": int, "metavar": "N"}
+    return {"type": fraction}  # a number, or a fraction such as 10/3 (a strength that gives a round alpha)
+
+
+def _flag_help(name: str, k, d: SteerConfig) -> str:
+    """The knob's help, with its default; strength also says what 1 means for each target and method."""
+    text = k.help or k.label
+    if name == "strength":
+        text += "; strength 1 is alpha " + ", ".join(f"{t} {spec.unit_alpha:g}" for t, spec in targets.REGISTRY.items())
+        text += "; for " + ", ".join(f"{m} ({t}) {a:g}" for (m, t), a in METHOD_ALPHA.items())
+    if name == "target":
+        text = "; ".join(f"{t}: {spec.help}" for t, spec in targets.REGISTRY.items())
+    default = getattr(d, name)
+    return (
+        text
+        if default is None
+        else f"{text} (default {default:g})"
+        if k.kind == "slider"
+        else f"{text} (default {default})"
+    )
 
 
 def model_layers(spec: str | None, lm) -> tuple[int, ...]:

@@ -81,13 +81,13 @@ def cmd_sweep(args) -> int:
     lm = load(args)
     base = steer_config(args, given or model_layers(None, lm))
     out = Path(args.out)
-    fixed = ["none"] + [m for m in args.methods if m in methods.PROMPTED]
+    fixed = ["none"] + [m for m in args.methods if m in methods.prompted()]
     run = _run_settings(args)
     run_eval(lm, items, Grid(methods=fixed, levels=levels, steer=base, **run), out)
-    for method in (m for m in args.methods if m in methods.STEERED):
+    for method in (m for m in args.methods if m in methods.steered()):
         cfg = base.for_method(method, residual_layers(lm))
         layers = given or cfg.layers
-        if given is None and method in methods.AT_RESIDUAL and cfg.residual_dir is not None:
+        if given is None and method in methods.at_residual() and cfg.residual_dir is not None:
             layers = load_offsets(lm, cfg.residual_dir, args.style, site="residual").layers  # where they were fitted
         for layer in layers:
             lm.check_layer(layer)
@@ -211,7 +211,7 @@ def register(sub) -> None:
         parents=[steering_options(multi_layers=True), model_options()],
     )
     add_writers(ev, help="only scenarios of these writing batches (scenario id letters, e.g. D E F)")
-    ev.add_argument("--methods", nargs="+", default=list(methods.EVAL_DEFAULT), choices=methods.ALL)
+    ev.add_argument("--methods", nargs="+", default=list(methods.eval_default()), choices=methods.names())
     ev.add_argument(
         "--variants",
         nargs="+",
@@ -233,7 +233,7 @@ def register(sub) -> None:
         "--methods",
         nargs="+",
         default=["sae", "residual", "query", "fewshot", "instruction"],
-        choices=[m for m in methods.ALL if m != "none"],
+        choices=[m for m in methods.names() if m != "none"],
         help="steered methods run at every strength, prompt baselines once; the unsteered rows always run",
     )
     sw.add_argument(
@@ -315,7 +315,7 @@ def _register_reproduce(sub) -> None:
     rp.add_argument(
         "--shipped", action="store_true", help="instead: the rows every shipped asset records that it reproduces"
     )
-    rp.add_argument("--method", default=None, choices=methods.ALL, help="only this method's rows")
+    rp.add_argument("--method", default=None, choices=methods.names(), help="only this method's rows")
     rp.add_argument("--setting", default=None, help="only rows whose setting label contains this text")
     rp.add_argument("--scenarios", nargs="+", default=None, help="only these scenario ids")
     rp.add_argument("--limit", type=int, default=None, help="only the first N matching rows")

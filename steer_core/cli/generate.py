@@ -36,9 +36,9 @@ def cmd_generate(args) -> int:
             raise UsageError("give --question and --answer, or --scenarios FILE.jsonl")
         items = [(None, args.question, args.answer)]
     lm = load(args)
-    steer = steer_config(args, model_layers(args.layers, lm))
-    if args.method in methods.STEERED:
-        steer = steer.for_method(args.method, residual_layers(lm))
+    steer = None  # what the method needs is read from its entry: unsteered and prompt baselines need no files
+    if methods.get(args.method).steers:
+        steer = steer_config(args, model_layers(args.layers, lm)).for_method(args.method, residual_layers(lm))
     judge = default_judge()
     for sid, q, a in items:
         if not isinstance(q, str) or not isinstance(a, str):
@@ -57,7 +57,7 @@ def cmd_generate(args) -> int:
             "new_tokens": out.new_tokens,
             "judge": verdict,
         }
-        if req.steer is not None and args.method in methods.STEERED:  # what steered it, for the record
+        if req.steer is not None:  # what steered it, for the record
             rec |= {"layers": layers_label(req.steer.layers), "setting": req.steer.label}
         if args.scenarios:
             rec = {"id": sid, **rec}
@@ -81,7 +81,7 @@ def register(sub) -> None:
     gen.add_argument("--answer")
     gen.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
     gen.add_argument("--level", default="apply", choices=LEVELS)
-    gen.add_argument("--method", default="sae", choices=methods.ALL)
+    gen.add_argument("--method", default="sae", choices=methods.names())
     gen.add_argument("--k", type=int, default=K_SHOTS, help="few-shot examples")
     add_style(gen)
     gen.add_argument("--max-new-tokens", type=int, default=REPLY_TOKENS)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import methods
 from ..errors import UserError
-from ..methods import PROMPTED
 from .stats import BOOTSTRAP_DRAWS, VARIANT, _interval, _resample, _scenario_stats, judged_frame
 
 MATCHED_RATIOS = (1.2, 1.3, 1.4)  # where the summary reads every curve (the 1.4x margin of the rule last)
@@ -198,13 +198,13 @@ def build_frontier(rows: list[dict], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
     curves = []
     steered = df[df["method"] != "none"].copy()
     steered["curve"] = [
-        m if m in PROMPTED else f"{m} {lay} {curve_setting(s)}".strip()
+        m if m in methods.prompted() else f"{m} {lay} {curve_setting(s)}".strip()
         for m, lay, s in zip(steered["method"], steered["layers"], steered["setting"])
     ]
     for name, g in steered.groupby("curve", sort=True):
         method = g["method"].iloc[0]
         variants = sorted(g.groupby("setting"), key=lambda kv: kv[1]["alpha"].iloc[0])
-        point = method in PROMPTED or len(variants) == 1 and math.isnan(variants[0][1]["alpha"].iloc[0])
+        point = method in methods.prompted() or len(variants) == 1 and math.isnan(variants[0][1]["alpha"].iloc[0])
         cols = [] if point else [(acc0, np.zeros_like(acc0), np.ones_like(ppl0))]
         for _, v in variants:
             acc, r, ppl = stats(v)
@@ -224,7 +224,7 @@ def _alphas(rows: list[dict], df: pd.DataFrame) -> list[float]:
             a = float(r.get("alpha") or "nan")
         except ValueError:
             a = float("nan")
-        if math.isnan(a) and r["method"] not in PROMPTED and r["method"] != "none":
+        if math.isnan(a) and r["method"] not in methods.prompted() and r["method"] != "none":
             m = re.search(r"(?:^|\s)a(-?[0-9.]+(?:e-?\d+)?)(?=\s|$)", r.get("setting") or "")
             a = float(m[1]) if m else 1.0 if (r.get("setting") or "").startswith("proto") else float("nan")
         by_variant[tuple(r.get(k) or "-" for k in VARIANT)] = a

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, Scenario
-from ..generation import EVAL_TOKENS, MAX_BATCH, Request, generate_batch, perplexity
+from ..fluency import perplexity
+from ..generation import EVAL_TOKENS, MAX_BATCH, Request, generate_batch
 from ..layer_spec import layers_label
-from ..methods import AT_RESIDUAL, STEERED
 from ..prompts import DEFAULT_STYLE
 from ..steering.config import SteerConfig
 from .results import config_columns
@@ -69,9 +69,9 @@ def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> I
     reqs, meta = [], []
     for method in methods:
         combos = [(None, None)]
-        if method in STEERED:  # one config per distinct setting this method runs (query has no codes)
+        if method in methods.steered():  # one config per distinct setting this method runs (query has no codes)
             usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
-            sets = [grid.residual_layers] if method in AT_RESIDUAL and grid.residual_layers else layer_sets
+            sets = [grid.residual_layers] if method in methods.at_residual() and grid.residual_layers else layer_sets
             combos = [(layers, s) for layers in sets for s in usable]
         for layers, st in combos:
             for level in levels if method != "none" else ["-"]:

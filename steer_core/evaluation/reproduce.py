@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from .. import methods
 from ..bloom import load_dataset, scenarios
 from ..errors import UserError
 from ..generation import EVAL_TOKENS, Request, generate_batch
 from ..layer_spec import parse_layers
-from ..methods import STEERED
 from ..steering.config import SteerConfig
 
 LEGACY_FIELDS = {"saes": "saes_dir", "offsets": "offsets_dir", "residual": "residual_dir"}
@@ -23,7 +23,7 @@ LEGACY_FIELDS = {"saes": "saes_dir", "offsets": "offsets_dir", "residual": "resi
 def row_config(row: dict) -> SteerConfig | None:
     """The SteerConfig a result row was generated with (None for unsteered and prompt-only rows);
     UserError for a steered row written before results carried their settings (no `config`)."""
-    if row["method"] not in STEERED:
+    if row["method"] not in methods.steered():
         return None
     raw = row.get("config") or ""
     if raw in ("", "-"):
@@ -56,7 +56,7 @@ def row_request(row: dict, by_id: dict, steer: SteerConfig | None = None) -> Req
         sc.student_answer,
         row["method"],
         level,
-        steer=(steer if steer is not None and row["method"] in STEERED else row_config(row)),
+        steer=(steer if steer is not None and row["method"] in methods.steered() else row_config(row)),
         style=row.get("style") or "plain",
         scenario_id=sc.scenario_id,
     )

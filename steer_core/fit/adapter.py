@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..bloom import by_writers, load_dataset
 from ..errors import UserError
-from ..generation import shared_prompt
+from .shared_prompt import shared_prompt
 from ..io_utils import atomic_write_text
 from ..prompts import DEFAULT_STYLE, instruction_messages, messages, pad_replies, render
 

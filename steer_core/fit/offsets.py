@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, FeedbackExample
 from ..errors import UserError
-from ..generation import shared_prompt
+from .shared_prompt import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
 from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, instruction_messages, messages, pad_replies, render
 from ..sae.store import STORE

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..bloom import LEVELS
 from ..errors import UserError
-from ..generation import shared_prompt
+from .shared_prompt import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
 from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, messages, pad_replies, render
 from ..steering.offset_files import SITES, LevelOffsets, manifest_digest

@@ -102,7 +102,7 @@ def reply_attention(
 
     phase_edits(phase) -> {layer: QueryEdit} for "prompt" and "generated" (generation's own
     `layer_edits`); None for unsteered. The prompt and the reply run as the two phases generation has."""
-    from ..generation import replay
+    from .replay import replay
 
     layers = [lm.check_layer(layer) for layer in layers]
     if not reply_ids:

@@ -112,13 +112,12 @@ def latent_view(lm, rep: Replay, head: int | None = None) -> LatentView:
     _, tau = prototype_scale(protos[:, None, :])
     pos_probs = level_probabilities(per_pos, tau, dim=1)
     probs = pos_probs.mean(-1)
-    objective, objective_name = None, cfg.target_spec.objective  # what the target's trace shows (targets.py)
-    if trace.shape[1] > n:  # a descent to a point: the trace's last entry is the distance to that point
-        objective = trace[:, n, 0, sel, 0].mean(-1)
-    elif objective_name == "-log p(target)":  # the prototype softmax: the level's probability under the prototypes
-        objective = -torch.log(pos_probs[:, level_idx[0]].clamp_min(1e-12)).mean(-1)
-    else:  # no descent (a fixed offset) or an objective the view cannot draw
-        objective_name = ""
+    objective, objective_name = None, ""
+    spec = cfg.target_spec.objective  # what the target's trace shows (targets.py)
+    if spec is not None:  # a descent to a point puts the distance to that point last in the trace
+        distance = trace[:, n, 0, sel, 0].mean(-1) if trace.shape[1] > n else None
+        objective = spec.of(distance, pos_probs, int(level_idx[0]))
+        objective_name = "" if objective is None else spec.label
     trace = per_pos.mean(-1)
     tok = lm.tokenizer
     all_ids = prompt + list(feedback_ids)

@@ -9,12 +9,16 @@ attention view its baseline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..generation import Request, build_messages, layer_edits, replay, steering_groups
+from ..generation import Request
+from ..model.hooks import query_edits
 from ..prompts import render
+from ..steering.assets import steering_groups
+from ..steering.edits import layer_edits
 
 
 @dataclass
@@ -40,12 +44,27 @@ class Replay:
         return gs[0] if gs else None
 
 
+def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits):
+    """Teacher-force a prompt and a reply as generation's two phases (the prompt's forward, then the
+    reply's), with phase_edits(phase) -> {site: edit} active in each, so that a view of a reply sees
+    exactly the steering that wrote it. Returns the cache (the keys of every position)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for phase, ids in (("prompt", list(prompt)), ("generated", list(reply))):
+        if not ids:
+            continue
+        with query_edits(lm, phase_edits(phase)):
+            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+    return cache
+
+
 @torch.no_grad()
 def replay_at(lm, req: Request, reply_ids: list[int], layer: int, steered: bool = True) -> Replay:
     """Replay `req`'s prompt and `reply_ids` through the steering that wrote them (or none), recording `layer`."""
     groups = steering_groups(lm, [req]) if steered else {}
     cfg = req.steer if steered else None
-    prompt, _ = render(lm.tokenizer, build_messages(req))
+    prompt, _ = render(lm.tokenizer, req.messages())
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     steered_by: list = []
 

@@ -3,42 +3,28 @@ target's units (the one place strength becomes a scale)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .. import methods
 from ..errors import UserError
-from ..methods import AT_RESIDUAL, STEERED, WITHOUT_CODES
+from ..layer_spec import layers_label
 from . import targets
+from .knobs import check, knob, knobs_of
 
-METHODS = ("none", *STEERED)  # a SteerConfig's method
 POSITIONS = ("all", "prompt", "generated")
 DISTANCES = ("l2", "cosine")
-QUERY_TARGETS = tuple(t for t, spec in targets.REGISTRY.items() if spec.on_queries)
-QUERY_FALLBACK = "delta"  # what query steering runs when the SAE row's target works on codes only
-# The layers steered by default: every layer of the default model (30), chosen on validation (learned
-# offsets fitted on all 30 moved the level further within the fluency margin than on the band 8-21)
+# The layers steered by default: every layer of the default model, chosen on validation (docs/steering.md).
 DEFAULT_LAYERS = tuple(range(30))
-# Strength is the one public knob (Python, CLI, API, UI); strength 1 means each target's unit_alpha
-# (targets.py): for learned offsets (the shipped ones were fitted at alpha 1 with the BiPO-style objective;
-# their record, offsets.json "validated", says how 16 was chosen) and delta, the alpha chosen on validation
-# data; for prototype, the fraction of the way to the prototype. SteerConfig.alpha is the only place
-# strength becomes alpha; query steering and mean difference run a code-only target as delta.
-# Residual-stream vectors (method "residual"): strength 1 is alpha 4, the rule's pick on the validation
-# frontier (layer 15, the BiPO-style vectors fitted at alpha 1 on writers A-C; 0.551 at 1.26x on writers
-# D-F, where alpha 5 read 1.45x, over the margin; results/frontier/validation.csv, their offsets.json
-# "validated" record). The earlier rows labelled "a48" ran at alpha 3 (the code of the time divided the
-# scale by 16 twice); they regenerate token for token at alpha 3 and only there (tests/test_golden_rows.py).
-# Vectors fitted with the strength inside the fit (RePS) mean alpha 1: strength 1/4.
-RESIDUAL_ALPHA = 4.0
-# Query steering (the paper's raw-query baseline, delta target) on the SAE row's layers: strength 1 is
-# delta alpha 3, the rule's pick on validation (0.194 at 1.22x on every layer; alpha 4 read 1.43x, alpha 8,
-# the shared delta scale it used before, about 5x); results/query/validation_results.csv.
-QUERY_ALPHA = 3.0
-# Where one method's strength 1 was validated on its own scale, not the target's shared one.
+# What strength 1 means where a method's scale was validated on its own, not the target's shared one (strength
+# is the one public knob; SteerConfig.alpha is the only place it becomes a scale). How each was chosen, with its
+# figures: docs/steering.md, "What strength 1 means".
+RESIDUAL_ALPHA = 4.0  # the residual-stream vectors (method residual, target learned)
+QUERY_ALPHA = 3.0  # query steering (delta target) on the SAE row's layers
 METHOD_ALPHA = {("residual", "learned"): RESIDUAL_ALPHA, ("query", "delta"): QUERY_ALPHA}
 RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
+MAX_STRENGTH_SHOWN = 4.0  # the strength slider's top (the CLI and Python take any strength >= 0)
 
 
 def unit_alpha(method: str, target: str) -> float:
@@ -46,59 +32,74 @@ def unit_alpha(method: str, target: str) -> float:
     return METHOD_ALPHA.get((method, target), targets.get(target).unit_alpha)
 
 
+def target_choices() -> tuple:
+    """The targets as a chooser lists them, read from the registry when asked."""
+    return tuple((t.title + (" (default)" if n == SteerConfig.target else ""), n) for n, t in targets.REGISTRY.items())
+
+
 @dataclass(frozen=True)
 class SteerConfig:
-    """How to steer; belongs to one call, never to the model."""
+    """How to steer; belongs to one call, never to the model. Each knob is declared here once (label, kind,
+    bounds, help, default); the requests, the UI, the API and the CLI read these declarations. The defaults
+    are the setting chosen by cross-writer validation (docs/steering.md)."""
 
-    # Defaults chosen by cross-writer validation (36 train-split scenarios of writers D-F, prototypes
-    # and offsets from writers A-C; docs/steering.md): the most accurate setting whose perplexity stays
-    # within 1.4x of unsteered's (a margin under the 1.5x budget).
-    method: str = "sae"
-    layers: tuple[int, ...] = DEFAULT_LAYERS
-    heads: tuple[int, ...] | None = None  # None = all heads
+    method: str = "sae"  # a method of the registry that steers (or "none")
+    layers: tuple[int, ...] = knob(
+        DEFAULT_LAYERS, label="Layers to steer", kind="layers", help="a band, one layer, or type e.g. 3,9,15",
+        shown=layers_label(DEFAULT_LAYERS),
+    )  # fmt: skip
+    heads: tuple[int, ...] | None = knob(None, label="Heads (all ticked = every head)", kind="heads", optional=True)
     layer_heads: tuple[tuple[int, int], ...] | None = None  # (layer, head) pairs: only these (replaces heads)
-    steps: int = 20
-    lr: float = 0.2
-    mu: float = 0.0
-    distance: str = "l2"
-    positions: str = "generated"  # steering the prompt too moved the level less at the same fluency
-    first_tokens: int | None = None  # steer only the first N generated tokens (the reply's opening); None = all
-    after_first: float = 0.0  # with first_tokens: the share of the strength kept after them (0: not steered)
-    strength: float = 1.0  # 0 = off (unsteered, token for token); unit_alpha says what 1 means
-    target: str = "learned"  # a name in targets.REGISTRY
+    steps: int = knob(
+        20, label="Descent steps T", kind="slider", lo=0, hi=MAX_STEPS, step=1, whole=True, advanced=True,
+        help="descent steps T",
+    )  # fmt: skip
+    lr: float = knob(0.2, label="Step size", kind="slider", lo=0.0, top=0.5, step=0.01, advanced=True,
+                     help="descent step size")  # fmt: skip
+    mu: float = knob(
+        0.0, label="mu (stay close to the original code)", kind="slider", lo=0.0, top=5.0, step=0.1, advanced=True,
+        help="pull back toward the token's own code",
+    )  # fmt: skip
+    distance: str = knob("l2", label="Distance", kind="choice", choices=tuple((d, d) for d in DISTANCES), advanced=True)
+    positions: str = knob(
+        "generated", label="Steered positions", kind="choice", choices=tuple((p, p) for p in POSITIONS), advanced=True,
+        help="which positions are steered: the prompt, the generated tokens or all",
+    )  # fmt: skip
+    first_tokens: int | None = knob(
+        None, label="First tokens", kind="integer", lo=1, optional=True,
+        help="steer only the first N generated tokens, the reply's opening (default: all)",
+    )  # fmt: skip
+    after_first: float = knob(
+        0.0, label="Strength after the first tokens", kind="slider", lo=0.0,
+        help="with first tokens: steer the tokens after the opening at this share of the strength (a schedule: "
+        "strong on the opening, weaker after; default 0: not at all)",
+    )  # fmt: skip
+    strength: float = knob(
+        1.0, label="Steering strength", kind="slider", lo=0.0, top=MAX_STRENGTH_SHOWN, step=0.25,
+        help="0 = off, 1 = the tested default, higher = stronger but less fluent",
+    )  # fmt: skip
+    target: str = knob("learned", label="Steering target", kind="choice", choices=target_choices, advanced=True)
     saes_dir: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
     offsets_dir: str | None = None  # a folder of learned offsets (target "learned"); None = the model's own
     residual_dir: str | None = None  # method "residual": a folder of residual-stream vectors; None = the model's own
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise UserError(f"unknown steering method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.positions not in POSITIONS:
-            raise UserError(f"positions must be one of {', '.join(POSITIONS)}")
-        if self.target not in targets.REGISTRY:
-            raise UserError(f"target must be one of {', '.join(targets.REGISTRY)}")
-        if self.method in WITHOUT_CODES and not targets.REGISTRY[self.target].on_queries:
+        m = methods.get(self.method)
+        if not (m.steers or m.site == methods.NONE):
             raise UserError(
-                f"target {self.target!r} works on SAE codes; query steering takes {' or '.join(QUERY_TARGETS)}"
+                f"method {self.method!r} does not steer; a steering method is one of {', '.join(steering_methods())}"
             )
-        if self.method in AT_RESIDUAL and self.target != "learned":
-            raise UserError("residual-stream steering adds a learned vector: its target is 'learned'")
-        if self.distance not in DISTANCES:
-            raise UserError(f"distance must be one of {', '.join(DISTANCES)}")
-        for name in ("lr", "mu", "strength"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise UserError(f"{name} must be a finite number >= 0, got {v!r}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 0 <= self.steps <= MAX_STEPS:
-            raise UserError(f"steps must be an integer from 0 to {MAX_STEPS}, got {self.steps!r}")
-        if self.first_tokens is not None:
-            if isinstance(self.first_tokens, bool) or not isinstance(self.first_tokens, int) or self.first_tokens < 1:
-                raise UserError(f"first tokens must be an integer >= 1 (or none for all), got {self.first_tokens!r}")
-            if self.positions == "prompt":
-                raise UserError("first tokens limits the generated tokens; positions 'prompt' steers none of them")
-        later = self.after_first
-        if isinstance(later, bool) or not isinstance(later, (int, float)) or not math.isfinite(later) or later < 0:
-            raise UserError(f"the strength after the first tokens must be a finite number >= 0, got {later!r}")
+        for name, k in KNOBS.items():
+            check(k, getattr(self, name))
+        spec = targets.get(self.target)
+        if m.site in (methods.QUERIES, methods.QUERY_SHIFT) and not spec.on_queries:
+            raise UserError(
+                f"target {self.target!r} works on SAE codes; query steering takes {' or '.join(query_targets())}"
+            )
+        if m.only_target is not None and self.target != m.only_target:
+            raise UserError(f"{m.label} steering runs one target: its target is {m.only_target!r}, got {self.target!r}")
+        if self.first_tokens is not None and self.positions == "prompt":
+            raise UserError("first tokens limits the generated tokens; positions 'prompt' steers none of them")
         if self.after_first and self.first_tokens is None:
             raise UserError("a strength after the first tokens needs first tokens (how many the opening has)")
         if not self.layers:
@@ -108,6 +109,15 @@ class SteerConfig:
                 raise UserError("give heads for every layer or (layer, head) pairs, not both")
             if {layer for layer, _ in self.layer_heads} != set(self.layers):
                 raise UserError("the steered layers must be exactly the layers of the (layer, head) pairs")
+
+    @property
+    def site(self) -> str:
+        """Where its method edits (methods.SITES): what the edits dispatch on."""
+        return methods.get(self.method).site
+
+    @property
+    def steers(self) -> bool:
+        return methods.get(self.method).steers
 
     @property
     def target_spec(self) -> targets.Target:
@@ -129,7 +139,7 @@ class SteerConfig:
         'prompt' or 'generated', start the generated token a 'generated' forward begins at (a decode step
         runs one token; a teacher-forced reply runs all from 0). Strength 0 steers none, for every
         target: the hooks leave the forward untouched."""
-        if self.method == "none" or self.strength == 0 or self.positions not in ("all", phase):
+        if not self.steers or self.strength == 0 or self.positions not in ("all", phase):
             return 0
         if phase != "generated" or self.first_tokens is None:
             return None
@@ -165,27 +175,29 @@ class SteerConfig:
         return tuple(sorted(h for lay, h in self.layer_heads if lay == layer))
 
     def for_method(self, method: str, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> SteerConfig:
-        """This config for another method at the same strength; query steering and mean difference
-        have no codes, so a code-only target becomes delta; the residual baseline adds learned vectors, at
-        residual_layers (the model's own: model_defaults.residual_layers) unless its folder is given."""
-        if method in WITHOUT_CODES and not self.target_spec.on_queries:
-            return replace(self, method=method, target=QUERY_FALLBACK)
-        if method in AT_RESIDUAL:  # vectors exist for the layer they were fitted at only
+        """This config for another method at the same strength, as the method's entry says: a method without
+        SAE codes runs its fallback target when the chosen one works on codes only; a method with one target
+        (the residual vector) runs it, at residual_layers (the model's own: model_defaults.residual_layers)
+        unless its folder is given, on every head."""
+        m = methods.get(method)
+        if m.only_target is not None:  # vectors exist for the layer they were fitted at only
             layers = residual_layers if self.residual_dir is None and method != self.method else self.layers
-            return replace(self, method=method, target="learned", layers=layers, heads=None, layer_heads=None)
+            return replace(self, method=method, target=m.only_target, layers=layers, heads=None, layer_heads=None)
+        if not m.has_codes and not self.target_spec.on_queries and m.fallback_target is not None:
+            return replace(self, method=method, target=m.fallback_target)
         return replace(self, method=method)
 
     @property
     def label(self) -> str:
         """Short text naming the strength settings, for tables."""
-        if self.method == "meandiff":
+        if self.site == methods.QUERY_SHIFT:
             return f"a{self.alpha:g}"
-        if self.method in AT_RESIDUAL:
+        if self.site == methods.RESIDUAL:
             where = "" if self.residual_dir is None else " vectors " + "/".join(Path(self.residual_dir).parts[-2:])
-            return f"learned a{self.alpha:g}{where}{self._where_label(heads=False)}"
+            return f"{self.target} a{self.alpha:g}{where}{self._where_label(heads=False)}"
         spec = self.target_spec
         t = spec.label(self.alpha)
-        if self.target == "learned":
+        if spec.needs_offsets:
             t += "" if self.offsets_dir is None else " offsets " + "/".join(Path(self.offsets_dir).parts[-2:])
         steps = f" T{self.steps} lr{self.lr:g} mu{self.mu:g}" if spec.descends else ""
         saes = "" if self.saes_dir is None else f" saes {Path(self.saes_dir).name}"
@@ -201,3 +213,16 @@ class SteerConfig:
         out += "" if self.first_tokens is None else f" first {self.first_tokens}"
         out += "" if not self.after_first else f" then x{self.after_first:g}"
         return out
+
+
+KNOBS = knobs_of(SteerConfig)  # the steering knobs, in field order
+
+
+def steering_methods() -> tuple[str, ...]:
+    """The methods a SteerConfig can name: unsteered and every method that steers."""
+    return tuple(n for n, m in methods.REGISTRY.items() if m.steers or m.site == methods.NONE)
+
+
+def query_targets() -> tuple[str, ...]:
+    """Targets that raw queries can run (they name a point)."""
+    return tuple(t for t, spec in targets.REGISTRY.items() if spec.on_queries)

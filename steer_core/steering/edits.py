@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .. import methods
 from ..sae.layer_files import LayerSAEs
 from .config import SteerConfig
 from .descent import query_descent
@@ -49,8 +50,8 @@ def steer_rows(
     (targets that need them). Returns the steered queries, same shape."""
     if cfg.strength == 0:  # off, exactly (a descent to the token's own code would round)
         return x
-    spec = cfg.target_spec
-    if cfg.method == "sae":
+    spec, site = cfg.target_spec, cfg.site
+    if site == methods.CODES:
         c = CodeEdit(bank, None, levels, heads, cfg, offsets)
         if spec.code_offset is not None:  # a fixed code offset decodes to a fixed query shift: no encode
             return x + (cfg.alpha * decode(bank, spec.code_offset(c), heads))[:, None].to(x.dtype)
@@ -59,9 +60,9 @@ def steer_rows(
         W_dec = bank.sae.weights(heads)[2]
         return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec).to(x.dtype)  # reconstruction error is kept
     point, mean = _level_queries(bank, levels, heads)
-    if cfg.method == "meandiff":  # no descent: the level's mean query minus the mean, added
+    if site == methods.QUERY_SHIFT:  # no descent: the level's mean query minus the mean, added
         return x + cfg.alpha * (point - mean)
-    goal = spec.goal(x, point, mean, cfg.alpha)  # query steering: the same descent on the raw query
+    goal = spec.goal(x, point, mean, cfg.alpha)  # raw queries: the same descent on the query itself
     return query_descent(x, goal, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
 
 
@@ -91,17 +92,17 @@ def constant_shift(g: RowGroup) -> torch.Tensor | None:
     query steering toward the token's own query plus a fixed vector, whose closed form is
     x + alpha d (1 - c^T) / (1 + mu)); None otherwise."""
     cfg, spec = g.cfg, g.cfg.target_spec
-    if cfg.method == "sae":
+    if cfg.site == methods.CODES:
         if spec.code_offset is None or (spec.needs_offsets and g.offsets is None):
             return None
         return cfg.alpha * decode(
             g.bank, spec.code_offset(CodeEdit(g.bank, None, g.levels, g.heads, cfg, g.offsets)), g.heads
         )
-    if cfg.method not in ("meandiff", "query"):
+    if cfg.site not in (methods.QUERY_SHIFT, methods.QUERIES):
         return None
     pick = (lambda t, d: t) if g.heads is None else (lambda t, d: t.index_select(d, g.heads))
     diff = pick(g.bank.queries.index_select(0, g.levels) - g.bank.query_all, 1)
-    if cfg.method == "meandiff":
+    if cfg.site == methods.QUERY_SHIFT:
         return cfg.alpha * diff
     if spec.shifts and cfg.distance == "l2" and cfg.steps > 0:
         c = 1.0 - 2.0 * cfg.lr * (1.0 + cfg.mu)
@@ -182,3 +183,15 @@ def make_residual_edit(groups: list[RowGroup], phase: str, start: int = 0):
         return out
 
     return edit
+
+
+def layer_edits(lm, groups: dict, phase: str, start: int = 0) -> dict:
+    """{site: edit} for one kind of forward (phase, start: see SteerConfig.steered_count) of the groups that
+    steering.assets.steering_groups resolved; sites with nothing to steer are left out."""
+    edits = {
+        site: make_residual_edit(gs, phase, start)
+        if isinstance(site, tuple)
+        else make_layer_edit(gs, phase, lm.n_heads, lm.head_dim, start)
+        for site, gs in groups.items()
+    }
+    return {site: e for site, e in edits.items() if e is not None}

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import UserError
 from .descent import latent_descent, softmax_descent
+
+if TYPE_CHECKING:  # types only: the config reads this registry
+    from ..sae.layer_files import LayerSAEs
+    from .config import SteerConfig
 
 
 @dataclass
@@ -23,11 +28,11 @@ class CodeEdit:
     z0 (rows, seq, heads, K), each row's level (rows,), the steered heads (None: all), the config, and the
     layer's learned offsets (levels, heads, K) for targets that need them."""
 
-    bank: object
-    z0: torch.Tensor
+    bank: LayerSAEs
+    z0: torch.Tensor | None  # None where the edit needs no codes (a fixed offset)
     levels: torch.Tensor
     heads: torch.Tensor | None
-    cfg: object
+    cfg: SteerConfig
     offsets: torch.Tensor | None = None
 
     def pick(self, t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -45,6 +50,28 @@ class CodeEdit:
 
 
 @dataclass(frozen=True)
+class Objective:
+    """What a target's trace shows as its objective: a label, and the curve over descent steps from the trace's
+    distance to the target's point (steps, or None where it names no point) and each level's probability under
+    the prototypes at every step (steps, levels, positions), for the row's level index."""
+
+    label: str
+    of: Callable[[torch.Tensor | None, torch.Tensor, int], torch.Tensor | None]
+
+
+def _distance_to_point(distance, level_probs, level):
+    return distance
+
+
+def _neg_log_p(distance, level_probs, level):
+    return -torch.log(level_probs[:, level].clamp_min(1e-12)).mean(-1)
+
+
+TO_POINT = Objective("distance to its target", _distance_to_point)
+NEG_LOG_P = Objective("-log p(target)", _neg_log_p)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     title: str  # a short name for choosers
@@ -59,8 +86,9 @@ class Target:
     code_offset: Callable[[CodeEdit], torch.Tensor] | None = None
     shifts: bool = False  # its goal is the token's own point plus a fixed vector (a closed form on raw queries)
     needs_offsets: bool = False  # learned offsets (fit-offsets) for the steered layers
-    objective: str = ""  # what its trace's objective line shows ("" when it does not descend)
+    objective: Objective | None = None  # what its trace's objective line shows (None: it does not descend)
     short: str = ""  # the label's word (default: the name)
+    bare_at_unit: bool = False  # its label omits alpha at alpha 1 (the paper's own setting)
 
     @property
     def descends(self) -> bool:
@@ -74,7 +102,7 @@ class Target:
 
     def label(self, alpha: float) -> str:
         word = self.short or self.name
-        return word if (self.name == "prototype" and alpha == 1) else f"{word} a{alpha:g}"
+        return word if (self.bare_at_unit and alpha == 1) else f"{word} a{alpha:g}"
 
     def edit_codes(self, c: CodeEdit, trace_to: torch.Tensor | None = None):
         """The steered codes; with trace_to ((L, ..., K)-broadcastable points) also the distance to each after
@@ -142,8 +170,9 @@ register(
         "the paper's target: descend toward the level's prototype code (strength 1: all the way, 0.5: half way)",
         1.0,
         goal=_toward,
-        objective="distance to its target",
+        objective=TO_POINT,
         short="proto",
+        bare_at_unit=True,
     )
 )
 register(
@@ -154,7 +183,7 @@ register(
         8.0,
         goal=_shifted,
         shifts=True,
-        objective="distance to its target",
+        objective=TO_POINT,
     )
 )
 register(
@@ -165,7 +194,7 @@ register(
         "prototypes (alpha scales the step)",
         3.0,
         codes=_softmax,
-        objective="-log p(target)",
+        objective=NEG_LOG_P,
     )
 )
 register(

@@ -3,15 +3,14 @@ generation, judged, then one replay of the SAE-steered reply that both the laten
 view read, the charts and the report. The web UI, the API and `bench` run exactly this.
 
 The request is declared once: each field of CompareRequest carries its label, help, kind and bounds
-(a `Knob`); the UI's widgets, the /compare API's parameters (names, order, defaults), the CLI's help and
-the validation are read from it.
+(a `Knob`, steering.knobs; the steering knobs are SteerConfig's own); the UI's widgets, the /compare API's
+parameters (names, order, defaults), the link reader and the validation are read from it.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,70 +20,36 @@ from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
 from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, check_inputs, stream_batch
-from ..layer_spec import layers_label, parse_heads, read_layers
-from ..steering import targets
-from ..steering.config import MAX_STEPS, POSITIONS, RESIDUAL_LAYERS, SteerConfig
+from ..layer_spec import layers_label
+from ..steering.config import RESIDUAL_LAYERS, SteerConfig
+from ..steering.knobs import KINDS, Knob, check, check_bounds, knob, knobs_of, read_knob, same_knob  # noqa: F401
 from ..steering.model_defaults import residual_layers
 
 STEER = SteerConfig()  # the validated setting: every steering knob's default
-MAX_STRENGTH = 4.0
-REPORT_FORMAT = 2  # a run's JSON report; 1: before reports could be restored (views.share)
-KINDS = ("text", "level", "layers", "heads", "slider", "integer", "choice", "flag")
+REPORT_FORMAT = 2  # a run's JSON report; 1: before reports could be restored (views.reports)
 
 
-@dataclass(frozen=True)
-class Knob:
-    """How one request field is shown, read and bounded."""
-
-    label: str
-    kind: str  # one of KINDS: the widget it is and how a widget's value is read
-    help: str = ""
-    lo: float | None = None
-    hi: float | None = None
-    step: float | None = None
-    whole: bool = False  # a whole number
-    choices: tuple = ()  # (label, value) pairs of a "choice" knob
-    shown: object = None  # what the widget and the API show for the default, when that is not the value itself
-    advanced: bool = False  # the UI puts it under "Advanced"
-
-
-def knob(default=MISSING, **kw):
-    """A CompareRequest field with its Knob."""
-    return field(default=default, metadata={"knob": Knob(**kw)})
-
-
-def _target_choices() -> tuple:
-    return tuple((t.title + (" (default)" if n == STEER.target else ""), n) for n, t in targets.REGISTRY.items())
+def _steer_knob(name: str):
+    """A steering knob, as SteerConfig declares it (label, kind, bounds, help, default)."""
+    return same_knob(SteerConfig, name)
 
 
 @dataclass(frozen=True, kw_only=True)
 class CompareRequest:
-    """Everything one comparison needs; validated on construction so bad input fails before any work."""
+    """Everything one comparison needs; validated on construction so bad input fails before any work. Its
+    steering knobs are SteerConfig's own declarations; the rest are declared here."""
 
     question: str = knob(label="Question", kind="text")
     student_answer: str = knob(label="Student's answer", kind="text")
     level: str | None = knob(label="Bloom level to steer toward", kind="level")  # None: no single level (the ladder)
-    layers: tuple[int, ...] = knob(
-        STEER.layers, label="Layers to steer", kind="layers", help="a band, one layer, or type e.g. 3,9,15",
-        shown=layers_label(STEER.layers),
-    )  # fmt: skip
-    heads: tuple[int, ...] | None = knob(None, label="Heads (all ticked = every head)", kind="heads")
-    strength: float = knob(
-        STEER.strength, label="Steering strength", kind="slider", lo=0.0, hi=MAX_STRENGTH, step=0.25,
-        help="0 = off, 1 = the tested default, higher = stronger but less fluent",
-    )  # fmt: skip
-    steps: int = knob(
-        STEER.steps, label="Descent steps T", kind="slider", lo=0, hi=MAX_STEPS, step=1, whole=True, advanced=True
-    )
-    lr: float = knob(STEER.lr, label="Step size", kind="slider", lo=0.0, hi=0.5, step=0.01, advanced=True)
-    mu: float = knob(
-        STEER.mu, label="mu (stay close to the original code)", kind="slider", lo=0.0, hi=5.0, step=0.1, advanced=True
-    )
-    target: str = knob(STEER.target, label="Steering target", kind="choice", choices=_target_choices(), advanced=True)
-    positions: str = knob(
-        STEER.positions, label="Steered positions", kind="choice", choices=tuple((p, p) for p in POSITIONS),
-        advanced=True,
-    )  # fmt: skip
+    layers: tuple[int, ...] = _steer_knob("layers")
+    heads: tuple[int, ...] | None = _steer_knob("heads")
+    strength: float = _steer_knob("strength")
+    steps: int = _steer_knob("steps")
+    lr: float = _steer_knob("lr")
+    mu: float = _steer_knob("mu")
+    target: str = _steer_knob("target")
+    positions: str = _steer_knob("positions")
     max_new_tokens: int = knob(
         REPLY_TOKENS, label="Max new tokens", kind="slider", lo=1, hi=MAX_NEW_TOKENS, step=1, whole=True, advanced=True
     )
@@ -103,9 +68,9 @@ class CompareRequest:
         check_inputs(self.question, self.student_answer)
         if self.level is not None:
             object.__setattr__(self, "level", normalize_level(self.level))
-        for name, k in KNOBS.items():
-            if k.lo is not None:
-                check_bounds(k, getattr(self, name))
+        for name, k in KNOBS.items():  # within what the widgets show (a slider's top)
+            if k.kind in ("slider", "integer"):
+                check(k, getattr(self, name), hi=k.shown_hi)
         if self.heads is not None and len(self.heads) == 0:
             raise UserError("choose at least one head to steer")
         self.steer("sae")  # the steering knobs (target, positions, steps, ...) are checked by SteerConfig
@@ -163,9 +128,9 @@ class CompareRequest:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The columns: Compare's own, then those asked for by their flags (methods.COLUMN_FLAGS)."""
-        optional = tuple(m for m, flag in methods.COLUMN_FLAGS.items() if getattr(self, flag))
-        return methods.COMPARE + optional
+        """The columns: Compare's own, then those asked for by their flags (methods.column_flags)."""
+        optional = tuple(m for m, flag in methods.column_flags().items() if getattr(self, flag))
+        return methods.compare_columns() + optional
 
     def requests(self, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> list[Request]:
         """One request a column; the residual vector at residual_layers (the model's: model_defaults)."""
@@ -175,49 +140,16 @@ class CompareRequest:
                 self.student_answer,
                 m,
                 self.level,
-                steer=self.steer(m, residual_layers) if m in methods.STEERED else None,
+                steer=self.steer(m, residual_layers) if methods.get(m).steers else None,
                 k_shots=self.k_shots,
             )
             for m in self.methods
         ]
 
 
-KNOBS = {f.name: f.metadata["knob"] for f in fields(CompareRequest)}
+KNOBS = knobs_of(CompareRequest)
+MAX_STRENGTH = KNOBS["strength"].shown_hi
 API = tuple(KNOBS)  # the /compare parameters, in order
-
-
-def check_bounds(k: Knob, v) -> None:
-    what = "a whole number" if k.whole else "a number"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (k.whole and v != int(v)):
-        raise UserError(f"{k.label} must be {what} from {k.lo:g} to {k.hi:g}, got {v!r}")
-    if not k.lo <= v <= k.hi:
-        raise UserError(f"{k.label} must be from {k.lo:g} to {k.hi:g}, got {v!r}")
-
-
-def read_knob(name: str, k: Knob, value):
-    """A widget's or API caller's value as the field's type."""
-    if k.kind == "layers":
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        return read_layers(value)
-    if k.kind == "heads":
-        heads, pairs = parse_heads(value)  # an empty selection stays empty and is refused by __post_init__
-        if pairs is not None:
-            raise UserError("the comparison steers the same heads in every layer: give head numbers, e.g. 0,3,5")
-        return heads
-    if k.kind in ("slider", "integer"):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{k.label} must be a number, got {value!r}") from None
-        if k.whole or k.kind == "integer":
-            if not math.isfinite(v) or v != int(v):
-                raise UserError(f"{k.label} must be a whole number, got {value!r}")
-            return int(v)
-        return v
-    if k.kind == "flag":
-        return bool(value)
-    return str(value) if k.kind in ("choice", "level") else value
 
 
 @dataclass
@@ -302,7 +234,7 @@ class CompareResult:
         if not self.done:
             return f"Generating... {max(o.new_tokens for o in self.outputs.values())} tokens"
         hits = [m for m, v in self.judgements.items() if v["pred"] == req.level]
-        hit_text = ", ".join(methods.LABELS[m] for m in hits) or "none of the methods"
+        hit_text = ", ".join(methods.label(m) for m in hits) or "none of the methods"
         charts = (
             ""
             if self.inspection is None

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from .. import methods
 from ..bloom import LEVELS
-from ..generation import Output, Request, perplexity, stream_batch
+from ..fluency import perplexity
+from ..generation import Output, Request, stream_batch
 from ..layer_spec import layers_label
 from ..steering.config import RESIDUAL_LAYERS
 from ..steering.model_defaults import residual_layers
@@ -35,7 +36,7 @@ class Row:
 def row_request(req: CompareRequest, row: Row, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> Request:
     level = None if row.level == "-" else row.level
     base = req if row.strength is None else replace(req, strength=row.strength)
-    steer = base.steer(row.method, residual_layers) if row.method in methods.STEERED else None
+    steer = base.steer(row.method, residual_layers) if methods.get(row.method).steers else None
     return Request(req.question, req.student_answer, row.method, level, steer=steer, k_shots=req.k_shots)
 
 
