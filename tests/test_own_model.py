@@ -76,9 +76,10 @@ def _last(gen):
 
 def test_the_app_serves_the_prepared_model_with_its_adapter(own_model, monkeypatch):
     import app
+    from ui import runtime
 
-    monkeypatch.setattr(app, "MODEL", str(own_model / "model"))
-    monkeypatch.setattr(app, "ADAPTER", str(own_model / "adapter"))
+    monkeypatch.setattr(runtime, "MODEL", str(own_model / "model"))
+    monkeypatch.setattr(runtime, "ADAPTER", str(own_model / "adapter"))
     demo = app.build()
     texts = [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown" and isinstance(b.value, str)]
     assert any(str(own_model / "model") in t and "3 layers x 4 heads" in t and "0-2" in t for t in texts)
@@ -99,9 +100,10 @@ def test_the_app_serves_the_prepared_model_with_its_adapter(own_model, monkeypat
 
 def test_the_app_says_how_to_prepare_an_unprepared_model(own_model, monkeypatch):
     import app
+    from ui import runtime
 
-    monkeypatch.setattr(app, "MODEL", str(own_model / "model"))
-    monkeypatch.setattr(app, "ADAPTER", "none")
+    monkeypatch.setattr(runtime, "MODEL", str(own_model / "model"))
+    monkeypatch.setattr(runtime, "ADAPTER", "none")
     demo = app.build()
     texts = [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown" and isinstance(b.value, str)]
     assert any("not prepared yet" in t for t in texts)
@@ -111,8 +113,8 @@ def test_the_app_says_how_to_prepare_an_unprepared_model(own_model, monkeypatch)
 
 def test_app_module_reads_its_environment(monkeypatch):
     monkeypatch.setenv("STEER_ADAPTER", "none")
-    import app
+    from ui import runtime
 
-    assert importlib.reload(app).ADAPTER == "none"
+    assert importlib.reload(runtime).ADAPTER == "none"
     monkeypatch.delenv("STEER_ADAPTER")
-    importlib.reload(app)
+    importlib.reload(runtime)

@@ -9,7 +9,8 @@ import pytest
 
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
-from steer_core.views import share
+from steer_core.views import handout, links, reports
+from steer_core.views import history as runs
 from steer_core.views.compare import CompareRequest, compare_stream
 from steer_core.views.ladder import ladder_stream
 from steer_core.views.presets import PRESETS
@@ -66,24 +67,24 @@ def query(link: str) -> dict:
 
 def test_a_compare_link_carries_what_differs_from_the_default_and_reads_back(steerable_lm, compare_record):
     lm = steerable_lm
-    params = query(share.link_query(compare_record, lm))
+    params = query(links.link_query(compare_record, lm))
     assert params["tab"] == "compare" and params["question"] == Q and params["student_answer"] == A
     assert params["level"] == "analyze" and params["layers"] == "1,2" and params["heads"] == "0,1"
     assert params["strength"] == "0.5" and params["target"] == "delta" and params["max_new_tokens"] == "5"
     assert "seed" not in params and "steps" not in params and "instruction" not in params  # defaults are left out
-    opened = share.read_link(params, lm)
+    opened = links.read_link(params, lm)
     assert opened.runs and opened.view == "compare" and not opened.notes
     req = CompareRequest.from_ui(**opened.values)
     assert req == request(heads=[0, 1])  # the same request, so the same greedy replies
 
 
 def test_ladder_and_sweep_links(steerable_lm, ladder_record):
-    params = query(share.link_query(ladder_record, steerable_lm))
+    params = query(links.link_query(ladder_record, steerable_lm))
     assert params == {"tab": "ladder", "question": Q, "student_answer": A, "strength": "0.5", "max_new_tokens": "5"}
     *_, sweep = sweep_stream(steerable_lm, request(layers="1"), "0, 2", judge=FakeJudge())
-    params = query(share.link_query(sweep.record(steerable_lm.label), steerable_lm))
+    params = query(links.link_query(sweep.record(steerable_lm.label), steerable_lm))
     assert params["tab"] == "sweep" and params["strengths"] == "0, 2" and params["level"] == "analyze"
-    opened = share.read_link(params, steerable_lm)
+    opened = links.read_link(params, steerable_lm)
     assert opened.runs and opened.values["strengths"] == "0, 2"
 
 
@@ -103,7 +104,7 @@ def test_ladder_and_sweep_links(steerable_lm, ladder_record):
     ],
 )
 def test_a_bad_link_value_is_named_left_at_its_default_and_not_run(steerable_lm, params, name, why):
-    opened = share.read_link({"tab": "compare", "question": Q, "student_answer": A, **params}, steerable_lm)
+    opened = links.read_link({"tab": "compare", "question": Q, "student_answer": A, **params}, steerable_lm)
     assert opened.view == "compare" and not opened.runs
     assert name not in opened.values and opened.values["question" if name != "question" else "student_answer"]
     assert len(opened.notes) == 1 and name in opened.notes[0] and why in opened.notes[0], opened.notes
@@ -111,21 +112,21 @@ def test_a_bad_link_value_is_named_left_at_its_default_and_not_run(steerable_lm,
 
 
 def test_links_that_open_nothing(steerable_lm):
-    assert share.read_link({}, steerable_lm).view is None and share.read_link({}, steerable_lm).message() == ""
-    assert share.read_link({"__theme": "dark"}, steerable_lm).view is None
-    odd = share.read_link({"tab": "moon"}, steerable_lm)
+    assert links.read_link({}, steerable_lm).view is None and links.read_link({}, steerable_lm).message() == ""
+    assert links.read_link({"__theme": "dark"}, steerable_lm).view is None
+    odd = links.read_link({"tab": "moon"}, steerable_lm)
     assert odd.view is None and not odd.runs and "not a view" in odd.message()
-    assert share.read_link({"question": Q, "student_answer": A}, steerable_lm).view == "compare"
-    ladder = share.read_link({"tab": "ladder", "question": Q, "baseline": "sae", "level": "create"}, steerable_lm)
+    assert links.read_link({"question": Q, "student_answer": A}, steerable_lm).view == "compare"
+    ladder = links.read_link({"tab": "ladder", "question": Q, "baseline": "sae", "level": "create"}, steerable_lm)
     assert not ladder.runs and any("baseline" in n for n in ladder.notes) and any("`level`" in n for n in ladder.notes)
 
 
 def test_a_compare_report_restores_without_the_model(steerable_lm, compare_record, tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps(compare_record))
-    saved = share.read_report(str(path), NoModel(steerable_lm))
+    saved = reports.read_report(str(path), NoModel(steerable_lm))
     assert saved.restorable and saved.view == "compare", saved.message()
-    result = share.restore(saved)
+    result = reports.restore(saved)
     assert {m: o.text for m, o in result.outputs.items()} == {
         m: o["text"] for m, o in compare_record["outputs"].items()
     }
@@ -140,13 +141,13 @@ def test_a_compare_report_restores_without_the_model(steerable_lm, compare_recor
 
 
 def test_a_ladder_report_restores_and_prints(steerable_lm, ladder_record):
-    saved = share.read_report(ladder_record, NoModel(steerable_lm))
+    saved = reports.read_report(ladder_record, NoModel(steerable_lm))
     assert saved.restorable, saved.message()
-    result = share.restore(saved)
+    result = reports.restore(saved)
     assert [o.text for o in result.outputs] == [r["text"] for r in ladder_record["rows"]]
     assert [v["probs"] for v in result.verdicts] == [r["probs"] for r in ladder_record["rows"]]
     assert result.chart() is not None and result.perplexities == [r["perplexity"] for r in ladder_record["rows"]]
-    page = share.handout_html(ladder_record, link="http://host/?tab=ladder")
+    page = handout.handout_html(ladder_record, link="http://host/?tab=ladder")
     import html
 
     for row in ladder_record["rows"]:
@@ -154,40 +155,40 @@ def test_a_ladder_report_restores_and_prints(steerable_lm, ladder_record):
     assert page.count('class="level') == 6 and 'class="ref"' in page and "@page" in page
     assert html.escape(Q) in page and "http://host/?tab=ladder" in page
     with pytest.raises(UserError, match="ladder"):
-        share.handout_html({"view": "compare"})
+        handout.handout_html({"view": "compare"})
 
 
 def test_a_report_from_elsewhere_says_what_differs_and_is_not_restored(steerable_lm, compare_record):
     other = compare_record | {"model": "someone/else"}
-    saved = share.read_report(other, steerable_lm)
+    saved = reports.read_report(other, steerable_lm)
     assert not saved.restorable and "someone/else" in saved.message() and "Run again" in saved.message()
     assert saved.opened.values["question"] == Q  # the inputs are still filled in, to run again
     old = {k: v for k, v in compare_record.items() if k not in ("format", "version", "figures", "view")}
-    saved = share.read_report(old, steerable_lm)
+    saved = reports.read_report(old, steerable_lm)
     assert not saved.restorable and "format 1" in saved.message()
     rescaled = compare_record | {"settings": compare_record["settings"] | {"alpha": 123.0}}
-    assert "alpha 123" in share.read_report(rescaled, steerable_lm).message()
+    assert "alpha 123" in reports.read_report(rescaled, steerable_lm).message()
     with pytest.raises(UserError):
-        share.restore(saved)
+        reports.restore(saved)
     for bad in (b"not json", {"hello": 1}, {"inputs": {}, "outputs": {}, "view": "moon"}):
         with pytest.raises(UserError, match="report"):
-            share.read_report(bad, steerable_lm)
+            reports.read_report(bad, steerable_lm)
 
 
 def test_the_history_keeps_the_newest_twenty_runs_once_each(compare_record, ladder_record):
     history = []
     for i in range(25):
         record = compare_record | {"inputs": compare_record["inputs"] | {"question": f"Question {i} " + "w " * 10}}
-        history = share.add_to_history(history, share.history_entry(record, f"?tab=compare&q={i}"))
-    assert len(history) == share.HISTORY_SIZE == 20
+        history = runs.add_to_history(history, runs.history_entry(record, f"?tab=compare&q={i}"))
+    assert len(history) == runs.HISTORY_SIZE == 20
     assert history[0]["question"].startswith("Question 24") and history[0]["question"].endswith("...")
-    history = share.add_to_history(history, share.history_entry(compare_record, "?tab=compare&q=10"))
+    history = runs.add_to_history(history, runs.history_entry(compare_record, "?tab=compare&q=10"))
     assert len(history) == 20 and history[0]["query"] == "?tab=compare&q=10"
     assert sum(h["query"] == "?tab=compare&q=10" for h in history) == 1
-    history = share.add_to_history(history, share.history_entry(ladder_record, "?tab=ladder"))
-    rows = share.history_rows(history)
+    history = runs.add_to_history(history, runs.history_entry(ladder_record, "?tab=ladder"))
+    rows = runs.history_rows(history)
     assert rows[0][1:3] == ["ladder", "every level"] and rows[1][1:3] == ["compare", "analyze"]
-    assert share.add_to_history(None, history[0]) == [history[0]]
+    assert runs.add_to_history(None, history[0]) == [history[0]]
 
 
 def test_presets_are_valid_requests_and_quote_the_shipped_rows():

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+from ..bloom import normalize_level
 from ..errors import UserError
-from .compare import MAX_STRENGTH, CompareRequest
+from .compare import MAX_STRENGTH, STEER, CompareRequest, knob
+from .requests import Declared, shared
 from .rows import Row, ViewResult, view_stream
 
 MAX_SWEEP = 6
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 3.0)
+
+
+def strengths_text(values: Sequence[float]) -> str:
+    """Strengths as the sweep's box and a link write them: '0, 0.5, 1'."""
+    return ", ".join(f"{float(s):g}" for s in values)
 
 
 def parse_strengths(spec) -> tuple[float, ...]:
@@ -29,6 +37,33 @@ def parse_strengths(spec) -> tuple[float, ...]:
     if bad:
         raise UserError(f"strengths must be from 0 to {MAX_STRENGTH:g}, got {bad[0]!r}")
     return tuple(values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepRequest(Declared):
+    """The sweep's request, declared as CompareRequest's is: its widgets, the /sweep parameters and a sweep
+    link's parameters follow from these fields; the shared ones carry CompareRequest's Knob."""
+
+    question: str = shared("question")
+    student_answer: str = shared("student_answer")
+    level: str = shared("level")
+    strengths: str = knob(
+        strengths_text(DEFAULT_STRENGTHS), kind="text",
+        label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
+    )  # fmt: skip
+    max_new_tokens: int = shared("max_new_tokens")
+
+    def __post_init__(self):
+        self.check_fields()
+        object.__setattr__(self, "level", normalize_level(self.level))
+        object.__setattr__(self, "strengths", strengths_text(parse_strengths(self.strengths)))
+
+    def compare_request(self, layers=None) -> CompareRequest:
+        """The comparison's request sweep_stream takes (at the validated strength; each row sets its own),
+        `layers` (None: the default) steered."""
+        values = {"question": self.question, "student_answer": self.student_answer, "level": self.level}
+        values |= {"strength": STEER.strength, "max_new_tokens": self.max_new_tokens, "layers": layers}
+        return CompareRequest.from_ui(**values)
 
 
 def sweep_rows(level: str, strengths: Sequence[float]) -> list[Row]:

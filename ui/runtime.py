@@ -1,0 +1,38 @@
+"""What the app runs on: the environment it reads, the loaded model, and the ZeroGPU decorators. The only
+module of the UI that touches the model loader (tests/test_layout.py keeps it so).
+
+Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its feedback adapter),
+STEER_ADAPTER (a LoRA folder for that model, or none), STEER_DEVICE (auto | cpu | cuda),
+STEER_CONCURRENCY (requests served at once, default 4).
+"""
+
+from __future__ import annotations
+
+import os
+
+try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is touched
+    import spaces
+
+    gpu = spaces.GPU(duration=120)
+    gpu_long = spaces.GPU(duration=300)  # 5 minutes: the most one call may ask for,
+    # per a ZeroGPU maintainer's answer in huggingface.co/spaces/zero-gpu-explorers/README/discussions/7
+except ImportError:  # anywhere else generation simply runs on the device steer_core picked
+
+    def gpu(fn):
+        return fn
+
+    gpu_long = gpu
+
+
+from steer_core.model.loading import adapter_choice, load_model  # noqa: E402
+from steer_core.paths import DEFAULT_MODEL  # noqa: E402
+
+MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
+ADAPTER = os.environ.get("STEER_ADAPTER")  # unset: the shipped adapter (default model only); none: the bare model
+DEVICE = os.environ.get("STEER_DEVICE", "auto")
+CONCURRENCY = int(os.environ.get("STEER_CONCURRENCY", "4"))
+
+
+def lm():
+    """The loaded model (loaded once per process, then cached by steer_core)."""
+    return load_model(MODEL, device=DEVICE, adapter=adapter_choice(ADAPTER))

@@ -1,0 +1,117 @@
+"""The Train your own tab: SAEs and prototypes for one layer of the loaded model (`train_layer`), and Prepare,
+everything the default steering needs for a band of layers (`prepare_layers`). The fitting code loads only when
+one of them runs."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from steer_core.errors import UserError
+from steer_core.layer_spec import layers_label, read_layers
+from steer_core.sae.module import SAETrainConfig
+from steer_core.steering.offset_files import load_offsets
+
+from .errors import USER_ERRORS, guarded
+from .runtime import gpu_long, lm
+from .widgets import Dropdown, Number, Radio, Slider
+
+SAE_DEFAULTS = SAETrainConfig()
+
+
+def _offset_layers(model) -> str:
+    try:
+        return "layers " + layers_label(load_offsets(model).layers)
+    except USER_ERRORS:
+        return "no layers of this model"
+
+
+@gpu_long
+@guarded("train")
+def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    """Train SAEs + prototypes for all heads of one layer of the loaded model into the user cache; they replace
+    the shipped ones for that layer at once (train_layers drops the loaded copy)."""
+    from steer_core.fit.sae_training import train_layers
+    from steer_core.sae.store import user_root
+
+    model = lm()
+    try:
+        layer = model.check_layer(int(layer))
+        cfg = SAETrainConfig(
+            architecture=architecture, expansion=int(expansion), k=int(k), l1_coeff=float(l1), epochs=int(epochs)
+        )
+    except (TypeError, OverflowError) as exc:
+        raise UserError(f"Please give whole numbers for layer, k, expansion and epochs ({exc}).") from None
+    root = user_root(model)
+    progress(0, desc="capturing queries of the train split")
+    m = train_layers(model, [layer], root, cfg)[layer]
+    return (
+        f"Trained layer {layer} in {m['seconds']:.0f} s: explained variance {m['explained_variance']:.3f}, "
+        f"L0 {m['l0']:.1f}, dead latents {m['dead_fraction']:.1%}. Saved under `{root}`; "
+        "the descent targets (softmax, delta or the paper's prototype) use it now. The default (learned "
+        f"offsets, fitted for {_offset_layers(model)}) keeps the SAEs its offsets were fitted for; "
+        "Prepare below refits them for the new SAEs."
+    )
+
+
+@gpu_long
+@guarded("prepare")
+def prepare_layers(layers, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    """Build what the default steering needs for these layers of the loaded model (SAEs, prototypes,
+    learned offsets) into the user cache, skipping what is already built and verifies."""
+    from steer_core.fit.prepare import PrepareConfig, plan, prepare
+
+    model = lm()
+    chosen = read_layers(layers)
+    cfg = PrepareConfig(layers=tuple(model.check_layer(layer) for layer in chosen))
+    todo = plan(model, cfg)
+    if todo.nothing_to_do:
+        return f"Nothing to build: layers {layers_label(cfg.layers)} have their SAEs, prototypes and offsets."
+    progress(0, desc=f"building {todo.describe()}")
+    manifest = prepare(model, cfg)
+    return (
+        f"Built {manifest['built']} in {manifest['timings']['total_seconds']:.0f} s; the other tabs steer with it "
+        f"now. Manifest: `{manifest['manifest']}`."
+    )
+
+
+def _sae_settings(model) -> list:
+    with gr.Row():
+        layer = Number(value=model.middle_layer, precision=0, minimum=0, maximum=model.n_layers - 1, label="Layer")
+        arch = Radio([("TopK", "topk"), ("ReLU + L1", "standard")], value=SAE_DEFAULTS.architecture, label="SAE type")
+        k = Slider(1, 128, value=SAE_DEFAULTS.k, step=1, label="k (TopK)")
+        l1 = Slider(0.0, 5.0, value=SAE_DEFAULTS.l1_coeff, step=0.05, label="L1 weight (ReLU + L1)")
+        expansion = Dropdown(
+            [2, 4, 8, 16], value=SAE_DEFAULTS.expansion, label=f"Expansion (latents = expansion x {model.head_dim})"
+        )
+        epochs = Slider(1, 20, value=SAE_DEFAULTS.epochs, step=1, label="Epochs")
+    return [layer, arch, k, l1, expansion, epochs]
+
+
+def train_tab(demo: gr.Blocks, model) -> None:
+    """The Train tab: SAEs and prototypes for one layer of the loaded model; Prepare for a band."""
+    with gr.Tab("Train your own"):
+        gr.Markdown(
+            "Train sparse autoencoders (all heads of one layer at once) and the six level prototypes on the "
+            "train split, for the loaded model. The result is cached and replaces that layer's shipped SAEs "
+            "immediately. About a minute per layer on a laptop CPU (deeper layers take longer to capture). "
+            "To train for another model, start the app with `STEER_MODEL=<HF id or local path> python app.py`."
+        )
+        inputs = _sae_settings(model)
+        go = gr.Button("Train", variant="primary")
+        out = gr.Markdown()
+        go.click(train_layer, inputs, out, api_name="train", concurrency_limit=1, concurrency_id="training")
+        gr.Markdown(
+            "### Prepare the default steering\n"
+            "Everything the default steering needs for a band of layers of the loaded model, in one step: SAEs "
+            "and prototypes for the layers that lack them, then the learned offsets, fitted together for the "
+            "band (what `python -m steer_core prepare` does). Built pieces that verify are kept. For the "
+            "embedded model everything ships, so there is nothing to do; for another model expect about a "
+            "minute a layer for the SAEs and 10-25 minutes for the offsets on a 2-core CPU."
+        )
+        with gr.Row():
+            p_layers = gr.Textbox(
+                value=f"0-{model.n_layers - 1}", label="Layers", info="a band, one layer, or e.g. 3,9,15"
+            )
+            p_go = gr.Button("Prepare", variant="secondary")
+        p_out = gr.Markdown()
+        p_go.click(prepare_layers, p_layers, p_out, api_name="prepare", concurrency_limit=1, concurrency_id="training")
