@@ -142,15 +142,16 @@ def _save_and_report(fitted, out: Path) -> int:
 
 
 def cmd_heads(args) -> int:
-    from ..inspect.attention import rank_heads
+    from ..inspect.head_ranking import rank_heads
 
     layers = layer_spec(args.layers)
     if args.top < 1:
-        raise UsageError("--top must be at least 1")
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    if args.max_feedback_tokens < 1:
+        raise UsageError(f"--max-feedback-tokens must be at least 1, got {args.max_feedback_tokens}")
+    rows = writer_rows(args.writers)
     lm = load(args)
-    for layer in layers:
-        lm.check_layer(layer)
-    got = rank_heads(lm, writer_rows(args.writers), layers, args.top, args.max_feedback_tokens)
+    got = rank_heads(lm, rows, layers, args.top, args.max_feedback_tokens)
     if args.json:
         print(json.dumps({k: got[k] for k in ("heads", "ranked", "mean_lift", "n_feedbacks")}))
     else:
