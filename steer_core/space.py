@@ -17,11 +17,13 @@ from pathlib import Path
 from .errors import UserError
 from .paths import ROOT
 
-# What the Space serves from: the app, the package, the shipped assets, the rows behind "Does it steer?".
+# What the Space serves from: the app and its ui/ package, the engine package, the shipped assets, the rows
+# behind "Does it steer?".
 SPACE_FILES = (
     "README.md",  # its front matter is the Space's configuration (sdk, sdk_version, app_file)
     ".gitattributes",
     "app.py",
+    "ui/",  # the app's tabs, which app.py wires
     "requirements.txt",
     "steer_core/",
     "assets/",
@@ -31,6 +33,7 @@ SKIPPED = ("*/__pycache__/*", "*.pyc")
 # Files the default steering cannot start without (a Space missing one serves errors).
 REQUIRED = (
     "app.py",
+    "ui/__init__.py",
     "requirements.txt",
     "README.md",
     "assets/data/bloom_feedback.jsonl",

@@ -36,7 +36,7 @@ def test_compare_returns_four_texts_judgements_charts_and_report(client):
         assert lab["label"] in LEVELS and len(lab["confidences"]) >= 1
     plots = out[N_TEXTS + N_LABELS : N_TEXTS + N_LABELS + 5]
     assert all(p and p["type"] == "plotly" and json.loads(p["plot"])["layout"]["title"]["text"] for p in plots)
-    report, status, attention, attention_text = out[N_TEXTS + N_LABELS + 5 :]
+    report, status, attention, attention_text, replies = out[N_TEXTS + N_LABELS + 5 :]
     record = json.loads(open(report, encoding="utf-8").read())
     assert record["inputs"] == {"question": Q, "student_answer": A, "level": "analyze"}
     assert set(record["outputs"]) == {"none", "sae", "query", "fewshot"}
@@ -47,6 +47,19 @@ def test_compare_returns_four_texts_judgements_charts_and_report(client):
     assert [b["name"] for b in bars] == ["unsteered", "steered"]
     assert list(bars[0]["x"]) == ["instructions", "question", "student answer"]
     assert "attention-text" in attention_text and "Moon" not in attention_text and "flour" in attention_text
+    assert replies == {m: {**replies[m], "text": texts[i]} for i, m in enumerate(("none", "sae", "query", "fewshot"))}
+
+
+def test_compare_last_output_is_every_reply_by_method_name(client):
+    """A client reads a reply by method name from the last output (the positions before it follow the method
+    registry); its texts and verdicts are the positional ones."""
+    out = compare(client, level="create", max_new_tokens=8, instruction=True)
+    replies, names = out[-1], ("none", "sae", "query", "fewshot", "instruction", "residual")
+    assert list(replies) == ["none", "sae", "query", "fewshot", "instruction"]  # every column run, by name
+    for i, m in enumerate(names):
+        if m in replies:
+            assert replies[m]["text"] == out[i] and replies[m]["judge"]["pred"] == out[N_TEXTS + i]["label"]
+            assert set(replies[m]["judge"]["probs"]) == set(LEVELS) and replies[m]["label"]
 
 
 def test_instruction_baseline_on_request(client):

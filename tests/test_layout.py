@@ -116,3 +116,65 @@ def test_inference_loads_no_fitting_code():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert "generation" in loaded and "steering.offset_files" in loaded
     assert not [m for m in loaded if _in(m, FITTING) or m.startswith("evaluation")], loaded
+
+
+ROOT = PKG.parent
+UI = ROOT / "ui"
+MAX_FUNCTION_LINES = 60
+
+
+def _ui_files() -> list[Path]:
+    return [ROOT / "app.py", *sorted(UI.glob("*.py"))]
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    """The modules a UI file imports (late imports too), as absolute dotted names."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "ui" if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            out.add(module)
+            out.update(f"{module}.{a.name}" for a in node.names)  # `from ui import runtime`
+    return out
+
+
+def test_no_function_over_sixty_lines():
+    """Every function (nested ones too) of the engine, the UI and app.py fits on a screen."""
+    long = []
+    for p in [*PKG.rglob("*.py"), *_ui_files()]:
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, long
+
+
+def test_app_is_a_thin_entry_point():
+    assert len((ROOT / "app.py").read_text().splitlines()) < 100
+
+
+def test_no_module_both_builds_widgets_and_runs_the_model():
+    """The UI (ui/ and app.py) imports no torch, no steer_core.generation and no steer_core.model module, at
+    import or late; the one exception is ui/runtime.py, which loads the model (steer_core.model.loading)."""
+    bad = []
+    for p in _ui_files():
+        allowed = {"steer_core.model.loading"} if p == UI / "runtime.py" else set()
+        for m in _absolute_imports(p):
+            runs_model = m.split(".")[0] == "torch" or _in(m, ("steer_core.generation", "steer_core.model"))
+            if runs_model and not any(_in(m, (a,)) for a in allowed):
+                bad.append(f"{p.relative_to(ROOT)} -> {m}")
+    assert not bad, bad
+
+
+def test_no_import_cycle_in_ui():
+    mods = {p.stem for p in UI.glob("*.py")}
+    g = {}
+    for p in UI.glob("*.py"):
+        deps = {m.split(".")[1] for m in _absolute_imports(p) if m.startswith("ui.") and m.split(".")[1] in mods}
+        g[p.stem] = deps - {p.stem}
+    cycle = find_cycle(g)
+    assert cycle is None, " -> ".join(cycle)

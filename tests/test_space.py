@@ -24,6 +24,8 @@ def test_the_space_gets_what_it_needs_and_nothing_it_does_not():
     files = {f.path: f for f in space.check()}
     for needed in space.REQUIRED:
         assert needed in files
+    ui = {p.name for p in (ROOT / "ui").glob("*.py")}
+    assert ui and {p.removeprefix("ui/") for p in files if p.startswith("ui/")} >= ui  # every tab app.py wires
     layers = {m.group(1) for p in files if (m := re.search(r"assets/saes/[^/]+/layer_(\d+)/layer.json", p))}
     assert layers == {str(i) for i in range(30)}  # every layer the default steering reads
     assert any(p.startswith("assets/offsets/") for p in files) and any(p.startswith("assets/residual/") for p in files)

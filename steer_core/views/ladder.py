@@ -40,12 +40,12 @@ class LadderRequest(Declared):
         self.check_fields()
         _check_baseline(self.baseline)
 
-    def compare_request(self, layers=None) -> CompareRequest:
+    def compare_request(self, layers=None, **settings) -> CompareRequest:
         """The comparison's request ladder_stream takes: no single level, these knobs, `layers` (None: the
-        default) steered."""
+        default) steered, and any other CompareRequest settings given."""
         values = {"question": self.question, "student_answer": self.student_answer, "level": None}
         values |= {"strength": self.strength, "max_new_tokens": self.max_new_tokens, "layers": layers}
-        return CompareRequest.from_ui(**values)
+        return CompareRequest.from_ui(**values, **settings)
 
 
 def ladder_rows(baseline: str | None = None) -> list[Row]:

@@ -58,12 +58,13 @@ class SweepRequest(Declared):
         object.__setattr__(self, "level", normalize_level(self.level))
         object.__setattr__(self, "strengths", strengths_text(parse_strengths(self.strengths)))
 
-    def compare_request(self, layers=None) -> CompareRequest:
+    def compare_request(self, layers=None, **settings) -> CompareRequest:
         """The comparison's request sweep_stream takes (at the validated strength; each row sets its own),
-        `layers` (None: the default) steered."""
+        `layers` (None: the default) steered, and
+        any other CompareRequest settings given."""
         values = {"question": self.question, "student_answer": self.student_answer, "level": self.level}
         values |= {"strength": STEER.strength, "max_new_tokens": self.max_new_tokens, "layers": layers}
-        return CompareRequest.from_ui(**values)
+        return CompareRequest.from_ui(**values, **settings)
 
 
 def sweep_rows(level: str, strengths: Sequence[float]) -> list[Row]:
