@@ -107,3 +107,28 @@ def test_rank_lift_is_one_top_k_over_layers_and_heads():
         rank_lift(lift, [8, 18], 0)
     with pytest.raises(ValueError, match="layers"):
         rank_lift(lift, [8], 2)
+
+
+def test_batched_line_mass_equals_each_feedback_replayed_alone(lm):
+    """The lift reads a scenario's feedbacks as one padded batch after one prompt forward; each row's mass is the
+    mean over its own tokens of the attention a replay of that feedback alone gives (reply_attention)."""
+    from types import SimpleNamespace
+
+    from steer_core.bloom import LEVELS
+    from steer_core.inspect.attention import reply_attention, rubric_line_lift, rubric_parts
+    from steer_core.prompts import messages, render
+
+    q, a = "What is 3 x 4?", "12, because 3 fours are 12."
+    feedbacks = ["Why?", "Say how you know.", "Try 4 x 3 too", "Compare two ways", "Judge it.", "Invent a new one!"]
+    rows = [SimpleNamespace(question=q, student_answer=a, level=lv, feedback=f) for lv, f in zip(LEVELS, feedbacks)]
+    layers = [0, 2]
+    lift, mass = rubric_line_lift(lm, rows, layers, max_feedback_tokens=12, progress=False)
+    want = torch.zeros_like(mass)
+    for i, r in enumerate(rows):
+        ids, start = render(lm.tokenizer, messages(q, a, "rubric"), r.feedback)
+        prompt, reply = ids[:start], ids[start:][:12]
+        w = reply_attention(lm, prompt, reply, layers)  # (layers, heads, reply, seq)
+        parts = rubric_parts(lm.tokenizer, prompt, q, a)
+        want[i] = parts.mass(w)[..., : len(LEVELS)].mean(2).permute(2, 0, 1)
+    torch.testing.assert_close(mass, want, rtol=1e-4, atol=1e-6)
+    assert lift.shape == (2, lm.n_heads) and torch.isfinite(lift).all()

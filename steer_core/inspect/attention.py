@@ -16,8 +16,8 @@ import torch
 
 from ..bloom import LEVELS
 from ..errors import UserError
-from ..model.hooks import QueryEdit
-from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS
+from ..model.hooks import QueryEdit, query_edits
+from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, pad_replies
 
 
 @dataclass
@@ -86,12 +86,18 @@ def _reply_weights(lm, q: torch.Tensor, cache, layer: int, P: int) -> torch.Tens
     """Attention of each reply token over all earlier tokens at `layer`, (heads, reply, prompt + reply), from the
     reply's queries as the model used them (R, heads x dim; after any steering edit, before rotary) and the cache's
     (rotated) keys, computed as the model's family computes it (families.py: rotary, scaling, soft-capping, window)."""
+    return _batch_reply_weights(lm, q[None], cache, layer, P)[0]
+
+
+def _batch_reply_weights(lm, q: torch.Tensor, cache, layer: int, P: int) -> torch.Tensor:
+    """_reply_weights for a batch of replies after the same P prompt tokens: q (B, R, heads x dim) and a cache of B
+    rows -> (B, heads, R, P + R)."""
     from ..model.families import attention_weights, rotate
 
-    R = q.shape[0]
+    B, R = q.shape[:2]
     positions = torch.arange(P, P + R, device=lm.device)[None]
-    q = rotate(lm.model, layer, q.view(1, R, lm.n_heads, lm.head_dim).transpose(1, 2), positions)  # (1, H, R, D)
-    return attention_weights(lm.model, layer, q, cache.layers[layer].keys, P)[0]
+    q = rotate(lm.model, layer, q.view(B, R, lm.n_heads, lm.head_dim).transpose(1, 2), positions)  # (B, H, R, D)
+    return attention_weights(lm.model, layer, q, cache.layers[layer].keys, P)
 
 
 @torch.no_grad()
@@ -126,29 +132,74 @@ def rubric_line_lift(
 
     Returns (lift (layers, heads), mass (6 feedback levels, 6 lines, layers, heads)). lift is, averaged
     over levels L, how much more level-L feedback reads line L than other levels' feedback reads it
-    (0.5 = 50% more); these heads have something to find when steered toward a level."""
+    (0.5 = 50% more); these heads have something to find when steered toward a level. The feedbacks
+    that share a prompt (a scenario's six) are read as one batch after one forward of the prompt."""
     from tqdm.auto import tqdm
-
-    from ..prompts import messages, render
 
     if not rows:
         raise UserError("no feedbacks to measure")
     layers = [lm.check_layer(layer) for layer in layers]
     mass = torch.zeros(len(LEVELS), len(LEVELS), len(layers), lm.n_heads)
     count = torch.zeros(len(LEVELS))
-    for r in tqdm(rows, desc="attention to rubric lines", disable=not progress):
-        ids, start = render(lm.tokenizer, messages(r.question, r.student_answer, "rubric"), r.feedback)
-        prompt, reply = ids[:start], ids[start:][:max_feedback_tokens]
-        parts = rubric_parts(lm.tokenizer, prompt, r.question, r.student_answer)
-        w = reply_attention(lm, prompt, reply, layers)  # (layers, heads, reply, seq)
-        per_line = parts.mass(w)[..., : len(LEVELS)].mean(2)  # (layers, heads, 6 lines)
-        lv = LEVELS.index(r.level)
-        mass[lv] += per_line.permute(2, 0, 1).float().cpu()
-        count[lv] += 1
+    bar = tqdm(total=len(rows), desc="attention to rubric lines", disable=not progress)
+    for (prompt, question, answer), group in _rubric_groups(lm.tokenizer, rows, max_feedback_tokens).items():
+        parts = rubric_parts(lm.tokenizer, prompt, question, answer)
+        levels = torch.tensor([lv for lv, _ in group])
+        mass.index_add_(0, levels, _line_mass(lm, list(prompt), [reply for _, reply in group], layers, parts))
+        count.index_add_(0, levels, torch.ones(len(group)))
+        bar.update(len(group))
+    bar.close()
     if bool((count == 0).any()):
         raise UserError("measuring the lift needs feedbacks of all six levels")
     mass = mass / count[:, None, None, None]
     return line_lift(mass), mass
+
+
+def _rubric_groups(tokenizer, rows, max_feedback_tokens: int) -> dict[tuple, list[tuple[int, list[int]]]]:
+    """Each feedback rendered under the rubric prompt, grouped by its prompt: (prompt ids, question, answer) ->
+    [(level index, the reply's first max_feedback_tokens ids)], in the rows' order."""
+    from ..prompts import messages, render
+
+    groups: dict[tuple, list[tuple[int, list[int]]]] = {}
+    for r in rows:
+        ids, start = render(tokenizer, messages(r.question, r.student_answer, "rubric"), r.feedback)
+        reply = list(ids[start:][:max_feedback_tokens])
+        if not reply:
+            raise UserError(f"feedback of scenario {getattr(r, 'scenario_id', '?')} has no tokens")
+        key = (tuple(ids[:start]), r.question, r.student_answer)
+        groups.setdefault(key, []).append((LEVELS.index(r.level), reply))
+    return groups
+
+
+def _line_mass(lm, prompt: list[int], replies: list[list[int]], layers: list[int], parts: PromptParts) -> torch.Tensor:
+    """Mean attention of each reply's tokens on each rubric line: (replies, 6 lines, layers, heads). The prompt runs
+    once and its cache is repeated for the replies, which run as one right-padded batch (padding comes after every
+    real token, so it changes no real token's attention); padded positions are left out of the mean."""
+    from transformers import DynamicCache
+
+    n, P = len(replies), len(prompt)
+    cache = DynamicCache()
+    lm.model(input_ids=torch.tensor([prompt], device=lm.device), past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(n)
+    ids, real = (t.to(lm.device) for t in pad_replies(replies, lm.tokenizer.pad_token_id or 0))
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(layer):
+        def fn(q):
+            seen[layer] = q.detach()
+
+        return fn
+
+    attention = torch.cat([torch.ones((n, P), dtype=torch.long, device=lm.device), real.long()], dim=1)
+    with query_edits(lm, {layer: keep(layer) for layer in layers}):
+        lm.model(input_ids=ids, attention_mask=attention, past_key_values=cache, use_cache=True)
+    share = real.float() / real.sum(1, keepdim=True)  # (replies, tokens): each real token's weight in the mean
+    per_layer = []
+    for layer in layers:
+        w = _batch_reply_weights(lm, seen[layer], cache, layer, P)  # (replies, heads, tokens, P + tokens)
+        lines = parts.mass(w)[..., : len(LEVELS)]  # (replies, heads, tokens, 6 lines)
+        per_layer.append(torch.einsum("bhtl,bt->blh", lines.float(), share))
+    return torch.stack(per_layer, dim=2).cpu()  # (replies, 6 lines, layers, heads)
 
 
 def line_lift(mass: torch.Tensor) -> torch.Tensor:
