@@ -110,42 +110,71 @@ def compare_click(lm, req: CompareRequest) -> float:
     return result.inspection.seconds
 
 
-def run_bench(
-    lm, tokens: int = 64, repeats: int = 3, layer: int | None = None, train: bool = True, cold_start: bool = True
-) -> dict:
-    layer = lm.middle_layer if layer is None else layer
-    band = SteerConfig()
-    one = SteerConfig(layers=(layer,))
+RATIOS = (  # (output key, timed variant): each variant's time over the unsteered time of the same round
+    ("sae_overhead_ratio", "sae_one"),
+    ("sae_band_overhead_ratio", "sae_band"),
+    ("query_band_overhead_ratio", "query_band"),
+    ("compare4_ratio", "compare4"),
+    ("compare_click_ratio", "compare_click"),
+    ("compare4_delta_ratio", "compare4_delta"),
+    ("ladder_ratio", "ladder"),
+)
 
-    def gen(reqs):
-        return lambda: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True)
 
-    compare = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=tokens)
-    four = compare.requests()  # exactly the app's batch
-    ladder = [row_request(compare, row) for row in ladder_rows()]  # exactly the ladder's batch
-    batches = {
+def bench_batches(compare: CompareRequest, band: SteerConfig, one: SteerConfig) -> dict[str, list[Request]]:
+    """The generation batches timed against each other, named as `RATIOS` names them: the Compare tab's and the
+    ladder's are built exactly as the app builds them, so the figures are the app's own."""
+    return {
         "none": [Request(Q, A, "none")],
         "sae_one": [Request(Q, A, "sae", "analyze", steer=one)],
         "sae_band": [Request(Q, A, "sae", "analyze", steer=band)],
         "query_band": [Request(Q, A, "query", "analyze", steer=band)],
-        "compare4": four,
+        "compare4": compare.requests(),  # exactly the app's batch
         # the same batch with the delta target (a closed-form descent), beside the default's learned
         # offsets (an addition, no descent): what a descent target costs
         "compare4_delta": replace(compare, target="delta").requests(),
-        "ladder": ladder,
+        "ladder": [row_request(compare, row) for row in ladder_rows()],  # exactly the ladder's batch
     }
+
+
+def device_label(lm) -> str:
+    """The device the figures were measured on, with what makes them comparable: the GPU's name, or the CPU and
+    the threads torch used."""
+    if lm.device.type == "cuda":
+        return f"{lm.device} ({torch.cuda.get_device_name(lm.device)})"
+    return f"{lm.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def ratio_figures(times: dict[str, list[float]]) -> dict:
+    """Each of `RATIOS`: the median ratio and, as `_range`, the lowest and highest round."""
+    out = {}
+    for key, name in RATIOS:
+        mid, lo, hi = ratio_spread(times, name)
+        out[key] = round(mid, 3)
+        out[key + "_range"] = [round(lo, 3), round(hi, 3)]  # lowest and highest round
+    return out
+
+
+def run_bench(
+    lm, tokens: int = 64, repeats: int = 3, layer: int | None = None, train: bool = True, cold_start: bool = True
+) -> dict:
+    """Every figure of `python -m steer_core bench`, as one dict in the order the JSON prints it. The batches and
+    the whole Compare click take turns round by round (`interleaved`); the one-off timings (first token, cold start,
+    SAE training) follow."""
+    layer = lm.middle_layer if layer is None else layer
+    band = SteerConfig()
+    compare = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=tokens)
+    batches = bench_batches(compare, band, SteerConfig(layers=(layer,)))
     views: list[float] = []
-    fns = {name: gen(reqs) for name, reqs in batches.items()}
+    fns = {
+        name: (lambda reqs=reqs: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True))
+        for name, reqs in batches.items()
+    }
     fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
     times = interleaved(fns, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     out = {
-        "device": str(lm.device)
-        + (
-            f" ({torch.cuda.get_device_name(lm.device)})"
-            if lm.device.type == "cuda"
-            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-        ),
+        "device": device_label(lm),
         "model": lm.label,
         "new_tokens": tokens,
         "repeats": repeats,
@@ -156,23 +185,12 @@ def run_bench(
         # the app's default: all heads of the default layers
         "sae_band_tok_s": round(tokens / med["sae_band"], 2),
         "band": f"{band.layers[0]}-{band.layers[-1]}",
+        **ratio_figures(times),
     }
-    for key, name in (
-        ("sae_overhead_ratio", "sae_one"),
-        ("sae_band_overhead_ratio", "sae_band"),
-        ("query_band_overhead_ratio", "query_band"),
-        ("compare4_ratio", "compare4"),
-        ("compare_click_ratio", "compare_click"),
-        ("compare4_delta_ratio", "compare4_delta"),
-        ("ladder_ratio", "ladder"),
-    ):
-        mid, lo, hi = ratio_spread(times, name)
-        out[key] = round(mid, 3)
-        out[key + "_range"] = [round(lo, 3), round(hi, 3)]  # lowest and highest round
     out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
-    out["first_token_compare4_s"] = round(first_token_s(lm, four, repeats), 3)
-    out["first_token_ladder_s"] = round(first_token_s(lm, ladder, repeats), 3)
+    out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
+    out["first_token_ladder_s"] = round(first_token_s(lm, batches["ladder"], repeats), 3)
     if cold_start:
         out["cold_start_s"] = round(cold_start_s(lm.name), 2)
     if train:

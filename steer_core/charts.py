@@ -272,29 +272,20 @@ def token_latent_heatmap(
     return _style(fig, title, "SAE latent", "token (position: text)", height=380)
 
 
-def descent_trace(
-    trace: Any,
-    target_level: str,
-    title: str | None = None,
-    probs: Any = None,
-    objective: Any = None,
-    objective_name: str = "what the descent minimises",
-) -> go.Figure:
-    """Over the steering steps (for the learned offsets, which do no descent: before and after),
-    each level's probability under the prototypes (a softmax over negative squared distances: what
-    the softmax target raises) when `probs` is given, else the
-    distance of the sparse code to each level's prototype; target drawn bold. Either way the
-    target's line goes the right way (up, or down) when steering moves the code toward its level."""
-    t_idx = _check_level(target_level)
-    if probs is not None:
-        trace = probs
+def _trace_matrix(trace: Any) -> np.ndarray:
+    """A descent trace as a (steps + 1, levels) array, refused with what it should be when it is not one."""
     d = np.asarray(trace, dtype=float)
     if d.ndim != 2 or d.shape[1] != len(LEVELS):
         raise ValueError(f"trace must have shape (steps + 1, {len(LEVELS)}), got {d.shape}")
     if d.shape[0] == 0:
         raise ValueError("trace has no rows (expected at least the 'before' row)")
+    return d
+
+
+def _add_level_lines(fig: go.Figure, d: np.ndarray, t_idx: int, quantity: str) -> None:
+    """One line per level over the steps: the target's bold, solid and marked, the others thin and dotted, so the
+    target's course stands out against the five it is compared with."""
     steps = np.arange(d.shape[0])
-    fig = go.Figure()
     for j, level in enumerate(LEVELS):
         is_target = j == t_idx
         fig.add_trace(
@@ -309,34 +300,51 @@ def descent_trace(
                     "dash": "solid" if is_target else "dot",
                 },
                 opacity=1.0 if is_target else 0.7,
-                hovertemplate=f"{level}<br>step %{{x}}<br>{'probability' if probs is not None else 'distance'} "
-                "%{y:.3f}<extra></extra>",
+                hovertemplate=f"{level}<br>step %{{x}}<br>{quantity} %{{y:.3f}}<extra></extra>",
             )
         )
+
+
+def _add_objective(fig: go.Figure, objective: Any, n_steps: int, name: str) -> None:
+    """The descent's own objective, one value per step, on a second y axis: its scale is not the levels' scale."""
+    obj = _vector(objective, "objective")
+    if len(obj) != n_steps:
+        raise ValueError("objective must have one value per step")
+    fig.add_trace(
+        go.Scatter(
+            x=np.arange(n_steps),
+            y=obj,
+            name=f"descent objective: {name}",
+            mode="lines",
+            yaxis="y2",
+            line={"color": "#222", "width": 2, "dash": "dash"},
+            hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": name, "rangemode": "tozero"}
+    )
+
+
+def descent_trace(
+    trace: Any,
+    target_level: str,
+    title: str | None = None,
+    probs: Any = None,
+    objective: Any = None,
+    objective_name: str = "what the descent minimises",
+) -> go.Figure:
+    """Over the steering steps (for the learned offsets, which do no descent: before and after),
+    each level's probability under the prototypes (a softmax over negative squared distances: what
+    the softmax target raises) when `probs` is given, else the
+    distance of the sparse code to each level's prototype; target drawn bold. Either way the
+    target's line goes the right way (up, or down) when steering moves the code toward its level."""
+    t_idx = _check_level(target_level)
+    d = _trace_matrix(trace if probs is None else probs)
+    fig = go.Figure()
+    _add_level_lines(fig, d, t_idx, "probability" if probs is not None else "distance")
     if objective is not None:
-        obj = _vector(objective, "objective")
-        if len(obj) != d.shape[0]:
-            raise ValueError("objective must have one value per step")
-        fig.add_trace(
-            go.Scatter(
-                x=steps,
-                y=obj,
-                name=f"descent objective: {objective_name}",
-                mode="lines",
-                yaxis="y2",
-                line={"color": "#222", "width": 2, "dash": "dash"},
-                hovertemplate=f"{objective_name}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
-            )
-        )
-        fig.update_layout(
-            yaxis2={
-                "overlaying": "y",
-                "side": "right",
-                "showgrid": False,
-                "title": objective_name,
-                "rangemode": "tozero",
-            }
-        )
+        _add_objective(fig, objective, d.shape[0], objective_name)
     fig.update_xaxes(tickmode="auto", rangemode="tozero")
     if probs is not None:
         fig.update_yaxes(range=[0, 1])

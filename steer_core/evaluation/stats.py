@@ -182,6 +182,16 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
     if not rows:
         return []
     df = judged_frame(rows, similarity)
+    per = per_level_summary(df)
+    overall = [overall_summary(key, g, per) for key, g in df.groupby(list(VARIANT), sort=True)]
+    out = per.to_dict("records") + overall
+    _against_unsteered(out)
+    return out
+
+
+def per_level_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant and target level of a judged frame: counts, accuracy, mean judged level, perplexity,
+    similarity, length and the judged-level shares, rounded, in the summary's row order."""
     variant = list(VARIANT)
     shares = pd.crosstab([df[k] for k in [*variant, "level"]], df["pred_index"], normalize="index")
     shares = shares.reindex(columns=range(len(LEVELS)), fill_value=0.0)
@@ -202,31 +212,37 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
         per[col] = per[col].map(lambda v, d=d: round(float(v), d))
     # unsteered per-level rows in the levels' order, the others by level name (as before pandas)
     per["_order"] = np.where(per["method"] == "none", per["level"].map(LEVELS.index).astype(str), per["level"])
-    per = per.sort_values([*variant, "_order"], kind="stable").drop(columns="_order")
+    return per.sort_values([*variant, "_order"], kind="stable").drop(columns="_order")
 
-    overall = []
-    for key, g in df.groupby(variant, sort=True):
-        boot = bootstrap_over_scenarios(g["scenario_id"].tolist(), g["target"].tolist(), g["pred_index"].tolist())
-        ci = {k: round(v, 4) if isinstance(v, float) else v for k, v in boot.items()}
-        if key[2] == "none":  # the judged level does not depend on the target: no correlation to report
-            ci.update(level_corr=float("nan"), level_corr_lo=float("nan"), level_corr_hi=float("nan"))
-        levels = per[(per[variant] == pd.Series(key, index=variant)).all(axis=1)]
-        counts = np.bincount(g["pred_index"], minlength=len(LEVELS)) / len(g)
-        sim = levels["similarity"]
-        overall.append(
-            {
-                **dict(zip(variant, key)),
-                "level": "ALL",
-                "n": int(levels["n"].sum()),
-                **ci,
-                **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, counts)},
-                "mean_level_index": round(float(levels["mean_level_index"].mean()), 3),
-                "ppl": round(float(levels["ppl"].median()), 3),
-                "similarity": round(float(sim.mean()), 3) if sim.notna().any() else float("nan"),
-                "words": round(float(levels["words"].mean()), 1),
-            }
-        )
-    out = per.to_dict("records") + overall
+
+def overall_summary(key: tuple, g: pd.DataFrame, per: pd.DataFrame) -> dict:
+    """The "ALL" row of one variant (`key`, its rows `g` of the judged frame): accuracy and r bootstrapped over
+    scenarios (a scenario's rows are not independent), the judged-level shares of all its rows, and the per-level
+    figures of `per` averaged (perplexity: the median of the per-level medians)."""
+    variant = list(VARIANT)
+    boot = bootstrap_over_scenarios(g["scenario_id"].tolist(), g["target"].tolist(), g["pred_index"].tolist())
+    ci = {k: round(v, 4) if isinstance(v, float) else v for k, v in boot.items()}
+    if key[2] == "none":  # the judged level does not depend on the target: no correlation to report
+        ci.update(level_corr=float("nan"), level_corr_lo=float("nan"), level_corr_hi=float("nan"))
+    levels = per[(per[variant] == pd.Series(key, index=variant)).all(axis=1)]
+    counts = np.bincount(g["pred_index"], minlength=len(LEVELS)) / len(g)
+    sim = levels["similarity"]
+    return {
+        **dict(zip(variant, key)),
+        "level": "ALL",
+        "n": int(levels["n"].sum()),
+        **ci,
+        **{f"judged_{lv}": round(float(f), 4) for lv, f in zip(LEVELS, counts)},
+        "mean_level_index": round(float(levels["mean_level_index"].mean()), 3),
+        "ppl": round(float(levels["ppl"].median()), 3),
+        "similarity": round(float(sim.mean()), 3) if sim.notna().any() else float("nan"),
+        "words": round(float(levels["words"].mean()), 1),
+    }
+
+
+def _against_unsteered(out: list[dict]) -> None:
+    """In place: plain int and float figures (CSV and JSON write them alike), and each row's level shift and
+    perplexity ratio against the unsteered row of the same model, prompt style and level (NaN where there is none)."""
     base = {(s["model"], s["style"], s["level"]): s for s in out if s["method"] == "none"}
     for s in out:
         for k in ("n", "n_scenarios"):
@@ -237,4 +253,3 @@ def summarize(rows: list[dict], similarity: dict[tuple, float] | None = None) ->
         b = base.get((s["model"], s["style"], s["level"]))
         s["level_shift"] = round(s["mean_level_index"] - b["mean_level_index"], 3) if b else float("nan")
         s["ppl_ratio"] = round(s["ppl"] / b["ppl"], 3) if b and b["ppl"] and np.isfinite(b["ppl"]) else float("nan")
-    return out

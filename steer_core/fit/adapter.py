@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from ..bloom import by_writers, load_dataset
 from ..errors import UserError
-from .shared_prompt import shared_prompt
 from ..io_utils import atomic_write_text
 from ..prompts import DEFAULT_STYLE, instruction_messages, messages, pad_replies, render
+from .shared_prompt import shared_prompt
 
 
 def prompt_groups(examples: list[tuple[list[int], int]]) -> list[tuple[list[int], list[list[int]]]]:
@@ -90,47 +90,12 @@ def train_adapter(
     write each level when told (and steering has level-specific behaviour to select).
     instruction_writers: the instruction examples come from these writers only, so a validation on
     the other writers never scores feedbacks whose level the adapter was shown."""
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    tok = lm.tokenizer
-    rows = load_dataset(split="train")
-    examples = training_examples(tok, rows, prompts, style, instruction_writers)
-    cfg = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        lora_dropout=0.05,
-        target_modules=list(lm.family.adapter_targets),
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(lm.model, cfg)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    groups = prompt_groups(examples)
-    per_step = max(1, round(batch_size * len(groups) / len(examples)))  # prompts per step, ~batch_size replies
-    steps = epochs * ((len(groups) + per_step - 1) // per_step)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    losses, t0 = [], time.time()
-    bar = tqdm(total=steps, desc="LoRA feedback adapter")
-    for _ in range(epochs):
-        order = list(range(len(groups)))
-        rng.shuffle(order)
-        for i in range(0, len(order), per_step):
-            parts = [
-                shared_prompt_loss(model, *groups[j], tok.pad_token_id, lm.device) for j in order[i : i + per_step]
-            ]
-            loss = sum(p[0] for p in parts) / sum(p[1] for p in parts)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    bar.close()
+    examples = training_examples(lm.tokenizer, load_dataset(split="train"), prompts, style, instruction_writers)
+    model = _with_lora(lm, rank)
+    t0 = time.time()
+    losses = _fit_lora(model, lm, prompt_groups(examples), len(examples), epochs, lr, batch_size, rng)
     model.eval()
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
@@ -144,10 +109,64 @@ def train_adapter(
         "prompts": list(prompts),
         "instruction_writers": sorted(instruction_writers) if instruction_writers else None,
         "n_examples": len(examples),
-        "final_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4),
+        "final_loss": round(_recent_loss(losses), 4),
         "first_loss": round(losses[0], 4),
         "seconds": round(time.time() - t0, 1),
     }
     atomic_write_text(out_dir / "training.json", json.dumps(info, indent=1))
     model.unload()  # leave lm.model as it was (no LoRA layers)
     return info
+
+
+def _with_lora(lm, rank: int):
+    """lm.model wrapped with fresh LoRA layers of `rank` on the family's adapter targets (every linear layer), in
+    training mode; `unload()` takes them off again."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.05,
+        target_modules=list(lm.family.adapter_targets),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(lm.model, cfg)
+    model.train()
+    return model
+
+
+def _recent_loss(losses: list[float]) -> float:
+    """The mean loss of the last ten steps: one step's loss is noisy."""
+    return sum(losses[-10:]) / len(losses[-10:])
+
+
+def _fit_lora(model, lm, groups, n_examples: int, epochs: int, lr: float, batch_size: int, rng) -> list[float]:
+    """AdamW with a one-cycle schedule over `epochs` shuffled passes of the prompt groups; each step takes as many
+    groups as make about `batch_size` replies (a group runs its prompt once, shared_prompt_loss) and the loss is
+    per reply token. Returns each step's loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    per_step = max(1, round(batch_size * len(groups) / n_examples))  # prompts per step, ~batch_size replies
+    steps = epochs * ((len(groups) + per_step - 1) // per_step)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    losses = []
+    bar = tqdm(total=steps, desc="LoRA feedback adapter")
+    for _ in range(epochs):
+        order = list(range(len(groups)))
+        rng.shuffle(order)
+        for i in range(0, len(order), per_step):
+            parts = [
+                shared_prompt_loss(model, *groups[j], lm.tokenizer.pad_token_id, lm.device)
+                for j in order[i : i + per_step]
+            ]
+            loss = sum(p[0] for p in parts) / sum(p[1] for p in parts)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{_recent_loss(losses):.3f}")
+    bar.close()
+    return losses
