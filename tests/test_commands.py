@@ -1,0 +1,133 @@
+"""Every command starts: each subcommand the CLI registers answers --help, and every import written inside a
+function body (the late imports that keep startup fast, which nothing runs until the command does) names a module
+and names that exist. `heads` once failed at its first line on an import of a function that had been removed."""
+
+import ast
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from steer_core import cli
+
+SOURCES = sorted(p for folder in ("steer_core", "ui") for p in (ROOT / folder).rglob("*.py")) + [
+    p for p in [ROOT / "app.py"] if p.is_file()
+]
+IMPORT_GUARDS = ("ImportError", "ModuleNotFoundError")  # an import inside `try: ... except ImportError` is optional
+
+
+def commands() -> dict:
+    """Every subcommand name (aliases included) the CLI's parser registers, with its parser."""
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return dict(sub.choices)
+
+
+def test_the_registry_is_read_not_listed():
+    names = set(commands())
+    assert {"judge", "generate", "eval", "heads", "train-adapter", "prepare", "bench"} <= names
+    assert len(names) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(commands()))
+def test_every_command_answers_help_and_runs_a_function(name, capsys):
+    parser = cli.build_parser()
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args([name, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    command = commands()[name]  # an alias answers with its command's usage
+    assert out.startswith(f"usage: {command.prog} ") and command.prog.startswith("python -m steer_core ")
+    assert callable(command.get_default("func")), f"{name} has no command function"
+
+
+def test_help_from_a_fresh_interpreter_lists_every_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "steer_core", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    missing = [name for name in commands() if name not in out.stdout]
+    assert not missing, missing
+
+
+def module_name(path) -> tuple[str, str]:
+    """(the file's module name, the package its relative imports resolve against)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+        return ".".join(parts), ".".join(parts)
+    return ".".join(parts), ".".join(parts[:-1])
+
+
+def _guarded(node, parents) -> bool:
+    """Whether the import sits in the body of a try whose handlers catch a failed import."""
+    child, node = node, parents.get(node)
+    while node is not None:
+        if isinstance(node, ast.Try) and child in node.body:
+            for handler in node.handlers:
+                caught = handler.type
+                names = [caught] if not isinstance(caught, ast.Tuple) else list(caught.elts)
+                if caught is None or any(isinstance(n, ast.Name) and n.id in IMPORT_GUARDS for n in names):
+                    return True
+        child, node = node, parents.get(node)
+    return False
+
+
+def late_imports(path) -> list[tuple[int, str, list[str]]]:
+    """(line, absolute module, imported names) of every import inside a function body of the file; `import a.b`
+    gives ("a.b", []), `from .x import y, z` gives the resolved module and [y, z]."""
+    tree = ast.parse(path.read_text(), str(path))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    _, package = module_name(path)
+    found = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if _guarded(node, parents):
+                continue
+            if isinstance(node, ast.Import):
+                found += [(node.lineno, alias.name, []) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                target = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                found.append((node.lineno, target, [a.name for a in node.names if a.name != "*"]))
+    return sorted(set((line, mod, tuple(names)) for line, mod, names in found))
+
+
+def unresolved(path) -> list[str]:
+    """Each late import of the file that fails: a module that does not import, or a name it lacks (neither an
+    attribute nor a submodule)."""
+    bad = []
+    where = path.relative_to(ROOT)
+    for line, target, names in late_imports(path):
+        try:
+            mod = importlib.import_module(target)
+        except ImportError as exc:
+            bad.append(f"{where}:{line}: import {target}: {exc}")
+            continue
+        for name in names:
+            if hasattr(mod, name):
+                continue
+            try:
+                importlib.import_module(f"{target}.{name}")
+            except ModuleNotFoundError:
+                bad.append(f"{where}:{line}: from {target} import {name}: {target} has no {name!r}")
+    return bad
+
+
+def test_late_imports_are_found_and_resolved_relative_to_their_package():
+    fit = ROOT / "steer_core" / "cli" / "fit.py"
+    assert module_name(fit) == ("steer_core.cli.fit", "steer_core.cli")
+    assert module_name(ROOT / "steer_core" / "cli" / "__init__.py") == ("steer_core.cli", "steer_core.cli")
+    found = late_imports(fit)
+    assert any(mod == "steer_core.inspect.head_ranking" and "rank_heads" in names for _, mod, names in found)
+    assert any(mod == "steer_core.fit.sae_training" for _, mod, _ in found)  # `from ..fit.sae_training import ...`
+
+
+def test_every_import_inside_a_function_resolves():
+    assert len(SOURCES) > 40
+    bad = [msg for path in SOURCES for msg in unresolved(path)]
+    assert not bad, "late imports that fail when their function runs:\n" + "\n".join(bad)
