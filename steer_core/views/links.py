@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..generation import check_inputs
 from ..layer_spec import layers_label
 from ..steering.model_defaults import shown_layers
-from .compare import KNOBS, CompareRequest, check_bounds, read_knob
+from .compare import KNOBS, CompareRequest, read_knob
 from .ladder import LADDER_BASELINES, LadderRequest
 from .requests import knobs_of
 from .sweep import SweepRequest, strengths_text
@@ -104,8 +104,8 @@ def read_value(name: str, raw, lm, view: str = "compare"):
         if not value:
             raise UserError("choose at least one head")
         return lm.check_heads(list(value))
-    if k.lo is not None:
-        check_bounds(k, value)
+    if k.lo is not None:  # within the request's own bounds (what its widget shows)
+        CompareRequest.from_ui(**PLACEHOLDERS, **{name: value})
     return value
 
 
