@@ -64,17 +64,17 @@ def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> I
     """One scenario's rows of the grid (those not in `done`), generated in batches of up to max_batch
     rows; yields each batch's result rows (not yet judged) as it finishes."""
     done = done or set()
-    methods, levels, layer_sets, style = grid.methods, grid.levels, grid.layer_sets, grid.style
+    levels, layer_sets, style = grid.levels, grid.layer_sets, grid.style
     steers = grid.steers
     reqs, meta = [], []
-    for method in methods:
+    for method in grid.methods:
         combos = [(None, None)]
         if method in methods.steered():  # one config per distinct setting this method runs (query has no codes)
             usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
             sets = [grid.residual_layers] if method in methods.at_residual() and grid.residual_layers else layer_sets
             combos = [(layers, s) for layers in sets for s in usable]
         for layers, st in combos:
-            for level in levels if method != "none" else ["-"]:
+            for level in levels if methods.get(method).site != methods.NONE else ["-"]:
                 cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
                 lab = layers_label(layers) if cfg else "-"
                 setting = cfg.label if cfg else "-"
