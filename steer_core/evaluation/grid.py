@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from tqdm.auto import tqdm
 
+from .. import methods
 from ..bloom import LEVELS, Scenario
 from ..fluency import perplexity
 from ..generation import EVAL_TOKENS, MAX_BATCH, Request, generate_batch
