@@ -35,8 +35,8 @@ import json
 import sys
 from pathlib import Path
 
+from steer_core import methods
 from steer_core.evaluation.results import RESULT_FIELDS, read_results, write_csv
-from steer_core.methods import ALL as ALL_METHODS
 from steer_core.paths import ROOT
 
 FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
@@ -88,10 +88,10 @@ def keep(row: dict, methods: tuple[str, ...]) -> bool:
 def gather(split: str, sweeps: list[Path]) -> list[dict]:
     rows, seen = [], set()
     sources = [(ROOT / f, m) for f, m in SOURCES[split]]
-    sources += [(sweep / "results.csv", tuple(ALL_METHODS)) for sweep in sweeps]
-    for path, methods in sources:
+    sources += [(sweep / "results.csv", methods.names()) for sweep in sweeps]
+    for path, wanted in sources:
         for r in read_results(path):
-            if not keep(r, methods):
+            if not keep(r, wanted):
                 continue
             r = as_shipped(r) if r["method"] == "sae" else moved(r)
             key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])

@@ -28,9 +28,9 @@ import re
 import sys
 from pathlib import Path
 
+from steer_core import methods
 from steer_core.evaluation.results import RESULT_FIELDS, config_columns, read_csv, write_csv
 from steer_core.layer_spec import parse_layers
-from steer_core.methods import PROMPTED
 from steer_core.steering.config import SteerConfig
 
 DOUBLE_CONVERSION = 16.0  # BASE_ALPHA["learned"] at the time, divided by once more than the label shows
@@ -81,7 +81,7 @@ def query_config(row: dict) -> SteerConfig:
 def settings(row: dict) -> dict:
     if row.get("config") not in (None, ""):
         return row
-    if row["method"] == "none" or row["method"] in PROMPTED:
+    if row["method"] == "none" or row["method"] in methods.prompted():
         return {**row, **config_columns(None)}
     if row["method"] == "residual":
         cfg = residual_config(row)

@@ -22,8 +22,6 @@ from .bloom import LEVELS
 
 __all__ = [
     "LEVEL_COLORS",
-    "METHOD_COLORS",
-    "METHOD_LABELS",
     "latent_bars",
     "token_latent_heatmap",
     "descent_trace",
@@ -47,10 +45,6 @@ __all__ = [
 LEVEL_COLORS: dict[str, str] = dict(
     zip(LEVELS, ("#0072B2", "#56B4E9", "#009E73", "#E69F00", "#D55E00", "#CC79A7"), strict=True)
 )
-
-METHOD_COLORS: dict[str, str] = methods.COLORS
-
-METHOD_LABELS: dict[str, str] = methods.LABELS
 
 _FALLBACK_COLORS = ("#8C564B", "#E377C2", "#BCBD22", "#393B79", "#637939", "#843C39")
 _PATTERNS = ("", "/", "x", ".", "\\", "+", "-", "|")
@@ -115,12 +109,13 @@ def _vector(x: Any, name: str) -> np.ndarray:
 
 
 def _method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    """A method's label from its registry entry (read now: a method registered later has its own)."""
+    return methods.REGISTRY[method].label if method in methods.REGISTRY else method
 
 
 def _method_color(method: str) -> str:
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
+    if method in methods.REGISTRY:
+        return methods.REGISTRY[method].color
     return _FALLBACK_COLORS[sum(map(ord, method)) % len(_FALLBACK_COLORS)]
 
 
@@ -219,7 +214,7 @@ def latent_bars(
     fig = go.Figure()
     for name, vals, color in (
         ("before steering", b, "#BBBBBB"),
-        ("after steering", a, METHOD_COLORS["sae"]),
+        ("after steering", a, _method_color("sae")),
         (proto_name, p, proto_color),
     ):
         fig.add_trace(
@@ -518,7 +513,7 @@ def judged_vs_target(summary_rows: Sequence[Mapping[str, Any]], title: str | Non
     for label, y in series.items():
         method = label.split(" (")[0]  # a method's first variant gets its colour, the others plotly's
         color = (
-            None if method in used else next((c for m, c in METHOD_COLORS.items() if _method_label(m) == method), None)
+            None if method in used else next((m.color for m in methods.REGISTRY.values() if m.label == method), None)
         )
         used.add(method)
         fig.add_trace(
@@ -744,7 +739,7 @@ def attention_parts(
     if not len(parts) == len(u) == len(st):
         raise ValueError("parts, unsteered and steered must have the same length")
     fig = go.Figure()
-    for name, vals, color in (("unsteered", u, METHOD_COLORS["none"]), ("steered", st, METHOD_COLORS["sae"])):
+    for name, vals, color in (("unsteered", u, _method_color("none")), ("steered", st, _method_color("sae"))):
         fig.add_trace(
             go.Bar(
                 x=list(parts),

@@ -175,18 +175,3 @@ for _m in (
     ),
 ):  # fmt: skip
     register(_m)
-
-
-_LIVE = {  # TRANSITIONAL: the old constant names, read live from the registry (removed once every reader calls)
-    "ALL": names, "STEERED": steered, "AT_RESIDUAL": at_residual, "PROMPTED": prompted, "COMPARE": compare_columns,
-    "COMPARE_OPTIONAL": lambda: tuple(column_flags()), "COLUMN_FLAGS": column_flags, "BASELINES": baselines,
-    "ON_SETS": on_sets, "EVAL_DEFAULT": eval_default,
-    "LABELS": lambda: {n: m.label for n, m in REGISTRY.items()},
-    "COLORS": lambda: {n: m.color for n, m in REGISTRY.items()},
-}  # fmt: skip
-
-
-def __getattr__(name: str):
-    if name in _LIVE:
-        return _LIVE[name]()
-    raise AttributeError(name)

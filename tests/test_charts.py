@@ -33,12 +33,10 @@ def _axes_titled(fig):
 def test_palettes_cover_levels_and_methods():
     assert set(charts.LEVEL_COLORS) == set(LEVELS)
     assert len(set(charts.LEVEL_COLORS.values())) == 6
-    methods = {"none", "sae", "query", "meandiff", "residual", "fewshot", "instruction"}
-    assert set(charts.METHOD_COLORS) == methods == set(charts.METHOD_LABELS)
-    assert len(set(charts.METHOD_COLORS.values())) == 7
-    assert charts.METHOD_LABELS["none"] == "Unsteered"
-    assert charts.METHOD_LABELS["sae"] == "SAE-steered"
-    assert charts.METHOD_LABELS["fewshot"] == "Few-shot"
+    names = ("none", "sae", "query", "meandiff", "residual", "fewshot", "instruction")
+    assert len({charts._method_color(m) for m in names}) == 7  # every method its own colour, from its entry
+    assert [charts._method_label(m) for m in ("none", "sae", "fewshot")] == ["Unsteered", "SAE-steered", "Few-shot"]
+    assert charts._method_label("not-a-method") == "not-a-method" and charts._method_color("x").startswith("#")
 
 
 def test_module_does_not_import_gradio():
@@ -171,7 +169,7 @@ def test_judge_probs_series_and_target_mark():
     _common(fig)
     _axes_titled(fig)
     assert [t.name for t in fig.data] == ["Unsteered", "SAE-steered", "Few-shot"]
-    assert [t.marker.color for t in fig.data] == [charts.METHOD_COLORS[m] for m in probs]
+    assert [t.marker.color for t in fig.data] == [charts._method_color(m) for m in probs]
     assert all(list(t.x) == list(LEVELS) for t in fig.data)
     assert tuple(fig.layout.yaxis.range) == (0, 1)
     assert fig.layout.yaxis.title.text == "judge probability"
@@ -247,7 +245,7 @@ def test_accuracy_by_method_level():
     assert all(list(t.x) == list(LEVELS) for t in fig.data)
     np.testing.assert_allclose(fig.data[1].y, 0.1 * np.arange(6) + 0.05)
     # same method, different layers: same colour, different pattern
-    assert fig.data[1].marker.color == fig.data[2].marker.color == charts.METHOD_COLORS["sae"]
+    assert fig.data[1].marker.color == fig.data[2].marker.color == charts._method_color("sae")
     assert fig.data[1].marker.pattern.shape != fig.data[2].marker.pattern.shape
     chance = [s for s in fig.layout.shapes if s.type == "line"]
     assert len(chance) == 1 and chance[0].y0 == pytest.approx(1 / 6) and chance[0].line.dash == "dash"

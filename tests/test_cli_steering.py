@@ -82,6 +82,6 @@ def test_every_generate_method_parses_to_a_steering_config():
     from steer_core.cli.common import steer_config as _steer_config
     from steer_core.steering.config import SteerConfig
 
-    for m in methods.ALL:
+    for m in methods.names():
         args = build_parser().parse_args(["generate", "--question", "q", "--answer", "a", "--method", m])
         assert _steer_config(args, SteerConfig().layers) == SteerConfig()
