@@ -48,7 +48,6 @@ from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, FeedbackExample
 from ..errors import UserError
-from .shared_prompt import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
 from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, instruction_messages, messages, pad_replies, render
 from ..sae.store import STORE
@@ -65,6 +64,7 @@ from ..steering.offset_files import (  # noqa: F401  (the file side, re-exported
     offsets_roots,
 )
 from .sae_training import ensure_trained, refit_prototypes
+from .shared_prompt import shared_prompt
 
 OBJECTIVES = ("bipo", "reps", "kl")
 FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or the prompt too

@@ -40,10 +40,10 @@ from tqdm.auto import tqdm
 
 from ..bloom import LEVELS
 from ..errors import UserError
-from .shared_prompt import shared_prompt
 from ..model.hooks import RESIDUAL, query_edits
 from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, messages, pad_replies, render
 from ..steering.offset_files import SITES, LevelOffsets, manifest_digest
+from .shared_prompt import shared_prompt
 
 POSITIONS = ("generated", "all")
 # Factors where steering changes the text, from nn.Linear's init: at the residual site (norm ~0.58 in 576
