@@ -167,7 +167,7 @@ def test_your_questions_in_the_browser(browser, app_url, tmp_path):
 
 def _fluency_ratios(texts: list[str], unsteered: str, question: str, answer: str) -> list[float]:
     """Each page text's perplexity under the unsteered model, over the unsteered reply's (the guard's measure)."""
-    from steer_core.generation import perplexity
+    from steer_core.fluency import perplexity
     from steer_core.model.loading import load_model
 
     lm = load_model()
