@@ -22,6 +22,7 @@ from steer_core.sae.module import SAETrainConfig
 from steer_core.sae.prototypes import separability
 from steer_core.sae.store import STORE
 from steer_core.steering.config import SteerConfig
+from steer_core.steering.files import SteerFiles
 
 VARIANTS = {
     "exp2": SAETrainConfig(expansion=2),
@@ -62,9 +63,12 @@ def main() -> None:
         SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:1]))),
         SteerConfig(layers=tuple(layers), heads=tuple(sorted(ranked[:3]))),
     ]
-    steers += [SteerConfig(layers=tuple(layers), saes_dir=str(args.out / f"saes_{v}")) for v in VARIANTS]
     test = scenarios(load_dataset(split="test"))[: args.scenarios]
     report = run_eval(lm, test, Grid(methods=["none", "sae"], layer_sets=[tuple(layers)], steer=steers), args.out)
+    for v in VARIANTS:  # the same setting on each variant's SAEs, into the same results (each grid resumes the file)
+        files = SteerFiles(saes=str(args.out / f"saes_{v}"))
+        grid = Grid(methods=["sae"], layer_sets=[tuple(layers)], steer=base, files=files)
+        report = run_eval(lm, test, grid, args.out)
     print(json.dumps(report))
 
 

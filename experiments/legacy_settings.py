@@ -32,6 +32,7 @@ from steer_core import methods
 from steer_core.evaluation.results import RESULT_FIELDS, config_columns, read_csv, write_csv
 from steer_core.layer_spec import parse_layers
 from steer_core.steering.config import SteerConfig
+from steer_core.steering.files import SteerFiles
 
 DOUBLE_CONVERSION = 16.0  # BASE_ALPHA["learned"] at the time, divided by once more than the label shows
 SHIPPED = "runs/resid_ABC_bipo"  # byte for byte the vectors in assets/residual/
@@ -46,18 +47,18 @@ def _positions(rest: str) -> str:
     return m[1] if m else "all"
 
 
-def residual_config(row: dict) -> SteerConfig:
+def residual_config(row: dict) -> tuple[SteerConfig, SteerFiles]:
     m = RESIDUAL.match(row["setting"])
     if not m:
         raise ValueError(f"unexpected residual label {row['setting']!r}")
     alpha = float(m["alpha"]) / DOUBLE_CONVERSION
-    return SteerConfig(
+    cfg = SteerConfig(
         method="residual",
         layers=parse_layers(row["layers"]),
         strength=SteerConfig.strength_for("learned", alpha, "residual"),
         positions=_positions(m["rest"]),
-        residual_dir=None if m["folder"] in (None, SHIPPED) else m["folder"],
     )
+    return cfg, SteerFiles(residual=None if m["folder"] in (None, SHIPPED) else m["folder"])
 
 
 def query_config(row: dict) -> SteerConfig:
@@ -84,8 +85,8 @@ def settings(row: dict) -> dict:
     if row["method"] == "none" or row["method"] in methods.prompted():
         return {**row, **config_columns(None)}
     if row["method"] == "residual":
-        cfg = residual_config(row)
-        return {**row, "setting": cfg.label, **config_columns(cfg)}
+        cfg, files = residual_config(row)
+        return {**row, "setting": cfg.label_with(files), **config_columns(cfg, files)}
     if row["method"] == "query":
         return {**row, **config_columns(query_config(row))}
     return row

@@ -23,6 +23,7 @@ from steer_core.judge.classifier import JudgeConfig
 from steer_core.judge.fitting import fit_judge
 from steer_core.model.loading import load_model
 from steer_core.steering.config import SteerConfig
+from steer_core.steering.files import SteerFiles
 
 BAND, ALL = tuple(range(8, 22)), tuple(range(30))
 
@@ -63,12 +64,14 @@ def main() -> None:
         rows = run_grid(lm, val, Grid(methods=["none", "sae", "query"], layer_sets=[BAND, ALL], steer=steers))
     elif phase == "val-positions":
         steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (16.0, 32.0)]
-        if args.early:
-            steers += [
-                SteerConfig(target="delta", strength=1.0, positions="all", saes_dir=args.early),
-                SteerConfig(target="delta", strength=2.0, positions="generated", saes_dir=args.early),
-            ]
         rows = run_grid(lm, val, Grid(methods=["none", "sae"], layer_sets=[BAND], steer=steers))
+        if args.early:  # the SAEs trained on early tokens only
+            early = [
+                SteerConfig(target="delta", strength=1.0, positions="all"),
+                SteerConfig(target="delta", strength=2.0, positions="generated"),
+            ]
+            grid = Grid(methods=["sae"], layer_sets=[BAND], steer=early, files=SteerFiles(saes=args.early))
+            rows += run_grid(lm, val, grid)
     elif phase == "val-generated":  # the strength of generated-only steering, SAE against query
         steers = [SteerConfig(target="delta", strength=a / 8, positions="generated") for a in (8.0, 12.0)]
         rows = run_grid(lm, val, Grid(methods=["none", "sae", "query"], layer_sets=[BAND], steer=steers))

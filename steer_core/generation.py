@@ -23,6 +23,7 @@ from .prompts import DEFAULT_STYLE, render
 from .steering.assets import steering_groups
 from .steering.config import SteerConfig
 from .steering.edits import layer_edits
+from .steering.files import MODEL_OWN, SteerFiles
 
 MAX_INPUT_CHARS = 4000
 MAX_NEW_TOKENS = 512
@@ -51,6 +52,7 @@ class Request:
     method: str = "none"
     level: str | None = None  # the target level; None for unsteered rows, which have none
     steer: SteerConfig | None = None
+    files: SteerFiles = MODEL_OWN  # the folders it steers with (the model's own unless given)
     k_shots: int = K_SHOTS
     style: str = DEFAULT_STYLE
     scenario_id: str | None = None  # excluded from few-shot examples
@@ -62,7 +64,7 @@ class Request:
         elif m.site != methods.NONE:
             raise UserError(f"method {self.method!r} needs a target level")
         check_inputs(self.question, self.student_answer)
-        self.steer = (self.steer or SteerConfig()).for_method(self.method) if m.steers else None
+        self.steer = (self.steer or SteerConfig()).for_method(self.method, files=self.files) if m.steers else None
 
     def messages(self) -> list[dict]:
         """The prompt's messages, as the method's entry builds them."""
@@ -193,7 +195,7 @@ def _prompt_steering(req: Request):
     prompt (None otherwise). Rows with the same tokens and the same key read the prompt identically."""
     if req.steer is None or req.steer.steered_count("prompt") == 0:
         return None
-    return (req.steer, req.level, req.style)
+    return (req.steer, req.files, req.level, req.style)
 
 
 @torch.no_grad()

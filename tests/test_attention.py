@@ -80,6 +80,7 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     from steer_core.steering.assets import steering_groups
     from steer_core.steering.config import SteerConfig
     from steer_core.steering.edits import layer_edits
+    from steer_core.steering.files import SteerFiles
 
     lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
     lm.model.set_attn_implementation("eager")
@@ -87,11 +88,12 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
         b = tiny_bank(lm, layer, seed=layer)
         protos = {"codes": b.codes * 4, "queries": b.queries, "query_all": b.query_all}
         save_layer(tmp_path, lm, layer, b.sae, protos, {}, {}, dtype="float32")
-    cfg = SteerConfig(layers=(1, 2), target="prototype", positions="all", saes_dir=str(tmp_path), steps=10, lr=0.3)
+    cfg = SteerConfig(layers=(1, 2), target="prototype", positions="all", steps=10, lr=0.3)
+    files = SteerFiles(saes=str(tmp_path))
     q, a = "Why do leaves change colour?", "Because it is cold."
-    req = Request(q, a, "sae", "create", steer=cfg)
+    req = Request(q, a, "sae", "create", steer=cfg, files=files)
     reply = generate_batch(lm, [req], max_new_tokens=10, ignore_stop=True)[0].token_ids
-    view = steering_attention(lm, q, a, "create", cfg, reply, layer=2)
+    view = steering_attention(lm, q, a, "create", cfg, reply, layer=2, files=files)
 
     prompt, _ = render(lm.tokenizer, req.messages())
     edits = layer_edits(lm, steering_groups(lm, [req]), "prompt")

@@ -279,6 +279,7 @@ def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
     from steer_core.generation import Request
     from steer_core.sae.layer_files import save_layer
     from steer_core.steering.assets import steering_groups
+    from steer_core.steering.files import SteerFiles
 
     for layer in (0, 2):
         b = tiny_bank(lm, layer)
@@ -292,12 +293,13 @@ def test_layer_head_pairs_give_each_layer_its_own_heads(lm, tmp_path):
             {},
             dtype="float32",
         )
-    cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype", saes_dir=str(tmp_path))
-    groups = steering_groups(lm, [Request("q", "a", "sae", "apply", steer=cfg)])
+    cfg = SteerConfig(layers=(0, 2), layer_heads=((0, 3), (2, 1), (2, 2)), target="prototype")
+    files = SteerFiles(saes=str(tmp_path))
+    groups = steering_groups(lm, [Request("q", "a", "sae", "apply", steer=cfg, files=files)])
     assert groups[0][0].heads.tolist() == [3] and groups[2][0].heads.tolist() == [1, 2]
-    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), target="prototype", saes_dir=str(tmp_path))
+    bad = SteerConfig(layers=(0,), layer_heads=((0, 9),), target="prototype")
     with pytest.raises(ValueError, match="head"):
-        steering_groups(lm, [Request("q", "a", "sae", "apply", steer=bad)])
+        steering_groups(lm, [Request("q", "a", "sae", "apply", steer=bad, files=files)])
 
 
 STEERABLE = [

@@ -22,6 +22,7 @@ from steer_core.sae.module import SAETrainConfig
 from steer_core.steering.assets import steering_groups
 from steer_core.steering.config import SteerConfig
 from steer_core.steering.edits import layer_edits
+from steer_core.steering.files import SteerFiles
 
 FAMILIES = list(FAMILY_CONFIGS)
 NO_TEMPLATE = "olmo2"
@@ -132,8 +133,8 @@ def prepared(request, tmp_path_factory):
         writers=("A",),
     )
     manifest = prepare(lm, cfg, out, progress=False)
-    steer = dict(layers=(LAYER,), saes_dir=str(out / "saes"), offsets_dir=str(out / "offsets"))
-    return family, lm, manifest, steer
+    files = SteerFiles(saes=str(out / "saes"), offsets=str(out / "offsets"))
+    return family, lm, manifest, (dict(layers=(LAYER,)), files)
 
 
 def test_prepare_builds_one_layer(prepared):
@@ -144,14 +145,14 @@ def test_prepare_builds_one_layer(prepared):
 def test_strength_0_is_token_identical_and_steering_moves_the_logits(prepared):
     """Greedy text of a random tiny model can be too degenerate to show an edit (Gemma's), so the steered
     prompt's next-token logits are compared; strength 0 must leave the generated tokens identical."""
-    family, lm, _, steer = prepared
+    family, lm, _, (steer, files) = prepared
     plain = generate_batch(lm, [Request(Q, A)], max_new_tokens=8, ignore_stop=True)[0]
-    off = Request(Q, A, "sae", "create", steer=SteerConfig(strength=0.0, **steer))
+    off = Request(Q, A, "sae", "create", steer=SteerConfig(strength=0.0, **steer), files=files)
     assert generate_batch(lm, [off], max_new_tokens=8, ignore_stop=True)[0].token_ids == plain.token_ids
 
     ids = prompt_ids(lm)
     base = lm.model(input_ids=ids).logits[0, -1]
-    on = Request(Q, A, "sae", "create", steer=SteerConfig(strength=4.0, positions="all", **steer))
+    on = Request(Q, A, "sae", "create", steer=SteerConfig(strength=4.0, positions="all", **steer), files=files)
     with query_edits(lm, layer_edits(lm, steering_groups(lm, [on]), "prompt")):
         steered = lm.model(input_ids=ids).logits[0, -1]
     assert (steered - base).abs().max() > 1e-4, f"{family}: steering left the logits unchanged"
@@ -159,8 +160,8 @@ def test_strength_0_is_token_identical_and_steering_moves_the_logits(prepared):
 
 
 def test_the_latent_and_attention_views_read_a_steered_reply(prepared):
-    family, lm, _, steer = prepared
-    req = Request(Q, A, "sae", "analyze", steer=SteerConfig(strength=2.0, **steer))
+    family, lm, _, (steer, files) = prepared
+    req = Request(Q, A, "sae", "analyze", steer=SteerConfig(strength=2.0, **steer), files=files)
     reply = generate_batch(lm, [req], max_new_tokens=6, ignore_stop=True)[0]
     steered = replay_at(lm, req, reply.token_ids, LAYER)
     plain = replay_at(lm, req, reply.token_ids, LAYER, steered=False)

@@ -154,7 +154,7 @@ def test_every_file_a_shipped_frontier_row_steered_with_ships(split):
     """No figure from files users don't have: each folder a row was steered with (its config's SAEs, offsets
     and residual vectors) is in the repository, save the query rows' fold prototypes (writers A-C only),
     which frontier_rows marks as not given back."""
-    from steer_core.evaluation.reproduce import row_config
+    from steer_core.evaluation.reproduce import row_files
     from steer_core.evaluation.results import read_results
     from steer_core.paths import ROOT
 
@@ -162,8 +162,7 @@ def test_every_file_a_shipped_frontier_row_steered_with_ships(split):
     assert rows
     named = set()
     for row in rows:
-        cfg = row_config(row)
-        if cfg is not None:
-            named |= {(row["method"], d) for d in (cfg.saes_dir, cfg.offsets_dir, cfg.residual_dir) if d}
+        files = row_files(row)
+        named |= {(row["method"], d) for d in (files.saes, files.offsets, files.residual) if d}
     missing = {(m, p) for m, p in named if not (ROOT / p).exists()}
     assert missing <= {("query", "runs/fold_ABC_all/saes")}, f"rows steered with files that do not ship: {missing}"

@@ -8,6 +8,7 @@ from tiny import char_tokenizer, tiny_lm
 
 from steer_core.generation import Request, generate_batch
 from steer_core.prompts import render
+from steer_core.steering.files import SteerFiles
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +75,15 @@ def test_steering_only_the_opening_matches_full_steering_up_to_there(lm, tmp_pat
         b = tiny_bank(lm, layer, seed=layer)
         tensors = {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}
         save_layer(tmp_path, lm, layer, b.sae, tensors, {}, {}, dtype="float32")
-    full = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes_dir=str(tmp_path))
+    full = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5)
     k = 4
-    opening = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, saes_dir=str(tmp_path), first_tokens=k)
+    opening = SteerConfig(layers=(1, 2), target="prototype", steps=20, lr=0.5, first_tokens=k)
     q, a = REQUESTS[2]
-    reqs = [Request(q, a, "none", "apply"), Request(q, a, "sae", "apply", steer=full)]
-    reqs.append(Request(q, a, "sae", "apply", steer=opening))
+    reqs = [
+        Request(q, a, "none", "apply"),
+        Request(q, a, "sae", "apply", steer=full, files=SteerFiles(saes=str(tmp_path))),
+    ]
+    reqs.append(Request(q, a, "sae", "apply", steer=opening, files=SteerFiles(saes=str(tmp_path))))
     none, steered, opened = (o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=24, ignore_stop=True))
     assert none[: k + 1] != steered[: k + 1]  # steering changes the opening ...
     # ... token 0 comes from the unsteered prompt pass; tokens 1..k from decode steps that run tokens 0..k-1
@@ -95,11 +99,11 @@ def test_a_schedule_keeps_the_full_strength_opening_and_a_share_of_1_is_every_to
 
     b = tiny_bank(lm, 1, seed=3)
     save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
-    kw = dict(layers=(1,), target="prototype", steps=20, lr=0.5, saes_dir=str(tmp_path))
+    kw = dict(layers=(1,), target="prototype", steps=20, lr=0.5)
     q, a = REQUESTS[2]
 
     def run(**sched):
-        req = Request(q, a, "sae", "apply", steer=SteerConfig(**kw, **sched))
+        req = Request(q, a, "sae", "apply", steer=SteerConfig(**kw, **sched), files=SteerFiles(saes=str(tmp_path)))
         return generate_batch(lm, [req], max_new_tokens=24, ignore_stop=True)[0].token_ids
 
     full, k = run(), 4
@@ -119,13 +123,13 @@ def test_rows_sharing_a_prompt_read_it_once_and_equal_each_row_alone(lm, tmp_pat
 
     b = tiny_bank(lm, 1, seed=5)
     save_layer(tmp_path, lm, 1, b.sae, {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}, {}, {})
-    gen = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes_dir=str(tmp_path))
-    everywhere = SteerConfig(layers=(1,), target="prototype", lr=0.5, saes_dir=str(tmp_path), positions="all")
+    gen = SteerConfig(layers=(1,), target="prototype", lr=0.5)
+    everywhere = SteerConfig(layers=(1,), target="prototype", lr=0.5, positions="all")
     q, a = REQUESTS[1]
     reqs = [
         Request(q, a, "none"),
-        Request(q, a, "sae", "create", steer=gen),
-        Request(q, a, "sae", "create", steer=everywhere),
+        Request(q, a, "sae", "create", steer=gen, files=SteerFiles(saes=str(tmp_path))),
+        Request(q, a, "sae", "create", steer=everywhere, files=SteerFiles(saes=str(tmp_path))),
         Request(*REQUESTS[0], "none"),
     ]
     widths = []
@@ -226,16 +230,16 @@ def test_a_target_added_through_the_registry_alone_steers(lm, tmp_path):
         )
     )
     try:
-        cfg = SteerConfig(layers=(1,), target="amplify", saes_dir=str(tmp_path))
+        cfg = SteerConfig(layers=(1,), target="amplify")
         assert cfg.label.startswith("amplify a1 T20") and cfg.for_method("query").target == "delta"
         q, a = REQUESTS[1]
 
         def run(c):
-            req = Request(q, a, "sae", "create", steer=c)
+            req = Request(q, a, "sae", "create", steer=c, files=SteerFiles(saes=str(tmp_path)))
             return generate_batch(lm, [req], max_new_tokens=16, ignore_stop=True)[0].token_ids
 
         plain = generate_batch(lm, [Request(q, a, "none")], max_new_tokens=16, ignore_stop=True)[0].token_ids
         assert run(cfg) != plain
-        assert run(SteerConfig(layers=(1,), target="amplify", saes_dir=str(tmp_path), strength=0.0)) == plain
+        assert run(SteerConfig(layers=(1,), target="amplify", strength=0.0)) == plain
     finally:
         del targets.REGISTRY["amplify"]

@@ -13,6 +13,7 @@ from steer_core.generation import Request, generate_batch
 from steer_core.model.hooks import active_hook_count
 from steer_core.sae.module import SAETrainConfig
 from steer_core.steering.config import SteerConfig
+from steer_core.steering.files import SteerFiles
 
 Q, A = "What is 2 + 2?", "5, because 2 and 2 make 5."
 
@@ -43,12 +44,14 @@ def test_prepare_builds_saes_offsets_and_a_manifest(built):
 
 def test_default_steering_runs_on_what_prepare_built(built):
     lm, cfg, out, _ = built
-    steer = dict(layers=(1, 2), saes_dir=str(out / "saes"), offsets_dir=str(out / "offsets"))
+    steer = dict(layers=(1, 2))
+    files = SteerFiles(saes=str(out / "saes"), offsets=str(out / "offsets"))
     plain = generate_batch(lm, [Request(Q, A)], max_new_tokens=12, ignore_stop=True)[0]
 
     def run(strength):
         cfg = SteerConfig(strength=strength, **steer)
-        return generate_batch(lm, [Request(Q, A, "sae", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True)[0]
+        req = Request(Q, A, "sae", "create", steer=cfg, files=files)
+        return generate_batch(lm, [req], max_new_tokens=12, ignore_stop=True)[0]
 
     assert run(0.0).token_ids == plain.token_ids  # strength 0 is off
     assert run(4.0).token_ids != plain.token_ids  # the fitted offsets do steer

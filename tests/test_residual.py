@@ -13,6 +13,7 @@ from steer_core.generation import Request, generate_batch
 from steer_core.model.hooks import RESIDUAL, active_hook_count, query_edits
 from steer_core.steering.config import RESIDUAL_ALPHA, SteerConfig
 from steer_core.steering.edits import RowGroup, make_residual_edit
+from steer_core.steering.files import SteerFiles
 
 
 @pytest.fixture(scope="module")
@@ -78,23 +79,22 @@ def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteere
     lm = tiny_lm(seed=3, tokenizer=char_tokenizer())
     vec = LevelOffsets(3.0 / RESIDUAL_ALPHA * torch.randn(6, 1, 1, 48), (1,), {"site": "residual"})
     vec.save(tmp_path / "vec")
+    vectors = SteerFiles(residual=str(tmp_path / "vec"))
     q, a = "What is 2 + 2?", "5"
     plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=12, ignore_stop=True)[0]
 
     def run(alpha):
-        cfg = SteerConfig(
-            method="residual", layers=(1,), target="learned", strength=alpha, residual_dir=str(tmp_path / "vec")
-        )
+        cfg = SteerConfig(method="residual", layers=(1,), target="learned", strength=alpha)
         return generate_batch(
-            lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=12, ignore_stop=True
+            lm, [Request(q, a, "residual", "create", steer=cfg, files=vectors)], max_new_tokens=12, ignore_stop=True
         )[0]
 
     assert run(0.0).token_ids == plain.token_ids
     assert run(1.0).token_ids != plain.token_ids
     assert active_hook_count() == 0
     with pytest.raises(OffsetsFileError, match="layer 2"):
-        cfg = SteerConfig(method="residual", layers=(2,), residual_dir=str(tmp_path / "vec"))
-        generate_batch(lm, [Request(q, a, "residual", "create", steer=cfg)], max_new_tokens=2)
+        cfg = SteerConfig(method="residual", layers=(2,))
+        generate_batch(lm, [Request(q, a, "residual", "create", steer=cfg, files=vectors)], max_new_tokens=2)
     with pytest.raises(OffsetsFileError, match="not learned offsets"):
         load_offsets(lm, tmp_path / "vec", site="sae")
     with pytest.raises(UserError, match="target is 'learned'"):

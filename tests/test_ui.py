@@ -7,7 +7,8 @@ import pytest
 from test_share import FakeJudge
 
 from steer_core.bloom import LEVELS
-from steer_core.views.compare import KINDS, KNOBS
+from steer_core.steering.knobs import KINDS
+from steer_core.views.compare import KNOBS
 from steer_core.views.ladder import LadderRequest
 from steer_core.views.sweep import SweepRequest
 from ui import compare, errors, ladder, sweep, widgets

@@ -16,8 +16,7 @@ from .widgets import CheckboxGroup, captioned_plot, mapped, temp_file
 REPLY_HEADERS = ["id", "method", "level", "judged level", "P(level)", "reply"]
 OUTPUTS = ("eval-status", "eval-table", "eval-plot", "eval-shares", "eval-replies", "eval-results", "eval-summary")
 OUTPUTS += ("eval-rows",)  # /evaluate's outputs by name, in order
-DEFAULT_METHODS = tuple(n for n, m in methods.REGISTRY.items() if m.compare)  # Compare's columns
-SET_METHODS = tuple(n for n, m in methods.REGISTRY.items() if m.on_sets)  # what an uploaded set can run
+DEFAULT_METHODS = methods.compare_columns()  # Compare's columns, when the layout is built
 
 
 def bad_rows_text(questions, limit: int) -> str:
@@ -114,7 +113,7 @@ def questions_tab(demo: gr.Blocks, model) -> None:
             with gr.Column():
                 levels = CheckboxGroup(list(LEVELS), value=list(LEVELS), label="Target levels")
                 chosen = CheckboxGroup(
-                    [(methods.REGISTRY[m].label, m) for m in SET_METHODS if m != "none"],
+                    [(methods.label(m), m) for m in methods.on_sets() if m != "none"],
                     value=[m for m in DEFAULT_METHODS if m != "none"],
                     label="Methods (besides unsteered)",
                 )

@@ -12,7 +12,7 @@ from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
 from steer_core.layer_spec import layers_label
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.steering.model_defaults import default_layers, shown_layers
-from steer_core.views.requests import MAX_INPUT_CHARS
+from steer_core.views.requests import MAX_INPUT_CHARS, knobs_of
 
 LEVEL_CHOICES = [(f"{lv.capitalize()}: {DESCRIPTIONS[lv]}", lv) for lv in LEVELS]
 STARTING_TEXT = {  # what the question and answer boxes start with
@@ -62,11 +62,6 @@ def layer_choices(model) -> list[tuple[str, str]]:
     return bands + [(f"{i}", str(i)) for i in range(model.n_layers)]
 
 
-def _options(k) -> list:
-    """A choice knob's (label, value) pairs (a registry's are read when asked for)."""
-    return list(k.choices() if callable(k.choices) else k.choices)
-
-
 def _text(name, k, value, model, kw):
     shown = STARTING_TEXT.get(name, value)
     return gr.Textbox(lines=2 if name in STARTING_TEXT else 1, max_length=MAX_INPUT_CHARS, value=shown, **kw)
@@ -86,8 +81,7 @@ def _heads(name, k, value, model, kw):
 
 
 def _slider(name, k, value, model, kw):
-    top = getattr(k, "shown_hi", k.hi)  # a slider may show less than the hard bound
-    return Slider(k.lo, top, value=value, step=k.step, **kw)
+    return Slider(k.lo, k.shown_hi, value=value, step=k.step, **kw)  # a slider may show less than the hard bound
 
 
 def _integer(name, k, value, model, kw):
@@ -95,7 +89,7 @@ def _integer(name, k, value, model, kw):
 
 
 def _choice(name, k, value, model, kw):
-    return Radio(_options(k), value=value, **kw)
+    return Radio(list(k.options), value=value, **kw)  # a registry's choices are read when the widget is built
 
 
 def _flag(name, k, value, model, kw):
@@ -117,9 +111,7 @@ WIDGETS = {  # Knob kind -> its widget: (field name, Knob, default, model, keywo
 def knob_widget(request, name: str, model=None, **overrides):
     """The widget of one field of a declared request (CompareRequest, LadderRequest, SweepRequest), as its Knob
     declares it, starting at the default its endpoint shows on this model."""
-    from dataclasses import fields
-
-    k = next(f.metadata["knob"] for f in fields(request) if f.name == name)
+    k = knobs_of(request)[name]
     shown = {"layers": model_layers(model)} if model is not None else None
     value = request.api_signature(shown).parameters[name].default
     kw = {"label": k.label, **({"info": k.help} if k.help else {}), **overrides}

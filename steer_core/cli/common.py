@@ -15,6 +15,7 @@ from ..paths import DEFAULT_MODEL
 from ..prompts import DEFAULT_STYLE, PROMPT_STYLES
 from ..steering import targets
 from ..steering.config import DEFAULT_LAYERS, KNOBS, METHOD_ALPHA, SteerConfig
+from ..steering.files import SteerFiles
 
 BAND = layers_label(DEFAULT_LAYERS)
 VALIDATION_WRITERS = ("D", "E", "F")  # the train scenarios every strength was chosen on
@@ -223,7 +224,9 @@ def steer_config(args, layers) -> SteerConfig:
     if layer_heads is not None:  # layer.head pairs name their own layers
         layers = tuple(sorted({layer for layer, _ in layer_heads}))
     # --method names the generation method (fewshot too); each request sets the config's own method
-    folders = {"saes_dir": args.saes, "offsets_dir": args.offsets, "residual_dir": args.residual}
-    return from_args(
-        SteerConfig, args, method=SteerConfig.method, layers=layers, heads=heads, layer_heads=layer_heads, **folders
-    )
+    return from_args(SteerConfig, args, method=SteerConfig.method, layers=layers, heads=heads, layer_heads=layer_heads)
+
+
+def steer_files(args) -> SteerFiles:
+    """The folders --saes, --offsets and --residual name (the model's own where not given)."""
+    return SteerFiles(saes=args.saes, offsets=args.offsets, residual=args.residual)

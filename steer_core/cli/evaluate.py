@@ -26,6 +26,7 @@ from .common import (
     model_options,
     parse_variant,
     steer_config,
+    steer_files,
     steering_options,
 )
 
@@ -34,7 +35,10 @@ DEFAULT_SWEEP = (0.5, 1.0, 1.5, 2.0)  # strengths a sweep runs unless told (1: e
 
 def _run_settings(args) -> dict:
     """The grid's reply length, prompt style and batch size, from the flags."""
-    return {"max_new_tokens": args.max_new_tokens, "style": args.style, "max_batch": args.max_batch}
+    return {
+        "max_new_tokens": args.max_new_tokens, "style": args.style, "max_batch": args.max_batch,
+        "files": steer_files(args),
+    }  # fmt: skip
 
 
 def cmd_eval(args) -> int:
@@ -85,10 +89,11 @@ def cmd_sweep(args) -> int:
     run = _run_settings(args)
     run_eval(lm, items, Grid(methods=fixed, levels=levels, steer=base, **run), out)
     for method in (m for m in args.methods if m in methods.steered()):
-        cfg = base.for_method(method, residual_layers(lm))
+        files = run["files"]
+        cfg = base.for_method(method, residual_layers(lm), files)
         layers = given or cfg.layers
-        if given is None and method in methods.at_residual() and cfg.residual_dir is not None:
-            layers = load_offsets(lm, cfg.residual_dir, args.style, site="residual").layers  # where they were fitted
+        if given is None and method in methods.at_residual() and files.residual is not None:
+            layers = load_offsets(lm, files.residual, args.style, site="residual").layers  # where they were fitted
         for layer in layers:
             lm.check_layer(layer)
         steer = [replace(cfg, layers=tuple(layers), strength=float(s)) for s in sorted(set(args.strengths))]

@@ -17,6 +17,7 @@ from .common import (
     model_options,
     read_jsonl_file,
     steer_config,
+    steer_files,
     steering_options,
 )
 
@@ -37,13 +38,14 @@ def cmd_generate(args) -> int:
         items = [(None, args.question, args.answer)]
     lm = load(args)
     steer = None  # what the method needs is read from its entry: unsteered and prompt baselines need no files
+    files = steer_files(args)
     if methods.get(args.method).steers:
-        steer = steer_config(args, model_layers(args.layers, lm)).for_method(args.method, residual_layers(lm))
+        steer = steer_config(args, model_layers(args.layers, lm)).for_method(args.method, residual_layers(lm), files)
     judge = default_judge()
     for sid, q, a in items:
         if not isinstance(q, str) or not isinstance(a, str):
             raise UsageError(f"scenario {sid}: needs string fields 'question' and 'student_answer'")
-        req = Request(q, a, args.method, args.level, steer=steer, k_shots=args.k, style=args.style)
+        req = Request(q, a, args.method, args.level, steer=steer, files=files, k_shots=args.k, style=args.style)
         t0 = time.time()
         out = generate_batch(
             lm, [req], max_new_tokens=args.max_new_tokens, seed=args.seed, temperature=args.temperature
@@ -58,7 +60,7 @@ def cmd_generate(args) -> int:
             "judge": verdict,
         }
         if req.steer is not None:  # what steered it, for the record
-            rec |= {"layers": layers_label(req.steer.layers), "setting": req.steer.label}
+            rec |= {"layers": layers_label(req.steer.layers), "setting": req.steer.label_with(files)}
         if args.scenarios:
             rec = {"id": sid, **rec}
         print(

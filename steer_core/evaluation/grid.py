@@ -20,6 +20,7 @@ from ..generation import EVAL_TOKENS, MAX_BATCH, Request, generate_batch
 from ..layer_spec import layers_label
 from ..prompts import DEFAULT_STYLE
 from ..steering.config import SteerConfig
+from ..steering.files import MODEL_OWN, SteerFiles
 from .results import config_columns
 
 
@@ -37,6 +38,7 @@ class Grid:
     style: str = DEFAULT_STYLE
     max_batch: int = MAX_BATCH
     residual_layers: tuple[int, ...] | None = None  # the residual vector's layers, not layer_sets (None: layer_sets)
+    files: SteerFiles = MODEL_OWN  # the folders every setting steers with (the model's own unless given)
 
     @property
     def steers(self) -> list[SteerConfig]:
@@ -71,15 +73,15 @@ def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> I
     for method in grid.methods:
         combos = [(None, None)]
         if method in methods.steered():  # one config per distinct setting this method runs (query has no codes)
-            usable = list({c: c for c in (s.for_method(method) for s in steers)}.values())
+            usable = list({c: c for c in (s.for_method(method, files=grid.files) for s in steers)}.values())
             sets = [grid.residual_layers] if method in methods.at_residual() and grid.residual_layers else layer_sets
             combos = [(layers, s) for layers in sets for s in usable]
         for layers, st in combos:
             for level in levels if methods.get(method).site != methods.NONE else ["-"]:
                 cfg = replace(st, method=method, layers=tuple(layers)) if layers else None
                 lab = layers_label(layers) if cfg else "-"
-                setting = cfg.label if cfg else "-"
-                cols = config_columns(cfg)
+                setting = cfg.label_with(grid.files) if cfg else "-"
+                cols = config_columns(cfg, grid.files)
                 old = (sc.scenario_id, method, level, lab, setting, style)  # rows before the config column
                 if (sc.scenario_id, method, level, lab, cols["config"], style) in done or old in done:
                     continue
@@ -90,6 +92,7 @@ def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> I
                         method,
                         None if level == "-" else level,
                         steer=cfg,
+                        files=grid.files,
                         style=style,
                         scenario_id=sc.scenario_id,
                     )

@@ -16,8 +16,9 @@ from ..errors import UserError
 from ..generation import EVAL_TOKENS, Request, generate_batch
 from ..layer_spec import parse_layers
 from ..steering.config import SteerConfig
+from ..steering.files import MODEL_OWN, SteerFiles
 
-LEGACY_FIELDS = {"saes": "saes_dir", "offsets": "offsets_dir", "residual": "residual_dir"}
+LEGACY_FIELDS = {"saes": "saes_dir", "offsets": "offsets_dir", "residual": "residual_dir"}  # before "_dir"
 
 
 def row_config(row: dict) -> SteerConfig | None:
@@ -25,6 +26,26 @@ def row_config(row: dict) -> SteerConfig | None:
     UserError for a steered row written before results carried their settings (no `config`)."""
     if row["method"] not in methods.steered():
         return None
+    fields = _config_fields(row)
+    SteerFiles.pop_fields(fields)
+    try:  # the scale it ran at, in the target's own units: what strength 1 means may change, alpha not
+        alpha = float(row.get("alpha") or "nan")
+    except ValueError:
+        alpha = float("nan")
+    if alpha == alpha:
+        fields["strength"] = SteerConfig.strength_for(fields.get("target", "learned"), alpha, row["method"])
+    return SteerConfig(method=row["method"], layers=parse_layers(row["layers"]), **fields)
+
+
+def row_files(row: dict) -> SteerFiles:
+    """The folders a result row steered with (the model's own for unsteered and prompt-only rows)."""
+    if row["method"] not in methods.steered():
+        return MODEL_OWN
+    return SteerFiles.pop_fields(_config_fields(row))
+
+
+def _config_fields(row: dict) -> dict:
+    """A steered row's config column as a dict, the folder fields under today's names."""
     raw = row.get("config") or ""
     if raw in ("", "-"):
         raise UserError(
@@ -35,13 +56,7 @@ def row_config(row: dict) -> SteerConfig | None:
     for old, new in LEGACY_FIELDS.items():  # rows written before the folder fields said they are folders
         if old in fields:
             fields[new] = fields.pop(old)
-    try:  # the scale it ran at, in the target's own units: what strength 1 means may change, alpha not
-        alpha = float(row.get("alpha") or "nan")
-    except ValueError:
-        alpha = float("nan")
-    if alpha == alpha:
-        fields["strength"] = SteerConfig.strength_for(fields.get("target", "learned"), alpha, row["method"])
-    return SteerConfig(method=row["method"], layers=parse_layers(row["layers"]), **fields)
+    return fields
 
 
 def row_request(row: dict, by_id: dict, steer: SteerConfig | None = None) -> Request:
@@ -57,6 +72,7 @@ def row_request(row: dict, by_id: dict, steer: SteerConfig | None = None) -> Req
         row["method"],
         level,
         steer=(steer if steer is not None and row["method"] in methods.steered() else row_config(row)),
+        files=MODEL_OWN if steer is not None else row_files(row),
         style=row.get("style") or "plain",
         scenario_id=sc.scenario_id,
     )

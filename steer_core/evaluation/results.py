@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..steering.files import SteerFiles
+
 RESULT_FIELDS = [
     "scenario_id",
     "method",
@@ -35,11 +37,13 @@ def row_key(r: dict) -> tuple:
     return (r["scenario_id"], r["method"], r["level"], r["layers"], r.get("config") or r["setting"], r["style"])
 
 
-def config_columns(cfg) -> dict:
-    """A SteerConfig (or None: unsteered and prompt-only rows) as the results' settings columns."""
+def config_columns(cfg, files=None) -> dict:
+    """A SteerConfig (or None: unsteered and prompt-only rows) and the folders it steered with (a SteerFiles;
+    None: the model's own) as the results' settings columns; the config records both, as it always has."""
     if cfg is None:
         return {"target": "-", "strength": "-", "alpha": "-", "config": "-"}
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("method", "layers")}
+    fields |= (files or SteerFiles()).as_fields()
     return {
         "target": cfg.target,
         "strength": f"{cfg.strength:g}",

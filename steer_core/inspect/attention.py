@@ -247,14 +247,17 @@ def steering_attention(
     layer: int | None = None,
     heads: Sequence[int] | None = None,
     style: str = DEFAULT_STYLE,
+    files=None,
 ) -> AttentionView:
     """Attention of the steered reply over its prompt at `layer` (default: the middle steered layer), with
-    generation's own steering edits and without (two replays; the Compare run shares the steered one)."""
+    generation's own steering edits and without (two replays; the Compare run shares the steered one); files: the
+    folders it steered with (a SteerFiles; None: the model's own)."""
     from ..generation import Request
+    from ..steering.files import MODEL_OWN
     from .replay import replay_at
 
     layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
-    req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
+    req = Request(question, student_answer, "sae", level, steer=cfg, files=files or MODEL_OWN, style=style)
     steered = replay_at(lm, req, list(reply_ids), layer)
     return attention_view(lm, steered, replay_at(lm, req, list(reply_ids), layer, steered=False), heads)
 

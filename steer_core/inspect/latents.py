@@ -22,6 +22,7 @@ from ..sae.store import STORE
 from ..steering.config import SteerConfig
 from ..steering.descent import level_probabilities, prototype_scale
 from ..steering.edits import steer_codes
+from ..steering.files import MODEL_OWN, SteerFiles
 from .replay import Replay, replay_at
 
 
@@ -70,11 +71,12 @@ def inspect_steering(
     layer: int | None = None,
     head: int | None = None,
     style: str = DEFAULT_STYLE,
+    files: SteerFiles = MODEL_OWN,
 ) -> LatentView:
     """Replay prompt + SAE-steered feedback through generation's own steering and look inside `layer`/`head`
     (defaults: the middle steered layer, its most separable steered head)."""
     layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
-    req = Request(question, student_answer, "sae", level, steer=cfg, style=style)
+    req = Request(question, student_answer, "sae", level, steer=cfg, files=files, style=style)
     return latent_view(lm, replay_at(lm, req, feedback_ids, layer), head)
 
 
@@ -84,7 +86,7 @@ def latent_view(lm, rep: Replay, head: int | None = None) -> LatentView:
     the distances to each level's prototype step by step (head default: the most separable steered head)."""
     req, layer, cfg, level = rep.request, rep.layer, rep.request.steer, rep.request.level
     group = rep.group
-    bank = group.bank if group else STORE.get(lm, layer, style=req.style, root=cfg.saes_dir)
+    bank = group.bank if group else STORE.get(lm, layer, style=req.style, root=req.files.saes)
     head = pick_head(bank, cfg.heads_at(layer)) if head is None else lm.check_heads([head])[0]
     prompt, feedback_ids, steered = rep.prompt, rep.reply, rep.steered_by
     q_in, q_out = rep.q_in, rep.q_out

@@ -14,45 +14,46 @@ from ..bloom import LEVELS
 from ..model.hooks import RESIDUAL
 from ..sae.store import STORE, layer_roots
 from .edits import RowGroup
+from .files import SteerFiles
 from .offset_files import load_offsets, manifest_digest
 
 
 def steering_groups(lm, requests: Sequence) -> dict:
-    """site -> row groups sharing one SteerConfig and prompt style, each with its layer's bank (a site is a
-    layer's queries, or ("residual", layer) for the residual-stream vectors). Layers and heads are checked
-    here, before any generation starts. `requests`: generation.Request rows (steer, style, level)."""
+    """site -> row groups sharing one SteerConfig, files and prompt style, each with its layer's bank (a site is
+    a layer's queries, or ("residual", layer) for the residual-stream vectors). Layers and heads are checked
+    here, before any generation starts. `requests`: generation.Request rows (steer, files, style, level)."""
     by_cfg: dict[tuple, list[int]] = {}
     for i, r in enumerate(requests):
         if r.steer is not None and methods.get(r.steer.method).steers:
-            by_cfg.setdefault((r.steer, r.style), []).append(i)
+            by_cfg.setdefault((r.steer, r.files, r.style), []).append(i)
     out: dict = {}
-    for (cfg, style), rows in by_cfg.items():
+    for (cfg, files, style), rows in by_cfg.items():
         row_idx = torch.tensor(rows, device=lm.device)
         levels = torch.tensor([LEVELS.index(requests[i].level) for i in rows], device=lm.device)
         needs = methods.get(cfg.method).needs
         if methods.RESIDUAL_VECTORS in needs:
-            _residual_groups(lm, cfg, style, row_idx, levels, out)
+            _residual_groups(lm, cfg, files, style, row_idx, levels, out)
         if methods.SAES in needs:
-            _query_groups(lm, cfg, style, row_idx, levels, out)
+            _query_groups(lm, cfg, files, style, row_idx, levels, out)
     return out
 
 
-def _residual_groups(lm, cfg, style: str, row_idx, levels, out: dict) -> None:
-    vectors = load_offsets(lm, cfg.residual_dir, style, site="residual")
+def _residual_groups(lm, cfg, files: SteerFiles, style: str, row_idx, levels, out: dict) -> None:
+    vectors = load_offsets(lm, files.residual, style, site="residual")
     for layer in cfg.layers:
         group = RowGroup(row_idx, levels, cfg, offsets=vectors.for_layer(lm.check_layer(layer)))
         out.setdefault((RESIDUAL, layer), []).append(group)
 
 
-def _query_groups(lm, cfg, style: str, row_idx, levels, out: dict) -> None:
+def _query_groups(lm, cfg, files: SteerFiles, style: str, row_idx, levels, out: dict) -> None:
     learned = None
     if methods.get(cfg.method).has_codes and cfg.target_spec.needs_offsets:  # before the SAEs: say what is missing
-        learned = load_offsets(lm, cfg.offsets_dir, style)
+        learned = load_offsets(lm, files.offsets, style)
         for layer in cfg.layers:
             learned.for_layer(lm.check_layer(layer))
-    banks = STORE.get_many(lm, cfg.layers, style=style, root=cfg.saes_dir)
+    banks = STORE.get_many(lm, cfg.layers, style=style, root=files.saes)
     if learned is not None:
-        if cfg.saes_dir is None:
+        if files.saes is None:
             banks = _banks_of(lm, learned, banks, style)
         learned.check_matches(banks)
     for layer, bank in banks.items():

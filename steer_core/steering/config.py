@@ -10,6 +10,7 @@ from .. import methods
 from ..errors import UserError
 from ..layer_spec import layers_label
 from . import targets
+from .files import MODEL_OWN, SteerFiles
 from .knobs import check, knob, knobs_of
 
 POSITIONS = ("all", "prompt", "generated")
@@ -79,9 +80,6 @@ class SteerConfig:
         help="0 = off, 1 = the tested default, higher = stronger but less fluent",
     )  # fmt: skip
     target: str = knob("learned", label="Steering target", kind="choice", choices=target_choices, advanced=True)
-    saes_dir: str | None = None  # a folder of layer_<l>/ SAEs + prototypes to use instead of the model's own
-    offsets_dir: str | None = None  # a folder of learned offsets (target "learned"); None = the model's own
-    residual_dir: str | None = None  # method "residual": a folder of residual-stream vectors; None = the model's own
 
     def __post_init__(self):
         m = methods.get(self.method)
@@ -174,14 +172,16 @@ class SteerConfig:
             return self.heads
         return tuple(sorted(h for lay, h in self.layer_heads if lay == layer))
 
-    def for_method(self, method: str, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> SteerConfig:
+    def for_method(
+        self, method: str, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS, files: SteerFiles = MODEL_OWN
+    ) -> SteerConfig:
         """This config for another method at the same strength, as the method's entry says: a method without
         SAE codes runs its fallback target when the chosen one works on codes only; a method with one target
         (the residual vector) runs it, at residual_layers (the model's own: model_defaults.residual_layers)
-        unless its folder is given, on every head."""
+        unless `files` names its vectors, on every head."""
         m = methods.get(method)
         if m.only_target is not None:  # vectors exist for the layer they were fitted at only
-            layers = residual_layers if self.residual_dir is None and method != self.method else self.layers
+            layers = residual_layers if files.residual is None and method != self.method else self.layers
             return replace(self, method=method, target=m.only_target, layers=layers, heads=None, layer_heads=None)
         if not m.has_codes and not self.target_spec.on_queries and m.fallback_target is not None:
             return replace(self, method=method, target=m.fallback_target)
@@ -189,18 +189,22 @@ class SteerConfig:
 
     @property
     def label(self) -> str:
-        """Short text naming the strength settings, for tables."""
+        """Short text naming the strength settings, for tables (steering the model's own files)."""
+        return self.label_with(MODEL_OWN)
+
+    def label_with(self, files: SteerFiles) -> str:
+        """The label, naming the folders `files` gives instead of the model's own."""
         if self.site == methods.QUERY_SHIFT:
             return f"a{self.alpha:g}"
         if self.site == methods.RESIDUAL:
-            where = "" if self.residual_dir is None else " vectors " + "/".join(Path(self.residual_dir).parts[-2:])
+            where = "" if files.residual is None else " vectors " + "/".join(Path(files.residual).parts[-2:])
             return f"{self.target} a{self.alpha:g}{where}{self._where_label(heads=False)}"
         spec = self.target_spec
         t = spec.label(self.alpha)
         if spec.needs_offsets:
-            t += "" if self.offsets_dir is None else " offsets " + "/".join(Path(self.offsets_dir).parts[-2:])
+            t += "" if files.offsets is None else " offsets " + "/".join(Path(files.offsets).parts[-2:])
         steps = f" T{self.steps} lr{self.lr:g} mu{self.mu:g}" if spec.descends else ""
-        saes = "" if self.saes_dir is None else f" saes {Path(self.saes_dir).name}"
+        saes = "" if files.saes is None else f" saes {Path(files.saes).name}"
         return f"{t}{steps}{self._where_label(heads=True)}{saes}"
 
     def _where_label(self, heads: bool) -> str:

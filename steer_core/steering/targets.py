@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from ..errors import UserError
+from ..sae.layer_files import LayerSAEs
 from .descent import latent_descent, softmax_descent
 
-if TYPE_CHECKING:  # types only: the config reads this registry
-    from ..sae.layer_files import LayerSAEs
-    from .config import SteerConfig
+
+class Scales(Protocol):
+    """What a target's edit reads of its config (a SteerConfig, which reads this registry)."""
+
+    alpha: float
+    steps: int
+    lr: float
+    mu: float
+    distance: str
 
 
 @dataclass
@@ -32,7 +39,7 @@ class CodeEdit:
     z0: torch.Tensor | None  # None where the edit needs no codes (a fixed offset)
     levels: torch.Tensor
     heads: torch.Tensor | None
-    cfg: SteerConfig
+    cfg: Scales
     offsets: torch.Tensor | None = None
 
     def pick(self, t: torch.Tensor, dim: int) -> torch.Tensor:

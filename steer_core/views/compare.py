@@ -9,21 +9,21 @@ parameters (names, order, defaults), the link reader and the validation are read
 
 from __future__ import annotations
 
-import inspect
 import json
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
-from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, check_inputs, stream_batch
+from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, stream_batch
 from ..layer_spec import layers_label
 from ..steering.config import RESIDUAL_LAYERS, SteerConfig
-from ..steering.knobs import KINDS, Knob, check, check_bounds, knob, knobs_of, read_knob, same_knob  # noqa: F401
+from ..steering.knobs import knob, knobs_of, same_knob
 from ..steering.model_defaults import residual_layers
+from .requests import Declared
 
 STEER = SteerConfig()  # the validated setting: every steering knob's default
 REPORT_FORMAT = 2  # a run's JSON report; 1: before reports could be restored (views.reports)
@@ -35,7 +35,7 @@ def _steer_knob(name: str):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CompareRequest:
+class CompareRequest(Declared):
     """Everything one comparison needs; validated on construction so bad input fails before any work. Its
     steering knobs are SteerConfig's own declarations; the rest are declared here."""
 
@@ -65,44 +65,12 @@ class CompareRequest:
     )  # fmt: skip
 
     def __post_init__(self):
-        check_inputs(self.question, self.student_answer)
+        self.check_fields()
         if self.level is not None:
             object.__setattr__(self, "level", normalize_level(self.level))
-        for name, k in KNOBS.items():  # within what the widgets show (a slider's top)
-            if k.kind in ("slider", "integer"):
-                check(k, getattr(self, name), hi=k.shown_hi)
         if self.heads is not None and len(self.heads) == 0:
             raise UserError("choose at least one head to steer")
         self.steer("sae")  # the steering knobs (target, positions, steps, ...) are checked by SteerConfig
-
-    @classmethod
-    def from_ui(cls, **values) -> CompareRequest:
-        """Build from loosely typed widget or API values by name (strings, floats from sliders; None or a missing
-        name = the default): each field read as its Knob's kind says."""
-        unknown = set(values) - set(KNOBS)
-        if unknown:
-            raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; the settings are {', '.join(KNOBS)}")
-        required = {f.name for f in fields(cls) if f.default is MISSING}  # None there is a value (a ladder's level)
-        values = {
-            "question": "",
-            "student_answer": "",
-            **{k: v for k, v in values.items() if v is not None or k in required},
-        }
-        return cls(**{name: v if v is None else read_knob(name, KNOBS[name], v) for name, v in values.items()})
-
-    @classmethod
-    def api_signature(cls, shown: dict | None = None) -> inspect.Signature:
-        """The /compare endpoint's parameters: the fields in order, each with its shown default (the first three
-        are required); `shown` replaces some (a loaded model's own layers)."""
-        params = []
-        for f in fields(cls):
-            k = f.metadata["knob"]
-            default = (
-                inspect.Parameter.empty if f.default is MISSING else (k.shown if k.shown is not None else f.default)
-            )
-            default = (shown or {}).get(f.name, default)
-            params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
-        return inspect.Signature(params)
 
     def check_against(self, lm) -> None:
         """Layer and head numbers exist in this model (raises a UserError naming the range)."""

@@ -9,17 +9,21 @@ from dataclasses import dataclass
 from .. import methods
 from ..bloom import LEVELS
 from ..errors import UserError
-from .compare import CompareRequest, knob
-from .requests import Declared, shared
+from ..steering.knobs import knob, same_knob
+from .compare import CompareRequest
+from .requests import Declared
 from .rows import Row, ViewResult, view_stream
-
-# the baselines a ladder can show beside the SAE rows: the Compare columns' baselines (read from the registry)
-LADDER_BASELINES = tuple(n for n, m in methods.REGISTRY.items() if (m.compare or m.column) and m.role == "baseline")
 
 
 def _check_baseline(baseline: str | None) -> None:
-    if baseline not in (None, "", "none", *LADDER_BASELINES):
-        raise UserError(f"baseline must be one of none, {', '.join(LADDER_BASELINES)}; got {baseline!r}")
+    """A baseline the ladder can show beside the SAE rows: a Compare column's baseline (methods.baselines)."""
+    offered = methods.baselines()
+    if baseline not in (None, "", "none", *offered):
+        raise UserError(f"baseline must be one of none, {', '.join(offered)}; got {baseline!r}")
+
+
+def _baseline_choices() -> tuple:
+    return (("none", "none"), *((methods.label(b), b) for b in methods.baselines()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,14 +31,14 @@ class LadderRequest(Declared):
     """The ladder's request, declared as CompareRequest's is: its widgets, the /ladder parameters and a ladder
     link's parameters follow from these fields; the shared ones carry CompareRequest's Knob."""
 
-    question: str = shared("question")
-    student_answer: str = shared("student_answer")
+    question: str = same_knob(CompareRequest, "question")
+    student_answer: str = same_knob(CompareRequest, "student_answer")
     baseline: str = knob(
         "none", label="Also show a baseline method at every level", kind="choice",
-        choices=(("none", "none"), *((methods.REGISTRY[b].label, b) for b in LADDER_BASELINES)),
+        choices=_baseline_choices,
     )  # fmt: skip
-    strength: float = shared("strength")
-    max_new_tokens: int = shared("max_new_tokens")
+    strength: float = same_knob(CompareRequest, "strength")
+    max_new_tokens: int = same_knob(CompareRequest, "max_new_tokens")
 
     def __post_init__(self):
         self.check_fields()
@@ -53,7 +57,7 @@ def ladder_rows(baseline: str | None = None) -> list[Row]:
     _check_baseline(baseline)
     rows = [Row("unsteered", "none", "-")] + [Row(lv, "sae", lv) for lv in LEVELS]
     if baseline and baseline != "none":
-        rows += [Row(f"{methods.REGISTRY[baseline].label}: {lv}", baseline, lv) for lv in LEVELS]
+        rows += [Row(f"{methods.label(baseline)}: {lv}", baseline, lv) for lv in LEVELS]
     return rows
 
 

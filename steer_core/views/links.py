@@ -10,14 +10,15 @@ import inspect
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from .. import methods
 from ..bloom import normalize_level
 from ..errors import UserError
 from ..generation import check_inputs
 from ..layer_spec import layers_label
+from ..steering.knobs import knobs_of, read_knob
 from ..steering.model_defaults import shown_layers
-from .compare import KNOBS, CompareRequest, read_knob
-from .ladder import LADDER_BASELINES, LadderRequest
-from .requests import knobs_of
+from .compare import KNOBS, CompareRequest
+from .ladder import LadderRequest
 from .sweep import SweepRequest, strengths_text
 
 REQUESTS = {"compare": CompareRequest, "ladder": LadderRequest, "sweep": SweepRequest}  # a view's request
@@ -54,7 +55,7 @@ def view_values(record: dict) -> dict:
     have = {**record.get("inputs", {}), **record.get("settings", {})}
     rows = record.get("rows", [])
     if view == "ladder" and "baseline" not in have:
-        have["baseline"] = next((r["method"] for r in rows if r["method"] in LADDER_BASELINES), "none")
+        have["baseline"] = next((r["method"] for r in rows if r["method"] in methods.baselines()), "none")
     if view == "sweep" and "strengths" not in have:
         have["strengths"] = [float(r["strength"]) for r in rows]
     if isinstance(have.get("strengths"), (list, tuple)):

@@ -39,7 +39,6 @@ MAX_ID_CHARS = 120
 CPU_LIMIT = 30  # scenarios a run: about 10 minutes of a 2-core CPU at the defaults (docs/performance.md)
 GPU_LIMIT = 100  # one ZeroGPU call holds the GPU for at most 5 minutes (a ZeroGPU maintainer's answer,
 # huggingface.co/spaces/zero-gpu-explorers/README/discussions/7); the GPU speed itself is unmeasured
-METHODS = method_names.ON_SETS  # what a set can be run with
 
 
 def scenario_limit(device=None) -> int:
@@ -225,12 +224,13 @@ def check_methods(chosen) -> tuple[str, ...]:
     """Chosen methods -> distinct methods in the demo's order, unsteered always first (None or empty ->
     the Compare tab's): every accuracy is read against the unsteered reply of the same scenario."""
     if chosen is None or (not isinstance(chosen, str) and len(chosen) == 0):
-        return method_names.COMPARE
+        return method_names.compare_columns()
     items = {str(m).strip().lower() for m in ([chosen] if isinstance(chosen, str) else chosen)}
-    unknown = sorted(items - set(METHODS))
+    offered = method_names.on_sets()  # what a set can be run with
+    unknown = sorted(items - set(offered))
     if unknown:
-        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    return tuple(m for m in METHODS if m in items | {"none"})
+        raise UserError(f"unknown method {unknown[0]!r}; choose from {', '.join(offered)}")
+    return tuple(m for m in offered if m in items | {"none"})
 
 
 @dataclass
@@ -274,7 +274,7 @@ class SetRun:
             shares = [f"{float(s[f'judged_{lv}']):.0%}" for lv in LEVELS]
             rows.append(
                 [
-                    method_names.LABELS[s["method"]],
+                    method_names.label(s["method"]),
                     int(s["n"]) if s["method"] != "none" else int(s["n"]) // len(LEVELS),
                     interval_text(s, "accuracy"),
                     "-" if s["method"] == "none" else interval_text(s, "level_corr", "+.2f"),
@@ -304,7 +304,7 @@ class SetRun:
         return [
             [
                 r["scenario_id"],
-                method_names.LABELS[r["method"]],
+                method_names.label(r["method"]),
                 r["level"],
                 r["pred"],
                 float(r["target_prob"] or 0),

@@ -1,29 +1,18 @@
-"""Requests declared by their fields, as CompareRequest is: each field carries a `Knob` (label, kind, bounds,
-help), and the widgets, the endpoint's parameters (names, order, defaults), a link's parameters and the reading
-of loosely typed values follow from it. The ladder's and the sweep's requests (LadderRequest, SweepRequest) are
-declared this way; a field they share with CompareRequest carries CompareRequest's own Knob and default."""
+"""Requests declared by their fields: each field carries a `Knob` (steering.knobs: label, kind, bounds, help),
+and the widgets, the endpoint's parameters (names, order, defaults), a link's parameters, the reading of loosely
+typed values and the bounds checks follow from it. CompareRequest, LadderRequest and SweepRequest are declared
+this way; a field one shares with another carries the other's own Knob and default (steering.knobs.same_knob)."""
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import MISSING, field, fields
+from dataclasses import MISSING, fields
 
 from ..errors import UserError
 from ..generation import MAX_INPUT_CHARS, check_inputs
-from .compare import CompareRequest, Knob, check_bounds, read_knob
+from ..steering.knobs import check, knobs_of, read_knob
 
-__all__ = ["MAX_INPUT_CHARS", "Declared", "knobs_of", "shared"]
-
-
-def shared(name: str):
-    """A field declared as CompareRequest's field `name` (its Knob and default), for a request that takes it too."""
-    f = next(f for f in fields(CompareRequest) if f.name == name)
-    return field(default=f.default, metadata=f.metadata)
-
-
-def knobs_of(cls) -> dict[str, Knob]:
-    """A declared request's Knobs by field name, in the order its endpoint takes them."""
-    return {f.name: f.metadata["knob"] for f in fields(cls)}
+__all__ = ["MAX_INPUT_CHARS", "Declared", "knobs_of"]
 
 
 class Declared:
@@ -32,7 +21,7 @@ class Declared:
     @classmethod
     def api_signature(cls, shown: dict | None = None) -> inspect.Signature:
         """The endpoint's parameters: the fields in order, each with its shown default (fields without a default
-        are required); `shown` replaces some."""
+        are required); `shown` replaces some (a loaded model's own layers)."""
         params = []
         for f in fields(cls):
             k = f.metadata["knob"]
@@ -45,18 +34,24 @@ class Declared:
 
     @classmethod
     def from_ui(cls, **values):
-        """Build from loosely typed widget, link or API values by name (None or a missing name = the default),
-        each field read as its Knob's kind says."""
+        """Build from loosely typed widget, link or API values by name (None or a missing name = the default; for
+        a field without a default None is a value, e.g. the ladder's level), each read as its Knob's kind says."""
         knobs = knobs_of(cls)
         unknown = set(values) - set(knobs)
         if unknown:
             raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; the settings are {', '.join(knobs)}")
-        values = {"question": "", "student_answer": "", **{k: v for k, v in values.items() if v is not None}}
-        return cls(**{name: read_knob(name, knobs[name], v) for name, v in values.items()})
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        values = {
+            "question": "",
+            "student_answer": "",
+            **{k: v for k, v in values.items() if v is not None or k in required},
+        }
+        return cls(**{name: v if v is None else read_knob(name, knobs[name], v) for name, v in values.items()})
 
     def check_fields(self) -> None:
-        """The question and answer, and every bounded field within its bounds (raises a UserError naming it)."""
+        """The question and answer, and every number within what its widget shows (a slider's top): raises a
+        UserError naming the setting."""
         check_inputs(self.question, self.student_answer)
         for name, k in knobs_of(type(self)).items():
-            if k.lo is not None:
-                check_bounds(k, getattr(self, name))
+            if k.kind in ("slider", "integer"):
+                check(k, getattr(self, name), hi=k.shown_hi)

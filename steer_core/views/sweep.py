@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 from ..bloom import normalize_level
 from ..errors import UserError
-from .compare import MAX_STRENGTH, STEER, CompareRequest, knob
-from .requests import Declared, shared
+from ..steering.knobs import knob, same_knob
+from .compare import MAX_STRENGTH, STEER, CompareRequest
+from .requests import Declared
 from .rows import Row, ViewResult, view_stream
 
 MAX_SWEEP = 6
@@ -44,14 +45,14 @@ class SweepRequest(Declared):
     """The sweep's request, declared as CompareRequest's is: its widgets, the /sweep parameters and a sweep
     link's parameters follow from these fields; the shared ones carry CompareRequest's Knob."""
 
-    question: str = shared("question")
-    student_answer: str = shared("student_answer")
-    level: str = shared("level")
+    question: str = same_knob(CompareRequest, "question")
+    student_answer: str = same_knob(CompareRequest, "student_answer")
+    level: str = same_knob(CompareRequest, "level")
     strengths: str = knob(
         strengths_text(DEFAULT_STRENGTHS), kind="text",
         label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
     )  # fmt: skip
-    max_new_tokens: int = shared("max_new_tokens")
+    max_new_tokens: int = same_knob(CompareRequest, "max_new_tokens")
 
     def __post_init__(self):
         self.check_fields()
