@@ -3,6 +3,7 @@ logged with its traceback and reported as an internal error, and the app keeps s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -27,6 +28,19 @@ def internal_error(name: str, exc: Exception) -> gr.Error:
     return gr.Error(f"Internal error ({type(exc).__name__}); the app is still running, please try again.")
 
 
+@contextlib.contextmanager
+def reported(name: str):
+    """Errors inside reported as above: a user's as such, anything else logged as an internal error."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise user_error(exc) from None
+    except gr.Error:
+        raise
+    except Exception as exc:
+        raise internal_error(name, exc) from None
+
+
 def guarded(name: str):
     """A handler (a function, or a generator that streams) whose errors are reported as above."""
 
@@ -35,27 +49,15 @@ def guarded(name: str):
 
             @functools.wraps(fn)
             def streaming(*args, **kwargs):
-                try:
+                with reported(name):
                     yield from fn(*args, **kwargs)
-                except USER_ERRORS as exc:
-                    raise user_error(exc) from None
-                except gr.Error:
-                    raise
-                except Exception as exc:
-                    raise internal_error(name, exc) from None
 
             return streaming
 
         @functools.wraps(fn)
         def handler(*args, **kwargs):
-            try:
+            with reported(name):
                 return fn(*args, **kwargs)
-            except USER_ERRORS as exc:
-                raise user_error(exc) from None
-            except gr.Error:
-                raise
-            except Exception as exc:
-                raise internal_error(name, exc) from None
 
         return handler
 

@@ -9,10 +9,10 @@ from steer_core.bloom import LEVELS
 from steer_core.views.ladder import LadderRequest, ladder_stream
 from steer_core.views.requests import knobs_of
 
-from .errors import endpoint, guarded
+from .errors import guarded
 from .runtime import lm
-from .sharing import RunTab
-from .widgets import downloads, knob_widget, link_box, mapped, model_layers, reply_column, temp_file, verdict
+from .sharing import RunTab, view_tab
+from .widgets import chart_and_downloads, link_box, model_layers, reply_column, request_inputs, temp_file, verdict
 
 NAMES = ("unsteered", *LEVELS)  # the ladder's rows: the unsteered reply, then one a level
 PARAMS = tuple(knobs_of(LadderRequest))  # /ladder's parameters, in order
@@ -67,8 +67,7 @@ def _outputs(c: dict) -> dict:
         "**How to read it.** Dots on the dashed diagonal = the reply asks for the level it was steered "
         "toward; bars = how sure the judge is of that level (1/6 is chance)."
     )
-    c["ladder-plot"] = gr.Plot(label="Judged level against target level", elem_id="ladder-plot")
-    c["ladder-json"], c["ladder-csv"] = downloads("Ladder", "ladder")
+    chart_and_downloads(c, "ladder", "Ladder", "Judged level against target level")
     with gr.Row():
         c["handout"] = gr.File(label="Handout: the ladder on one printable page (HTML)", elem_id="ladder-handout")
         c["link"] = link_box("ladder")
@@ -78,31 +77,19 @@ def _outputs(c: dict) -> dict:
 def ladder_tab(demo: gr.Blocks, model) -> RunTab:
     """The Level ladder tab: one question answered at every level in one batch."""
     with gr.Tab("Level ladder", id="ladder"):
-        gr.Markdown(
+        inputs, go = request_inputs(
+            LadderRequest, model,
             "The same question answered at **every** Bloom level: the unsteered reply, then the reply steered "
             "toward each level, side by side in one run. The chart puts the level the judge reads against "
-            "the level asked for: if steering worked, the dots would sit on the diagonal."
-        )
-        inputs = {}
-        with gr.Row():
-            for name in ("question", "student_answer"):
-                inputs[name] = knob_widget(LadderRequest, name, model)
-        with gr.Row():
-            for name in PARAMS[2:]:
-                inputs[name] = knob_widget(LadderRequest, name, model)
-        go = gr.Button("Run the ladder", variant="primary", elem_id="run-ladder")
+            "the level asked for: if steering worked, the dots would sit on the diagonal.",
+            ("Run the ladder", "run-ladder"),
+        )  # fmt: skip
         c = _outputs({})
-
-        @endpoint("ladder", LadderRequest.api_signature())
-        def ladder(*args):
-            """The same question answered at every Bloom level: unsteered, then SAE-steered toward remember ..
-            create (and the same for a baseline on request), one batch; then verdicts, the chart and downloads."""
-            for out in run(dict(zip(PARAMS, args))):
-                yield mapped(c, out)
-
         baseline = inputs["baseline"]
         baseline.change(lambda b: gr.update(visible=b != "none"), baseline, c["base-row"], api_visibility="private")
-        outputs = [c[n] for n in output_names()]
-        ran = go.click(ladder, [inputs[n] for n in PARAMS], outputs, api_name="ladder")
-    show_mapped = lambda r, path=None: mapped(c, show(r, report_path=path))
-    return RunTab("ladder", inputs, go, ran, show_mapped, outputs, c["ladder-json"], c["link"], handout=c["handout"])
+        return view_tab(
+            "ladder", LadderRequest, (run, show, output_names), c, inputs, go,
+            "The same question answered at every Bloom level: unsteered, then SAE-steered toward remember .. "
+            "create (and the same for a baseline on request), one batch; then verdicts, the chart and downloads.",
+            handout=c["handout"],
+        )  # fmt: skip

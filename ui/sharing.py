@@ -16,10 +16,11 @@ from steer_core.views.handout import handout_html
 from steer_core.views.history import HISTORY_SIZE, add_to_history, history_entry, history_rows
 from steer_core.views.links import link_query, read_link
 from steer_core.views.reports import read_report, restore
+from steer_core.views.requests import knobs_of
 
-from .errors import USER_ERRORS, guarded
+from .errors import USER_ERRORS, endpoint, guarded
 from .runtime import lm
-from .widgets import temp_file
+from .widgets import mapped, temp_file
 
 # The history is the user's own runs, kept in their own browser; a fixed key keeps it readable across restarts
 # of the server (a random one, Gradio's default, would lose it at every restart).
@@ -162,3 +163,24 @@ def share_runs(demo: gr.Blocks, run_tabs: list[RunTab], panel: SharingPanel) -> 
     """Links that run a tab, reports and history entries that restore one, and after every run its link and
     history entry."""
     Sharing(run_tabs, panel).wire(demo)
+
+
+def view_tab(view: str, request, handlers: tuple, c: dict, inputs: dict, go, doc: str, **extra) -> RunTab:
+    """Wire a view's tab (the ladder, the sweep): its streaming endpoint, whose parameters are the declared
+    request's fields in order and whose outputs are `c`'s components named by output_names, in that order
+    (handlers: the tab's run, show and output_names; their outputs by name are mapped to `c`), the run button,
+    and what the sharing reads of it. `doc` is the API's text."""
+    run, show, output_names = handlers
+    params = tuple(knobs_of(request))
+
+    def handler(*args):
+        for out in run(dict(zip(params, args))):
+            yield mapped(c, out)
+
+    handler.__doc__ = doc
+    outputs = [c[n] for n in output_names()]
+    ran = go.click(
+        endpoint(view, request.api_signature())(handler), [inputs[n] for n in params], outputs, api_name=view
+    )
+    shown = lambda result, path=None: mapped(c, show(result, report_path=path))  # noqa: E731
+    return RunTab(view, inputs, go, ran, shown, outputs, c[f"{view}-json"], c["link"], **extra)

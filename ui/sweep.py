@@ -8,10 +8,10 @@ import gradio as gr
 from steer_core.views.requests import knobs_of
 from steer_core.views.sweep import MAX_SWEEP, SweepRequest, sweep_stream
 
-from .errors import endpoint, guarded
+from .errors import guarded
 from .runtime import lm
-from .sharing import RunTab
-from .widgets import downloads, knob_widget, link_box, mapped, model_layers, reply_column, temp_file, verdict
+from .sharing import RunTab, view_tab
+from .widgets import chart_and_downloads, link_box, model_layers, reply_column, request_inputs, temp_file, verdict
 
 PARAMS = tuple(knobs_of(SweepRequest))  # /sweep's parameters, in order
 
@@ -63,8 +63,7 @@ def _outputs(c: dict) -> dict:
         "level; the dotted line is perplexity (how surprised the unsteered model is by the text: higher "
         "= less fluent). Good steering raises the first without the second crossing the red dashes."
     )
-    c["sweep-plot"] = gr.Plot(label="Probability and perplexity against strength", elem_id="sweep-plot")
-    c["sweep-json"], c["sweep-csv"] = downloads("Sweep", "sweep")
+    chart_and_downloads(c, "sweep", "Sweep", "Probability and perplexity against strength")
     c["link"] = link_box("sweep")
     return c
 
@@ -72,29 +71,15 @@ def _outputs(c: dict) -> dict:
 def sweep_tab(demo: gr.Blocks, model) -> RunTab:
     """The Strength sweep tab: one level at several strengths in one batch."""
     with gr.Tab("Strength sweep", id="sweep"):
-        gr.Markdown(
+        inputs, go = request_inputs(
+            SweepRequest, model,
             "One level at several steering strengths, side by side in one run: how far can you push before "
-            "the feedback stops making sense?"
-        )
-        inputs = {}
-        with gr.Row():
-            for name in ("question", "student_answer"):
-                inputs[name] = knob_widget(SweepRequest, name, model)
-        with gr.Row():
-            for name in PARAMS[2:]:
-                start = {"value": "create"} if name == "level" else {}
-                inputs[name] = knob_widget(SweepRequest, name, model, **start)
-        go = gr.Button("Run the sweep", variant="primary", elem_id="run-sweep")
+            "the feedback stops making sense?",
+            ("Run the sweep", "run-sweep"), starts={"level": "create"},
+        )  # fmt: skip
         c = _outputs({})
-
-        @endpoint("sweep", SweepRequest.api_signature())
-        def sweep(*args):
-            """One level at several steering strengths in one batch: how far can it be pushed before the
-            text stops making sense? Then verdicts, the probability/perplexity chart and a download."""
-            for out in run(dict(zip(PARAMS, args))):
-                yield mapped(c, out)
-
-        outputs = [c[n] for n in output_names()]
-        ran = go.click(sweep, [inputs[n] for n in PARAMS], outputs, api_name="sweep")
-    show_mapped = lambda r, path=None: mapped(c, show(r, report_path=path))
-    return RunTab("sweep", inputs, go, ran, show_mapped, outputs, c["sweep-json"], c["link"])
+        return view_tab(
+            "sweep", SweepRequest, (run, show, output_names), c, inputs, go,
+            "One level at several steering strengths in one batch: how far can it be pushed before the text stops "
+            "making sense? Then verdicts, the probability/perplexity chart and a download.",
+        )  # fmt: skip

@@ -118,6 +118,26 @@ def knob_widget(request, name: str, model=None, **overrides):
     return WIDGETS[k.kind](name, k, value, model, kw)
 
 
+def request_inputs(request, model, intro: str, button: tuple[str, str], starts: dict | None = None):
+    """A view tab's top: its one-paragraph intro, a declared request's widgets by field name (the question and
+    the answer in one row, the rest in the next; starts: a field's starting value where the tab wants another
+    than the default) and its run button (label, elem_id). Returns (widgets, button)."""
+    gr.Markdown(intro)
+    names, inputs = list(knobs_of(request)), {}
+    for row in (names[:2], names[2:]):
+        with gr.Row():
+            for name in row:
+                start = {"value": starts[name]} if starts and name in starts else {}
+                inputs[name] = knob_widget(request, name, model, **start)
+    return inputs, gr.Button(button[0], variant="primary", elem_id=button[1])
+
+
+def chart_and_downloads(c: dict, view: str, title: str, label: str) -> None:
+    """A view's chart (elem_id VIEW-plot) and its JSON and CSV downloads, into the components `c`."""
+    c[f"{view}-plot"] = gr.Plot(label=label, elem_id=f"{view}-plot")
+    c[f"{view}-json"], c[f"{view}-csv"] = downloads(title, view)
+
+
 def mapped(components: dict, values: dict) -> dict:
     """A handler's outputs by name as Gradio takes them: by component."""
     return {components[name]: value for name, value in values.items()}
