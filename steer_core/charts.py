@@ -782,11 +782,11 @@ def _frontier_point(c) -> go.Scatter:
         x=[p["ppl_ratio"]],
         y=[p["accuracy"]],
         mode="markers",
-        name=c.name,
+        name=c.shown,
         marker={"color": _method_color(c.method), "size": 12, "symbol": "diamond"},
         error_y=_error_bar(p["accuracy"], p["accuracy_lo"], p["accuracy_hi"]),
         error_x=_error_bar(p["ppl_ratio"], p["ppl_ratio_lo"], p["ppl_ratio_hi"]),
-        hovertemplate=f"{html.escape(c.name)}<br>accuracy %{{y:.3f}} [{p['accuracy_lo']:.3f}, "
+        hovertemplate=f"{html.escape(c.shown)}<br>accuracy %{{y:.3f}} [{p['accuracy_lo']:.3f}, "
         f"{p['accuracy_hi']:.3f}]<br>r {p['level_corr']:.2f}<br>perplexity %{{x:.2f}}x<extra></extra>",
     )
 
@@ -808,9 +808,9 @@ def _frontier_curve(c, dash: str) -> list[go.Scatter]:
         for p in pts
     ]
     line = go.Scatter(
-        x=x, y=y, mode="lines+markers", name=c.name, line={"color": color, "dash": dash, "width": 2},
+        x=x, y=y, mode="lines+markers", name=c.shown, line={"color": color, "dash": dash, "width": 2},
         marker={"color": color, "size": 7}, text=text,
-        hovertemplate=f"{html.escape(c.name)}<br>%{{text}}<br>perplexity %{{x:.2f}}x<extra></extra>",
+        hovertemplate=f"{html.escape(c.shown)}<br>%{{text}}<br>perplexity %{{x:.2f}}x<extra></extra>",
     )  # fmt: skip
     return [band, line]
 
@@ -847,20 +847,16 @@ def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budg
         title or f"Accuracy against fluency ({frontier.n_scenarios} scenarios; bands: 95% intervals)",
         "perplexity of the reply, x unsteered (lower is more fluent)",
         "judged level = target level",
-        height=460,
+        height=460 + 22 * ((len(frontier.curves) + 1) // 2),
     )
     fig.update_yaxes(range=[0, 1])
-    # inside the plot's empty lower right: the curves' names are long, and a legend beside them squeezes the axes
+    # under the plot, off the data, two names a row: a legend beside the axes would squeeze them, one inside
+    # the plot covered the curves
     fig.update_layout(
-        legend={
-            "orientation": "v",
-            "x": 0.99,
-            "y": 0.03,
-            "xanchor": "right",
-            "yanchor": "bottom",
-            "bgcolor": "rgba(255,255,255,0.8)",
-        }
-    )
+        legend={"orientation": "h", "x": 0, "y": -0.18, "xanchor": "left", "yanchor": "top", "entrywidth": 0.5,
+                "entrywidthmode": "fraction"},
+        margin={"b": 40 + 22 * ((len(frontier.curves) + 1) // 2)},
+    )  # fmt: skip
     return fig
 
 

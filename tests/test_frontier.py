@@ -166,3 +166,30 @@ def test_every_file_a_shipped_frontier_row_steered_with_ships(split):
         named |= {(row["method"], d) for d in (files.saes, files.offsets, files.residual) if d}
     missing = {(m, p) for m, p in named if not (ROOT / p).exists()}
     assert missing <= {("query", "runs/fold_ABC_all/saes")}, f"rows steered with files that do not ship: {missing}"
+
+
+def test_every_curve_has_a_readers_name_and_the_legend_is_off_the_data():
+    """The chart names each curve by its method, target and layers and only what sets it apart (a folder of
+    files, a schedule), never a configuration string, and puts the legend under the plot."""
+    from steer_core import charts
+    from steer_core.evaluation.frontier import curve_title
+    from steer_core.evaluation.results import read_results
+    from steer_core.paths import ROOT
+
+    assert curve_title("sae", "0-29", "learned a16 pos generated") == "SAE offsets, layers 0-29"
+    assert curve_title("sae", "8-21", "proto T20 lr0.2 mu0 pos all") == (
+        "SAE descent to the prototype, layers 8-21 (all positions)"
+    )
+    assert curve_title("residual", "15", "learned a4 pos generated first 8 then x0.5") == (
+        "Residual vector, layer 15 (first 8 tokens, then x0.5)"
+    )
+    assert curve_title("query", "0-29", "delta a3 T20 lr0.2 mu0 pos generated saes saes") == (
+        "Query-steered (delta), layers 0-29 (SAEs from saes)"
+    )
+    assert curve_title("fewshot", "-", "-") == "Few-shot"
+    shipped = build_frontier(read_results(ROOT / "results" / "frontier" / "validation.csv"), draws=5)
+    titles = [c.title for c in shipped.curves]
+    assert len(set(titles)) == len(titles) and not [t for t in titles if "lr0" in t or "pos " in t], titles
+    fig = charts.frontier_chart(shipped)
+    assert fig.layout.legend.y < 0 and fig.layout.legend.orientation == "h"
+    assert {t.name for t in fig.data if t.showlegend is not False} == set(titles)

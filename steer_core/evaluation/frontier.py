@@ -68,6 +68,37 @@ def curve_setting(setting: str) -> str:
     return " ".join(_ALPHA.sub(" ", f" {setting} ").split())
 
 
+_TARGET_WORDS = {"learned": "offsets", "proto": "descent to the prototype", "delta": "delta", "softmax": "softmax"}
+_FOLDER = re.compile(r"\b(vectors|offsets|saes) (\S+)")
+
+
+def curve_title(method: str, layers: str, setting: str) -> str:
+    """A curve's name for a reader ("SAE offsets, layers 0-29"; "Residual vector, layer 15 (first 8 tokens,
+    then x0.5)"), from its method's label and what its setting label says: the target, the layers, and only
+    what sets it apart (another folder of files, a schedule, steered positions other than the reply's)."""
+    label = methods.REGISTRY[method].label if method in methods.REGISTRY else method
+    if method in methods.prompted() or method == "none" or setting in ("", "-"):
+        return label
+    words = curve_setting(setting).split()
+    target = _TARGET_WORDS.get(words[0], words[0]) if words else ""
+    head = {
+        methods.CODES: f"SAE {target}",
+        methods.QUERIES: f"{label} ({target})",
+        methods.QUERY_SHIFT: label,
+        methods.RESIDUAL: label,
+    }.get(methods.REGISTRY[method].site if method in methods.REGISTRY else "", label)
+    where = ("layer " if "," not in layers and "-" not in layers else "layers ") + layers
+    kinds = {"saes": "SAEs", "vectors": "vectors", "offsets": "offsets"}
+    notes = [f"{kinds[kind]} from {name.rstrip('/').split('/')[-1]}" for kind, name in _FOLDER.findall(setting)]
+    first = re.search(r"\bfirst (\d+)(?: then x([0-9.]+))?", setting)
+    if first:
+        notes.append(f"first {first[1]} tokens" + (f", then x{first[2]}" if first[2] else " only"))
+    pos = re.search(r"\bpos (\w+)", setting)
+    if pos and pos[1] != "generated":
+        notes.append(f"{pos[1]} positions")
+    return f"{head}, {where}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 @dataclass
 class Curve:
     """One method and setting along its strengths (a point: a prompt baseline). Arrays are (draws + 1, k):
@@ -81,6 +112,11 @@ class Curve:
     r: np.ndarray
     ratio: np.ndarray
     is_point: bool = False
+    title: str = ""  # its name for a reader (curve_title); `name` is the key tables and tests use
+
+    @property
+    def shown(self) -> str:
+        return self.title or self.name
 
     def points(self) -> list[dict]:
         """Each measured strength: alpha, accuracy, r and perplexity ratio, with 95% intervals."""
@@ -211,7 +247,8 @@ def build_frontier(rows: list[dict], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
             cols.append((acc, r, ppl / ppl0))
         acc, r, ratio = (np.stack([c[i] for c in cols], axis=1) for i in range(3))
         alphas = [float(v["alpha"].iloc[0]) for _, v in variants]
-        curves.append(Curve(name, method, alphas, acc, r, ratio, is_point=point))
+        title = curve_title(method, g["layers"].iloc[0], g["setting"].iloc[0])
+        curves.append(Curve(name, method, alphas, acc, r, ratio, is_point=point, title=title))
     return Frontier(curves, n_scenarios=n_sc, draws=draws, notes=notes)
 
 
