@@ -5,6 +5,8 @@ the measured result files and a `sweep` folder, with the settings they are given
     python -m experiments.frontier_rows validation runs/fr_val runs/fr_val_reps runs/fr_val_sched runs/fr_val_resid3
     # -> results/frontier/test.csv
     python -m experiments.frontier_rows test runs/fr_test
+    # the rows that ship now, plus a new sweep's
+    python -m experiments.frontier_rows validation --keep runs/fr_val_proto
 
 Which rows, per split:
 - validation (writers D-F): the SAE default's curve (every layer, learned offsets) from
@@ -80,14 +82,17 @@ def moved(row: dict) -> dict:
 def keep(row: dict, methods: tuple[str, ...]) -> bool:
     if row["method"] not in methods:
         return False
-    if row["method"] == "sae" and row["layers"] != "0-29":  # the SAE curve is the default's: every layer
-        return False
+    if row["method"] == "sae" and row["layers"] != "0-29" and not row["setting"].startswith("proto"):
+        return False  # the SAE offsets' curve is the default's, every layer; the paper's prototype at any layers
     return "runs/resid_" not in (row.get("config") or "")  # RePS vectors: never shipped
 
 
-def gather(split: str, sweeps: list[Path]) -> list[dict]:
+def gather(split: str, sweeps: list[Path], keep_shipped: bool = False) -> list[dict]:
+    """The split's rows from its sources and the sweeps; keep_shipped: from the rows that ship now instead of
+    the sources (the sweeps that added to them need not be on this machine), plus the new sweeps."""
     rows, seen = [], set()
-    sources = [(ROOT / f, m) for f, m in SOURCES[split]]
+    shipped = ROOT / "results" / "frontier" / f"{split}.csv"
+    sources = [(shipped, methods.names())] if keep_shipped else [(ROOT / f, m) for f, m in SOURCES[split]]
     sources += [(sweep / "results.csv", methods.names()) for sweep in sweeps]
     for path, wanted in sources:
         for r in read_results(path):
@@ -103,7 +108,8 @@ def gather(split: str, sweeps: list[Path]) -> list[dict]:
 
 
 def main(split: str, *sweeps: str) -> None:
-    rows = gather(split, [Path(s) for s in sweeps])
+    keep_shipped = "--keep" in sweeps
+    rows = gather(split, [Path(s) for s in sweeps if s != "--keep"], keep_shipped)
     out = ROOT / "results" / "frontier" / f"{split}.csv"
     write_csv(out, rows, RESULT_FIELDS)
     print(f"{len(rows)} rows -> {out.relative_to(ROOT)}")

@@ -815,7 +815,27 @@ def _frontier_curve(c, dash: str) -> list[go.Scatter]:
     return [band, line]
 
 
-def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budget: float = 1.5) -> go.Figure:
+def _clip_frontier(fig: go.Figure, frontier, x_max: float) -> None:
+    """Keep the axis on the range where methods are compared: points past x_max (a setting that broke the
+    text) are named in a note instead of stretching the axis until every other curve is a vertical line."""
+    beyond = {
+        c.shown: [p["ppl_ratio"] for p in c.points() if p["ppl_ratio"] > x_max] for c in frontier.curves
+    }  # fmt: skip
+    beyond = {name: xs for name, xs in beyond.items() if xs}
+    if not beyond:
+        return
+    fig.update_xaxes(range=[0.95, x_max])
+    text = "; ".join(f"{name} at {', '.join(f'{x:.1f}x' for x in xs)}" for name, xs in beyond.items())
+    fig.add_annotation(
+        text=f"past {x_max:g}x, not drawn: {html.escape(text)}", xref="paper", yref="paper", x=0.99, y=0.99,
+        xanchor="right", yanchor="top", showarrow=False, font={"size": 10, "color": "#666"},
+        bgcolor="rgba(255,255,255,0.8)",
+    )  # fmt: skip
+
+
+def frontier_chart(
+    frontier, title: str | None = None, margin: float = 1.4, budget: float = 1.5, x_max: float = 2.0
+) -> go.Figure:
     """Accuracy against perplexity ratio: one line per method along its strengths (from the unsteered
     origin), a band for each point's 95% interval; prompt baselines as points with both intervals. Read
     methods against each other along a vertical line: at the same fluency."""
@@ -850,6 +870,7 @@ def frontier_chart(frontier, title: str | None = None, margin: float = 1.4, budg
         height=460 + 22 * ((len(frontier.curves) + 1) // 2),
     )
     fig.update_yaxes(range=[0, 1])
+    _clip_frontier(fig, frontier, x_max)
     # under the plot, off the data, two names a row: a legend beside the axes would squeeze them, one inside
     # the plot covered the curves
     fig.update_layout(

@@ -36,7 +36,8 @@ def test_a_curve_is_read_where_it_first_reaches_the_ratio():
 def test_curve_names_drop_the_scale():
     assert curve_setting("learned a16 pos generated") == "learned pos generated"
     assert curve_setting("delta a0.375 T20 lr0.2 mu0 pos generated") == "delta T20 lr0.2 mu0 pos generated"
-    assert curve_setting("proto a0.5 T20") == "T20"
+    # the paper's prototype labels its strength 1 bare ("proto T20"): every strength lies on one curve
+    assert curve_setting("proto a0.5 T20") == curve_setting("proto T20") == "proto T20"
 
 
 def _rows(method, setting, alpha, hits_per_scenario, ppl, scenarios=10, layers="0-29", levels=LEVELS):

@@ -29,7 +29,7 @@ from ..errors import UserError
 from .stats import BOOTSTRAP_DRAWS, VARIANT, _interval, _resample, _scenario_stats, judged_frame
 
 MATCHED_RATIOS = (1.2, 1.3, 1.4)  # where the summary reads every curve (the 1.4x margin of the rule last)
-_ALPHA = re.compile(r"(?:^|\s)(?:proto\s+)?a-?[0-9.]+(?:e-?\d+)?(?=\s|$)")
+_ALPHA = re.compile(r"(?:^|\s)a-?[0-9.]+(?:e-?\d+)?(?=\s|$)")
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
