@@ -147,7 +147,7 @@ class CompareResult:
 
     def record(self, model: str) -> dict:
         """The downloadable report of one run: inputs, settings, outputs, judge scores, and (once inspected) the
-        charts and attention text, so that opening the report restores the run without the model (views.share)."""
+        charts and attention text, so that opening the report restores the run without the model (views.reports)."""
         from .. import __version__, charts
 
         req = asdict(self.request)
@@ -180,7 +180,7 @@ class CompareResult:
 
     @classmethod
     def from_record(cls, record: dict, request: CompareRequest) -> CompareResult:
-        """A run as its report recorded it (views.share.read_report checks the report first)."""
+        """A run as its report recorded it (views.reports.read_report checks the report first)."""
         level = request.level
         outputs = {
             m: Output(o["text"], m, level if m != "none" else "-", int(o.get("new_tokens", 0)), 0.0)

@@ -84,7 +84,7 @@ class ViewResult:
 
     def record(self, model: str) -> dict:
         """The downloadable report: inputs, settings, every row with its verdict's probabilities, so that
-        opening it restores the view without the model (views.share)."""
+        opening it restores the view without the model (views.reports)."""
         from .. import __version__
 
         r = self.request
@@ -121,7 +121,7 @@ class ViewResult:
 
     @classmethod
     def from_record(cls, record: dict, request: CompareRequest) -> ViewResult:
-        """A view as its report recorded it (views.share.read_report checks the report first)."""
+        """A view as its report recorded it (views.reports.read_report checks the report first)."""
         rows, outputs, verdicts, ppl = [], [], [], []
         for r in record["rows"]:
             strength = None if r.get("strength") in ("", None) else float(r["strength"])
