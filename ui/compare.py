@@ -61,13 +61,7 @@ CHARTS = ("bars", "heat", "trace", "probs", "sep")  # /compare's charts, in its 
 
 def columns() -> tuple[str, ...]:
     """The columns in the /compare outputs' order (the method registry's): Compare's own, then those on request."""
-    reg = methods.REGISTRY
-    return tuple(n for n, m in reg.items() if m.compare) + tuple(n for n, m in reg.items() if m.column)
-
-
-def column_flags() -> dict[str, str]:
-    """A column shown on request -> the CompareRequest flag that asks for it."""
-    return {n: m.column for n, m in methods.REGISTRY.items() if m.column}
+    return methods.compare_columns() + tuple(methods.column_flags())
 
 
 def output_names() -> list[str]:
@@ -171,7 +165,7 @@ def _outputs(c: dict) -> dict:
     c["status"] = gr.Markdown("")
     with gr.Row(equal_height=True):
         for m in columns():
-            with gr.Column(min_width=200, visible=m in methods.REGISTRY and methods.REGISTRY[m].compare) as col:
+            with gr.Column(min_width=200, visible=m in methods.compare_columns()) as col:
                 c[f"out-{m}"] = gr.Textbox(
                     label=methods.headline(m), lines=6, interactive=False, elem_id=f"out-{m}", buttons=["copy"]
                 )
@@ -216,7 +210,7 @@ def compare_tab(demo: gr.Blocks, model) -> RunTab:
 
         outputs = [c[n] for n in output_names()]
         ran = go.click(compare, [inputs[n] for n in API], outputs, api_name="compare")
-        for m, flag in column_flags().items():  # a column shows when its box is ticked
+        for m, flag in methods.column_flags().items():  # a column shows when its box is ticked
             inputs[flag].change(
                 lambda on: gr.update(visible=on), inputs[flag], c[f"column-{m}"], api_visibility="private"
             )

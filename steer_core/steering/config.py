@@ -83,7 +83,7 @@ class SteerConfig:
 
     def __post_init__(self):
         m = methods.get(self.method)
-        if not (m.steers or m.site == methods.NONE):
+        if self.method not in steering_methods():
             raise UserError(
                 f"method {self.method!r} does not steer; a steering method is one of {', '.join(steering_methods())}"
             )

@@ -73,9 +73,8 @@ def check_bounds(k: Knob, v, hi: float | None = None) -> None:
     """A number within the knob's bounds (hi: a tighter top, such as the widget's)."""
     hi = k.hi if hi is None else hi
     what = "a whole number" if k.whole or k.kind == "integer" else "a number"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise UserError(f"{k.label} must be {what}{_range(k.lo, hi)}, got {v!r}")
-    if (k.whole or k.kind == "integer") and not isinstance(v, int):
+    not_a_number = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+    if not_a_number or ((k.whole or k.kind == "integer") and not isinstance(v, int)):
         raise UserError(f"{k.label} must be {what}{_range(k.lo, hi)}, got {v!r}")
     if (k.lo is not None and v < k.lo) or (hi is not None and v > hi):
         raise UserError(f"{k.label} must be{_range(k.lo, hi) or ' a number'}, got {v!r}")

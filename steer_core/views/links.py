@@ -92,7 +92,7 @@ def read_value(name: str, raw, lm, view: str = "compare"):
             return raw if isinstance(raw, bool) else str(raw).lower() in TRUE
         raise UserError(f"{k.label} is true or false")
     if k.kind == "choice":
-        allowed = [v for _, v in (k.choices() if callable(k.choices) else k.choices)]  # a registry's, read now
+        allowed = k.values  # a registry's choices, read now
         if raw not in allowed:
             raise UserError(f"{k.label} is one of {', '.join(map(str, allowed))}")
         return raw
