@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -21,7 +21,7 @@ from .errors import UserError
 from .model.hooks import query_edits
 from .prompts import DEFAULT_STYLE, render
 from .steering.assets import steering_groups
-from .steering.config import SteerConfig
+from .steering.config import PLAIN, SteerConfig
 from .steering.edits import layer_edits
 from .steering.files import MODEL_OWN, SteerFiles
 
@@ -56,6 +56,9 @@ class Request:
     k_shots: int = K_SHOTS
     style: str = DEFAULT_STYLE
     scenario_id: str | None = None  # excluded from few-shot examples
+    # The prompt it runs under: for a steered method, plain or a prompt baseline's (steering on top of it; None:
+    # the steer's); other methods run their own. Read back, it is always the prompt the row ran under.
+    prompt: str | None = None
 
     def __post_init__(self):
         m = methods.get(self.method)  # an unknown method is an error, never the plain prompt
@@ -64,11 +67,24 @@ class Request:
         elif m.site != methods.NONE:
             raise UserError(f"method {self.method!r} needs a target level")
         check_inputs(self.question, self.student_answer)
-        self.steer = (self.steer or SteerConfig()).for_method(self.method, files=self.files) if m.steers else None
+        own = self.method if m.site == methods.PROMPT else PLAIN
+        if not m.steers:
+            if self.prompt not in (None, own):
+                raise UserError(
+                    f"{m.label} runs its own prompt ({own}); a prompt under the steering is for steered methods "
+                    f"({', '.join(methods.steered())})"
+                )
+            self.steer, self.prompt = None, own
+            return
+        steer = self.steer or SteerConfig()
+        if self.prompt is not None:
+            steer = replace(steer, prompt=self.prompt)
+        self.steer = steer.for_method(self.method, files=self.files)
+        self.prompt = self.steer.prompt
 
     def messages(self) -> list[dict]:
-        """The prompt's messages, as the method's entry builds them."""
-        return methods.get(self.method).prompt(self)
+        """The prompt's messages: the method's entry builds them, or the prompt steered on top of builds its own."""
+        return methods.get(self.method if self.prompt == PLAIN else self.prompt).prompt(self)
 
 
 @dataclass

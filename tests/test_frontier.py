@@ -114,6 +114,30 @@ def test_paired_at_a_ratio_and_at_a_points_own_perplexity(frontier):
         frontier.find("meandiff")
 
 
+def test_a_curve_on_top_of_a_prompt_starts_at_the_prompts_point():
+    rows = _unsteered()
+    rows += _rows("instruction", "-", None, 3, 2.2, layers="-")  # the prompt alone: ratio 1.1, accuracy 0.5
+    for r in rows[-60:]:
+        r["prompt"] = "instruction"
+    on_top = _rows("residual", "learned a2 + instruction", 2, 5, 3.0, layers="15")  # ratio 1.5, accuracy 5/6
+    for r in on_top:
+        r["prompt"] = "instruction"
+    rows += on_top + _rows("residual", "learned a2", 2, 2, 3.0, layers="15")  # the same strength, plain
+    f = build_frontier(rows, draws=100)
+    curve = f.find("+ instruction")
+    assert curve.base == "instruction" and curve.title == "Instruction + Residual vector, layer 15"
+    assert f.find("residual 15 learned").base == "plain"  # "learned" alone names both; the plain one exactly
+    # strength 0 is the prompt's point (1.1, 0.5), not the unsteered origin (1, 1/6)
+    assert curve.at(1.3)[0][0] == pytest.approx(0.5 + 0.5 * (5 / 6 - 0.5))
+    assert np.isnan(curve.at(1.05)[0][0])  # below the prompt's own perplexity it has no reading
+    by = {p["where"]: p for p in f.paired("+ instruction", "instruction", ratios=(1.3,))}
+    gain = 0.5 * (5 / 6 - 0.5)
+    assert by["at 1.3x"]["accuracy_diff"] == pytest.approx(gain)  # over the prompt alone, at each ratio
+    assert by["at 1.3x"]["per_tenth"] == pytest.approx(gain / 2)  # what each 0.1x of perplexity buys
+    with pytest.raises(UserError, match="needs that prompt's own rows"):
+        build_frontier([r for r in rows if r["method"] != "instruction"], draws=10)
+
+
 def test_intervals_come_from_resampling_scenarios():
     rows = _unsteered(scenarios=12)
     for s in range(12):  # scenarios differ: half respond to steering, half do not

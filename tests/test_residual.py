@@ -99,3 +99,38 @@ def test_residual_method_generates_from_saved_vectors_and_strength_0_is_unsteere
         load_offsets(lm, tmp_path / "vec", site="sae")
     with pytest.raises(UserError, match="target is 'learned'"):
         SteerConfig(method="residual", target="delta")
+
+
+def test_level_centroids_are_each_levels_mean_stream_over_its_feedback_tokens():
+    """Against a brute-force reading, one row at a time from the model's hidden states."""
+    lm = tiny_lm(tokenizer=char_tokenizer())
+    from steer_core.bloom import FeedbackExample
+    from steer_core.inspect.centroids import calibrated_strengths, level_centroids
+    from steer_core.prompts import messages, render
+
+    rows = [
+        FeedbackExample(f"s{i}-{lv}", f"s{i}", "maths", f"What is {i} + {i}?", "Four.", lv, f"Try {lv} {i} now.", "train")
+        for i in range(2) for lv in LEVELS
+    ]  # fmt: skip
+    cent = level_centroids(lm, 1, rows, batch_size=5, max_tokens=6)
+    want = torch.zeros(len(LEVELS), lm.model.config.hidden_size, dtype=torch.float64)
+    count = [0] * len(LEVELS)
+    for r in rows:
+        ids, start = render(lm.tokenizer, messages(r.question, r.student_answer), r.feedback)
+        ids = ids[: start + 6]
+        with torch.no_grad():
+            h = lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0]
+        i = LEVELS.index(r.level)
+        want[i] += h[start:].double().sum(0)
+        count[i] += len(ids) - start
+    want /= torch.tensor(count, dtype=torch.float64)[:, None]
+    assert cent.tokens == count and torch.allclose(cent.means.double(), want, atol=1e-4)
+    others = (want.sum(0) - want) / 5
+    assert torch.allclose(cent.distances().double(), (want - others).norm(dim=-1), atol=1e-4)
+    v = torch.randn(6, lm.model.config.hidden_size)
+    (s,) = calibrated_strengths(v, [2.0], cent)
+    units = 2.0 * v.norm(dim=-1) / cent.distances()
+    assert s["alpha"] == 2.0 and s["units"] == pytest.approx(float(units.mean()), rel=1e-5)
+    assert s["create"] == pytest.approx(float(units[-1]), rel=1e-5)
+    with pytest.raises(UserError, match="every level; none for create"):
+        level_centroids(lm, 1, [r for r in rows if r.level != "create"])

@@ -88,9 +88,26 @@ def test_ladder_and_sweep_links(steerable_lm, ladder_record):
     assert opened.runs and opened.values["strengths"] == "0, 2"
 
 
+def test_links_and_reports_carry_the_prompt_under_the_steering(steerable_lm):
+    *_, result = compare_stream(steerable_lm, request(prompt="instruction"), judge=FakeJudge())
+    record = result.record(steerable_lm.label)
+    assert record["settings"]["prompt"] == "instruction" and "instruction" in record["outputs"]
+    params = query(links.link_query(record, steerable_lm))
+    assert params["prompt"] == "instruction"
+    opened = links.read_link(params, steerable_lm)
+    assert opened.runs and CompareRequest.from_ui(**opened.values) == request(prompt="instruction")
+    *_, ladder = ladder_stream(steerable_lm, request(level=None, layers="1", prompt="instruction"), judge=FakeJudge())
+    lrec = ladder.record(steerable_lm.label)
+    assert lrec["settings"]["prompt"] == "instruction" and lrec["settings"]["baseline"] == "none"
+    params = query(links.link_query(lrec, steerable_lm))
+    assert params["prompt"] == "instruction" and "baseline" not in params
+    assert links.read_link(params, steerable_lm).runs
+
+
 @pytest.mark.parametrize(
     "params,name,why",
     [
+        ({"prompt": "shout"}, "prompt", "one of plain, fewshot, instruction"),
         ({"strength": "9"}, "strength", "from 0 to 4"),
         ({"strength": "lots"}, "strength", "must be a number"),
         ({"layers": "99"}, "layers", "out of range"),

@@ -36,6 +36,29 @@ def test_compare_streams_and_its_last_output_is_every_reply_by_method_name(steer
     assert last["report"].endswith(".json") and "Done in" in last["status"]
 
 
+def test_compare_on_top_of_the_instruction_prompt_shows_the_prompt_alone_beside_it(steerable_lm):
+    last = list(compare.run(BASE | {"level": "create", "prompt": "instruction"}, model=steerable_lm, judge=FakeJudge()))
+    replies = last[-1]["compare-replies"]
+    assert list(replies) == ["none", "sae", "query", "fewshot", "instruction"]  # the steered columns' strength 0
+    assert replies["sae"]["label"].startswith("Instruction + SAE") and replies["none"]["label"] == "Unsteered"
+    assert last[-1]["out-instruction"] and "on top of the instruction prompt" in last[-1]["status"]
+    heads = compare.prompt_shown("instruction", {"instruction": False, "residual": False})
+    assert heads[compare.columns().index("sae")]["label"].startswith("Instruction + SAE")
+    assert heads[-2]["visible"] is True and heads[-1]["visible"] is False  # the prompt's column shows, unticked
+    with pytest.raises(gr.Error, match="Prompt under the steering must be one of plain, fewshot, instruction"):
+        list(compare.run(BASE | {"level": "create", "prompt": "rubric"}, model=steerable_lm, judge=FakeJudge()))
+
+
+def test_the_ladder_on_top_of_a_prompt_has_the_prompt_alone_as_its_second_row(steerable_lm, monkeypatch):
+    plain = LadderRequest.compare_request  # the tiny model has SAEs, no learned offsets: steer toward delta
+    monkeypatch.setattr(LadderRequest, "compare_request", lambda self, layers=None: plain(self, layers, target="delta"))
+    values = {"question": Q, "student_answer": A, "max_new_tokens": 3, "prompt": "instruction"}
+    *_, out = ladder.run(values, model=steerable_lm, judge=FakeJudge())
+    assert out["ladder-base-create"] and "on top of the instruction prompt" in out["status"]
+    with pytest.raises(gr.Error, match="second row is that prompt alone"):
+        list(ladder.run(values | {"baseline": "fewshot"}, model=steerable_lm, judge=FakeJudge()))
+
+
 def test_a_bad_input_is_the_one_wrappers_user_error(steerable_lm):
     with pytest.raises(gr.Error) as err:
         list(compare.run(BASE | {"level": "create", "strength": 99}, model=steerable_lm, judge=FakeJudge()))
@@ -70,12 +93,14 @@ def test_the_ladder_and_the_sweep_return_their_outputs_by_name(steerable_lm, mon
 
 
 def test_ladder_and_sweep_endpoints_take_what_they_took():
+    """...and the prompt under the steering last, so a caller's positional arguments keep their places."""
     assert str(LadderRequest.api_signature()) == (
-        "(question, student_answer, baseline='none', strength=1.0, max_new_tokens=80)"
+        "(question, student_answer, baseline='none', strength=1.0, max_new_tokens=80, prompt='plain')"
     )
     assert str(SweepRequest.api_signature()) == (
-        "(question, student_answer, level, strengths='0, 0.5, 1, 2, 3', max_new_tokens=80)"
+        "(question, student_answer, level, strengths='0, 0.5, 1, 2, 3', max_new_tokens=80, prompt='plain')"
     )
-    assert ladder.PARAMS == ("question", "student_answer", "baseline", "strength", "max_new_tokens")
-    assert sweep.PARAMS == ("question", "student_answer", "level", "strengths", "max_new_tokens")
+    assert ladder.PARAMS == ("question", "student_answer", "baseline", "strength", "max_new_tokens", "prompt")
+    assert sweep.PARAMS == ("question", "student_answer", "level", "strengths", "max_new_tokens", "prompt")
+    assert compare.API[-1] == "prompt" and compare.API.index("residual_vector") == len(compare.API) - 2
     assert LadderRequest.__dataclass_fields__["strength"].metadata["knob"] is KNOBS["strength"]  # declared once

@@ -8,7 +8,7 @@ import logging
 import gradio as gr
 
 from steer_core import charts, methods
-from steer_core.views.compare import API, KNOBS, CompareRequest, compare_stream
+from steer_core.views.compare import API, KNOBS, CompareRequest, column_label, compare_stream
 from steer_core.views.links import ALWAYS, defaults, read_values
 from steer_core.views.presets import BY_NAME, PRESETS
 
@@ -78,7 +78,7 @@ def replies(result) -> dict:
     for m, o in result.outputs.items():
         v = result.judgements.get(m)
         judge = None if v is None else {"pred": v["pred"], "probs": dict(v["probs"])}
-        out[m] = {"label": methods.headline(m), "text": o.text, "judge": judge}
+        out[m] = {"label": result.request.column_label(m), "text": o.text, "judge": judge}
     return out
 
 
@@ -102,6 +102,13 @@ def run(values: dict, model=None, judge=None):
     req = CompareRequest.from_ui(**values)
     for result in compare_stream(model, req, judge=judge):
         yield show(result, model.label)
+
+
+def prompt_shown(prompt: str, ticked: dict) -> list:
+    """Under a prompt: every column's headline (steered ones name the prompt) and which optional columns show
+    (those ticked, and the prompt's own: the steered columns' strength 0)."""
+    heads = [gr.update(label=column_label(m, prompt)) for m in columns()]
+    return heads + [gr.update(visible=bool(on) or prompt == m) for m, on in ticked.items()]
 
 
 @guarded("preset")
@@ -210,10 +217,17 @@ def compare_tab(demo: gr.Blocks, model) -> RunTab:
 
         outputs = [c[n] for n in output_names()]
         ran = go.click(compare, [inputs[n] for n in API], outputs, api_name="compare")
-        for m, flag in methods.column_flags().items():  # a column shows when its box is ticked
+        flags = methods.column_flags()
+        shown = [inputs[f] for f in flags.values()] + [inputs["prompt"]]
+        for m, flag in flags.items():  # a column shows when its box is ticked, or it is the prompt steered on top of
             inputs[flag].change(
-                lambda on: gr.update(visible=on), inputs[flag], c[f"column-{m}"], api_visibility="private"
-            )
+                lambda on, prompt, m=m: gr.update(visible=on or prompt == m), [inputs[flag], inputs["prompt"]],
+                c[f"column-{m}"], api_visibility="private",
+            )  # fmt: skip
+        headed = [c[f"out-{m}"] for m in columns()] + [c[f"column-{m}"] for m in flags]
+        inputs["prompt"].change(
+            lambda *v: prompt_shown(v[-1], dict(zip(flags, v[:-1]))), shown, headed, api_visibility="private"
+        )
         knobs = preset_knobs()
         named = inputs | {"preset-note": note}
         preset.change(

@@ -85,8 +85,12 @@ def ladder_tab(demo: gr.Blocks, model) -> RunTab:
             ("Run the ladder", "run-ladder"),
         )  # fmt: skip
         c = _outputs({})
-        baseline = inputs["baseline"]
-        baseline.change(lambda b: gr.update(visible=b != "none"), baseline, c["base-row"], api_visibility="private")
+        pick = [inputs["baseline"], inputs["prompt"]]  # the second row: a baseline, or the prompt steered on top of
+        for w in pick:
+            w.change(
+                lambda b, p: gr.update(visible=b != "none" or p != "plain"), pick, c["base-row"],
+                api_visibility="private",
+            )  # fmt: skip
         return view_tab(
             "ladder", LadderRequest, (run, show, output_names), c, inputs, go,
             "The same question answered at every Bloom level: unsteered, then SAE-steered toward remember .. "

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..paths import ROOT
-from ..steering.config import SteerConfig
+from ..steering.config import SteerConfig, prompt_choices
 from ..steering.model_defaults import residual_layers
 from .common import (
     VALIDATION_WRITERS,
@@ -86,6 +86,8 @@ def cmd_sweep(args) -> int:
     base = steer_config(args, given or model_layers(None, lm))
     out = Path(args.out)
     fixed = ["none"] + [m for m in args.methods if m in methods.prompted()]
+    if base.prompt != "plain" and base.prompt not in fixed:  # the prompt's own replies: its curves' strength 0
+        fixed.append(base.prompt)
     run = _run_settings(args)
     run_eval(lm, items, Grid(methods=fixed, levels=levels, steer=base, **run), out)
     for method in (m for m in args.methods if m in methods.steered()):
@@ -164,7 +166,7 @@ def cmd_reproduce(args) -> int:
     """Regenerate rows of a results file (or every shipped asset's golden rows) with what ships; exit 1
     if any differs."""
     from ..evaluation.reproduce import reproduce_rows
-    from ..evaluation.results import read_results
+    from ..evaluation.results import read_results, row_prompt
 
     if args.shipped == bool(args.csv):
         raise UsageError("give a results.csv or --shipped (every shipped asset's recorded rows), not both")
@@ -185,6 +187,8 @@ def cmd_reproduce(args) -> int:
         rows = [r for r in read_results(Path(args.csv)) if args.method is None or r["method"] == args.method]
         if args.setting is not None:
             rows = [r for r in rows if args.setting in (r.get("setting") or "")]
+        if args.prompt is not None:
+            rows = [r for r in rows if row_prompt(r) == args.prompt]
         if args.scenarios:
             rows = [r for r in rows if r["scenario_id"] in set(args.scenarios)]
         if args.limit is not None:
@@ -322,6 +326,10 @@ def _register_reproduce(sub) -> None:
     )
     rp.add_argument("--method", default=None, choices=methods.names(), help="only this method's rows")
     rp.add_argument("--setting", default=None, help="only rows whose setting label contains this text")
+    rp.add_argument(
+        "--prompt", default=None, choices=[v for _, v in prompt_choices()],
+        help="only rows that ran under this prompt (steered on top of it, or the prompt's own replies)",
+    )  # fmt: skip
     rp.add_argument("--scenarios", nargs="+", default=None, help="only these scenario ids")
     rp.add_argument("--limit", type=int, default=None, help="only the first N matching rows")
     rp.add_argument("--max-new-tokens", type=int, default=EVAL_TOKENS, help="as the rows were generated (64)")

@@ -1,6 +1,6 @@
 """The fitting commands: `train` (SAEs + prototypes), `prototypes` (a fold's prototypes), `fit-offsets`
 (learned offsets: BiPO, RePS, KL), `fit-reps` (RePS as its authors fit it), `heads` (which heads read the
-levels), `instructed-replies` (the model's replies when told the level), `train-adapter` and `prepare`."""
+levels), `residual-units` (a residual vector's strengths in calibrated units), `instructed-replies` (the model's replies when told the level), `train-adapter` and `prepare`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..bloom import by_writers, load_dataset
+from ..bloom import LEVELS, by_writers, load_dataset
 from ..fit.adapter import EPOCHS as ADAPTER_EPOCHS
 from ..fit.instructed import InstructedConfig
 from ..fit.offsets import FIT_POSITIONS, OBJECTIVES, SITES, OffsetFitConfig
@@ -246,7 +246,7 @@ def cmd_prepare(args) -> int:
 
 
 def register(sub) -> None:
-    for add in (_train, _prototypes, _fit_offsets, _fit_reps, _heads, _instructed, _train_adapter, _prepare):
+    for add in (_train, _prototypes, _fit_offsets, _fit_reps, _heads, _units, _instructed, _train_adapter, _prepare):
         add(sub)
 
 
@@ -392,6 +392,53 @@ def _heads(sub) -> None:
     h.add_argument("--max-feedback-tokens", type=int, default=FEEDBACK_TOKENS)
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_heads)
+
+
+def cmd_units(args) -> int:
+    """A residual vector's alphas in units of the distance between the level centroids at its layer."""
+    from ..inspect.centroids import calibrated_strengths, level_centroids
+    from ..steering.offset_files import load_offsets
+
+    if any(not (a >= 0) for a in args.alphas):
+        raise UsageError("--alphas must be numbers >= 0")
+    lm = load(args)
+    vectors = load_offsets(lm, args.residual, args.style, site="residual")
+    rows = writer_rows(args.writers)
+    out = []
+    for layer in vectors.layers:
+        cent = level_centroids(lm, layer, rows, args.style)
+        out.append(
+            {
+                "layer": layer,
+                "centroid_distance": {lv: round(float(d), 4) for lv, d in zip(LEVELS, cent.distances())},
+                "vector_norm": {lv: round(float(n), 4) for lv, n in zip(LEVELS, vectors.for_layer(layer).norm(dim=-1))},
+                "feedback_tokens": dict(zip(LEVELS, cent.tokens)),
+                "strengths": calibrated_strengths(vectors.for_layer(layer), args.alphas, cent),
+            }
+        )
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for o in out:
+        print(f"layer {o['layer']}: centroid distance {', '.join(f'{k} {v:.2f}' for k, v in o['centroid_distance'].items())}")
+        for s in o["strengths"]:
+            print(f"  alpha {s['alpha']:g}: {s['units']:.3f} centroid distances (mean over levels)")
+    return 0
+
+
+def _units(sub) -> None:
+    u = sub.add_parser(
+        "residual-units",
+        help="a residual vector's strengths in calibrated units: alpha x the vector's norm over the distance between "
+        "the level centroids at its layer (each level's mean stream on its feedback against the others')",
+        parents=[model_options()],
+    )
+    u.add_argument("--residual", default=None, help="folder of residual vectors (default: the model's own)")
+    u.add_argument("--alphas", nargs="+", type=fraction, default=[1.0, 2.0, 3.0, 4.0, 5.0])
+    add_writers(u, help="the train feedbacks the centroids are read on (default: every writer's)")
+    add_style(u)
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_units)
 
 
 def _instructed(sub) -> None:

@@ -45,7 +45,10 @@ def cmd_generate(args) -> int:
     for sid, q, a in items:
         if not isinstance(q, str) or not isinstance(a, str):
             raise UsageError(f"scenario {sid}: needs string fields 'question' and 'student_answer'")
-        req = Request(q, a, args.method, args.level, steer=steer, files=files, k_shots=args.k, style=args.style)
+        req = Request(
+            q, a, args.method, args.level, steer=steer, files=files, k_shots=args.k, style=args.style,
+            prompt=None if args.prompt == "plain" else args.prompt,
+        )  # fmt: skip
         t0 = time.time()
         out = generate_batch(
             lm, [req], max_new_tokens=args.max_new_tokens, seed=args.seed, temperature=args.temperature
@@ -54,6 +57,7 @@ def cmd_generate(args) -> int:
         rec = {
             "text": out.text,
             "method": args.method,
+            "prompt": req.prompt,
             "level": req.level,
             "seconds": round(time.time() - t0, 3),
             "new_tokens": out.new_tokens,

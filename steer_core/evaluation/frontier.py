@@ -72,13 +72,21 @@ _TARGET_WORDS = {"learned": "offsets", "proto": "descent to the prototype", "del
 _FOLDER = re.compile(r"\b(vectors|offsets|saes) (\S+)")
 
 
+_ON_PROMPT = re.compile(r" \+ (\w+)$")  # a setting steered on top of a prompt ends "+ instruction"
+
+
 def curve_title(method: str, layers: str, setting: str) -> str:
     """A curve's name for a reader ("SAE offsets, layers 0-29"; "Residual vector, layer 15 (first 8 tokens,
-    then x0.5)"), from its method's label and what its setting label says: the target, the layers, and only
-    what sets it apart (another folder of files, a schedule, steered positions other than the reply's)."""
+    then x0.5)"; "Instruction + SAE offsets, layers 0-29"), from its method's label and what its setting label
+    says: the prompt under it, the target, the layers, and only what sets it apart (another folder of files, a
+    schedule, steered positions other than the reply's)."""
     label = methods.REGISTRY[method].label if method in methods.REGISTRY else method
     if method in methods.prompted() or method == "none" or setting in ("", "-"):
         return label
+    on = _ON_PROMPT.search(setting)
+    if on:
+        prompt = methods.REGISTRY[on[1]].label if on[1] in methods.REGISTRY else on[1]
+        return f"{prompt} + {curve_title(method, layers, setting[: on.start()])}"
     words = curve_setting(setting).split()
     target = _TARGET_WORDS.get(words[0], words[0]) if words else ""
     head = {
@@ -102,8 +110,8 @@ def curve_title(method: str, layers: str, setting: str) -> str:
 @dataclass
 class Curve:
     """One method and setting along its strengths (a point: a prompt baseline). Arrays are (draws + 1, k):
-    row 0 the estimate on all scenarios, the others bootstrap draws; column 0 of a curve is the unsteered
-    origin (ratio 1)."""
+    row 0 the estimate on all scenarios, the others bootstrap draws; column 0 of a curve is its strength 0:
+    the unsteered origin (ratio 1), or the point of the prompt it steers on top of."""
 
     name: str
     method: str
@@ -113,6 +121,7 @@ class Curve:
     ratio: np.ndarray
     is_point: bool = False
     title: str = ""  # its name for a reader (curve_title); `name` is the key tables and tests use
+    base: str = "plain"  # the prompt it steers on top of: its strength 0 is that prompt's point
 
     @property
     def shown(self) -> str:
@@ -185,7 +194,10 @@ class Frontier:
         ca, cb = self.find(a), self.find(b)
         if ca.is_point:
             raise UserError(f"{ca.name} is a point (no strengths); name a curve first, the point second")
-        if cb.is_point:
+        on_top = cb.is_point and ca.base == cb.method  # a over the prompt it stands on: what each step buys
+        if on_top:
+            where = [(f"at {R:g}x", R, cb.acc[:, 0], cb.r[:, 0]) for R in ratios]
+        elif cb.is_point:
             where = [("at " + cb.name + "'s perplexity", cb.ratio[:, 0], cb.acc[:, 0], cb.r[:, 0])]
         else:
             where = [(f"at {R:g}x", R, *cb.at(R)) for R in ratios]
@@ -196,6 +208,9 @@ class Frontier:
             row = {"a": ca.name, "b": cb.name, "where": label, "reached": float(np.isfinite(d_acc[1:]).mean())}
             row.update(_with_interval("accuracy_diff", d_acc))
             row.update(_with_interval("level_corr_diff", d_r))
+            if on_top:  # the level bought per extra 0.1x of perplexity over the prompt alone
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    row.update(_with_interval("per_tenth", d_acc / ((R - cb.ratio[:, 0]) / 0.1)))
             out.append(row)
         return out
 
@@ -238,18 +253,32 @@ def build_frontier(rows: list[dict], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
         for m, lay, s in zip(steered["method"], steered["layers"], steered["setting"])
     ]
     for name, g in steered.groupby("curve", sort=True):
-        method = g["method"].iloc[0]
+        method, prompt = g["method"].iloc[0], g["prompt"].iloc[0]
         variants = sorted(g.groupby("setting"), key=lambda kv: kv[1]["alpha"].iloc[0])
         point = method in methods.prompted() or len(variants) == 1 and math.isnan(variants[0][1]["alpha"].iloc[0])
-        cols = [] if point else [(acc0, np.zeros_like(acc0), np.ones_like(ppl0))]
+        cols = [] if point else [_origin(df, prompt, stats, name, (acc0, ppl0))]
         for _, v in variants:
             acc, r, ppl = stats(v)
             cols.append((acc, r, ppl / ppl0))
         acc, r, ratio = (np.stack([c[i] for c in cols], axis=1) for i in range(3))
         alphas = [float(v["alpha"].iloc[0]) for _, v in variants]
         title = curve_title(method, g["layers"].iloc[0], g["setting"].iloc[0])
-        curves.append(Curve(name, method, alphas, acc, r, ratio, is_point=point, title=title))
+        curves.append(Curve(name, method, alphas, acc, r, ratio, is_point=point, title=title, base=prompt))
     return Frontier(curves, n_scenarios=n_sc, draws=draws, notes=notes)
+
+
+def _origin(df: pd.DataFrame, prompt: str, stats, name: str, unsteered) -> tuple:
+    """A curve's strength 0: the unsteered reply (ratio 1, r 0) under the plain prompt, else the point of the
+    prompt it steers on top of (strength 0 is that prompt's own reply)."""
+    acc0, ppl0 = unsteered
+    if prompt == "plain":
+        return acc0, np.zeros_like(acc0), np.ones_like(ppl0)
+    own = df[df["method"] == prompt]
+    if own.empty:
+        raise UserError(f"{name} steers on top of the {prompt} prompt: the frontier needs that prompt's own rows "
+                        f"(method {prompt}) as its start")  # fmt: skip
+    acc, r, ppl = stats(own)
+    return acc, r, ppl / ppl0
 
 
 def _alphas(rows: list[dict], df: pd.DataFrame) -> list[float]:

@@ -112,11 +112,12 @@ def scenario_batches(lm, sc: Scenario, grid: Grid, done: set | None = None) -> I
                 "setting": setting,
                 **cols,
                 "style": style,
+                "prompt": req.prompt,
                 "model": lm.label,
                 "text": o.text,
                 "new_tokens": o.new_tokens,
                 "seconds": round(secs / len(outs), 3),
                 "ppl": round(perplexity(lm, sc.question, sc.student_answer, o.token_ids, style), 3),
             }
-            for (method, level, lab, setting, cols), o in zip(chunk_meta, outs)
+            for (method, level, lab, setting, cols), req, o in zip(chunk_meta, chunk, outs)
         ]

@@ -33,7 +33,9 @@ def row_config(row: dict) -> SteerConfig | None:
     except ValueError:
         alpha = float("nan")
     if alpha == alpha:
-        fields["strength"] = SteerConfig.strength_for(fields.get("target", "learned"), alpha, row["method"])
+        fields["strength"] = SteerConfig.strength_for(
+            fields.get("target", "learned"), alpha, row["method"], fields.get("prompt", "plain")
+        )
     return SteerConfig(method=row["method"], layers=parse_layers(row["layers"]), **fields)
 
 

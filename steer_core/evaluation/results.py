@@ -20,6 +20,7 @@ RESULT_FIELDS = [
     "alpha",
     "config",  # every field of the SteerConfig but method and layers, as JSON: what identifies the row
     "style",
+    "prompt",  # the prompt the reply ran under: plain, or a prompt baseline's (its own, or one steered on top of)
     "model",
     "text",
     "new_tokens",
@@ -43,6 +44,8 @@ def config_columns(cfg, files=None) -> dict:
     if cfg is None:
         return {"target": "-", "strength": "-", "alpha": "-", "config": "-"}
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("method", "layers")}
+    if fields["prompt"] == "plain":  # rows written before steering on top of a prompt keep their identity
+        del fields["prompt"]
     fields |= (files or SteerFiles()).as_fields()
     return {
         "target": cfg.target,
@@ -50,6 +53,16 @@ def config_columns(cfg, files=None) -> dict:
         "alpha": f"{cfg.alpha:g}",
         "config": json.dumps(fields, sort_keys=True, separators=(",", ":")),
     }
+
+
+def row_prompt(r: dict) -> str:
+    """The prompt a result row ran under (rows written before the column: the plain prompt, or their own
+    baseline's)."""
+    from .. import methods
+
+    if r.get("prompt"):
+        return r["prompt"]
+    return r["method"] if r["method"] in methods.prompted() else "plain"
 
 
 def read_results(path: Path) -> list[dict]:

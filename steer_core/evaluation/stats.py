@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..bloom import LEVELS
-from .results import row_key
+from .results import row_key, row_prompt
 
 SUMMARY_FIELDS = [
     "model",
@@ -153,6 +153,7 @@ def judged_frame(rows: list[dict], similarity: dict[tuple, float] | None = None)
             "method": [r["method"] for r in rows],
             "layers": [r["layers"] for r in rows],
             "setting": [r.get("setting") or "-" for r in rows],
+            "prompt": [row_prompt(r) for r in rows],
             "level": [r["level"] for r in rows],
             "scenario_id": [r["scenario_id"] for r in rows],
             "pred_index": [int(r["pred_index"]) for r in rows],

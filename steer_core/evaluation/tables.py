@@ -166,7 +166,7 @@ def matched_table(frontier, ratios: Sequence[float]) -> str:
 
 def paired_matched_table(frontier, pairs: Sequence[tuple[str, str]], ratios: Sequence[float]) -> str:
     """Curve A minus B at the same perplexity, paired over scenarios (A at B's own perplexity when B is a
-    prompt baseline)."""
+    prompt baseline; at each ratio when A steers on top of B, with what each 0.1x of perplexity buys)."""
     out = [
         "| A | B | where | accuracy A - B [95% CI] | r A - B [95% CI] |",
         "|---|---|---|---|---|",
@@ -177,5 +177,8 @@ def paired_matched_table(frontier, pairs: Sequence[tuple[str, str]], ratios: Seq
                 acc, r = "not reached", "-"
             else:
                 acc, r = interval_text(d, "accuracy_diff", "+.3f"), interval_text(d, "level_corr_diff", "+.2f")
-            out.append(f"| {d['a']} | {d['b']} | {d['where']} | {acc} | {r} |")
+            where = d["where"]
+            if "per_tenth" in d and d["reached"] > 0:
+                where += f" ({interval_text(d, 'per_tenth', '+.3f')} per 0.1x over {d['b']} alone)"
+            out.append(f"| {d['a']} | {d['b']} | {where} | {acc} | {r} |")
     return "\n".join(out)

@@ -23,14 +23,25 @@ DEFAULT_LAYERS = tuple(range(30))
 RESIDUAL_ALPHA = 4.0  # the residual-stream vectors (method residual, target learned)
 QUERY_ALPHA = 3.0  # query steering (delta target) on the SAE row's layers
 METHOD_ALPHA = {("residual", "learned"): RESIDUAL_ALPHA, ("query", "delta"): QUERY_ALPHA}
+# What strength 1 means under a prompt other than the plain one, where validation picked a scale for the method
+# there (docs/steering.md, "Steering on top of a prompt"); a combination not listed keeps its plain-prompt scale.
+PROMPT_ALPHA: dict[tuple[str, str, str], float] = {}
+PLAIN = "plain"  # the prompt every steered reply ran under before steering on top of a prompt
 RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
 MAX_STRENGTH_SHOWN = 4.0  # the strength slider's top (the CLI and Python take any strength >= 0)
 
 
-def unit_alpha(method: str, target: str) -> float:
-    """What strength 1 means for a method and target, in the target's own units."""
+def unit_alpha(method: str, target: str, prompt: str = PLAIN) -> float:
+    """What strength 1 means for a method and target under a prompt, in the target's own units."""
+    if (method, target, prompt) in PROMPT_ALPHA:
+        return PROMPT_ALPHA[(method, target, prompt)]
     return METHOD_ALPHA.get((method, target), targets.get(target).unit_alpha)
+
+
+def prompt_choices() -> tuple:
+    """The prompts a steered reply can run under: the plain one, or any prompt baseline's (read when asked)."""
+    return ((f"{PLAIN} (default)", PLAIN), *((methods.label(m), m) for m in methods.prompted()))
 
 
 def target_choices() -> tuple:
@@ -80,6 +91,11 @@ class SteerConfig:
         help="0 = off, 1 = the tested default, higher = stronger but less fluent",
     )  # fmt: skip
     target: str = knob("learned", label="Steering target", kind="choice", choices=target_choices, advanced=True)
+    prompt: str = knob(
+        PLAIN, label="Prompt under the steering", kind="choice", choices=prompt_choices,
+        help="steer on top of a prompt: plain, or a prompt baseline's (instruction names the level; strength 0 "
+        "gives that prompt's own reply)",
+    )  # fmt: skip
 
     def __post_init__(self):
         m = methods.get(self.method)
@@ -125,12 +141,12 @@ class SteerConfig:
     @property
     def alpha(self) -> float:
         """The target's own scale at this strength: the one place strength is converted."""
-        return self.strength * unit_alpha(self.method, self.target)
+        return self.strength * unit_alpha(self.method, self.target, self.prompt)
 
     @classmethod
-    def strength_for(cls, target: str, alpha: float, method: str = "sae") -> float:
+    def strength_for(cls, target: str, alpha: float, method: str = "sae", prompt: str = PLAIN) -> float:
         """The strength that gives `alpha` (for code that works in a target's own units, e.g. fitting)."""
-        return alpha / unit_alpha(method, target)
+        return alpha / unit_alpha(method, target, prompt)
 
     def steered_count(self, phase: str, start: int = 0) -> int | None:
         """How many leading positions of a forward this config steers (None = all, 0 = none): phase is
@@ -193,7 +209,11 @@ class SteerConfig:
         return self.label_with(MODEL_OWN)
 
     def label_with(self, files: SteerFiles) -> str:
-        """The label, naming the folders `files` gives instead of the model's own."""
+        """The label, naming the folders `files` gives instead of the model's own, and the prompt it steers on
+        top of unless plain ("... + instruction")."""
+        return self._steer_label(files) + ("" if self.prompt == PLAIN else f" + {self.prompt}")
+
+    def _steer_label(self, files: SteerFiles) -> str:
         if self.site == methods.QUERY_SHIFT:
             return f"a{self.alpha:g}"
         if self.site == methods.RESIDUAL:

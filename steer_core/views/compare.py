@@ -63,6 +63,7 @@ class CompareRequest(Declared):
         help="the field's usual steering site (one vector per level added to the residual stream at layer "
         f"{layers_label(RESIDUAL_LAYERS)}), against the paper's query site",
     )  # fmt: skip
+    prompt: str = _steer_knob("prompt")  # last: the API's earlier parameters keep their places
 
     def __post_init__(self):
         self.check_fields()
@@ -91,14 +92,22 @@ class CompareRequest(Declared):
             mu=self.mu,
             target=self.target,
             positions=self.positions,
+            prompt=self.prompt,
         )
         return cfg.for_method(method, residual_layers)
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The columns: Compare's own, then those asked for by their flags (methods.column_flags)."""
-        optional = tuple(m for m, flag in methods.column_flags().items() if getattr(self, flag))
+        """The columns: Compare's own, then those asked for by their flags (methods.column_flags), and the
+        prompt the steered columns run on top of, alone (their strength 0), whether asked for or not."""
+        optional = tuple(
+            m for m, flag in methods.column_flags().items() if getattr(self, flag) or m == self.prompt
+        )
         return methods.compare_columns() + optional
+
+    def column_label(self, method: str) -> str:
+        """A column's headline: a steered one names the prompt it runs on top of ("Instruction + SAE-steered")."""
+        return column_label(method, self.prompt)
 
     def requests(self, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> list[Request]:
         """One request a column; the residual vector at residual_layers (the model's: model_defaults)."""
@@ -113,6 +122,12 @@ class CompareRequest(Declared):
             )
             for m in self.methods
         ]
+
+
+def column_label(method: str, prompt: str = "plain") -> str:
+    """A column's headline under a prompt: a steered method's names the prompt it runs on top of."""
+    on_top = prompt != "plain" and methods.get(method).steers
+    return (f"{methods.label(prompt)} + " if on_top else "") + methods.headline(method)
 
 
 KNOBS = knobs_of(CompareRequest)
@@ -202,7 +217,7 @@ class CompareResult:
         if not self.done:
             return f"Generating... {max(o.new_tokens for o in self.outputs.values())} tokens"
         hits = [m for m, v in self.judgements.items() if v["pred"] == req.level]
-        hit_text = ", ".join(methods.label(m) for m in hits) or "none of the methods"
+        hit_text = ", ".join(req.column_label(m) for m in hits) or "none of the methods"
         charts = (
             ""
             if self.inspection is None
@@ -211,7 +226,9 @@ class CompareResult:
         return (
             f"Done in {self.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
             f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} "
-            f"(alpha {req.steer('sae').alpha:g}, target {req.target}){charts}."
+            f"(alpha {req.steer('sae').alpha:g}, target {req.target})"
+            + ("" if req.prompt == "plain" else f", on top of the {methods.label(req.prompt).lower()} prompt")
+            + f"{charts}."
         )
 
     def figures(self) -> dict:
@@ -271,7 +288,7 @@ def inspect_sae_reply(lm, req: CompareRequest, reply: Output) -> Inspection:
 
     t0 = time.time()
     cfg = req.steer("sae")
-    sae_req = Request(req.question, req.student_answer, "sae", req.level, steer=cfg)
+    sae_req = Request(req.question, req.student_answer, "sae", req.level, steer=cfg, k_shots=req.k_shots)
     steered = replay_at(lm, sae_req, reply.token_ids, cfg.middle_layer)
     latents = latent_view(lm, steered)
     plain = replay_at(lm, sae_req, reply.token_ids, cfg.middle_layer, steered=False)

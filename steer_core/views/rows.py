@@ -89,7 +89,7 @@ class ViewResult:
 
         r = self.request
         chosen = (
-            {"baseline": next((row.method for row in self.rows if row.method not in ("none", "sae")), "none")}
+            {"baseline": next((w.method for w in self.rows if w.method not in ("none", "sae", r.prompt)), "none")}
             if self.kind == "ladder"
             else {"strengths": [row.strength for row in self.rows]}
         )
@@ -109,6 +109,7 @@ class ViewResult:
                 "strength": r.strength,
                 "alpha": r.steer("sae").alpha,
                 "positions": r.positions,
+                "prompt": r.prompt,
                 "max_new_tokens": r.max_new_tokens,
                 "seed": r.seed,
                 **chosen,
@@ -158,7 +159,9 @@ class ViewResult:
             return (
                 f"Done in {self.seconds:.1f} s. The judge reads {hits} of the 6 SAE-steered replies at the level asked "
                 f"for (chance: 1). Strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}), "
-                f"layers {layers_label(req.layers)}."
+                f"layers {layers_label(req.layers)}"
+                + ("" if req.prompt == "plain" else f", on top of the {methods.label(req.prompt).lower()} prompt")
+                + "."
             )
         probs = [self.level_probability(i) for i in range(len(self.rows))]
         best = max(range(len(probs)), key=lambda i: probs[i])

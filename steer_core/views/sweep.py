@@ -53,6 +53,7 @@ class SweepRequest(Declared):
         label=f"Strengths (up to {MAX_SWEEP}, from 0 to {MAX_STRENGTH:g}; 1 = the default)",
     )  # fmt: skip
     max_new_tokens: int = same_knob(CompareRequest, "max_new_tokens")
+    prompt: str = same_knob(CompareRequest, "prompt")
 
     def __post_init__(self):
         self.check_fields()
@@ -65,7 +66,7 @@ class SweepRequest(Declared):
         any other CompareRequest settings given."""
         values = {"question": self.question, "student_answer": self.student_answer, "level": self.level}
         values |= {"strength": STEER.strength, "max_new_tokens": self.max_new_tokens, "layers": layers}
-        return CompareRequest.from_ui(**values, **settings)
+        return CompareRequest.from_ui(**values, **{"prompt": self.prompt} | settings)
 
 
 def sweep_rows(level: str, strengths: Sequence[float]) -> list[Row]:
