@@ -226,6 +226,30 @@ def test_the_residual_vector_reads_fluently_in_compare_and_the_ladder(browser, a
     assert not errors, errors
 
 
+def test_compare_steers_on_top_of_the_instruction_prompt(browser, app_url):
+    """Choosing the instruction prompt: the steered columns say they run on top of it, and the prompt alone shows
+    as its own column (their strength 0) without being ticked."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    boxes = page.locator("textarea:visible")
+    boxes.nth(0).fill("Why do we see phases of the Moon?")
+    boxes.nth(1).fill("Because the Earth's shadow covers part of the Moon.")
+    page.get_by_label("Apply: Use it in a new situation", exact=False).check()
+    assert not page.locator("#out-instruction").is_visible()
+    page.locator("#compare-prompt").get_by_label("Instruction", exact=True).check()
+    page.locator("#out-instruction").wait_for(state="visible", timeout=10_000)
+    assert "Instruction + SAE-steered" in page.locator("#out-sae").inner_text()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    for m in ("sae", "instruction"):
+        wait_filled(page, f"out-{m}")
+    page.get_by_text("on top of the instruction prompt").wait_for(timeout=240_000)
+    assert page.locator("#judge-instruction").inner_text().strip() and page.locator("#judge-sae").inner_text().strip()
+    assert not errors, errors
+
+
 SHARED_Q = "Why does ice float on water?"
 SHARED_A = "Because ice is lighter."
 

@@ -114,7 +114,8 @@ def knob_widget(request, name: str, model=None, **overrides):
     k = knobs_of(request)[name]
     shown = {"layers": model_layers(model)} if model is not None else None
     value = request.api_signature(shown).parameters[name].default
-    kw = {"label": k.label, **({"info": k.help} if k.help else {}), **overrides}
+    view = request.__name__.removesuffix("Request").lower()  # "compare-prompt", "ladder-prompt": one id a tab
+    kw = {"label": k.label, "elem_id": f"{view}-{name}", **({"info": k.help} if k.help else {}), **overrides}
     return WIDGETS[k.kind](name, k, value, model, kw)
 
 
