@@ -157,3 +157,37 @@ def test_every_steering_knob_is_declared_once_and_read_by_the_request_and_the_cl
     with pytest.raises(UserError, match="Steering strength must be from 0 to 4"):
         CompareRequest.from_ui(question=Q, student_answer=A, level="apply", strength=5)
     assert SteerConfig(strength=5.0).strength == 5.0  # the slider's top is the UI's, not the engine's
+
+
+def test_a_steered_method_runs_on_top_of_a_prompt_and_strength_0_is_that_prompts_reply(steerable_lm):
+    """The prompt under the steering is one knob (SteerConfig.prompt), read from the prompt baselines when asked."""
+    from steer_core.evaluation.reproduce import row_config
+    from steer_core.evaluation.results import config_columns, row_prompt
+
+    steer = SteerConfig(layers=(1,), target="delta", strength=0.0)
+    on_top = Request(Q, A, "sae", "create", steer=steer, prompt="instruction")
+    alone = Request(Q, A, "instruction", "create")
+    assert on_top.prompt == on_top.steer.prompt == alone.prompt == "instruction"
+    assert on_top.messages() == alone.messages() != Request(Q, A, "sae", "create", steer=steer).messages()
+    a, b = generate_batch(steerable_lm, [on_top, alone], max_new_tokens=6)
+    assert a.token_ids == b.token_ids  # strength 0: the instruction reply, token for token
+    assert Request(Q, A, "sae", "create", steer=SteerConfig(layers=(1,), prompt="fewshot")).prompt == "fewshot"
+    cfg = SteerConfig(layers=(1,), target="delta", prompt="instruction")
+    assert cfg.label.endswith(" + instruction") and not SteerConfig(layers=(1,)).label.endswith("plain")
+    cols = config_columns(cfg)
+    assert json.loads(cols["config"])["prompt"] == "instruction"
+    assert "prompt" not in json.loads(config_columns(SteerConfig(layers=(1,)))["config"])  # old rows keep their key
+    row = {"method": "sae", "layers": "1", "alpha": cols["alpha"], "prompt": "instruction", **cols}
+    assert row_config(row) == cfg and row_prompt(row) == "instruction"
+    assert row_prompt({"method": "fewshot"}) == "fewshot" and row_prompt({"method": "sae"}) == "plain"
+    with pytest.raises(UserError, match="Few-shot runs its own prompt"):
+        Request(Q, A, "fewshot", "create", prompt="instruction")
+    with pytest.raises(UserError, match="Prompt under the steering must be one of plain, fewshot, instruction"):
+        SteerConfig(prompt="rubric")
+    methods.register(methods.Method("shout", "Shouting", methods.PROMPT, "#000000", prompt=_riddle_prompt))
+    try:  # a prompt baseline registered later is a prompt to steer on top of, everywhere at once
+        assert Request(Q, A, "sae", "create", steer=steer, prompt="shout").messages()[0]["content"].endswith(
+            "level create."
+        )
+    finally:
+        methods.unregister("shout")

@@ -17,6 +17,7 @@ from ..generation import EVAL_TOKENS, Request, generate_batch
 from ..layer_spec import parse_layers
 from ..steering.config import SteerConfig
 from ..steering.files import MODEL_OWN, SteerFiles
+from .results import row_prompt
 
 LEGACY_FIELDS = {"saes": "saes_dir", "offsets": "offsets_dir", "residual": "residual_dir"}  # before "_dir"
 
@@ -77,6 +78,7 @@ def row_request(row: dict, by_id: dict, steer: SteerConfig | None = None) -> Req
         files=MODEL_OWN if steer is not None else row_files(row),
         style=row.get("style") or "plain",
         scenario_id=sc.scenario_id,
+        prompt=row_prompt(row) if row["method"] in methods.steered() else None,  # a default steers under it too
     )
 
 
