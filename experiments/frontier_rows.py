@@ -7,6 +7,8 @@ the measured result files and a `sweep` folder, with the settings they are given
     python -m experiments.frontier_rows test runs/fr_test
     # the rows that ship now, plus a new sweep's
     python -m experiments.frontier_rows validation --keep runs/fr_val_proto
+    # steering on top of the instruction prompt
+    python -m experiments.frontier_rows validation --keep runs/fr_val_instr
 
 Which rows, per split:
 - validation (writers D-F): the SAE default's curve (every layer, learned offsets) from
@@ -38,7 +40,7 @@ import sys
 from pathlib import Path
 
 from steer_core import methods
-from steer_core.evaluation.results import RESULT_FIELDS, read_results, write_csv
+from steer_core.evaluation.results import RESULT_FIELDS, read_results, row_prompt, write_csv
 from steer_core.paths import ROOT
 
 FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
@@ -99,6 +101,7 @@ def gather(split: str, sweeps: list[Path], keep_shipped: bool = False) -> list[d
             if not keep(r, wanted):
                 continue
             r = as_shipped(r) if r["method"] == "sae" else moved(r)
+            r["prompt"] = row_prompt(r)  # rows written before the column ran under the plain prompt (or their own)
             key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
             if key in seen:
                 continue

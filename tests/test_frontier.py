@@ -172,6 +172,10 @@ def test_the_shipped_frontier_rows_give_every_shipped_method_a_place(split):
     assert {"sae", "residual", "query", "fewshot", "instruction"} <= set(curves)
     assert curves["fewshot"].is_point and curves["instruction"].is_point
     assert not curves["sae"].is_point and len(curves["sae"].alphas) >= 2
+    if split == "validation":  # steering on top of the instruction prompt: curves that start at its point
+        on_top = {c.title: c for c in ev.frontier.curves if c.base == "instruction" and not c.is_point}
+        assert {"Instruction + SAE offsets, layers 0-29", "Instruction + Residual vector, layer 15"} <= set(on_top)
+        assert all(len(c.alphas) >= 3 for c in on_top.values())
 
 
 @pytest.mark.parametrize("split", ["test", "validation"])

@@ -48,11 +48,12 @@ def test_the_shipped_files_regenerate_the_recorded_rows(lm, entry):
 def test_each_methods_default_is_the_setting_its_rows_were_recorded_with(entry):
     """Strength 1 of the shipped default is the recorded setting, at the recorded scale (alpha)."""
     from steer_core.evaluation.reproduce import row_config, row_files
+    from steer_core.evaluation.results import row_prompt
     from steer_core.steering.config import SteerConfig
     from steer_core.steering.files import MODEL_OWN
 
-    shipped = SteerConfig().for_method(entry.method)
-    for row in entry.rows():
+    for row in entry.rows():  # a row run on top of a prompt: the default under that prompt (its own strength 1)
+        shipped = SteerConfig(prompt=row_prompt(row)).for_method(entry.method)
         assert row_config(row) == shipped, f"{entry.file.name} {row['setting']}: {row_config(row)} != {shipped}"
         assert row_files(row) == MODEL_OWN, f"{entry.file.name} {row['setting']}: steered with other files"
 

@@ -14,7 +14,7 @@ from ..layer_spec import layers_label, parse_heads, read_layers
 from ..paths import DEFAULT_MODEL
 from ..prompts import DEFAULT_STYLE, PROMPT_STYLES
 from ..steering import targets
-from ..steering.config import DEFAULT_LAYERS, KNOBS, METHOD_ALPHA, SteerConfig
+from ..steering.config import DEFAULT_LAYERS, KNOBS, METHOD_ALPHA, PROMPT_ALPHA, SteerConfig
 from ..steering.files import SteerFiles
 
 BAND = layers_label(DEFAULT_LAYERS)
@@ -197,6 +197,7 @@ def _flag_help(name: str, k, d: SteerConfig) -> str:
     if name == "strength":
         text += "; strength 1 is alpha " + ", ".join(f"{t} {spec.unit_alpha:g}" for t, spec in targets.REGISTRY.items())
         text += "; for " + ", ".join(f"{m} ({t}) {a:g}" for (m, t), a in METHOD_ALPHA.items())
+        text += "; on top of a prompt: " + ", ".join(f"{m} ({t}, {p}) {a:g}" for (m, t, p), a in PROMPT_ALPHA.items())
     if name == "target":
         text = "; ".join(f"{t}: {spec.help}" for t, spec in targets.REGISTRY.items())
     default = getattr(d, name)
