@@ -7,8 +7,9 @@ the measured result files and a `sweep` folder, with the settings they are given
     python -m experiments.frontier_rows test runs/fr_test
     # the rows that ship now, plus a new sweep's
     python -m experiments.frontier_rows validation --keep runs/fr_val_proto
-    # steering on top of the instruction prompt
-    python -m experiments.frontier_rows validation --keep runs/fr_val_instr
+    # steering on top of the instruction prompt; the prompt distilled into a residual vector
+    python -m experiments.frontier_rows validation --keep runs/fr_val_instr runs/fr_val_distil
+    python -m experiments.frontier_rows test --keep runs/fr_test_instr
 
 Which rows, per split:
 - validation (writers D-F): the SAE default's curve (every layer, learned offsets) from
@@ -47,6 +48,7 @@ FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byt
 MOVED = {  # fits kept with the rows they made
     "runs/reps_resid_authors": "results/reps_authors",
     "runs/resid3_ABC": "results/residual_3layers",
+    "runs/distil_resid15": "results/distil_residual",  # the instruction prompt distilled into layer 15 (KL)
 }
 SOURCES = {
     "validation": [
