@@ -186,8 +186,10 @@ def test_a_steered_method_runs_on_top_of_a_prompt_and_strength_0_is_that_prompts
         SteerConfig(prompt="rubric")
     methods.register(methods.Method("shout", "Shouting", methods.PROMPT, "#000000", prompt=_riddle_prompt))
     try:  # a prompt baseline registered later is a prompt to steer on top of, everywhere at once
-        assert Request(Q, A, "sae", "create", steer=steer, prompt="shout").messages()[0]["content"].endswith(
-            "level create."
+        assert (
+            Request(Q, A, "sae", "create", steer=steer, prompt="shout")
+            .messages()[0]["content"]
+            .endswith("level create.")
         )
     finally:
         methods.unregister("shout")

@@ -109,7 +109,7 @@ def test_level_centroids_are_each_levels_mean_stream_over_its_feedback_tokens():
     from steer_core.prompts import messages, render
 
     rows = [
-        FeedbackExample(f"s{i}-{lv}", f"s{i}", "maths", f"What is {i} + {i}?", "Four.", lv, f"Try {lv} {i} now.", "train")
+        FeedbackExample(f"s{i}-{lv}", f"s{i}", "maths", f"What is {i}+{i}?", "Four.", lv, f"Try {lv} {i}.", "train")
         for i in range(2) for lv in LEVELS
     ]  # fmt: skip
     cent = level_centroids(lm, 1, rows, batch_size=5, max_tokens=6)

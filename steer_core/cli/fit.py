@@ -1,6 +1,7 @@
 """The fitting commands: `train` (SAEs + prototypes), `prototypes` (a fold's prototypes), `fit-offsets`
 (learned offsets: BiPO, RePS, KL), `fit-reps` (RePS as its authors fit it), `heads` (which heads read the
-levels), `residual-units` (a residual vector's strengths in calibrated units), `instructed-replies` (the model's replies when told the level), `train-adapter` and `prepare`."""
+levels), `residual-units` (a residual vector's strengths in calibrated units), `instructed-replies` (the
+model's replies when told the level), `train-adapter` and `prepare`."""
 
 from __future__ import annotations
 
@@ -420,7 +421,8 @@ def cmd_units(args) -> int:
         print(json.dumps(out))
         return 0
     for o in out:
-        print(f"layer {o['layer']}: centroid distance {', '.join(f'{k} {v:.2f}' for k, v in o['centroid_distance'].items())}")
+        dist = ", ".join(f"{k} {v:.2f}" for k, v in o["centroid_distance"].items())
+        print(f"layer {o['layer']}: centroid distance {dist}")
         for s in o["strengths"]:
             print(f"  alpha {s['alpha']:g}: {s['units']:.3f} centroid distances (mean over levels)")
     return 0

@@ -40,34 +40,37 @@ def level_centroids(
     lm.check_layer(layer)
     if not rows:
         raise UserError("level centroids need feedback rows")
-    tok = lm.tokenizer
     sums = torch.zeros(len(LEVELS), lm.model.config.hidden_size, dtype=torch.float64)
     counts = torch.zeros(len(LEVELS), dtype=torch.long)
-    pad = tok.pad_token_id or 0
-    for b in range(0, len(rows), batch_size):
-        chunk = rows[b : b + batch_size]
-        encoded = []
-        for r in chunk:
-            ids, start = render(tok, messages(r.question, r.student_answer, style), r.feedback)
-            encoded.append((ids[: start + max_tokens], start))
-        ids, mask, reply = pad_right(encoded, pad)
-        seen = []
-        handle = lm.decoder_layer(layer).register_forward_hook(
-            lambda mod, inp, out: seen.append(out[0] if isinstance(out, tuple) else out)
-        )
-        try:
-            lm.model(input_ids=ids.to(lm.device), attention_mask=mask.long().to(lm.device))
-        finally:
-            handle.remove()
-        stream = seen[0].double().cpu()  # the decoder layer's output: where a residual vector is added
-        level = torch.tensor([LEVELS.index(r.level) for r in chunk])
-        per_row = (stream * reply[..., None]).sum(1)  # (B, d) summed over each row's feedback tokens
-        sums.index_add_(0, level, per_row)
-        counts.index_add_(0, level, reply.sum(1))
+    pad = lm.tokenizer.pad_token_id or 0
+    seen: list[torch.Tensor] = []  # the layer's output of the batch being read
+    handle = lm.decoder_layer(layer).register_forward_hook(
+        lambda mod, inp, out: seen.append(out[0] if isinstance(out, tuple) else out)
+    )
+    try:
+        for b in range(0, len(rows), batch_size):
+            _read_batch(lm, rows[b : b + batch_size], style, max_tokens, pad, seen, sums, counts)
+    finally:
+        handle.remove()
     if (counts == 0).any():
         missing = [lv for lv, c in zip(LEVELS, counts.tolist()) if c == 0]
         raise UserError(f"level centroids need feedback at every level; none for {', '.join(missing)}")
     return LevelCentroids(layer, (sums / counts[:, None]).float(), counts.tolist())
+
+
+def _read_batch(lm, chunk, style, max_tokens, pad, seen, sums, counts) -> None:
+    """Add one batch's feedback-token streams (the hook's capture in `seen`) to each level's sum and count."""
+    encoded = []
+    for r in chunk:
+        ids, start = render(lm.tokenizer, messages(r.question, r.student_answer, style), r.feedback)
+        encoded.append((ids[: start + max_tokens], start))
+    ids, mask, reply = pad_right(encoded, pad)
+    seen.clear()
+    lm.model(input_ids=ids.to(lm.device), attention_mask=mask.long().to(lm.device))
+    stream = seen[0].double().cpu()  # the decoder layer's output: where a residual vector is added
+    level = torch.tensor([LEVELS.index(r.level) for r in chunk])
+    sums.index_add_(0, level, (stream * reply[..., None]).sum(1))  # each row's feedback tokens, summed
+    counts.index_add_(0, level, reply.sum(1))
 
 
 def calibrated_strengths(vectors: torch.Tensor, alphas: Sequence[float], centroids: LevelCentroids) -> list[dict]:

@@ -100,9 +100,7 @@ class CompareRequest(Declared):
     def methods(self) -> tuple[str, ...]:
         """The columns: Compare's own, then those asked for by their flags (methods.column_flags), and the
         prompt the steered columns run on top of, alone (their strength 0), whether asked for or not."""
-        optional = tuple(
-            m for m, flag in methods.column_flags().items() if getattr(self, flag) or m == self.prompt
-        )
+        optional = tuple(m for m, flag in methods.column_flags().items() if getattr(self, flag) or m == self.prompt)
         return methods.compare_columns() + optional
 
     def column_label(self, method: str) -> str:
