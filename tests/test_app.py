@@ -131,7 +131,7 @@ def test_non_finite_numbers_sent_as_raw_json_are_refused(app_url, index, value, 
     """JSON has no NaN, but a hostile client can still send the literal; it must be refused clearly."""
     import urllib.request
 
-    data = [Q, A, "apply", "8-21", list(range(9)), 1.0, 20, 0.2, 0.0, "delta", "all", 8, 0, 3, False, False]
+    data = [Q, A, "apply", "8-21", list(range(9)), 1.0, 20, 0.2, 0.0, "delta", "all", 8, 0, 3, False, False, "plain"]
     parts = json.dumps({"data": data[:index] + ["__X__"] + data[index + 1 :]}).split('"__X__"')
     body = (parts[0] + value + parts[1]).encode()
     req = urllib.request.Request(app_url + "gradio_api/call/compare", body, {"Content-Type": "application/json"})
