@@ -237,7 +237,7 @@ def test_compare_steers_on_top_of_the_instruction_prompt(browser, app_url):
     boxes = page.locator("textarea:visible")
     boxes.nth(0).fill("Why do we see phases of the Moon?")
     boxes.nth(1).fill("Because the Earth's shadow covers part of the Moon.")
-    page.get_by_label("Apply: Use it in a new situation", exact=False).check()
+    page.get_by_label("Apply: Use a rule", exact=False).check()
     assert not page.locator("#out-instruction").is_visible()
     page.locator("#compare-prompt").get_by_label("Instruction", exact=True).check()
     page.locator("#out-instruction").wait_for(state="visible", timeout=10_000)
