@@ -67,7 +67,7 @@ class Request:
         elif m.site != methods.NONE:
             raise UserError(f"method {self.method!r} needs a target level")
         check_inputs(self.question, self.student_answer)
-        own = self.method if m.site == methods.PROMPT else PLAIN
+        own = methods.own_prompt(self.method)
         if not m.steers:
             if self.prompt not in (None, own):
                 raise UserError(

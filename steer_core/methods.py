@@ -24,6 +24,7 @@ RESIDUAL = "residual"  # a decoder layer's output (the residual stream)
 PROMPT = "prompt"  # the prompt only; no hooks
 NONE = "none"  # nothing: the unsteered reply
 SITES = (CODES, QUERIES, QUERY_SHIFT, RESIDUAL, PROMPT, NONE)
+PLAIN = "plain"  # the prompt of every method but the prompt baselines, and of steering on top of none
 HOOKED = (CODES, QUERIES, QUERY_SHIFT, RESIDUAL)  # sites edited by hooks while the model runs
 AT_QUERIES = (CODES, QUERIES, QUERY_SHIFT)  # the q_proj edits, which read a layer's SAE bank
 
@@ -143,6 +144,12 @@ def on_sets() -> tuple[str, ...]:
 def eval_default() -> tuple[str, ...]:
     """What `eval` runs unless told otherwise: the Compare columns, then the prompt baselines shown on request."""
     return (*compare_columns(), *(n for n in column_flags() if REGISTRY[n].site == PROMPT))
+
+
+def own_prompt(name: str) -> str:
+    """The prompt a method runs when nothing is steered on top of: a prompt baseline's own, else the plain one."""
+    m = REGISTRY.get(name)  # a name no longer registered (an old results row) ran the plain prompt
+    return name if m is not None and m.site == PROMPT else PLAIN
 
 
 def label(name: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from steer_core.bloom import LEVELS
+from steer_core.methods import PLAIN
 from steer_core.views.ladder import LadderRequest, ladder_stream
 from steer_core.views.requests import knobs_of
 
@@ -88,7 +89,7 @@ def ladder_tab(demo: gr.Blocks, model) -> RunTab:
         pick = [inputs["baseline"], inputs["prompt"]]  # the second row: a baseline, or the prompt steered on top of
         for w in pick:
             w.change(
-                lambda b, p: gr.update(visible=b != "none" or p != "plain"), pick, c["base-row"],
+                lambda b, p: gr.update(visible=b != "none" or p != PLAIN), pick, c["base-row"],
                 api_visibility="private",
             )  # fmt: skip
         return view_tab(

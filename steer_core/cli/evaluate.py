@@ -86,7 +86,7 @@ def cmd_sweep(args) -> int:
     base = steer_config(args, given or model_layers(None, lm))
     out = Path(args.out)
     fixed = ["none"] + [m for m in args.methods if m in methods.prompted()]
-    if base.prompt != "plain" and base.prompt not in fixed:  # the prompt's own replies: its curves' strength 0
+    if base.prompt != methods.PLAIN and base.prompt not in fixed:  # the prompt's own replies: its curves' strength 0
         fixed.append(base.prompt)
     run = _run_settings(args)
     run_eval(lm, items, Grid(methods=fixed, levels=levels, steer=base, **run), out)

@@ -47,7 +47,7 @@ def cmd_generate(args) -> int:
             raise UsageError(f"scenario {sid}: needs string fields 'question' and 'student_answer'")
         req = Request(
             q, a, args.method, args.level, steer=steer, files=files, k_shots=args.k, style=args.style,
-            prompt=None if args.prompt == "plain" else args.prompt,
+            prompt=None if args.prompt == methods.PLAIN else args.prompt,
         )  # fmt: skip
         t0 = time.time()
         out = generate_batch(

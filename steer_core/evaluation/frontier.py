@@ -26,6 +26,7 @@ import pandas as pd
 
 from .. import methods
 from ..errors import UserError
+from ..methods import PLAIN
 from .stats import BOOTSTRAP_DRAWS, VARIANT, _interval, _resample, _scenario_stats, judged_frame
 
 MATCHED_RATIOS = (1.2, 1.3, 1.4)  # where the summary reads every curve (the 1.4x margin of the rule last)
@@ -72,10 +73,7 @@ _TARGET_WORDS = {"learned": "offsets", "proto": "descent to the prototype", "del
 _FOLDER = re.compile(r"\b(vectors|offsets|saes) (\S+)")
 
 
-_ON_PROMPT = re.compile(r" \+ (\w+)$")  # a setting steered on top of a prompt ends "+ instruction"
-
-
-def curve_title(method: str, layers: str, setting: str) -> str:
+def curve_title(method: str, layers: str, setting: str, prompt: str = PLAIN) -> str:
     """A curve's name for a reader ("SAE offsets, layers 0-29"; "Residual vector, layer 15 (first 8 tokens,
     then x0.5)"; "Instruction + SAE offsets, layers 0-29"), from its method's label and what its setting label
     says: the prompt under it, the target, the layers, and only what sets it apart (another folder of files, a
@@ -83,10 +81,9 @@ def curve_title(method: str, layers: str, setting: str) -> str:
     label = methods.REGISTRY[method].label if method in methods.REGISTRY else method
     if method in methods.prompted() or method == "none" or setting in ("", "-"):
         return label
-    on = _ON_PROMPT.search(setting)
-    if on:
-        prompt = methods.REGISTRY[on[1]].label if on[1] in methods.REGISTRY else on[1]
-        return f"{prompt} + {curve_title(method, layers, setting[: on.start()])}"
+    if prompt != PLAIN:  # its setting ends "+ instruction" (SteerConfig.label_with)
+        under = methods.REGISTRY[prompt].label if prompt in methods.REGISTRY else prompt
+        return f"{under} + {curve_title(method, layers, setting.removesuffix(f' + {prompt}'))}"
     words = curve_setting(setting).split()
     target = _TARGET_WORDS.get(words[0], words[0]) if words else ""
     head = {
@@ -121,7 +118,7 @@ class Curve:
     ratio: np.ndarray
     is_point: bool = False
     title: str = ""  # its name for a reader (curve_title); `name` is the key tables and tests use
-    base: str = "plain"  # the prompt it steers on top of: its strength 0 is that prompt's point
+    base: str = PLAIN  # the prompt it steers on top of: its strength 0 is that prompt's point
 
     @property
     def shown(self) -> str:
@@ -262,7 +259,7 @@ def build_frontier(rows: list[dict], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
             cols.append((acc, r, ppl / ppl0))
         acc, r, ratio = (np.stack([c[i] for c in cols], axis=1) for i in range(3))
         alphas = [float(v["alpha"].iloc[0]) for _, v in variants]
-        title = curve_title(method, g["layers"].iloc[0], g["setting"].iloc[0])
+        title = curve_title(method, g["layers"].iloc[0], g["setting"].iloc[0], prompt)
         curves.append(Curve(name, method, alphas, acc, r, ratio, is_point=point, title=title, base=prompt))
     return Frontier(curves, n_scenarios=n_sc, draws=draws, notes=notes)
 
@@ -271,7 +268,7 @@ def _origin(df: pd.DataFrame, prompt: str, stats, name: str, unsteered) -> tuple
     """A curve's strength 0: the unsteered reply (ratio 1, r 0) under the plain prompt, else the point of the
     prompt it steers on top of (strength 0 is that prompt's own reply)."""
     acc0, ppl0 = unsteered
-    if prompt == "plain":
+    if prompt == PLAIN:
         return acc0, np.zeros_like(acc0), np.ones_like(ppl0)
     own = df[df["method"] == prompt]
     if own.empty:

@@ -15,6 +15,7 @@ from ..bloom import load_dataset, scenarios
 from ..errors import UserError
 from ..generation import EVAL_TOKENS, Request, generate_batch
 from ..layer_spec import parse_layers
+from ..methods import PLAIN
 from ..steering.config import SteerConfig
 from ..steering.files import MODEL_OWN, SteerFiles
 from .results import row_prompt
@@ -35,7 +36,7 @@ def row_config(row: dict) -> SteerConfig | None:
         alpha = float("nan")
     if alpha == alpha:
         fields["strength"] = SteerConfig.strength_for(
-            fields.get("target", "learned"), alpha, row["method"], fields.get("prompt", "plain")
+            fields.get("target", "learned"), alpha, row["method"], fields.get("prompt", PLAIN)
         )
     return SteerConfig(method=row["method"], layers=parse_layers(row["layers"]), **fields)
 

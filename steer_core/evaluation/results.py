@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..methods import PLAIN, own_prompt
 from ..steering.files import SteerFiles
 
 RESULT_FIELDS = [
@@ -44,7 +45,7 @@ def config_columns(cfg, files=None) -> dict:
     if cfg is None:
         return {"target": "-", "strength": "-", "alpha": "-", "config": "-"}
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("method", "layers")}
-    if fields["prompt"] == "plain":  # rows written before steering on top of a prompt keep their identity
+    if fields["prompt"] == PLAIN:  # rows written before steering on top of a prompt keep their identity
         del fields["prompt"]
     fields |= (files or SteerFiles()).as_fields()
     return {
@@ -58,11 +59,7 @@ def config_columns(cfg, files=None) -> dict:
 def row_prompt(r: dict) -> str:
     """The prompt a result row ran under (rows written before the column: the plain prompt, or their own
     baseline's)."""
-    from .. import methods
-
-    if r.get("prompt"):
-        return r["prompt"]
-    return r["method"] if r["method"] in methods.prompted() else "plain"
+    return r.get("prompt") or own_prompt(r["method"])
 
 
 def read_results(path: Path) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import methods
 from ..errors import UserError
 from ..layer_spec import layers_label
+from ..methods import PLAIN
 from . import targets
 from .files import MODEL_OWN, SteerFiles
 from .knobs import check, knob, knobs_of
@@ -29,7 +30,6 @@ PROMPT_ALPHA: dict[tuple[str, str, str], float] = {
     ("sae", "learned", "instruction"): 4.0,  # 0.704 at 1.13x on validation; alpha 8 read 0.676 at 1.27x
     ("residual", "learned", "instruction"): 4.0,  # 0.819 at 1.37x on validation; alpha 5 read 1.58x
 }
-PLAIN = "plain"  # the prompt every steered reply ran under before steering on top of a prompt
 RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
 MAX_STRENGTH_SHOWN = 4.0  # the strength slider's top (the CLI and Python take any strength >= 0)

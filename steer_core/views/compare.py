@@ -20,6 +20,7 @@ from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
 from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, stream_batch
 from ..layer_spec import layers_label
+from ..methods import PLAIN
 from ..steering.config import RESIDUAL_LAYERS, SteerConfig
 from ..steering.knobs import knob, knobs_of, same_knob
 from ..steering.model_defaults import residual_layers
@@ -103,6 +104,11 @@ class CompareRequest(Declared):
         optional = tuple(m for m, flag in methods.column_flags().items() if getattr(self, flag) or m == self.prompt)
         return methods.compare_columns() + optional
 
+    @property
+    def on_top_note(self) -> str:
+        """What a status line adds when the steering runs on top of a prompt (", on top of the instruction prompt")."""
+        return "" if self.prompt == PLAIN else f", on top of the {methods.label(self.prompt).lower()} prompt"
+
     def column_label(self, method: str) -> str:
         """A column's headline: a steered one names the prompt it runs on top of ("Instruction + SAE-steered")."""
         return column_label(method, self.prompt)
@@ -122,9 +128,9 @@ class CompareRequest(Declared):
         ]
 
 
-def column_label(method: str, prompt: str = "plain") -> str:
+def column_label(method: str, prompt: str = PLAIN) -> str:
     """A column's headline under a prompt: a steered method's names the prompt it runs on top of."""
-    on_top = prompt != "plain" and methods.get(method).steers
+    on_top = prompt != PLAIN and methods.get(method).steers
     return (f"{methods.label(prompt)} + " if on_top else "") + methods.headline(method)
 
 
@@ -224,9 +230,7 @@ class CompareResult:
         return (
             f"Done in {self.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
             f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} "
-            f"(alpha {req.steer('sae').alpha:g}, target {req.target})"
-            + ("" if req.prompt == "plain" else f", on top of the {methods.label(req.prompt).lower()} prompt")
-            + f"{charts}."
+            f"(alpha {req.steer('sae').alpha:g}, target {req.target}){req.on_top_note}{charts}."
         )
 
     def figures(self) -> dict:

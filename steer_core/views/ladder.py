@@ -15,13 +15,13 @@ from .requests import Declared
 from .rows import Row, ViewResult, view_stream
 
 
-def _check_baseline(baseline: str | None, prompt: str = "plain") -> None:
+def _check_baseline(baseline: str | None, prompt: str = methods.PLAIN) -> None:
     """A baseline the ladder can show beside the SAE rows: a Compare column's baseline (methods.baselines). It
     shows one row of them: on top of a prompt, that row is the prompt alone."""
     offered = methods.baselines()
     if baseline not in (None, "", "none", *offered):
         raise UserError(f"baseline must be one of none, {', '.join(offered)}; got {baseline!r}")
-    if prompt != "plain" and baseline not in (None, "", "none", prompt):
+    if prompt != methods.PLAIN and baseline not in (None, "", "none", prompt):
         raise UserError(
             f"on top of the {prompt} prompt the ladder's second row is that prompt alone (the SAE rows' strength 0); "
             f"choose baseline none or {prompt}, or the plain prompt to see {baseline}"
@@ -59,13 +59,13 @@ class LadderRequest(Declared):
         return CompareRequest.from_ui(**values, **{"prompt": self.prompt} | settings)
 
 
-def ladder_rows(baseline: str | None = None, prompt: str = "plain") -> list[Row]:
+def ladder_rows(baseline: str | None = None, prompt: str = methods.PLAIN) -> list[Row]:
     """Unsteered, then SAE steering toward each level (on top of `prompt`: then the prompt alone toward each,
     the SAE rows' strength 0), then (optionally) the baseline toward each."""
     _check_baseline(baseline, prompt)
-    on_top = "" if prompt == "plain" else f"{methods.label(prompt)} + SAE: "
+    on_top = "" if prompt == methods.PLAIN else f"{methods.label(prompt)} + SAE: "
     rows = [Row("unsteered", "none", "-")] + [Row(on_top + lv, "sae", lv) for lv in LEVELS]
-    second = prompt if prompt != "plain" else baseline
+    second = prompt if prompt != methods.PLAIN else baseline
     if second and second != "none":
         rows += [Row(f"{methods.label(second)}: {lv}", second, lv) for lv in LEVELS]
     return rows

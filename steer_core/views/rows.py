@@ -159,9 +159,7 @@ class ViewResult:
             return (
                 f"Done in {self.seconds:.1f} s. The judge reads {hits} of the 6 SAE-steered replies at the level asked "
                 f"for (chance: 1). Strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}), "
-                f"layers {layers_label(req.layers)}"
-                + ("" if req.prompt == "plain" else f", on top of the {methods.label(req.prompt).lower()} prompt")
-                + "."
+                f"layers {layers_label(req.layers)}{req.on_top_note}."
             )
         probs = [self.level_probability(i) for i in range(len(self.rows))]
         best = max(range(len(probs)), key=lambda i: probs[i])
