@@ -134,3 +134,78 @@ def test_level_centroids_are_each_levels_mean_stream_over_its_feedback_tokens():
     assert s["create"] == pytest.approx(float(units[-1]), rel=1e-5)
     with pytest.raises(UserError, match="every level; none for create"):
         level_centroids(lm, 1, [r for r in rows if r.level != "create"])
+
+
+def test_per_token_coefficients_are_read_from_each_tokens_own_activation():
+    """Against the formula written out one token at a time; a zero gate is the constant vector."""
+    from steer_core.steering.edits import token_coefficients
+
+    h, gate = torch.randn(2, 3, 48), torch.randn(2, 49)
+    got = token_coefficients(h, gate)
+    for r in range(2):
+        for s in range(3):
+            n = h[r, s] / (h[r, s].pow(2).mean() + 1e-6).sqrt()
+            z = float(n @ gate[r, :48]) / 48**0.5 + float(gate[r, 48])
+            assert float(got[r, s]) == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(z))) / 0.693147, rel=1e-4)
+    v = torch.randn(6, 48)
+    cfg = SteerConfig(method="residual", layers=(1,), strength=1.0)
+    rows, levels = torch.tensor([0, 1]), torch.tensor([2, 5])
+    constant = make_residual_edit([RowGroup(rows, levels, cfg, None, None, v)], "generated")
+    zero = make_residual_edit([RowGroup(rows, levels, cfg, None, None, v, torch.zeros(6, 49))], "generated")
+    gated = make_residual_edit([RowGroup(rows, levels, cfg, None, None, v, gate.repeat(3, 1))], "generated")
+    assert torch.allclose(zero(h), constant(h))
+    want = h + cfg.alpha * token_coefficients(h, gate.repeat(3, 1)[[2, 5]])[..., None] * v[[2, 5]][:, None]
+    assert torch.allclose(gated(h), want)
+
+
+def test_per_token_fit_saves_its_gate_and_lowers_the_kl_below_the_constant_vector_it_starts_from(lm, tmp_path):
+    from test_offsets import with_teachers
+
+    from steer_core.fit.offsets import _ScenarioForward
+
+    scs = with_teachers(scenarios())
+    base = OffsetFitConfig(layers=(1,), epochs=4, lr=0.05, l1=0.0, objective="kl", site="residual")
+    constant = fit_encoded(lm, scs, base, None, progress=False)
+    constant.save(tmp_path / "constant")
+    cfg = OffsetFitConfig(**{**base.__dict__, "per_token": True, "init": str(tmp_path / "constant"), "epochs": 4})
+    fitted = fit_encoded(lm, scs, cfg, None, progress=False)
+    assert fitted.gate.shape == (6, 1, 49) and fitted.meta["form"] == "per_token"
+
+    def kl(offsets):
+        total = 0.0
+        for sc in scs:
+            fwd = _ScenarioForward(lm, sc, (1,), None, site="residual", gate=offsets.gate)
+            with torch.no_grad():
+                total += float(fwd.kl_to_teacher(offsets.delta).mean())
+        return total
+
+    assert kl(fitted) < kl(constant)
+    fitted.save(tmp_path / "gated")
+    loaded = LevelOffsets.load(tmp_path / "gated")
+    assert torch.equal(loaded.gate, fitted.gate) and loaded.gate_for_layer(1).shape == (6, 49)
+    with pytest.raises(UserError, match="residual site"):
+        OffsetFitConfig(per_token=True)
+    assert active_hook_count() == 0
+
+
+def test_a_per_token_fit_steers_generation_through_its_gate_and_strength_0_is_unsteered(tmp_path):
+    lm = tiny_lm(seed=3, tokenizer=char_tokenizer())
+    v = 3.0 / RESIDUAL_ALPHA * torch.randn(6, 1, 1, 48)
+    shut, neutral = torch.zeros(6, 1, 49), torch.zeros(6, 1, 49)
+    shut[..., -1] = -40.0  # every token's coefficient ~ 0: the vector is read but not added
+    LevelOffsets(v, (1,), {"site": "residual"}).save(tmp_path / "constant")
+    for name, gate in (("shut", shut), ("neutral", neutral)):
+        LevelOffsets(v, (1,), {"site": "residual", "form": "per_token"}, gate).save(tmp_path / name)
+    q, a = "What is 2 + 2?", "5"
+    plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=12, ignore_stop=True)[0]
+
+    def run(folder, strength=1.0):
+        cfg = SteerConfig(method="residual", layers=(1,), strength=strength)
+        files = SteerFiles(residual=str(tmp_path / folder))
+        req = Request(q, a, "residual", "create", steer=cfg, files=files)
+        return generate_batch(lm, [req], max_new_tokens=12, ignore_stop=True)[0].token_ids
+
+    assert run("constant") != plain.token_ids
+    assert run("neutral") == run("constant") and run("shut") == plain.token_ids
+    assert run("neutral", 0.0) == plain.token_ids
+    assert active_hook_count() == 0

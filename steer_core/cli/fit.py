@@ -333,6 +333,13 @@ def _fit_offsets(sub) -> None:
         "for steering with --positions all",
     )
     o.add_argument(
+        "--per-token",
+        action="store_true",
+        help="residual site: each token's coefficient on its level's vector read from the token's own activation "
+        "(a gate per level and layer, fitted with the vectors)",
+    )
+    o.add_argument("--init", default=None, metavar="DIR", help="residual site: start from this fit's vectors")
+    o.add_argument(
         "--data",
         default=None,
         help="JSONL of replies to fit on instead of the dataset (e.g. from `instructed-replies`): the dataset's "

@@ -98,6 +98,10 @@ class OffsetFitConfig:
     # "generated": only the reply's tokens are steered while fitting (the prompt's KV cache is shared,
     # read once without gradients); "all": the prompt's too, for steering at positions "all"
     positions: str = "generated"
+    # residual site: each token's coefficient on its level's vector read from its own activation (a gate
+    # per level and layer, edits.token_coefficients) and fitted with the vectors; False: one constant vector
+    per_token: bool = False
+    init: str | None = None  # a residual fit's folder to start from (its vectors, and gate if it has one)
 
     def __post_init__(self):
         if not self.layers:
@@ -108,6 +112,8 @@ class OffsetFitConfig:
             raise UserError(f"positions must be one of {', '.join(FIT_POSITIONS)}, got {self.positions!r}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if (self.per_token or self.init) and self.site != "residual":
+            raise UserError("per-token coefficients and --init are for the residual site (--site residual)")
         for name in ("lr", "beta", "l1", "sft", "simpo_scaler"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v >= 0:
@@ -127,21 +133,29 @@ def offset_edits(
     head_dim: int,
     scale: float = 1.0,
     site: str = "sae",
+    gate: torch.Tensor | None = None,
 ) -> dict:
     """Edits that steer row r toward levels[r] with the offsets times `scale` (their own units: 1 = as
     fitted, not a strength), built by the same code that steers at generation time (target "learned",
     every head; the caller's forward is the generated phase).
     offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted ((levels, layers, 1,
-    hidden) at the residual site, where banks may be None)."""
+    hidden) at the residual site, where banks may be None); gate: a per-token fit's (levels, layers, hidden + 1)
+    (taken from `offsets` when it is LevelOffsets), repeated when the offsets have more levels (RePS's
+    +delta and -delta share it)."""
     delta = offsets.delta if isinstance(offsets, LevelOffsets) else offsets
+    if isinstance(offsets, LevelOffsets):
+        gate = offsets.gate
     rows = torch.arange(len(levels), device=levels.device)
     if site == "residual":
         cfg = SteerConfig(
             method="residual", layers=tuple(layers), strength=SteerConfig.strength_for("learned", scale, "residual")
         )
+        if gate is not None and gate.shape[0] != delta.shape[0]:  # RePS: +delta and -delta share the gate
+            gate = gate.repeat(delta.shape[0] // gate.shape[0], 1, 1)
         return {
             (RESIDUAL, layer): make_residual_edit(
-                [RowGroup(rows, levels, cfg, None, None, delta[:, i, 0])], "generated"
+                [RowGroup(rows, levels, cfg, None, None, delta[:, i, 0], None if gate is None else gate[:, i])],
+                "generated",
             )
             for i, layer in enumerate(layers)
         }
@@ -255,10 +269,13 @@ class _ScenarioForward:
     pad_id: int = 0
     site: str = "sae"
     steer_prompt: bool = False
+    gate: torch.Tensor | None = None  # per-token residual fits: (levels, layers, hidden + 1), fitted alongside
 
     def edits(self, steer: torch.Tensor, levels: torch.Tensor) -> dict:
         lm = self.lm
-        return offset_edits(steer, self.layers, self.banks, levels, lm.n_heads, lm.head_dim, site=self.site)
+        return offset_edits(
+            steer, self.layers, self.banks, levels, lm.n_heads, lm.head_dim, site=self.site, gate=self.gate
+        )
 
     def logprobs(self, steer: torch.Tensor, levels: torch.Tensor, blocks: int) -> torch.Tensor:
         """(blocks, levels) log-likelihoods of the replies, row i steered by steer[levels[i]]."""
@@ -354,8 +371,12 @@ def fit_encoded(
     layers = tuple(cfg.layers)
     H, K = (1, lm.model.config.hidden_size) if cfg.site == "residual" else banks[layers[0]].sae.W_dec.shape[:2]
     n_lv = len(LEVELS)
-    delta = torch.zeros((n_lv, len(layers), H, K), device=lm.device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    delta = torch.zeros((n_lv, len(layers), H, K), device=lm.device)
+    gate = torch.zeros((n_lv, len(layers), K + 1), device=lm.device) if cfg.per_token else None
+    if cfg.init:
+        _start_from(LevelOffsets.load(cfg.init, lm.device), layers, delta, gate)
+    params = [t.requires_grad_(True) for t in (delta, gate) if t is not None]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     for p in lm.model.parameters():
@@ -380,7 +401,7 @@ def fit_encoded(
         for s in order:
             k = rng.randrange(1, n_lv)  # the contrasted level: L - k
             factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # bipo, kl: fitted at 1
-            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id, cfg.site, cfg.positions == "all")
+            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id, cfg.site, cfg.positions == "all", gate)
             loss, stats = step_loss(fwd, delta, ref[s], lengths[s], k, factor, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -403,9 +424,22 @@ def fit_encoded(
     }
     if cfg.site == "sae":
         meta["sae_manifests"] = {str(layer): manifest_digest(banks[layer].meta) for layer in layers}
-    out = LevelOffsets(delta.detach(), layers, meta)
+    if gate is not None:
+        meta["form"] = "per_token"
+    out = LevelOffsets(delta.detach(), layers, meta, None if gate is None else gate.detach())
     out.meta.update(out.sparsity())
     return out
+
+
+def _start_from(init: LevelOffsets, layers: tuple[int, ...], delta: torch.Tensor, gate: torch.Tensor | None) -> None:
+    """Copy a residual fit's vectors (and gate) into the tensors about to be fitted, layer by layer."""
+    if init.site != "residual":
+        raise UserError(f"--init takes a residual fit's folder; that one holds {init.site} offsets")
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            delta[:, i, 0] = init.for_layer(layer)
+            if gate is not None and init.gate is not None:
+                gate[:, i] = init.gate_for_layer(layer)
 
 
 def fit_fold(lm, rows, fit_rows, cfg: OffsetFitConfig, out: Path, progress: bool = True) -> tuple[LevelOffsets, Path]:

@@ -41,7 +41,8 @@ def steering_groups(lm, requests: Sequence) -> dict:
 def _residual_groups(lm, cfg, files: SteerFiles, style: str, row_idx, levels, out: dict) -> None:
     vectors = load_offsets(lm, files.residual, style, site="residual")
     for layer in cfg.layers:
-        group = RowGroup(row_idx, levels, cfg, offsets=vectors.for_layer(lm.check_layer(layer)))
+        layer = lm.check_layer(layer)
+        group = RowGroup(row_idx, levels, cfg, offsets=vectors.for_layer(layer), gate=vectors.gate_for_layer(layer))
         out.setdefault((RESIDUAL, layer), []).append(group)
 
 

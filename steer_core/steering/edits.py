@@ -6,6 +6,7 @@ a config steers, and how hard, is SteerConfig.segments; what each target does, t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -84,6 +85,7 @@ class RowGroup:
     bank: LayerSAEs | None = None  # None for the residual-stream baseline, which needs no SAE
     heads: torch.Tensor | None = None
     offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets; residual: (levels, hidden)
+    gate: torch.Tensor | None = None  # residual, per-token fits: (levels, hidden + 1), see token_coefficients
 
 
 def constant_shift(g: RowGroup) -> torch.Tensor | None:
@@ -163,10 +165,21 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
     return edit
 
 
+def token_coefficients(h: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """Per-token coefficients (rows, seq) on each row's level vector, read from the token's own activation
+    h (rows, seq, hidden): softplus(w . rmsnorm(h) / sqrt(hidden) + b) / ln 2, with gate (rows, hidden + 1)
+    the row's level's (w, b). A zero gate gives 1 at every token: the constant vector it was fitted from."""
+    d = h.shape[-1]
+    n = h.float() * torch.rsqrt(h.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+    z = torch.einsum("rsd,rd->rs", n, gate[:, :d].float()) / d**0.5 + gate[:, d:].float()
+    return torch.nn.functional.softplus(z) / math.log(2.0)
+
+
 def make_residual_edit(groups: list[RowGroup], phase: str, start: int = 0):
     """The edit of one decoder layer's output (the residual stream) for the residual-stream baseline:
-    h' = h + alpha * v_level at the steered positions (SteerConfig.segments); None when no group steers
-    any of them. Each group's `offsets` holds that layer's (levels, hidden) vectors."""
+    h' = h + alpha * v_level at the steered positions (SteerConfig.segments), times each token's own
+    coefficient for per-token fits (token_coefficients); None when no group steers any of them. Each
+    group's `offsets` holds that layer's (levels, hidden) vectors."""
     live = [(g, segs) for g in groups if (segs := g.cfg.segments(phase, start))]
     if not live:
         return None
@@ -176,10 +189,15 @@ def make_residual_edit(groups: list[RowGroup], phase: str, start: int = 0):
         S = h.shape[1]
         for g, segs in live:
             vectors = g.offsets.index_select(0, g.levels).to(h.dtype)  # (rows, hidden)
+            gate = None if g.gate is None else g.gate.index_select(0, g.levels)
             for a, b, cfg in segs:
                 lo, hi = min(a, S), S if b is None else min(S, b)
-                if lo < hi:
-                    out[g.rows, lo:hi] = out[g.rows, lo:hi] + (cfg.alpha * vectors)[:, None]
+                if lo >= hi:
+                    continue
+                shift = (cfg.alpha * vectors)[:, None]
+                if gate is not None:
+                    shift = shift * token_coefficients(h[g.rows, lo:hi], gate)[..., None].to(h.dtype)
+                out[g.rows, lo:hi] = out[g.rows, lo:hi] + shift
         return out
 
     return edit

@@ -36,11 +36,15 @@ def _site_words(site: str) -> tuple[str, str]:
 @dataclass
 class LevelOffsets:
     """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named; for
-    the residual site (meta "site"), delta (levels, layers, 1, hidden)."""
+    the residual site (meta "site"), delta (levels, layers, 1, hidden). A per-token residual fit also has
+    gate (levels, layers, hidden + 1): each token's coefficient on its level's vector is read from the
+    token's own activation (edits.token_coefficients), so the vector can push where the level is written
+    and stay light elsewhere."""
 
     delta: torch.Tensor
     layers: tuple[int, ...]
     meta: dict = field(default_factory=dict)
+    gate: torch.Tensor | None = None
 
     @property
     def site(self) -> str:
@@ -58,6 +62,11 @@ class LevelOffsets:
         d = self.delta[:, self.layers.index(layer)]
         return d[:, 0] if self.site == "residual" else d
 
+    def gate_for_layer(self, layer: int) -> torch.Tensor | None:
+        """(levels, hidden + 1) the per-token coefficient's weights and bias at one layer; None: constant."""
+        self.for_layer(layer)  # the same message for a layer that was not fitted
+        return None if self.gate is None else self.gate[:, self.layers.index(layer)]
+
     def sparsity(self) -> dict:
         nz = self.delta != 0
         return {
@@ -71,7 +80,10 @@ class LevelOffsets:
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         (d / OFFSETS_CFG).unlink(missing_ok=True)  # unfinished until the config is back
-        blob = save({"delta": self.delta.detach().float().cpu().contiguous()})
+        tensors = {"delta": self.delta}
+        if self.gate is not None:
+            tensors["gate"] = self.gate
+        blob = save({k: t.detach().float().cpu().contiguous() for k, t in tensors.items()})
         atomic_write_bytes(d / OFFSETS_FILE, blob)
         cfg = {
             **self.meta,
@@ -100,12 +112,17 @@ class LevelOffsets:
         blob = fpath.read_bytes()
         if hashlib.sha256(blob).hexdigest() != digest:
             raise OffsetsFileError(f"{fpath}: contents do not match {OFFSETS_CFG} (corrupt or edited)")
-        delta = load(blob).get("delta")
+        tensors = load(blob)
+        delta, gate = tensors.get("delta"), tensors.get("gate")
         if delta is None or delta.dim() != 4 or delta.shape[0] != len(LEVELS) or delta.shape[1] != len(layers):
             raise OffsetsFileError(f"{fpath}: delta must have shape (6, {len(layers)}, heads, d_sae)")
-        if not torch.isfinite(delta).all():
-            raise OffsetsFileError(f"{fpath}: delta holds NaN or infinite values")
-        return cls(delta.to(device), layers, cfg)
+        if gate is not None and (
+            cfg.get("site") != "residual" or gate.shape != (len(LEVELS), len(layers), delta.shape[-1] + 1)
+        ):
+            raise OffsetsFileError(f"{fpath}: gate must be residual, of shape (6, {len(layers)}, hidden + 1)")
+        if not all(torch.isfinite(t).all() for t in tensors.values()):
+            raise OffsetsFileError(f"{fpath}: the offsets hold NaN or infinite values")
+        return cls(delta.to(device), layers, cfg, None if gate is None else gate.to(device))
 
     def check_matches(self, banks: dict) -> None:
         """Offsets are codes of particular SAEs: refuse them for any others."""
