@@ -48,7 +48,9 @@ FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byt
 MOVED = {  # fits kept with the rows they made
     "runs/reps_resid_authors": "results/reps_authors",
     "runs/resid3_ABC": "results/residual_3layers",
+    "runs/distil_resid15_token": "results/distil_residual_token",  # the same, a per-token coefficient (KL)
     "runs/distil_resid15": "results/distil_residual",  # the instruction prompt distilled into layer 15 (KL)
+    "runs/distil_sae30/offsets": "results/distil_sae",  # the instruction prompt distilled into every layer's SAE codes
 }
 SOURCES = {
     "validation": [
@@ -102,7 +104,7 @@ def gather(split: str, sweeps: list[Path], keep_shipped: bool = False) -> list[d
         for r in read_results(path):
             if not keep(r, wanted):
                 continue
-            r = as_shipped(r) if r["method"] == "sae" else moved(r)
+            r = moved(as_shipped(r))
             r["prompt"] = row_prompt(r)  # rows written before the column ran under the plain prompt (or their own)
             key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
             if key in seen:

@@ -146,7 +146,8 @@ def test_per_token_coefficients_are_read_from_each_tokens_own_activation():
         for s in range(3):
             n = h[r, s] / (h[r, s].pow(2).mean() + 1e-6).sqrt()
             z = float(n @ gate[r, :48]) / 48**0.5 + float(gate[r, 48])
-            assert float(got[r, s]) == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(z))) / 0.693147, rel=1e-4)
+            want = float(torch.nn.functional.softplus(torch.tensor(z))) / 0.693147
+            assert float(got[r, s]) == pytest.approx(want, rel=1e-4)
     v = torch.randn(6, 48)
     cfg = SteerConfig(method="residual", layers=(1,), strength=1.0)
     rows, levels = torch.tensor([0, 1]), torch.tensor([2, 5])
