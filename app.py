@@ -6,7 +6,8 @@ reports) is steer_core's.
 
 Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its feedback adapter),
 STEER_ADAPTER (a LoRA folder for that model, or none), STEER_DEVICE (auto | cpu | cuda),
-STEER_CONCURRENCY (requests served at once, default 4); read by ui/runtime.py.
+STEER_CONCURRENCY (requests served at once, default 4); on a shared server STEER_TRAINING (on | private | off;
+off on a Hugging Face Space by default), STEER_QUEUE_SIZE and STEER_PER_CLIENT; read by ui/runtime.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import os
 
 import gradio as gr
 
-from ui import runtime  # first of the UI: ZeroGPU's `spaces` is imported before CUDA is touched
+from ui import (
+    limits,  # imports nothing of the model's
+    runtime,  # before the tabs: ZeroGPU's `spaces` is imported there, before CUDA is touched
+)
 from ui.compare import compare_tab
 from ui.evidence import evidence_tab
 from ui.ladder import ladder_tab
@@ -57,7 +61,8 @@ def build() -> gr.Blocks:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     demo = build()
-    demo.queue(default_concurrency_limit=runtime.CONCURRENCY)
+    demo.queue(default_concurrency_limit=runtime.CONCURRENCY, max_size=runtime.QUEUE_SIZE or None)
+    limits.bound(demo, runtime.QUEUE_SIZE, runtime.PER_CLIENT)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

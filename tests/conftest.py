@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -73,6 +74,14 @@ def app_url(app_server):
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """The real `python app.py`, started once for the session on a free port: (url, process)."""
+    with served_app(tmp_path_factory.mktemp("app"), STEER_CONCURRENCY="8") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def served_app(home, **env_vars):
+    """`python app.py` on a free port with these environment variables, until the block ends: (url, process).
+    A private cache (the model files linked in), so what is trained through the app stays in the test."""
     import subprocess
     import time
     import urllib.request
@@ -80,9 +89,7 @@ def app_server(tmp_path_factory):
     from steer_core.paths import cache_root
 
     port = _free_port()
-    home = tmp_path_factory.mktemp("app")
     log = home / "app.log"
-    # A private cache (the model files linked in) so SAEs trained through the app stay in the test.
     cache = home / "cache"
     cache.mkdir()
     for name in ("gguf", "smollm2-135m-instruct"):
@@ -93,8 +100,8 @@ def app_server(tmp_path_factory):
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_ANALYTICS_ENABLED": "False",
-        "STEER_CONCURRENCY": "8",
         "STEER_CACHE": str(cache),
+        **env_vars,
     }
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)

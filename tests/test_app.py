@@ -159,12 +159,15 @@ def test_concurrent_users_get_what_they_get_alone(client):
 
 
 def test_train_tab_trains_a_layer_that_compare_uses_at_once(client):
-    msg = client.predict(0, "topk", 16, 1.0, 8, 1, api_name="/train")
-    assert msg.startswith("Trained layer 0") and "explained variance" in msg
-    path = msg.split("Saved under `")[1].split("`")[0]
+    import zipfile
     from pathlib import Path
 
+    msg, download = client.predict(0, "topk", 16, 1.0, 8, 1, api_name="/train")
+    assert msg.startswith("Trained layer 0") and "explained variance" in msg
+    path = msg.split("Saved under `")[1].split("`")[0]
     assert (Path(path) / "layer_0" / "layer.json").is_file()
+    names = zipfile.ZipFile(download).namelist()  # the same layer, handed back
+    assert "layer_0/layer.json" in names and "layer_0/head_0/sae_weights.safetensors" in names
     out = compare(client, layers="0", target="softmax", max_new_tokens=6)
     assert out[1].strip()
     # the default's offsets were fitted for the shipped SAEs of layer 0: it steers with those still

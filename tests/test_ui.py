@@ -104,3 +104,91 @@ def test_ladder_and_sweep_endpoints_take_what_they_took():
     assert sweep.PARAMS == ("question", "student_answer", "level", "strengths", "max_new_tokens", "prompt")
     assert compare.API[-1] == "prompt" and compare.API.index("residual_vector") == len(compare.API) - 2
     assert LadderRequest.__dataclass_fields__["strength"].metadata["knob"] is KNOBS["strength"]  # declared once
+
+
+def test_training_on_a_shared_server_is_the_visitors_own_or_off(steerable_lm, monkeypatch):
+    """private: the visitor's layer comes back as a zip and nothing the server serves changes; off: Train and
+    Prepare say why they are off; private leaves Prepare to the owner."""
+    import hashlib
+    import zipfile
+
+    from tiny import tiny_bank
+
+    from steer_core.fit import sae_training
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.sae.store import STORE, user_root
+    from ui import train
+
+    def fake_train(lm, layers, root, cfg=None, **kw):
+        b = tiny_bank(lm, layers[0], seed=99)
+        protos = {"codes": b.codes, "queries": b.queries, "query_all": b.query_all}
+        save_layer(root, lm, layers[0], b.sae, protos, {}, {}, dtype="float32")
+        return {layers[0]: {"seconds": 1.0, "explained_variance": 0.5, "l0": 4.0, "dead_fraction": 0.0}}
+
+    def served_files():
+        files = sorted((user_root(steerable_lm) / "layer_1").rglob("*"))
+        return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+    monkeypatch.setattr(sae_training, "train_layers", fake_train)
+    monkeypatch.setattr(train, "lm", lambda: steerable_lm)
+    before, codes = served_files(), STORE.get(steerable_lm, 1).codes.clone()
+    monkeypatch.setattr(train, "TRAINING", "private")
+    msg, download = train.train_layer(1, "topk", 4, 1.0, 2, 1, progress=lambda *a, **k: None)
+    assert "yours" in msg and "Saved under" not in msg
+    assert "layer_1/layer.json" in zipfile.ZipFile(download).namelist()
+    assert served_files() == before and STORE.get(steerable_lm, 1).codes.equal(codes)
+    with pytest.raises(gr.Error, match="owner's to run"):
+        train.prepare_layers("1", progress=lambda *a, **k: None)
+    monkeypatch.setattr(train, "TRAINING", "off")
+    for call in (lambda: train.train_layer(1, "topk", 4, 1.0, 2, 1), lambda: train.prepare_layers("1")):
+        with pytest.raises(gr.Error, match="off on this shared server"):
+            call()
+    assert served_files() == before
+
+
+def test_the_visitor_bound_refuses_past_each_visitors_share_and_past_the_queue_size():
+    """Against a stand-in for gradio's queue whose push yields before it holds the event (as gradio's does), so
+    that requests arriving together are counted while they join."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastapi import HTTPException
+
+    from ui.limits import VisitorBound
+
+    class Queue:
+        def __init__(self):
+            self.event_ids_to_events, self.waiting = {}, 0
+
+        def __len__(self):
+            return self.waiting
+
+        async def push(self, body, request, username):
+            await asyncio.sleep(0.01)
+            event_id = f"{body.session_hash}-{len(self.event_ids_to_events)}"
+            self.event_ids_to_events[event_id] = body
+            return True, event_id, "success"
+
+    queue = Queue()
+    bound = VisitorBound(queue, queue_size=10, per_client=2)
+    push = bound.wrap(queue.push)
+
+    async def join(who):
+        try:
+            return (await push(SimpleNamespace(session_hash=who), None, None))[1]
+        except HTTPException as exc:
+            return exc.status_code, exc.detail
+
+    async def main():
+        return await asyncio.gather(*(join("a") for _ in range(5)), join("b"))
+
+    got = asyncio.run(main())
+    assert sum(isinstance(g, str) for g in got[:5]) == 2 and isinstance(got[5], str)
+    assert all(
+        g[0] == 429 and "busy with your earlier requests (2 waiting" in g[1] for g in got[:5] if isinstance(g, tuple)
+    )
+    queue.event_ids_to_events.clear()  # a's requests finished: a may ask again
+    assert isinstance(asyncio.run(join("a")), str)
+    queue.waiting = 10
+    status, why = asyncio.run(join("c"))
+    assert status == 503 and "busy (10 requests are waiting)" in why

@@ -10,6 +10,7 @@ from steer_core.bloom import LEVELS
 from steer_core.views.question_sets import evaluate_set, read_question_set, scenario_limit
 
 from .errors import USER_ERRORS, endpoint, guarded
+from .limits import ONE_SLOW
 from .runtime import lm
 from .widgets import CheckboxGroup, captioned_plot, mapped, temp_file
 
@@ -128,4 +129,4 @@ def questions_tab(demo: gr.Blocks, model) -> None:
 
         file.change(lambda f: preview(f), file, c["eval-rows"], api_visibility="private")
         outputs = [c[n] for n in OUTPUTS]
-        c["go"].click(evaluate, [file, levels, chosen], outputs, api_name="evaluate", concurrency_limit=1)
+        c["go"].click(evaluate, [file, levels, chosen], outputs, api_name="evaluate", **ONE_SLOW)

@@ -3,7 +3,10 @@ module of the UI that touches the model loader (tests/test_layout.py keeps it so
 
 Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its feedback adapter),
 STEER_ADAPTER (a LoRA folder for that model, or none), STEER_DEVICE (auto | cpu | cuda),
-STEER_CONCURRENCY (requests served at once, default 4).
+STEER_CONCURRENCY (requests served at once, default 4), and what a shared server allows its visitors:
+STEER_TRAINING (on | private | off; default off on a Hugging Face Space, on elsewhere), STEER_QUEUE_SIZE
+(requests that may wait, default 16) and STEER_PER_CLIENT (requests one visitor may have waiting or running,
+default 4).
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ MODEL = os.environ.get("STEER_MODEL", DEFAULT_MODEL)
 ADAPTER = os.environ.get("STEER_ADAPTER")  # unset: the shipped adapter (default model only); none: the bare model
 DEVICE = os.environ.get("STEER_DEVICE", "auto")
 CONCURRENCY = int(os.environ.get("STEER_CONCURRENCY", "4"))
+ON_SPACE = bool(os.environ.get("SPACE_ID"))  # every Hugging Face Space's environment names it
+# What Train and Prepare may do (ui/train.py): "on" writes the model's cache, so every visitor is served what one
+# trains (one's own machine); "private" gives a visitor their SAEs as a download and serves them to no one;
+# "off" refuses both. A Space is shared, so it defaults to off: its owner turns training on.
+TRAINING_MODES = ("on", "private", "off")
+TRAINING = os.environ.get("STEER_TRAINING", "off" if ON_SPACE else "on").strip().lower()
+if TRAINING not in TRAINING_MODES:
+    raise SystemExit(f"STEER_TRAINING must be one of {', '.join(TRAINING_MODES)}, got {TRAINING!r}")
+QUEUE_SIZE = int(os.environ.get("STEER_QUEUE_SIZE", "16"))  # beyond it: "the demo is busy" (ui/limits.py)
+PER_CLIENT = int(os.environ.get("STEER_PER_CLIENT", "4"))  # one visitor's requests waiting or running at once
 
 
 def lm():

@@ -19,6 +19,7 @@ from steer_core.views.reports import read_report, restore
 from steer_core.views.requests import knobs_of
 
 from .errors import USER_ERRORS, endpoint, guarded
+from .limits import ONE_SLOW
 from .runtime import lm
 from .widgets import mapped, temp_file
 
@@ -165,11 +166,14 @@ def share_runs(demo: gr.Blocks, run_tabs: list[RunTab], panel: SharingPanel) -> 
     Sharing(run_tabs, panel).wire(demo)
 
 
-def view_tab(view: str, request, handlers: tuple, c: dict, inputs: dict, go, doc: str, **extra) -> RunTab:
+def view_tab(
+    view: str, request, handlers: tuple, c: dict, inputs: dict, go, doc: str, slow: bool = False, **extra
+) -> RunTab:
     """Wire a view's tab (the ladder, the sweep): its streaming endpoint, whose parameters are the declared
     request's fields in order and whose outputs are `c`'s components named by output_names, in that order
     (handlers: the tab's run, show and output_names; their outputs by name are mapped to `c`), the run button,
-    and what the sharing reads of it. `doc` is the API's text."""
+    and what the sharing reads of it. `doc` is the API's text; a `slow` view shares the one slot of the slow
+    kinds of request (ui/limits.py)."""
     run, show, output_names = handlers
     params = tuple(knobs_of(request))
 
@@ -179,8 +183,9 @@ def view_tab(view: str, request, handlers: tuple, c: dict, inputs: dict, go, doc
 
     handler.__doc__ = doc
     outputs = [c[n] for n in output_names()]
+    limit = ONE_SLOW if slow else {}
     ran = go.click(
-        endpoint(view, request.api_signature())(handler), [inputs[n] for n in params], outputs, api_name=view
+        endpoint(view, request.api_signature())(handler), [inputs[n] for n in params], outputs, api_name=view, **limit
     )
     shown = lambda result, path=None: mapped(c, show(result, report_path=path))  # noqa: E731
     return RunTab(view, inputs, go, ran, shown, outputs, c[f"{view}-json"], c["link"], **extra)

@@ -81,5 +81,5 @@ def sweep_tab(demo: gr.Blocks, model) -> RunTab:
         return view_tab(
             "sweep", SweepRequest, (run, show, output_names), c, inputs, go,
             "One level at several steering strengths in one batch: how far can it be pushed before the text stops "
-            "making sense? Then verdicts, the probability/perplexity chart and a download.",
+            "making sense? Then verdicts, the probability/perplexity chart and a download.", slow=True,
         )  # fmt: skip
