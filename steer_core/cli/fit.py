@@ -332,13 +332,7 @@ def _fit_offsets(sub) -> None:
         help="generated: steer only the replies while fitting; all: the prompt too (about 3x slower), "
         "for steering with --positions all",
     )
-    o.add_argument(
-        "--per-token",
-        action="store_true",
-        help="residual site: each token's coefficient on its level's vector read from the token's own activation "
-        "(a gate per level and layer, fitted with the vectors)",
-    )
-    o.add_argument("--init", default=None, metavar="DIR", help="residual site: start from this fit's vectors")
+    _per_token_options(o)
     o.add_argument(
         "--data",
         default=None,
@@ -347,6 +341,16 @@ def _fit_offsets(sub) -> None:
     )
     o.add_argument("--out", default=None, help="default: the user cache (~/.cache/bloom-steer/offsets/...)")
     o.set_defaults(func=cmd_fit_offsets)
+
+
+def _per_token_options(o) -> None:
+    o.add_argument(
+        "--per-token",
+        action="store_true",
+        help="residual site: each token's coefficient on its level's vector read from the token's own activation "
+        "(a gate per level and layer, fitted with the vectors)",
+    )
+    o.add_argument("--init", default=None, metavar="DIR", help="residual site: start from this fit's vectors")
 
 
 def _fit_reps(sub) -> None:

@@ -369,14 +369,9 @@ def fit_encoded(
 ) -> LevelOffsets:
     """The fitting loop on tokenized scenarios (prompt ids + one reply per level)."""
     layers = tuple(cfg.layers)
-    H, K = (1, lm.model.config.hidden_size) if cfg.site == "residual" else banks[layers[0]].sae.W_dec.shape[:2]
     n_lv = len(LEVELS)
-    delta = torch.zeros((n_lv, len(layers), H, K), device=lm.device)
-    gate = torch.zeros((n_lv, len(layers), K + 1), device=lm.device) if cfg.per_token else None
-    if cfg.init:
-        _start_from(LevelOffsets.load(cfg.init, lm.device), layers, delta, gate)
-    params = [t.requires_grad_(True) for t in (delta, gate) if t is not None]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    delta, gate = _fitted_tensors(lm, cfg, banks)
+    opt = torch.optim.Adam([t for t in (delta, gate) if t is not None], lr=cfg.lr)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     for p in lm.model.parameters():
@@ -429,6 +424,18 @@ def fit_encoded(
     out = LevelOffsets(delta.detach(), layers, meta, None if gate is None else gate.detach())
     out.meta.update(out.sparsity())
     return out
+
+
+def _fitted_tensors(lm, cfg: OffsetFitConfig, banks: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tensors the fit moves: the offsets (levels, layers, heads, d_sae), or (levels, layers, 1, hidden) at
+    the residual site, and a per-token fit's gate (levels, layers, hidden + 1); zero, or cfg.init's."""
+    layers = tuple(cfg.layers)
+    H, K = (1, lm.model.config.hidden_size) if cfg.site == "residual" else banks[layers[0]].sae.W_dec.shape[:2]
+    delta = torch.zeros((len(LEVELS), len(layers), H, K), device=lm.device)
+    gate = torch.zeros((len(LEVELS), len(layers), K + 1), device=lm.device) if cfg.per_token else None
+    if cfg.init:
+        _start_from(LevelOffsets.load(cfg.init, lm.device), layers, delta, gate)
+    return delta.requires_grad_(True), None if gate is None else gate.requires_grad_(True)
 
 
 def _start_from(init: LevelOffsets, layers: tuple[int, ...], delta: torch.Tensor, gate: torch.Tensor | None) -> None:
