@@ -104,7 +104,7 @@ def gather(split: str, sweeps: list[Path], keep_shipped: bool = False) -> list[d
         for r in read_results(path):
             if not keep(r, wanted):
                 continue
-            r = moved(as_shipped(r))
+            r = moved(as_shipped(r) if r["method"] == "sae" else r)
             r["prompt"] = row_prompt(r)  # rows written before the column ran under the plain prompt (or their own)
             key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
             if key in seen:
