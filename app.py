@@ -60,6 +60,7 @@ def build() -> gr.Blocks:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
+    runtime.limit_malloc_arenas()
     demo = build()
     demo.queue(default_concurrency_limit=runtime.CONCURRENCY, max_size=runtime.QUEUE_SIZE or None)
     limits.bound(demo, runtime.QUEUE_SIZE, runtime.PER_CLIENT)

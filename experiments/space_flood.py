@@ -4,8 +4,8 @@ refusals came back, how long the other visitor waited, and the server's resident
 
     python -m experiments.space_flood [--n 50] [--rounds 3]
 
-Prints one JSON object per round: {"served", "refused", "refusal_s_max", "refusal_s_median", "other_s",
-"rss_mb"}. Uses a private cache under a temporary folder (the model files linked in), like the tests.
+Prints one JSON object per round: {"served", "refused", "refusal_s_max", "refusal_s_median", "single_refusal_s",
+"other_s", "rss_mb"}. Uses a private cache under a temporary folder (the model files linked in), like the tests.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
             with ThreadPoolExecutor(args.n) as pool:
                 flooding = pool.map(one, range(args.n))
                 time.sleep(0.5)
+                _, single_s = one(None)  # one more while the visitor's share is taken: a refusal on its own
                 other_s = compare(other)
                 got = list(flooding)
             refused = [t for kind, t in got if kind == "refused"]
@@ -71,6 +72,7 @@ def main(argv=None) -> int:
                         "refused": len(refused),
                         "refusal_s_max": round(max(refused), 3) if refused else None,
                         "refusal_s_median": round(statistics.median(refused), 3) if refused else None,
+                        "single_refusal_s": round(single_s, 3),
                         "other_s": round(other_s, 1),
                         "rss_mb": round(rss_mb(), 1),
                     }

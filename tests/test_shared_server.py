@@ -1,8 +1,8 @@
 """The app as a public Space runs it (SPACE_ID set): a visitor cannot change what another is served, and a
 flood of requests from one visitor is refused at once while another visitor's Compare still completes.
 
-These start their own `python app.py` (conftest `served_app`) with a small queue, so that the bounds are
-reached by a few requests."""
+These start their own `python app.py` (conftest `served_app`) with SPACE_ID set and every other setting as a
+Space gets it by default."""
 
 import json
 import time
@@ -15,19 +15,13 @@ pytestmark = pytest.mark.slow
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
 A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
-QUEUE_SIZE, PER_CLIENT = 12, 3
+PER_CLIENT = 2  # a Space's default (ui/runtime.py), under its 4 Compare slots
 
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
-    env = {
-        "SPACE_ID": "teacher/bloom-steering",  # what every Hugging Face Space's environment holds
-        "STEER_CONCURRENCY": "2",
-        "STEER_QUEUE_SIZE": str(QUEUE_SIZE),
-        "STEER_PER_CLIENT": str(PER_CLIENT),
-    }
-    home = tmp_path_factory.mktemp("space")
-    with served_app(home, **env) as (url, proc):
+    home = tmp_path_factory.mktemp("space")  # SPACE_ID: what every Hugging Face Space's environment holds
+    with served_app(home, SPACE_ID="teacher/bloom-steering") as (url, proc):
         yield url, proc, home / "cache"
 
 

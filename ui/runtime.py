@@ -5,12 +5,13 @@ Environment: STEER_MODEL (default: the embedded SmolLM2-135M-Instruct with its f
 STEER_ADAPTER (a LoRA folder for that model, or none), STEER_DEVICE (auto | cpu | cuda),
 STEER_CONCURRENCY (requests served at once, default 4), and what a shared server allows its visitors:
 STEER_TRAINING (on | private | off; default off on a Hugging Face Space, on elsewhere), STEER_QUEUE_SIZE
-(requests that may wait, default 16) and STEER_PER_CLIENT (requests one visitor may have waiting or running,
-default 4).
+(requests that may wait; default 16 on a Space, no bound elsewhere) and STEER_PER_CLIENT (requests one visitor
+may have waiting or running; default 2 on a Space, no bound elsewhere).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is touched
@@ -42,8 +43,23 @@ TRAINING_MODES = ("on", "private", "off")
 TRAINING = os.environ.get("STEER_TRAINING", "off" if ON_SPACE else "on").strip().lower()
 if TRAINING not in TRAINING_MODES:
     raise SystemExit(f"STEER_TRAINING must be one of {', '.join(TRAINING_MODES)}, got {TRAINING!r}")
-QUEUE_SIZE = int(os.environ.get("STEER_QUEUE_SIZE", "16"))  # beyond it: "the demo is busy" (ui/limits.py)
-PER_CLIENT = int(os.environ.get("STEER_PER_CLIENT", "4"))  # one visitor's requests waiting or running at once
+# Requests that may wait before the next is told the demo is busy, and one visitor's requests waiting or running at
+# once (under the Compare's slots, so one visitor never holds them all); 0 = no bound, the default off a Space.
+QUEUE_SIZE = int(os.environ.get("STEER_QUEUE_SIZE", "16" if ON_SPACE else "0"))
+PER_CLIENT = int(os.environ.get("STEER_PER_CLIENT", "2" if ON_SPACE else "0"))
+
+
+def limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each thread that allocates its own memory arena, and an arena keeps its peak: every new worker
+    thread that runs a request grows the server's memory. Two arenas keep it flat (experiments/space_flood.py, four
+    floods of 50 requests: 1,554, 1,744, 1,620, 1,615 MB with two; 1,490, 1,726, 1,854, 1,924 MB without).
+    MALLOC_ARENA_MAX, when set, decides instead."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX, before the server's threads start
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def lm():
