@@ -276,3 +276,74 @@ def test_fitting_with_the_prompt_steered_makes_steering_prefer_the_level(lm):
     assert sum(float((lp(lv, sc) - lp((lv + 1) % 6, sc)).mean()) for sc in scs) / len(scs) > 0.05
     with pytest.raises(Exception, match="positions"):
         OffsetFitConfig(positions="prompt")
+
+
+def test_per_token_sae_offsets_read_each_heads_coefficient_from_its_query(lm, tmp_path):
+    """A zero gate is the constant offsets' edit, token for token; a fitted gate lowers the KL below the constant
+    offsets it starts from, and saves and loads with them."""
+    from steer_core.fit.offsets import _ScenarioForward
+    from steer_core.steering.edits import token_coefficients
+
+    banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
+    scs = with_teachers(scenarios())
+    base = OffsetFitConfig(layers=(1, 2), epochs=3, lr=0.05, l1=0.0, objective="kl")
+    constant = fit_encoded(lm, scs, base, banks, progress=False)
+    constant.save(tmp_path / "constant")
+    gated = OffsetFitConfig(**{**base.__dict__, "per_token": True, "init": str(tmp_path / "constant")})
+    fitted = fit_encoded(lm, scs, gated, banks, progress=False)
+    assert fitted.gate.shape == (6, 2, lm.n_heads, lm.head_dim + 1)
+
+    def kl(delta, gate):
+        with torch.no_grad():
+            return sum(
+                float(_ScenarioForward(lm, sc, (1, 2), banks, gate=gate).kl_to_teacher(delta).mean()) for sc in scs
+            )
+
+    zero = torch.zeros_like(fitted.gate)
+    assert kl(constant.delta, zero) == pytest.approx(kl(constant.delta, None), rel=1e-5)
+    assert kl(fitted.delta, fitted.gate) < kl(constant.delta, None)
+    fitted.save(tmp_path / "gated")
+    assert torch.equal(LevelOffsets.load(tmp_path / "gated").gate, fitted.gate)
+    # the edit: the constant shift of each head, times that head's coefficient from its own query
+    q = torch.randn(2, 3, lm.n_heads * lm.head_dim)
+    levels = torch.tensor([1, 4])
+    cfg = SteerConfig(method="sae", layers=(1,), strength=1.0)
+    g = RowGroup(torch.arange(2), levels, cfg, banks[1], None, fitted.delta[:, 0], fitted.gate[:, 0])
+    plain = make_layer_edit(
+        [RowGroup(torch.arange(2), levels, cfg, banks[1], None, fitted.delta[:, 0])],
+        "generated",
+        lm.n_heads,
+        lm.head_dim,
+    )
+    got = make_layer_edit([g], "generated", lm.n_heads, lm.head_dim)(q).view(2, 3, lm.n_heads, lm.head_dim)
+    shift = plain(q).view(2, 3, lm.n_heads, lm.head_dim) - q.view(2, 3, lm.n_heads, lm.head_dim)
+    x = q.view(2, 3, lm.n_heads, lm.head_dim)
+    want = x + shift * token_coefficients(x, fitted.gate[levels, 0])[..., None]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert active_hook_count() == 0
+
+
+def test_per_token_sae_offsets_steer_generation_through_their_gate(steerable_lm, tmp_path):
+    from steer_core.generation import Request, generate_batch
+    from steer_core.sae.store import STORE
+    from steer_core.steering.files import SteerFiles
+
+    lm = steerable_lm
+    bank = STORE.get(lm, 1)
+    delta = 4.0 * torch.rand(6, 1, lm.n_heads, bank.sae.d_sae)
+    shut, neutral = torch.zeros(6, 1, lm.n_heads, lm.head_dim + 1), torch.zeros(6, 1, lm.n_heads, lm.head_dim + 1)
+    shut[..., -1] = -40.0  # every coefficient ~ 0: the offsets are read but not added
+    LevelOffsets(delta, (1,), {"site": "sae"}).save(tmp_path / "constant")
+    for name, gate in (("shut", shut), ("neutral", neutral)):
+        LevelOffsets(delta, (1,), {"site": "sae", "form": "per_token"}, gate).save(tmp_path / name)
+    q, a = "What is 2 + 2?", "5"
+    plain = generate_batch(lm, [Request(q, a, "none", "create")], max_new_tokens=10, ignore_stop=True)[0].token_ids
+
+    def run(folder, strength=1.0):
+        cfg = SteerConfig(method="sae", layers=(1,), target="learned", strength=strength)
+        req = Request(q, a, "sae", "create", steer=cfg, files=SteerFiles(offsets=str(tmp_path / folder)))
+        return generate_batch(lm, [req], max_new_tokens=10, ignore_stop=True)[0].token_ids
+
+    assert run("constant") != plain
+    assert run("neutral") == run("constant") and run("shut") == plain and run("neutral", 0.0) == plain
+    assert active_hook_count() == 0

@@ -184,8 +184,10 @@ def test_per_token_fit_saves_its_gate_and_lowers_the_kl_below_the_constant_vecto
     fitted.save(tmp_path / "gated")
     loaded = LevelOffsets.load(tmp_path / "gated")
     assert torch.equal(loaded.gate, fitted.gate) and loaded.gate_for_layer(1).shape == (6, 49)
-    with pytest.raises(UserError, match="residual site"):
-        OffsetFitConfig(per_token=True)
+    with pytest.raises(UserError, match="not of this site's shape"):  # SAE offsets cannot start a residual fit
+        sae = LevelOffsets(torch.zeros(6, 1, 4, 24), (1,), {"site": "sae"})
+        sae.save(tmp_path / "sae")
+        fit_encoded(lm, scs, OffsetFitConfig(**{**cfg.__dict__, "init": str(tmp_path / "sae")}), None, progress=False)
     assert active_hook_count() == 0
 
 

@@ -347,10 +347,10 @@ def _per_token_options(o) -> None:
     o.add_argument(
         "--per-token",
         action="store_true",
-        help="residual site: each token's coefficient on its level's vector read from the token's own activation "
-        "(a gate per level and layer, fitted with the vectors)",
+        help="each token's coefficient on its level's edit read from its own activation (a gate per level and "
+        "layer, per head from its query at the SAE site, fitted with the offsets)",
     )
-    o.add_argument("--init", default=None, metavar="DIR", help="residual site: start from this fit's vectors")
+    o.add_argument("--init", default=None, metavar="DIR", help="start from this fit's offsets (the same site)")
 
 
 def _fit_reps(sub) -> None:

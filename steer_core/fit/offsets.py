@@ -112,8 +112,6 @@ class OffsetFitConfig:
             raise UserError(f"positions must be one of {', '.join(FIT_POSITIONS)}, got {self.positions!r}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if (self.per_token or self.init) and self.site != "residual":
-            raise UserError("per-token coefficients and --init are for the residual site (--site residual)")
         for name in ("lr", "beta", "l1", "sft", "simpo_scaler"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v >= 0:
@@ -139,19 +137,19 @@ def offset_edits(
     fitted, not a strength), built by the same code that steers at generation time (target "learned",
     every head; the caller's forward is the generated phase).
     offsets: LevelOffsets, or a (levels, layers, heads, d_sae) tensor being fitted ((levels, layers, 1,
-    hidden) at the residual site, where banks may be None); gate: a per-token fit's (levels, layers, hidden + 1)
-    (taken from `offsets` when it is LevelOffsets), repeated when the offsets have more levels (RePS's
-    +delta and -delta share it)."""
+    hidden) at the residual site, where banks may be None); gate: a per-token fit's (levels, layers, hidden + 1),
+    or (levels, layers, heads, head_dim + 1) at the SAE site (taken from `offsets` when it is LevelOffsets),
+    repeated when the offsets have more levels (RePS's +delta and -delta share it)."""
     delta = offsets.delta if isinstance(offsets, LevelOffsets) else offsets
     if isinstance(offsets, LevelOffsets):
         gate = offsets.gate
+    if gate is not None and gate.shape[0] != delta.shape[0]:  # RePS: +delta and -delta share the gate
+        gate = gate.repeat(delta.shape[0] // gate.shape[0], *([1] * (gate.dim() - 1)))
     rows = torch.arange(len(levels), device=levels.device)
     if site == "residual":
         cfg = SteerConfig(
             method="residual", layers=tuple(layers), strength=SteerConfig.strength_for("learned", scale, "residual")
         )
-        if gate is not None and gate.shape[0] != delta.shape[0]:  # RePS: +delta and -delta share the gate
-            gate = gate.repeat(delta.shape[0] // gate.shape[0], 1, 1)
         return {
             (RESIDUAL, layer): make_residual_edit(
                 [RowGroup(rows, levels, cfg, None, None, delta[:, i, 0], None if gate is None else gate[:, i])],
@@ -162,7 +160,10 @@ def offset_edits(
     cfg = SteerConfig(method="sae", layers=tuple(layers), strength=SteerConfig.strength_for("learned", scale))
     return {
         layer: make_layer_edit(
-            [RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i])], "generated", n_heads, head_dim
+            [RowGroup(rows, levels, cfg, banks[layer], None, delta[:, i], None if gate is None else gate[:, i])],
+            "generated",
+            n_heads,
+            head_dim,
         )
         for i, layer in enumerate(layers)
     }
@@ -428,23 +429,27 @@ def fit_encoded(
 
 def _fitted_tensors(lm, cfg: OffsetFitConfig, banks: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The tensors the fit moves: the offsets (levels, layers, heads, d_sae), or (levels, layers, 1, hidden) at
-    the residual site, and a per-token fit's gate (levels, layers, hidden + 1); zero, or cfg.init's."""
+    the residual site, and a per-token fit's gate (levels, layers, hidden + 1), or (levels, layers, heads,
+    head_dim + 1) at the SAE site; zero, or cfg.init's."""
     layers = tuple(cfg.layers)
     H, K = (1, lm.model.config.hidden_size) if cfg.site == "residual" else banks[layers[0]].sae.W_dec.shape[:2]
     delta = torch.zeros((len(LEVELS), len(layers), H, K), device=lm.device)
-    gate = torch.zeros((len(LEVELS), len(layers), K + 1), device=lm.device) if cfg.per_token else None
+    read = (K + 1,) if cfg.site == "residual" else (H, lm.head_dim + 1)  # what each coefficient is read from
+    gate = torch.zeros((len(LEVELS), len(layers), *read), device=lm.device) if cfg.per_token else None
     if cfg.init:
         _start_from(LevelOffsets.load(cfg.init, lm.device), layers, delta, gate)
     return delta.requires_grad_(True), None if gate is None else gate.requires_grad_(True)
 
 
 def _start_from(init: LevelOffsets, layers: tuple[int, ...], delta: torch.Tensor, gate: torch.Tensor | None) -> None:
-    """Copy a residual fit's vectors (and gate) into the tensors about to be fitted, layer by layer."""
-    if init.site != "residual":
-        raise UserError(f"--init takes a residual fit's folder; that one holds {init.site} offsets")
+    """Copy a fit's offsets (and gate) into the tensors about to be fitted, layer by layer."""
+    if init.delta.shape[2:] != delta.shape[2:]:
+        shape = tuple(init.delta.shape)
+        raise UserError(f"--init: that fit's offsets ({init.site}, {shape}) are not of this site's shape")
     with torch.no_grad():
         for i, layer in enumerate(layers):
-            delta[:, i, 0] = init.for_layer(layer)
+            init.for_layer(layer)  # says so when that fit has no such layer
+            delta[:, i] = init.delta[:, init.layers.index(layer)]
             if gate is not None and init.gate is not None:
                 gate[:, i] = init.gate_for_layer(layer)
 

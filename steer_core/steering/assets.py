@@ -61,8 +61,9 @@ def _query_groups(lm, cfg, files: SteerFiles, style: str, row_idx, levels, out: 
         heads = cfg.heads_at(layer)
         heads = lm.check_heads("all" if heads is None else list(heads))
         head_idx = None if len(heads) == lm.n_heads else torch.tensor(heads, device=lm.device)
-        offsets = None if learned is None else learned.for_layer(layer)
-        out.setdefault(layer, []).append(RowGroup(row_idx, levels, cfg, bank, heads=head_idx, offsets=offsets))
+        offsets, gate = (None, None) if learned is None else (learned.for_layer(layer), learned.gate_for_layer(layer))
+        group = RowGroup(row_idx, levels, cfg, bank, heads=head_idx, offsets=offsets, gate=gate)
+        out.setdefault(layer, []).append(group)
 
 
 def _banks_of(lm, learned, banks: dict, style: str) -> dict:

@@ -85,7 +85,9 @@ class RowGroup:
     bank: LayerSAEs | None = None  # None for the residual-stream baseline, which needs no SAE
     heads: torch.Tensor | None = None
     offsets: torch.Tensor | None = None  # (levels, heads, d_sae) learned offsets; residual: (levels, hidden)
-    gate: torch.Tensor | None = None  # residual, per-token fits: (levels, hidden + 1), see token_coefficients
+    # per-token fits (token_coefficients): (levels, hidden + 1) at the residual site, (levels, heads, head_dim + 1)
+    # at the SAE site (a learned code offset's coefficient read from each head's query)
+    gate: torch.Tensor | None = None
 
 
 def constant_shift(g: RowGroup) -> torch.Tensor | None:
@@ -125,7 +127,7 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
     for g, segs in live:
         parts = [(a, b, (g if cfg is g.cfg else replace(g, cfg=cfg))) for a, b, cfg in segs]
         shifts = [(a, b, part, constant_shift(part)) for a, b, part in parts]
-        if len(shifts) == 1 and shifts[0][:2] == (0, None) and shifts[0][3] is not None:
+        if len(shifts) == 1 and shifts[0][:2] == (0, None) and shifts[0][3] is not None and g.gate is None:
             everywhere.append((g, shifts[0][3]))
         else:
             rest += shifts
@@ -151,7 +153,11 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
                 continue
             block = out.index_select(0, g.rows)[:, lo:hi]
             x = block if g.heads is None else block.index_select(2, g.heads)
-            if s is not None:
+            if s is not None and g.gate is not None:  # a fixed shift, times each head's own coefficient
+                gate = g.gate.index_select(0, g.levels)
+                gate = gate if g.heads is None else gate.index_select(1, g.heads)
+                new = x + s[:, None].to(x.dtype) * token_coefficients(x, gate)[..., None].to(x.dtype)
+            elif s is not None:
                 new = x + s[:, None].to(x.dtype)
             else:
                 new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
@@ -166,12 +172,14 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
 
 
 def token_coefficients(h: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """Per-token coefficients (rows, seq) on each row's level vector, read from the token's own activation
-    h (rows, seq, hidden): softplus(w . rmsnorm(h) / sqrt(hidden) + b) / ln 2, with gate (rows, hidden + 1)
-    the row's level's (w, b). A zero gate gives 1 at every token: the constant vector it was fitted from."""
+    """Per-token coefficients on each row's level edit, read from the token's own activation: softplus(w .
+    rmsnorm(h) / sqrt(d) + b) / ln 2. h: (rows, seq, d) a layer's output, or (rows, seq, heads, d) queries;
+    gate: the row's level's (w, b), (rows, d + 1) or (rows, heads, d + 1). Returns h's shape without d. A zero
+    gate gives 1 at every token: the constant edit it was fitted from."""
     d = h.shape[-1]
+    g = gate.unsqueeze(1).float()  # the same gate at every position
     n = h.float() * torch.rsqrt(h.float().pow(2).mean(-1, keepdim=True) + 1e-6)
-    z = torch.einsum("rsd,rd->rs", n, gate[:, :d].float()) / d**0.5 + gate[:, d:].float()
+    z = (n * g[..., :d]).sum(-1) / d**0.5 + g[..., d]
     return torch.nn.functional.softplus(z) / math.log(2.0)
 
 

@@ -36,10 +36,10 @@ def _site_words(site: str) -> tuple[str, str]:
 @dataclass
 class LevelOffsets:
     """Fitted offsets: delta (levels, layers, heads, d_sae), for the SAEs whose manifests are named; for
-    the residual site (meta "site"), delta (levels, layers, 1, hidden). A per-token residual fit also has
-    gate (levels, layers, hidden + 1): each token's coefficient on its level's vector is read from the
-    token's own activation (edits.token_coefficients), so the vector can push where the level is written
-    and stay light elsewhere."""
+    the residual site (meta "site"), delta (levels, layers, 1, hidden). A per-token fit also has a gate, (levels,
+    layers, hidden + 1) at the residual site or (levels, layers, heads, head_dim + 1) at the SAE site: each
+    token's coefficient on its level's edit is read from the token's own activation (edits.token_coefficients),
+    so the edit can push where the level is written and stay light elsewhere."""
 
     delta: torch.Tensor
     layers: tuple[int, ...]
@@ -63,7 +63,8 @@ class LevelOffsets:
         return d[:, 0] if self.site == "residual" else d
 
     def gate_for_layer(self, layer: int) -> torch.Tensor | None:
-        """(levels, hidden + 1) the per-token coefficient's weights and bias at one layer; None: constant."""
+        """The per-token coefficient's weights and bias at one layer, (levels, hidden + 1) or (levels, heads,
+        head_dim + 1); None: a constant edit."""
         self.for_layer(layer)  # the same message for a layer that was not fitted
         return None if self.gate is None else self.gate[:, self.layers.index(layer)]
 
@@ -116,10 +117,14 @@ class LevelOffsets:
         delta, gate = tensors.get("delta"), tensors.get("gate")
         if delta is None or delta.dim() != 4 or delta.shape[0] != len(LEVELS) or delta.shape[1] != len(layers):
             raise OffsetsFileError(f"{fpath}: delta must have shape (6, {len(layers)}, heads, d_sae)")
+        residual = cfg.get("site") == "residual"
         if gate is not None and (
-            cfg.get("site") != "residual" or gate.shape != (len(LEVELS), len(layers), delta.shape[-1] + 1)
+            gate.shape[:2] != (len(LEVELS), len(layers))
+            or (residual and gate.shape[2:] != (delta.shape[-1] + 1,))
+            or (not residual and (gate.dim() != 4 or gate.shape[2] != delta.shape[2]))
         ):
-            raise OffsetsFileError(f"{fpath}: gate must be residual, of shape (6, {len(layers)}, hidden + 1)")
+            want = f"(6, {len(layers)}, hidden + 1)" if residual else f"(6, {len(layers)}, heads, head_dim + 1)"
+            raise OffsetsFileError(f"{fpath}: gate must have shape {want}")
         if not all(torch.isfinite(t).all() for t in tensors.values()):
             raise OffsetsFileError(f"{fpath}: the offsets hold NaN or infinite values")
         return cls(delta.to(device), layers, cfg, None if gate is None else gate.to(device))
