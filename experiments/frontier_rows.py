@@ -44,13 +44,20 @@ from steer_core import methods
 from steer_core.evaluation.results import RESULT_FIELDS, read_results, row_prompt, write_csv
 from steer_core.paths import ROOT
 
+from .ship_residual import relabel as relabel_residual
+
 FOLD_OFFSETS = "runs/fold_ABC_all30/offsets"  # the validated fold, byte for byte the shipped offsets
+# The residual vectors that ship, byte for byte (the fit with its record): rows steered with this folder are rows of
+# the shipped vectors. The BiPO vectors that shipped before them are kept in results/residual_bipo with their rows
+# (experiments/ship_residual.py relabelled those once, when the vectors were swapped).
+SHIPPED_RESIDUAL = "results/distil_residual_token"
 MOVED = {  # fits kept with the rows they made
     "runs/reps_resid_authors": "results/reps_authors",
     "runs/resid3_ABC": "results/residual_3layers",
     "runs/distil_resid15_token": "results/distil_residual_token",  # the same, a per-token coefficient (KL)
     "runs/distil_resid15": "results/distil_residual",  # the instruction prompt distilled into layer 15 (KL)
     "runs/distil_sae30/offsets": "results/distil_sae",  # the instruction prompt distilled into every layer's SAE codes
+    "distil_sae30/offsets": "results/distil_sae",  # the same in a setting label (the folder's last two parts)
 }
 SOURCES = {
     "validation": [
@@ -68,7 +75,12 @@ SOURCES = {
 
 
 def as_shipped(row: dict) -> dict:
-    """An SAE row of the validated fold as the row the shipped offsets give (same text, shipped settings)."""
+    """An SAE row of the validated fold, or a residual row of the shipped vectors' own folder, as the row the
+    shipped files give (same text, shipped settings)."""
+    if row["method"] == "residual":
+        return relabel_residual(row, before=None, new=SHIPPED_RESIDUAL) if SHIPPED_RESIDUAL in row["config"] else row
+    if row["method"] != "sae":
+        return row
     cfg = json.loads(row["config"])
     if cfg.get("offsets") != FOLD_OFFSETS:
         return row
@@ -80,8 +92,7 @@ def as_shipped(row: dict) -> dict:
 def moved(row: dict) -> dict:
     """A row whose vectors were fitted into runs/ and are kept in results/: the folder where they are now."""
     for old, new in MOVED.items():
-        if old in (row.get("config") or ""):
-            row = row | {"config": row["config"].replace(old, new), "setting": row["setting"].replace(old, new)}
+        row = row | {k: row[k].replace(old, new) for k in ("config", "setting") if old in (row.get(k) or "")}
     return row
 
 
@@ -104,7 +115,7 @@ def gather(split: str, sweeps: list[Path], keep_shipped: bool = False) -> list[d
         for r in read_results(path):
             if not keep(r, wanted):
                 continue
-            r = moved(as_shipped(r) if r["method"] == "sae" else r)
+            r = as_shipped(moved(r))
             r["prompt"] = row_prompt(r)  # rows written before the column ran under the plain prompt (or their own)
             key = (r["scenario_id"], r["method"], r["level"], r["layers"], r["setting"], r["style"])
             if key in seen:

@@ -28,7 +28,7 @@ METHOD_ALPHA = {("residual", "learned"): RESIDUAL_ALPHA, ("query", "delta"): QUE
 # there (docs/steering.md, "Steering on top of a prompt"); a combination not listed keeps its plain-prompt scale.
 PROMPT_ALPHA: dict[tuple[str, str, str], float] = {
     ("sae", "learned", "instruction"): 4.0,  # 0.704 at 1.13x on validation; alpha 8 read 0.676 at 1.27x
-    ("residual", "learned", "instruction"): 4.0,  # 0.819 at 1.37x on validation; alpha 5 read 1.58x
+    ("residual", "learned", "instruction"): 2.0,  # 0.782 at 1.20x on validation; alpha 4 read 1.43x
 }
 RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
