@@ -46,22 +46,22 @@ NOTES = {
     ),
     "off": OFF,
 }
-PRIVATE_KEEP_S = 3600  # a visitor's training folder outlives their download by this much
+KEEP_S = 3600  # a visitor's training folder and zip outlive their download by this much
 
 
-def _private_root() -> Path:
-    """A fresh folder for one visitor's training, beside the others of the last hour (older ones are removed)."""
-    base = Path(tempfile.gettempdir()) / "bloom-steer-visitors"
+def _fresh_dir(prefix: str) -> Path:
+    """A fresh folder for one training's files, beside the others of the last hour (older ones are removed)."""
+    base = Path(tempfile.gettempdir()) / "bloom-steer-training"
     base.mkdir(exist_ok=True)
     for old in base.iterdir():
-        if old.is_dir() and time.time() - old.stat().st_mtime > PRIVATE_KEEP_S:
+        if old.is_dir() and time.time() - old.stat().st_mtime > KEEP_S:
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="train-", dir=base))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
 def _zipped(layer_dir: Path) -> str:
     """The trained layer's folder as a zip (layer_<l>/ with its heads' SAEs, prototypes and manifest)."""
-    out = Path(tempfile.mkdtemp(prefix="bloom-steer-sae-")) / layer_dir.name
+    out = _fresh_dir("zip-") / layer_dir.name
     return shutil.make_archive(str(out), "zip", root_dir=layer_dir.parent, base_dir=layer_dir.name)
 
 
@@ -91,7 +91,7 @@ def train_layer(layer, architecture, k, l1, expansion, epochs, progress=gr.Progr
         )
     except (TypeError, OverflowError) as exc:
         raise UserError(f"Please give whole numbers for layer, k, expansion and epochs ({exc}).") from None
-    root = _private_root() if TRAINING == "private" else user_root(model)
+    root = _fresh_dir("private-") if TRAINING == "private" else user_root(model)
     progress(0, desc="capturing queries of the train split")
     m = train_layers(model, [layer], root, cfg)[layer]
     quality = (
