@@ -270,7 +270,7 @@ class _ScenarioForward:
     pad_id: int = 0
     site: str = "sae"
     steer_prompt: bool = False
-    gate: torch.Tensor | None = None  # per-token residual fits: (levels, layers, hidden + 1), fitted alongside
+    gate: torch.Tensor | None = None  # per-token fits: the gate fitted alongside (see _fitted_tensors for its shape)
 
     def edits(self, steer: torch.Tensor, levels: torch.Tensor) -> dict:
         lm = self.lm
