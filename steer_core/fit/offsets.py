@@ -98,10 +98,10 @@ class OffsetFitConfig:
     # "generated": only the reply's tokens are steered while fitting (the prompt's KV cache is shared,
     # read once without gradients); "all": the prompt's too, for steering at positions "all"
     positions: str = "generated"
-    # residual site: each token's coefficient on its level's vector read from its own activation (a gate
-    # per level and layer, edits.token_coefficients) and fitted with the vectors; False: one constant vector
+    # each token's coefficient on its level's edit read from its own activation (edits.token_coefficients): a gate per
+    # level and layer (per head at the SAE site, read from its query) fitted with the offsets; False: constant
     per_token: bool = False
-    init: str | None = None  # a residual fit's folder to start from (its vectors, and gate if it has one)
+    init: str | None = None  # a fit's folder of the same site to start from (its offsets, and gate if it has one)
 
     def __post_init__(self):
         if not self.layers:
