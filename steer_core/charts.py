@@ -197,10 +197,12 @@ def latent_bars(
     top: int = 15,
     title: str | None = None,
     level: str | None = None,
+    where: tuple[int, int] | None = None,
 ) -> go.Figure:
     """Grouped bars of one head's mean sparse code before/after steering next to the target prototype.
 
-    Shows the `top` latents with the largest value in any of the three codes (or `latent_ids`).
+    Shows the `top` latents with the largest value in any of the three codes (or `latent_ids`). With `where`
+    (layer, head) each bar carries its latent's name, "layer.head:latent", which a click opens (the Latents tab).
     """
     b, a, p = _vector(before, "before"), _vector(after, "after"), _vector(prototype, "prototype")
     if not b.shape == a.shape == p.shape:
@@ -224,6 +226,7 @@ def latent_bars(
                 name=name,
                 marker_color=color,
                 hovertemplate=f"latent %{{x}}<br>{html.escape(name)}: %{{y:.3f}}<extra></extra>",
+                customdata=None if where is None else [f"{where[0]}.{where[1]}:{int(i)}" for i in ids],
             )
         )
     fig.update_layout(barmode="group", bargap=0.25)

@@ -55,3 +55,48 @@ def parse_heads(spec) -> tuple[tuple[int, ...] | None, tuple[tuple[int, int], ..
         raise UserError(
             f"heads must be 'all', head numbers (0,3,5) or layer.head pairs (18.6,8.0), got {spec!r}"
         ) from None
+
+
+# One latent steered by hand: (layer, head, latent, strength), written "18.6:123:+4".
+HandLatent = tuple[int, int, int, float]
+MAX_LATENT_STRENGTH = 64.0  # a latent's strength, either sign; past it every reply is noise
+LATENTS_FORM = "layer.head:latent:strength, e.g. 18.6:123:+4, 20.1:55:-2"
+
+
+def parse_latents(spec) -> tuple[HandLatent, ...] | None:
+    """'18.6:123:+4, 20.1:55:-2' (or a list of such strings, or of 4-tuples) -> ((18, 6, 123, 4.0), (20, 1, 55,
+    -2.0)); empty or None -> None. A latent named twice adds its strengths. Refuses a malformed item or a strength
+    out of bounds with a message naming it; whether the layer, head and latent exist is the model's to say."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        items = [s.strip() for s in spec.replace(";", ",").split(",") if s.strip()]
+    else:
+        items = list(spec)
+    if not items:
+        return None
+    total: dict[tuple[int, int, int], float] = {}
+    for item in items:
+        try:
+            if isinstance(item, str):
+                where, latent, strength = item.split(":")
+                layer, head = where.split(".")
+                parts = (int(layer), int(head), int(latent), float(strength))
+            else:
+                layer, head, latent, strength = item
+                parts = (int(layer), int(head), int(latent), float(strength))
+        except (TypeError, ValueError):
+            raise UserError(f"latents are written {LATENTS_FORM}; could not read {item!r}") from None
+        if min(parts[:3]) < 0:
+            raise UserError(f"layer, head and latent are numbers from 0, got {item!r}")
+        if not abs(parts[3]) <= MAX_LATENT_STRENGTH:  # also refuses nan
+            top = f"{MAX_LATENT_STRENGTH:g}"
+            raise UserError(f"a latent's strength is from -{top} to {top}, got {item!r}")
+        key = parts[:3]
+        total[key] = total.get(key, 0.0) + parts[3]
+    return tuple((*k, s) for k, s in sorted(total.items()))
+
+
+def latents_text(latents) -> str:
+    """The written form parse_latents reads ('18.6:123:+4, 20.1:55:-2'); '' for none."""
+    return ", ".join(f"{layer}.{head}:{latent}:{s:+g}" for layer, head, latent, s in latents or ())

@@ -180,5 +180,8 @@ for _m in (
         "residual", "Residual vector", RESIDUAL, "#8C564B", "baseline", column="residual_vector", on_sets=True,
         only_target="learned",
     ),
+    Method(
+        "latents", "Your latents", CODES, "#E377C2", "steered by hand", column="latents", only_target="latents"
+    ),
 ):  # fmt: skip
     register(_m)

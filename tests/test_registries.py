@@ -108,13 +108,13 @@ def test_a_misspelled_method_is_an_error_never_the_plain_prompt():
 def test_what_a_method_does_is_read_from_its_entry():
     assert [m.site for m in methods.REGISTRY.values()] == [
         methods.NONE, methods.CODES, methods.QUERIES, methods.QUERY_SHIFT, methods.PROMPT, methods.PROMPT,
-        methods.RESIDUAL,
+        methods.RESIDUAL, methods.CODES,
     ]  # fmt: skip
     assert {n: m.needs for n, m in methods.REGISTRY.items() if m.needs} == {
         "sae": (methods.SAES,), "query": (methods.SAES,), "meandiff": (methods.SAES,),
-        "residual": (methods.RESIDUAL_VECTORS,),
+        "residual": (methods.RESIDUAL_VECTORS,), "latents": (methods.SAES,),
     }  # fmt: skip
-    assert methods.steered() == ("sae", "query", "meandiff", "residual")
+    assert methods.steered() == ("sae", "query", "meandiff", "residual", "latents")
     assert methods.prompted() == ("fewshot", "instruction") and methods.eval_default()[-1] == "instruction"
     assert Request(Q, A, "fewshot", "apply").steer is None and Request(Q, A, "query", "apply").steer.site == "queries"
     with pytest.raises(ValueError, match="site must be one of"):

@@ -160,7 +160,7 @@ def _inputs(model) -> dict:
         for name in (n for n in rest if not KNOBS[n].advanced):
             w[name] = knob_widget(CompareRequest, name, model)
     with gr.Accordion("Advanced (the paper's knobs)", open=False):
-        for kinds in (("slider", "integer"), ("choice",), ("flag",)):
+        for kinds in (("slider", "integer"), ("choice",), ("flag",), ("latents",)):
             with gr.Row():
                 for name in (n for n in rest if KNOBS[n].advanced and KNOBS[n].kind in kinds):
                     w[name] = knob_widget(CompareRequest, name, model)
@@ -221,7 +221,7 @@ def compare_tab(demo: gr.Blocks, model) -> RunTab:
         shown = [inputs[f] for f in flags.values()] + [inputs["prompt"]]
         for m, flag in flags.items():  # a column shows when its box is ticked, or it is the prompt steered on top of
             inputs[flag].change(
-                lambda on, prompt, m=m: gr.update(visible=on or prompt == m), [inputs[flag], inputs["prompt"]],
+                lambda on, prompt, m=m: gr.update(visible=bool(on) or prompt == m), [inputs[flag], inputs["prompt"]],
                 c[f"column-{m}"], api_visibility="private",
             )  # fmt: skip
         headed = [c[f"out-{m}"] for m in columns()] + [c[f"column-{m}"] for m in flags]

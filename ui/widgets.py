@@ -9,7 +9,7 @@ import tempfile
 import gradio as gr
 
 from steer_core.bloom import DESCRIPTIONS, LEVELS, load_dataset, scenarios
-from steer_core.layer_spec import layers_label
+from steer_core.layer_spec import latents_text, layers_label
 from steer_core.paths import DEFAULT_MODEL
 from steer_core.steering.model_defaults import default_layers, shown_layers
 from steer_core.views.requests import MAX_INPUT_CHARS, knobs_of
@@ -96,6 +96,10 @@ def _flag(name, k, value, model, kw):
     return gr.Checkbox(value=value, **kw)
 
 
+def _latents(name, k, value, model, kw):
+    return gr.Textbox(value=latents_text(value), placeholder="e.g. 18.6:123:+4, 20.1:55:-2", **kw)
+
+
 WIDGETS = {  # Knob kind -> its widget: (field name, Knob, default, model, keyword arguments) -> component
     "text": _text,
     "level": _level,
@@ -105,6 +109,7 @@ WIDGETS = {  # Knob kind -> its widget: (field name, Knob, default, model, keywo
     "integer": _integer,
     "choice": _choice,
     "flag": _flag,
+    "latents": _latents,
 }
 
 

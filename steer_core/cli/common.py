@@ -10,7 +10,7 @@ from fractions import Fraction
 from ..bloom import by_writers, load_dataset, read_jsonl
 from ..errors import UserError
 from ..generation import EVAL_TOKENS, MAX_BATCH
-from ..layer_spec import layers_label, parse_heads, read_layers
+from ..layer_spec import layers_label, parse_heads, parse_latents, read_layers
 from ..paths import DEFAULT_MODEL
 from ..prompts import DEFAULT_STYLE, PROMPT_STYLES
 from ..steering import targets
@@ -188,7 +188,16 @@ def _typed(k) -> dict:
         return {"choices": list(k.values)}
     if k.kind == "integer" or k.whole:
         return {"type": int, "metavar": "N"}
+    if k.kind == "latents":
+        return {"type": _latents_arg, "metavar": "L.H:LATENT:S,..."}
     return {"type": fraction}  # a number, or a fraction such as 10/3 (a strength that gives a round alpha)
+
+
+def _latents_arg(text: str):
+    try:
+        return parse_latents(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _flag_help(name: str, k, d: SteerConfig) -> str:

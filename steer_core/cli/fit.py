@@ -224,7 +224,7 @@ def cmd_prepare(args) -> int:
     layers = tuple(lm.check_layer(layer) for layer in layers)
     fit = OffsetFitConfig(layers=layers, style=args.style, epochs=args.offset_epochs)
     sae = replace(SAETrainConfig(), epochs=args.sae_epochs)
-    cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, sae=sae, offsets=fit)
+    cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, sae=sae, offsets=fit, cards=not args.no_cards)
     todo = plan(lm, cfg, args.out)
     print(f"{lm.label}: to build: {todo.describe()}", file=sys.stderr)
     if args.check:
@@ -247,7 +247,9 @@ def cmd_prepare(args) -> int:
 
 
 def register(sub) -> None:
-    for add in (_train, _prototypes, _fit_offsets, _fit_reps, _heads, _units, _instructed, _train_adapter, _prepare):
+    for add in (
+        _train, _prototypes, _fit_offsets, _fit_reps, _heads, _units, _instructed, _train_adapter, _prepare, _cards
+    ):  # fmt: skip
         add(sub)
 
 
@@ -533,4 +535,38 @@ def _prepare(sub) -> None:
         "--sae-epochs", type=int, default=SAETrainConfig().epochs, help="passes of each layer's SAE training"
     )
     add_writers(pr, help="only these writers' train scenarios (default: the whole train split)")
+    pr.add_argument("--no-cards", action="store_true", help="skip the latent cards (the `cards` command builds them)")
     pr.set_defaults(func=cmd_prepare)
+
+
+def cmd_cards(args) -> int:
+    import time
+
+    from ..fit.cards import build_cards
+    from ..inspect.cards import cards_root
+
+    lm = load(args)
+    every = args.layers.strip().lower() == "all"
+    layers = [lm.check_layer(layer) for layer in (range(lm.n_layers) if every else layer_spec(args.layers))]
+    t0 = time.time()
+    out = build_cards(lm, layers, args.out or cards_root(lm, args.style), args.style, effects=args.effects)
+    files = sorted(out.glob("*.safetensors")) + [out / "cards.json"]
+    size = sum(f.stat().st_size for f in files)
+    print(json.dumps({"out": str(out), "layers": len(layers), "seconds": round(time.time() - t0, 1), "bytes": size}))
+    return 0
+
+
+def _cards(sub) -> None:
+    c = sub.add_parser(
+        "cards",
+        help="build the latent cards (what each SAE latent fires on, by level, and what pushing it does) from the "
+        "model's SAEs and the train split; resumable",
+        parents=[model_options()],
+    )
+    c.add_argument("--layers", default="all", help="all, 15, 8-21 or 3,9,15")
+    c.add_argument("--out", default=None, help="folder (default: the user cache, where the app looks)")
+    c.add_argument(
+        "--effects", type=int, default=4, help="judge replies steered by each level offset's top N latents (0: none)"
+    )
+    add_style(c)
+    c.set_defaults(func=cmd_cards)

@@ -36,6 +36,8 @@ def cmd_generate(args) -> int:
         if args.question is None or args.answer is None:
             raise UsageError("give --question and --answer, or --scenarios FILE.jsonl")
         items = [(None, args.question, args.answer)]
+    if args.method is None:  # latents given: they are what steers
+        args.method = "latents" if args.latents else "sae"
     lm = load(args)
     steer = None  # what the method needs is read from its entry: unsteered and prompt baselines need no files
     files = steer_files(args)
@@ -87,7 +89,9 @@ def register(sub) -> None:
     gen.add_argument("--answer")
     gen.add_argument("--scenarios", help="JSONL with question, student_answer, id: one output line each")
     gen.add_argument("--level", default="apply", choices=LEVELS)
-    gen.add_argument("--method", default="sae", choices=methods.names())
+    gen.add_argument(
+        "--method", default=None, choices=methods.names(), help="default: sae, or latents when --latents is given"
+    )
     gen.add_argument("--k", type=int, default=K_SHOTS, help="few-shot examples")
     add_style(gen)
     gen.add_argument("--max-new-tokens", type=int, default=REPLY_TOKENS)

@@ -47,6 +47,8 @@ def config_columns(cfg, files=None) -> dict:
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("method", "layers")}
     if fields["prompt"] == PLAIN:  # rows written before steering on top of a prompt keep their identity
         del fields["prompt"]
+    if fields["latents"] is None:  # so do rows written before latents could be steered by hand
+        del fields["latents"]
     fields |= (files or SteerFiles()).as_fields()
     return {
         "target": cfg.target,

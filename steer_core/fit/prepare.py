@@ -47,6 +47,7 @@ class PrepareConfig:
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
     offsets: OffsetFitConfig | None = None  # None: the default fit, for these layers and style
     writers: tuple[str, ...] | None = None  # only these writers' train scenarios (None: the whole train split)
+    cards: bool = True  # then the latent cards (inspect.cards), from the same rows
 
     def rows(self):
         return by_writers(load_dataset(split="train"), self.writers, "train-split rows")
@@ -164,6 +165,16 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
         offsets.save(todo.offsets_dir)
         forget_offsets(todo.offsets_dir)  # a running app steers with the new fit from its next request
         timings["offsets_seconds"] = round(time.time() - t0, 1)
+    if cfg.cards:
+        from ..inspect.cards import cards_root
+        from .cards import build_cards
+
+        t0 = time.time()
+        cards_dir = cards_root(lm, cfg.style) if out is None else Path(out) / "cards"
+        build_cards(
+            lm, list(cfg.layers), cards_dir, cfg.style, progress=progress, rows=cfg.rows(), banks=_banks(lm, cfg, out)
+        )
+        timings["cards_seconds"] = round(time.time() - t0, 1)
     manifest = {
         "model": lm.name,
         "model_key": lm.key,

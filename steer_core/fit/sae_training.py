@@ -28,6 +28,7 @@ class Captured:
     is_feedback: torch.Tensor  # (tokens,) bool: token belongs to the assistant's feedback
     example_levels: torch.Tensor  # (examples,)
     style: str
+    positions: torch.Tensor | None = None  # (tokens,) each token's position in its example's rendered ids
 
 
 @torch.no_grad()
@@ -39,7 +40,7 @@ def capture_train_queries(
     order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
     top = max(layers)
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    ex_ids, fb = [], []
+    ex_ids, fb, at = [], [], []
 
     def stop(q):
         raise StopForward
@@ -66,12 +67,14 @@ def capture_train_queries(
             chunks[layer].append(store[layer][0][keep.to(lm.device)].to("cpu", torch.float16))
         ex_ids.append(torch.tensor(idx).view(-1, 1).expand_as(keep)[keep])
         fb.append(feedback[keep])
+        at.append(torch.arange(keep.shape[1]).expand_as(keep)[keep])
     return Captured(
         {layer: torch.cat(c) for layer, c in chunks.items()},
         torch.cat(ex_ids),
         torch.cat(fb),
         torch.tensor([LEVELS.index(r.level) for r in rows]),
         style,
+        torch.cat(at),
     )
 
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 
 from ..errors import UserError
-from ..layer_spec import parse_heads, read_layers
+from ..layer_spec import parse_heads, parse_latents, read_layers
 
-KINDS = ("text", "level", "layers", "heads", "slider", "integer", "choice", "flag")
+KINDS = ("text", "level", "layers", "heads", "latents", "slider", "integer", "choice", "flag")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,8 @@ def read_knob(name: str, k: Knob, value):
         if pairs is not None:
             raise UserError("the comparison steers the same heads in every layer: give head numbers, e.g. 0,3,5")
         return heads
+    if k.kind == "latents":
+        return parse_latents(value)
     if k.kind in ("slider", "integer"):
         try:
             v = float(value)

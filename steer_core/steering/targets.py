@@ -27,6 +27,7 @@ class Scales(Protocol):
     lr: float
     mu: float
     distance: str
+    latents: tuple | None
 
 
 @dataclass
@@ -170,6 +171,23 @@ def _learned_offset(c: CodeEdit) -> torch.Tensor:
     return c.pick(c.offsets.index_select(0, c.levels), 1)
 
 
+def _hand_offset(c: CodeEdit) -> torch.Tensor:
+    """The chosen latents of this layer (SteerConfig.latents), each at its own strength, the same for every row."""
+    K = c.bank.codes.shape[-1]
+    mine = [(h, j, s) for layer, h, j, s in c.cfg.latents or () if layer == c.bank.layer]
+    for h, j, _ in mine:
+        if j >= K:
+            raise UserError(
+                f"latent {c.bank.layer}.{h}:{j} does not exist: layer {c.bank.layer}'s SAEs have {K} latents a head "
+                f"(0-{K - 1})"
+            )
+    offset = torch.zeros(c.bank.codes.shape[1:], dtype=c.bank.codes.dtype, device=c.bank.codes.device)
+    if mine:
+        h, j, s = (torch.tensor(v, device=offset.device) for v in zip(*mine))
+        offset.index_put_((h, j), s.to(offset.dtype), accumulate=True)
+    return c.pick(offset, 0).expand(len(c.levels), -1, -1)
+
+
 register(
     Target(
         "prototype",
@@ -212,5 +230,16 @@ register(
         16.0,
         code_offset=_learned_offset,
         needs_offsets=True,
+    )
+)
+register(
+    Target(
+        "latents",
+        "chosen latents, by hand",
+        "add the latents you name (layer.head:latent:strength), each at its own strength x the strength; no descent",
+        1.0,
+        code_offset=_hand_offset,
+        short="hand",
+        bare_at_unit=True,
     )
 )

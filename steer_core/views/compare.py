@@ -64,7 +64,8 @@ class CompareRequest(Declared):
         help="the field's usual steering site (one vector per level added to the residual stream at layer "
         f"{layers_label(RESIDUAL_LAYERS)}), against the paper's query site",
     )  # fmt: skip
-    prompt: str = _steer_knob("prompt")  # last: the API's earlier parameters keep their places
+    prompt: str = _steer_knob("prompt")  # the API's earlier parameters keep their places
+    latents: tuple | None = _steer_knob("latents")  # given: a column of its own, "Your latents"
 
     def __post_init__(self):
         self.check_fields()
@@ -80,6 +81,9 @@ class CompareRequest(Declared):
             lm.check_layer(layer)
         if self.heads is not None:
             lm.check_heads(list(self.heads))
+        for layer, head, _, _ in self.latents or ():
+            lm.check_layer(layer)
+            lm.check_heads([head])
 
     def steer(self, method: str, residual_layers: tuple[int, ...] = RESIDUAL_LAYERS) -> SteerConfig:
         """The SAE column steers with the chosen target; the others as SteerConfig.for_method says (query steering
@@ -94,6 +98,7 @@ class CompareRequest(Declared):
             target=self.target,
             positions=self.positions,
             prompt=self.prompt,
+            latents=self.latents,
         )
         return cfg.for_method(method, residual_layers)
 
@@ -252,8 +257,9 @@ class CompareResult:
         probs = {m: [v["probs"][lv] for lv in LEVELS] for m, v in self.judgements.items()}
         return {
             "bars": charts.latent_bars(
-                before, after, view.prototype, level=req.level,
-                title=f"Top latents ({where}): before vs after steering vs '{req.level}' prototype",
+                before, after, view.prototype, level=req.level, where=(view.layer, view.head),
+                title=f"Top latents ({where}): before vs after steering vs '{req.level}' prototype; click a bar for "
+                "its card",
             ),
             "heat": charts.token_latent_heatmap(
                 view.tokens[fb] or view.tokens, view.after[fb] if view.after[fb].size else view.after,

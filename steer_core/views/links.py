@@ -14,7 +14,7 @@ from .. import methods
 from ..bloom import normalize_level
 from ..errors import UserError
 from ..generation import check_inputs
-from ..layer_spec import layers_label
+from ..layer_spec import latents_text, layers_label, parse_latents
 from ..steering.knobs import knobs_of, read_knob
 from ..steering.model_defaults import shown_layers
 from .compare import KNOBS, CompareRequest
@@ -60,6 +60,8 @@ def view_values(record: dict) -> dict:
         have["strengths"] = [float(r["strength"]) for r in rows]
     if isinstance(have.get("strengths"), (list, tuple)):
         have["strengths"] = strengths_text([float(s) for s in have["strengths"]])
+    if isinstance(have.get("latents"), (list, tuple)):  # a report keeps them as lists; a link writes them as typed
+        have["latents"] = latents_text(parse_latents(have["latents"]))
     return {n: have[n] for n in VIEWS[view] if have.get(n) is not None}
 
 
@@ -97,6 +99,11 @@ def read_value(name: str, raw, lm, view: str = "compare"):
             raise UserError(f"{k.label} is one of {', '.join(map(str, allowed))}")
         return raw
     value = read_knob(name, k, raw)
+    if k.kind == "latents":  # the layers and heads must exist; a latent past the SAEs' width is refused at the run
+        for layer, head, _, _ in value or ():
+            lm.check_layer(layer)
+            lm.check_heads([head])
+        return latents_text(value)
     if k.kind == "layers":
         return layers_label([lm.check_layer(layer) for layer in value])
     if k.kind == "heads":
