@@ -99,6 +99,27 @@ def sae_train_seconds(lm, layer: int, epochs: int | None = None) -> tuple[float,
     return capture, time.perf_counter() - t0
 
 
+def card_open_s(lm) -> dict:
+    """Opening a latent's card as the Latents tab does (HTML and chart), first in a process (its layer's cards and
+    SAEs read from disk) and then another latent of the same layer; {} for a model without cards."""
+    from .caches import caches
+    from .errors import UserError
+    from .views.latents import card_figure, card_html, open_card
+
+    for name in ("latent cards", "SAE layers"):
+        caches()[name].forget()
+    out = {}
+    for key, latent in (("card_open_cold_s", 10), ("card_open_s", 11)):
+        t0 = time.perf_counter()
+        try:
+            card = open_card(lm, lm.middle_layer, 0, latent)
+        except UserError:  # no cards built for this model
+            return {}
+        card_html(card), card_figure(card).to_json()
+        out[key] = round(time.perf_counter() - t0, 3)
+    return out
+
+
 def compare_click(lm, req: CompareRequest) -> float:
     """One whole Compare click as the app serves it: the batch (stop tokens ignored, so every round does the same
     work), the judge, the inspection (one steered and one unsteered replay), the charts and the report file.
@@ -191,6 +212,7 @@ def run_bench(
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
     out["first_token_ladder_s"] = round(first_token_s(lm, batches["ladder"], repeats), 3)
+    out |= card_open_s(lm)
     if cold_start:
         out["cold_start_s"] = round(cold_start_s(lm.name), 2)
     if train:

@@ -235,11 +235,17 @@ def latent_bars(
 
 
 def token_latent_heatmap(
-    tokens: Sequence[str], codes: Any, latent_ids: Sequence[int] | None = None, top: int = 20, title: str | None = None
+    tokens: Sequence[str],
+    codes: Any,
+    latent_ids: Sequence[int] | None = None,
+    top: int = 20,
+    title: str | None = None,
+    where: tuple[int, int] | None = None,
 ) -> go.Figure:
     """Heatmap of one head's sparse code per token (rows: tokens, columns: the most active latents).
 
-    Only the last 120 tokens are drawn; the top latents are chosen over those tokens.
+    Only the last 120 tokens are drawn; the top latents are chosen over those tokens. With `where` (layer, head)
+    each cell carries its latent's name, "layer.head:latent", which a click opens (the Latents tab).
     """
     tokens = list(tokens)
     z = np.asarray(codes, dtype=float)
@@ -263,6 +269,7 @@ def token_latent_heatmap(
             zmin=0.0 if np.nanmin(z[:, ids]) >= 0 else None,
             colorbar={"title": {"text": "activation"}, "thickness": 12},
             hovertemplate="token %{y}<br>latent %{x}<br>activation %{z:.3f}<extra></extra>",
+            customdata=None if where is None else [[f"{where[0]}.{where[1]}:{int(i)}" for i in ids]] * len(y),
         )
     )
     fig.update_xaxes(type="category")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
 A = "450 g, because 300 divided by 4 is 75 and 75 times 6 is 450."
-N_TEXTS, N_LABELS = 6, 6  # unsteered, sae, query, fewshot, instruction, residual (the last two empty unless asked)
+N_TEXTS, N_LABELS = 7, 7  # unsteered, sae, query, fewshot, instruction, residual, latents (the last three: on request)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def compare(client, q=Q, a=A, level="analyze", **kw):
 def test_compare_returns_four_texts_judgements_charts_and_report(client):
     out = compare(client, max_new_tokens=24)
     texts, labels = out[:N_TEXTS], out[N_TEXTS : N_TEXTS + N_LABELS]
-    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and list(texts[4:]) == ["", ""]
+    assert all(isinstance(t, str) and t.strip() for t in texts[:4]) and list(texts[4:]) == ["", "", ""]
     for lab in labels[:4]:
         assert lab["label"] in LEVELS and len(lab["confidences"]) >= 1
     plots = out[N_TEXTS + N_LABELS : N_TEXTS + N_LABELS + 5]
@@ -54,7 +54,7 @@ def test_compare_last_output_is_every_reply_by_method_name(client):
     """A client reads a reply by method name from the last output (the positions before it follow the method
     registry); its texts and verdicts are the positional ones."""
     out = compare(client, level="create", max_new_tokens=8, instruction=True)
-    replies, names = out[-1], ("none", "sae", "query", "fewshot", "instruction", "residual")
+    replies, names = out[-1], ("none", "sae", "query", "fewshot", "instruction", "residual", "latents")
     assert list(replies) == ["none", "sae", "query", "fewshot", "instruction"]  # every column run, by name
     for i, m in enumerate(names):
         if m in replies:
@@ -65,7 +65,7 @@ def test_compare_last_output_is_every_reply_by_method_name(client):
 def test_instruction_baseline_on_request(client):
     out = compare(client, level="create", max_new_tokens=12, instruction=True)
     assert out[4].strip() and out[N_TEXTS + 4]["label"] in LEVELS
-    assert out[5] == "" and not out[N_TEXTS + 5]
+    assert out[5] == out[6] == "" and not out[N_TEXTS + 5]
 
 
 def test_residual_vector_column_on_request(client):
@@ -102,6 +102,11 @@ BAD = [
     (dict(target="nowhere"), "target"),
     (dict(positions="everywhere"), "positions"),
     (dict(layers="0-30"), "layer 30 is out of range"),  # a band past the last layer
+    (dict(latents="15.3:10"), "could not read '15.3:10'"),
+    (dict(latents="15.3:10:+8; 40.1:2:1"), "layer 40"),
+    (dict(latents="15.12:10:+8"), "head"),
+    (dict(latents="15.3:600:+8"), "latent 15.3:600 does not exist"),
+    (dict(latents="15.3:10:+80"), "strength"),
 ]
 
 
@@ -132,12 +137,40 @@ def test_non_finite_numbers_sent_as_raw_json_are_refused(app_url, index, value, 
     import urllib.request
 
     data = [Q, A, "apply", "8-21", list(range(9)), 1.0, 20, 0.2, 0.0, "delta", "all", 8, 0, 3, False, False, "plain"]
+    data += [""]  # latents by hand: none
     parts = json.dumps({"data": data[:index] + ["__X__"] + data[index + 1 :]}).split('"__X__"')
     body = (parts[0] + value + parts[1]).encode()
     req = urllib.request.Request(app_url + "gradio_api/call/compare", body, {"Content-Type": "application/json"})
     event_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
     stream = urllib.request.urlopen(f"{app_url}gradio_api/call/compare/{event_id}", timeout=120).read().decode()
     assert "event: error" in stream and message in stream.lower(), stream[-500:]
+
+
+def test_latents_steered_by_hand_get_a_column_of_their_own_and_strength_0_is_off(client):
+    """/compare with `latents`: the hand-steered reply in its column, judged, in the report (which restores it);
+    strength 0 gives the unsteered reply there too."""
+    hand = "15.3:10:+8, 15.4:20:+8, 20.1:7:+8"
+    out = compare(client, level="create", max_new_tokens=16, latents=hand)
+    assert out[6].strip() and out[6] != out[0] and out[N_TEXTS + 6]["label"] in LEVELS
+    assert out[-1]["latents"]["label"] == "Your latents (steered by hand)"
+    report = json.loads(open(out[N_TEXTS + N_LABELS + 5], encoding="utf-8").read())
+    assert report["outputs"]["latents"]["text"] == out[6]
+    assert report["settings"]["latents"] == [[15, 3, 10, 8.0], [15, 4, 20, 8.0], [20, 1, 7, 8.0]]
+    off = compare(client, level="create", max_new_tokens=16, latents=hand, strength=0)
+    assert off[6] == off[0]
+
+
+def test_a_latent_card_opens_through_the_api_and_bad_ones_are_refused(client):
+    from gradio_client.exceptions import AppError
+
+    html, plot, steer = client.predict(15, 3, 10, api_name="/latent")
+    assert "Latent 15.3:10" in html and "<mark>" in html and steer.startswith("15.3:10:+")
+    assert json.loads(plot["plot"])["layout"]["title"]["text"] == "Latent 15.3:10"
+    for args, says in (((15, 3, 512), "latent 512 does not exist"), ((31, 0, 1), "layer 31"), ((15, 9, 1), "head")):
+        with pytest.raises(AppError, match=says):
+            client.predict(*args, api_name="/latent")
+    rows = client.predict("create", "", api_name="/latent_search")
+    assert rows["data"] and all("create" in r[1] for r in rows["data"])
 
 
 def test_app_still_serves_after_bad_inputs(client):

@@ -349,3 +349,60 @@ def test_a_link_with_a_bad_value_says_which_and_keeps_the_default(browser, app_u
     assert float(slider.input_value()) == 1.0
     page.wait_for_timeout(1500)
     assert page.locator("#out-sae textarea").input_value() == ""  # and nothing ran
+
+
+def test_a_latent_card_opens_from_a_bar_and_steering_with_it_moves_the_reply(browser, app_url, tmp_path):
+    """Compare, then click a bar of the top-latents chart: the Latents tab opens that latent's card with its
+    contexts; a search by level lists latents; "steer with this latent" fills the Compare's latents by hand, and
+    the hand-steered reply differs from the unsteered one."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    boxes = page.locator("textarea:visible")
+    boxes.nth(0).fill("Why do we see phases of the Moon?")
+    boxes.nth(1).fill("Because the Earth's shadow covers part of the Moon.")
+    page.get_by_label("Create: Produce something new", exact=False).check()
+    page.get_by_text("For researchers: inside the sparse autoencoder").click()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("Done in").wait_for(timeout=240_000)
+    bar = page.locator("#plot-bars .js-plotly-plot .bars .point path").first
+    bar.wait_for(timeout=60_000)
+    box = bar.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] - 2)
+    card = page.locator("#latent-card")
+    card.get_by_text("Latent ").first.wait_for(timeout=30_000)
+    assert card.locator("mark").count() >= 1  # its contexts, the token highlighted
+    page.locator("#latent-card-plot .js-plotly-plot").wait_for(timeout=30_000)
+    name = card.locator("h3").inner_text().split()[1]
+    layer, head = page.locator("#latent-layer input").input_value(), page.locator("#latent-head input").input_value()
+    assert name.startswith(f"{layer}.{head}:")
+
+    page.locator("#latent-level input").click()
+    page.get_by_role("option", name="create", exact=True).click()
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("#latent-results tbody tr").first.wait_for(timeout=30_000)
+    assert "create" in page.locator("#latent-results tbody tr").first.inner_text()
+    shot = tmp_path / "latents.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep(shot, "latents.png")
+
+    page.get_by_role("button", name="Steer with this latent (in the Compare)").click()
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#compare-latents textarea, #compare-latents input');"
+        " return t && t.value.includes(':'); }",
+        timeout=30_000,
+    )
+    page.locator("#out-latents").wait_for(state="visible", timeout=10_000)
+    before = page.locator("#out-none textarea").input_value()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.wait_for_function(
+        "old => { const t = document.querySelector('#out-latents textarea'); return t && t.value.trim() && "
+        "document.querySelector('#out-none textarea').value === old; }",
+        arg=before,
+        timeout=240_000,
+    )
+    page.get_by_text("Done in").wait_for(timeout=240_000)
+    assert page.locator("#out-latents textarea").input_value() != page.locator("#out-none textarea").input_value()
+    assert not errors, errors

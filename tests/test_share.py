@@ -104,10 +104,30 @@ def test_links_and_reports_carry_the_prompt_under_the_steering(steerable_lm):
     assert links.read_link(params, steerable_lm).runs
 
 
+def test_links_and_reports_restore_a_hand_steered_run(steerable_lm, tmp_path):
+    hand = "1.0:3:+40, 1.1:7:-2.5"
+    *_, result = compare_stream(steerable_lm, request(latents=hand), judge=FakeJudge())
+    record = json.loads(json.dumps(result.record(steerable_lm.label)))  # as the report file holds it
+    assert record["settings"]["latents"] == [[1, 0, 3, 40.0], [1, 1, 7, -2.5]] and "latents" in record["outputs"]
+    params = query(links.link_query(record, steerable_lm))
+    assert params["latents"] == hand
+    opened = links.read_link(params, steerable_lm)
+    assert opened.runs and CompareRequest.from_ui(**opened.values) == request(latents=hand)
+    path = tmp_path / "hand.json"
+    path.write_text(json.dumps(record))
+    saved = reports.read_report(str(path), NoModel(steerable_lm))
+    assert saved.restorable, saved.message()
+    restored = reports.restore(saved)
+    assert restored.request == request(latents=hand)
+    assert restored.outputs["latents"].text == record["outputs"]["latents"]["text"]
+
+
 @pytest.mark.parametrize(
     "params,name,why",
     [
         ({"prompt": "shout"}, "prompt", "one of plain, fewshot, instruction"),
+        ({"latents": "1.0:3"}, "latents", "could not read"),
+        ({"latents": "1.9:3:1"}, "latents", "head"),
         ({"strength": "9"}, "strength", "from 0 to 4"),
         ({"strength": "lots"}, "strength", "must be a number"),
         ({"layers": "99"}, "layers", "out of range"),

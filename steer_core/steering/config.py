@@ -33,7 +33,6 @@ PROMPT_ALPHA: dict[tuple[str, str, str], float] = {
 RESIDUAL_LAYERS = (15,)  # the layer the shipped vectors were fitted and validated for
 MAX_STEPS = 500
 MAX_STRENGTH_SHOWN = 4.0  # the strength slider's top (the CLI and Python take any strength >= 0)
-HAND = "latents"  # the target that steers latents chosen by hand (SteerConfig.latents)
 
 
 def unit_alpha(method: str, target: str, prompt: str = PLAIN) -> float:
@@ -127,9 +126,9 @@ class SteerConfig:
             raise UserError("first tokens limits the generated tokens; positions 'prompt' steers none of them")
         if self.after_first and self.first_tokens is None:
             raise UserError("a strength after the first tokens needs first tokens (how many the opening has)")
-        if self.target == HAND:
+        if spec.names_latents:
             if not self.latents:
-                raise UserError(f"target {HAND!r} steers the latents you name: give them as {LATENTS_FORM}")
+                raise UserError(f"target {self.target!r} steers the latents you name: give them as {LATENTS_FORM}")
             # the latents name their own layers and heads
             object.__setattr__(self, "layers", tuple(sorted({a for a, *_ in self.latents})))
             object.__setattr__(self, "layer_heads", tuple(sorted({(a, h) for a, h, *_ in self.latents})))
@@ -214,8 +213,8 @@ class SteerConfig:
         (the residual vector) runs it, at residual_layers (the model's own: model_defaults.residual_layers)
         unless `files` names its vectors, on every head."""
         m = methods.get(method)
-        if m.only_target == HAND:  # the latents name their layers and heads (__post_init__)
-            return replace(self, method=method, target=HAND, heads=None, layer_heads=None)
+        if m.only_target is not None and targets.get(m.only_target).names_latents:  # they name layers and heads
+            return replace(self, method=method, target=m.only_target, heads=None, layer_heads=None)
         if m.only_target is not None:  # vectors exist for the layer they were fitted at only
             layers = residual_layers if files.residual is None and method != self.method else self.layers
             return replace(self, method=method, target=m.only_target, layers=layers, heads=None, layer_heads=None)
@@ -245,7 +244,7 @@ class SteerConfig:
             t += "" if files.offsets is None else " offsets " + "/".join(Path(files.offsets).parts[-2:])
         steps = f" T{self.steps} lr{self.lr:g} mu{self.mu:g}" if spec.descends else ""
         saes = "" if files.saes is None else f" saes {Path(files.saes).name}"
-        if self.target == HAND:  # the latents say where: their layers and heads are theirs
+        if spec.names_latents:  # the latents say where: their layers and heads are theirs
             return f"{t} {latents_text(self.latents)}{self._where_label(heads=False)}{saes}"
         return f"{t}{steps}{self._where_label(heads=True)}{saes}"
 

@@ -97,6 +97,7 @@ class Target:
     objective: Objective | None = None  # what its trace's objective line shows (None: it does not descend)
     short: str = ""  # the label's word (default: the name)
     bare_at_unit: bool = False  # its label omits alpha at alpha 1 (the paper's own setting)
+    names_latents: bool = False  # it steers SteerConfig.latents, which name its layers and heads
 
     @property
     def descends(self) -> bool:
@@ -241,5 +242,6 @@ register(
         code_offset=_hand_offset,
         short="hand",
         bare_at_unit=True,
+        names_latents=True,
     )
 )

@@ -263,7 +263,7 @@ class CompareResult:
             ),
             "heat": charts.token_latent_heatmap(
                 view.tokens[fb] or view.tokens, view.after[fb] if view.after[fb].size else view.after,
-                title=f"Sparse code per token of the SAE-steered feedback ({where})",
+                title=f"Sparse code per token of the SAE-steered feedback ({where})", where=(view.layer, view.head),
             ),
             "trace": charts.descent_trace(
                 view.trace, req.level, probs=view.level_probs, objective=view.objective,
