@@ -24,7 +24,7 @@ from ui import (
 from ui.compare import compare_tab
 from ui.evidence import evidence_tab
 from ui.ladder import ladder_tab
-from ui.latents import latents_tab
+from ui.latents import clicked_box, latents_tab
 from ui.levels import describe, levels_tab
 from ui.questions import questions_tab
 from ui.sharing import share_runs, sharing_panel
@@ -51,11 +51,12 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="Bloom steering demo") as demo:
         gr.Markdown(HEADER.format(model=describe(model)))
         sharing = sharing_panel()
+        clicked = clicked_box()
         with gr.Tabs() as sharing.tabs:
             run_tabs = [compare_tab(demo, model), ladder_tab(demo, model), sweep_tab(demo, model)]
             for tab in (questions_tab, train_tab, evidence_tab):
                 tab(demo, model)
-            latents_tab(demo, model, run_tabs[0].inputs["latents"], sharing.tabs)
+            latents_tab(demo, model, run_tabs[0].inputs["latents"], sharing.tabs, clicked)
             levels_tab(demo, model)
         share_runs(demo, run_tabs, sharing)
     return demo

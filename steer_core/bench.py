@@ -60,6 +60,56 @@ def first_token_s(lm, reqs, repeats: int) -> float:
     return statistics.median(out[1:])
 
 
+def decode_step_s(lm, reqs, tokens: int, repeats: int) -> float:
+    """One decoding step of a batch: the median time between streamed tokens (the prefill left out)."""
+    gaps = []
+    for _ in range(repeats):
+        stamps = [time.perf_counter() for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True)]
+        gaps += [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first gap still holds the prefill
+    return statistics.median(gaps)
+
+
+def weight_bytes(lm) -> int:
+    """Bytes of the weights one decoding step reads, as loaded: every Linear's weight and bias (the output
+    layer's too, where it shares the embedding's storage; an adapter's own small matrices too), each tensor
+    counted once. The embedding is read one row a token and left out."""
+    seen, total = set(), 0
+    for m in lm.model.modules():
+        if isinstance(m, torch.nn.Linear):
+            for p in (m.weight, m.bias):
+                if p is not None and p.data_ptr() not in seen:
+                    seen.add(p.data_ptr())
+                    total += p.numel() * p.element_size()
+    return total
+
+
+def read_bandwidth_gb_s(mb: int = 512, repeats: int = 7) -> float:
+    """The machine's memory read bandwidth as this process sees it: summing a buffer far larger than any
+    cache, with torch's threads, the best of `repeats`."""
+    x = torch.ones(mb * 2**20 // 4)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * x.element_size() / best / 1e9
+
+
+def decode_floor(lm, reqs, tokens: int, repeats: int) -> dict:
+    """How far one unsteered decoding step is from the machine's own limit: the weight-streaming floor (the bytes
+    a step reads over the read bandwidth measured now) and the step's ratio to it."""
+    step = decode_step_s(lm, reqs, tokens, repeats)
+    gb_s, size = read_bandwidth_gb_s(), weight_bytes(lm)
+    floor = size / (gb_s * 1e9)
+    return {
+        "decode_step_ms": round(step * 1e3, 2),
+        "weight_mb": round(size / 2**20, 1),
+        "read_gb_s": round(gb_s, 1),
+        "decode_floor_ms": round(floor * 1e3, 2),
+        "decode_floor_ratio": round(step / floor, 2),
+    }
+
+
 def peak_rss_mb() -> float:
     import resource
 
@@ -212,6 +262,7 @@ def run_bench(
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
     out["first_token_ladder_s"] = round(first_token_s(lm, batches["ladder"], repeats), 3)
+    out |= decode_floor(lm, batches["none"], tokens, repeats)
     out |= card_open_s(lm)
     if cold_start:
         out["cold_start_s"] = round(cold_start_s(lm.name), 2)

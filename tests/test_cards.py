@@ -108,3 +108,23 @@ def test_search_by_level_and_by_word(built):
         assert any("q" in c.token.lower() and c.activation == score for c in found.contexts)
     with pytest.raises(UserError, match="a level, a word"):
         search(lm)
+
+
+def test_the_shipped_cards_were_built_from_the_shipped_saes():
+    """Every layer's cards name the SAE files they were built from: those that ship (a retrained SAE without new
+    cards would show another SAE's latents). And they stay small enough for a Space."""
+    import json
+
+    from steer_core.inspect.cards import ASSET_CARDS
+    from steer_core.paths import ASSET_SAES, DEFAULT_FOLDER
+    from steer_core.steering.offset_files import manifest_digest
+
+    folder = ASSET_CARDS / DEFAULT_FOLDER
+    meta = json.loads((folder / "cards.json").read_text())
+    saes = {p.parent.name: json.loads(p.read_text()) for p in (ASSET_SAES / DEFAULT_FOLDER).glob("layer_*/layer.json")}
+    assert len(saes) == 30 and set(meta["layers"]) == {str(i) for i in range(30)}
+    for layer, digest in meta["layers"].items():
+        assert manifest_digest(saes[f"layer_{layer}"]) == digest, layer
+        assert (folder / f"layer_{layer}.safetensors").is_file()
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 12e6
+    assert meta["effects"]["unsteered"]["texts"] and len(meta["references"]) == 3

@@ -102,7 +102,8 @@ def test_ladder_and_sweep_endpoints_take_what_they_took():
     )
     assert ladder.PARAMS == ("question", "student_answer", "baseline", "strength", "max_new_tokens", "prompt")
     assert sweep.PARAMS == ("question", "student_answer", "level", "strengths", "max_new_tokens", "prompt")
-    assert compare.API[-1] == "prompt" and compare.API.index("residual_vector") == len(compare.API) - 2
+    # each new /compare parameter comes last: prompt, then latents by hand
+    assert compare.API[-2:] == ("prompt", "latents") and compare.API.index("residual_vector") == len(compare.API) - 3
     assert LadderRequest.__dataclass_fields__["strength"].metadata["knob"] is KNOBS["strength"]  # declared once
 
 

@@ -56,8 +56,27 @@ def find(level, word, model=None):
     return [[r["latent"], r["why"], r["score"]] for r in rows]
 
 
-def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs) -> None:
-    """The Latents tab; `hand` is the Compare's latents-by-hand box, `tabs` the page's tabs (to go to Compare)."""
+@endpoint("latent")
+def latent_card(layer, head, latent):
+    """A latent's card: its text (HTML), its chart and the hand-steering value that pushes it."""
+    return show_card(layer, head, latent)
+
+
+@endpoint("latent_search")
+def latent_search(level, word):
+    """Latents by level (its offset's largest weights, then those that fire most on its feedback) or by a word
+    they fire on: rows of (latent, why, score)."""
+    return find(level, word)
+
+
+def clicked_box() -> gr.Textbox:
+    """Where a click on a chart's latent lands (CLICK_JS); outside the tabs, so it is on the page whichever is open."""
+    return gr.Textbox(visible="hidden", elem_id="latent-clicked")
+
+
+def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs, clicked: gr.Textbox) -> None:
+    """The Latents tab; `hand` is the Compare's latents-by-hand box, `tabs` the page's tabs (to go to Compare),
+    `clicked` the box a chart's click writes (clicked_box)."""
     with gr.Tab("Latents", id="latents"):
         gr.Markdown(INTRO)
         with gr.Row():
@@ -78,18 +97,12 @@ def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs) -> None
         plot = gr.Plot(label="The latent's card", elem_id="latent-card-plot")
         steer_value = gr.Textbox(visible=False)
         steer = gr.Button("Steer with this latent (in the Compare)", elem_id="steer-with-latent")
-        clicked = gr.Textbox(visible="hidden", elem_id="latent-clicked")
-
-    @endpoint("latent")
-    def latent_card(layer_, head_, latent_):
-        """A latent's card: its text (HTML), its chart and the hand-steering value that pushes it."""
-        return show_card(layer_, head_, latent_)
 
     card_out = [html, plot, steer_value]
     open_.click(latent_card, [layer, head, latent], card_out, api_name="latent")
-    go.click(guarded("latent search")(lambda lv, w: find(lv, w)), [level, word], found, api_name="latent_search")
+    go.click(latent_search, [level, word], found, api_name="latent_search")
 
-    def chosen(evt: gr.SelectData, table):
+    def chosen(table, evt: gr.SelectData):
         row = evt.index[0]
         name = table.iloc[row, 0] if hasattr(table, "iloc") else table[row][0]
         a, h, k = parse_name(name)

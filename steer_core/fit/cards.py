@@ -29,6 +29,7 @@ from ..inspect.cards import (
     LayerCards,
     _read_meta,
     cards_root,
+    push_of,
     top_offset_latents,
 )  # fmt: skip
 from ..io_utils import atomic_write_bytes, atomic_write_text
@@ -48,16 +49,17 @@ def token_table(lm, rows, style: str) -> tuple[torch.Tensor, torch.Tensor, list[
 
 
 def reference_rows(rows, writers=REFERENCE_WRITERS, n: int = REFERENCES, level: str = "apply") -> list:
-    """A few held-out scenarios (one feedback each, at one level): what the attention shift and effects read."""
-    seen, out = set(), []
-    for r in rows:
-        if writer_of(r.scenario_id) in writers and r.level == level and r.scenario_id not in seen:
-            seen.add(r.scenario_id)
-            out.append(r)
-        if len(out) == n:
-            break
+    """A few scenarios (one feedback each, at one level) that the attention shift and effects read: the held-out
+    writers' where the rows have them (the validation writers), else the first scenarios there are (a fit on
+    other writers)."""
+    rows = [r for r in rows if r.level == level]
+    held_out = [r for r in rows if writer_of(r.scenario_id) in writers]
+    first: dict[str, object] = {}
+    for r in held_out or rows:
+        first.setdefault(r.scenario_id, r)
+    out = list(first.values())[:n]
     if not out:
-        raise UserError(f"no {level} feedback of writers {', '.join(writers)} to read the attention shift on")
+        raise UserError(f"no {level} feedback among the rows to read the attention shift on")
     return out
 
 
@@ -161,7 +163,7 @@ def build_cards(
     style: str = DEFAULT_STYLE,
     effects: int = 4,
     progress: bool = True,
-    group: int = 6,
+    group: int = 10,
     rows=None,
     banks: dict | None = None,
 ) -> Path:
@@ -190,7 +192,7 @@ def build_cards(
             freq, top_act, top_token, level_mean = encode_stats(
                 sae, captured.queries[layer], where, levels, captured.is_feedback, lm.device
             )
-            push = top_act[..., 0].clamp_min(1.0)
+            push = push_of(top_act[..., 0])
             cards = LayerCards(
                 layer, freq, top_act, top_token, level_mean, attention_shift(lm, layer, sae, refs, push), push
             )
@@ -237,7 +239,7 @@ def _table_digest(ids: torch.Tensor) -> str:
 @torch.no_grad()
 def judged_effects(lm, out: Path, layers, refs_rows, style: str, per_level: int, progress: bool) -> dict:
     """For the top latents of each level's offset: the judge's mean level probabilities over the reference
-    scenarios when that latent alone is pushed (by 4x its top activation, on the generated tokens), beside the
+    scenarios when that latent alone is pushed (by its card's push, on the generated tokens), beside the
     unsteered replies'. {"layer.head:latent": {"strength", "probs", "texts"}, "unsteered": {...}}."""
     from ..generation import Request, generate_batch
     from ..judge.classifier import default_judge
@@ -262,7 +264,7 @@ def judged_effects(lm, out: Path, layers, refs_rows, style: str, per_level: int,
 
     run("unsteered", None)
     for a, h, k in tqdm(sorted(chosen), desc="judged effects", disable=not progress):
-        s = 4.0 * float(cards[a].push[h, k])
+        s = round(float(cards[a].push[h, k]), 1)
         cfg = SteerConfig(target="latents", latents=((a, h, k, s),)).for_method("latents")
         run(f"{a}.{h}:{k}", cfg, s)
     return result

@@ -50,7 +50,7 @@ class LatentCard:
     offset: list[float] | None  # its weight in each level's learned offset (None: no offsets for the layer)
     prototype: list[float]  # its value in each level's prototype
     attention: dict[str, float]  # change of its head's attention mass on each part of the prompt when pushed
-    push: float  # by how much it was pushed for `attention` (its top activation)
+    push: float  # how hard it was pushed for `attention` and `effect` (inspect.cards.push_of)
     effect: dict | None = None  # judged replies steered by it alone (the level pages' latents only)
     unsteered: dict | None = None
     notes: list[str] = field(default_factory=list)
@@ -61,8 +61,8 @@ class LatentCard:
 
     @property
     def steer_with(self) -> str:
-        """The hand-steering value a card's "steer with this latent" fills in: pushed by its top activation."""
-        return latents_text(((self.layer, self.head, self.latent, round(max(self.push, 1.0) * 4, 1)),))
+        """The hand-steering value a card's "steer with this latent" fills in: its push."""
+        return latents_text(((self.layer, self.head, self.latent, round(self.push, 1)),))
 
 
 def open_card(lm, layer, head, latent, style: str = DEFAULT_STYLE) -> LatentCard:
