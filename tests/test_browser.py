@@ -369,6 +369,7 @@ def test_a_latent_card_opens_from_a_bar_and_steering_with_it_moves_the_reply(bro
     page.get_by_text("Done in").wait_for(timeout=240_000)
     bar = page.locator("#plot-bars .js-plotly-plot .bars .point path").first
     bar.wait_for(timeout=60_000)
+    bar.scroll_into_view_if_needed()
     box = bar.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] - 2)
     card = page.locator("#latent-card")
@@ -382,13 +383,16 @@ def test_a_latent_card_opens_from_a_bar_and_steering_with_it_moves_the_reply(bro
     page.locator("#latent-level input").click()
     page.get_by_role("option", name="create", exact=True).click()
     page.get_by_role("button", name="Search", exact=True).click()
-    page.locator("#latent-results tbody tr").first.wait_for(timeout=30_000)
-    assert "create" in page.locator("#latent-results tbody tr").first.inner_text()
+    results = page.locator("#latent-results")
+    results.get_by_text("its weight in the create offset").first.wait_for(timeout=30_000)
+    assert results.get_by_text("fires more on create feedback").count() >= 1  # then the latents firing on create
     shot = tmp_path / "latents.png"
     page.screenshot(path=str(shot), full_page=True)
     keep(shot, "latents.png")
 
     page.get_by_role("button", name="Steer with this latent (in the Compare)").click()
+    page.locator("#out-latents").wait_for(state="visible", timeout=10_000)  # the Compare, with its column
+    page.get_by_text("Advanced (the paper's knobs)").click()
     page.wait_for_function(
         "() => { const t = document.querySelector('#compare-latents textarea, #compare-latents input');"
         " return t && t.value.includes(':'); }",

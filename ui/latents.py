@@ -116,7 +116,7 @@ def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs, clicked
         a, h, k = parse_name(value)
         return (gr.Tabs(selected="latents"), a, h, k, *show_card(a, h, k))
 
-    clicked.input(guarded("latent card")(from_chart), clicked, [tabs, layer, head, latent, *card_out],
+    clicked.change(guarded("latent card")(from_chart), clicked, [tabs, layer, head, latent, *card_out],
                   api_visibility="private")  # fmt: skip
     steer.click(lambda v: (v, gr.Tabs(selected="compare")), steer_value, [hand, tabs], api_visibility="private")
     demo.load(None, None, None, js=CLICK_JS)

@@ -254,9 +254,11 @@ def card_html(card: LatentCard) -> str:
         f"<p>Fires on {card.fires:.2%} of the dataset's tokens; top activation {card.top_activation:.2f}. On feedback "
         f"it is most active at <b>{e(card.best_level)}</b> ({share} of its six level means; 17% is no preference).",
     ]
-    if card.offset is not None:
+    if card.offset is not None and max(card.offset) > 0:
         top = LEVELS[int(np.argmax(card.offset))]
         lines.append(f" The learned offsets push it most for <b>{e(top)}</b>.")
+    elif card.offset is not None:
+        lines.append(" The learned offsets do not push it up for any level.")
     lines.append("</p>")
     if card.contexts:
         lines.append("<p><b>Where it fires most</b> (the token highlighted):</p><ol class='latent-contexts'>")
