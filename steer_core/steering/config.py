@@ -100,7 +100,7 @@ class SteerConfig:
         "gives that prompt's own reply)",
     )  # fmt: skip
     latents: tuple[HandLatent, ...] | None = knob(
-        None, label="Latents by hand", kind="latents", optional=True, advanced=True,
+        None, label="Latents by hand", kind="latents", optional=True, advanced=True, shown="",
         help=f"steer chosen SAE latents, each at its own strength ({LATENTS_FORM}), in a column of their own; "
         "a latent's card (the Latents tab) says what it fires on",
     )  # fmt: skip
