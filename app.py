@@ -51,13 +51,13 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="Bloom steering demo") as demo:
         gr.Markdown(HEADER.format(model=describe(model)))
         sharing = sharing_panel()
-        clicked = clicked_box()
         with gr.Tabs() as sharing.tabs:
             run_tabs = [compare_tab(demo, model), ladder_tab(demo, model), sweep_tab(demo, model)]
             for tab in (questions_tab, train_tab, evidence_tab):
                 tab(demo, model)
-            latents_tab(demo, model, run_tabs[0].inputs["latents"], sharing.tabs, clicked)
+            open_card_on_click = latents_tab(demo, model, run_tabs[0].inputs["latents"], sharing.tabs)
             levels_tab(demo, model)
+        open_card_on_click(clicked_box())
         share_runs(demo, run_tabs, sharing)
     return demo
 

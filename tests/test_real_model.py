@@ -64,7 +64,12 @@ def test_strength_0_is_unsteered_for_every_target_and_method(lm):
     from steer_core.steering.config import SteerConfig
     from steer_core.steering.targets import REGISTRY as TARGETS
 
-    steered = [("sae", SteerConfig(target=t, strength=0.0, positions="all")) for t in TARGETS]
+    hand = ((15, 3, 10, 4.0), (24, 6, 374, 2.7))  # for a target that steers latents named by hand
+    steered = [
+        ("sae", SteerConfig(target=t, strength=0.0, positions="all", latents=hand if spec.names_latents else None))
+        for t, spec in TARGETS.items()
+    ]
+    steered.append(("latents", SteerConfig(target="latents", strength=0.0, positions="all", latents=hand)))
     steered += [
         (m, SteerConfig(method=m, target=t, strength=0.0))
         for m, t in (("query", "prototype"), ("query", "delta"), ("meandiff", "delta"))

@@ -70,13 +70,14 @@ def latent_search(level, word):
 
 
 def clicked_box() -> gr.Textbox:
-    """Where a click on a chart's latent lands (CLICK_JS); outside the tabs, so it is on the page whichever is open."""
+    """Where a click on a chart's latent lands (CLICK_JS): after the tabs, so it is on the page whichever tab is
+    open, and not the page's first text box."""
     return gr.Textbox(visible="hidden", elem_id="latent-clicked")
 
 
-def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs, clicked: gr.Textbox) -> None:
-    """The Latents tab; `hand` is the Compare's latents-by-hand box, `tabs` the page's tabs (to go to Compare),
-    `clicked` the box a chart's click writes (clicked_box)."""
+def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs):
+    """The Latents tab; `hand` is the Compare's latents-by-hand box, `tabs` the page's tabs (to go to Compare).
+    Returns listen(clicked): opens a card when a chart's click writes the box clicked_box made (after the tabs)."""
     with gr.Tab("Latents", id="latents"):
         gr.Markdown(INTRO)
         with gr.Row():
@@ -116,7 +117,11 @@ def latents_tab(demo: gr.Blocks, model, hand: gr.Textbox, tabs: gr.Tabs, clicked
         a, h, k = parse_name(value)
         return (gr.Tabs(selected="latents"), a, h, k, *show_card(a, h, k))
 
-    clicked.change(guarded("latent card")(from_chart), clicked, [tabs, layer, head, latent, *card_out],
-                  api_visibility="private")  # fmt: skip
     steer.click(lambda v: (v, gr.Tabs(selected="compare")), steer_value, [hand, tabs], api_visibility="private")
     demo.load(None, None, None, js=CLICK_JS)
+
+    def listen(clicked: gr.Textbox) -> None:
+        clicked.change(guarded("latent card")(from_chart), clicked, [tabs, layer, head, latent, *card_out],
+                      api_visibility="private")  # fmt: skip
+
+    return listen
