@@ -131,3 +131,21 @@ def test_every_import_inside_a_function_resolves():
     assert len(SOURCES) > 40
     bad = [msg for path in SOURCES for msg in unresolved(path)]
     assert not bad, "late imports that fail when their function runs:\n" + "\n".join(bad)
+
+
+def test_bench_counts_the_weights_a_decoding_step_reads_and_reports_its_floor():
+    """The floor's bytes are every Linear's weight and bias once (a tied output layer once); the report has each
+    figure of the floor (their values are bench's to print, not a test's to bound)."""
+    import torch
+    from tiny import char_tokenizer, tiny_lm
+
+    from steer_core.bench import decode_floor, weight_bytes
+    from steer_core.generation import Request
+
+    lm = tiny_lm(seed=2, tokenizer=char_tokenizer())
+    linears = [m for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
+    tensors = {p.data_ptr(): p for m in linears for p in (m.weight, m.bias) if p is not None}
+    assert weight_bytes(lm) == sum(p.numel() * p.element_size() for p in tensors.values()) > 0
+    got = decode_floor(lm, [Request("q?", "a.", "none")], 6, 1)
+    assert set(got) == {"decode_step_ms", "weight_mb", "read_gb_s", "decode_floor_ms", "decode_floor_ratio"}
+    assert got["weight_mb"] == round(weight_bytes(lm) / 2**20, 1) and all(v > 0 for v in got.values())
