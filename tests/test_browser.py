@@ -226,9 +226,8 @@ def test_the_residual_vector_reads_fluently_in_compare_and_the_ladder(browser, a
     assert not errors, errors
 
 
-def test_compare_steers_on_top_of_the_instruction_prompt(browser, app_url):
-    """Choosing the instruction prompt: the steered columns say they run on top of it, and the prompt alone shows
-    as its own column (their strength 0) without being ticked."""
+def moon_question(browser, app_url):
+    """The page open on the Compare with the Moon question and its answer typed in; (page, its errors)."""
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -237,6 +236,13 @@ def test_compare_steers_on_top_of_the_instruction_prompt(browser, app_url):
     boxes = page.locator("textarea:visible")
     boxes.nth(0).fill("Why do we see phases of the Moon?")
     boxes.nth(1).fill("Because the Earth's shadow covers part of the Moon.")
+    return page, errors
+
+
+def test_compare_steers_on_top_of_the_instruction_prompt(browser, app_url):
+    """Choosing the instruction prompt: the steered columns say they run on top of it, and the prompt alone shows
+    as its own column (their strength 0) without being ticked."""
+    page, errors = moon_question(browser, app_url)
     page.get_by_label("Apply: Use a rule", exact=False).check()
     assert not page.locator("#out-instruction").is_visible()
     page.locator("#compare-prompt").get_by_label("Instruction", exact=True).check()
@@ -355,14 +361,7 @@ def test_a_latent_card_opens_from_a_bar_and_steering_with_it_moves_the_reply(bro
     """Compare, then click a bar of the top-latents chart: the Latents tab opens that latent's card with its
     contexts; a search by level lists latents; "steer with this latent" fills the Compare's latents by hand, and
     the hand-steered reply differs from the unsteered one."""
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(app_url)
-    page.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
-    boxes = page.locator("textarea:visible")
-    boxes.nth(0).fill("Why do we see phases of the Moon?")
-    boxes.nth(1).fill("Because the Earth's shadow covers part of the Moon.")
+    page, errors = moon_question(browser, app_url)
     page.get_by_label("Create: Produce something new", exact=False).check()
     page.get_by_text("For researchers: inside the sparse autoencoder").click()
     page.get_by_role("button", name="Compare", exact=True).click()

@@ -213,15 +213,19 @@ def cmd_train_adapter(args) -> int:
     return 0
 
 
+def every_layer_or(spec: str | None, lm) -> tuple[int, ...]:
+    """--layers as given, or (None, "all") every layer of the loaded model; each checked against it."""
+    every = spec is None or spec.strip().lower() == "all"
+    return tuple(lm.check_layer(layer) for layer in (range(lm.n_layers) if every else layer_spec(spec)))
+
+
 def cmd_prepare(args) -> int:
     from ..fit.prepare import PrepareConfig, plan, prepare
 
     lm = load(args)
     # the default steers every layer: for another model that is every layer of that model
-    every = args.layers is None or args.layers.strip().lower() == "all"
-    layers = tuple(range(lm.n_layers)) if every else layer_spec(args.layers)
+    layers = every_layer_or(args.layers, lm)
     writers = tuple(args.writers) if args.writers else None
-    layers = tuple(lm.check_layer(layer) for layer in layers)
     fit = OffsetFitConfig(layers=layers, style=args.style, epochs=args.offset_epochs)
     sae = replace(SAETrainConfig(), epochs=args.sae_epochs)
     cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, sae=sae, offsets=fit, cards=not args.no_cards)
@@ -546,8 +550,7 @@ def cmd_cards(args) -> int:
     from ..inspect.cards import cards_root
 
     lm = load(args)
-    every = args.layers.strip().lower() == "all"
-    layers = [lm.check_layer(layer) for layer in (range(lm.n_layers) if every else layer_spec(args.layers))]
+    layers = list(every_layer_or(args.layers, lm))
     t0 = time.time()
     out = build_cards(lm, layers, args.out or cards_root(lm, args.style), args.style, effects=args.effects)
     files = sorted(out.glob("*.safetensors")) + [out / "cards.json"]
