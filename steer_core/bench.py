@@ -20,6 +20,7 @@ import torch
 
 from .generation import Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL, ROOT
+from .prefix_cache import PREFIXES
 from .steering.config import SteerConfig
 from .views.compare import CompareRequest, compare_stream
 from .views.ladder import ladder_rows
@@ -49,12 +50,15 @@ def ratio_spread(times: dict[str, list[float]], name: str, base: str = "none") -
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def first_token_s(lm, reqs, repeats: int) -> float:
-    """Median wall time until the first streamed token of a batch (prefill + one step)."""
+def first_token_s(lm, reqs, repeats: int, cold: bool = False) -> float:
+    """Median wall time until the first streamed token of a batch (prefill + one step), as the app streams it.
+    cold: with the prompt-prefix cache emptied first (the first visitor at a level and prompt style)."""
     out = []
     for _ in range(repeats + 1):
+        if cold:
+            PREFIXES.forget()
         t0 = time.perf_counter()
-        for _outs in stream_batch(lm, reqs, max_new_tokens=2):
+        for _outs in stream_batch(lm, reqs, max_new_tokens=2, prefix_cache=True):
             break
         out.append(time.perf_counter() - t0)
     return statistics.median(out[1:])
@@ -64,7 +68,10 @@ def decode_step_s(lm, reqs, tokens: int, repeats: int) -> float:
     """One decoding step of a batch: the median time between streamed tokens (the prefill left out)."""
     gaps = []
     for _ in range(repeats):
-        stamps = [time.perf_counter() for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True)]
+        stamps = [
+            time.perf_counter()
+            for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, prefix_cache=True)
+        ]
         gaps += [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first gap still holds the prefill
     return statistics.median(gaps)
 
@@ -238,7 +245,7 @@ def run_bench(
     batches = bench_batches(compare, band, SteerConfig(layers=(layer,)))
     views: list[float] = []
     fns = {
-        name: (lambda reqs=reqs: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True))
+        name: (lambda reqs=reqs: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, prefix_cache=True))
         for name, reqs in batches.items()
     }
     fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
@@ -261,6 +268,7 @@ def run_bench(
     out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
+    out["first_token_compare4_cold_s"] = round(first_token_s(lm, batches["compare4"], repeats, cold=True), 3)
     out["first_token_ladder_s"] = round(first_token_s(lm, batches["ladder"], repeats), 3)
     out |= decode_floor(lm, batches["none"], tokens, repeats)
     out |= card_open_s(lm)

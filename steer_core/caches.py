@@ -51,3 +51,38 @@ def clear_all() -> None:
 
 def caches() -> dict[str, ProcessCache]:
     return {c.name: c for c in _ALL}
+
+
+class BoundedCache(ProcessCache):
+    """A ProcessCache that keeps at most `max_bytes` of values (`size_of` each), forgetting the least recently
+    used first. A value larger than the whole budget is returned but not kept."""
+
+    def __init__(self, name: str, max_bytes: int, size_of: Callable[[Any], int]):
+        super().__init__(name)
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._sizes: dict[Hashable, int] = {}
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                self._values[key] = self._values.pop(key)  # now the most recently used
+                return self._values[key]
+            value = build()
+            size = self._size_of(value)
+            if size > self.max_bytes:
+                return value
+            self._values[key], self._sizes[key] = value, size
+            while sum(self._sizes.values()) > self.max_bytes:
+                oldest = next(iter(self._values))
+                del self._values[oldest], self._sizes[oldest]
+            return value
+
+    def bytes_held(self) -> int:
+        with self._lock:
+            return sum(self._sizes[k] for k in self._values)
+
+    def forget(self, key: Hashable | None = None, where: Callable[[Hashable], bool] | None = None) -> None:
+        with self._lock:
+            super().forget(key, where)
+            self._sizes = {k: s for k, s in self._sizes.items() if k in self._values}

@@ -19,7 +19,8 @@ from . import methods
 from .bloom import normalize_level
 from .errors import UserError
 from .model.hooks import query_edits
-from .prompts import DEFAULT_STYLE, render
+from .prefix_cache import cache_over, prefix_kv
+from .prompts import DEFAULT_STYLE, render, shared_prefix
 from .steering.assets import steering_groups
 from .steering.config import PLAIN, SteerConfig
 from .steering.edits import layer_edits
@@ -105,9 +106,11 @@ def stream_batch(
     temperature: float = 0.0,
     top_p: float = 1.0,
     ignore_stop: bool = False,
+    prefix_cache: bool = False,
 ) -> Iterator[list[Output]]:
     """Generate all requests together; yield the outputs so far after every new token.
-    ignore_stop: always generate max_new_tokens (benchmarks compare equal work)."""
+    ignore_stop: always generate max_new_tokens (benchmarks compare equal work).
+    prefix_cache: read each prompt's shared prefix from prefix_cache.py (the interactive views)."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -126,7 +129,8 @@ def stream_batch(
     new_ids: list[list[int]] = [[] for _ in range(B)]
     t0 = time.time()
     edits_for = _decode_edits(lm, groups)
-    cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens)
+    prefixes = [shared_prefix(tok, r.messages(), p) for r, p in zip(requests, prompts)] if prefix_cache else None
+    cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens, prefixes)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     nxt = None  # the tokens chosen at the previous step
     for step in range(max_new_tokens):
@@ -215,26 +219,36 @@ def _prompt_steering(req: Request):
 
 
 @torch.no_grad()
-def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: int, max_new_tokens: int):
+def _prefill(
+    lm,
+    requests: Sequence[Request],
+    prompts: list[list[int]],
+    width: int,
+    max_new_tokens: int,
+    prefixes: list[int] | None = None,
+):
     """Read each distinct prompt once (the Compare batch's unsteered, SAE and query rows share one),
     distinct prompts of equal length together (no padding, so a long few-shot prompt does not make
     every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
-    Returns (cache, last-position logits in row order)."""
+    prefixes: each row's shared prefix length; a row whose steering does not reach the prompt then reads
+    only the rest, over the prefix's cached keys and values. Returns (cache, last-position logits in row order)."""
     from transformers import DynamicCache, StaticCache
 
     first: dict[tuple, int] = {}  # (tokens, prompt steering) -> the first row that reads it
     source = [first.setdefault((tuple(p), _prompt_steering(r)), i) for i, (r, p) in enumerate(zip(requests, prompts))]
-    by_len: dict[int, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}  # (prefix, length) -> rows read together
     for i in first.values():
-        by_len.setdefault(len(prompts[i]), []).append(i)
-    parts = []  # (rows, cache, last logits) per length
-    for rows in by_len.values():
+        cut = prefixes[i] if prefixes is not None and _prompt_steering(requests[i]) is None else 0
+        groups.setdefault((tuple(prompts[i][:cut]), len(prompts[i])), []).append(i)
+    parts = []  # (rows, cache, last logits) per group
+    for (prefix, _), rows in groups.items():
         sub = [requests[i] for i in rows]
-        ids = torch.tensor([prompts[i] for i in rows], device=lm.device)
+        ids = torch.tensor([prompts[i][len(prefix) :] for i in rows], device=lm.device)
+        past = cache_over(prefix_kv(lm, prefix), len(rows)) if prefix else DynamicCache()
         with query_edits(lm, layer_edits(lm, steering_groups(lm, sub), "prompt")):
             # logits_to_keep=1: the vocabulary projection of every prompt position would cost more
             # than the rest of the prefill
-            out = lm.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+            out = lm.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
         parts.append((rows, out.past_key_values, out.logits[:, -1, :].float()))
     at = {i: n for n, i in enumerate(i for rows, _, _ in parts for i in rows)}  # read row -> place in the join
     gather = torch.tensor([at[s] for s in source], device=lm.device)
@@ -256,6 +270,7 @@ def _prefill(lm, requests: Sequence[Request], prompts: list[list[int]], width: i
 
 
 def generate_batch(lm, requests: Sequence[Request], **kw) -> list[Output]:
+    """stream_batch's last outputs."""
     outputs: list[Output] = []
     for outputs in stream_batch(lm, requests, **kw):  # noqa: B007 - the last yield is the result
         pass

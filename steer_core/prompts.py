@@ -122,18 +122,42 @@ def plain_transcript(msgs: list[dict]) -> str:
     return "\n\n".join([*parts, FEEDBACK_CUE])
 
 
-def _chat_text(tokenizer, msgs: list[dict]) -> str:
+def _chat_text(tokenizer, msgs: list[dict], generation: bool = True) -> str:
     """The chat template's prompt; a template that refuses a system turn (Gemma's) gets it at the top of the
     first user turn, as those models' own docs do."""
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(msgs, add_generation_prompt=generation, tokenize=False)
     except TemplateError:
         if msgs[0]["role"] != "system":
             raise
         first = {"role": "user", "content": msgs[0]["content"] + "\n\n" + msgs[1]["content"]}
-        return tokenizer.apply_chat_template([first, *msgs[2:]], add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template([first, *msgs[2:]], add_generation_prompt=generation, tokenize=False)
+
+
+def shared_prefix(tokenizer, msgs: list[dict], ids: Sequence[int]) -> int:
+    """How many leading tokens of `ids` (render(msgs)'s) the turns before the last one fix: every question
+    under the same system text and few-shot examples starts with them. At most len(ids) - 1, so that a
+    prompt always has a token of its own left to read; 0 where the turns before the last render otherwise."""
+    from jinja2 import TemplateError
+
+    if len(msgs) < 2:
+        return 0
+    try:
+        if has_chat_template(tokenizer):
+            text = _chat_text(tokenizer, msgs[:-1], generation=False)
+        else:
+            text = (tokenizer.bos_token or "") + plain_transcript(msgs[:-1])
+    except TemplateError:
+        return 0
+    before = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n = 0
+    for a, b in zip(before, ids[: len(ids) - 1]):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 def has_chat_template(tokenizer) -> bool:

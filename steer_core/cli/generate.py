@@ -53,7 +53,12 @@ def cmd_generate(args) -> int:
         )  # fmt: skip
         t0 = time.time()
         out = generate_batch(
-            lm, [req], max_new_tokens=args.max_new_tokens, seed=args.seed, temperature=args.temperature
+            lm,
+            [req],
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            temperature=args.temperature,
+            prefix_cache=True,
         )[0]
         verdict = judge.judge([out.text])[0]
         rec = {

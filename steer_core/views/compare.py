@@ -315,7 +315,9 @@ def compare_stream(
     t0 = time.time()
     reqs = req.requests(residual_layers(lm))
     outs: list[Output] = []
-    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop):
+    for outs in stream_batch(
+        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, prefix_cache=True
+    ):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 

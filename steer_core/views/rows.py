@@ -195,7 +195,7 @@ def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None)
     t0 = time.time()
     reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
     outs: list[Output] = []
-    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed):
+    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, prefix_cache=True):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 

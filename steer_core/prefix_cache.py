@@ -1,0 +1,62 @@
+"""The keys and values of the prompt text every question shares: the system turn, and for the few-shot
+prompt its worked examples (most of its length). Kept per model and per token prefix (so per level, prompt
+style and examples), a Compare or a ladder reads only its question and answer.
+
+A prompt read in two parts (its prefix, then the rest over the prefix's cache) gives the same replies up
+to float32 rounding, not bit for bit, as reading it whole: the parts are multiplied in other blocks. So
+the interactive views ask for it (`stream_batch(..., prefix_cache=True)`), and they always read in two
+parts, cached or not, so a click gives the same reply every time; the evaluation, whose rows are
+recorded token for token, reads prompts whole.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .caches import BoundedCache
+from .errors import UserError
+
+PREFIX_CACHE_ENV = "STEER_PREFIX_CACHE_MB"
+DEFAULT_MB = 256  # a few-shot prefix of the default model is about 20 MB (422 tokens)
+
+
+def _budget_bytes() -> int:
+    raw = os.environ.get(PREFIX_CACHE_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_MB
+    except ValueError:
+        raise UserError(f"{PREFIX_CACHE_ENV} must be a number of megabytes, not {raw!r}") from None
+    return int(max(mb, 0) * 2**20)
+
+
+def _kv_bytes(kv: tuple) -> int:
+    return sum(t.numel() * t.element_size() for layer in kv for t in layer)
+
+
+PREFIXES = BoundedCache("prompt prefixes", _budget_bytes(), _kv_bytes)
+
+
+@torch.no_grad()
+def prefix_kv(lm, prefix: tuple[int, ...]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Each layer's (keys, values) of `prefix`, shape (1, kv_heads, len, head_dim), read without steering."""
+    from transformers import DynamicCache
+
+    def read():
+        ids = torch.tensor([prefix], device=lm.device)
+        out = lm.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
+        return tuple((layer.keys.clone(), layer.values.clone()) for layer in out.past_key_values.layers)
+
+    return PREFIXES.get((lm.key, str(lm.device), prefix), read)
+
+
+def cache_over(kv: tuple, rows: int):
+    """A fresh DynamicCache holding `kv` for `rows` rows; the cached tensors are never written (the next
+    forward appends by concatenation)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for layer, (k, v) in enumerate(kv):
+        cache.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), layer)
+    return cache
