@@ -264,3 +264,19 @@ def test_the_shipped_residual_vectors_are_the_validated_baseline(lm):
     cfg = SteerConfig(method="residual", layers=(15,))
     outs = generate_batch(lm, [Request(Q, A), Request(Q, A, "residual", "create", steer=cfg)], max_new_tokens=16)
     assert outs[1].text and outs[1].token_ids != outs[0].token_ids
+
+
+def test_each_compare_and_ladder_row_is_the_reply_it_gets_alone(lm):
+    """The few-row kernel's products and the two-part prompt reading do not depend on the rows beside a row: the
+    Compare's four replies and the ladder's seven, each generated alone, are the same tokens."""
+    from steer_core.generation import generate_batch
+    from steer_core.views.compare import CompareRequest
+    from steer_core.views.ladder import ladder_rows
+    from steer_core.views.rows import row_request
+
+    req = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=32)
+    for reqs in (req.requests(), [row_request(req, row) for row in ladder_rows()]):
+        together = generate_batch(lm, reqs, max_new_tokens=32, prefix_cache=True)
+        alone = [generate_batch(lm, [r], max_new_tokens=32, prefix_cache=True)[0] for r in reqs]
+        assert [o.token_ids for o in alone] == [o.token_ids for o in together]
+        assert all(o.new_tokens > 0 for o in together)
