@@ -69,6 +69,7 @@ def main() -> None:
     demo.queue(default_concurrency_limit=runtime.CONCURRENCY, max_size=runtime.QUEUE_SIZE or None)
     limits.bound(demo, runtime.QUEUE_SIZE, runtime.PER_CLIENT)
     runtime.trim_after_each_request(demo)
+    runtime.warm_prefixes_in_background(runtime.lm())
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

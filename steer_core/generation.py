@@ -269,6 +269,22 @@ def _prefill(
     return cache, logits
 
 
+def read_prefixes(lm, requests: Sequence[Request]) -> int:
+    """Read the shared prompt prefixes of `requests` into the prefix cache without generating (a server warming
+    up); rows whose steering reaches the prompt read it whole and have none. Returns how many prefixes."""
+    seen = set()
+    for r in requests:
+        if _prompt_steering(r) is not None:
+            continue
+        msgs = r.messages()
+        ids = render(lm.tokenizer, msgs)[0]
+        prefix = tuple(ids[: shared_prefix(lm.tokenizer, msgs, ids)])
+        if prefix and prefix not in seen:
+            seen.add(prefix)
+            prefix_kv(lm, prefix)
+    return len(seen)
+
+
 def generate_batch(lm, requests: Sequence[Request], **kw) -> list[Output]:
     """stream_batch's last outputs."""
     outputs: list[Output] = []

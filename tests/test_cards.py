@@ -73,6 +73,29 @@ def test_a_second_build_keeps_what_was_built(built):
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("layer_*.safetensors")} == before
 
 
+def test_queries_already_captured_give_the_same_cards(built, tmp_path, monkeypatch):
+    """prepare hands the cards its SAEs' captured queries: the layers they hold are not captured again, and the
+    files are the same bytes as a build that captures its own."""
+    from steer_core.fit import cards as fit_cards
+    from steer_core.fit.sae_training import capture_train_queries
+
+    lm, rows, out = built
+    given = capture_train_queries(lm, [0, 1], progress=False, rows=rows)
+    calls = []
+    real = fit_cards.capture_train_queries
+
+    def counting(lm_, layers, *a, **k):
+        calls.append(list(layers))
+        return real(lm_, layers, *a, **k)
+
+    monkeypatch.setattr(fit_cards, "capture_train_queries", counting)
+    fit_cards.build_cards(lm, list(range(lm.n_layers)), tmp_path, rows=rows, progress=False, captured=given)
+    assert lm.n_layers > 2 and calls == [[layer for layer in range(lm.n_layers) if layer not in (0, 1)]]
+    for layer in range(lm.n_layers):
+        name = f"layer_{layer}.safetensors"
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
 def test_a_card_opens_with_its_contexts_and_bad_values_are_refused(built):
     from steer_core.views.latents import card_figure, card_html, open_card
 

@@ -98,3 +98,19 @@ def test_a_bounded_cache_forgets_the_least_recently_used():
     assert cache.has("a") and cache.has("c") and not cache.has("b")
     assert cache.get("big", lambda: "x" * 11) == "x" * 11 and not cache.has("big")  # over the budget: not kept
     assert cache.bytes_held() == 8
+
+
+def test_warming_reads_every_level_s_compare_prefixes(lm):
+    """After the app's warm-up a Compare at any level reads no prefix of its own."""
+    from steer_core.views.compare import CompareRequest, warm_prefixes
+
+    assert warm_prefixes(lm) == 7  # the system turn, and the six levels' few-shot examples
+    held = dict(PREFIXES._sizes)
+    for level in ("remember", "create"):
+        reqs = CompareRequest(
+            question="What is a prime number?", student_answer="An odd number.", level=level
+        ).requests()
+        unsteered = [r for r in reqs if r.steer is None]  # the tiny model has no offsets to steer with
+        assert {r.method for r in unsteered} == {"none", "fewshot"}
+        generate_batch(lm, unsteered, max_new_tokens=2, prefix_cache=True)
+    assert PREFIXES._sizes == held

@@ -12,7 +12,9 @@ may have waiting or running; default 2 on a Space, no bound elsewhere).
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import threading
 
 try:  # ZeroGPU on Hugging Face Spaces: `spaces` must be imported before CUDA is touched
     import spaces
@@ -93,3 +95,22 @@ def trim_after_each_request(demo) -> None:
 def lm():
     """The loaded model (loaded once per process, then cached by steer_core)."""
     return load_model(MODEL, device=DEVICE, adapter=adapter_choice(ADAPTER))
+
+
+def warm_prefixes_in_background(model) -> threading.Thread | None:
+    """Read every level's Compare prompt prefixes (the system turn, the few-shot examples) into steer_core's prefix
+    cache in a background thread after the start, about 3 s of CPU, so the first visitor at a level waits for their
+    own question only. On a CPU only: under ZeroGPU the model reaches a GPU inside a request."""
+    if model.device.type != "cpu":
+        return None
+    from steer_core.views.compare import warm_prefixes
+
+    def warm():
+        try:
+            warm_prefixes(model)
+        except Exception:  # a cache left cold only costs the first visitor time; never the server
+            logging.getLogger(__name__).warning("warming the prompt prefixes failed", exc_info=True)
+
+    thread = threading.Thread(target=warm, name="warm-prefixes", daemon=True)
+    thread.start()
+    return thread

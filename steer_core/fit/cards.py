@@ -36,7 +36,7 @@ from ..io_utils import atomic_write_bytes, atomic_write_text
 from ..prompts import DEFAULT_STYLE, messages, render
 from ..sae.store import STORE
 from ..steering.offset_files import manifest_digest
-from .sae_training import capture_train_queries
+from .sae_training import Captured, capture_train_queries
 
 
 def token_table(lm, rows, style: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -166,11 +166,14 @@ def build_cards(
     group: int = 10,
     rows=None,
     banks: dict | None = None,
+    captured: Captured | None = None,
 ) -> Path:
     """The cards of `layers` (from the model's SAEs and the train split), into `out` (default: the model's cards
     folder) from `banks` (layer -> LayerSAEs; default: the model's own); layers already built from the same SAE
     files are kept (resumable). effects: the top latents of each level's learned offset whose steered replies are
-    judged (0: none). Returns the folder."""
+    judged (0: none). captured: the same rows' queries already captured (prepare's, for its SAEs): the layers it
+    holds are not captured again (a layer's queries are the same whichever layers a pass records). Returns the
+    folder."""
     t0 = time.time()
     out = Path(out) if out is not None else cards_root(lm, style)
     rows = list(rows) if rows is not None else load_dataset(split="train")
@@ -181,9 +184,12 @@ def build_cards(
     meta["references"] = [r.scenario_id for r in refs_rows]
     todo = [layer for layer in layers if not _done(out, meta, layer, digests[layer])]
     bar = tqdm(total=len(todo), desc="latent cards", unit="layer", disable=not progress)
-    for i in range(0, len(todo), group):
-        chunk = todo[i : i + group]
-        captured = capture_train_queries(lm, chunk, style, progress=False, rows=rows)
+    given = captured
+    have = [layer for layer in todo if given is not None and layer in given.queries]
+    rest = [layer for layer in todo if layer not in have]
+    chunks = ([have] if have else []) + [rest[i : i + group] for i in range(0, len(rest), group)]
+    for chunk in chunks:
+        captured = given if chunk is have else capture_train_queries(lm, chunk, style, progress=False, rows=rows)
         where = starts[captured.example_ids] + captured.positions
         levels = captured.example_levels[captured.example_ids]
         refs = references(lm, refs_rows, chunk, style)

@@ -147,6 +147,7 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
     rows = cfg.rows() if todo.layers_todo or not todo.offsets_done else []
     timings: dict = {}
     t_all = time.time()
+    captured = None
     if todo.layers_todo:
         t0 = time.time()
         captured = capture_train_queries(lm, todo.layers_todo, cfg.style, progress=progress, rows=rows)
@@ -172,7 +173,14 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
         t0 = time.time()
         cards_dir = cards_root(lm, cfg.style) if out is None else Path(out) / "cards"
         build_cards(
-            lm, list(cfg.layers), cards_dir, cfg.style, progress=progress, rows=cfg.rows(), banks=_banks(lm, cfg, out)
+            lm,
+            list(cfg.layers),
+            cards_dir,
+            cfg.style,
+            progress=progress,
+            rows=rows or cfg.rows(),
+            banks=_banks(lm, cfg, out),
+            captured=captured if rows else None,  # the SAEs' queries of these rows, not captured twice
         )
         timings["cards_seconds"] = round(time.time() - t0, 1)
     manifest = {

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
-from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, stream_batch
+from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, read_prefixes, stream_batch
 from ..layer_spec import layers_label
 from ..methods import PLAIN
 from ..steering.config import RESIDUAL_LAYERS, SteerConfig
@@ -131,6 +131,17 @@ class CompareRequest(Declared):
             )
             for m in self.methods
         ]
+
+
+def warm_prefixes(lm) -> int:
+    """Read the prompt prefixes of a default Compare at every level (the system turn, each level's few-shot
+    examples) into the prefix cache, so the first visitor at a level waits for their own question only (about
+    0.5 s a level on 2 CPU cores). Returns how many prefixes were read."""
+    columns = [
+        CompareRequest(question=".", student_answer=".", level=lv).requests(residual_layers(lm)) for lv in LEVELS
+    ]
+    # the steered columns read the unsteered column's prompt: they steer the reply only
+    return read_prefixes(lm, [r for reqs in columns for r in reqs if not methods.get(r.method).steers])
 
 
 def column_label(method: str, prompt: str = PLAIN) -> str:
