@@ -174,3 +174,27 @@ def test_the_latent_and_attention_views_read_a_steered_reply(prepared):
     assert parts and len(before) == len(after) == len(parts)
     assert all(0 <= share <= 1 for share in before + after)
     assert active_hook_count() == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_prompt_read_in_two_parts_gives_the_logits_of_one_read(family):
+    """The interactive views read the prompt's shared prefix (system turn, few-shot examples) and then the question
+    over its cached keys and values: the same next-token logits, to float32 rounding, in every family (sliding
+    windows and soft-capping included)."""
+    from steer_core.generation import _prefill
+    from steer_core.prefix_cache import PREFIXES
+    from steer_core.prompts import shared_prefix
+
+    lm = tiny_family_lm(family, seed=2, tokenizer=tokenizer_for(family))
+    reqs = [Request(Q, A, "fewshot", "apply"), Request(Q, A)]
+    prompts = [render(lm.tokenizer, r.messages())[0] for r in reqs]
+    cuts = [shared_prefix(lm.tokenizer, r.messages(), p) for r, p in zip(reqs, prompts)]
+    assert all(0 < c < len(p) for c, p in zip(cuts, prompts)), cuts
+    width = max(map(len, prompts))
+    PREFIXES.forget()
+    try:
+        _, whole = _prefill(lm, reqs, prompts, width, 2)
+        _, parts = _prefill(lm, reqs, prompts, width, 2, cuts)
+    finally:
+        PREFIXES.forget()
+    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-4)
