@@ -167,21 +167,8 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
         forget_offsets(todo.offsets_dir)  # a running app steers with the new fit from its next request
         timings["offsets_seconds"] = round(time.time() - t0, 1)
     if cfg.cards:
-        from ..inspect.cards import cards_root
-        from .cards import build_cards
-
         t0 = time.time()
-        cards_dir = cards_root(lm, cfg.style) if out is None else Path(out) / "cards"
-        build_cards(
-            lm,
-            list(cfg.layers),
-            cards_dir,
-            cfg.style,
-            progress=progress,
-            rows=rows or cfg.rows(),
-            banks=_banks(lm, cfg, out),
-            captured=captured if rows else None,  # the SAEs' queries of these rows, not captured twice
-        )
+        _cards(lm, cfg, out, rows, captured, progress)
         timings["cards_seconds"] = round(time.time() - t0, 1)
     manifest = {
         "model": lm.name,
@@ -202,6 +189,20 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1))
     manifest["manifest"] = str(root / MANIFEST)
     return manifest
+
+
+def _cards(lm, cfg: PrepareConfig, out, rows, captured, progress: bool) -> None:
+    """The latent cards of the prepared layers, from the queries captured for their SAEs when this run captured
+    them (the same rows: not captured twice)."""
+    from ..inspect.cards import cards_root
+    from .cards import build_cards
+
+    cards_dir = cards_root(lm, cfg.style) if out is None else Path(out) / "cards"
+    banks = _banks(lm, cfg, out)
+    build_cards(
+        lm, list(cfg.layers), cards_dir, cfg.style, progress=progress, rows=rows or cfg.rows(), banks=banks,
+        captured=captured if rows else None,
+    )  # fmt: skip
 
 
 def _digests(p: Plan, layers) -> dict:
