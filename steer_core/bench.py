@@ -52,7 +52,8 @@ def ratio_spread(times: dict[str, list[float]], name: str, base: str = "none") -
 
 def first_token_s(lm, reqs, repeats: int, cold: bool = False) -> float:
     """Median wall time until the first streamed token of a batch (prefill + one step), as the app streams it.
-    cold: with the prompt-prefix cache emptied first (the first visitor at a level and prompt style)."""
+    cold: with the prompt-prefix cache emptied first (a prefix nobody read yet: another prompt style or number of
+    examples than the app reads at start)."""
     out = []
     for _ in range(repeats + 1):
         if cold:

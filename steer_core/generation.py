@@ -116,7 +116,8 @@ def stream_batch(
     _check_decoding(max_new_tokens, temperature, top_p)
     tok, device = lm.tokenizer, lm.device
     groups = steering_groups(lm, requests)  # checks layers and heads (and loads their files) before any work
-    prompts = [render(tok, r.messages())[0] for r in requests]
+    encoded = [_encode(tok, r, prefix_cache) for r in requests]
+    prompts = [ids for ids, _ in encoded]
     B, W = len(prompts), max(len(p) for p in prompts)
     mask = torch.zeros((B, W), dtype=torch.long)
     for i, p in enumerate(prompts):
@@ -129,7 +130,7 @@ def stream_batch(
     new_ids: list[list[int]] = [[] for _ in range(B)]
     t0 = time.time()
     edits_for = _decode_edits(lm, groups)
-    prefixes = [shared_prefix(tok, r.messages(), p) for r, p in zip(requests, prompts)] if prefix_cache else None
+    prefixes = [cut for _, cut in encoded] if prefix_cache else None
     cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens, prefixes)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     nxt = None  # the tokens chosen at the previous step
@@ -210,6 +211,14 @@ def _check_decoding(max_new_tokens, temperature, top_p) -> None:
         raise UserError("top_p must be a number in (0, 1]")
 
 
+def _encode(tok, req: Request, with_prefix: bool) -> tuple[list[int], int]:
+    """A row's prompt ids, and (with_prefix) how many of them are its shared prefix (prompts.shared_prefix); 0
+    otherwise."""
+    msgs = req.messages()
+    ids = render(tok, msgs)[0]
+    return ids, shared_prefix(tok, msgs, ids) if with_prefix else 0
+
+
 def _prompt_steering(req: Request):
     """What a row's prompt forward depends on besides its tokens: its steering, if that reaches the
     prompt (None otherwise). Rows with the same tokens and the same key read the prompt identically."""
@@ -234,11 +243,12 @@ def _prefill(
     only the rest, over the prefix's cached keys and values. Returns (cache, last-position logits in row order)."""
     from transformers import DynamicCache, StaticCache
 
+    steering = [_prompt_steering(r) for r in requests]
     first: dict[tuple, int] = {}  # (tokens, prompt steering) -> the first row that reads it
-    source = [first.setdefault((tuple(p), _prompt_steering(r)), i) for i, (r, p) in enumerate(zip(requests, prompts))]
+    source = [first.setdefault((tuple(p), s), i) for i, (p, s) in enumerate(zip(prompts, steering))]
     groups: dict[tuple, list[int]] = {}  # (prefix, length) -> rows read together
     for i in first.values():
-        cut = prefixes[i] if prefixes is not None and _prompt_steering(requests[i]) is None else 0
+        cut = prefixes[i] if prefixes is not None and steering[i] is None else 0
         groups.setdefault((tuple(prompts[i][:cut]), len(prompts[i])), []).append(i)
     parts = []  # (rows, cache, last logits) per group
     for (prefix, _), rows in groups.items():
@@ -276,9 +286,8 @@ def read_prefixes(lm, requests: Sequence[Request]) -> int:
     for r in requests:
         if _prompt_steering(r) is not None:
             continue
-        msgs = r.messages()
-        ids = render(lm.tokenizer, msgs)[0]
-        prefix = tuple(ids[: shared_prefix(lm.tokenizer, msgs, ids)])
+        ids, cut = _encode(lm.tokenizer, r, True)
+        prefix = tuple(ids[:cut])
         if prefix and prefix not in seen:
             seen.add(prefix)
             prefix_kv(lm, prefix)

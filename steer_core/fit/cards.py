@@ -184,19 +184,18 @@ def build_cards(
     meta["references"] = [r.scenario_id for r in refs_rows]
     todo = [layer for layer in layers if not _done(out, meta, layer, digests[layer])]
     bar = tqdm(total=len(todo), desc="latent cards", unit="layer", disable=not progress)
-    given = captured
-    have = [layer for layer in todo if given is not None and layer in given.queries]
+    have = [layer for layer in todo if captured is not None and layer in captured.queries]
     rest = [layer for layer in todo if layer not in have]
     chunks = ([have] if have else []) + [rest[i : i + group] for i in range(0, len(rest), group)]
     for chunk in chunks:
-        captured = given if chunk is have else capture_train_queries(lm, chunk, style, progress=False, rows=rows)
-        where = starts[captured.example_ids] + captured.positions
-        levels = captured.example_levels[captured.example_ids]
+        got = captured if chunk is have else capture_train_queries(lm, chunk, style, progress=False, rows=rows)
+        where = starts[got.example_ids] + got.positions
+        levels = got.example_levels[got.example_ids]
         refs = references(lm, refs_rows, chunk, style)
         for layer in chunk:
             sae = banks[layer].sae
             freq, top_act, top_token, level_mean = encode_stats(
-                sae, captured.queries[layer], where, levels, captured.is_feedback, lm.device
+                sae, got.queries[layer], where, levels, got.is_feedback, lm.device
             )
             push = push_of(top_act[..., 0])
             cards = LayerCards(
@@ -206,7 +205,7 @@ def build_cards(
             meta["layers"][str(layer)] = digests[layer]
             atomic_write_text(out / "cards.json", json.dumps(meta, indent=1))
             bar.update(1)
-        del captured, refs
+        del got, refs
     bar.close()
     if effects:
         meta["effects"] = judged_effects(lm, out, layers, refs_rows, style, effects, progress)

@@ -193,7 +193,7 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
 
 def _cards(lm, cfg: PrepareConfig, out, rows, captured, progress: bool) -> None:
     """The latent cards of the prepared layers, from the queries captured for their SAEs when this run captured
-    them (the same rows: not captured twice)."""
+    them (None otherwise; the same rows: not captured twice)."""
     from ..inspect.cards import cards_root
     from .cards import build_cards
 
@@ -201,7 +201,7 @@ def _cards(lm, cfg: PrepareConfig, out, rows, captured, progress: bool) -> None:
     banks = _banks(lm, cfg, out)
     build_cards(
         lm, list(cfg.layers), cards_dir, cfg.style, progress=progress, rows=rows or cfg.rows(), banks=banks,
-        captured=captured if rows else None,
+        captured=captured,
     )  # fmt: skip
 
 

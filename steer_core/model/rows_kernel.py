@@ -133,4 +133,3 @@ def rows_kernel() -> RowsKernel | None:
                 continue
             log.warning("the few-row kernel is not used (%s): decoding keeps MKL's products", detail)
             return None
-    return None
