@@ -61,6 +61,44 @@ def test_cards_equal_a_brute_force_computation(built):
             torch.testing.assert_close(lc.level_mean[..., li], want, atol=2e-3, rtol=2e-3)
 
 
+def test_the_attention_shift_is_each_heads_own_computation(built):
+    """Every head's latents pushed at once (one batch) give what pushing one head's latents at a time gives: each
+    head against its own key/value head (the tiny model shares a key head between two query heads)."""
+    from steer_core.fit.cards import attention_shift, reference_rows, references
+    from steer_core.inspect.cards import PARTS, push_of
+    from steer_core.model.families import attention_weights, rotate
+    from steer_core.sae.store import STORE
+
+    lm, rows, _ = built
+    layer, H, D = 1, lm.n_heads, lm.head_dim
+    refs = references(lm, reference_rows(rows), [layer], "plain")
+    sae = STORE.get(lm, layer).sae
+    push = push_of(torch.rand(H, sae.d_sae, generator=torch.Generator().manual_seed(0)) + 0.5)
+    got = attention_shift(lm, layer, sae, refs, push)
+    W_dec = sae.W_dec.float()
+    want = torch.zeros(H, sae.d_sae, len(PARTS))
+    for ref in refs:
+        q = ref.queries[layer].float().view(-1, H, D)
+        R, P = q.shape[0], ref.prompt_len
+        positions = torch.arange(P, P + R)[None]
+        keys = ref.cache.layers[layer].keys
+        group = H // keys.shape[1]
+        masks = torch.zeros(len(PARTS), P + R)
+        for i, (a, b) in enumerate(ref.spans):
+            masks[i, a:b] = 1
+        masks[2, :P] = 1 - masks[:2, :P].sum(0).clamp_max(1)
+        masks[3, P:] = 1
+        for h in range(H):
+            k = keys[:, h // group : h // group + 1]
+            base = q[:, h][None, None]
+            pushed = base + (push[h][:, None, None] * W_dec[h][:, None, :])[:, None]
+            w0 = attention_weights(lm.model, layer, rotate(lm.model, layer, base, positions), k, P)
+            w = attention_weights(lm.model, layer, rotate(lm.model, layer, pushed, positions), k, P)
+            want[h] += ((w - w0)[:, 0].mean(1) @ masks.T) / len(refs)
+    assert got.shape == want.shape and want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_a_second_build_keeps_what_was_built(built):
     import time
 

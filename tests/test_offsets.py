@@ -5,6 +5,7 @@ import torch
 from tiny import tiny_bank, tiny_lm
 
 from steer_core.bloom import LEVELS
+from steer_core.errors import UserError
 from steer_core.evaluation import bootstrap_over_scenarios
 from steer_core.fit.offsets import (
     EncodedScenario,
@@ -68,6 +69,59 @@ def test_fitting_offsets_makes_steering_prefer_the_level(lm):
     assert fitted.meta["loss_last"] < fitted.meta["loss_first"]
     assert active_hook_count() == 0
     assert not any(p.requires_grad for p in lm.model.parameters())
+
+
+def test_a_bfloat16_fit_moves_the_offsets_as_the_float32_fit_does():
+    """A fit in bfloat16 products (model/small_batch.bf16_products): on a model whose Linear products are
+    routed (every CPU model the loader gives), the offsets go the same way as float32's and steer as well."""
+    from dataclasses import replace
+
+    from steer_core.model.small_batch import speed_up_small_batches
+
+    lm = tiny_lm()
+    speed_up_small_batches(lm.model)
+    banks = {1: tiny_bank(lm, 1), 2: tiny_bank(lm, 2, seed=2)}
+    scs = scenarios()
+    cfg = OffsetFitConfig(layers=(1, 2), epochs=8, lr=0.05, beta=1.0, l1=0.0, sft=0.0)
+    full = fit_encoded(lm, scs, cfg, banks, progress=False)
+    half = fit_encoded(lm, scs, replace(cfg, precision="bfloat16"), banks, progress=False)
+    assert not torch.equal(full.delta, half.delta)  # the products were bfloat16's
+    assert torch.nn.functional.cosine_similarity(full.delta.flatten(), half.delta.flatten(), dim=0) > 0.9
+    assert margin(lm, half, banks, scs) > 0.5 * margin(lm, full, banks, scs) > 0
+    with pytest.raises(UserError, match="precision"):
+        OffsetFitConfig(precision="float8")
+
+
+def test_the_scale_sizes_the_saved_offsets_and_nothing_else(lm):
+    """prepare saves its shorter-reply fit at 0.75 of its fitted size (strength 1 = the setting chosen on
+    validation): the fit itself is the same, the saved offsets are scaled, the config records it."""
+    from dataclasses import replace
+
+    banks = {1: tiny_bank(lm, 1)}
+    scs = scenarios(2)
+    cfg = OffsetFitConfig(layers=(1,), epochs=2, lr=0.05, l1=0.0)
+    full = fit_encoded(lm, scs, cfg, banks, progress=False)
+    half = fit_encoded(lm, scs, replace(cfg, scale=0.5), banks, progress=False)
+    assert full.delta.abs().sum() > 0 and torch.equal(half.delta * 2, full.delta)
+    assert half.meta["fit"]["scale"] == 0.5 and half.meta["loss_last"] == full.meta["loss_last"]
+    with pytest.raises(UserError, match="scale"):
+        OffsetFitConfig(scale=-1.0)
+
+
+def test_a_prompt_read_once_for_every_pass_gives_the_same_bits(lm):
+    """A fit keeps each scenario's unsteered prompt (shared_prompt's memo): its replies' likelihoods, steered or
+    not, are bit for bit those of reading the prompt again, and the prompt is read once."""
+    banks = {1: tiny_bank(lm, 1)}
+    sc = scenarios(1)[0]
+    offsets = LevelOffsets(torch.randn(6, 1, lm.n_heads, 48, generator=torch.Generator().manual_seed(1)), (1,))
+    levels = torch.arange(len(LEVELS)).repeat(2)
+    edits = offset_edits(offsets, (1,), banks, levels, lm.n_heads, lm.head_dim)
+    memo = {}
+    with torch.no_grad():
+        for rows, step_edits in ((1, {}), (2, edits), (2, edits)):
+            want = _reply_logprobs(lm, sc, step_edits, rows)
+            assert torch.equal(_reply_logprobs(lm, sc, step_edits, rows, memo=memo), want)
+    assert list(memo) == [tuple(sc.prompt)]
 
 
 def test_reps_fit_steers_both_ways_at_the_strength_it_was_fitted_for(lm):

@@ -95,3 +95,43 @@ def test_preparing_into_the_model_cache_never_drops_layers_the_default_steering_
         assert plan(lm, PrepareConfig(layers=(0, 1)), out=tmp_path / "own").layers_todo == [0, 1]  # own folder: fine
     finally:
         clear_all()  # the layers loaded from this test's cache
+
+
+def test_the_default_fit_is_the_shipped_fits_rows_and_steps():
+    """The shipped offsets were fitted on writers A-C's 36 scenarios in 144 steps: prepare fits on the same rows
+    (unless writers are chosen), in as many passes as make about 144 steps, 32 reply tokens, saved at 0.75 of
+    their size; --offset-epochs overrides."""
+    from steer_core.bloom import load_dataset, writer_of
+    from steer_core.fit.prepare import FIT_STEPS
+
+    rows = load_dataset(split="train")
+    cfg = PrepareConfig(layers=(1, 2))
+    fit_rows = cfg.fit_rows(rows)
+    assert {writer_of(r.scenario_id) for r in fit_rows} == {"A", "B", "C"} and len(fit_rows) < len(rows)
+    fit = cfg.default_fit(fit_rows)
+    assert len({r.scenario_id for r in fit_rows}) * fit.epochs == FIT_STEPS
+    assert (fit.epochs, fit.precision, fit.layers) == (4, "float32", (1, 2))
+    assert (fit.max_feedback_tokens, fit.scale) == (32, 0.75)
+    chosen = PrepareConfig(layers=(1, 2), writers=("D",))
+    assert chosen.fit_rows(chosen.rows()) == chosen.rows()  # chosen writers: all of their rows
+    assert cfg.default_fit(fit_rows, epochs=1, precision="bfloat16").precision == "bfloat16"
+
+
+def test_prepare_hands_the_fit_the_reference_its_capture_read(tmp_path, monkeypatch):
+    """The capture for the SAEs reads every reply's unsteered likelihood too: the fit does not read them again."""
+    from steer_core.fit import offsets
+
+    def read_again(*a, **k):
+        raise AssertionError("the fit read the replies' reference again")
+
+    monkeypatch.setattr(offsets, "_references", read_again)
+    lm = tiny_lm(seed=5, tokenizer=char_tokenizer())
+    cfg = PrepareConfig(
+        layers=(0, 1),
+        sae=SAETrainConfig(epochs=1, batch_size=4096),
+        offsets=OffsetFitConfig(layers=(0, 1), epochs=1, lr=0.05, max_feedback_tokens=16),
+        writers=("A",),
+        cards=False,
+    )
+    manifest = prepare(lm, cfg, tmp_path, progress=False)
+    assert "offsets_seconds" in manifest["timings"] and (tmp_path / "offsets" / "offsets.json").is_file()

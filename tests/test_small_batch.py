@@ -5,17 +5,19 @@ one row at a time."""
 import copy
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
 from tiny import char_tokenizer, tiny_lm
 from torch.nn import functional as F
 
+from steer_core import native
 from steer_core.generation import Request, generate_batch
 from steer_core.model import rows_kernel as rk
-from steer_core.model.small_batch import KERNEL_ROWS, SMALL_ROWS, speed_up_small_batches
+from steer_core.model.small_batch import KERNEL_ROWS, SMALL_ROWS, bf16_products, speed_up_small_batches
 
-needs_cc = pytest.mark.skipif(rk._compiler() is None, reason="no C compiler to build the few-row kernel")
+needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler to build the few-row kernel")
 
 
 @pytest.fixture
@@ -136,3 +138,31 @@ def test_a_weight_no_longer_contiguous_falls_back_to_torch():
     x = torch.randn(3, 96)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), F.linear(x, fast.weight, fast.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_products_are_the_fitting_threads_only_and_end_with_the_context():
+    """A fit's products in bfloat16: close to float32's, gradients reach the input; a thread decoding meanwhile
+    (a Space's visitor) keeps float32's bits, and so does everything after the context."""
+    fast = torch.nn.Linear(96, 160)
+    speed_up_small_batches(fast)
+    fast.requires_grad_(False)
+    x = torch.randn(20, 96, requires_grad=True)
+    want = F.linear(x, fast.weight, fast.bias)
+    seen = {}
+
+    def visitor():
+        with torch.no_grad():
+            seen["y"] = fast(x.detach()[:1])
+
+    with bf16_products(fast):
+        y = fast(x)
+        thread = threading.Thread(target=visitor)
+        thread.start()
+        thread.join()
+        assert y.dtype == torch.float32 and not torch.equal(y, want)
+        torch.testing.assert_close(y, want, rtol=3e-2, atol=3e-2)
+        y.sum().backward()
+    torch.testing.assert_close(x.grad, fast.weight.sum(0).expand_as(x), rtol=3e-2, atol=3e-2)
+    with torch.no_grad():
+        assert torch.equal(seen["y"], fast(x.detach()[:1]))  # the visitor's row: float32, as outside the context
+    assert torch.equal(fast(x), want)

@@ -120,34 +120,30 @@ def references(lm, rows, layers: list[int], style: str) -> list[Reference]:
 @torch.no_grad()
 def attention_shift(lm, layer: int, sae, refs: list[Reference], push: torch.Tensor) -> torch.Tensor:
     """(H, K, parts): how pushing each latent alone, by `push` (H, K), changes where its head's reply tokens look,
-    as attention mass on each part (PARTS), averaged over the reply tokens and the references; all of a head's
-    latents at once, as the model's family computes attention (families.py)."""
+    as attention mass on each part (PARTS), averaged over the reply tokens and the references; every latent of
+    every head at once, as the model's family computes attention (families.py)."""
     from ..model.families import attention_weights, rotate
 
     H, D = lm.n_heads, lm.head_dim
     W_dec = sae.W_dec.float()  # (H, K, D)
     K = W_dec.shape[1]
-    out = torch.zeros(H, K, len(PARTS), device=lm.device)
+    out = torch.zeros(K, H, len(PARTS), device=lm.device)
     for ref in refs:
         q = ref.queries[layer].float().view(-1, H, D)  # (R, H, D)
         R, P = q.shape[0], ref.prompt_len
         positions = torch.arange(P, P + R, device=lm.device)[None]
         keys = ref.cache.layers[layer].keys  # (1, kv heads, P + R, D)
-        group = H // keys.shape[1]
-        S = P + R
-        masks = torch.zeros(len(PARTS), S, device=lm.device)
+        masks = torch.zeros(len(PARTS), P + R, device=lm.device)
         for i, (a, b) in enumerate(ref.spans):
             masks[i, a:b] = 1
         masks[2, :P] = 1 - masks[:2, :P].sum(0).clamp_max(1)
         masks[3, P:] = 1
-        for h in range(H):  # one head's K latents are one batch
-            k = keys[:, h // group : h // group + 1]
-            base = q[:, h][None, None]  # (1, 1, R, D)
-            pushed = base + (push[h][:, None, None] * W_dec[h][:, None, :])[:, None]  # (K, 1, R, D)
-            w0 = attention_weights(lm.model, layer, rotate(lm.model, layer, base, positions), k, P)
-            w = attention_weights(lm.model, layer, rotate(lm.model, layer, pushed, positions), k, P)
-            out[h] += ((w - w0)[:, 0].mean(1) @ masks.T) / len(refs)  # (K, parts)
-    return out
+        base = q.transpose(0, 1)[None]  # (1, H, R, D)
+        pushed = base + (push[..., None, None] * W_dec[:, :, None, :]).transpose(0, 1)  # (K, H, R, D): latent k alone
+        w0 = attention_weights(lm.model, layer, rotate(lm.model, layer, base, positions), keys, P)
+        w = attention_weights(lm.model, layer, rotate(lm.model, layer, pushed, positions), keys, P)
+        out += ((w - w0).mean(2) @ masks.T) / len(refs)  # (K, H, parts)
+    return out.transpose(0, 1).contiguous()
 
 
 def _done(out: Path, meta: dict, layer: int, digest: str) -> bool:
@@ -246,7 +242,7 @@ def judged_effects(lm, out: Path, layers, refs_rows, style: str, per_level: int,
     """For the top latents of each level's offset: the judge's mean level probabilities over the reference
     scenarios when that latent alone is pushed (by its card's push, on the generated tokens), beside the
     unsteered replies'. {"layer.head:latent": {"strength", "probs", "texts"}, "unsteered": {...}}."""
-    from ..generation import Request, generate_batch
+    from ..generation import Request, stream_batch
     from ..judge.classifier import default_judge
     from ..steering.config import SteerConfig
 
@@ -254,22 +250,27 @@ def judged_effects(lm, out: Path, layers, refs_rows, style: str, per_level: int,
     if not chosen:
         return {}
     cards = {layer: LayerCards.load(out / f"layer_{layer}.safetensors", layer) for layer in {a for a, _, _ in chosen}}
-    judge = default_judge()
-    result = {}
-
-    def run(name, steer, strength=None):
-        method = "none" if steer is None else "latents"
-        reqs = [Request(r.question, r.student_answer, method, r.level, steer=steer, style=style) for r in refs_rows]
-        outs = generate_batch(lm, reqs, max_new_tokens=EFFECT_TOKENS)
-        verdicts = judge.judge([o.text for o in outs])
-        probs = [sum(v["probs"][lv] for v in verdicts) / len(verdicts) for lv in LEVELS]
-        result[name] = {"probs": [round(p, 4) for p in probs], "texts": [o.text for o in outs]}
-        if strength is not None:
-            result[name]["strength"] = round(strength, 3)
-
-    run("unsteered", None)
-    for a, h, k in tqdm(sorted(chosen), desc="judged effects", disable=not progress):
+    runs = [("unsteered", None, None)]
+    for a, h, k in sorted(chosen):
         s = round(float(cards[a].push[h, k]), 1)
-        cfg = SteerConfig(target="latents", latents=((a, h, k, s),)).for_method("latents")
-        run(f"{a}.{h}:{k}", cfg, s)
+        runs.append((f"{a}.{h}:{k}", SteerConfig(target="latents", latents=((a, h, k, s),)).for_method("latents"), s))
+    # every latent's replies in one batch, each row steered by its own latent: one decoding loop, not one per latent
+    reqs = [
+        Request(r.question, r.student_answer, "none" if steer is None else "latents", r.level, steer=steer, style=style)
+        for _, steer, _ in runs
+        for r in refs_rows
+    ]  # fmt: skip
+    outs = []
+    steps = stream_batch(lm, reqs, max_new_tokens=EFFECT_TOKENS)
+    for outs in tqdm(steps, total=EFFECT_TOKENS, desc="judged effects", unit="token", disable=not progress):  # noqa: B007
+        pass
+    texts = [o.text for o in outs]
+    verdicts = default_judge().judge(texts)
+    n, result = len(refs_rows), {}
+    for i, (name, _, strength) in enumerate(runs):
+        block = verdicts[i * n : (i + 1) * n]
+        probs = [sum(v["probs"][lv] for v in block) / n for lv in LEVELS]
+        result[name] = {"probs": [round(p, 4) for p in probs], "texts": texts[i * n : (i + 1) * n]}
+        if strength is not None:
+            result[name]["strength"] = strength
     return result

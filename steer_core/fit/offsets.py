@@ -37,6 +37,7 @@ for offsets used at positions "all".
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from tqdm.auto import tqdm
 from ..bloom import LEVELS, FeedbackExample
 from ..errors import UserError
 from ..model.hooks import RESIDUAL, query_edits
+from ..model.small_batch import bf16_products
 from ..prompts import DEFAULT_STYLE, FEEDBACK_TOKENS, instruction_messages, messages, pad_replies, render
 from ..sae.store import STORE
 from ..steering.config import DEFAULT_LAYERS, SteerConfig
@@ -67,6 +69,7 @@ from .sae_training import ensure_trained, refit_prototypes
 from .shared_prompt import shared_prompt
 
 OBJECTIVES = ("bipo", "reps", "kl")
+PRECISIONS = ("float32", "bfloat16")
 FIT_POSITIONS = ("generated", "all")  # where the fit steers: the reply only, or the prompt too
 
 
@@ -102,6 +105,12 @@ class OffsetFitConfig:
     # level and layer (per head at the SAE site, read from its query) fitted with the offsets; False: constant
     per_token: bool = False
     init: str | None = None  # a fit's folder of the same site to start from (its offsets, and gate if it has one)
+    # "bfloat16": the model's Linear products in bfloat16 while fitting (small_batch.bf16_products), about 1.5x
+    # faster a step on a CPU with bfloat16 dot products, but less accurate on validation (docs/performance.md)
+    precision: str = "float32"
+    # the fitted offsets are multiplied by this before they are saved: the size at which strength 1 (alpha 16)
+    # reads the setting chosen on validation (prepare's shorter-reply fit: 0.75, docs/performance.md)
+    scale: float = 1.0
 
     def __post_init__(self):
         if not self.layers:
@@ -112,7 +121,9 @@ class OffsetFitConfig:
             raise UserError(f"positions must be one of {', '.join(FIT_POSITIONS)}, got {self.positions!r}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        for name in ("lr", "beta", "l1", "sft", "simpo_scaler"):
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("lr", "beta", "l1", "sft", "simpo_scaler", "scale"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v >= 0:
                 raise UserError(f"{name} must be a number >= 0, got {v!r}")
@@ -175,14 +186,17 @@ class EncodedScenario:
     replies: list[list[int]]  # one token list per level, in LEVELS order
     # objective "kl": the instruction prompt naming each level, in LEVELS order (the teacher's context)
     teacher_prompts: list[list[int]] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # each reply's index in the rows it was encoded from
 
 
 def _encode_scenarios(
     tok, rows: Sequence[FeedbackExample], style: str, max_tokens: int, teacher_prompts: bool = False
 ) -> list[EncodedScenario]:
     by_sc: dict[tuple[str, int], dict[str, FeedbackExample]] = {}
-    for r in rows:  # a group: one scenario's replies of every level (one sample of each, for teacher data)
+    index = {}
+    for i, r in enumerate(rows):  # a group: one scenario's replies of every level (one sample of each: teacher data)
         by_sc.setdefault((r.scenario_id, r.sample), {})[r.level] = r
+        index[id(r)] = i
     out = []
     for levels in by_sc.values():
         if len(levels) != len(LEVELS):  # the contrast needs every level's reply on the same scenario
@@ -198,17 +212,24 @@ def _encode_scenarios(
             teachers = [
                 render(tok, instruction_messages(first.question, first.student_answer, lv, style))[0] for lv in LEVELS
             ]
-        out.append(EncodedScenario(prompt, replies, teachers))
+        out.append(EncodedScenario(prompt, replies, teachers, [index[id(levels[lv])] for lv in LEVELS]))
     return out
 
 
 def _reply_logits(
-    lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0, steer_prompt: bool = False
+    lm,
+    sc: EncodedScenario,
+    edits: dict,
+    n_rows_per_reply: int,
+    pad_id: int = 0,
+    steer_prompt: bool = False,
+    memo: dict | None = None,
 ):
     """Teacher-force the replies (rows = replies repeated n_rows_per_reply times) after the shared
     prompt, with `edits` active on the reply tokens, and on the prompt's too when steer_prompt.
     Returns (first, logits, ids, real): the log-probabilities of each row's first reply token (R, V),
-    the logits at every reply position (R, T, V), the reply ids (R, T) and which of them are real (R, T)."""
+    the logits at every reply position (R, T, V), the reply ids (R, T) and which of them are real (R, T).
+    memo: the fit's dict of prompts already read (shared_prompt)."""
     dev = lm.device
     replies = sc.replies * n_rows_per_reply
     ids, real = (t.to(dev) for t in pad_replies(replies, pad_id))
@@ -224,7 +245,7 @@ def _reply_logits(
             ).logits.float()
         return torch.log_softmax(out[:, 0], -1), out[:, 1:], ids, real
     with torch.no_grad():  # the prompt is not steered: read once, its keys and values shared by every row
-        out, cache = shared_prompt(lm.model, sc.prompt, R, dev)
+        out, cache = shared_prompt(lm.model, sc.prompt, R, dev, memo)
     first = torch.log_softmax(out.logits[0, -1].float(), -1).expand(R, -1)  # each reply's first token, unsteered
     pos = torch.arange(P, P + T, device=dev)[None].expand(R, T)
     with query_edits(lm, edits):
@@ -235,10 +256,16 @@ def _reply_logits(
 
 
 def _reply_logprobs(
-    lm, sc: EncodedScenario, edits: dict, n_rows_per_reply: int, pad_id: int = 0, steer_prompt: bool = False
+    lm,
+    sc: EncodedScenario,
+    edits: dict,
+    n_rows_per_reply: int,
+    pad_id: int = 0,
+    steer_prompt: bool = False,
+    memo: dict | None = None,
 ) -> torch.Tensor:
     """Summed log-likelihood of each reply (see _reply_logits). Returns (rows,)."""
-    first, logits, ids, real = _reply_logits(lm, sc, edits, n_rows_per_reply, pad_id, steer_prompt)
+    first, logits, ids, real = _reply_logits(lm, sc, edits, n_rows_per_reply, pad_id, steer_prompt, memo)
     lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # token t+1 from t
     lp = (lp * real[:, 1:]).sum(-1)
     return lp + first.gather(-1, ids[:, :1]).squeeze(-1)
@@ -271,6 +298,7 @@ class _ScenarioForward:
     site: str = "sae"
     steer_prompt: bool = False
     gate: torch.Tensor | None = None  # per-token fits: the gate fitted alongside (see _fitted_tensors for its shape)
+    memo: dict | None = None  # the fit's prompts already read (shared_prompt)
 
     def edits(self, steer: torch.Tensor, levels: torch.Tensor) -> dict:
         lm = self.lm
@@ -280,13 +308,15 @@ class _ScenarioForward:
 
     def logprobs(self, steer: torch.Tensor, levels: torch.Tensor, blocks: int) -> torch.Tensor:
         """(blocks, levels) log-likelihoods of the replies, row i steered by steer[levels[i]]."""
-        lp = _reply_logprobs(self.lm, self.sc, self.edits(steer, levels), blocks, self.pad_id, self.steer_prompt)
+        edits = self.edits(steer, levels)
+        lp = _reply_logprobs(self.lm, self.sc, edits, blocks, self.pad_id, self.steer_prompt, self.memo)
         return lp.view(blocks, len(LEVELS))
 
     def kl_to_teacher(self, steer: torch.Tensor) -> torch.Tensor:
         """(levels,) mean per-token KL(teacher || steered) along each level's reply, reply L steered by steer[L]."""
         lv = torch.arange(len(LEVELS), device=steer.device)
-        _, logits, _, real = _reply_logits(self.lm, self.sc, self.edits(steer, lv), 1, self.pad_id, self.steer_prompt)
+        edits = self.edits(steer, lv)
+        _, logits, _, real = _reply_logits(self.lm, self.sc, edits, 1, self.pad_id, self.steer_prompt, self.memo)
         student = torch.log_softmax(logits[:, :-1], -1)
         teacher = _teacher_logprobs(self.lm, self.sc, self.pad_id)
         kl = (teacher.exp() * (teacher - student)).sum(-1)
@@ -349,8 +379,11 @@ def fit_offsets(
     cfg: OffsetFitConfig | None = None,
     banks: dict | None = None,
     progress: bool = True,
+    reference: torch.Tensor | None = None,
 ) -> LevelOffsets:
-    """Fit LevelOffsets for cfg.layers on `rows` (train-split feedbacks, all six levels per scenario)."""
+    """Fit LevelOffsets for cfg.layers on `rows` (train-split feedbacks, all six levels per scenario). reference:
+    (rows,) the unsteered log-likelihood of each row's first max_feedback_tokens feedback tokens, when already read
+    (prepare's capture); else the fit reads them."""
     cfg = cfg or OffsetFitConfig()
     layers = tuple(lm.check_layer(layer) for layer in cfg.layers)
     if banks is None and cfg.site == "sae":
@@ -360,15 +393,28 @@ def fit_offsets(
     )
     if not scenarios:
         raise UserError("fitting offsets needs scenarios with a feedback at every one of the six levels")
-    out = fit_encoded(lm, scenarios, cfg, banks, pad_id=lm.tokenizer.pad_token_id or 0, progress=progress)
+    ref = None if reference is None else [reference[sc.rows].to(lm.device, torch.float32) for sc in scenarios]
+    out = fit_encoded(lm, scenarios, cfg, banks, lm.tokenizer.pad_token_id or 0, progress, ref)
     out.meta["scenario_ids"] = sorted({r.scenario_id for r in rows})
     return out
 
 
 def fit_encoded(
-    lm, scenarios: Sequence[EncodedScenario], cfg: OffsetFitConfig, banks: dict, pad_id: int = 0, progress: bool = True
+    lm,
+    scenarios: Sequence[EncodedScenario],
+    cfg: OffsetFitConfig,
+    banks: dict,
+    pad_id: int = 0,
+    progress: bool = True,
+    ref: list[torch.Tensor] | None = None,
 ) -> LevelOffsets:
-    """The fitting loop on tokenized scenarios (prompt ids + one reply per level)."""
+    """The fitting loop on tokenized scenarios (prompt ids + one reply per level), at cfg.precision. ref: each
+    scenario's unsteered reply likelihoods (levels,), when already read."""
+    with bf16_products(lm.model) if cfg.precision == "bfloat16" else contextlib.nullcontext():
+        return _fit_loop(lm, scenarios, cfg, banks, pad_id, progress, ref)
+
+
+def _fit_loop(lm, scenarios, cfg: OffsetFitConfig, banks: dict, pad_id: int, progress: bool, ref) -> LevelOffsets:
     layers = tuple(cfg.layers)
     n_lv = len(LEVELS)
     delta, gate = _fitted_tensors(lm, cfg, banks)
@@ -380,12 +426,11 @@ def fit_encoded(
 
     if cfg.objective == "kl" and not all(len(sc.teacher_prompts) == n_lv for sc in scenarios):
         raise UserError("objective 'kl' needs each scenario's instruction prompts (the teacher's context)")
-    ref = [None] * len(scenarios)
-    if cfg.objective != "kl":  # the unsteered model's likelihood of every reply: the reference
-        with torch.no_grad():
-            ref = [
-                _reply_logprobs(lm, sc, {}, 1, pad_id) for sc in tqdm(scenarios, desc="reference", disable=not progress)
-            ]
+    memo: dict = {}  # each scenario's prompt is read once (unsteered, without gradients) for all passes
+    if cfg.objective == "kl":
+        ref = [None] * len(scenarios)
+    elif ref is None:
+        ref = _references(lm, scenarios, pad_id, memo, progress)
 
     lengths = [torch.tensor([len(r) for r in sc.replies], device=lm.device, dtype=torch.float) for sc in scenarios]
     step_loss = LOSSES[cfg.objective]
@@ -397,7 +442,9 @@ def fit_encoded(
         for s in order:
             k = rng.randrange(1, n_lv)  # the contrasted level: L - k
             factor = rng.choice(cfg.factors) if cfg.objective == "reps" else 1.0  # bipo, kl: fitted at 1
-            fwd = _ScenarioForward(lm, scenarios[s], layers, banks, pad_id, cfg.site, cfg.positions == "all", gate)
+            fwd = _ScenarioForward(
+                lm, scenarios[s], layers, banks, pad_id, cfg.site, cfg.positions == "all", gate, memo
+            )  # fmt: skip
             loss, stats = step_loss(fwd, delta, ref[s], lengths[s], k, factor, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -422,9 +469,18 @@ def fit_encoded(
         meta["sae_manifests"] = {str(layer): manifest_digest(banks[layer].meta) for layer in layers}
     if gate is not None:
         meta["form"] = "per_token"
-    out = LevelOffsets(delta.detach(), layers, meta, None if gate is None else gate.detach())
+    out = LevelOffsets(delta.detach() * cfg.scale, layers, meta, None if gate is None else gate.detach())
     out.meta.update(out.sparsity())
     return out
+
+
+@torch.no_grad()
+def _references(lm, scenarios, pad_id: int, memo: dict, progress: bool) -> list[torch.Tensor]:
+    """The unsteered model's likelihood of every reply: what the preference objectives measure gains against."""
+    return [
+        _reply_logprobs(lm, sc, {}, 1, pad_id, memo=memo)
+        for sc in tqdm(scenarios, desc="reference", disable=not progress)
+    ]
 
 
 def _fitted_tensors(lm, cfg: OffsetFitConfig, banks: dict | None) -> tuple[torch.Tensor, torch.Tensor | None]:

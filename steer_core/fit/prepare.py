@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..bloom import by_writers, load_dataset
+from ..bloom import by_writers, load_dataset, writer_of
 from ..errors import UserError
 from ..io_utils import atomic_write_text
 from ..layer_spec import layers_label
@@ -36,6 +36,22 @@ from ..steering.offset_files import (
 from .offsets import OffsetFitConfig
 
 MANIFEST = "prepare.json"
+# The shipped offsets were fitted in 144 steps (4 passes over writers A-C's 36 scenarios) and validated at that
+# size; the same fit in twice the steps (every writer, 4 passes) came out 1.5x larger per head and read 2.51x
+# perplexity on test at the same strength. prepare fits in as many passes as make about 144 steps.
+FIT_STEPS = 144
+# ... and on the same rows: writers A-C's 36 scenarios, 4 passes. The same steps over every writer (72 scenarios, 2
+# passes) fitted offsets half as large (each scenario seen twice), which read 0.27 on test against the shipped 0.47.
+FIT_WRITERS = ("A", "B", "C")
+# prepare's fit reads each reply's first 32 tokens, not 48: a step takes about two thirds of the time. On
+# validation (writers D-F, the same fold as the shipped fit) it read as accurate at the same perplexity and
+# stronger at the same alpha (alpha 12 read as alpha 16 of the shipped fit), so its offsets are saved at 12/16
+# of their fitted size: strength 1 is then that validated setting (docs/performance.md).
+FIT_TOKENS = 32
+FIT_SCALE = 0.75
+# bfloat16 products fit 1.5x faster a step on 2 CPU cores, but the offsets read less accurate on validation
+# (docs/performance.md): float32 stays the default
+FIT_PRECISION = "float32"
 
 
 @dataclass(frozen=True)
@@ -45,12 +61,26 @@ class PrepareConfig:
     layers: tuple[int, ...] = DEFAULT_LAYERS
     style: str = DEFAULT_STYLE
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
-    offsets: OffsetFitConfig | None = None  # None: the default fit, for these layers and style
+    offsets: OffsetFitConfig | None = None  # None: default_fit, for these layers and style
     writers: tuple[str, ...] | None = None  # only these writers' train scenarios (None: the whole train split)
     cards: bool = True  # then the latent cards (inspect.cards), from the same rows
 
     def rows(self):
         return by_writers(load_dataset(split="train"), self.writers, "train-split rows")
+
+    def fit_rows(self, rows) -> list:
+        """The rows the offsets are fitted on: the chosen writers', else FIT_WRITERS' (as the shipped fit)."""
+        return list(rows) if self.writers else [r for r in rows if writer_of(r.scenario_id) in FIT_WRITERS]
+
+    def default_fit(self, rows, epochs: int | None = None, precision: str = FIT_PRECISION) -> OffsetFitConfig:
+        """The offsets fit for these layers and style on `rows` (fit_rows): `epochs` passes, or as many as make
+        about FIT_STEPS steps (one step a scenario)."""
+        if epochs is None:
+            epochs = max(1, round(FIT_STEPS / max(1, len({r.scenario_id for r in rows}))))
+        return OffsetFitConfig(
+            layers=tuple(self.layers), style=self.style, epochs=epochs, precision=precision,
+            max_feedback_tokens=FIT_TOKENS, scale=FIT_SCALE,
+        )  # fmt: skip
 
 
 @dataclass
@@ -146,22 +176,29 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
     todo = plan(lm, cfg, out)
     rows = cfg.rows() if todo.layers_todo or not todo.offsets_done else []
     timings: dict = {}
+    fit_rows = cfg.fit_rows(rows)
+    fit_cfg = None if todo.offsets_done else cfg.offsets or cfg.default_fit(fit_rows)
     t_all = time.time()
     captured = None
     if todo.layers_todo:
         t0 = time.time()
-        captured = capture_train_queries(lm, todo.layers_todo, cfg.style, progress=progress, rows=rows)
+        # the offsets fit's reference (the unsteered likelihood of each reply) is read in the same forward
+        score = fit_cfg.max_feedback_tokens if fit_cfg is not None and fit_cfg.objective != "kl" else None
+        captured = capture_train_queries(lm, todo.layers_todo, cfg.style, progress, rows, score_tokens=score)
         timings["capture_seconds"] = round(time.time() - t0, 1)
         results = train_layers(
             lm, todo.layers_todo, todo.saes_dir, cfg.sae, style=cfg.style, progress=progress, captured=captured
         )
         timings["sae_seconds_per_layer"] = {str(layer): r["seconds"] for layer, r in results.items()}
     if not todo.offsets_done:
-        fit_cfg = cfg.offsets or OffsetFitConfig(layers=tuple(cfg.layers), style=cfg.style)
         if tuple(fit_cfg.layers) != tuple(cfg.layers):
             raise UserError("the offsets must be fitted for the layers prepared")
         t0 = time.time()
-        offsets = fit_offsets(lm, rows, fit_cfg, banks=_banks(lm, cfg, out), progress=progress)
+        reference = None
+        if captured is not None and captured.reply_logprobs is not None:  # the fit rows' own, in their order
+            kept = {id(r) for r in fit_rows}
+            reference = captured.reply_logprobs[[i for i, r in enumerate(rows) if id(r) in kept]]
+        offsets = fit_offsets(lm, fit_rows, fit_cfg, _banks(lm, cfg, out), progress, reference=reference)
         todo.offsets_dir = _dirs(lm, cfg.style, out)[1]  # a new fit goes to the user's folder, never the shipped one
         offsets.save(todo.offsets_dir)
         forget_offsets(todo.offsets_dir)  # a running app steers with the new fit from its next request
@@ -176,7 +213,7 @@ def prepare(lm, cfg: PrepareConfig | None = None, out: str | Path | None = None,
         "adapter": lm.adapter,
         "device": str(lm.device),
         "layers": list(cfg.layers),
-        "config": asdict(cfg) | {"offsets": asdict(cfg.offsets) if cfg.offsets else "default"},
+        "config": asdict(cfg) | {"offsets": asdict(fit_cfg) if fit_cfg else "kept: already built for these SAEs"},
         "saes": str(todo.saes_dir),
         "offsets": str(todo.offsets_dir),
         "built": todo.describe(),

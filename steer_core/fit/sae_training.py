@@ -29,53 +29,105 @@ class Captured:
     example_levels: torch.Tensor  # (examples,)
     style: str
     positions: torch.Tensor | None = None  # (tokens,) each token's position in its example's rendered ids
+    # (examples,) the unsteered log-likelihood of each feedback's first `score_tokens` tokens, when asked for: the
+    # offsets fit's reference, read in the same forward
+    reply_logprobs: torch.Tensor | None = None
 
 
 @torch.no_grad()
 def capture_train_queries(
-    lm, layers: list[int], style: str = DEFAULT_STYLE, batch_size: int = 16, progress: bool = True, rows=None
+    lm, layers: list[int], style: str = DEFAULT_STYLE, progress: bool = True, rows=None, score_tokens: int | None = None
 ) -> Captured:
+    """A scenario's six feedbacks share one prompt, whose queries are the same six times over (attention is
+    causal): each distinct prompt is read once, its keys and values shared by the feedbacks that follow it, and
+    recorded once (by the first row that has it); every feedback token is recorded. The SAEs see every distinct
+    query once, and the forward reads each prompt once instead of six times (about 3x fewer tokens).
+    score_tokens: also the unsteered log-likelihood of each feedback's first that many tokens (the forward then
+    runs through every layer), which `prepare` hands to the offsets fit instead of reading the replies again."""
     rows = rows if rows is not None else load_dataset(split="train")
     encoded = [render(lm.tokenizer, messages(r.question, r.student_answer, style), r.feedback) for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(encoded[i][0]))
-    top = max(layers)
-    chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    ex_ids, fb, at = [], [], []
-
-    def stop(q):
-        raise StopForward
-
-    # A scenario's six feedbacks share one prompt, whose queries are then the same six times over (attention is
-    # causal): keep each prompt's tokens once, so the SAEs see every distinct query once and train on about half
-    # the tokens (about 2x faster); each feedback keeps all of its own.
-    prompt_of = [tuple(ids[:n_prompt]) for ids, n_prompt in encoded]
-    first_with_prompt: dict[tuple[int, ...], int] = {}
-    for j in order:
-        first_with_prompt.setdefault(prompt_of[j], j)
-    for i in tqdm(range(0, len(order), batch_size), desc="capturing queries", disable=not progress):
-        idx = order[i : i + batch_size]
-        ids, mask, feedback = pad_right([encoded[j] for j in idx], lm.tokenizer.pad_token_id)
-        repeated = torch.tensor([first_with_prompt[prompt_of[j]] != j for j in idx])
-        keep = mask & (feedback | ~repeated[:, None])  # what is recorded; the forward reads every real token
-        with capture_queries(lm, layers) as store:
-            try:
-                with query_edits(lm, {top + 1: stop} if top + 1 < lm.n_layers else {}):
-                    lm.model(input_ids=ids.to(lm.device), attention_mask=mask.long().to(lm.device), use_cache=False)
-            except StopForward:
-                pass
-        for layer in layers:
-            chunks[layer].append(store[layer][0][keep.to(lm.device)].to("cpu", torch.float16))
-        ex_ids.append(torch.tensor(idx).view(-1, 1).expand_as(keep)[keep])
-        fb.append(feedback[keep])
-        at.append(torch.arange(keep.shape[1]).expand_as(keep)[keep])
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for j, (ids, n_prompt) in enumerate(encoded):
+        groups.setdefault(tuple(ids[:n_prompt]), []).append(j)
+    record = _QueryRecorder(lm, layers, whole=score_tokens is not None)
+    scores = torch.zeros(len(rows))
+    for prompt, members in tqdm(groups.items(), desc="capturing queries", disable=not progress):
+        cache = record(torch.tensor([prompt]), torch.ones(1, len(prompt), dtype=torch.bool), cache=None)
+        first = record.logits
+        record.keep(members[0], torch.arange(len(prompt)), offset=0, feedback=False)
+        replies = [encoded[j][0][len(prompt) :] for j in members]
+        ids, real, _ = pad_right([(r, 0) for r in replies], lm.tokenizer.pad_token_id)
+        cache.batch_repeat_interleave(len(members))
+        scored = min(ids.shape[1], score_tokens or 1)
+        record(ids, real, cache=cache, start=len(prompt), logits_at=torch.arange(scored - 1))
+        if score_tokens is not None:
+            scores[members] = _reply_logprobs(first, record.logits, ids[:, :scored], real[:, :scored])
+        for i, j in enumerate(members):
+            record.keep(j, torch.arange(len(replies[i])), offset=len(prompt), feedback=True, row=i)
     return Captured(
-        {layer: torch.cat(c) for layer, c in chunks.items()},
-        torch.cat(ex_ids),
-        torch.cat(fb),
+        {layer: torch.cat(c) for layer, c in record.chunks.items()},
+        torch.cat(record.example_ids),
+        torch.cat(record.is_feedback),
         torch.tensor([LEVELS.index(r.level) for r in rows]),
         style,
-        torch.cat(at),
+        torch.cat(record.positions),
+        scores if score_tokens is not None else None,
     )
+
+
+def _reply_logprobs(first: torch.Tensor, logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Summed log-likelihood of each reply's tokens ids (R, T) (real: (R, T)), token 0 from the prompt's last logits
+    first (1, 1, V), token t from logits[:, t - 1] (R, T - 1, V); as the offsets fit computes its reference."""
+    ids, real = ids.to(logits.device), real.to(logits.device)
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    lp = (lp * real[:, 1:]).sum(-1)
+    return (lp + torch.log_softmax(first[0, -1].float(), -1)[ids[:, 0]]).cpu()
+
+
+class _QueryRecorder:
+    """Reads token batches through the layers up to the last one recorded (the forward stops there) and keeps
+    chosen tokens' queries, in the order kept (an example's tokens contiguous, as Captured needs)."""
+
+    def __init__(self, lm, layers: list[int], whole: bool = False):
+        self.lm, self.layers = lm, layers
+        self.top = lm.n_layers - 1 if whole else max(layers)  # whole: through every layer, to the logits
+        self.logits = None
+        self.chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        self.example_ids, self.is_feedback, self.positions = [], [], []
+
+    def __call__(self, ids: torch.Tensor, real: torch.Tensor, cache, start: int = 0, logits_at=1):
+        """Read ids (rows, T) after `cache` (None: a fresh one) holding `start` tokens; returns the cache. When the
+        forward runs to the end, self.logits holds the logits at `logits_at` (the last position by default)."""
+        from transformers import DynamicCache
+
+        lm, dev = self.lm, self.lm.device
+        cache = DynamicCache() if cache is None else cache
+        mask = torch.cat([torch.ones(len(ids), start, dtype=torch.bool), real], 1).long().to(dev)
+        pos = (start + torch.arange(ids.shape[1]))[None].expand(len(ids), -1).to(dev)
+        logits_at = logits_at.to(dev) if isinstance(logits_at, torch.Tensor) else logits_at
+
+        def stop(q):
+            raise StopForward
+
+        with capture_queries(lm, self.layers) as store:
+            try:
+                with query_edits(lm, {self.top + 1: stop} if self.top + 1 < lm.n_layers else {}):
+                    self.logits = lm.model(
+                        input_ids=ids.to(dev), attention_mask=mask, position_ids=pos, past_key_values=cache,
+                        use_cache=True, logits_to_keep=logits_at,
+                    ).logits  # fmt: skip
+            except StopForward:
+                self.logits = None
+        self.read = {layer: store[layer][0] for layer in self.layers}
+        return cache
+
+    def keep(self, example: int, at: torch.Tensor, offset: int, feedback: bool, row: int = 0) -> None:
+        """Keep the last read's tokens `at` of `row`, which stand at `offset + at` in the example's ids."""
+        for layer in self.layers:
+            self.chunks[layer].append(self.read[layer][row, at.to(self.lm.device)].to("cpu", torch.float16))
+        self.example_ids.append(torch.full((len(at),), example))
+        self.is_feedback.append(torch.full((len(at),), feedback))
+        self.positions.append(offset + at)
 
 
 def position_in_example(example_ids: torch.Tensor) -> torch.Tensor:

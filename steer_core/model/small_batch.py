@@ -13,6 +13,8 @@ already makes them differ.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import types
 
 import torch
@@ -38,7 +40,13 @@ def _kernel_takes(self: torch.nn.Linear, x: torch.Tensor) -> bool:
     )
 
 
+_fitting = threading.local()  # this thread's bfloat16 weights while it fits (bf16_products)
+
+
 def _linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    halves = getattr(_fitting, "weights", None)
+    if halves is not None and x.dtype == torch.float32:
+        return _bf16_linear(self, x, halves)
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     if rows in KERNEL_ROWS and self._rows_kernel is not None and _kernel_takes(self, x):
         y = self._rows_kernel(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
@@ -49,6 +57,34 @@ def _linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     else:
         return F.linear(x, self.weight, self.bias)
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def _bf16_linear(self: torch.nn.Linear, x: torch.Tensor, halves: dict) -> torch.Tensor:
+    w = halves.get(self)
+    if w is None or w[1] != self.weight._version:  # cast once per fit, again if the weight was written to
+        w = halves[self] = (self.weight.detach().to(torch.bfloat16), self.weight._version)
+    y = F.linear(x.to(torch.bfloat16), w[0]).float()
+    return y if self.bias is None else y + self.bias
+
+
+@contextlib.contextmanager
+def bf16_products(model: torch.nn.Module):
+    """Within: this thread's Linear products through `model` in bfloat16 (float32 in, float32 out, the rest of
+    the model in float32), about twice as fast as float32 on CPUs with bfloat16 dot products. For fitting
+    (gradients flow through the inputs; the weights are read as constants, cast once and dropped on exit);
+    other threads, such as a Space's visitors decoding meanwhile, keep float32. On a GPU (where Linear
+    modules are not routed here): torch.autocast in bfloat16."""
+    if not any(hasattr(m, "_rows_kernel") for m in model.modules()):  # not routed through _linear
+        device = next(model.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device != "cpu"):
+            yield
+        return
+    outer = getattr(_fitting, "weights", None)
+    _fitting.weights = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _fitting.weights = outer
 
 
 def speed_up_small_batches(model: torch.nn.Module) -> int:

@@ -31,14 +31,31 @@ def compute_prototypes(
     """queries (feedback tokens, heads, head_dim) of one layer; example_ids (tokens,) index into
     example_levels (examples,). Returns codes (6, H, d_sae), queries (6, H, D), query_all (H, D)."""
     n_examples = len(example_levels)
-    codes = torch.cat([sae.encode(queries[i : i + batch_size].float()) for i in range(0, len(queries), batch_size)])
-    per_ex_codes = example_means(codes, example_ids, n_examples)
+    if sae.architecture == "topk":
+        per_ex_codes = _sparse_example_means(sae, queries, example_ids, n_examples, batch_size)
+    else:
+        codes = torch.cat([sae.encode(queries[i : i + batch_size].float()) for i in range(0, len(queries), batch_size)])
+        per_ex_codes = example_means(codes, example_ids, n_examples)
     per_ex_q = example_means(queries.float(), example_ids, n_examples)
     return {
         "codes": level_means(per_ex_codes, example_levels),
         "queries": level_means(per_ex_q, example_levels),
         "query_all": per_ex_q.mean(0),
     }
+
+
+def _sparse_example_means(sae, queries, example_ids, n_examples: int, batch_size: int) -> torch.Tensor:
+    """example_means of the TopK codes from their k active latents only (no dense (tokens, H, d_sae) code): each
+    sum adds the same nonzero values in the same token order, so the means are the dense path's bits."""
+    H, K = sae.n_heads, sae.d_sae
+    sums = torch.zeros(n_examples * H * K, device=queries.device)
+    heads = torch.arange(H, device=queries.device)[None, :, None] * K
+    for i in range(0, len(queries), batch_size):
+        vals, idx = sae.sparse_codes(queries[i : i + batch_size].float())
+        at = example_ids[i : i + batch_size, None, None] * (H * K) + heads + idx
+        sums.index_add_(0, at.flatten(), vals.flatten())
+    counts = torch.bincount(example_ids, minlength=n_examples).clamp_min(1).float()
+    return sums.view(n_examples, H, K) / counts.view(-1, 1, 1)
 
 
 def separability(codes: torch.Tensor) -> torch.Tensor:
