@@ -229,8 +229,7 @@ def cmd_prepare(args) -> int:
     writers = tuple(args.writers) if args.writers else None
     sae = replace(SAETrainConfig(), epochs=args.sae_epochs)
     cfg = PrepareConfig(layers=layers, style=args.style, writers=writers, sae=sae, cards=not args.no_cards)
-    if args.offset_epochs is not None or args.offset_precision != FIT_PRECISION:
-        cfg = replace(cfg, offsets=cfg.default_fit(cfg.fit_rows(cfg.rows()), args.offset_epochs, args.offset_precision))
+    cfg = replace(cfg, offsets=cfg.default_fit(cfg.fit_rows(cfg.rows()), args.offset_epochs, args.offset_precision))
     todo = plan(lm, cfg, args.out)
     print(f"{lm.label}: to build: {todo.describe()}", file=sys.stderr)
     if args.check:

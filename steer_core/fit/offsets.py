@@ -66,7 +66,7 @@ from ..steering.offset_files import (  # noqa: F401  (the file side, re-exported
     offsets_roots,
 )
 from .sae_training import ensure_trained, refit_prototypes
-from .shared_prompt import shared_prompt
+from .shared_prompt import replies_loglik, shared_prompt
 
 OBJECTIVES = ("bipo", "reps", "kl")
 PRECISIONS = ("float32", "bfloat16")
@@ -266,9 +266,7 @@ def _reply_logprobs(
 ) -> torch.Tensor:
     """Summed log-likelihood of each reply (see _reply_logits). Returns (rows,)."""
     first, logits, ids, real = _reply_logits(lm, sc, edits, n_rows_per_reply, pad_id, steer_prompt, memo)
-    lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # token t+1 from t
-    lp = (lp * real[:, 1:]).sum(-1)
-    return lp + first.gather(-1, ids[:, :1]).squeeze(-1)
+    return replies_loglik(first, logits[:, :-1], ids, real)
 
 
 @torch.no_grad()

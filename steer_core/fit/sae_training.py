@@ -17,6 +17,7 @@ from ..sae.layer_files import save_layer
 from ..sae.module import SAETrainConfig, report_json, train_head_saes
 from ..sae.prototypes import compute_prototypes
 from ..sae.store import STORE, user_root
+from .shared_prompt import replies_loglik
 
 
 @dataclass
@@ -61,7 +62,9 @@ def capture_train_queries(
         scored = min(ids.shape[1], score_tokens or 1)
         record(ids, real, cache=cache, start=len(prompt), logits_at=torch.arange(scored - 1))
         if score_tokens is not None:
-            scores[members] = _reply_logprobs(first, record.logits, ids[:, :scored], real[:, :scored])
+            first_lp = torch.log_softmax(first[0, -1].float(), -1).expand(len(members), -1)
+            logits, dev = record.logits.float(), record.logits.device
+            scores[members] = replies_loglik(first_lp, logits, ids[:, :scored].to(dev), real[:, :scored].to(dev)).cpu()
         for i, j in enumerate(members):
             record.keep(j, torch.arange(len(replies[i])), offset=len(prompt), feedback=True, row=i)
     return Captured(
@@ -73,15 +76,6 @@ def capture_train_queries(
         torch.cat(record.positions),
         scores if score_tokens is not None else None,
     )
-
-
-def _reply_logprobs(first: torch.Tensor, logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Summed log-likelihood of each reply's tokens ids (R, T) (real: (R, T)), token 0 from the prompt's last logits
-    first (1, 1, V), token t from logits[:, t - 1] (R, T - 1, V); as the offsets fit computes its reference."""
-    ids, real = ids.to(logits.device), real.to(logits.device)
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    lp = (lp * real[:, 1:]).sum(-1)
-    return (lp + torch.log_softmax(first[0, -1].float(), -1)[ids[:, 0]]).cpu()
 
 
 class _QueryRecorder:

@@ -19,15 +19,25 @@ def shared_prompt(model, prompt: Sequence[int], n: int, device, memo: dict | Non
 
     from ..prefix_cache import cache_over
 
-    if memo is not None and not torch.is_grad_enabled():
-        key = tuple(prompt)
-        if key not in memo:
-            out = model(input_ids=torch.tensor([list(prompt)], device=device), past_key_values=DynamicCache())
-            kv = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
-            memo[key] = (SimpleNamespace(logits=out.logits), kv)
-        out, kv = memo[key]
-        return out, cache_over(kv, n)
-    out = model(input_ids=torch.tensor([list(prompt)], device=device), past_key_values=DynamicCache(), use_cache=True)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(n)
-    return out, cache
+    def read():
+        ids = torch.tensor([list(prompt)], device=device)
+        return model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+
+    if memo is None or torch.is_grad_enabled():
+        out = read()
+        out.past_key_values.batch_repeat_interleave(n)
+        return out, out.past_key_values
+    if tuple(prompt) not in memo:
+        out = read()
+        kv = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+        memo[tuple(prompt)] = (SimpleNamespace(logits=out.logits), kv)
+    out, kv = memo[tuple(prompt)]
+    return out, cache_over(kv, n)
+
+
+def replies_loglik(first: torch.Tensor, logits: torch.Tensor, ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Summed log-likelihood of each reply after its prompt: ids (R, T) of which `real` (R, T) count, token 0 read
+    from `first` (R, V), the log-probabilities at the prompt's last position, token t from logits[:, t - 1]
+    (R, T - 1, V). Returns (R,)."""
+    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (lp * real[:, 1:]).sum(-1) + first.gather(-1, ids[:, :1]).squeeze(-1)
