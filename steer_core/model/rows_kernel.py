@@ -2,9 +2,9 @@
 
 MKL leaves most of a 2-core machine's memory bandwidth unused when it multiplies one to eleven rows by a
 weight matrix, and a decoding step is little else. The C kernel reads each weight row once for all rows,
-on all of torch's threads. It is compiled and loaded by `native` and checked against `F.linear` before it is
-used. Without a compiler, or with STEER_KERNEL=off, `rows_kernel()` is
-None and `small_batch` keeps MKL's products.
+on all of torch's threads, from a packed copy of the weight (`pack`, made once per weight and kept by the
+caller). It is compiled and loaded by `native` and checked against `F.linear` before it is used. Without a
+compiler, or with STEER_KERNEL=off, `rows_kernel()` is None and `small_batch` keeps MKL's products.
 """
 
 from __future__ import annotations
@@ -20,6 +20,18 @@ from .. import native
 
 SOURCE = Path(__file__).with_name("rows_linear.c")
 MAX_ROWS = 11  # from 12 rows on, MKL's blocked product is faster (docs/performance.md)
+BLOCK = 4  # outputs a packed block holds (rows_linear.c's BLOCK; checked when the library loads)
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) -> the kernel's layout: blocks of BLOCK outputs (the last padded with zeros), each holding its
+    outputs' 16-float pieces side by side, piece after piece, then their last in % 16 floats."""
+    out, k = weight.shape
+    pieces, padded = k // 16, -(-out // BLOCK) * BLOCK
+    w = F.pad(weight.detach(), (0, 0, 0, padded - out))
+    body = w[:, : pieces * 16].reshape(padded // BLOCK, BLOCK, pieces, 16).transpose(1, 2)
+    tail = w[:, pieces * 16 :].reshape(padded // BLOCK, BLOCK * (k - pieces * 16))
+    return torch.cat([body.reshape(padded // BLOCK, -1), tail], dim=1).contiguous()
 
 
 class RowsKernel:
@@ -29,15 +41,22 @@ class RowsKernel:
         self.path = path
         args = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int]
         self._fn = native.c_function(path, "rows_linear", args)
+        block = native.c_function(path, "rows_linear_block", [], ctypes.c_int)()
+        if block != BLOCK:
+            raise AssertionError(f"the library packs {block} outputs a block, this module {BLOCK}")
 
-    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x: (rows, in) float32; weight (out, in) and bias contiguous (the caller checks)."""
+    def __call__(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (rows, in) float32; weight (out, in) and bias contiguous (the caller checks); packed: `pack(weight)`,
+        packed here when not given (a caller that multiplies by the same weight again keeps it)."""
         x = x.contiguous()
         rows, k = x.shape
         out = weight.shape[0]
+        packed = pack(weight) if packed is None else packed
         y = torch.empty((rows, out), dtype=torch.float32)
         self._fn(
-            weight.data_ptr(),
+            packed.data_ptr(),
             x.data_ptr(),
             None if bias is None else bias.data_ptr(),
             y.data_ptr(),
