@@ -109,3 +109,35 @@ def test_attention_view_equals_attention_of_the_steered_forward_pass(tmp_path):
     names, u, s = view.part_shares()
     assert names == ["instructions", "question", "student answer"] and len(u) == len(s) == 3
     assert len(view.tokens) == len(prompt) and active_hook_count() == 0
+
+
+def test_a_replay_up_to_a_layer_keeps_its_keys_and_queries_and_skips_the_layers_above():
+    """The views read one layer: a replay stops above it, with that layer's keys and queries bit for bit those of a
+    whole replay, the layers above never run, and no hook left behind (the stop is an exception)."""
+    from steer_core.inspect.replay import replay
+
+    lm = tiny_lm(seed=5)
+    prompt, reply = [3, 9, 27, 4, 5], [11, 12, 13]
+    seen: dict = {}
+
+    def recording(run):
+        def edits(phase):
+            def keep(layer):
+                def fn(q):
+                    seen[run, phase, layer] = q.clone()  # and leave the queries as they are
+
+                return fn
+
+            return {layer: keep(layer) for layer in range(lm.n_layers)}
+
+        return edits
+
+    whole = replay(lm, prompt, reply, recording("whole"))
+    part = replay(lm, prompt, reply, recording("part"), upto=1)
+    for layer in (0, 1):
+        assert torch.equal(part.layers[layer].keys, whole.layers[layer].keys)
+        for phase in ("prompt", "generated"):
+            assert torch.equal(seen["part", phase, layer], seen["whole", phase, layer])
+    assert ("part", "prompt", 2) not in seen and ("part", "generated", 2) not in seen
+    assert ("whole", "generated", 2) in seen
+    assert active_hook_count() == 0

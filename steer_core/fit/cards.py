@@ -111,7 +111,9 @@ def references(lm, rows, layers: list[int], style: str) -> list[Reference]:
         prompt, reply = ids[:start], ids[start : start + REFERENCE_TOKENS]
         parts = prompt_parts(lm.tokenizer, prompt, {"question": r.question, "answer": r.student_answer})
         stores: dict[str, dict] = {"prompt": {}, "generated": {}}
-        cache = replay(lm, prompt, reply, lambda phase, stores=stores: _record_queries(lm, layers, {}, stores[phase]))
+        cache = replay(
+            lm, prompt, reply, lambda phase, stores=stores: _record_queries(lm, layers, {}, stores[phase]), max(layers)
+        )
         queries = {layer: stores["generated"][layer][0][0] for layer in layers}
         out.append(Reference(len(prompt), parts.spans, queries, cache))
     return out

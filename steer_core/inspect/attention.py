@@ -118,7 +118,7 @@ def reply_attention(
     def recorded(phase):
         return _record_queries(lm, layers, phase_edits(phase) if phase_edits else {}, stores[phase])
 
-    cache = replay(lm, prompt_ids, reply_ids, recorded)
+    cache = replay(lm, prompt_ids, reply_ids, recorded, upto=max(layers))
     store = stores["generated"]
     return torch.stack([_reply_weights(lm, store[layer][0][0], cache, layer, len(prompt_ids)) for layer in layers])
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..generation import Request
-from ..model.hooks import query_edits
+from ..model.hooks import StopForward, query_edits
 from ..prompts import render
 from ..steering.assets import steering_groups
 from ..steering.edits import layer_edits
@@ -44,19 +44,32 @@ class Replay:
         return gs[0] if gs else None
 
 
-def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits):
+def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits, upto: int | None = None):
     """Teacher-force a prompt and a reply as generation's two phases (the prompt's forward, then the
     reply's), with phase_edits(phase) -> {site: edit} active in each, so that a view of a reply sees
-    exactly the steering that wrote it. Returns the cache (the keys of every position)."""
+    exactly the steering that wrote it. upto: the last layer the caller reads; the layers above it do not
+    run (nothing up to it depends on them). Returns the cache (the keys of every position, up to `upto`)."""
     from transformers import DynamicCache
 
+    stop = None if upto is None or upto + 1 >= lm.n_layers else lm.check_layer(upto) + 1
     cache = DynamicCache()
     for phase, ids in (("prompt", list(prompt)), ("generated", list(reply))):
         if not ids:
             continue
-        with query_edits(lm, phase_edits(phase)):
-            lm.model(input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True)
+        edits = dict(phase_edits(phase))
+        if stop is not None:
+            edits[stop] = _stop  # the next layer's queries: this one has run whole, its keys are in the cache
+        with query_edits(lm, edits):
+            try:  # logits_to_keep=1: no view reads the logits
+                ids_t = torch.tensor([ids], device=lm.device)
+                lm.model(input_ids=ids_t, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            except StopForward:
+                pass
     return cache
+
+
+def _stop(q):
+    raise StopForward
 
 
 @torch.no_grad()
@@ -88,6 +101,6 @@ def replay_at(lm, req: Request, reply_ids: list[int], layer: int, steered: bool 
         edits[layer] = recording(phase, edits.get(layer))
         return edits
 
-    cache = replay(lm, prompt, reply_ids, phase_edits)
+    cache = replay(lm, prompt, reply_ids, phase_edits, upto=layer)
     q_in, q_out = (torch.cat([seen[p][i][0] for p in ("prompt", "generated") if p in seen]) for i in (0, 1))
     return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups)
