@@ -175,6 +175,7 @@ def test_a_compare_report_restores_without_the_model(steerable_lm, compare_recor
     assert result.attention_html() == compare_record["attention_html"] and "span" in result.attention_html()
     again = result.record(steerable_lm.label)  # a restored run records the same report
     assert again["outputs"] == compare_record["outputs"] and again["figures"] == compare_record["figures"]
+    assert result.figures() is figures  # a finished run's charts are drawn once: shown, then recorded
 
 
 def test_a_ladder_report_restores_and_prints(steerable_lm, ladder_record):

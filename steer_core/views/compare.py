@@ -174,6 +174,7 @@ class CompareResult:
     seconds: float = 0.0
     inspection: Inspection | None = None  # filled at the end of the run
     saved: dict | None = None  # a restored report's charts and attention text (no inspection: no model)
+    _drawn: dict | None = field(default=None, repr=False, compare=False)  # figures(), drawn once for a finished run
 
     @property
     def done(self) -> bool:
@@ -250,7 +251,13 @@ class CompareResult:
         )
 
     def figures(self) -> dict:
-        """The run's charts by name: bars, heat, trace, probs, sep (the SAE's inside and the judge) and attention."""
+        """The run's charts by name: bars, heat, trace, probs, sep (the SAE's inside and the judge) and attention.
+        Drawn once for a finished run (the app shows them, then its report records them)."""
+        if self._drawn is None or not self.done:
+            self._drawn = self._draw()
+        return self._drawn
+
+    def _draw(self) -> dict:
         from .. import charts
 
         if self.saved is not None:  # a report's charts; one kept without them still shows the judge's
