@@ -166,3 +166,23 @@ def test_bfloat16_products_are_the_fitting_threads_only_and_end_with_the_context
     with torch.no_grad():
         assert torch.equal(seen["y"], fast(x.detach()[:1]))  # the visitor's row: float32, as outside the context
     assert torch.equal(fast(x), want)
+
+
+@needs_cc
+def test_the_packed_weight_is_made_once_and_again_after_the_weight_changes(fresh_kernel):
+    """The kernel reads a packed copy kept with the module: made by pack_weights (or at first use), reused, and
+    made again when the weight is written to in place or replaced, so a product never reads a stale copy."""
+    from steer_core.model.small_batch import pack_weights
+
+    fast = torch.nn.Linear(96, 160, bias=False)
+    speed_up_small_batches(fast)
+    assert pack_weights(fast) == 160 * 96 * 4
+    packed = fast._rows_packed[1]
+    x = torch.randn(3, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), F.linear(x, fast.weight), rtol=1e-5, atol=1e-5)
+        assert fast._rows_packed[1] is packed  # reused
+        fast.weight.mul_(-2.0)
+        torch.testing.assert_close(fast(x), F.linear(x, fast.weight), rtol=1e-5, atol=1e-5)
+        fast.weight = torch.nn.Parameter(torch.randn(160, 96), requires_grad=False)
+        torch.testing.assert_close(fast(x), F.linear(x, fast.weight), rtol=1e-5, atol=1e-5)

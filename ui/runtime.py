@@ -99,7 +99,8 @@ def lm():
 
 def warm_prefixes_in_background(model) -> threading.Thread | None:
     """Read every level's Compare prompt prefixes (the system turn, the few-shot examples) into steer_core's
-    prefix cache in a background thread after the start (3.8 s of CPU on 2 cores), so the first visitor at a
+    prefix cache, and pack the weights for decoding, in a background thread after the start (4 s of CPU on 2
+    cores), so the first visitor at a
     level waits for their own question only. On a CPU only: under ZeroGPU the model reaches a GPU inside a
     request."""
     if model.device.type != "cpu":

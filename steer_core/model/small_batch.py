@@ -56,9 +56,10 @@ def pack_weights(model: torch.nn.Module) -> int:
     """Make every routed Linear's packed copy now (a server warming up), not at its first few-row product; returns
     the bytes they take."""
     total = 0
-    for module in model.modules():
-        if getattr(module, "_rows_kernel", None) is not None and _kernel_takes(module, module.weight.detach()):
-            total += _packed(module).nbytes
+    with torch.no_grad():  # as in decoding: whether the weight needs gradients does not matter
+        for module in model.modules():
+            if getattr(module, "_rows_kernel", None) is not None and _kernel_takes(module, module.weight.detach()):
+                total += _packed(module).nbytes
     return total
 
 
