@@ -4,7 +4,7 @@ A decoding step multiplies a few rows (one per reply in the batch) by each weigh
 by reading the weights. From 1 to 11 rows, without autograd, the C kernel of rows_kernel.py does it: each
 weight row read once for all rows, on all threads, each row's product the same in any batch. It reads a packed
 copy of each weight, made at its first few-row product (or by `pack_weights`) and kept with the module: the
-weights' memory twice over, for about a fifth less time per step from four rows on. Where that
+weights' memory twice over, for about a fifth less time in the products of four rows. Where that
 kernel is not available (no C compiler, STEER_KERNEL=off): for 2 to 11 rows, MKL's sgemm takes `x @ W.T`
 at about the cost of four separate rows, because it packs the large weight; taken the other way round,
 `(W @ x.T).T`, it packs the few rows and streams the weight once. One row, and 12 or more (where MKL picks
