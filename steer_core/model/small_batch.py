@@ -29,10 +29,9 @@ SMALL_ROWS = range(2, 12)
 KERNEL_ROWS = range(1, MAX_ROWS + 1)
 
 
-def _kernel_takes(self: torch.nn.Linear, x: torch.Tensor) -> bool:
+def _kernel_takes(w: torch.Tensor, b: torch.Tensor | None, x: torch.Tensor) -> bool:
     """The kernel reads raw memory: float32 on the CPU, contiguous weights (checked each call, so a module
     moved or reassigned after loading falls back), and no autograd to record."""
-    w, b = self.weight, self.bias
     return (
         x.dtype == w.dtype == torch.float32
         and x.device.type == w.device.type == "cpu"
@@ -42,14 +41,14 @@ def _kernel_takes(self: torch.nn.Linear, x: torch.Tensor) -> bool:
     )
 
 
-def _packed(self: torch.nn.Linear) -> torch.Tensor:
-    """The kernel's packed copy of the weight, made on first use and again whenever the weight was replaced or
-    written to (its storage or version changed)."""
-    w = self.weight
+def _packed(self: torch.nn.Linear, w: torch.Tensor) -> torch.Tensor:
+    """The kernel's packed copy of the weight `w` (self.weight), made on first use and again whenever the weight
+    was replaced or written to (its storage or version changed)."""
     key = (w.data_ptr(), w._version)
-    if self._rows_packed is None or self._rows_packed[0] != key:
-        self._rows_packed = (key, pack(w))
-    return self._rows_packed[1]
+    kept = self._rows_packed
+    if kept is None or kept[0] != key:
+        kept = self._rows_packed = (key, pack(w))
+    return kept[1]
 
 
 def pack_weights(model: torch.nn.Module) -> int:
@@ -58,8 +57,9 @@ def pack_weights(model: torch.nn.Module) -> int:
     total = 0
     with torch.no_grad():  # as in decoding: whether the weight needs gradients does not matter
         for module in model.modules():
-            if getattr(module, "_rows_kernel", None) is not None and _kernel_takes(module, module.weight.detach()):
-                total += _packed(module).nbytes
+            w = getattr(module, "weight", None)
+            if getattr(module, "_rows_kernel", None) is not None and _kernel_takes(w, module.bias, w.detach()):
+                total += _packed(module, w).nbytes
     return total
 
 
@@ -70,15 +70,18 @@ def _linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     halves = getattr(_fitting, "weights", None)
     if halves is not None and x.dtype == torch.float32:
         return _bf16_linear(self, x, halves)
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if rows in KERNEL_ROWS and self._rows_kernel is not None and _kernel_takes(self, x):
-        y = self._rows_kernel(x.reshape(rows, x.shape[-1]), self.weight, self.bias, _packed(self))
-    elif rows in SMALL_ROWS and x.dtype == self.weight.dtype:
-        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).t()).t()
-        if self.bias is not None:
-            y = y + self.bias
+    k = x.shape[-1]
+    rows = x.numel() // k if k else 0
+    w, b = self.weight, self.bias  # read once: parameters are slow attributes, and this runs 211 times a step
+    kernel = self._rows_kernel
+    if kernel is not None and rows in KERNEL_ROWS and _kernel_takes(w, b, x):
+        y = kernel(x.reshape(rows, k), w, b, _packed(self, w))
+    elif rows in SMALL_ROWS and x.dtype == w.dtype:
+        y = torch.mm(w, x.reshape(rows, k).t()).t()
+        if b is not None:
+            y = y + b
     else:
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, w, b)
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
