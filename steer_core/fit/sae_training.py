@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..bloom import LEVELS, load_dataset
-from ..model.hooks import StopForward, capture_queries, query_edits
+from ..model.hooks import StopForward, capture_queries, query_edits, stop_above
 from ..prompts import DEFAULT_STYLE, messages, pad_right, render
 from ..sae.layer_files import save_layer
 from ..sae.module import SAETrainConfig, report_json, train_head_saes
@@ -100,12 +100,9 @@ class _QueryRecorder:
         pos = (start + torch.arange(ids.shape[1]))[None].expand(len(ids), -1).to(dev)
         logits_at = logits_at.to(dev) if isinstance(logits_at, torch.Tensor) else logits_at
 
-        def stop(q):
-            raise StopForward
-
         with capture_queries(lm, self.layers) as store:
             try:
-                with query_edits(lm, {self.top + 1: stop} if self.top + 1 < lm.n_layers else {}):
+                with query_edits(lm, stop_above(lm, self.top)):
                     self.logits = lm.model(
                         input_ids=ids.to(dev), attention_mask=mask, position_ids=pos, past_key_values=cache,
                         use_cache=True, logits_to_keep=logits_at,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..generation import Request
-from ..model.hooks import StopForward, query_edits
+from ..model.hooks import StopForward, query_edits, stop_above
 from ..prompts import render
 from ..steering.assets import steering_groups
 from ..steering.edits import layer_edits
@@ -51,25 +51,18 @@ def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits, upto: i
     run (nothing up to it depends on them). Returns the cache (the keys of every position, up to `upto`)."""
     from transformers import DynamicCache
 
-    stop = None if upto is None or upto + 1 >= lm.n_layers else lm.check_layer(upto) + 1
+    stop = {} if upto is None else stop_above(lm, upto)
     cache = DynamicCache()
     for phase, ids in (("prompt", list(prompt)), ("generated", list(reply))):
         if not ids:
             continue
-        edits = dict(phase_edits(phase))
-        if stop is not None:
-            edits[stop] = _stop  # the next layer's queries: this one has run whole, its keys are in the cache
-        with query_edits(lm, edits):
+        with query_edits(lm, {**phase_edits(phase), **stop}):  # the stop wins: nothing reads the layer above
             try:  # logits_to_keep=1: no view reads the logits
                 ids_t = torch.tensor([ids], device=lm.device)
                 lm.model(input_ids=ids_t, past_key_values=cache, use_cache=True, logits_to_keep=1)
             except StopForward:
                 pass
     return cache
-
-
-def _stop(q):
-    raise StopForward
 
 
 @torch.no_grad()

@@ -126,3 +126,14 @@ def capture_queries(lm, layers) -> Iterator[dict[int, list[torch.Tensor]]]:
 
 class StopForward(Exception):
     """Raised by a capture hook to skip the layers above the last one needed."""
+
+
+def _raise_stop(q):
+    raise StopForward
+
+
+def stop_above(lm, layer: int) -> dict[Site, QueryEdit]:
+    """The edit that ends a forward at the next layer's queries, once `layer` has run whole (its keys are in the
+    cache): the caller catches StopForward. Empty for the last layer (nothing above it to skip)."""
+    above = lm.check_layer(layer) + 1
+    return {above: _raise_stop} if above < lm.n_layers else {}
