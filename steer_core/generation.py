@@ -18,6 +18,7 @@ import torch
 from . import methods
 from .bloom import normalize_level
 from .errors import UserError
+from .model import lean_step
 from .model.hooks import query_edits
 from .prefix_cache import cache_over, prefix_kv
 from .prompts import DEFAULT_STYLE, render, shared_prefix
@@ -165,8 +166,11 @@ def _decode_edits(lm, groups: dict):
 
 @torch.no_grad()
 def _decode_step(lm, edits: dict, inp, mask, position_ids, cache, cache_position: int) -> torch.Tensor:
-    """One decoding forward of the batch's previous tokens under `edits`; the last position's logits."""
+    """One decoding forward of the batch's previous tokens under `edits`; the last position's logits. A Llama model
+    takes lean_step's path: the same logits bit for bit, without transformers' per-module overhead."""
     with query_edits(lm, edits):
+        if lean_step.takes(lm.model):
+            return lean_step.decode_logits(lm.model, inp, mask, position_ids, cache).float()
         out = lm.model(
             input_ids=inp,
             attention_mask=mask,

@@ -47,11 +47,12 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def build(cc: str, source: Path) -> Path:
-    """The compiled library of `source` in the cache, built (atomically) if it is not there yet."""
+def build(cc: str, source: Path, flags: tuple[str, ...] = FLAGS, after: tuple[str, ...] = ()) -> Path:
+    """The compiled library of `source` in the cache, built (atomically) if it is not there yet. flags come before
+    the source, `after` (libraries to link) after it."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256(
-        "\0".join([source.read_text(), version, " ".join(FLAGS), platform.machine(), _cpu_flags()]).encode()
+        "\0".join([source.read_text(), version, " ".join(flags + after), platform.machine(), _cpu_flags()]).encode()
     ).hexdigest()[:16]
     out = cache_root() / "kernels" / f"{source.stem}-{key}.so"
     if out.is_file():
@@ -60,7 +61,9 @@ def build(cc: str, source: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.part")
     os.close(fd)
     try:
-        subprocess.run([cc, *FLAGS, str(source), "-o", tmp], check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run(
+            [cc, *flags, str(source), "-o", tmp, *after], check=True, capture_output=True, text=True, timeout=300
+        )
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -68,20 +71,42 @@ def build(cc: str, source: Path) -> Path:
     return out
 
 
+def cxx_compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+
+
+def torch_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(flags, libraries) that build a C++ source calling ATen against the installed torch: its headers, its ABI,
+    its libraries (found again at load through the rpath); the torch version is in the flags, so a cached build is
+    rebuilt when torch changes."""
+    import torch
+
+    root = Path(torch.__file__).parent
+    flags = (
+        "-O2", "-std=c++20", "-shared", "-fPIC", "-w", "-ffp-contract=off",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", f"-DSTEER_TORCH={torch.__version__}",
+        f"-I{root / 'include'}", f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
+    )  # fmt: skip
+    return flags, (f"-L{root / 'lib'}", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{root / 'lib'}")
+
+
 def load_checked(source: Path, make: Callable[[Path], object], what: str, fallback: str):
     """make(path) -> a kernel object with .check() (raises AssertionError when it computes wrong); the checked
     kernel, or None (switched off, no compiler, or the build or its check failed: then `fallback` is used, said in
-    the log). A cached file that does not load or compute right is built again, once."""
+    the log). A cached file that does not load or compute right is built again, once. A .cpp source is C++ calling
+    ATen (torch_flags)."""
     if switched_off():
         return None
-    cc = compiler()
+    cpp = source.suffix == ".cpp"
+    cc = cxx_compiler() if cpp else compiler()
     if cc is None:
-        log.warning("no C compiler found: %s", fallback)
+        log.warning("no %s compiler found: %s", "C++" if cpp else "C", fallback)
         return None
+    flags, after = torch_flags() if cpp else (FLAGS, ())
     for attempt in range(2):
         path = None
         try:
-            path = build(cc, source)
+            path = build(cc, source, flags, after)
             kernel = make(path)
             kernel.check()
             return kernel

@@ -1,0 +1,346 @@
+"""One decoding step of a Llama model without transformers' per-module machinery, the same arithmetic bit for bit.
+
+A decoding step of the default model makes about 1,500 small tensor operations, and on a CPU most of the step
+is the Python around them: keyword plumbing, decorators, output records, a dispatch per attention call. Here
+the same operations run in the same order on the same tensors (transformers' mask, rotary table, cache update
+and attention function), so the logits are those of `model(...)` bit for bit. Hooks keep working: a Linear with a
+forward hook (a steering edit's dispatcher on q_proj) is called as a module, and a decoder layer with a hook
+(the residual site), or any global module hook, runs through transformers as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from torch.nn.modules import module as nn_module
+
+from .. import native
+from .rows_kernel import rows_kernel
+from .small_batch import KERNEL_ROWS, _kernel_takes, _packed
+
+SOURCE = Path(__file__).with_name("lean_layers.cpp")
+FIELDS = 19  # int64 values describing a layer (lean_layers.cpp's FIELDS; checked when the library loads)
+LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def takes(model: torch.nn.Module) -> bool:
+    """Whether `model` is a plain Llama causal LM this step reproduces (its attention is SDPA, its activation
+    SiLU, nothing reassigned on its layers); asked once a model, the answer kept on it."""
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    known = model.__dict__.get("_lean_step")
+    if known is None or known[0] != implementation:
+        known = model.__dict__["_lean_step"] = (implementation, _takes(model))
+    return known[1]
+
+
+def _takes(model: torch.nn.Module) -> bool:
+    cfg = getattr(model, "config", None)
+    if cfg is None or cfg.model_type != "llama" or type(model).__name__ != "LlamaForCausalLM":
+        return False
+    if cfg._attn_implementation != "sdpa" or cfg.hidden_act != "silu" or getattr(cfg, "mlp_bias", False):
+        return False
+    inner = model.model
+    return all(
+        type(layer).__name__ == "LlamaDecoderLayer" and type(layer.mlp.act_fn).__name__ in ("SiLUActivation", "SiLU")
+        for layer in inner.layers
+    )
+
+
+def _rms_norm(norm: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """LlamaRMSNorm.forward's operations (its casts to and from float32 are no-ops on float32)."""
+    if h.dtype != torch.float32:
+        return norm(h)
+    x = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * x
+
+
+def _linear(module: torch.nn.Module):
+    """The module itself where a hook may act on it, else its forward (no hooks to run around it)."""
+    return module if (module._forward_hooks or module._forward_pre_hooks) else module.forward
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """apply_rotary_pos_emb's operations on one of q and k."""
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
+def _attention(attn, q, k, v, mask) -> torch.Tensor:
+    """sdpa_attention_forward's operations for one query position under a float mask: the query heads that share
+    a key head packed as that head's positions (its pack_gqa), then SDPA. Returns (rows, 1, heads x dim)."""
+    rows, heads, _, dim = q.shape
+    groups = attn.num_key_value_groups
+    if groups > 1:
+        q = q.reshape(rows, heads // groups, groups, dim)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
+    return out.reshape(rows, -1, 1, dim).transpose(1, 2).contiguous().reshape(rows, 1, -1).contiguous()
+
+
+def _layer(layer, h, mask, cos, sin, kv, at) -> torch.Tensor:
+    """LlamaDecoderLayer.forward's operations for one decoding position; kv: the layer's StaticLayer, `at` the
+    cache position the step writes."""
+    attn = layer.self_attn
+    shape = (h.shape[0], 1, -1, attn.head_dim)
+    x = _rms_norm(layer.input_layernorm, h)
+    q = _rope(_linear(attn.q_proj)(x).view(shape).transpose(1, 2), cos, sin)
+    k = _rope(_linear(attn.k_proj)(x).view(shape).transpose(1, 2), cos, sin)
+    v = _linear(attn.v_proj)(x).view(shape).transpose(1, 2)
+    kv.cumulative_length.add_(1)  # StaticLayer.update's bookkeeping and copies
+    kv.keys.index_copy_(2, at, k)
+    kv.values.index_copy_(2, at, v)
+    h = h + _linear(attn.o_proj)(_attention(attn, q, kv.keys, kv.values, mask))
+    mlp = layer.mlp
+    x = _rms_norm(layer.post_attention_layernorm, h)
+    return h + _linear(mlp.down_proj)(F.silu(_linear(mlp.gate_proj)(x)) * _linear(mlp.up_proj)(x))
+
+
+def _lean_cache(cache, layers: int) -> bool:
+    """A StaticCache whose layers are all filled to the same length (one decoding step writes each once)."""
+    kvs = getattr(cache, "layers", None)
+    if type(cache).__name__ != "StaticCache" or kvs is None or len(kvs) < layers:
+        return False
+    if not all(type(kv).__name__ == "StaticLayer" and kv.is_initialized for kv in kvs[:layers]):
+        return False
+    first, last = int(kvs[0].cumulative_length), int(kvs[layers - 1].cumulative_length)
+    return first == last < kvs[0].max_cache_len
+
+
+def _modules(layer) -> list[torch.nn.Module]:
+    """A decoder layer's modules that a hook could act on: the layer, its query, then the rest."""
+    attn, mlp = layer.self_attn, layer.mlp
+    rest = [attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+    return [layer, attn.q_proj, attn, mlp, layer.input_layernorm, layer.post_attention_layernorm, *rest]
+
+
+QUERY, OUTPUT = 1, 2  # a layer's sites whose hooks the C++ layers call back for (lean_layers.cpp's Where)
+PYTHON = -1  # a layer with hooks the C++ layers cannot run (on other modules, pre-hooks, hooks taking kwargs)
+_HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)
+
+
+def _site_flags(layer_modules: list[torch.nn.Module]) -> int:
+    layer, query, *rest = layer_modules
+    if any(m._forward_hooks or m._forward_pre_hooks for m in rest):
+        return PYTHON
+    if any(m._forward_pre_hooks or m._forward_hooks_with_kwargs for m in (layer, query)):
+        return PYTHON
+    return (QUERY if query._forward_hooks else 0) | (OUTPUT if layer._forward_hooks else 0)
+
+
+class LeanLayers:
+    """lean_layers.cpp: runs consecutive decoder layers for one position in C++, calling back for their hooks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        args = [ptr, i32, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_int64, ptr, ctypes.c_double]
+        self._fn = native.c_function(path, "lean_layers", args, ctypes.c_int)
+        fields = native.c_function(path, "lean_layers_fields", [], ctypes.c_int)()
+        buffers = native.c_function(path, "lean_layers_buffers", [], ctypes.c_int)()
+        if (fields, buffers) != (FIELDS, 4):
+            raise AssertionError(f"the library's layout ({fields}, {buffers}) is not this module's ({FIELDS}, 4)")
+
+    def __call__(self, plan: Plan, first: int, last: int, h, mask, cos, sin, at: int) -> None:
+        """Layers first..last-1 on h (rows, 1, hidden), contiguous, in place; a hook's exception is raised here."""
+        failed = self._fn(
+            plan.product, torch.get_num_threads(), plan.hook, plan.buffer_addresses.data_ptr(),
+            plan.fields.data_ptr(), plan.eps.data_ptr(), plan.flags.data_ptr(), first, last, h.data_ptr(),
+            mask.data_ptr(), cos.data_ptr(), sin.data_ptr(), at, plan.dims.data_ptr(), plan.scaling,
+        )  # fmt: skip
+        if failed >= 0:
+            error, plan.error = plan.error, None
+            raise error
+
+    def check(self) -> None:
+        """Two layers of a tiny random Llama give the Python layers' logits bit for bit, with and without a hook on
+        a query and on a layer's output; a hook's exception reaches the caller."""
+        from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
+
+        from .small_batch import speed_up_small_batches
+
+        cfg = LlamaConfig(
+            vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, attn_implementation="sdpa",
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).eval()
+        speed_up_small_batches(model)
+        ids = torch.randint(0, 64, (3, 6))
+
+        def step(native_layers):
+            cache = StaticCache(config=cfg, max_cache_len=9)
+            with torch.no_grad():
+                model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            mask, pos = torch.ones(3, 7, dtype=torch.long), torch.full((3, 1), 6)
+            return decode_logits(model, ids[:, :1], mask, pos, cache, native_layers=native_layers)
+
+        handles = []
+        for hooks in range(3):
+            if not torch.equal(step(None), step(self)):
+                raise AssertionError(f"the C++ layers differ from the Python layers ({len(handles)} hooks)")
+            layers = model.model.layers
+            site = layers[0].self_attn.q_proj if hooks == 0 else layers[1]
+            handles.append(site.register_forward_hook(lambda m, i, out: out * 0.5 + 1.0))
+        handles.append(layers[1].register_forward_hook(lambda m, i, out: 1 / 0))
+        try:
+            step(self)
+            raise AssertionError("a hook's exception did not reach the caller")
+        except ZeroDivisionError:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@functools.cache
+def lean_layers() -> LeanLayers | None:
+    """The checked C++ layers, or None (STEER_KERNEL=off, no C++ compiler or torch headers, no few-row kernel, or
+    the build or its check failed)."""
+    if rows_kernel() is None:
+        return None
+    return native.load_checked(SOURCE, LeanLayers, "C++ decoder layers", "decoding runs its layers in Python")
+
+
+class Plan:
+    """What the C++ layers read, for one generation's cache: every layer's weights (their packed copies, held
+    here), norms and cache tensors as addresses, the buffers its hooks read and write, and the callback that runs
+    them. Made at the generation's first step (a weight changed during a generation is not seen until the next)."""
+
+    def __init__(self, model, cache, rows: int):
+        inner, cfg = model.model, model.config
+        self.product = ctypes.cast(rows_kernel()._fn, ctypes.c_void_p).value
+        self.kept, fields, eps = [], [], []
+        self.modules = [_modules(layer) for layer in inner.layers]
+        for layer, kv in zip(inner.layers, cache.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            linears = [getattr(attn, n) for n in LINEARS[:4]] + [getattr(mlp, n) for n in LINEARS[4:]]
+            norms = (layer.input_layernorm, layer.post_attention_layernorm)
+            packed = [_packed(m, m.weight) for m in linears]
+            biases = [m.bias for m in linears]
+            self.kept += packed
+            fields.append(
+                [n.weight.data_ptr() for n in norms] + [p.data_ptr() for p in packed]
+                + [0 if b is None else b.data_ptr() for b in biases]
+                + [kv.keys.data_ptr(), kv.values.data_ptr(), kv.cumulative_length.data_ptr()]
+            )  # fmt: skip
+            eps.append([n.variance_epsilon for n in norms])
+        self.fields = torch.tensor(fields, dtype=torch.int64)
+        self.eps = torch.tensor(eps, dtype=torch.float64)
+        self.flags = torch.zeros(len(fields), dtype=torch.int32)
+        attn = inner.layers[0].self_attn
+        hidden, queries = cfg.hidden_size, cfg.num_attention_heads * attn.head_dim
+        dims = [rows, hidden, cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim]
+        self.dims = torch.tensor(dims + [cfg.intermediate_size, cache.layers[0].max_cache_len], dtype=torch.int64)
+        self.scaling = float(attn.scaling)
+        # lean_layers.cpp's Buffer order: the query's input and output, the layer's input and output
+        self.buffers = [torch.empty(rows, 1, n) for n in (hidden, queries, hidden, hidden)]
+        self.buffer_addresses = torch.tensor([b.data_ptr() for b in self.buffers], dtype=torch.int64)
+        self.error: BaseException | None = None
+        self.hook = _HOOK(self._run_hooks)
+
+    @staticmethod
+    def qualifies(model, rows: int) -> bool:
+        """Every Linear of every layer goes through the few-row kernel at this many rows (the kernel itself, not a
+        stand-in an experiment put there), norms in float32."""
+        kernel = rows_kernel()
+        if rows not in KERNEL_ROWS or kernel is None:
+            return False
+        x = torch.empty(0)
+        for layer in model.model.layers:
+            linears = _modules(layer)[6:] + [layer.self_attn.q_proj]
+            if any(
+                getattr(m, "_rows_kernel", None) is not kernel or not _kernel_takes(m.weight, m.bias, x)
+                for m in linears
+            ):
+                return False
+            norms = (layer.input_layernorm, layer.post_attention_layernorm)
+            if any(n.weight.dtype != torch.float32 or not n.weight.is_contiguous() for n in norms):
+                return False
+        return True
+
+    def sites(self) -> list[int]:
+        """Each layer's flags this step (QUERY, OUTPUT, or PYTHON), written where the C++ layers read them."""
+        flags = [_site_flags(m) for m in self.modules]
+        self.flags.copy_(torch.tensor(flags, dtype=torch.int32))
+        return flags
+
+    def _run_hooks(self, idx: int, where: int) -> int:
+        """The callback: a site's forward hooks, run as its module would run them, on the value in its buffer."""
+        try:
+            x, query, h_in, h_out = self.buffers
+            module, inputs, out = (
+                (self.modules[idx][1], x, query) if where == QUERY else (self.modules[idx][0], h_in, h_out)
+            )
+            result = out
+            for hook in tuple(module._forward_hooks.values()):
+                changed = hook(module, (inputs,), result)
+                if changed is not None:
+                    result = changed
+            if result is not out:
+                if result.shape != out.shape:
+                    raise ValueError(f"a hook on layer {idx} changed its output's shape to {tuple(result.shape)}")
+                out.copy_(result)
+            return 0
+        except BaseException as e:  # noqa: BLE001 - handed to the caller (ctypes would only print it)
+            self.error = e
+            return 1
+
+
+def _plan(model, cache, rows: int) -> Plan | None:
+    plan = getattr(cache, "_lean_plan", False)
+    if plan is False:
+        plan = cache._lean_plan = Plan(model, cache, rows) if Plan.qualifies(model, rows) else None
+    return plan
+
+
+_DEFAULT = object()
+
+
+@torch.no_grad()
+def decode_logits(model, input_ids, attention_mask, position_ids, cache, native_layers=_DEFAULT) -> torch.Tensor:
+    """model(input_ids, attention_mask, position_ids, cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+    for a model `takes` accepts, one position per row, over a filled StaticCache. native_layers: the C++ layers
+    (default: lean_layers(), None where they are not available), or None for Python layers only."""
+    from transformers.masking_utils import create_causal_mask
+
+    inner = model.model
+    n = inner.config.num_hidden_layers
+    h = inner.embed_tokens(input_ids)
+    mask = create_causal_mask(
+        config=inner.config, inputs_embeds=h, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+    )
+    table = inner.rotary_emb(h, position_ids=position_ids)
+    lean = mask is not None and h.dtype == torch.float32 and _lean_cache(cache, n)
+    hooked = bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
+    plan = None
+    if lean:
+        # SDPA's own conversion of a boolean mask (0 where attended, -inf elsewhere), once a step, not once a layer
+        mask = torch.zeros_like(mask, dtype=h.dtype).masked_fill_(mask.logical_not(), float("-inf")).contiguous()
+        cos, sin = table[0].unsqueeze(1).contiguous(), table[1].unsqueeze(1).contiguous()
+        at = cache.layers[0].cumulative_length.reshape(1).clone()
+        if native_layers is _DEFAULT:
+            native_layers = lean_layers()
+        if native_layers is not None and not hooked:
+            plan = _plan(model, cache, h.shape[0])
+    sites = plan.sites() if plan is not None else [PYTHON] * n
+    idx = 0
+    while idx < n:
+        layer = inner.layers[idx]
+        if sites[idx] != PYTHON:
+            end = idx + 1
+            while end < n and sites[end] != PYTHON:
+                end += 1
+            h = h.contiguous()
+            native_layers(plan, idx, end, h, mask, cos, sin, int(at))
+            idx = end
+            continue
+        if lean and not (hooked or layer._forward_hooks or layer._forward_pre_hooks):
+            h = _layer(layer, h, mask, cos, sin, cache.layers[idx], at)
+        else:
+            h = layer(h, attention_mask=mask, position_embeddings=table, position_ids=position_ids, cache=cache)
+        idx += 1
+    h = _rms_norm(inner.norm, h)
+    return model.lm_head(h[:, -1:, :])[:, -1, :]

@@ -1,0 +1,183 @@
+"""The lean decoding step (model/lean_step.py, model/lean_layers.cpp): the logits of transformers' own forward bit
+for bit, in Python and in C++, with steering edits on queries and on the residual stream, an edit's exception
+reaching the caller with no hook left behind, other hooks sending their layer through Python, and concurrent
+threads each seeing only their own edits."""
+
+import threading
+
+import pytest
+import torch
+from tiny import tiny_lm
+from transformers import StaticCache
+
+from steer_core import native
+from steer_core.model import lean_step
+from steer_core.model.hooks import active_hook_count, query_edits
+from steer_core.model.small_batch import speed_up_small_batches
+
+needs_cxx = pytest.mark.skipif(
+    native.compiler() is None or native.cxx_compiler() is None, reason="no C/C++ compiler for the C++ layers"
+)
+
+ROWS, PROMPT, STEPS = 3, 7, 4
+
+
+@pytest.fixture(scope="module")
+def lm():
+    lm = tiny_lm(seed=3)
+    speed_up_small_batches(lm.model)
+    return lm
+
+
+def _prefilled(lm):
+    """A left-padded batch's StaticCache after its prompts, and the decoding inputs of its first step."""
+    torch.manual_seed(1)
+    ids = torch.randint(1, 97, (ROWS, PROMPT))
+    mask = torch.ones(ROWS, PROMPT, dtype=torch.long)
+    mask[1, :2] = 0  # row 1 is two tokens shorter
+    cache = StaticCache(config=lm.model.config, max_cache_len=PROMPT + STEPS + 1)
+    with torch.no_grad():
+        lm.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return cache, mask
+
+
+def _decode(lm, step, edits=None):
+    """STEPS decoding steps of the same batch through `step`; every step's logits."""
+    cache, mask = _prefilled(lm)
+    pos = mask.sum(1, keepdim=True)
+    out = []
+    for s in range(STEPS):
+        mask = torch.cat([mask, torch.ones(ROWS, 1, dtype=torch.long)], dim=1)
+        inp = torch.full((ROWS, 1), 5 + s)
+        with query_edits(lm, edits or {}):
+            out.append(step(lm, inp, mask, pos + s, cache, PROMPT + s))
+    return out
+
+
+def transformers_step(lm, inp, mask, pos, cache, at):
+    with torch.no_grad():
+        out = lm.model(
+            input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+            logits_to_keep=1, cache_position=pos.new_tensor([at]),
+        )  # fmt: skip
+    return out.logits[:, -1, :]
+
+
+def python_step(lm, inp, mask, pos, cache, at):
+    return lean_step.decode_logits(lm.model, inp, mask, pos, cache, native_layers=None)
+
+
+def cxx_step(lm, inp, mask, pos, cache, at):
+    layers = lean_step.lean_layers()
+    assert layers is not None, "the C++ layers did not build or check"
+    logits = lean_step.decode_logits(lm.model, inp, mask, pos, cache, native_layers=layers)
+    assert cache._lean_plan is not None, "the C++ layers were not used"
+    return logits
+
+
+STEPPERS = [python_step, pytest.param(cxx_step, marks=needs_cxx)]
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_it_takes_a_llama_and_only_a_llama(lm):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    assert lean_step.takes(lm.model)
+    cfg = MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    assert not lean_step.takes(MistralForCausalLM(cfg))
+
+
+@pytest.mark.parametrize("step", STEPPERS)
+def test_the_same_logits_as_transformers_bit_for_bit(lm, step):
+    assert _same(_decode(lm, step), _decode(lm, transformers_step))
+
+
+@pytest.mark.parametrize("step", STEPPERS)
+def test_query_and_residual_edits_act_as_they_do_through_transformers(lm, step):
+    calls = []
+
+    def on_query(q):
+        calls.append("query")
+        return q * 1.5
+
+    def on_residual(h):
+        calls.append("residual")
+        return h + 0.25
+
+    edits = {1: on_query, ("residual", 2): on_residual}
+    want = _decode(lm, transformers_step, edits)
+    count = len(calls)
+    got = _decode(lm, step, edits)
+    assert _same(got, want)
+    assert calls[count:] == calls[:count] == ["query", "residual"] * STEPS
+    assert not _same(got, _decode(lm, transformers_step)), "the edits changed nothing"
+    assert active_hook_count() == 0
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("step", STEPPERS)
+@pytest.mark.parametrize("site", [0, ("residual", 1)])
+def test_an_edits_exception_reaches_the_caller_and_no_hook_stays(lm, step, site):
+    def raising(t):
+        raise Stop
+
+    with pytest.raises(Stop):
+        _decode(lm, step, {site: raising})
+    assert active_hook_count() == 0
+    assert _same(_decode(lm, step), _decode(lm, transformers_step))  # and the next call is unaffected
+
+
+@pytest.mark.parametrize("step", STEPPERS)
+def test_a_hook_the_callbacks_do_not_cover_runs_its_layer_in_python(lm, step):
+    """A pre-hook on a key projection: the layer runs through transformers' modules, and the hook fires."""
+    seen = []
+    k_proj = lm.model.model.layers[1].self_attn.k_proj
+    handle = k_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape) or (args[0] * 2,))
+    try:
+        got = _decode(lm, step)
+        want = _decode(lm, transformers_step)
+    finally:
+        handle.remove()
+    assert _same(got, want)
+    assert len(seen) == 2 * STEPS + 2  # each decoding step of both runs, and both prefills
+
+
+@needs_cxx
+def test_threads_decoding_at_once_each_see_their_own_edits(lm):
+    edits = [{1: lambda q: q * 2.0}, {("residual", 0): lambda h: h - 0.5}, {}]
+    want = [_decode(lm, transformers_step, e) for e in edits]
+    got, errors = [None] * len(edits), []
+
+    def run(i):
+        try:
+            for _ in range(3):
+                got[i] = _decode(lm, cxx_step, edits[i])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(edits))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(_same(g, w) for g, w in zip(got, want))
+    assert active_hook_count() == 0
+
+
+@needs_cxx
+def test_a_weight_written_between_generations_is_read_by_the_next():
+    twin = tiny_lm(seed=3)
+    speed_up_small_batches(twin.model)
+    before = _decode(twin, cxx_step)
+    with torch.no_grad():
+        twin.model.model.layers[0].mlp.down_proj.weight.mul_(0.5)
+    assert _same(_decode(twin, cxx_step), _decode(twin, transformers_step))
+    assert not _same(_decode(twin, cxx_step), before)
