@@ -1,7 +1,12 @@
-/* Decoder layers of a Llama model for one decoding position, the operations of lean_step.py's _layer called from
-   C++: the same ATen operations on the same tensors in the same order, and the same few-row kernel for the
-   products, so the hidden states are those of the Python layer bit for bit. What it saves is the Python around
-   some 70 operations a layer (about 4 ms of a 26 ms step of the default model on 2 cores).
+/* Decoder layers of a Llama model for one decoding position, lean_step.py's _layer without Python: the hidden
+   states bit for bit those of the Python layer (checked when the library loads, and by tests/test_lean_step.py).
+
+   What is exact IEEE arithmetic (the norms' scaling, rotary embedding, residual additions, the MLP's product, the
+   cache's copies) runs as plain loops that round each operation as ATen does, in the same order; this file is
+   built with -ffp-contract=off, so no multiply and add are fused into one rounding. What is not (the norm's mean,
+   its summation order; SiLU, its exponential; attention) calls ATen itself on the same values and shapes. The
+   products go through the few-row kernel (rows_linear.c) by its address. The default model's 30 layers for one
+   row, products aside, take about 1.5 ms (2 CPU cores).
 
    A layer is described by FIELDS int64 values (lean_step.Plan writes them): the addresses of its two norm
    weights, its seven packed weights and their biases (0 for none), its cache's keys, values and length. A layer
@@ -9,8 +14,13 @@
    buffer Python owns: Python runs the hooks and writes their result back. */
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <vector>
 
 using rows_fn = void (*)(const float *, const float *, const float *, float *, std::ptrdiff_t, std::ptrdiff_t, int,
                          int);
@@ -32,85 +42,135 @@ struct Shape {
     const int64_t *buffers;
 };
 
-static at::Tensor blob(int64_t address, at::IntArrayRef shape, at::ScalarType type = at::kFloat) {
-    return at::from_blob(reinterpret_cast<void *>(address), shape, at::TensorOptions().dtype(type));
+static at::Tensor blob(const void *address, at::IntArrayRef shape, at::ScalarType type = at::kFloat) {
+    return at::from_blob(const_cast<void *>(address), shape, at::TensorOptions().dtype(type));
 }
 
-/* small_batch._linear through the kernel: x (rows, 1, in) -> (rows, 1, out). */
-static at::Tensor linear(const Shape &s, const int64_t *f, int which, const at::Tensor &x, int64_t out) {
-    const int64_t k = x.size(-1), rows = x.numel() / k;
-    at::Tensor xc = x.reshape({rows, k}).contiguous();
-    at::Tensor y = at::empty({rows, out}, at::kFloat);
-    s.product(reinterpret_cast<const float *>(f[which]), xc.data_ptr<float>(),
-              reinterpret_cast<const float *>(f[BIAS + which - Q]), y.data_ptr<float>(), out, k, static_cast<int>(rows),
-              s.threads);
-    return y.reshape({x.size(0), x.size(1), out});
+/* One call's values, rows x each width, row after row. */
+struct Work {
+    std::vector<float> h, x, q, k, v, a, gate, up;
+    explicit Work(const Shape &s)
+        : h(s.rows * s.hidden), x(s.rows * s.hidden), q(s.rows * s.heads * s.dim), k(s.rows * s.kv_heads * s.dim),
+          v(s.rows * s.kv_heads * s.dim), a(s.rows * s.hidden), gate(s.rows * s.inter), up(s.rows * s.inter) {}
+};
+
+/* small_batch._linear through the kernel: y (rows, out) = x (rows, in) W^T (+ b). */
+static void linear(const Shape &s, const int64_t *f, int which, const float *x, int64_t in, float *y, int64_t out) {
+    s.product(reinterpret_cast<const float *>(f[which]), x, reinterpret_cast<const float *>(f[BIAS + which - Q]), y,
+              out, in, static_cast<int>(s.rows), s.threads);
 }
 
-static at::Tensor rms_norm(const at::Tensor &h, const at::Tensor &weight, double eps) {
-    return weight * (h * at::rsqrt(h.pow(2).mean({-1}, true) + eps));
+/* LlamaRMSNorm: weight * (h * rsqrt(mean(h^2) + eps)). The mean is ATen's (its summation order); the rest is
+   exact IEEE arithmetic in the same order (1 / sqrt: ATen's rsqrt; eps rounded to float, as ATen adds it). */
+static void rms_norm(const Shape &s, const float *h, const float *weight, double eps, float *out) {
+    at::Tensor mean = blob(h, {s.rows, 1, s.hidden}).pow(2).mean({-1}, true).contiguous();
+    const float *m = mean.data_ptr<float>();
+    for (int64_t r = 0; r < s.rows; r++) {
+        const float inv = 1.0f / std::sqrt(m[r] + static_cast<float>(eps));
+        for (int64_t i = 0; i < s.hidden; i++) {
+            const float scaled = h[r * s.hidden + i] * inv;
+            out[r * s.hidden + i] = weight[i] * scaled;
+        }
+    }
 }
 
-static at::Tensor rope(const at::Tensor &x, const at::Tensor &cos, const at::Tensor &sin) {
-    const int64_t half = x.size(-1) / 2;
-    return (x * cos) + (at::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1) * sin);
+/* apply_rotary_pos_emb on x (rows, heads, dim) in place: x * cos + rotate_half(x) * sin, rounded as ATen rounds
+   its four operations (this file is built without fused multiply-adds). */
+static void rope(const Shape &s, float *x, int64_t heads, const float *cos, const float *sin) {
+    const int64_t half = s.dim / 2;
+    std::vector<float> old(s.dim);
+    for (int64_t r = 0; r < s.rows; r++)
+        for (int64_t hd = 0; hd < heads; hd++) {
+            float *p = x + (r * heads + hd) * s.dim;
+            const float *c = cos + r * s.dim, *sn = sin + r * s.dim;
+            std::copy(p, p + s.dim, old.begin());
+            for (int64_t d = 0; d < s.dim; d++) {
+                const float rotated = d < half ? -old[d + half] : old[d - half];
+                const float a = old[d] * c[d];
+                const float b = rotated * sn[d];
+                p[d] = a + b;
+            }
+        }
 }
 
-/* Hands `value` to Python's hooks of `where` through its buffer; the buffer, as they left it, replaces it. */
-static bool call_back(const Shape &s, int idx, int where, at::Tensor &value, Buffer out, const at::Tensor &input,
-                      Buffer in) {
-    blob(s.buffers[in], input.sizes()).copy_(input);
-    at::Tensor kept = blob(s.buffers[out], value.sizes());
-    kept.copy_(value);
+/* Hands `value` (n floats a row) to Python's hooks of `where` through its buffer, with the site's input; the
+   buffer, as they left it, replaces the value. */
+static bool call_back(const Shape &s, int idx, int where, float *value, int64_t n, Buffer out, const float *input,
+                      int64_t in_n, Buffer in) {
+    std::copy(input, input + s.rows * in_n, reinterpret_cast<float *>(s.buffers[in]));
+    float *kept = reinterpret_cast<float *>(s.buffers[out]);
+    std::copy(value, value + s.rows * n, kept);
     if (s.hook(idx, where) != 0) return false;
-    value = kept.clone();
+    std::copy(kept, kept + s.rows * n, value);
     return true;
 }
 
-/* One layer; false where a hook raised. */
-static bool layer(const Shape &s, int idx, int flags, const int64_t *f, const double *eps, at::Tensor &h,
-                  const at::Tensor &mask, const at::Tensor &cos, const at::Tensor &sin, const at::Tensor &at) {
-    const int64_t groups = s.heads / s.kv_heads;
-    const at::Tensor h_in = h;
-    at::Tensor x = rms_norm(h, blob(f[NORM1], {s.hidden}), eps[0]);
-    at::Tensor q = linear(s, f, Q, x, s.heads * s.dim);
-    if ((flags & QUERY) && !call_back(s, idx, QUERY, q, QUERY_OUT, x, X)) return false;
-    q = rope(q.view({s.rows, 1, -1, s.dim}).transpose(1, 2), cos, sin);
-    at::Tensor k = rope(linear(s, f, K, x, s.kv_heads * s.dim).view({s.rows, 1, -1, s.dim}).transpose(1, 2), cos, sin);
-    at::Tensor v = linear(s, f, V, x, s.kv_heads * s.dim).view({s.rows, 1, -1, s.dim}).transpose(1, 2);
-    blob(f[LENGTH], {}, at::kLong).add_(1);
-    at::Tensor keys = blob(f[KEYS], {s.rows, s.kv_heads, s.cache_len, s.dim});
-    at::Tensor values = blob(f[VALUES], {s.rows, s.kv_heads, s.cache_len, s.dim});
-    keys.index_copy_(2, at, k);
-    values.index_copy_(2, at, v);
-    if (groups > 1) q = q.reshape({s.rows, s.heads / groups, groups, s.dim});
-    at::Tensor a = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, false, s.scaling);
-    a = a.reshape({s.rows, -1, 1, s.dim}).transpose(1, 2).contiguous().reshape({s.rows, 1, -1}).contiguous();
-    h = h + linear(s, f, O, a, s.hidden);
-    x = rms_norm(h, blob(f[NORM2], {s.hidden}), eps[1]);
-    h = h + linear(s, f, DOWN, at::silu(linear(s, f, GATE, x, s.inter)) * linear(s, f, UP, x, s.inter), s.hidden);
-    return !(flags & OUTPUT) || call_back(s, idx, OUTPUT, h, H_OUT, h_in, H_IN);
+/* One layer on w.h; false where a hook raised. */
+static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f, const double *eps, const float *mask,
+                  const float *cos, const float *sin, int64_t at) {
+    const int64_t H = s.hidden, QW = s.heads * s.dim, KW = s.kv_heads * s.dim, groups = s.heads / s.kv_heads;
+    std::vector<float> h_in;
+    if (flags & OUTPUT) h_in = w.h;
+    rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM1]), eps[0], w.x.data());
+    linear(s, f, Q, w.x.data(), H, w.q.data(), QW);
+    if ((flags & QUERY) && !call_back(s, idx, QUERY, w.q.data(), QW, QUERY_OUT, w.x.data(), H, X)) return false;
+    linear(s, f, K, w.x.data(), H, w.k.data(), KW);
+    linear(s, f, V, w.x.data(), H, w.v.data(), KW);
+    rope(s, w.q.data(), s.heads, cos, sin);
+    rope(s, w.k.data(), s.kv_heads, cos, sin);
+    /* StaticLayer.update: the length, then this position's keys and values */
+    *reinterpret_cast<int64_t *>(f[LENGTH]) += 1;
+    float *keys = reinterpret_cast<float *>(f[KEYS]), *values = reinterpret_cast<float *>(f[VALUES]);
+    for (int64_t r = 0; r < s.rows; r++)
+        for (int64_t hd = 0; hd < s.kv_heads; hd++) {
+            const int64_t from = (r * s.kv_heads + hd) * s.dim, to = ((r * s.kv_heads + hd) * s.cache_len + at) * s.dim;
+            std::copy(w.k.begin() + from, w.k.begin() + from + s.dim, keys + to);
+            std::copy(w.v.begin() + from, w.v.begin() + from + s.dim, values + to);
+        }
+    /* sdpa_attention_forward: the query heads that share a key head as its positions (pack_gqa) */
+    const std::vector<int64_t> cache_shape{s.rows, s.kv_heads, s.cache_len, s.dim};
+    at::Tensor q = groups > 1 ? blob(w.q.data(), {s.rows, s.kv_heads, groups, s.dim})
+                              : blob(w.q.data(), {s.rows, s.heads, 1, s.dim});
+    at::Tensor a = at::scaled_dot_product_attention(q, blob(keys, cache_shape), blob(values, cache_shape),
+                                                    blob(mask, {s.rows, 1, 1, s.cache_len}), 0.0, false, s.scaling);
+    at::Tensor flat = a.reshape({s.rows, QW}).contiguous();
+    linear(s, f, O, flat.data_ptr<float>(), QW, w.a.data(), H);
+    for (int64_t i = 0; i < s.rows * H; i++) w.h[i] = w.h[i] + w.a[i];
+    rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM2]), eps[1], w.x.data());
+    linear(s, f, GATE, w.x.data(), H, w.gate.data(), s.inter);
+    linear(s, f, UP, w.x.data(), H, w.up.data(), s.inter);
+    at::Tensor act = at::silu(blob(w.gate.data(), {s.rows, 1, s.inter})).contiguous();
+    const float *g = act.data_ptr<float>();
+    for (int64_t i = 0; i < s.rows * s.inter; i++) w.gate[i] = g[i] * w.up[i];
+    linear(s, f, DOWN, w.gate.data(), s.inter, w.a.data(), H);
+    for (int64_t i = 0; i < s.rows * H; i++) w.h[i] = w.h[i] + w.a[i];
+    return !(flags & OUTPUT) || call_back(s, idx, OUTPUT, w.h.data(), H, H_OUT, h_in.data(), H, H_IN);
 }
+
+static thread_local char failure[512];
 
 /* Runs layers first..last-1 (fields: FIELDS values a layer, eps: 2, flags: 1 each, all indexed from layer 0) on h
    (rows, 1, hidden), in place. mask: (rows, 1, 1, cache_len) float, cos and sin (rows, 1, 1, dim), at: the cache
-   position written. Returns the layer whose hook raised, or -1. */
+   position written. Returns the layer whose hook raised, -2 where ATen raised (lean_layers_failure says what), or
+   -1. */
 extern "C" int lean_layers(rows_fn product, int threads, hook_fn hook, const int64_t *buffers, const int64_t *fields,
-                           const double *eps, const int *flags, int first, int last, float *h_out, const float *mask_p,
-                           const float *cos_p, const float *sin_p, int64_t at_pos, const int64_t *dims,
-                           double scaling) {
+                           const double *eps, const int *flags, int first, int last, float *h, const float *mask,
+                           const float *cos, const float *sin, int64_t at, const int64_t *dims, double scaling) {
     const Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], scaling, product, threads, hook,
                   buffers};
-    at::Tensor out = blob(reinterpret_cast<int64_t>(h_out), {s.rows, 1, s.hidden});
-    at::Tensor mask = blob(reinterpret_cast<int64_t>(mask_p), {s.rows, 1, 1, s.cache_len});
-    at::Tensor cos = blob(reinterpret_cast<int64_t>(cos_p), {s.rows, 1, 1, s.dim});
-    at::Tensor sin = blob(reinterpret_cast<int64_t>(sin_p), {s.rows, 1, 1, s.dim});
-    at::Tensor at = at::full({1}, at_pos, at::kLong);
-    at::Tensor h = out;
-    for (int i = first; i < last; i++)
-        if (!layer(s, i, flags[i], fields + i * FIELDS, eps + 2 * i, h, mask, cos, sin, at)) return i;
-    out.copy_(h);
-    return -1;
+    try {
+        Work w(s);
+        std::copy(h, h + s.rows * s.hidden, w.h.begin());
+        for (int i = first; i < last; i++)
+            if (!layer(s, w, i, flags[i], fields + i * FIELDS, eps + 2 * i, mask, cos, sin, at)) return i;
+        std::copy(w.h.begin(), w.h.end(), h);
+        return -1;
+    } catch (const std::exception &e) { /* never past the C boundary: the caller raises it */
+        std::snprintf(failure, sizeof failure, "%s", e.what());
+        return -2;
+    }
 }
+
+extern "C" const char *lean_layers_failure(void) { return failure; }
 
 extern "C" int lean_layers_buffers(void) { return BUFFERS; }

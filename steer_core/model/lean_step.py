@@ -138,6 +138,7 @@ class LeanLayers:
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
         args = [ptr, i32, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_int64, ptr, ctypes.c_double]
         self._fn = native.c_function(path, "lean_layers", args, ctypes.c_int)
+        self._failure = native.c_function(path, "lean_layers_failure", [], ctypes.c_char_p)
         fields = native.c_function(path, "lean_layers_fields", [], ctypes.c_int)()
         buffers = native.c_function(path, "lean_layers_buffers", [], ctypes.c_int)()
         if (fields, buffers) != (FIELDS, 4):
@@ -150,6 +151,8 @@ class LeanLayers:
             plan.fields.data_ptr(), plan.eps.data_ptr(), plan.flags.data_ptr(), first, last, h.data_ptr(),
             mask.data_ptr(), cos.data_ptr(), sin.data_ptr(), at, plan.dims.data_ptr(), plan.scaling,
         )  # fmt: skip
+        if failed == -2:
+            raise RuntimeError(f"the C++ decoder layers failed: {self._failure().decode(errors='replace')}")
         if failed >= 0:
             error, plan.error = plan.error, None
             raise error
