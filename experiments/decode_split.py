@@ -1,6 +1,8 @@
 """Where a decoding step's milliseconds go, without a profiler's own cost: bench's unsteered reply, Compare batch and
 ladder, each timed as it runs and again with every few-row product replaced by an empty output of its shape (the
 rest of the model runs on zeros: norms, rotary, the cache, attention, hooks, Python). The difference is the products.
+The products are replaced in both of the step's paths: the Linear modules' kernel (the output layer, and layers
+run in Python) and the address the C++ layers call (experiments/zero_products.c, built here).
 
     python -m experiments.decode_split
 
@@ -10,14 +12,17 @@ Prints one JSON object per batch: {"batch", "step_ms", "rest_ms", "products_ms"}
 
 from __future__ import annotations
 
+import ctypes
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from steer_core import bench
+from steer_core import bench, native
 from steer_core.generation import generate_batch
+from steer_core.model import lean_step
 from steer_core.model.loading import load_model
 from steer_core.steering.config import SteerConfig
 from steer_core.views.compare import CompareRequest
@@ -48,13 +53,26 @@ def main() -> None:
     if not linears:
         raise SystemExit("the few-row kernel is off here: nothing to replace")
     kernel = linears[0]._rows_kernel
+    zero = native.build(native.compiler(), Path(__file__).with_name("zero_products.c"))
+    zero_address = ctypes.cast(ctypes.CDLL(str(zero)).rows_zero, ctypes.c_void_p).value
+    made, qualifies = lean_step.Plan.__init__, lean_step.Plan.__dict__["qualifies"]
     for name in ("none", "compare4", "ladder"):
         for m in linears:
             m._rows_kernel = kernel
         step = step_ms(lm, batches[name])
+
+        def without_products(plan, *args, **kw):
+            made(plan, *args, **kw)
+            plan.product = zero_address
+
+        lean_step.Plan.__init__ = without_products
         for m in linears:
             m._rows_kernel = NoProducts()
-        rest = step_ms(lm, batches[name])
+        lean_step.Plan.qualifies = staticmethod(lambda model, rows: rows in lean_step.KERNEL_ROWS)
+        try:
+            rest = step_ms(lm, batches[name])
+        finally:
+            lean_step.Plan.__init__, lean_step.Plan.qualifies = made, qualifies
         out = {"batch": name, "step_ms": step, "rest_ms": rest, "products_ms": step - rest}
         print(json.dumps({k: v if isinstance(v, str) else round(v, 2) for k, v in out.items()}), flush=True)
     for m in linears:

@@ -3,9 +3,11 @@ unsteered reply, the Compare, the ladder, steering of one layer and of every lay
 
     python -m experiments.lean_ab [--rounds 3]
 
-Prints one JSON object per batch: {"batch", "rows", "transformers_ms", "lean_ms", "same_logits"}: the median
-milliseconds a decoding step over the rounds ((33 tokens - 1 token) / 32, prompts from the prefix cache), and
-whether every step's logits were equal bit for bit (24 steps, compared as they were made).
+Prints one JSON object per batch: {"batch", "rows", "transformers_ms", "lean_ms", "lean_python_ms", "same_logits"}:
+the median milliseconds a decoding step over the rounds ((33 tokens - 1 token) / 32, prompts from the prefix
+cache) through transformers' forward, the lean step (its layers in C++ where they built) and the lean step with its
+layers in Python (a machine without a C++ compiler), and whether every step's logits were equal bit for bit
+between transformers' forward and the lean step (24 steps, compared as they were made).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import torch
 
 from steer_core import bench, generation
+from steer_core.model import lean_step
 from steer_core.model.hooks import query_edits
 from steer_core.model.loading import load_model
 from steer_core.steering.config import SteerConfig
@@ -35,6 +38,13 @@ def transformers_step(lm, edits, inp, mask, position_ids, cache, cache_position)
             logits_to_keep=1, cache_position=position_ids.new_tensor([cache_position]),
         )  # fmt: skip
     return out.logits[:, -1, :].float()
+
+
+@torch.no_grad()
+def python_layers_step(lm, edits, inp, mask, position_ids, cache, cache_position):
+    """The lean step with its layers in Python."""
+    with query_edits(lm, edits):
+        return lean_step.decode_logits(lm.model, inp, mask, position_ids, cache, native_layers=None).float()
 
 
 def step_ms(lm, reqs, step) -> float:
@@ -72,10 +82,11 @@ def main() -> None:
     batches = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
     try:
         for name, reqs in batches.items():
-            times: dict[str, list[float]] = {"transformers": [], "lean": []}
+            steps = {"transformers": transformers_step, "lean": LEAN, "lean_python": python_layers_step}
+            times: dict[str, list[float]] = {way: [] for way in steps}
             for _ in range(args.rounds):
-                times["transformers"].append(step_ms(lm, reqs, transformers_step))
-                times["lean"].append(step_ms(lm, reqs, LEAN))
+                for way, step in steps.items():
+                    times[way].append(step_ms(lm, reqs, step))
             out = {"batch": name, "rows": len(reqs)}
             out |= {f"{k}_ms": round(statistics.median(v), 2) for k, v in times.items()}
             out["same_logits"] = same_logits(lm, reqs)

@@ -149,6 +149,20 @@ def test_a_hook_the_callbacks_do_not_cover_runs_its_layer_in_python(lm, step):
     assert len(seen) == 2 * STEPS + 2  # each decoding step of both runs, and both prefills
 
 
+@pytest.mark.parametrize("step", STEPPERS)
+def test_a_hook_on_a_norm_fires_and_its_layer_runs_through_transformers(lm, step):
+    seen = []
+    norm = lm.model.model.layers[2].post_attention_layernorm
+    handle = norm.register_forward_hook(lambda m, args, out: seen.append(1) or out + 0.125)
+    try:
+        got = _decode(lm, step)
+        want = _decode(lm, transformers_step)
+    finally:
+        handle.remove()
+    assert _same(got, want)
+    assert len(seen) == 2 * STEPS + 2
+
+
 @needs_cxx
 def test_threads_decoding_at_once_each_see_their_own_edits(lm):
     edits = [{1: lambda q: q * 2.0}, {("residual", 0): lambda h: h - 0.5}, {}]

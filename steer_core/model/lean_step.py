@@ -1,11 +1,14 @@
 """One decoding step of a Llama model without transformers' per-module machinery, the same arithmetic bit for bit.
 
-A decoding step of the default model makes about 1,500 small tensor operations, and on a CPU most of the step
-is the Python around them: keyword plumbing, decorators, output records, a dispatch per attention call. Here
-the same operations run in the same order on the same tensors (transformers' mask, rotary table, cache update
-and attention function), so the logits are those of `model(...)` bit for bit. Hooks keep working: a Linear with a
-forward hook (a steering edit's dispatcher on q_proj) is called as a module, and a decoder layer with a hook
-(the residual site), or any global module hook, runs through transformers as before.
+A decoding step of the default model makes about 5,000 small ATen calls, and on a CPU most of its time outside
+the matrix products is the Python around them: keyword plumbing, decorators, a dispatch per attention call.
+Here the same operations run in the same order on the same values (transformers' mask and rotary table, SDPA on
+the same packed query heads, the few-row kernel's products), so the logits are those of `model(...)` bit for bit.
+
+The layers run in C++ (lean_layers.cpp) where it built and a batch has at most eleven rows; a steering edit (a
+forward hook on a layer's query or output) is called back from there. A layer with any other hook runs its
+operations here in Python, calling hooked Linear modules as modules; a hook on the layer's attention, MLP or norms,
+or any global module hook, sends the layer through transformers as before.
 """
 
 from __future__ import annotations
@@ -96,6 +99,12 @@ def _layer(layer, h, mask, cos, sin, kv, at) -> torch.Tensor:
     mlp = layer.mlp
     x = _rms_norm(layer.post_attention_layernorm, h)
     return h + _linear(mlp.down_proj)(F.silu(_linear(mlp.gate_proj)(x)) * _linear(mlp.up_proj)(x))
+
+
+def _bare(layer) -> bool:
+    """No hook on the layer or the modules _layer does not call (its attention, MLP, norms)."""
+    parts = (layer, layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm)
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
 
 
 def _lean_cache(cache, layers: int) -> bool:
@@ -340,7 +349,7 @@ def decode_logits(model, input_ids, attention_mask, position_ids, cache, native_
             native_layers(plan, idx, end, h, mask, cos, sin, int(at))
             idx = end
             continue
-        if lean and not (hooked or layer._forward_hooks or layer._forward_pre_hooks):
+        if lean and not hooked and _bare(layer):
             h = _layer(layer, h, mask, cos, sin, cache.layers[idx], at)
         else:
             h = layer(h, attention_mask=mask, position_embeddings=table, position_ids=position_ids, cache=cache)
