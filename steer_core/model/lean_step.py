@@ -130,13 +130,21 @@ PYTHON = -1  # a layer with hooks the C++ layers cannot run (on other modules, p
 _HOOK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)
 
 
-def _site_flags(layer_modules: list[torch.nn.Module]) -> int:
+def _hook_dicts(layer_modules: list[torch.nn.Module]) -> tuple:
+    """A layer's hook registries, read by _site_flags every step: (the layer's forward hooks, its query's, the
+    registries of hooks the C++ layers cannot run: pre-hooks and hooks with keyword arguments on those two, any
+    hook on the rest). Modules keep these dicts for life and register into them."""
     layer, query, *rest = layer_modules
-    if any(m._forward_hooks or m._forward_pre_hooks for m in rest):
+    others = [d for m in rest for d in (m._forward_hooks, m._forward_pre_hooks)]
+    others += [d for m in (layer, query) for d in (m._forward_pre_hooks, m._forward_hooks_with_kwargs)]
+    return layer._forward_hooks, query._forward_hooks, others
+
+
+def _site_flags(hooks: tuple) -> int:
+    layer, query, others = hooks
+    if any(others):
         return PYTHON
-    if any(m._forward_pre_hooks or m._forward_hooks_with_kwargs for m in (layer, query)):
-        return PYTHON
-    return (QUERY if query._forward_hooks else 0) | (OUTPUT if layer._forward_hooks else 0)
+    return (QUERY if query else 0) | (OUTPUT if layer else 0)
 
 
 class LeanLayers:
@@ -226,6 +234,7 @@ class Plan:
         self.product = ctypes.cast(rows_kernel()._fn, ctypes.c_void_p).value
         self.kept, fields, eps = [], [], []
         self.modules = [_modules(layer) for layer in inner.layers]
+        self.hooks = [_hook_dicts(modules) for modules in self.modules]
         for layer, kv in zip(inner.layers, cache.layers):
             attn, mlp = layer.self_attn, layer.mlp
             linears = [getattr(attn, n) for n in LINEARS[:4]] + [getattr(mlp, n) for n in LINEARS[4:]]
@@ -275,7 +284,7 @@ class Plan:
 
     def sites(self) -> list[int]:
         """Each layer's flags this step (QUERY, OUTPUT, or PYTHON), written where the C++ layers read them."""
-        flags = [_site_flags(m) for m in self.modules]
+        flags = [_site_flags(hooks) for hooks in self.hooks]
         self.flags.copy_(torch.tensor(flags, dtype=torch.int32))
         return flags
 

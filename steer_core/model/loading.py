@@ -10,6 +10,7 @@ later starts skip GGUF parsing entirely.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -109,18 +110,25 @@ class LoadedModel:
         tag = adapter_tag(self.adapter)
         return self.name + ("" if tag is None else "+adapter" if tag == SHIPPED_ADAPTER_TAG else f"+{tag}")
 
-    @property
+    @functools.cached_property
     def family(self) -> families.Family:
-        """The model family's seam (families.py): where its query is and how it is laid out."""
+        """The model family's seam (families.py): where its query is and how it is laid out. Kept: a steered
+        step asks for it once a site."""
         return families.family_of(self.model)
 
     def query_site(self, layer: int) -> torch.nn.Module:
         """The module whose output is `layer`'s query before rotary (q_proj, or the query norm after it, or a fused
         qkv_proj): what steering edits and the SAEs read."""
-        return families.query_module(self.model, self.family, layer)
+        return self._query_sites[layer]
 
     def decoder_layer(self, layer: int) -> torch.nn.Module:
         return families.decoder_layers(self.model)[layer]
+
+    @functools.cached_property
+    def _query_sites(self) -> list[torch.nn.Module]:
+        """Every layer's query site, looked up once (a steered step asks for 30 of them)."""
+        layers = families.decoder_layers(self.model)
+        return [families.query_module(self.model, self.family, i) for i in range(len(layers))]
 
     def check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
