@@ -7,6 +7,8 @@ and ladder, each kernel's median over rounds, and the ratios to the unsteered re
     python -m experiments.step_ab /tmp/old.so
 
 The old library must take the weight in its own layout (rows_linear.c before the packed copy, commit 6ef111c).
+Both kernels run through the lean step's layers in Python: its C++ layers call the checkout's own kernel by its
+address, whatever kernel the modules hold.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from steer_core import bench
 from steer_core.generation import generate_batch
+from steer_core.model import lean_step
 from steer_core.model.loading import load_model
 from steer_core.model.rows_kernel import rows_kernel
 from steer_core.steering.config import SteerConfig
@@ -44,6 +47,7 @@ class Unpacked:
 
 
 def main() -> None:
+    lean_step.lean_layers = lambda: None  # the same path for both kernels: the layers in Python
     lm = load_model()
     compare = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=64)
     batches = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
