@@ -150,6 +150,30 @@ def test_a_hook_the_callbacks_do_not_cover_runs_its_layer_in_python(lm, step):
 
 
 @pytest.mark.parametrize("step", STEPPERS)
+def test_a_hook_may_keep_what_it_is_given(lm, step):
+    """As it may keep a module's output: later steps do not write over what an earlier step handed it."""
+
+    def recording(kept):
+        def keep(module, args, out):
+            kept.append((args[0], out))
+
+        return keep
+
+    got, want = [], []
+    for kept, stepper in ((got, step), (want, transformers_step)):
+        handles = [lm.model.model.layers[i].self_attn.q_proj.register_forward_hook(recording(kept)) for i in (0, 2)]
+        handles.append(lm.model.model.layers[1].register_forward_hook(recording(kept)))
+        try:
+            _decode(lm, stepper)
+        finally:
+            for handle in handles:
+                handle.remove()
+    assert len(got) == len(want) == 3 * (STEPS + 1)
+    for (a_in, a_out), (b_in, b_out) in zip(got, want, strict=True):
+        assert torch.equal(a_in, b_in) and torch.equal(a_out, b_out)
+
+
+@pytest.mark.parametrize("step", STEPPERS)
 def test_a_hook_on_a_norm_fires_and_its_layer_runs_through_transformers(lm, step):
     seen = []
     norm = lm.model.model.layers[2].post_attention_layernorm

@@ -289,21 +289,21 @@ class Plan:
         return flags
 
     def _run_hooks(self, idx: int, where: int) -> int:
-        """The callback: a site's forward hooks, run as its module would run them, on the value in its buffer."""
+        """The callback: a site's forward hooks, run as its module would run them, on a fresh copy of the value in
+        its buffer (a hook may keep what it is given, as it may keep a module's output), the result written back."""
         try:
             x, query, h_in, h_out = self.buffers
             module, inputs, out = (
                 (self.modules[idx][1], x, query) if where == QUERY else (self.modules[idx][0], h_in, h_out)
             )
-            result = out
+            args, result = (inputs.clone(),), out.clone()
             for hook in tuple(module._forward_hooks.values()):
-                changed = hook(module, (inputs,), result)
+                changed = hook(module, args, result)
                 if changed is not None:
                     result = changed
-            if result is not out:
-                if result.shape != out.shape:
-                    raise ValueError(f"a hook on layer {idx} changed its output's shape to {tuple(result.shape)}")
-                out.copy_(result)
+            if result.shape != out.shape:
+                raise ValueError(f"a hook on layer {idx} changed its output's shape to {tuple(result.shape)}")
+            out.copy_(result)
             return 0
         except BaseException as e:  # noqa: BLE001 - handed to the caller (ctypes would only print it)
             self.error = e
