@@ -78,6 +78,14 @@ def cxx_step(lm, inp, mask, pos, cache, at):
 STEPPERS = [python_step, pytest.param(cxx_step, marks=needs_cxx)]
 
 
+def _decode_both_ways(lm, step, hook):
+    """`step`'s and transformers' logits with a hook in place (its handle), removed after on every path."""
+    try:
+        return _decode(lm, step), _decode(lm, transformers_step)
+    finally:
+        hook.remove()
+
+
 def _same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
@@ -139,12 +147,8 @@ def test_a_hook_the_callbacks_do_not_cover_runs_its_layer_in_python(lm, step):
     """A pre-hook on a key projection: the layer runs through transformers' modules, and the hook fires."""
     seen = []
     k_proj = lm.model.model.layers[1].self_attn.k_proj
-    handle = k_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape) or (args[0] * 2,))
-    try:
-        got = _decode(lm, step)
-        want = _decode(lm, transformers_step)
-    finally:
-        handle.remove()
+    hook = k_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape) or (args[0] * 2,))
+    got, want = _decode_both_ways(lm, step, hook)
     assert _same(got, want)
     assert len(seen) == 2 * STEPS + 2  # each decoding step of both runs, and both prefills
 
@@ -177,12 +181,8 @@ def test_a_hook_may_keep_what_it_is_given(lm, step):
 def test_a_hook_on_a_norm_fires_and_its_layer_runs_through_transformers(lm, step):
     seen = []
     norm = lm.model.model.layers[2].post_attention_layernorm
-    handle = norm.register_forward_hook(lambda m, args, out: seen.append(1) or out + 0.125)
-    try:
-        got = _decode(lm, step)
-        want = _decode(lm, transformers_step)
-    finally:
-        handle.remove()
+    hook = norm.register_forward_hook(lambda m, args, out: seen.append(1) or out + 0.125)
+    got, want = _decode_both_ways(lm, step, hook)
     assert _same(got, want)
     assert len(seen) == 2 * STEPS + 2
 

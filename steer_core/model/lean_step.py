@@ -22,12 +22,12 @@ from torch.nn import functional as F
 from torch.nn.modules import module as nn_module
 
 from .. import native
+from .families import LLAMA_LINEARS
 from .rows_kernel import rows_kernel
 from .small_batch import KERNEL_ROWS, _kernel_takes, _packed
 
 SOURCE = Path(__file__).with_name("lean_layers.cpp")
 FIELDS = 19  # int64 values describing a layer (lean_layers.cpp's FIELDS; checked when the library loads)
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def takes(model: torch.nn.Module) -> bool:
@@ -118,11 +118,16 @@ def _lean_cache(cache, layers: int) -> bool:
     return first == last < kvs[0].max_cache_len
 
 
+def _linears(layer) -> list[torch.nn.Module]:
+    """A decoder layer's seven Linear modules, in LLAMA_LINEARS' order (lean_layers.cpp's Q to DOWN)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return [getattr(attn if name in ("q_proj", "k_proj", "v_proj", "o_proj") else mlp, name) for name in LLAMA_LINEARS]
+
+
 def _modules(layer) -> list[torch.nn.Module]:
     """A decoder layer's modules that a hook could act on: the layer, its query, then the rest."""
-    attn, mlp = layer.self_attn, layer.mlp
-    rest = [attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
-    return [layer, attn.q_proj, attn, mlp, layer.input_layernorm, layer.post_attention_layernorm, *rest]
+    query, *rest = _linears(layer)
+    return [layer, query, layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm, *rest]
 
 
 QUERY, OUTPUT = 1, 2  # a layer's sites whose hooks the C++ layers call back for (lean_layers.cpp's Where)
@@ -236,8 +241,7 @@ class Plan:
         self.modules = [_modules(layer) for layer in inner.layers]
         self.hooks = [_hook_dicts(modules) for modules in self.modules]
         for layer, kv in zip(inner.layers, cache.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            linears = [getattr(attn, n) for n in LINEARS[:4]] + [getattr(mlp, n) for n in LINEARS[4:]]
+            linears = _linears(layer)
             norms = (layer.input_layernorm, layer.post_attention_layernorm)
             packed = [_packed(m, m.weight) for m in linears]
             biases = [m.bias for m in linears]
@@ -271,10 +275,9 @@ class Plan:
             return False
         x = torch.empty(0)
         for layer in model.model.layers:
-            linears = _modules(layer)[6:] + [layer.self_attn.q_proj]
             if any(
                 getattr(m, "_rows_kernel", None) is not kernel or not _kernel_takes(m.weight, m.bias, x)
-                for m in linears
+                for m in _linears(layer)
             ):
                 return False
             norms = (layer.input_layernorm, layer.post_attention_layernorm)
