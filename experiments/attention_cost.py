@@ -12,12 +12,16 @@ layers), the median of 21 runs.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+
+from steer_core import native
 
 LAYERS, KV_HEADS, GROUPS, DIM, REPLY = 30, 3, 3, 64, 64
 # (batch, each row's prompt length): bench's question under the plain prompt is about 150 tokens, under the
@@ -36,8 +40,26 @@ def ms_a_step(fn) -> float:
     return statistics.median(times) * 1e3
 
 
-def batch_ms(prompts: list[int], g: torch.Generator) -> tuple[int, float, float]:
-    """(cache length, ms a step padded, ms a step each row over its own positions) for rows of these prompt lengths."""
+def own_kernel():
+    """experiments/decode_attention.c, built: (q, k, v, mask (rows, len), out, scale) -> None."""
+    fn = ctypes.CDLL(
+        str(native.build(native.compiler(), Path(__file__).with_name("decode_attention.c")))
+    ).decode_attention
+    fn.argtypes = (
+        [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3 + [ctypes.c_ssize_t, ctypes.c_int, ctypes.c_float, ctypes.c_int]
+    )
+
+    def run(q, k, v, mask, out, scale):
+        rows, kv_heads, groups, dim = q.shape
+        ptrs = (t.data_ptr() for t in (q, k, v, mask, out))
+        fn(*ptrs, rows, kv_heads, groups, k.shape[2], dim, scale, torch.get_num_threads())
+
+    return run
+
+
+def batch_ms(prompts: list[int], g: torch.Generator, kernel) -> dict:
+    """ms a step (padded, each row over its own positions, the what-if kernel) for rows of these prompt lengths, and
+    the kernel's largest difference from SDPA."""
     rows, width = len(prompts), max(prompts)
     cache_len = width + REPLY
     q = torch.randn(rows, KV_HEADS, GROUPS, DIM, generator=g)
@@ -60,15 +82,29 @@ def batch_ms(prompts: list[int], g: torch.Generator) -> tuple[int, float, float]
                     q[r : r + 1], k[r : r + 1, :, own], v[r : r + 1, :, own], scale=DIM**-0.5
                 )
 
-    return cache_len, ms_a_step(padded), ms_a_step(own_positions)
+    flat = mask.reshape(rows, cache_len).contiguous()
+    out = torch.empty_like(q)
+
+    def kernel_step():
+        for k, v in kv:
+            kernel(q, k, v, flat, out, DIM**-0.5)
+
+    k, v = kv[0]
+    kernel(q, k, v, flat, out, DIM**-0.5)
+    diff = float((out - F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=DIM**-0.5)).abs().max())
+    return {
+        "cache_len": cache_len,
+        "padded_ms": round(ms_a_step(padded), 2),
+        "own_positions_ms": round(ms_a_step(own_positions), 2),
+        "own_kernel_ms": round(ms_a_step(kernel_step), 2),
+        "own_kernel_max_diff": diff,
+    }
 
 
 def main() -> None:
-    g = torch.Generator().manual_seed(0)
+    g, kernel = torch.Generator().manual_seed(0), own_kernel()
     for name, prompts in BATCHES.items():
-        cache_len, padded, own = batch_ms(prompts, g)
-        out = {"batch": name, "rows": len(prompts), "cache_len": cache_len}
-        print(json.dumps(out | {"padded_ms": round(padded, 2), "own_positions_ms": round(own, 2)}), flush=True)
+        print(json.dumps({"batch": name, "rows": len(prompts)} | batch_ms(prompts, g, kernel)), flush=True)
 
 
 if __name__ == "__main__":
