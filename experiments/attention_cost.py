@@ -12,16 +12,14 @@ layers), the median of 21 runs.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from steer_core import native
+from steer_core.model.attention_kernel import attention_kernel
 
 LAYERS, KV_HEADS, GROUPS, DIM, REPLY = 30, 3, 3, 64, 64
 # (batch, each row's prompt length): bench's question under the plain prompt is about 150 tokens, under the
@@ -40,26 +38,9 @@ def ms_a_step(fn) -> float:
     return statistics.median(times) * 1e3
 
 
-def own_kernel():
-    """experiments/decode_attention.c, built: (q, k, v, mask (rows, len), out, scale) -> None."""
-    fn = ctypes.CDLL(
-        str(native.build(native.compiler(), Path(__file__).with_name("decode_attention.c")))
-    ).decode_attention
-    fn.argtypes = (
-        [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3 + [ctypes.c_ssize_t, ctypes.c_int, ctypes.c_float, ctypes.c_int]
-    )
-
-    def run(q, k, v, mask, out, scale):
-        rows, kv_heads, groups, dim = q.shape
-        ptrs = (t.data_ptr() for t in (q, k, v, mask, out))
-        fn(*ptrs, rows, kv_heads, groups, k.shape[2], dim, scale, torch.get_num_threads())
-
-    return run
-
-
 def batch_ms(prompts: list[int], g: torch.Generator, kernel) -> dict:
-    """ms a step (padded, each row over its own positions, the what-if kernel) for rows of these prompt lengths, and
-    the kernel's largest difference from SDPA."""
+    """ms a step (SDPA padded, SDPA on each row's own positions, the attention kernel) for rows of these prompt
+    lengths, and the kernel's largest difference from SDPA."""
     rows, width = len(prompts), max(prompts)
     cache_len = width + REPLY
     q = torch.randn(rows, KV_HEADS, GROUPS, DIM, generator=g)
@@ -82,15 +63,12 @@ def batch_ms(prompts: list[int], g: torch.Generator, kernel) -> dict:
                     q[r : r + 1], k[r : r + 1, :, own], v[r : r + 1, :, own], scale=DIM**-0.5
                 )
 
-    flat = mask.reshape(rows, cache_len).contiguous()
-    out = torch.empty_like(q)
-
     def kernel_step():
         for k, v in kv:
-            kernel(q, k, v, flat, out, DIM**-0.5)
+            kernel(q, k, v, mask, DIM**-0.5)
 
     k, v = kv[0]
-    kernel(q, k, v, flat, out, DIM**-0.5)
+    out = kernel(q, k, v, mask, DIM**-0.5)
     diff = float((out - F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=DIM**-0.5)).abs().max())
     return {
         "cache_len": cache_len,
@@ -102,7 +80,9 @@ def batch_ms(prompts: list[int], g: torch.Generator, kernel) -> dict:
 
 
 def main() -> None:
-    g, kernel = torch.Generator().manual_seed(0), own_kernel()
+    g, kernel = torch.Generator().manual_seed(0), attention_kernel()
+    if kernel is None:
+        raise SystemExit("the attention kernel is off here (no C compiler, or STEER_KERNEL=off)")
     for name, prompts in BATCHES.items():
         print(json.dumps({"batch": name, "rows": len(prompts)} | batch_ms(prompts, g, kernel)), flush=True)
 

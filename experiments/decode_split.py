@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from steer_core import bench, native
-from steer_core.generation import generate_batch
+from steer_core.generation import VIEWS, generate_batch
 from steer_core.model import lean_step
 from steer_core.model.loading import load_model
 from steer_core.steering.config import SteerConfig
@@ -38,7 +38,7 @@ class NoProducts:
 def step_ms(lm, reqs) -> float:
     def run(n: int) -> float:
         t0 = time.perf_counter()
-        generate_batch(lm, reqs, max_new_tokens=n, ignore_stop=True, prefix_cache=True)
+        generate_batch(lm, reqs, max_new_tokens=n, ignore_stop=True, **VIEWS)
         return time.perf_counter() - t0
 
     run(33)  # warm

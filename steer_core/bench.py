@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from .generation import Request, generate_batch, stream_batch
+from .generation import VIEWS, Request, generate_batch, stream_batch
 from .paths import DEFAULT_MODEL, ROOT
 from .prefix_cache import PREFIXES
 from .steering.config import SteerConfig
@@ -59,7 +59,7 @@ def first_token_s(lm, reqs, repeats: int, cold: bool = False) -> float:
         if cold:
             PREFIXES.forget()
         t0 = time.perf_counter()
-        for _outs in stream_batch(lm, reqs, max_new_tokens=2, prefix_cache=True):
+        for _outs in stream_batch(lm, reqs, max_new_tokens=2, **VIEWS):
             break
         out.append(time.perf_counter() - t0)
     return statistics.median(out[1:])
@@ -70,8 +70,7 @@ def decode_step_s(lm, reqs, tokens: int, repeats: int) -> float:
     gaps = []
     for _ in range(repeats):
         stamps = [
-            time.perf_counter()
-            for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, prefix_cache=True)
+            time.perf_counter() for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, **VIEWS)
         ]
         gaps += [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first gap still holds the prefill
     return statistics.median(gaps)
@@ -246,7 +245,7 @@ def run_bench(
     batches = bench_batches(compare, band, SteerConfig(layers=(layer,)))
     views: list[float] = []
     fns = {
-        name: (lambda reqs=reqs: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, prefix_cache=True))
+        name: (lambda reqs=reqs: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, **VIEWS))
         for name, reqs in batches.items()
     }
     fns["compare_click"] = lambda: views.append(compare_click(lm, compare))

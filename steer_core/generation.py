@@ -34,6 +34,9 @@ EVAL_TOKENS = 64  # every evaluation table was measured at this length
 K_SHOTS = 3  # few-shot examples in the prompt
 SEED = 0  # generation is greedy unless sampling is asked for; the seed of its sampler
 MAX_BATCH = 96  # rows of one generation batch when many are run (eval, sweep, instructed replies)
+# How the interactive views generate (stream_batch): prompts read after their cached prefix, attention over each
+# row's own positions. Both agree with the plain way to float32 rounding, not bit for bit: evaluation uses neither.
+VIEWS = {"prefix_cache": True, "own_positions": True}
 
 
 def check_inputs(question, student_answer) -> None:
@@ -108,10 +111,14 @@ def stream_batch(
     top_p: float = 1.0,
     ignore_stop: bool = False,
     prefix_cache: bool = False,
+    own_positions: bool = False,
 ) -> Iterator[list[Output]]:
     """Generate all requests together; yield the outputs so far after every new token.
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work).
-    prefix_cache: read each prompt's shared prefix from prefix_cache.py (the interactive views)."""
+    prefix_cache: read each prompt's shared prefix from prefix_cache.py (the interactive views).
+    own_positions: a decoding step's attention reads each row's own positions only, not the padding a longer
+    prompt beside it put there (lean_step's spans; the interactive views). Both agree with the plain way to float32
+    rounding, not bit for bit, so the evaluation and the golden rows use neither."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -137,7 +144,9 @@ def stream_batch(
     nxt = None  # the tokens chosen at the previous step
     for step in range(max_new_tokens):
         if step > 0:  # step s reads the token chosen at step s-1 (generated token s-1)
-            logits = _decode_step(lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1)
+            logits = _decode_step(
+                lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1, own_positions
+            )
             position_ids = position_ids + 1
         nxt = pick(logits)
         nxt = torch.where(done, torch.full_like(nxt, tok.eos_token_id), nxt)
@@ -165,12 +174,17 @@ def _decode_edits(lm, groups: dict):
 
 
 @torch.no_grad()
-def _decode_step(lm, edits: dict, inp, mask, position_ids, cache, cache_position: int) -> torch.Tensor:
+def _decode_step(
+    lm, edits: dict, inp, mask, position_ids, cache, cache_position: int, own_positions: bool = False
+) -> torch.Tensor:
     """One decoding forward of the batch's previous tokens under `edits`; the last position's logits. A Llama model
-    takes lean_step's path: the same logits bit for bit, without transformers' per-module overhead."""
+    takes lean_step's path: the same logits bit for bit, without transformers' per-module overhead (own_positions:
+    its attention span by span, see stream_batch; other models ignore it)."""
     with query_edits(lm, edits):
         if lean_step.takes(lm.model):
-            return lean_step.decode_logits(lm.model, inp, mask, position_ids, cache).float()
+            return lean_step.decode_logits(
+                lm.model, inp, mask, position_ids, cache, own_positions=own_positions
+            ).float()
         out = lm.model(
             input_ids=inp,
             attention_mask=mask,

@@ -4,9 +4,9 @@ style and examples), a Compare or a ladder reads only its question and answer.
 
 A prompt read in two parts (its prefix, then the rest over the prefix's cache) gives the same replies up
 to float32 rounding, not bit for bit, as reading it whole: the parts are multiplied in other blocks. So
-the interactive views ask for it (`stream_batch(..., prefix_cache=True)`), and they always read in two
-parts, cached or not, so a click gives the same reply every time; the evaluation, whose rows are
-recorded token for token, reads prompts whole.
+the interactive views ask for it (`generation.VIEWS`), and they always read in two parts, cached or not,
+so a click gives the same reply every time; the evaluation, whose rows are recorded token for token, reads
+prompts whole.
 """
 
 from __future__ import annotations

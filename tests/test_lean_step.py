@@ -1,7 +1,8 @@
 """The lean decoding step (model/lean_step.py, model/lean_layers.cpp): the logits of transformers' own forward bit
 for bit, in Python and in C++, with steering edits on queries and on the residual stream, an edit's exception
 reaching the caller with no hook left behind, other hooks sending their layer through Python, and concurrent
-threads each seeing only their own edits."""
+threads each seeing only their own edits. With own_positions (the interactive views), a row padded on the left
+attends over its own positions only: the logits it gets alone."""
 
 import threading
 
@@ -20,6 +21,7 @@ needs_cxx = pytest.mark.skipif(
 )
 
 ROWS, PROMPT, STEPS = 3, 7, 4
+LONG, PAD = 40, 5  # own_positions' batch: prompts long enough that SDPA's vector sums see padding; row 1's
 
 
 @pytest.fixture(scope="module")
@@ -29,28 +31,29 @@ def lm():
     return lm
 
 
-def _prefilled(lm):
-    """A left-padded batch's StaticCache after its prompts, and the decoding inputs of its first step."""
+def _prefilled(lm, prompt=PROMPT, pad=2):
+    """A left-padded batch's StaticCache after its prompts (row 1 `pad` tokens shorter), and the decoding inputs of
+    its first step."""
     torch.manual_seed(1)
-    ids = torch.randint(1, 97, (ROWS, PROMPT))
-    mask = torch.ones(ROWS, PROMPT, dtype=torch.long)
-    mask[1, :2] = 0  # row 1 is two tokens shorter
-    cache = StaticCache(config=lm.model.config, max_cache_len=PROMPT + STEPS + 1)
+    ids = torch.randint(1, 97, (ROWS, prompt))
+    mask = torch.ones(ROWS, prompt, dtype=torch.long)
+    mask[1, :pad] = 0
+    cache = StaticCache(config=lm.model.config, max_cache_len=prompt + STEPS + 1)
     with torch.no_grad():
         lm.model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
     return cache, mask
 
 
-def _decode(lm, step, edits=None):
-    """STEPS decoding steps of the same batch through `step`; every step's logits."""
-    cache, mask = _prefilled(lm)
-    pos = mask.sum(1, keepdim=True)
+def _decode(lm, step, edits=None, **batch):
+    """STEPS decoding steps of the same batch (_prefilled(lm, **batch)) through `step`; every step's logits."""
+    cache, mask = _prefilled(lm, **batch)
+    pos, width = mask.sum(1, keepdim=True), mask.shape[1]
     out = []
     for s in range(STEPS):
         mask = torch.cat([mask, torch.ones(ROWS, 1, dtype=torch.long)], dim=1)
         inp = torch.full((ROWS, 1), 5 + s)
         with query_edits(lm, edits or {}):
-            out.append(step(lm, inp, mask, pos + s, cache, PROMPT + s))
+            out.append(step(lm, inp, mask, pos + s, cache, width + s))
     return out
 
 
@@ -75,7 +78,18 @@ def cxx_step(lm, inp, mask, pos, cache, at):
     return logits
 
 
+def own_python_step(lm, inp, mask, pos, cache, at):
+    return lean_step.decode_logits(lm.model, inp, mask, pos, cache, native_layers=None, own_positions=True)
+
+
+def own_cxx_step(lm, inp, mask, pos, cache, at):
+    layers = lean_step.lean_layers()
+    assert layers is not None, "the C++ layers did not build or check"
+    return lean_step.decode_logits(lm.model, inp, mask, pos, cache, native_layers=layers, own_positions=True)
+
+
 STEPPERS = [python_step, pytest.param(cxx_step, marks=needs_cxx)]
+OWN_STEPPERS = [own_python_step, pytest.param(own_cxx_step, marks=needs_cxx)]
 
 
 def _decode_both_ways(lm, step, hook):
@@ -102,6 +116,53 @@ def test_it_takes_a_llama_and_only_a_llama(lm):
 @pytest.mark.parametrize("step", STEPPERS)
 def test_the_same_logits_as_transformers_bit_for_bit(lm, step):
     assert _same(_decode(lm, step), _decode(lm, transformers_step))
+
+
+def _alone(lm, row: int, step) -> list[torch.Tensor]:
+    """`step`'s logits for one row of the long padded batch run alone: its own cache (the batch's keys and values
+    from its first position on), no padding."""
+    cache, mask = _prefilled(lm, prompt=LONG, pad=PAD)
+    start = int((mask[row] == 0).sum())
+    n = LONG - start  # its prompt
+    own = StaticCache(config=lm.model.config, max_cache_len=n + STEPS + 1)
+    for i, kv in enumerate(cache.layers):
+        keys, values = kv.keys[row : row + 1, :, start:LONG], kv.values[row : row + 1, :, start:LONG]
+        own.update(keys.clone(), values.clone(), i, {"cache_position": torch.arange(n)})
+    mask = torch.ones(1, n, dtype=torch.long)
+    out = []
+    for s in range(STEPS):
+        mask = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], dim=1)
+        out.append(step(lm, torch.full((1, 1), 5 + s), mask, torch.full((1, 1), n + s), own, n + s)[0])
+    return out
+
+
+@pytest.mark.parametrize("step", OWN_STEPPERS)
+def test_with_own_positions_each_row_gets_the_logits_it_gets_alone(lm, step):
+    """The attention kernel: each row of a padded batch, bit for bit what it gets alone (where SDPA's padded call
+    gives the padded row other bits than alone), within float32 rounding of transformers' batch; the C++ and Python
+    layers agree."""
+    got = _decode(lm, step, prompt=LONG, pad=PAD)
+    for row in range(ROWS):
+        alone = _alone(lm, row, step)
+        assert all(torch.equal(g[row], a) for g, a in zip(got, alone, strict=True)), row
+    padded, sdpa_alone = _decode(lm, transformers_step, prompt=LONG, pad=PAD), _alone(lm, 1, transformers_step)
+    assert not all(torch.equal(p[1], a) for p, a in zip(padded, sdpa_alone)), "too short to tell padding apart"
+    for g, p in zip(got, padded, strict=True):
+        torch.testing.assert_close(g, p, rtol=1e-5, atol=1e-5)
+    assert _same(got, _decode(lm, own_python_step, prompt=LONG, pad=PAD))
+
+
+@needs_cxx
+def test_with_own_positions_a_hooked_layer_keeps_the_kernel(lm):
+    """A forward hook on a layer sends it through the Python layers, which run the hook themselves: the same logits
+    as the C++ layers' callback."""
+    hook = lm.model.model.layers[1].register_forward_hook(lambda m, args, out: out * 0.5 + 0.25)
+    try:
+        want = _decode(lm, own_cxx_step, prompt=LONG, pad=PAD)
+        got = _decode(lm, own_python_step, prompt=LONG, pad=PAD)
+    finally:
+        hook.remove()
+    assert _same(got, want)
 
 
 @pytest.mark.parametrize("step", STEPPERS)

@@ -267,16 +267,17 @@ def test_the_shipped_residual_vectors_are_the_validated_baseline(lm):
 
 
 def test_each_compare_and_ladder_row_is_the_reply_it_gets_alone(lm):
-    """The few-row kernel's products and the two-part prompt reading do not depend on the rows beside a row: the
-    Compare's four replies and the ladder's seven, each generated alone, are the same tokens."""
-    from steer_core.generation import generate_batch
+    """As the views generate (VIEWS): the few-row kernel's products, the two-part prompt reading and the attention
+    over each row's own positions do not depend on the rows beside a row: the Compare's four replies and the ladder's
+    seven, each generated alone, are the same tokens."""
+    from steer_core.generation import VIEWS, generate_batch
     from steer_core.views.compare import CompareRequest
     from steer_core.views.ladder import ladder_rows
     from steer_core.views.rows import row_request
 
     req = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=32)
     for reqs in (req.requests(), [row_request(req, row) for row in ladder_rows()]):
-        together = generate_batch(lm, reqs, max_new_tokens=32, prefix_cache=True)
-        alone = [generate_batch(lm, [r], max_new_tokens=32, prefix_cache=True)[0] for r in reqs]
+        together = generate_batch(lm, reqs, max_new_tokens=32, **VIEWS)
+        alone = [generate_batch(lm, [r], max_new_tokens=32, **VIEWS)[0] for r in reqs]
         assert [o.token_ids for o in alone] == [o.token_ids for o in together]
         assert all(o.new_tokens > 0 for o in together)

@@ -4,7 +4,8 @@
    What is exact IEEE arithmetic (the norms' scaling, rotary embedding, residual additions, the MLP's product, the
    cache's copies) runs as plain loops that round each operation as ATen does, in the same order; this file is
    built with -ffp-contract=off, so no multiply and add are fused into one rounding. What is not (the norm's mean,
-   its summation order; SiLU, its exponential; attention) calls ATen itself on the same values and shapes. The
+   its summation order; SiLU, its exponential; attention) calls ATen itself on the same values and shapes (the
+   interactive views' attention: the attention kernel, decode_attention.c, by its address). The
    products go through the few-row kernel (rows_linear.c) by its address. The default model's 30 layers for one
    row, products aside, take about 1.5 ms (2 CPU cores).
 
@@ -20,10 +21,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <vector>
 
 using rows_fn = void (*)(const float *, const float *, const float *, float *, std::ptrdiff_t, std::ptrdiff_t, int,
                          int);
+using attend_fn = int (*)(const float *, const float *, const float *, const float *, float *, int, int, int,
+                          std::ptrdiff_t, std::ptrdiff_t, float, int);
 
 enum Field { NORM1, NORM2, Q, K, V, O, GATE, UP, DOWN, BIAS = 9, KEYS = 16, VALUES, LENGTH, FIELDS };
 
@@ -40,6 +44,7 @@ struct Shape {
     int threads;
     hook_fn hook;
     const int64_t *buffers;
+    attend_fn attend; /* the attention kernel, or null for SDPA */
 };
 
 static at::Tensor blob(const void *address, at::IntArrayRef shape, at::ScalarType type = at::kFloat) {
@@ -105,10 +110,30 @@ static bool call_back(const Shape &s, int idx, int where, float *value, int64_t 
     return true;
 }
 
+/* sdpa_attention_forward (the query heads that share a key head as its positions: pack_gqa), or the attention
+   kernel (decode_attention.c, by its address) where given. Returns (rows, heads x dim). */
+static at::Tensor attention(const Shape &s, const Work &w, const float *keys, const float *values, const float *mask) {
+    const int64_t groups = s.heads / s.kv_heads;
+    if (s.attend != nullptr) {
+        at::Tensor out = at::empty({s.rows, s.heads * s.dim}, at::kFloat);
+        if (s.attend(w.q.data(), keys, values, mask, out.data_ptr<float>(), static_cast<int>(s.rows),
+                     static_cast<int>(s.kv_heads), static_cast<int>(groups), s.cache_len, s.dim,
+                     static_cast<float>(s.scaling), s.threads) != 0)
+            throw std::runtime_error("the attention kernel could not have its scratch memory");
+        return out;
+    }
+    const std::vector<int64_t> cache_shape{s.rows, s.kv_heads, s.cache_len, s.dim};
+    at::Tensor q = groups > 1 ? blob(w.q.data(), {s.rows, s.kv_heads, groups, s.dim})
+                              : blob(w.q.data(), {s.rows, s.heads, 1, s.dim});
+    at::Tensor a = at::scaled_dot_product_attention(q, blob(keys, cache_shape), blob(values, cache_shape),
+                                                    blob(mask, {s.rows, 1, 1, s.cache_len}), 0.0, false, s.scaling);
+    return a.reshape({s.rows, s.heads * s.dim}).contiguous();
+}
+
 /* One layer on w.h; false where a hook raised. */
 static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f, const double *eps, const float *mask,
                   const float *cos, const float *sin, int64_t at) {
-    const int64_t H = s.hidden, QW = s.heads * s.dim, KW = s.kv_heads * s.dim, groups = s.heads / s.kv_heads;
+    const int64_t H = s.hidden, QW = s.heads * s.dim, KW = s.kv_heads * s.dim;
     std::vector<float> h_in;
     if (flags & OUTPUT) h_in = w.h;
     rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM1]), eps[0], w.x.data());
@@ -127,13 +152,7 @@ static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f,
             std::copy(w.k.begin() + from, w.k.begin() + from + s.dim, keys + to);
             std::copy(w.v.begin() + from, w.v.begin() + from + s.dim, values + to);
         }
-    /* sdpa_attention_forward: the query heads that share a key head as its positions (pack_gqa) */
-    const std::vector<int64_t> cache_shape{s.rows, s.kv_heads, s.cache_len, s.dim};
-    at::Tensor q = groups > 1 ? blob(w.q.data(), {s.rows, s.kv_heads, groups, s.dim})
-                              : blob(w.q.data(), {s.rows, s.heads, 1, s.dim});
-    at::Tensor a = at::scaled_dot_product_attention(q, blob(keys, cache_shape), blob(values, cache_shape),
-                                                    blob(mask, {s.rows, 1, 1, s.cache_len}), 0.0, false, s.scaling);
-    at::Tensor flat = a.reshape({s.rows, QW}).contiguous();
+    at::Tensor flat = attention(s, w, keys, values, mask);
     linear(s, f, O, flat.data_ptr<float>(), QW, w.a.data(), H);
     for (int64_t i = 0; i < s.rows * H; i++) w.h[i] = w.h[i] + w.a[i];
     rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM2]), eps[1], w.x.data());
@@ -151,13 +170,14 @@ static thread_local char failure[512];
 
 /* Runs layers first..last-1 (fields: FIELDS values a layer, eps: 2, flags: 1 each, all indexed from layer 0) on h
    (rows, 1, hidden), in place. mask: (rows, 1, 1, cache_len) float, cos and sin (rows, 1, 1, dim), at: the cache
-   position written. Returns the layer whose hook raised, -2 where ATen raised (lean_layers_failure says what), or
-   -1. */
+   position written, attend: the attention kernel (decode_attention.c) or null for SDPA. Returns the layer whose
+   hook raised, -2 where ATen or the kernel failed (lean_layers_failure says what), or -1. */
 extern "C" int lean_layers(rows_fn product, int threads, hook_fn hook, const int64_t *buffers, const int64_t *fields,
                            const double *eps, const int *flags, int first, int last, float *h, const float *mask,
-                           const float *cos, const float *sin, int64_t at, const int64_t *dims, double scaling) {
+                           const float *cos, const float *sin, int64_t at, const int64_t *dims, double scaling,
+                           attend_fn attend) {
     const Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], scaling, product, threads, hook,
-                  buffers};
+                  buffers, attend};
     try {
         Work w(s);
         std::copy(h, h + s.rows * s.hidden, w.h.begin());

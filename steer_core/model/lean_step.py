@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from torch.nn.modules import module as nn_module
 
 from .. import native
+from .attention_kernel import attention_kernel
 from .families import LLAMA_LINEARS
 from .rows_kernel import rows_kernel
 from .small_batch import KERNEL_ROWS, _kernel_takes, _packed
@@ -72,20 +73,24 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
 
 
-def _attention(attn, q, k, v, mask) -> torch.Tensor:
+def _attention(attn, q, k, v, mask, kernel) -> torch.Tensor:
     """sdpa_attention_forward's operations for one query position under a float mask: the query heads that share
-    a key head packed as that head's positions (its pack_gqa), then SDPA. Returns (rows, 1, heads x dim)."""
+    a key head packed as that head's positions (its pack_gqa), then SDPA, or `kernel` (attention_kernel: each row
+    over its own positions) where given. Returns (rows, 1, heads x dim)."""
     rows, heads, _, dim = q.shape
     groups = attn.num_key_value_groups
     if groups > 1:
         q = q.reshape(rows, heads // groups, groups, dim)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
+    if kernel is not None:
+        out = kernel(q, k, v, mask, attn.scaling)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
     return out.reshape(rows, -1, 1, dim).transpose(1, 2).contiguous().reshape(rows, 1, -1).contiguous()
 
 
-def _layer(layer, h, mask, cos, sin, kv, at) -> torch.Tensor:
+def _layer(layer, h, mask, cos, sin, kv, at, kernel=None) -> torch.Tensor:
     """LlamaDecoderLayer.forward's operations for one decoding position; kv: the layer's StaticLayer, `at` the
-    cache position the step writes."""
+    cache position the step writes, kernel: the attention kernel or None for SDPA (_attention)."""
     attn = layer.self_attn
     shape = (h.shape[0], 1, -1, attn.head_dim)
     x = _rms_norm(layer.input_layernorm, h)
@@ -95,16 +100,30 @@ def _layer(layer, h, mask, cos, sin, kv, at) -> torch.Tensor:
     kv.cumulative_length.add_(1)  # StaticLayer.update's bookkeeping and copies
     kv.keys.index_copy_(2, at, k)
     kv.values.index_copy_(2, at, v)
-    h = h + _linear(attn.o_proj)(_attention(attn, q, kv.keys, kv.values, mask))
+    h = h + _linear(attn.o_proj)(_attention(attn, q, kv.keys, kv.values, mask, kernel))
     mlp = layer.mlp
     x = _rms_norm(layer.post_attention_layernorm, h)
     return h + _linear(mlp.down_proj)(F.silu(_linear(mlp.gate_proj)(x)) * _linear(mlp.up_proj)(x))
 
 
 def _bare(layer) -> bool:
-    """No hook on the layer or the modules _layer does not call (its attention, MLP, norms)."""
-    parts = (layer, layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm)
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
+    """No hook on the modules _layer does not call (its attention, MLP, norms), and none on the layer but plain forward
+    hooks (which _hooked_layer runs as the module would)."""
+    parts = (layer.self_attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm)
+    if any(m._forward_hooks or m._forward_pre_hooks for m in parts):
+        return False
+    return not (layer._forward_pre_hooks or layer._forward_hooks_with_kwargs)
+
+
+def _hooked_layer(layer, h, *args) -> torch.Tensor:
+    """_layer(layer, h, *args), then the layer's forward hooks on it, as calling the module runs them (the C++
+    layers' OUTPUT callback does the same), so a hooked layer keeps the lean step's attention."""
+    out = _layer(layer, h, *args)
+    for hook in tuple(layer._forward_hooks.values()):
+        changed = hook(layer, (h,), out)
+        if changed is not None:
+            out = changed
+    return out
 
 
 def _lean_cache(cache, layers: int) -> bool:
@@ -159,6 +178,7 @@ class LeanLayers:
         self.path = path
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
         args = [ptr, i32, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_int64, ptr, ctypes.c_double]
+        args += [ptr]
         self._fn = native.c_function(path, "lean_layers", args, ctypes.c_int)
         self._failure = native.c_function(path, "lean_layers_failure", [], ctypes.c_char_p)
         fields = native.c_function(path, "lean_layers_fields", [], ctypes.c_int)()
@@ -166,12 +186,14 @@ class LeanLayers:
         if (fields, buffers) != (FIELDS, 4):
             raise AssertionError(f"the library's layout ({fields}, {buffers}) is not this module's ({FIELDS}, 4)")
 
-    def __call__(self, plan: Plan, first: int, last: int, h, mask, cos, sin, at: int) -> None:
-        """Layers first..last-1 on h (rows, 1, hidden), contiguous, in place; a hook's exception is raised here."""
+    def __call__(self, plan: Plan, first: int, last: int, h, mask, cos, sin, at: int, kernel=None) -> None:
+        """Layers first..last-1 on h (rows, 1, hidden), contiguous, in place; a hook's exception is raised here.
+        kernel: the attention kernel, or None for SDPA."""
         failed = self._fn(
             plan.product, torch.get_num_threads(), plan.hook, plan.buffer_addresses.data_ptr(),
             plan.fields.data_ptr(), plan.eps.data_ptr(), plan.flags.data_ptr(), first, last, h.data_ptr(),
             mask.data_ptr(), cos.data_ptr(), sin.data_ptr(), at, plan.dims.data_ptr(), plan.scaling,
+            0 if kernel is None else kernel.address,
         )  # fmt: skip
         if failed == -2:
             raise RuntimeError(f"the C++ decoder layers failed: {self._failure().decode(errors='replace')}")
@@ -181,7 +203,8 @@ class LeanLayers:
 
     def check(self) -> None:
         """Two layers of a tiny random Llama give the Python layers' logits bit for bit, with and without a hook on
-        a query and on a layer's output; a hook's exception reaches the caller."""
+        a query and on a layer's output, through SDPA and through the attention kernel; a hook's exception reaches
+        the caller."""
         from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
 
         from .small_batch import speed_up_small_batches
@@ -195,17 +218,19 @@ class LeanLayers:
         speed_up_small_batches(model)
         ids = torch.randint(0, 64, (3, 6))
 
-        def step(native_layers):
+        def step(native_layers, own_positions=False):
             cache = StaticCache(config=cfg, max_cache_len=9)
             with torch.no_grad():
                 model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             mask, pos = torch.ones(3, 7, dtype=torch.long), torch.full((3, 1), 6)
-            return decode_logits(model, ids[:, :1], mask, pos, cache, native_layers=native_layers)
+            mask[1, :2] = 0  # a row padded on the left
+            return decode_logits(model, ids[:, :1], mask, pos, cache, native_layers, own_positions)
 
         handles = []
         for hooks in range(3):
-            if not torch.equal(step(None), step(self)):
-                raise AssertionError(f"the C++ layers differ from the Python layers ({len(handles)} hooks)")
+            for own in (False, True) if attention_kernel() is not None else (False,):
+                if not torch.equal(step(None, own), step(self, own)):
+                    raise AssertionError(f"the C++ layers differ from the Python layers ({len(handles)} hooks)")
             layers = model.model.layers
             site = layers[0].self_attn.q_proj if hooks == 0 else layers[1]
             handles.append(site.register_forward_hook(lambda m, i, out: out * 0.5 + 1.0))
@@ -324,10 +349,14 @@ _DEFAULT = object()
 
 
 @torch.no_grad()
-def decode_logits(model, input_ids, attention_mask, position_ids, cache, native_layers=_DEFAULT) -> torch.Tensor:
+def decode_logits(
+    model, input_ids, attention_mask, position_ids, cache, native_layers=_DEFAULT, own_positions: bool = False
+) -> torch.Tensor:
     """model(input_ids, attention_mask, position_ids, cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
     for a model `takes` accepts, one position per row, over a filled StaticCache. native_layers: the C++ layers
-    (default: lean_layers(), None where they are not available), or None for Python layers only."""
+    (default: lean_layers(), None where they are not available), or None for Python layers only. own_positions:
+    attention through the attention kernel (each row over its own positions, in an order of its own: transformers'
+    logits to float32 rounding, not bit for bit), where it built; SDPA otherwise."""
     from transformers.masking_utils import create_causal_mask
 
     inner = model.model
@@ -344,6 +373,7 @@ def decode_logits(model, input_ids, attention_mask, position_ids, cache, native_
         # SDPA's own conversion of a boolean mask (0 where attended, -inf elsewhere), once a step, not once a layer
         mask = torch.zeros_like(mask, dtype=h.dtype).masked_fill_(mask.logical_not(), float("-inf")).contiguous()
         cos, sin = table[0].unsqueeze(1).contiguous(), table[1].unsqueeze(1).contiguous()
+        kernel = attention_kernel() if own_positions else None
         at = cache.layers[0].cumulative_length.reshape(1).clone()
         if native_layers is _DEFAULT:
             native_layers = lean_layers()
@@ -358,11 +388,11 @@ def decode_logits(model, input_ids, attention_mask, position_ids, cache, native_
             while end < n and sites[end] != PYTHON:
                 end += 1
             h = h.contiguous()
-            native_layers(plan, idx, end, h, mask, cos, sin, int(at))
+            native_layers(plan, idx, end, h, mask, cos, sin, int(at), kernel)
             idx = end
             continue
         if lean and not hooked and _bare(layer):
-            h = _layer(layer, h, mask, cos, sin, cache.layers[idx], at)
+            h = _hooked_layer(layer, h, mask, cos, sin, cache.layers[idx], at, kernel)
         else:
             h = layer(h, attention_mask=mask, position_embeddings=table, position_ids=position_ids, cache=cache)
         idx += 1

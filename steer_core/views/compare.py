@@ -18,7 +18,17 @@ from dataclasses import asdict, dataclass, field
 from .. import methods
 from ..bloom import LEVELS, normalize_level
 from ..errors import UserError
-from ..generation import K_SHOTS, MAX_NEW_TOKENS, REPLY_TOKENS, SEED, Output, Request, read_prefixes, stream_batch
+from ..generation import (
+    K_SHOTS,
+    MAX_NEW_TOKENS,
+    REPLY_TOKENS,
+    SEED,
+    VIEWS,
+    Output,
+    Request,
+    read_prefixes,
+    stream_batch,
+)
 from ..layer_spec import layers_label
 from ..methods import PLAIN
 from ..steering.config import RESIDUAL_LAYERS, SteerConfig
@@ -341,7 +351,7 @@ def compare_stream(
     reqs = req.requests(residual_layers(lm))
     outs: list[Output] = []
     for outs in stream_batch(
-        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, prefix_cache=True
+        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, **VIEWS
     ):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
     from ..judge.classifier import default_judge

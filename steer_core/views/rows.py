@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from .. import methods
 from ..bloom import LEVELS
 from ..fluency import perplexity
-from ..generation import Output, Request, stream_batch
+from ..generation import VIEWS, Output, Request, stream_batch
 from ..layer_spec import layers_label
 from ..steering.config import RESIDUAL_LAYERS
 from ..steering.model_defaults import residual_layers
@@ -195,7 +195,7 @@ def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None)
     t0 = time.time()
     reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
     outs: list[Output] = []
-    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, prefix_cache=True):
+    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, **VIEWS):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 
