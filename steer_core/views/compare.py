@@ -147,13 +147,16 @@ def warm_prefixes(lm) -> int:
     """Read the prompt prefixes of a default Compare at every level (the system turn, each level's few-shot
     examples) into the prefix cache, so the first visitor at a level waits for their own question only (3.8 s
     for all seven on 2 CPU cores, 101 MiB), make the few-row kernel's packed weights (0.3 s) and load the C++
-    decoder layers (built once a machine, about 10 s; lean_step.py). Returns how many prefixes were read."""
+    decoder layers (built once a machine, about 10 s; lean_step.py) and the views' attention kernel. Returns how
+    many prefixes were read."""
     from ..model import lean_step
+    from ..model.attention_kernel import attention_kernel
     from ..model.small_batch import pack_weights
 
     pack_weights(lm.model)
     if lean_step.takes(lm.model):
         lean_step.lean_layers()
+        attention_kernel()
     columns = [
         CompareRequest(question=".", student_answer=".", level=lv).requests(residual_layers(lm)) for lv in LEVELS
     ]
