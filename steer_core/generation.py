@@ -117,8 +117,8 @@ def stream_batch(
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work).
     prefix_cache: read each prompt's shared prefix from prefix_cache.py (the interactive views).
     own_positions: a decoding step's attention reads each row's own positions only, not the padding a longer
-    prompt beside it put there (lean_step's spans; the interactive views). Both agree with the plain way to float32
-    rounding, not bit for bit, so the evaluation and the golden rows use neither."""
+    prompt beside it put there (model/attention_kernel.py; the interactive views). Both agree with the plain way to
+    float32 rounding, not bit for bit, so the evaluation and the golden rows use neither."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -179,7 +179,7 @@ def _decode_step(
 ) -> torch.Tensor:
     """One decoding forward of the batch's previous tokens under `edits`; the last position's logits. A Llama model
     takes lean_step's path: the same logits bit for bit, without transformers' per-module overhead (own_positions:
-    its attention span by span, see stream_batch; other models ignore it)."""
+    its attention through the attention kernel, see stream_batch; other models ignore it)."""
     with query_edits(lm, edits):
         if lean_step.takes(lm.model):
             return lean_step.decode_logits(

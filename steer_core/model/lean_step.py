@@ -4,6 +4,8 @@ A decoding step of the default model makes about 5,000 small ATen calls, and on 
 the matrix products is the Python around them: keyword plumbing, decorators, a dispatch per attention call.
 Here the same operations run in the same order on the same values (transformers' mask and rotary table, SDPA on
 the same packed query heads, the few-row kernel's products), so the logits are those of `model(...)` bit for bit.
+The interactive views ask for attention over each row's own positions instead (own_positions: attention_kernel.py),
+which agrees with SDPA to float32 rounding.
 
 The layers run in C++ (lean_layers.cpp) where it built and a batch has at most eleven rows; a steering edit (a
 forward hook on a layer's query or output) is called back from there. A layer with any other hook runs its
