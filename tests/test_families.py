@@ -14,7 +14,7 @@ from steer_core.fit.prepare import PrepareConfig, prepare
 from steer_core.generation import Request, generate_batch
 from steer_core.inspect.attention import attention_view
 from steer_core.inspect.latents import latent_view
-from steer_core.inspect.replay import replay_at
+from steer_core.inspect.replay import replay_at, replay_pair
 from steer_core.model import families
 from steer_core.model.hooks import active_hook_count, capture_queries, query_edits
 from steer_core.prompts import FEEDBACK_CUE, render
@@ -173,6 +173,25 @@ def test_the_latent_and_attention_views_read_a_steered_reply(prepared):
     parts, before, after = view.part_shares()
     assert parts and len(before) == len(after) == len(parts)
     assert all(0 <= share <= 1 for share in before + after)
+    assert active_hook_count() == 0
+
+
+@pytest.mark.parametrize("positions", ["generated", "all"])
+def test_a_replay_pair_is_the_two_replays_reading_an_unsteered_prompt_once(prepared, positions):
+    """Steering only the reply: the unsteered replay starts from the steered one's prompt, and both are what
+    replay_at gives alone, bit for bit. Steering the prompt too: nothing is shared."""
+    family, lm, _, (steer, files) = prepared
+    req = Request(Q, A, "sae", "analyze", steer=SteerConfig(strength=2.0, positions=positions, **steer), files=files)
+    reply = generate_batch(lm, [req], max_new_tokens=6, ignore_stop=True)[0].token_ids
+    pair = replay_pair(lm, req, reply, LAYER)
+    alone = replay_at(lm, req, reply, LAYER), replay_at(lm, req, reply, LAYER, steered=False)
+    assert (pair[0].prompt_state is None) == (positions == "all"), family
+    for got, want in zip(pair, alone, strict=True):
+        assert torch.equal(got.q_in, want.q_in) and torch.equal(got.q_out, want.q_out), family
+        assert got.steered_by == want.steered_by
+        for a, b in zip(got.cache.layers[: LAYER + 1], want.cache.layers[: LAYER + 1], strict=True):
+            assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values), family
+    assert not torch.equal(pair[0].q_out, pair[1].q_out), f"{family}: the steered replay was not steered"
     assert active_hook_count() == 0
 
 

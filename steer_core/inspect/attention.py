@@ -254,12 +254,11 @@ def steering_attention(
     folders it steered with (a SteerFiles; None: the model's own)."""
     from ..generation import Request
     from ..steering.files import MODEL_OWN
-    from .replay import replay_at
+    from .replay import replay_pair
 
     layer = cfg.middle_layer if layer is None else lm.check_layer(layer)
     req = Request(question, student_answer, "sae", level, steer=cfg, files=files or MODEL_OWN, style=style)
-    steered = replay_at(lm, req, list(reply_ids), layer)
-    return attention_view(lm, steered, replay_at(lm, req, list(reply_ids), layer, steered=False), heads)
+    return attention_view(lm, *replay_pair(lm, req, list(reply_ids), layer), heads)
 
 
 def attention_view(lm, steered, plain, heads: Sequence[int] | None = None) -> AttentionView:

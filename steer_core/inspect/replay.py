@@ -9,6 +9,7 @@ attention view its baseline.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ class Replay:
     steered_by: list
     cache: object
     groups: dict
+    # (the cache after the prompt, the prompt's recorded queries), kept where no steering reached the prompt: an
+    # unsteered replay of the same reply starts from it (replay_pair)
+    prompt_state: tuple | None = None
 
     @property
     def group(self):
@@ -44,17 +48,23 @@ class Replay:
         return gs[0] if gs else None
 
 
-def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits, upto: int | None = None):
+def replay(
+    lm, prompt: Sequence[int], reply: Sequence[int], phase_edits, upto: int | None = None, start=None, after_prompt=None
+):
     """Teacher-force a prompt and a reply as generation's two phases (the prompt's forward, then the
     reply's), with phase_edits(phase) -> {site: edit} active in each, so that a view of a reply sees
     exactly the steering that wrote it. upto: the last layer the caller reads; the layers above it do not
-    run (nothing up to it depends on them). Returns the cache (the keys of every position, up to `upto`)."""
+    run (nothing up to it depends on them). start: a cache that already holds the prompt, read that way: only
+    the reply runs, on a copy of it. after_prompt(cache): called between the phases. Returns the cache (the keys
+    of every position, up to `upto`)."""
     from transformers import DynamicCache
 
     stop = {} if upto is None else stop_above(lm, upto)
-    cache = DynamicCache()
+    cache = DynamicCache() if start is None else copy.deepcopy(start)
     for phase, ids in (("prompt", list(prompt)), ("generated", list(reply))):
-        if not ids:
+        if phase == "generated" and after_prompt is not None:
+            after_prompt(cache)
+        if not ids or (phase == "prompt" and start is not None):
             continue
         with query_edits(lm, {**phase_edits(phase), **stop}):  # the stop wins: nothing reads the layer above
             try:  # logits_to_keep=1: no view reads the logits
@@ -66,13 +76,21 @@ def replay(lm, prompt: Sequence[int], reply: Sequence[int], phase_edits, upto: i
 
 
 @torch.no_grad()
-def replay_at(lm, req: Request, reply_ids: list[int], layer: int, steered: bool = True) -> Replay:
-    """Replay `req`'s prompt and `reply_ids` through the steering that wrote them (or none), recording `layer`."""
+def replay_at(
+    lm, req: Request, reply_ids: list[int], layer: int, steered: bool = True, start: tuple | None = None
+) -> Replay:
+    """Replay `req`'s prompt and `reply_ids` through the steering that wrote them (or none), recording `layer`.
+    start: an unsteered prompt's state (Replay.prompt_state) to begin from instead of reading the prompt."""
     groups = steering_groups(lm, [req]) if steered else {}
     cfg = req.steer if steered else None
     prompt, _ = render(lm.tokenizer, req.messages())
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     steered_by: list = []
+    kept: list = []
+    prompt_steered = bool(groups) and bool(layer_edits(lm, groups, "prompt"))
+    if start is not None:
+        seen["prompt"] = start[1]
+        steered_by.extend([None] * len(prompt))
 
     def recording(phase, edit):
         def fn(q):
@@ -94,6 +112,19 @@ def replay_at(lm, req: Request, reply_ids: list[int], layer: int, steered: bool 
         edits[layer] = recording(phase, edits.get(layer))
         return edits
 
-    cache = replay(lm, prompt, reply_ids, phase_edits, upto=layer)
+    def keep(cache):  # the prompt's state, for an unsteered replay of the same reply
+        if not prompt_steered and "prompt" in seen:
+            kept.append((copy.deepcopy(cache), seen["prompt"]))
+
+    cache = replay(lm, prompt, reply_ids, phase_edits, layer, None if start is None else start[0], keep)
     q_in, q_out = (torch.cat([seen[p][i][0] for p in ("prompt", "generated") if p in seen]) for i in (0, 1))
-    return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups)
+    state = kept[0] if kept else None
+    return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups, state)
+
+
+def replay_pair(lm, req: Request, reply_ids: list[int], layer: int) -> tuple[Replay, Replay]:
+    """replay_at's steered and unsteered replays of a reply. Where no steering reached the prompt, both read it the
+    same way, so the unsteered one starts from the steered one's prompt instead of reading it again: the same
+    operations on the same values, the same replays, in about half the time of the second."""
+    steered = replay_at(lm, req, reply_ids, layer)
+    return steered, replay_at(lm, req, reply_ids, layer, steered=False, start=steered.prompt_state)

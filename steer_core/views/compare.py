@@ -330,14 +330,13 @@ def inspect_sae_reply(lm, req: CompareRequest, reply: Output) -> Inspection:
     attention view), one unsteered replay of it (the attention view's baseline), and the separability map."""
     from ..inspect.attention import attention_view
     from ..inspect.latents import latent_view, separability_scores
-    from ..inspect.replay import replay_at
+    from ..inspect.replay import replay_pair
 
     t0 = time.time()
     cfg = req.steer("sae")
     sae_req = Request(req.question, req.student_answer, "sae", req.level, steer=cfg, k_shots=req.k_shots)
-    steered = replay_at(lm, sae_req, reply.token_ids, cfg.middle_layer)
+    steered, plain = replay_pair(lm, sae_req, reply.token_ids, cfg.middle_layer)
     latents = latent_view(lm, steered)
-    plain = replay_at(lm, sae_req, reply.token_ids, cfg.middle_layer, steered=False)
     return Inspection(latents, attention_view(lm, steered, plain), separability_scores(lm), time.time() - t0)
 
 
