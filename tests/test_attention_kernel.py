@@ -25,7 +25,7 @@ def fresh_kernel(monkeypatch, tmp_path):
 
 
 @needs_cc
-@pytest.mark.parametrize(("kv_heads", "groups", "dim"), [(3, 3, 64), (2, 1, 12), (1, 4, 37)])
+@pytest.mark.parametrize(("kv_heads", "groups", "dim"), [(3, 3, 64), (2, 1, 12), (1, 4, 37), (1, 80, 16)])
 def test_it_is_sdpa_over_each_rows_own_positions_and_a_rows_bits_do_not_depend_on_its_batch(
     fresh_kernel, kv_heads, groups, dim
 ):

@@ -15,8 +15,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#define MAX_GROUPS 64 /* query heads a key head */
-
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
@@ -46,10 +44,10 @@ static inline void add_multiple(float *restrict out, float p, const float *restr
 }
 
 /* One key head of one row: its `groups` query heads, each position's key and value read once for all of them.
-   scores: groups x len floats of scratch. */
+   scratch: groups x (len + 2) floats (the scores, then each query head's largest score and sum). */
 static void head(const float *q, const float *k, const float *v, const float *mask, float *out, int groups,
-                 ptrdiff_t len, ptrdiff_t dim, float scale, float *scores) {
-    float largest[MAX_GROUPS], sum[MAX_GROUPS];
+                 ptrdiff_t len, ptrdiff_t dim, float scale, float *scratch) {
+    float *scores = scratch, *largest = scratch + groups * len, *sum = largest + groups;
     for (int g = 0; g < groups; g++) largest[g] = -INFINITY, sum[g] = 0.0f;
     for (ptrdiff_t n = 0; n < len; n++) {
         if (isinf(mask[n]) && mask[n] < 0) continue;
@@ -74,23 +72,22 @@ static void head(const float *q, const float *k, const float *v, const float *ma
         for (ptrdiff_t d = 0; d < dim; d++) out[g * dim + d] = out[g * dim + d] / sum[g];
 }
 
-/* Returns 0, or 1 where scratch memory could not be had or a key head has more than MAX_GROUPS query heads (out is
-   then not written). */
+/* Returns 0, or 1 where scratch memory could not be had (out is then not written). */
 int decode_attention(const float *q, const float *keys, const float *values, const float *mask, float *out, int rows,
                      int kv_heads, int groups, ptrdiff_t len, ptrdiff_t dim, float scale, int threads) {
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
-        float *scores = groups <= MAX_GROUPS ? malloc(sizeof(float) * (size_t)len * (size_t)groups) : NULL;
-        failed = scores == NULL;
+        float *scratch = malloc(sizeof(float) * (size_t)(len + 2) * (size_t)groups);
+        failed = scratch == NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < rows * kv_heads; item++) {
-            if (scores == NULL) continue;
+            if (scratch == NULL) continue;
             const ptrdiff_t at = (ptrdiff_t)item * groups * dim, cache = (ptrdiff_t)item * len * dim;
             head(q + at, keys + cache, values + cache, mask + (ptrdiff_t)(item / kv_heads) * len, out + at, groups,
-                 len, dim, scale, scores);
+                 len, dim, scale, scratch);
         }
-        free(scores);
+        free(scratch);
     }
     return failed;
 }
