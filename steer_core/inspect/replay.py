@@ -37,8 +37,8 @@ class Replay:
     steered_by: list
     cache: object
     groups: dict
-    # (the cache after the prompt, the prompt's recorded queries), kept where no steering reached the prompt: an
-    # unsteered replay of the same reply starts from it (replay_pair)
+    # (the cache after the prompt, the prompt's recorded queries), kept when asked (replay_at's keep_prompt) where no
+    # steering reached the prompt: an unsteered replay of the same reply starts from it (replay_pair)
     prompt_state: tuple | None = None
 
     @property
@@ -77,17 +77,24 @@ def replay(
 
 @torch.no_grad()
 def replay_at(
-    lm, req: Request, reply_ids: list[int], layer: int, steered: bool = True, start: tuple | None = None
+    lm,
+    req: Request,
+    reply_ids: list[int],
+    layer: int,
+    steered: bool = True,
+    start: tuple | None = None,
+    keep_prompt: bool = False,
 ) -> Replay:
     """Replay `req`'s prompt and `reply_ids` through the steering that wrote them (or none), recording `layer`.
-    start: an unsteered prompt's state (Replay.prompt_state) to begin from instead of reading the prompt."""
+    start: an unsteered prompt's state (Replay.prompt_state) to begin from instead of reading the prompt;
+    keep_prompt: keep this replay's prompt state where no steering reached the prompt."""
     groups = steering_groups(lm, [req]) if steered else {}
     cfg = req.steer if steered else None
     prompt, _ = render(lm.tokenizer, req.messages())
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     steered_by: list = []
     kept: list = []
-    prompt_steered = bool(groups) and bool(layer_edits(lm, groups, "prompt"))
+    keep_prompt = keep_prompt and not (groups and layer_edits(lm, groups, "prompt"))
     if start is not None:
         seen["prompt"] = start[1]
         steered_by.extend([None] * len(prompt))
@@ -113,10 +120,12 @@ def replay_at(
         return edits
 
     def keep(cache):  # the prompt's state, for an unsteered replay of the same reply
-        if not prompt_steered and "prompt" in seen:
+        if "prompt" in seen:
             kept.append((copy.deepcopy(cache), seen["prompt"]))
 
-    cache = replay(lm, prompt, reply_ids, phase_edits, layer, None if start is None else start[0], keep)
+    cache = replay(
+        lm, prompt, reply_ids, phase_edits, layer, None if start is None else start[0], keep if keep_prompt else None
+    )
     q_in, q_out = (torch.cat([seen[p][i][0] for p in ("prompt", "generated") if p in seen]) for i in (0, 1))
     state = kept[0] if kept else None
     return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups, state)
@@ -126,5 +135,5 @@ def replay_pair(lm, req: Request, reply_ids: list[int], layer: int) -> tuple[Rep
     """replay_at's steered and unsteered replays of a reply. Where no steering reached the prompt, both read it the
     same way, so the unsteered one starts from the steered one's prompt instead of reading it again: the same
     operations on the same values, the same replays, in about half the time of the second."""
-    steered = replay_at(lm, req, reply_ids, layer)
+    steered = replay_at(lm, req, reply_ids, layer, keep_prompt=True)
     return steered, replay_at(lm, req, reply_ids, layer, steered=False, start=steered.prompt_state)
