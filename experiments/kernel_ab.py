@@ -30,15 +30,17 @@ ROUNDS = 15
 TIMED = (1, 4, 7, 10)
 
 
+def source_at(rev: str, folder: Path) -> Path:
+    """rows_linear.c as it was at `rev`, written into `folder`."""
+    source = folder / "rows_linear.c"
+    show = ["git", "show", f"{rev}:{SOURCE.relative_to(ROOT)}"]
+    source.write_text(subprocess.run(show, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    return source
+
+
 def kernel_at(rev: str, folder: Path) -> RowsKernel:
     """rows_linear.c as it was at `rev`, built and loaded (the build is cached like the checkout's own)."""
-    source = folder / "rows_linear.c"
-    source.write_text(
-        subprocess.run(
-            ["git", "show", f"{rev}:{SOURCE.relative_to(ROOT)}"], cwd=ROOT, check=True, capture_output=True, text=True
-        ).stdout
-    )
-    return RowsKernel(native.build(native.compiler(), source))
+    return RowsKernel(native.build(native.compiler(), source_at(rev, folder)))
 
 
 def main() -> None:

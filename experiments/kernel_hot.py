@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from experiments.kernel_ab import source_at
 from steer_core import native
 from steer_core.model.rows_kernel import SOURCE
-from steer_core.paths import ROOT
 
 
 def main() -> None:
@@ -26,11 +26,8 @@ def main() -> None:
     flags = [f for f in native.FLAGS if f not in ("-shared", "-fPIC")]
     rev = sys.argv[1] if len(sys.argv) > 1 else None
     with tempfile.TemporaryDirectory() as tmp:
-        source, exe = SOURCE, Path(tmp) / "kernel_hot"
-        if rev is not None:
-            source = Path(tmp) / "rows_linear.c"
-            show = ["git", "show", f"{rev}:{SOURCE.relative_to(ROOT)}"]
-            source.write_text(subprocess.run(show, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+        source = SOURCE if rev is None else source_at(rev, Path(tmp))
+        exe = Path(tmp) / "kernel_hot"
         harness = str(Path(__file__).with_name("kernel_hot.c"))
         subprocess.run([cc, *flags, harness, str(source), "-o", str(exe)], check=True)
         out = json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
