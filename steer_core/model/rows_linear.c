@@ -20,9 +20,11 @@
 #include <stddef.h>
 
 #define BLOCK 4 /* outputs a packed block holds; rows_kernel.BLOCK says the same */
-/* From 5 rows on a block's arithmetic is long enough that the hardware prefetcher falls behind: the weight is
-   prefetched this many floats (2 KB) ahead. All the default model's weights, 7 rows: 25.7 -> 20.7 ms; 4 rows and
-   fewer: no change, so they do not. */
+/* The weight is prefetched this many floats (2 KB) ahead, into every cache level (hint 3). From 5 rows on a block's
+   arithmetic is long enough that the hardware prefetcher falls behind. All the default model's weights
+   (experiments/kernel_ab.py): on an AMD EPYC (Zen 4) 7 rows went 25.7 -> 20.7 ms, prefetching with hint 0 from 5 rows
+   on; on an Intel Xeon with 2 MB of L2 a core, hint 0 made 5 to 8 rows slower than none (7 rows: 36.6 ms against
+   40.6), while hint 3 on every row count took 7 rows to 27.1, 4 rows 28.3 -> 24.3 and one row 23.9 -> 21.8. */
 #define PREFETCH 512
 
 /* Left to itself, GCC loads a piece of x or of the weight again for nearly every multiply-add (a memory operand),
@@ -57,8 +59,7 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] = (v16){0};
     for (ptrdiff_t c = 0; c < pieces; c++) {
         const float *pc = p + c * BLOCK * 16;
-        if (R > 4)
-            _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) __builtin_prefetch(pc + PREFETCH + j * 16, 0, 0);
+        _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
         if (R <= 6) { /* the rows' pieces held in registers (IN_REGISTER): a load a row and one an output */
             v16 xv[6];
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
