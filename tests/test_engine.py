@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import tiny_bank, tiny_lm
 
-from steer_core.model.hooks import active_hook_count, capture_queries, query_edits
+from steer_core.model.hooks import FIXED_SHIFT, active_hook_count, capture_queries, query_edits
 from steer_core.sae.module import (
     HeadSAEs,
     SAEFileError,
@@ -170,6 +170,23 @@ def test_layer_edit_touches_only_its_rows_and_heads(lm):
     assert not torch.equal(out[1][:, 1], q4[1][:, 1])
     gen_only = SteerConfig(method="sae", layers=(1,), positions="generated")
     assert make_layer_edit([RowGroup(torch.tensor([0]), torch.tensor([0]), gen_only, bank)], "prompt", 4, 12) is None
+
+
+def test_a_fixed_shift_edit_says_what_it_adds_and_others_do_not(lm):
+    """The lean decoding step adds a fixed-shift edit's vector itself (hooks.FIXED_SHIFT): it must be what the edit
+    adds, bit for bit; an edit that reads the query has no such vector."""
+    bank = tiny_bank(lm, 1)
+    offsets = torch.rand(6, lm.n_heads, 48)
+    learned = SteerConfig(method="sae", layers=(1,), heads=(1, 3), target="learned", strength=2.0)
+    edit = make_layer_edit([RowGroup(torch.tensor([0, 2]), torch.tensor([4, 1]), learned, bank, torch.tensor([1, 3]),
+                                     offsets=offsets)], "generated", 4, 12)  # fmt: skip
+    q = torch.randn(3, 1, 48)
+    shift = getattr(edit, FIXED_SHIFT)(3, q.dtype, q.device)
+    assert shift.shape == (3, 1, 48) and torch.equal(edit(q), q + shift)
+    assert torch.count_nonzero(shift[1]) == 0 and torch.count_nonzero(shift.view(3, 4, 12)[0, 1]) > 0
+    descent = SteerConfig(method="sae", layers=(1,), steps=5, lr=0.2, target="prototype")
+    reads = make_layer_edit([RowGroup(torch.tensor([0]), torch.tensor([4]), descent, bank)], "generated", 4, 12)
+    assert not hasattr(reads, FIXED_SHIFT)
 
 
 def test_first_tokens_steers_only_the_replys_opening(lm):

@@ -4,6 +4,7 @@ reaching the caller with no hook left behind, other hooks sending their layer th
 threads each seeing only their own edits. With own_positions (the interactive views), a row padded on the left
 attends over its own positions only: the logits it gets alone."""
 
+import contextvars
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from transformers import StaticCache
 
 from steer_core import native
 from steer_core.model import lean_step
-from steer_core.model.hooks import active_hook_count, query_edits
+from steer_core.model.hooks import FIXED_SHIFT, active_hook_count, query_edits
 from steer_core.model.small_batch import speed_up_small_batches
 
 needs_cxx = pytest.mark.skipif(
@@ -184,6 +185,48 @@ def test_query_and_residual_edits_act_as_they_do_through_transformers(lm, step):
     assert _same(got, want)
     assert calls[count:] == calls[:count] == ["query", "residual"] * STEPS
     assert not _same(got, _decode(lm, transformers_step)), "the edits changed nothing"
+    assert active_hook_count() == 0
+
+
+def _fixed_shift(width, seed):
+    """An edit adding one vector a row at every position, saying so as steering's fixed shifts do (FIXED_SHIFT)."""
+    vector = torch.randn(ROWS, 1, width, generator=torch.Generator().manual_seed(seed))
+    calls = []
+
+    def edit(q):
+        calls.append(q.shape)
+        return q + vector
+
+    setattr(edit, FIXED_SHIFT, lambda rows, dtype, device: vector)
+    return edit, calls
+
+
+@needs_cxx
+def test_a_fixed_shift_is_added_without_a_callback_and_gives_the_same_logits(lm, monkeypatch):
+    """The C++ layers add a fixed-shift edit themselves, and skip a dispatcher with no edit in this context: the
+    logits of transformers running the edits, bit for bit, with no callback for either."""
+    width = lm.n_heads * lm.head_dim
+    shifted, calls = _fixed_shift(width, 0)
+    other, other_calls = _fixed_shift(width, 1)
+    edits = {0: shifted, 2: shifted, ("residual", 1): lambda h: h - 0.5}
+    want = _decode(lm, transformers_step, edits)
+    assert len(calls) == 2 * STEPS
+    assert lean_step.lean_layers() is not None  # built and checked (its check calls back) before counting
+    callbacks = []
+    run_hooks = lean_step.Plan._run_hooks
+    monkeypatch.setattr(
+        lean_step.Plan, "_run_hooks", lambda plan, i, where: callbacks.append((i, where)) or run_hooks(plan, i, where)
+    )
+    elsewhere, another_context = query_edits(lm, {1: other}), contextvars.copy_context()
+    another_context.run(elsewhere.__enter__)  # a dispatcher on layer 1's query, its edit not in this context
+    try:
+        got = _decode(lm, cxx_step, edits)
+    finally:
+        another_context.run(elsewhere.__exit__, None, None, None)
+    assert not other_calls
+    assert _same(got, want) and not _same(got, _decode(lm, transformers_step))
+    assert len(calls) == 2 * STEPS, "the C++ layers called the fixed-shift edit back"
+    assert callbacks == [(1, lean_step.OUTPUT)] * STEPS  # the residual edit only
     assert active_hook_count() == 0
 
 

@@ -42,7 +42,34 @@ def _dispatcher(key: tuple):
         fn = edits.get(key)
         return None if fn is None else fn(output)
 
+    hook.site_key = key
     return hook
+
+
+# An edit that adds the same vector at every position may say so: its attribute FIXED_SHIFT, called with (rows,
+# dtype, device), returns the (rows, 1, width) tensor it adds (the edit returns output + that tensor).
+FIXED_SHIFT = "fixed_shift"
+LEAVE = "leave"  # planned_edit: the hooks leave the output as it is
+
+
+def planned_edit(module: torch.nn.Module, rows: int, dtype: torch.dtype, device: torch.device):
+    """What `module`'s forward hooks do to its output in this context, for a caller that runs its arithmetic itself
+    (the lean decoding step) and can then do it without calling back into Python: LEAVE (its only hooks are
+    dispatchers with no edit in this context), the (rows, 1, width) tensor the one edit there adds (FIXED_SHIFT),
+    or None (anything else: call the hooks)."""
+    edits, planned = _ACTIVE.get() or {}, LEAVE
+    for hook in module._forward_hooks.values():
+        key = getattr(hook, "site_key", None)
+        if key is None:
+            return None
+        fn = edits.get(key)
+        if fn is None:
+            continue
+        shift = getattr(fn, FIXED_SHIFT, None)
+        if shift is None or planned is not LEAVE:
+            return None
+        planned = shift(rows, dtype, device)
+    return planned
 
 
 def active_hook_count() -> int:

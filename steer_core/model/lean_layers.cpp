@@ -12,7 +12,8 @@
    A layer is described by FIELDS int64 values (lean_step.Plan writes them): the addresses of its two norm
    weights, its seven packed weights and their biases (0 for none), its cache's keys, values and length. A layer
    whose query or output has forward hooks (a steering edit) calls back into Python there, with the value in a
-   buffer Python owns: Python runs the hooks and writes their result back. */
+   buffer Python owns: Python runs the hooks and writes their result back. A query edit that adds a fixed vector
+   (lean_step.Plan.sites: SHIFT) is added here instead, without the callback. */
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -35,6 +36,7 @@ extern "C" int lean_layers_fields(void) { return FIELDS; }
 
 using hook_fn = int (*)(int layer, int where);  /* nonzero: the hook raised (Python keeps the exception) */
 enum Where { QUERY = 1, OUTPUT = 2 };           /* a layer's flags: which of its sites call back */
+enum { SHIFT = 4 }; /* a layer's flag: a fixed vector (rows x queries, at shifts[layer]) is added to its query */
 enum Buffer { X, QUERY_OUT, H_IN, H_OUT, BUFFERS };
 
 struct Shape {
@@ -44,7 +46,8 @@ struct Shape {
     int threads;
     hook_fn hook;
     const int64_t *buffers;
-    attend_fn attend; /* the attention kernel, or null for SDPA */
+    attend_fn attend;      /* the attention kernel, or null for SDPA */
+    const int64_t *shifts; /* each layer's fixed query shift (SHIFT), by address */
 };
 
 static at::Tensor blob(const void *address, at::IntArrayRef shape, at::ScalarType type = at::kFloat) {
@@ -139,6 +142,10 @@ static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f,
     rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM1]), eps[0], w.x.data());
     linear(s, f, Q, w.x.data(), H, w.q.data(), QW);
     if ((flags & QUERY) && !call_back(s, idx, QUERY, w.q.data(), QW, QUERY_OUT, w.x.data(), H, X)) return false;
+    if (flags & SHIFT) { /* the edit's q + shift, one rounding each */
+        const float *d = reinterpret_cast<const float *>(s.shifts[idx]);
+        for (int64_t i = 0; i < s.rows * QW; i++) w.q[i] = w.q[i] + d[i];
+    }
     linear(s, f, K, w.x.data(), H, w.k.data(), KW);
     linear(s, f, V, w.x.data(), H, w.v.data(), KW);
     rope(s, w.q.data(), s.heads, cos, sin);
@@ -168,16 +175,17 @@ static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f,
 
 static thread_local char failure[512];
 
-/* Runs layers first..last-1 (fields: FIELDS values a layer, eps: 2, flags: 1 each, all indexed from layer 0) on h
-   (rows, 1, hidden), in place. mask: (rows, 1, 1, cache_len) float, cos and sin (rows, 1, 1, dim), at: the cache
+/* Runs layers first..last-1 (fields: FIELDS values a layer, eps: 2, flags and shifts: 1 each, all indexed from
+   layer 0) on h (rows, 1, hidden), in place. mask: (rows, 1, 1, cache_len) float, cos and sin (rows, 1, 1, dim), at: the cache
    position written, attend: the attention kernel (decode_attention.c) or null for SDPA. Returns the layer whose
    hook raised, -2 where ATen or the kernel failed (lean_layers_failure says what), or -1. */
 extern "C" int lean_layers(rows_fn product, int threads, hook_fn hook, const int64_t *buffers, const int64_t *fields,
-                           const double *eps, const int *flags, int first, int last, float *h, const float *mask,
+                           const double *eps, const int *flags, const int64_t *shifts, int first, int last, float *h,
+                           const float *mask,
                            const float *cos, const float *sin, int64_t at, const int64_t *dims, double scaling,
                            attend_fn attend) {
     const Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], scaling, product, threads, hook,
-                  buffers, attend};
+                  buffers, attend, shifts};
     try {
         Work w(s);
         std::copy(h, h + s.rows * s.hidden, w.h.begin());

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .. import methods
+from ..model.hooks import FIXED_SHIFT
 from ..sae.layer_files import LayerSAEs
 from .config import SteerConfig
 from .descent import query_descent
@@ -133,17 +134,21 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
             rest += shifts
     dense: dict[tuple, torch.Tensor] = {}
 
+    def shift(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """(rows, 1, heads x dim): what the fixed-shift groups add at every position, built once a batch size."""
+        key = (rows, dtype, device)
+        if key not in dense:
+            d = torch.zeros(rows, n_heads, head_dim, dtype=dtype, device=device)
+            for g, s in everywhere:
+                heads = torch.arange(n_heads, device=device) if g.heads is None else g.heads
+                d[g.rows[:, None], heads] = s.to(dtype)
+            dense[key] = d.view(rows, 1, n_heads * head_dim)
+        return dense[key]
+
     def edit(q: torch.Tensor) -> torch.Tensor:
         B, S, _ = q.shape
         if everywhere:
-            key = (B, q.dtype, q.device)
-            if key not in dense:
-                d = torch.zeros(B, n_heads, head_dim, dtype=q.dtype, device=q.device)
-                for g, s in everywhere:
-                    heads = torch.arange(n_heads, device=q.device) if g.heads is None else g.heads
-                    d[g.rows[:, None], heads] = s.to(q.dtype)
-                dense[key] = d.view(B, 1, n_heads * head_dim)
-            q = q + dense[key]
+            q = q + shift(B, q.dtype, q.device)
         if not rest:
             return q
         out = q.view(B, S, n_heads, head_dim).clone()
@@ -168,6 +173,8 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
             out[g.rows, lo:hi] = block
         return out.view(B, S, n_heads * head_dim)
 
+    if not rest:  # the same add at every position: the lean decoding step makes it without calling back
+        setattr(edit, FIXED_SHIFT, shift)
     return edit
 
 
