@@ -20,12 +20,15 @@
 #include <stddef.h>
 
 #define BLOCK 4 /* outputs a packed block holds; rows_kernel.BLOCK says the same */
-/* The weight is prefetched this many floats (2 KB) ahead, into every cache level (hint 3). From 5 rows on a block's
-   arithmetic is long enough that the hardware prefetcher falls behind. All the default model's weights
-   (experiments/kernel_ab.py): on an AMD EPYC (Zen 4) 7 rows went 25.7 -> 20.7 ms, prefetching with hint 0 from 5 rows
-   on; on an Intel Xeon with 2 MB of L2 a core, hint 0 made 5 to 8 rows slower than none (7 rows: 36.6 ms against
-   40.6), while hint 3 on every row count took 7 rows to 27.1, 4 rows 28.3 -> 24.3 and one row 23.9 -> 21.8. */
+/* The weight is prefetched twice: PREFETCH_FAR floats (12 KB) ahead into the L2 cache (hint 2), and PREFETCH floats
+   (2 KB) ahead into every level (hint 3). The hardware prefetcher alone falls behind once a block's arithmetic is
+   long, and the near prefetch alone keeps too few lines in flight for one core's share of the bandwidth. All the
+   default model's weights (experiments/kernel_ab.py), on an Intel Xeon with 2 MB of L2 a core, in ms for 1 / 4 / 7
+   rows: no prefetch 23.7 / 26.6 / 33.4; the near one 22.0 / 25.1 / 26.5; both 21.6 / 21.9 / 23.6. (An earlier
+   near prefetch with hint 0 from 5 rows on took 7 rows from 25.7 to 20.7 ms on an AMD EPYC, Zen 4; on the Xeon hint 0
+   was slower than none.) */
 #define PREFETCH 512
+#define PREFETCH_FAR 3072
 
 /* Left to itself, GCC loads a piece of x or of the weight again for nearly every multiply-add (a memory operand),
    and up to 6 rows the loads, not the multiply-adds, set the pace: about 55 GFLOPS a core at 4 rows, against 103
@@ -59,7 +62,10 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] = (v16){0};
     for (ptrdiff_t c = 0; c < pieces; c++) {
         const float *pc = p + c * BLOCK * 16;
-        _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
+        _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) {
+            __builtin_prefetch(pc + PREFETCH_FAR + j * 16, 0, 2);
+            __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
+        }
         if (R <= 6) { /* the rows' pieces held in registers (IN_REGISTER): a load a row and one an output */
             v16 xv[6];
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
