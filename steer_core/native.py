@@ -83,7 +83,7 @@ def torch_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     root = Path(torch.__file__).parent
     flags = (
-        "-O2", "-std=c++20", "-shared", "-fPIC", "-w", "-ffp-contract=off",
+        "-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-w", "-ffp-contract=off",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", f"-DSTEER_TORCH={torch.__version__}",
         f"-I{root / 'include'}", f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
     )  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import char_tokenizer, tiny_lm
 
-from steer_core.generation import Request, generate_batch
+from steer_core.generation import Request, _sampler, generate_batch
 from steer_core.prompts import render
 from steer_core.steering.files import SteerFiles
 
@@ -44,6 +44,15 @@ def test_unsteered_greedy_equals_model_generate(lm, q, a):
     ours = generate_batch(lm, [req], max_new_tokens=24)[0].token_ids
     assert ours == library_greedy(lm, req, 24)
     assert len(ours) > 0
+
+
+def test_greedy_picks_what_argmax_picks_the_first_of_equal_largest():
+    logits = torch.tensor([[0.5, 2.0, 2.0, -1.0], [3.0, 3.0, 3.0, 3.0], [-5.0, -4.0, -4.5, -4.0]])
+    pick = _sampler(0.0, 1.0, 0)
+    assert pick(logits).tolist() == logits.argmax(-1).tolist() == [1, 0, 1]
+    wide = torch.randn(7, 49152, generator=torch.Generator().manual_seed(0))
+    wide[3, 100] = wide[3, 40000] = wide[3].max() + 1.0  # a tie far apart: the first one
+    assert torch.equal(pick(wide), wide.argmax(-1)) and int(pick(wide)[3]) == 100
 
 
 def test_mixed_length_batch_equals_each_row_alone(lm):
