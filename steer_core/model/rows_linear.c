@@ -52,9 +52,10 @@ static inline float lanes_sum(v16 a) {
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* The outputs of packed block q for R <= 8 rows of x (row stride K). */
+/* The outputs of packed block q for R <= 8 rows of x (row stride K); prefetch: whether to prefetch the weight (not
+   where the block is already in the cache). */
 static inline __attribute__((always_inline)) void block(const float *P, const float *x, const float *b, float *y,
-                                                        ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q) {
+                                                        ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q, int prefetch) {
     const ptrdiff_t pieces = K / 16, tail = K % 16;
     const float *p = P + q * BLOCK * K;
     v16 acc[BLOCK][8];
@@ -62,7 +63,7 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] = (v16){0};
     for (ptrdiff_t c = 0; c < pieces; c++) {
         const float *pc = p + c * BLOCK * 16;
-        _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) {
+        if (prefetch) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) {
             __builtin_prefetch(pc + PREFETCH_FAR + j * 16, 0, 2);
             __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
         }
@@ -100,15 +101,15 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
 #define ROWS(n)                                                                 \
     case n:                                                                     \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")       \
-        for (ptrdiff_t q = 0; q < blocks; q++) block(P, x, b, y, O, K, n, q);   \
+        for (ptrdiff_t q = 0; q < blocks; q++) block(P, x, b, y, O, K, n, q, 1); \
         break;
 /* More than 8 rows: the first 8, then the rest while the block is still in the cache (the weight read once). */
 #define MORE_ROWS(n)                                                            \
     case n:                                                                     \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")       \
         for (ptrdiff_t q = 0; q < blocks; q++) {                                \
-            block(P, x, b, y, O, K, 8, q);                                      \
-            block(P, x + 8 * K, b, y + 8 * O, O, K, n - 8, q);                  \
+            block(P, x, b, y, O, K, 8, q, 1);                                   \
+            block(P, x + 8 * K, b, y + 8 * O, O, K, n - 8, q, 0);               \
         }                                                                       \
         break;
 
