@@ -22,11 +22,12 @@
 #define BLOCK 4 /* outputs a packed block holds; rows_kernel.BLOCK says the same */
 /* The weight is prefetched twice: PREFETCH_FAR floats (12 KB) ahead into the L2 cache (hint 2), and PREFETCH floats
    (2 KB) ahead into every level (hint 3). The hardware prefetcher alone falls behind once a block's arithmetic is
-   long, and the near prefetch alone keeps too few lines in flight for one core's share of the bandwidth. All the
+   long, and with the near prefetch alone 4 and 7 rows still read the weights well below one row's pace. All the
    default model's weights (experiments/kernel_ab.py), on an Intel Xeon with 2 MB of L2 a core, in ms for 1 / 4 / 7
-   rows: no prefetch 23.7 / 26.6 / 33.4; the near one 22.0 / 25.1 / 26.5; both 21.6 / 21.9 / 23.6. (An earlier
-   near prefetch with hint 0 from 5 rows on took 7 rows from 25.7 to 20.7 ms on an AMD EPYC, Zen 4; on the Xeon hint 0
-   was slower than none.) */
+   rows: the near one alone 22.0 / 25.1 / 26.5, both 21.6 / 21.9 / 23.6; in another run the near one alone
+   23.4 / 25.6 / 27.7, none 23.7 / 26.6 / 33.4. (An earlier near prefetch with hint 0 from 5 rows on took 7 rows from
+   25.7 to 20.7 ms on an AMD EPYC, Zen 4; on the Xeon hint 0 was slower
+   than none at 5 and 7 rows.) */
 #define PREFETCH 512
 #define PREFETCH_FAR 3072
 
