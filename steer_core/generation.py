@@ -19,6 +19,7 @@ from . import methods
 from .bloom import normalize_level
 from .errors import UserError
 from .model import lean_step
+from .model.attention_kernel import PROMPT_COPIES, PromptCopies
 from .model.hooks import query_edits
 from .prefix_cache import cache_over, prefix_kv
 from .prompts import DEFAULT_STYLE, render, shared_prefix
@@ -294,6 +295,8 @@ def _prefill(
             ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
             vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
         cache.update(torch.cat(ks)[gather], torch.cat(vs)[gather], layer, {"cache_position": positions})
+    # rows given one prompt hold copies of its keys and values: the views' attention reads them from one row
+    setattr(cache, PROMPT_COPIES, PromptCopies.of(source, width))
     return cache, logits
 
 

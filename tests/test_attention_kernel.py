@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from steer_core import native
 from steer_core.generation import VIEWS, Request, generate_batch
 from steer_core.model import attention_kernel as ak
+from steer_core.model import lean_step
 from steer_core.model.small_batch import speed_up_small_batches
 
 needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler to build the attention kernel")
@@ -57,6 +58,33 @@ def test_it_is_sdpa_over_each_rows_own_positions_and_a_rows_bits_do_not_depend_o
         torch.set_num_threads(threads)
 
 
+@needs_cc
+@pytest.mark.parametrize("dim", [64, 37])
+def test_rows_sharing_a_prompt_read_it_from_the_row_that_holds_it_and_keep_their_bits(dim):
+    """Rows 2 and 3 were given row 0's prompt (the first 50 positions, row 0's padding included): told so, they read
+    those positions from row 0 (their own copies, made NaN here, are never read) and get the bits they get reading
+    their own."""
+    kernel = ak.attention_kernel()
+    assert kernel is not None
+    g = torch.Generator().manual_seed(dim)
+    rows, length, prompt = 4, 80, 50
+    q = torch.randn(rows, 3, 3, dim, generator=g)
+    keys, values = (torch.randn(rows, 3, length, dim, generator=g) for _ in range(2))
+    mask = torch.zeros(rows, 1, 1, length)
+    mask[[0, 2, 3], ..., :7] = float("-inf")  # one prompt, padded alike
+    mask[1, ..., :30] = float("-inf")
+    mask[..., -6:] = float("-inf")
+    copied = [0, 1, 0, 0]
+    for r in (2, 3):
+        keys[r, :, :prompt], values[r, :, :prompt] = keys[0, :, :prompt], values[0, :, :prompt]
+    own = kernel(q, keys, values, mask, dim**-0.5)
+    for t in (keys, values):
+        t[2:, :, :prompt] = float("nan")
+    shared = kernel(q, keys, values, mask, dim**-0.5, ak.PromptCopies.of(copied, prompt))
+    assert torch.equal(shared, own)
+    assert ak.PromptCopies.of([0, 1, 2], 9) is None  # no row shares: nothing to tell
+
+
 def _rows_of_different_lengths():
     lm = tiny_lm(seed=4, tokenizer=char_tokenizer())
     speed_up_small_batches(lm.model)
@@ -73,6 +101,31 @@ def test_a_views_rows_are_the_replies_they_get_alone():
     together = [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS)]
     alone = [generate_batch(lm, [r], max_new_tokens=12, ignore_stop=True, **VIEWS)[0].token_ids for r in reqs]
     assert together == alone
+
+
+@needs_cc
+def test_a_views_rows_on_one_prompt_read_it_once_and_are_the_replies_they_get_alone(monkeypatch):
+    """The ladder's shape: several rows given one prompt, beside a row with another. The kernel is told which rows
+    hold copies of which, and each row's reply is still the one it gets alone."""
+    lm, reqs = _rows_of_different_lengths()
+    reqs = [reqs[0], reqs[1], reqs[0], reqs[0]]
+    kernel = ak.attention_kernel()
+    told = []
+
+    def spying(q, keys, values, mask, scale, prompts=None):
+        told.append(prompts)
+        return kernel(q, keys, values, mask, scale, prompts)
+
+    spy = type("Spy", (), {"__call__": staticmethod(spying), "address": kernel.address})()
+    monkeypatch.setattr(lean_step, "attention_kernel", lambda: spy)
+    monkeypatch.setattr(lean_step, "lean_layers", lambda: None)  # the Python layers, where the spy sees each call
+    together = [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=10, ignore_stop=True, **VIEWS)]
+    assert told and all(p is not None and p.holder.tolist() == [0, 1, 0, 0] for p in told)
+    monkeypatch.undo()
+    alone = [generate_batch(lm, [r], max_new_tokens=10, ignore_stop=True, **VIEWS)[0].token_ids for r in reqs]
+    assert together == alone
+    cxx = [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=10, ignore_stop=True, **VIEWS)]
+    assert cxx == alone  # and through the C++ layers
 
 
 def test_switched_off_the_views_keep_sdpa(fresh_kernel, monkeypatch, caplog):

@@ -18,8 +18,13 @@
    against one position's score and one expf at a time and the key heads handed out in row order. That is about
    25 GB/s of keys and values, the machine's read bandwidth: what is left is reading the cache.
 
+   Rows that were given the same prompt hold copies of its keys and values. Told so (prompt_rows), a row reads its
+   prompt's positions from the one row that holds them for all: the same values, so the same bits, but a ladder's
+   seven rows read their prompt from memory once instead of seven times.
+
    q: (rows, kv_heads, groups, dim), groups query heads a key head; keys, values: (rows, kv_heads, len, dim), the
-   cache; mask: (rows, len) float, -inf where a position is not read (a row admits at least one); out like q. */
+   cache; mask: (rows, len) float, -inf where a position is not read (a row admits at least one); out like q;
+   prompt_rows: NULL, or each row's row whose cache holds the same keys and values below position prompt_len. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -139,22 +144,34 @@ static inline void exponentials(float *s, ptrdiff_t lo, ptrdiff_t hi, float larg
     }
 }
 
-/* One key head of one row over positions lo .. hi of its cache k, v (len x dim): its `groups` query heads q, each
-   key and value read from memory once for all of them. out: groups x dim. scratch: groups x (len + 1) floats (the
-   scores, then each query head's sum). */
-static inline __attribute__((always_inline)) void head(const float *restrict q, const float *restrict k,
-                                                       const float *restrict v, const float *restrict mask,
-                                                       float *restrict out, int groups, ptrdiff_t lo, ptrdiff_t hi,
-                                                       ptrdiff_t len, ptrdiff_t dim, float scale,
-                                                       float *restrict scratch) {
-    float *sum = scratch + (ptrdiff_t)groups * len;
-    ptrdiff_t n = lo;
-    for (; n + 16 <= hi; n += 16)
+/* The scores of positions from .. to of one key head's `groups` query heads (keys k, len x dim) into scratch
+   (groups x len). */
+static inline __attribute__((always_inline)) void scores(const float *restrict q, const float *restrict k,
+                                                         const float *restrict mask, float *restrict scratch,
+                                                         int groups, ptrdiff_t from, ptrdiff_t to, ptrdiff_t len,
+                                                         ptrdiff_t dim, float scale) {
+    ptrdiff_t n = from;
+    for (; n + 16 <= to; n += 16)
         for (int g = 0; g < groups; g++) /* fused: one rounding, as the scalar fmaf below */
             *(v16 *)(scratch + g * len + n) = dots16(q + g * dim, k + n * dim, dim) * scale + *(const v16 *)(mask + n);
-    for (; n < hi; n++)
+    for (; n < to; n++)
         for (int g = 0; g < groups; g++)
             scratch[g * len + n] = __builtin_fmaf(dot(q + g * dim, k + n * dim, dim), scale, mask[n]);
+}
+
+/* One key head of one row over positions lo .. hi of its cache k, v (len x dim): its `groups` query heads q, each
+   key and value read from memory once for all of them. Positions below `shared` are read from ks, vs instead (the
+   same values, in another row's cache). out: groups x dim. scratch: groups x (len + 1) floats (the scores, then
+   each query head's sum). */
+static inline __attribute__((always_inline)) void head(const float *restrict q, const float *k, const float *v,
+                                                       const float *ks, const float *vs, ptrdiff_t shared,
+                                                       const float *restrict mask, float *restrict out, int groups,
+                                                       ptrdiff_t lo, ptrdiff_t hi, ptrdiff_t len, ptrdiff_t dim,
+                                                       float scale, float *restrict scratch) {
+    float *sum = scratch + (ptrdiff_t)groups * len;
+    const ptrdiff_t split = shared < lo ? lo : shared > hi ? hi : shared;
+    scores(q, ks, mask, scratch, groups, lo, split, len, dim, scale);
+    scores(q, k, mask, scratch, groups, split, hi, len, dim, scale);
     for (int g = 0; g < groups; g++) {
         float *s = scratch + g * len;
         exponentials(s, lo, hi, largest_of(s, lo, hi));
@@ -169,9 +186,9 @@ static inline __attribute__((always_inline)) void head(const float *restrict q, 
             float *o = out + g * dim, total = sum[g];
             v16 acc[MAX_CHUNKS];
             for (ptrdiff_t c = 0; c < chunks; c++) acc[c] = *(const v16 *)(o + c * 16);
-            for (n = from; n < to; n++) {
+            for (ptrdiff_t n = from; n < to; n++) {
                 if (!admitted(mask[n])) continue;
-                const float *vn = v + n * dim;
+                const float *vn = (n < split ? vs : v) + n * dim;
                 total += p[n];
                 for (ptrdiff_t c = 0; c < chunks; c++) acc[c] += p[n] * *(const v16 *)(vn + c * 16); /* fused */
                 for (ptrdiff_t d = body; d < dim; d++) o[d] = __builtin_fmaf(p[n], vn[d], o[d]);
@@ -201,7 +218,8 @@ static void spans(const float *mask, int rows, ptrdiff_t len, ptrdiff_t *lo, ptr
 
 /* Returns 0, or 1 where memory could not be had or dim is over 16 x MAX_CHUNKS (out is then not written). */
 int decode_attention(const float *q, const float *keys, const float *values, const float *mask, float *out, int rows,
-                     int kv_heads, int groups, ptrdiff_t len, ptrdiff_t dim, float scale, int threads) {
+                     int kv_heads, int groups, ptrdiff_t len, ptrdiff_t dim, float scale, int threads,
+                     const int32_t *prompt_rows, ptrdiff_t prompt_len) {
     if (dim > 16 * MAX_CHUNKS) return 1;
     ptrdiff_t *lo = malloc(sizeof(ptrdiff_t) * 2 * (size_t)rows);
     int *order = malloc(sizeof(int) * (size_t)rows);
@@ -219,14 +237,17 @@ int decode_attention(const float *q, const float *keys, const float *values, con
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < rows * kv_heads; item++) {
             if (scratch == NULL) continue;
-            const int r = order[item / kv_heads], row_head = r * kv_heads + item % kv_heads;
+            const int r = order[item / kv_heads], h = item % kv_heads, row_head = r * kv_heads + h;
+            const int from = prompt_rows == NULL ? r : prompt_rows[r]; /* the row that holds its prompt */
             const ptrdiff_t at = (ptrdiff_t)row_head * groups * dim, cache = (ptrdiff_t)row_head * len * dim;
+            const ptrdiff_t prompt = ((ptrdiff_t)from * kv_heads + h) * len * dim, shared = from == r ? 0 : prompt_len;
             const float *m = mask + (ptrdiff_t)r * len;
             if (dim == 64) /* the default model's: its loops unrolled, the output in registers */
-                head(q + at, keys + cache, values + cache, m, out + at, groups, lo[r], hi[r], len, 64, scale, scratch);
+                head(q + at, keys + cache, values + cache, keys + prompt, values + prompt, shared, m, out + at, groups,
+                     lo[r], hi[r], len, 64, scale, scratch);
             else
-                head(q + at, keys + cache, values + cache, m, out + at, groups, lo[r], hi[r], len, dim, scale,
-                     scratch);
+                head(q + at, keys + cache, values + cache, keys + prompt, values + prompt, shared, m, out + at, groups,
+                     lo[r], hi[r], len, dim, scale, scratch);
         }
         free(scratch);
     }

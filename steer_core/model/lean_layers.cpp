@@ -28,7 +28,7 @@
 using rows_fn = void (*)(const float *, const float *, const float *, float *, std::ptrdiff_t, std::ptrdiff_t, int,
                          int);
 using attend_fn = int (*)(const float *, const float *, const float *, const float *, float *, int, int, int,
-                          std::ptrdiff_t, std::ptrdiff_t, float, int);
+                          std::ptrdiff_t, std::ptrdiff_t, float, int, const int32_t *, std::ptrdiff_t);
 
 enum Field { NORM1, NORM2, Q, K, V, O, GATE, UP, DOWN, BIAS = 9, KEYS = 16, VALUES, LENGTH, FIELDS };
 
@@ -48,6 +48,8 @@ struct Shape {
     const int64_t *buffers;
     attend_fn attend;      /* the attention kernel, or null for SDPA */
     const int64_t *shifts; /* each layer's fixed query shift (SHIFT), by address */
+    const int32_t *prompt_rows; /* the attention kernel's: each row's row holding its prompt (or null) */
+    int64_t prompt_len;         /* and that prompt's width */
 };
 
 static at::Tensor blob(const void *address, at::IntArrayRef shape, at::ScalarType type = at::kFloat) {
@@ -121,7 +123,7 @@ static at::Tensor attention(const Shape &s, const Work &w, const float *keys, co
         at::Tensor out = at::empty({s.rows, s.heads * s.dim}, at::kFloat);
         if (s.attend(w.q.data(), keys, values, mask, out.data_ptr<float>(), static_cast<int>(s.rows),
                      static_cast<int>(s.kv_heads), static_cast<int>(groups), s.cache_len, s.dim,
-                     static_cast<float>(s.scaling), s.threads) != 0)
+                     static_cast<float>(s.scaling), s.threads, s.prompt_rows, s.prompt_len) != 0)
             throw std::runtime_error("the attention kernel could not have its scratch memory");
         return out;
     }
@@ -177,15 +179,16 @@ static thread_local char failure[512];
 
 /* Runs layers first..last-1 (fields: FIELDS values a layer, eps: 2, flags and shifts: 1 each, all indexed from
    layer 0) on h (rows, 1, hidden), in place. mask: (rows, 1, 1, cache_len) float, cos and sin (rows, 1, 1, dim), at: the cache
-   position written, attend: the attention kernel (decode_attention.c) or null for SDPA. Returns the layer whose
+   position written, attend: the attention kernel (decode_attention.c) or null for SDPA, prompt_rows and prompt_len:
+   its rows sharing a prompt (decode_attention.c; null: none). Returns the layer whose
    hook raised, -2 where ATen or the kernel failed (lean_layers_failure says what), or -1. */
 extern "C" int lean_layers(rows_fn product, int threads, hook_fn hook, const int64_t *buffers, const int64_t *fields,
                            const double *eps, const int *flags, const int64_t *shifts, int first, int last, float *h,
                            const float *mask,
                            const float *cos, const float *sin, int64_t at, const int64_t *dims, double scaling,
-                           attend_fn attend) {
+                           attend_fn attend, const int32_t *prompt_rows, int64_t prompt_len) {
     const Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], scaling, product, threads, hook,
-                  buffers, attend, shifts};
+                  buffers, attend, shifts, prompt_rows, prompt_len};
     try {
         Work w(s);
         std::copy(h, h + s.rows * s.hidden, w.h.begin());

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torch.nn.modules import module as nn_module
 
 from .. import native
-from .attention_kernel import attention_kernel
+from .attention_kernel import PROMPT_COPIES, attention_kernel
 from .families import LLAMA_LINEARS
 from .hooks import LEAVE, planned_edit
 from .rows_kernel import rows_kernel
@@ -76,7 +76,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
 
 
-def _attention(attn, q, k, v, mask, kernel) -> torch.Tensor:
+def _attention(attn, q, k, v, mask, kernel, prompts=None) -> torch.Tensor:
     """sdpa_attention_forward's operations for one query position under a float mask: the query heads that share
     a key head packed as that head's positions (its pack_gqa), then SDPA, or `kernel` (attention_kernel: each row
     over its own positions) where given. Returns (rows, 1, heads x dim)."""
@@ -85,15 +85,16 @@ def _attention(attn, q, k, v, mask, kernel) -> torch.Tensor:
     if groups > 1:
         q = q.reshape(rows, heads // groups, groups, dim)
     if kernel is not None:
-        out = kernel(q, k, v, mask, attn.scaling)
+        out = kernel(q, k, v, mask, attn.scaling, prompts)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
     return out.reshape(rows, -1, 1, dim).transpose(1, 2).contiguous().reshape(rows, 1, -1).contiguous()
 
 
-def _layer(layer, h, mask, cos, sin, kv, at, kernel=None) -> torch.Tensor:
+def _layer(layer, h, mask, cos, sin, kv, at, kernel=None, prompts=None) -> torch.Tensor:
     """LlamaDecoderLayer.forward's operations for one decoding position; kv: the layer's StaticLayer, `at` the
-    cache position the step writes, kernel: the attention kernel or None for SDPA (_attention)."""
+    cache position the step writes, kernel: the attention kernel or None for SDPA (_attention), prompts: the
+    kernel's rows sharing a prompt (attention_kernel.PromptCopies)."""
     attn = layer.self_attn
     shape = (h.shape[0], 1, -1, attn.head_dim)
     x = _rms_norm(layer.input_layernorm, h)
@@ -103,7 +104,7 @@ def _layer(layer, h, mask, cos, sin, kv, at, kernel=None) -> torch.Tensor:
     kv.cumulative_length.add_(1)  # StaticLayer.update's bookkeeping and copies
     kv.keys.index_copy_(2, at, k)
     kv.values.index_copy_(2, at, v)
-    h = h + _linear(attn.o_proj)(_attention(attn, q, kv.keys, kv.values, mask, kernel))
+    h = h + _linear(attn.o_proj)(_attention(attn, q, kv.keys, kv.values, mask, kernel, prompts))
     mlp = layer.mlp
     x = _rms_norm(layer.post_attention_layernorm, h)
     return h + _linear(mlp.down_proj)(F.silu(_linear(mlp.gate_proj)(x)) * _linear(mlp.up_proj)(x))
@@ -184,7 +185,7 @@ class LeanLayers:
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
         args = [ptr, i32, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_int64, ptr]
         args += [ctypes.c_double]
-        args += [ptr]
+        args += [ptr, ptr, ctypes.c_int64]
         self._fn = native.c_function(path, "lean_layers", args, ctypes.c_int)
         self._failure = native.c_function(path, "lean_layers_failure", [], ctypes.c_char_p)
         fields = native.c_function(path, "lean_layers_fields", [], ctypes.c_int)()
@@ -192,15 +193,16 @@ class LeanLayers:
         if (fields, buffers) != (FIELDS, 4):
             raise AssertionError(f"the library's layout ({fields}, {buffers}) is not this module's ({FIELDS}, 4)")
 
-    def __call__(self, plan: Plan, first: int, last: int, h, mask, cos, sin, at: int, kernel=None) -> None:
+    def __call__(self, plan: Plan, first: int, last: int, h, mask, cos, sin, at: int, kernel=None, prompts=None):
         """Layers first..last-1 on h (rows, 1, hidden), contiguous, in place; a hook's exception is raised here.
-        kernel: the attention kernel, or None for SDPA."""
+        kernel: the attention kernel, or None for SDPA; prompts: its rows sharing a prompt (PromptCopies)."""
+        shared = (0, 0) if prompts is None else (prompts.holder.data_ptr(), prompts.width)
         failed = self._fn(
             plan.product, torch.get_num_threads(), plan.hook, plan.buffer_addresses.data_ptr(),
             plan.fields.data_ptr(), plan.eps.data_ptr(), plan.flags.data_ptr(), plan.shift_addresses.data_ptr(),
             first, last, h.data_ptr(),
             mask.data_ptr(), cos.data_ptr(), sin.data_ptr(), at, plan.dims.data_ptr(), plan.scaling,
-            0 if kernel is None else kernel.address,
+            0 if kernel is None else kernel.address, *shared,
         )  # fmt: skip
         if failed == -2:
             raise RuntimeError(f"the C++ decoder layers failed: {self._failure().decode(errors='replace')}")
@@ -403,6 +405,7 @@ def decode_logits(
         mask = torch.zeros_like(mask, dtype=h.dtype).masked_fill_(mask.logical_not(), float("-inf")).contiguous()
         cos, sin = table[0].unsqueeze(1).contiguous(), table[1].unsqueeze(1).contiguous()
         kernel = attention_kernel() if own_positions else None
+        prompts = getattr(cache, PROMPT_COPIES, None) if kernel is not None else None
         at = cache.layers[0].cumulative_length.reshape(1).clone()
         if native_layers is _DEFAULT:
             native_layers = lean_layers()
@@ -417,11 +420,11 @@ def decode_logits(
             while end < n and sites[end] != PYTHON:
                 end += 1
             h = h.contiguous()
-            native_layers(plan, idx, end, h, mask, cos, sin, int(at), kernel)
+            native_layers(plan, idx, end, h, mask, cos, sin, int(at), kernel, prompts)
             idx = end
             continue
         if lean and not hooked and _bare(layer):
-            h = _hooked_layer(layer, h, mask, cos, sin, cache.layers[idx], at, kernel)
+            h = _hooked_layer(layer, h, mask, cos, sin, cache.layers[idx], at, kernel, prompts)
         else:
             h = layer(h, attention_mask=mask, position_embeddings=table, position_ids=position_ids, cache=cache)
         idx += 1
