@@ -184,9 +184,8 @@ static thread_local char failure[512];
    hook raised, -2 where ATen or the kernel failed (lean_layers_failure says what), or -1. */
 extern "C" int lean_layers(rows_fn product, int threads, hook_fn hook, const int64_t *buffers, const int64_t *fields,
                            const double *eps, const int *flags, const int64_t *shifts, int first, int last, float *h,
-                           const float *mask,
-                           const float *cos, const float *sin, int64_t at, const int64_t *dims, double scaling,
-                           attend_fn attend, const int32_t *prompt_rows, int64_t prompt_len) {
+                           const float *mask, const float *cos, const float *sin, int64_t at, const int64_t *dims,
+                           double scaling, attend_fn attend, const int32_t *prompt_rows, int64_t prompt_len) {
     const Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], scaling, product, threads, hook,
                   buffers, attend, shifts, prompt_rows, prompt_len};
     try {

@@ -183,9 +183,9 @@ class LeanLayers:
     def __init__(self, path: Path):
         self.path = path
         ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        # lean_layers.cpp's lean_layers, argument for argument
         args = [ptr, i32, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, ptr, ptr, ptr, ptr, ctypes.c_int64, ptr]
-        args += [ctypes.c_double]
-        args += [ptr, ptr, ctypes.c_int64]
+        args += [ctypes.c_double, ptr, ptr, ctypes.c_int64]
         self._fn = native.c_function(path, "lean_layers", args, ctypes.c_int)
         self._failure = native.c_function(path, "lean_layers_failure", [], ctypes.c_char_p)
         fields = native.c_function(path, "lean_layers_fields", [], ctypes.c_int)()
