@@ -17,6 +17,7 @@ import os
 
 import gradio as gr
 
+from steer_core.charts import white_by_default
 from ui import (
     limits,  # imports nothing of the model's
     runtime,  # before the tabs: ZeroGPU's `spaces` is imported there, before CUDA is touched
@@ -65,6 +66,7 @@ def build() -> gr.Blocks:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     runtime.limit_malloc_arenas()
+    white_by_default()
     demo = build()
     demo.queue(default_concurrency_limit=runtime.CONCURRENCY, max_size=runtime.QUEUE_SIZE or None)
     limits.bound(demo, runtime.QUEUE_SIZE, runtime.PER_CLIENT)

@@ -239,6 +239,9 @@ def run_bench(
     """Every figure of `python -m steer_core bench`, as one dict in the order the JSON prints it. The batches and
     the whole Compare click take turns round by round (`interleaved`); the one-off timings (first token, cold start,
     SAE training) follow."""
+    from .charts import white_by_default
+
+    white_by_default()  # as the app starts: its charts made in their template
     layer = lm.middle_layer if layer is None else layer
     band = SteerConfig()
     compare = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=tokens)

@@ -260,7 +260,7 @@ def _prefill(
     every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
     prefixes: each row's shared prefix length; a row whose steering does not reach the prompt then reads
     only the rest, over the prefix's cached keys and values. Returns (cache, last-position logits in row order)."""
-    from transformers import DynamicCache, StaticCache
+    from transformers import DynamicCache
 
     steering = [_prompt_steering(r) for r in requests]
     first: dict[tuple, int] = {}  # (tokens, prompt steering) -> the first row that reads it
@@ -282,22 +282,45 @@ def _prefill(
     at = {i: n for n, i in enumerate(i for rows, _, _ in parts for i in rows)}  # read row -> place in the join
     gather = torch.tensor([at[s] for s in source], device=lm.device)
     logits = torch.cat([last for _, _, last in parts])[gather]
-    # One preallocated cache for the whole generation: a growing cache re-copies every row's keys
-    # and values at each step, which for a batch with a long few-shot prompt cost more than the
-    # model's own matmuls (torch.profiler: aten::cat 38% of the time).
-    cache = StaticCache(config=lm.model.config, max_cache_len=width + max_new_tokens)
-    positions = torch.arange(width, device=lm.device)
-    for layer in range(len(parts[0][1].layers)):
-        ks, vs = [], []
-        for _, c, _ in parts:
-            k, v = c.layers[layer].keys, c.layers[layer].values  # (rows, kv_heads, len, dim)
-            pad = width - k.shape[2]
-            ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
-            vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
-        cache.update(torch.cat(ks)[gather], torch.cat(vs)[gather], layer, {"cache_position": positions})
+    cache = _joined_cache(lm, [(rows, c) for rows, c, _ in parts], source, width, width + max_new_tokens)
     # rows given one prompt hold copies of its keys and values: the views' attention reads them from one row
     setattr(cache, PROMPT_COPIES, PromptCopies.of(source, width))
     return cache, logits
+
+
+def _joined_cache(lm, parts: list, source: list[int], width: int, max_len: int):
+    """One preallocated cache for the whole generation, row r holding the keys and values that row source[r] read
+    (parts: (rows read together, their cache)), left-padded with zeros to `width`. A growing cache re-copies every
+    row's keys and values at each step, which for a batch with a long few-shot prompt cost more than the model's own
+    matmuls (torch.profiler: aten::cat 38% of the time). Each part is copied straight to its place: padding,
+    joining and reordering the parts first made a Compare's join 61 ms against 43 (the same tensors)."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
+    cache = StaticCache(config=lm.model.config, max_cache_len=max_len)
+    place = {i: (p, j) for p, (rows, _) in enumerate(parts) for j, i in enumerate(rows)}  # read row -> its part
+    fills = []  # per part: (the rows of the join it fills, their rows in the part's cache)
+    for p in range(len(parts)):
+        dst = [r for r, s in enumerate(source) if place[s][0] == p]
+        fills.append((torch.tensor(dst, device=lm.device), torch.tensor([place[source[r]][1] for r in dst])))
+    positions, rows = torch.arange(width, device=lm.device), len(source)
+    for n, layer in enumerate(cache.layers):
+        k0, v0 = parts[0][1].layers[n].keys, parts[0][1].layers[n].values  # (rows, kv_heads, len, dim)
+        in_place = type(layer) is StaticLayer  # filled where it is; another kind (a sliding window) by its update
+        if in_place:  # its zeros of (rows, kv_heads, max_len, dim), of which the prompts fill the first `width`
+            layer.lazy_initialization(k0.new_empty(rows, *k0.shape[1:]), v0.new_empty(rows, *v0.shape[1:]))
+            layer.cumulative_length.fill_(width)
+            keys, values = layer.keys[:, :, :width], layer.values[:, :, :width]
+        else:
+            keys = k0.new_zeros(rows, k0.shape[1], width, k0.shape[3])
+            values = v0.new_zeros(rows, v0.shape[1], width, v0.shape[3])
+        for (dst, src), (_, c) in zip(fills, parts):
+            k, v = c.layers[n].keys, c.layers[n].values
+            keys[dst, :, width - k.shape[2] :] = k[src]
+            values[dst, :, width - v.shape[2] :] = v[src]
+        if not in_place:
+            cache.update(keys, values, n, {"cache_position": positions})
+    return cache
 
 
 def read_prefixes(lm, requests: Sequence[Request]) -> int:

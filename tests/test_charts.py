@@ -45,6 +45,31 @@ def test_module_does_not_import_gradio():
     assert done.returncode == 0, done.stderr
 
 
+def test_white_by_default_draws_the_same_figures():
+    """The app's process-wide default template only saves work: every chart's JSON is the same with it or without."""
+    import json
+
+    import plotly.io as pio
+
+    def drawn():
+        rng = np.random.default_rng(1)
+        return [
+            charts.latent_bars(rng.uniform(0, 1, 30), rng.uniform(0, 1, 30), rng.uniform(0, 1, 30), level="apply"),
+            charts.token_latent_heatmap(["a", "b"], rng.uniform(0, 1, (2, 30))),
+            charts.figure_from_saved(charts.saved_figure(charts.judge_probs({"sae": [1 / 6] * 6}, "apply"))),
+        ]
+
+    before = pio.templates.default
+    try:
+        pio.templates.default = "plotly"
+        plain = [json.loads(f.to_json()) for f in drawn()]
+        charts.white_by_default()
+        assert pio.templates.default == charts.TEMPLATE
+        assert [json.loads(f.to_json()) for f in drawn()] == plain  # (keys in another order)
+    finally:
+        pio.templates.default = before
+
+
 # ---------------------------------------------------------------- latent_bars
 
 
