@@ -21,6 +21,7 @@ from .errors import UserError
 from .model import lean_step
 from .model.attention_kernel import PROMPT_COPIES, PromptCopies
 from .model.hooks import query_edits
+from .model.recording import RowRecording
 from .prefix_cache import cache_over, prefix_kv
 from .prompts import DEFAULT_STYLE, render, shared_prefix
 from .steering.assets import steering_groups
@@ -113,13 +114,15 @@ def stream_batch(
     ignore_stop: bool = False,
     prefix_cache: bool = False,
     own_positions: bool = False,
+    record: RowRecording | None = None,
 ) -> Iterator[list[Output]]:
     """Generate all requests together; yield the outputs so far after every new token.
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work).
     prefix_cache: read each prompt's shared prefix from prefix_cache.py (the interactive views).
     own_positions: a decoding step's attention reads each row's own positions only, not the padding a longer
     prompt beside it put there (model/attention_kernel.py; the interactive views). Both agree with the plain way to
-    float32 rounding, not bit for bit, so the evaluation and the golden rows use neither."""
+    float32 rounding, not bit for bit, so the evaluation and the golden rows use neither.
+    record: keep one row's queries at one layer, and the cache, as the row is generated (model/recording.py)."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -128,19 +131,16 @@ def stream_batch(
     encoded = [_encode(tok, r, prefix_cache) for r in requests]
     prompts = [ids for ids, _ in encoded]
     B, W = len(prompts), max(len(p) for p in prompts)
-    mask = torch.zeros((B, W), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        mask[i, W - len(p) :] = 1  # left padding
-    mask = mask.to(device)
+    mask = torch.tensor([[0] * (W - len(p)) + [1] * len(p) for p in prompts], device=device)  # left padding
     pick = _sampler(temperature, top_p, seed)
     # Chat models end a turn with their EOS, but a fine-tuned one may open the next turn instead.
     stops = torch.tensor(sorted({tok.eos_token_id, *tok.all_special_ids} - {None}), device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     new_ids: list[list[int]] = [[] for _ in range(B)]
     t0 = time.time()
-    edits_for = _decode_edits(lm, groups)
+    edits_for = _decode_edits(lm, groups, record)
     prefixes = [cut for _, cut in encoded] if prefix_cache else None
-    cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens, prefixes)
+    cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens, prefixes, record)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     nxt = None  # the tokens chosen at the previous step
     for step in range(max_new_tokens):
@@ -165,13 +165,20 @@ def stream_batch(
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
 
 
-def _decode_edits(lm, groups: dict):
+def _decode_edits(lm, groups: dict, record: RowRecording | None = None):
     """generated token -> the edits a decoding step runs with: built once, unless a config steers only the
-    reply's opening, whose edits depend on which token a step runs."""
+    reply's opening, whose edits depend on which token a step runs (record: each step's kept)."""
     if any(g.cfg.first_tokens is not None for gs in groups.values() for g in gs):
-        return lambda token: layer_edits(lm, groups, "generated", start=token)
-    edits = layer_edits(lm, groups, "generated")
-    return lambda token: edits
+
+        def made(token):
+            return layer_edits(lm, groups, "generated", start=token)
+    else:
+        edits = layer_edits(lm, groups, "generated")
+
+        def made(token):
+            return edits
+
+    return made if record is None else lambda token: record.edits(made(token), record.row, record.steps)
 
 
 @torch.no_grad()
@@ -254,12 +261,14 @@ def _prefill(
     width: int,
     max_new_tokens: int,
     prefixes: list[int] | None = None,
+    record: RowRecording | None = None,
 ):
     """Read each distinct prompt once (the Compare batch's unsteered, SAE and query rows share one),
     distinct prompts of equal length together (no padding, so a long few-shot prompt does not make
     every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
     prefixes: each row's shared prefix length; a row whose steering does not reach the prompt then reads
-    only the rest, over the prefix's cached keys and values. Returns (cache, last-position logits in row order)."""
+    only the rest, over the prefix's cached keys and values. record: the prompt's queries of its row, and the cache.
+    Returns (cache, last-position logits in row order)."""
     from transformers import DynamicCache
 
     steering = [_prompt_steering(r) for r in requests]
@@ -274,17 +283,24 @@ def _prefill(
         sub = [requests[i] for i in rows]
         ids = torch.tensor([prompts[i][len(prefix) :] for i in rows], device=lm.device)
         past = cache_over(prefix_kv(lm, prefix), len(rows)) if prefix else DynamicCache()
-        with query_edits(lm, layer_edits(lm, steering_groups(lm, sub), "prompt")):
+        edits, kept = layer_edits(lm, steering_groups(lm, sub), "prompt"), []
+        if record is not None and source[record.row] in rows:  # the row that reads the recorded row's prompt
+            edits = record.edits(edits, rows.index(source[record.row]), kept)
+        with query_edits(lm, edits):
             # logits_to_keep=1: the vocabulary projection of every prompt position would cost more
             # than the rest of the prefill
             out = lm.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
         parts.append((rows, out.past_key_values, out.logits[:, -1, :].float()))
+        if kept:
+            record.prompt, record.prefix = kept[0], len(prefix)
     at = {i: n for n, i in enumerate(i for rows, _, _ in parts for i in rows)}  # read row -> place in the join
     gather = torch.tensor([at[s] for s in source], device=lm.device)
     logits = torch.cat([last for _, _, last in parts])[gather]
     cache = _joined_cache(lm, [(rows, c) for rows, c, _ in parts], source, width, width + max_new_tokens)
     # rows given one prompt hold copies of its keys and values: the views' attention reads them from one row
     setattr(cache, PROMPT_COPIES, PromptCopies.of(source, width))
+    if record is not None:
+        record.cache, record.width = cache, width
     return cache, logits
 
 

@@ -60,3 +60,10 @@ def cache_over(kv: tuple, rows: int):
     for layer, (k, v) in enumerate(kv):
         cache.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), layer)
     return cache
+
+
+def prefix_queries(lm, prefix: tuple[int, ...], layer: int, read) -> tuple[torch.Tensor, torch.Tensor]:
+    """The queries `layer` saw over `prefix` as read() returns them ((positions, heads x dim), as they reached the
+    steering edit and as it returned them), kept beside the prefix's keys and values: the views of a reply read
+    them (inspect/replay.recorded_pair), and they are the same for every question."""
+    return PREFIXES.get((lm.key, str(lm.device), prefix, "queries", layer), lambda: (read(),))[0]

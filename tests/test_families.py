@@ -195,6 +195,38 @@ def test_a_replay_pair_is_the_two_replays_reading_an_unsteered_prompt_once(prepa
     assert active_hook_count() == 0
 
 
+@pytest.mark.parametrize("positions", ["generated", "all"])
+def test_what_generation_records_of_a_row_gives_the_replays_of_its_reply(prepared, positions):
+    """A Compare records its SAE row as it generates it (model/recording.py): the views' two replays made from
+    that are replay_pair's, to float32 rounding (generation read the prompt in two parts and the reply a token at
+    a time), with the same steered positions; a reply that ended before the last step needs no token run again.
+    The rows' tokens are the same recorded or not."""
+    from steer_core.generation import VIEWS, stream_batch
+    from steer_core.inspect.replay import recorded_pair
+    from steer_core.model.recording import RowRecording
+    from steer_core.prefix_cache import PREFIXES
+
+    family, lm, _, (steer, files) = prepared
+    PREFIXES.forget()  # another family's tiny model has the same name
+    req = Request(Q, A, "sae", "analyze", steer=SteerConfig(strength=2.0, positions=positions, **steer), files=files)
+    reqs, rec = [Request(Q, A), req], RowRecording(1, LAYER)
+    *_, outs = stream_batch(lm, reqs, max_new_tokens=6, ignore_stop=True, record=rec, **VIEWS)
+    plain = generate_batch(lm, reqs, max_new_tokens=6, ignore_stop=True, **VIEWS)
+    assert [o.token_ids for o in outs] == [o.token_ids for o in plain], family
+    assert len(rec.steps) == 5 and (rec.prefix > 0) == (positions == "generated"), family
+    assert rec.whole == (family not in ("mistral", "gemma2", "gemma3")), family  # sliding windows: replayed
+    for reply in (outs[1].token_ids, outs[1].token_ids[:3]):  # run to the end; ended early
+        got, want = recorded_pair(lm, req, reply, rec), replay_pair(lm, req, reply, LAYER)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g.q_in, w.q_in, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(g.q_out, w.q_out, rtol=1e-4, atol=1e-5)
+            keys = g.cache.layers[LAYER].keys, w.cache.layers[LAYER].keys
+            torch.testing.assert_close(*keys, rtol=1e-4, atol=1e-5)
+            assert g.steered_by == w.steered_by, family
+        assert not torch.equal(got[0].q_out, got[1].q_out), f"{family}: the steered side was not steered"
+    assert active_hook_count() == 0
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_prompt_read_in_two_parts_gives_the_logits_of_one_read(family):
     """The interactive views read the prompt's shared prefix (system turn, few-shot examples) and then the question

@@ -17,6 +17,8 @@ import torch
 
 from ..generation import Request
 from ..model.hooks import StopForward, query_edits, stop_above
+from ..model.recording import RowRecording
+from ..prefix_cache import prefix_queries
 from ..prompts import render
 from ..steering.assets import steering_groups
 from ..steering.edits import layer_edits
@@ -110,12 +112,7 @@ def replay_at(
     def phase_edits(phase):
         n = len(prompt) if phase == "prompt" else len(reply_ids)
         edits = layer_edits(lm, groups, phase) if groups else {}
-        by_pos = [None] * n
-        if cfg is not None and layer in edits:
-            for a, b, seg in cfg.segments(phase):
-                end = n if b is None else min(n, b)
-                by_pos[a:end] = [seg] * max(0, end - min(a, n))
-        steered_by.extend(by_pos)
+        steered_by.extend(_configs(cfg if layer in edits else None, phase, n))
         edits[layer] = recording(phase, edits.get(layer))
         return edits
 
@@ -131,9 +128,82 @@ def replay_at(
     return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups, state)
 
 
+def _configs(cfg, phase: str, n: int) -> list:
+    """Which config steered each of a phase's n positions (None: none; cfg None: the layer is not steered)."""
+    by_pos = [None] * n
+    if cfg is not None:
+        for a, b, seg in cfg.segments(phase):
+            end = n if b is None else min(n, b)
+            by_pos[a:end] = [seg] * max(0, end - min(a, n))
+    return by_pos
+
+
 def replay_pair(lm, req: Request, reply_ids: list[int], layer: int) -> tuple[Replay, Replay]:
     """replay_at's steered and unsteered replays of a reply. Where no steering reached the prompt, both read it the
     same way, so the unsteered one starts from the steered one's prompt instead of reading it again: the same
     operations on the same values, the same replays, in about half the time of the second."""
     steered = replay_at(lm, req, reply_ids, layer, keep_prompt=True)
     return steered, replay_at(lm, req, reply_ids, layer, steered=False, start=steered.prompt_state)
+
+
+def _row_cache(rec: RowRecording, start: int, end: int):
+    """Layers 0 to the recorded layer of the recorded row's cache, positions [start, end), as a cache of its own."""
+    from transformers import DynamicCache
+
+    cache, r = DynamicCache(), rec.row
+    for n in range(rec.layer + 1):
+        layer = rec.cache.layers[n]
+        cache.update(layer.keys[r : r + 1, :, start:end].clone(), layer.values[r : r + 1, :, start:end].clone(), n)
+    return cache
+
+
+def _run_recording(lm, ids: list[int], cache, edits: dict, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `ids` over `cache` (extended in place) up to `layer` under `edits`; the (input, output) queries there."""
+    kept: list = []
+    rec = RowRecording(row=0, layer=layer)
+    with query_edits(lm, {**rec.edits(edits, 0, kept), **stop_above(lm, layer)}):
+        try:
+            lm.model(
+                input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True, logits_to_keep=1
+            )
+        except StopForward:
+            pass
+    return kept[0]
+
+
+@torch.no_grad()
+def recorded_pair(lm, req: Request, reply_ids: list[int], rec: RowRecording) -> tuple[Replay, Replay]:
+    """replay_pair's two replays from what generation recorded of the reply's row (model/recording.py). The
+    steered one is the queries and keys generation ran, with the queries of the prompt's cached prefix and of
+    the last reply token, which generation ran through no layer, run here; the unsteered one starts from
+    generation's prompt cache where no steering reached the prompt. They agree with replay_pair's to float32
+    rounding (generation read the prompt in two parts and the reply a token at a time), in about a third of
+    its time. A recording that does not hold every position (RowRecording.whole) gets replay_pair's replays."""
+    from transformers import DynamicCache
+
+    if not rec.whole:
+        return replay_pair(lm, req, list(reply_ids), rec.layer)
+
+    layer, groups, cfg = rec.layer, steering_groups(lm, [req]), req.steer
+    prompt, _ = render(lm.tokenizer, req.messages())
+    P, W, fed = len(prompt), rec.width, min(len(reply_ids), len(rec.steps))
+    prompt_edits = layer_edits(lm, groups, "prompt")
+    pieces = [rec.prompt]
+    if rec.prefix:  # the cached prefix's queries (read without steering), which the prefill did not run
+        prefix = tuple(prompt[: rec.prefix])
+
+        def read():
+            return _run_recording(lm, list(prefix), DynamicCache(), {}, layer)
+
+        pieces.insert(0, prefix_queries(lm, prefix, layer, read))
+    pieces += [(torch.cat([q for q, _ in rec.steps[:fed]]), torch.cat([q for _, q in rec.steps[:fed]]))] if fed else []
+    cache = _row_cache(rec, W - P, W + fed)
+    if fed < len(reply_ids):  # the last token, which generation chose but did not run
+        edits = layer_edits(lm, groups, "generated", start=fed)
+        pieces.append(_run_recording(lm, list(reply_ids[fed:]), cache, edits, layer))
+    q_in, q_out = (torch.cat([p[i] for p in pieces]) for i in (0, 1))
+    steered_by = _configs(cfg if layer in prompt_edits else None, "prompt", P)
+    steered_by += _configs(cfg if layer in layer_edits(lm, groups, "generated") else None, "generated", len(reply_ids))
+    steered = Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups)
+    start = None if prompt_edits else (_row_cache(rec, W - P, W), (q_in[None, :P], q_out[None, :P]))
+    return steered, replay_at(lm, req, list(reply_ids), layer, steered=False, start=start)

@@ -31,6 +31,7 @@ from ..generation import (
 )
 from ..layer_spec import layers_label
 from ..methods import PLAIN
+from ..model.recording import RowRecording
 from ..steering.config import RESIDUAL_LAYERS, SteerConfig
 from ..steering.knobs import knob, knobs_of, same_knob
 from ..steering.model_defaults import residual_layers
@@ -325,17 +326,21 @@ class CompareResult:
         return charts.attention_text(att.tokens, att.change.tolist())
 
 
-def inspect_sae_reply(lm, req: CompareRequest, reply: Output) -> Inspection:
-    """One replay of the SAE-steered reply through its steering (the latent view and the steered side of the
-    attention view), one unsteered replay of it (the attention view's baseline), and the separability map."""
+def inspect_sae_reply(lm, req: CompareRequest, reply: Output, recording: RowRecording | None = None) -> Inspection:
+    """The SAE-steered reply as its steering ran it (the latent view and the steered side of the attention view),
+    an unsteered replay of it (the attention view's baseline), and the separability map. recording: what the
+    generation kept of the reply's row, which spares replaying it (inspect/replay.recorded_pair)."""
     from ..inspect.attention import attention_view
     from ..inspect.latents import latent_view, separability_scores
-    from ..inspect.replay import replay_pair
+    from ..inspect.replay import recorded_pair, replay_pair
 
     t0 = time.time()
     cfg = req.steer("sae")
     sae_req = Request(req.question, req.student_answer, "sae", req.level, steer=cfg, k_shots=req.k_shots)
-    steered, plain = replay_pair(lm, sae_req, reply.token_ids, cfg.middle_layer)
+    if recording is not None:
+        steered, plain = recorded_pair(lm, sae_req, reply.token_ids, recording)
+    else:
+        steered, plain = replay_pair(lm, sae_req, reply.token_ids, cfg.middle_layer)
     latents = latent_view(lm, steered)
     return Inspection(latents, attention_view(lm, steered, plain), separability_scores(lm), time.time() - t0)
 
@@ -351,9 +356,11 @@ def compare_stream(
     req.check_against(lm)
     t0 = time.time()
     reqs = req.requests(residual_layers(lm))
+    sae_row = [r.method for r in reqs].index("sae")
+    recording = RowRecording(sae_row, req.steer("sae").middle_layer) if inspect else None
     outs: list[Output] = []
     for outs in stream_batch(
-        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, **VIEWS
+        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, record=recording, **VIEWS
     ):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
@@ -364,6 +371,6 @@ def compare_stream(
         req, {r.method: o for r, o in zip(reqs, outs)}, {r.method: v for r, v in zip(reqs, verdicts)}
     )
     if inspect:
-        result.inspection = inspect_sae_reply(lm, req, result.outputs["sae"])
+        result.inspection = inspect_sae_reply(lm, req, result.outputs["sae"], recording)
     result.seconds = time.time() - t0
     yield result
