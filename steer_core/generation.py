@@ -122,7 +122,7 @@ def stream_batch(
     own_positions: a decoding step's attention reads each row's own positions only, not the padding a longer
     prompt beside it put there (model/attention_kernel.py; the interactive views). Both agree with the plain way to
     float32 rounding, not bit for bit, so the evaluation and the golden rows use neither.
-    record: keep one row's queries at one layer, and the cache, as the row is generated (model/recording.py)."""
+    record: keep one row's queries at one layer as it is generated, then its keys and values (model/recording.py)."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -155,14 +155,19 @@ def stream_batch(
         for i in torch.nonzero(~done & ~is_stop).flatten().tolist():
             new_ids[i].append(int(nxt[i]))
         done |= is_stop
-        elapsed = time.time() - t0
-        yield [
-            Output(tok.decode(n, skip_special_tokens=True).strip(), r.method, r.level, len(n), elapsed, n)
-            for r, n in zip(requests, new_ids)
-        ]
+        yield _outputs(tok, requests, new_ids, time.time() - t0)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+    if record is not None:  # the recorded row's keys and values, so that the batch's cache can go
+        record.keep(cache, W - len(prompts[record.row]), W + len(record.steps))
+
+
+def _outputs(tok, requests: Sequence[Request], new_ids: list[list[int]], elapsed: float) -> list[Output]:
+    return [
+        Output(tok.decode(n, skip_special_tokens=True).strip(), r.method, r.level, len(n), elapsed, n)
+        for r, n in zip(requests, new_ids)
+    ]
 
 
 def _decode_edits(lm, groups: dict, record: RowRecording | None = None):
@@ -267,7 +272,7 @@ def _prefill(
     distinct prompts of equal length together (no padding, so a long few-shot prompt does not make
     every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
     prefixes: each row's shared prefix length; a row whose steering does not reach the prompt then reads
-    only the rest, over the prefix's cached keys and values. record: the prompt's queries of its row, and the cache.
+    only the rest, over the prefix's cached keys and values. record: the prompt's queries of its row.
     Returns (cache, last-position logits in row order)."""
     from transformers import DynamicCache
 
@@ -299,8 +304,6 @@ def _prefill(
     cache = _joined_cache(lm, [(rows, c) for rows, c, _ in parts], source, width, width + max_new_tokens)
     # rows given one prompt hold copies of its keys and values: the views' attention reads them from one row
     setattr(cache, PROMPT_COPIES, PromptCopies.of(source, width))
-    if record is not None:
-        record.cache, record.width = cache, width
     return cache, logits
 
 

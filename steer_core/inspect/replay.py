@@ -146,14 +146,13 @@ def replay_pair(lm, req: Request, reply_ids: list[int], layer: int) -> tuple[Rep
     return steered, replay_at(lm, req, reply_ids, layer, steered=False, start=steered.prompt_state)
 
 
-def _row_cache(rec: RowRecording, start: int, end: int):
-    """Layers 0 to the recorded layer of the recorded row's cache, positions [start, end), as a cache of its own."""
+def _row_cache(rec: RowRecording, end: int):
+    """The recorded row's keys and values of its first `end` positions, as a cache of its own."""
     from transformers import DynamicCache
 
-    cache, r = DynamicCache(), rec.row
-    for n in range(rec.layer + 1):
-        layer = rec.cache.layers[n]
-        cache.update(layer.keys[r : r + 1, :, start:end].clone(), layer.values[r : r + 1, :, start:end].clone(), n)
+    cache = DynamicCache()
+    for n, (k, v) in enumerate(rec.kv):
+        cache.update(k[:, :, :end], v[:, :, :end], n)
     return cache
 
 
@@ -186,7 +185,7 @@ def recorded_pair(lm, req: Request, reply_ids: list[int], rec: RowRecording) -> 
 
     layer, groups, cfg = rec.layer, steering_groups(lm, [req]), req.steer
     prompt, _ = render(lm.tokenizer, req.messages())
-    P, W, fed = len(prompt), rec.width, min(len(reply_ids), len(rec.steps))
+    P, fed = len(prompt), min(len(reply_ids), len(rec.steps))
     prompt_edits = layer_edits(lm, groups, "prompt")
     pieces = [rec.prompt]
     if rec.prefix:  # the cached prefix's queries (read without steering), which the prefill did not run
@@ -197,7 +196,7 @@ def recorded_pair(lm, req: Request, reply_ids: list[int], rec: RowRecording) -> 
 
         pieces.insert(0, prefix_queries(lm, prefix, layer, read))
     pieces += [(torch.cat([q for q, _ in rec.steps[:fed]]), torch.cat([q for _, q in rec.steps[:fed]]))] if fed else []
-    cache = _row_cache(rec, W - P, W + fed)
+    cache = _row_cache(rec, P + fed)
     if fed < len(reply_ids):  # the last token, which generation chose but did not run
         edits = layer_edits(lm, groups, "generated", start=fed)
         pieces.append(_run_recording(lm, list(reply_ids[fed:]), cache, edits, layer))
@@ -205,5 +204,5 @@ def recorded_pair(lm, req: Request, reply_ids: list[int], rec: RowRecording) -> 
     steered_by = _configs(cfg if layer in prompt_edits else None, "prompt", P)
     steered_by += _configs(cfg if layer in layer_edits(lm, groups, "generated") else None, "generated", len(reply_ids))
     steered = Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups)
-    start = None if prompt_edits else (_row_cache(rec, W - P, W), (q_in[None, :P], q_out[None, :P]))
+    start = None if prompt_edits else (_row_cache(rec, P), (q_in[None, :P], q_out[None, :P]))
     return steered, replay_at(lm, req, list(reply_ids), layer, steered=False, start=start)

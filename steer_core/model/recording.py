@@ -18,25 +18,30 @@ import torch
 class RowRecording:
     """What generation saw of request `row` at `layer`: the prompt positions its prefill read (after the row's
     cached prefix, `prefix` tokens; (positions, heads x dim) queries as they reached the steering edit and as
-    it returned them), each decoding step's (1, heads x dim) pair, and the batch's cache, whose prompts end at
-    `width` (left-padded)."""
+    it returned them), each decoding step's (1, heads x dim) pair, and once it ended (`keep`) the row's keys and
+    values up to `layer`, one (1, kv_heads, positions, dim) pair a layer over the prompt and the tokens it read."""
 
     row: int
     layer: int
     prompt: tuple[torch.Tensor, torch.Tensor] | None = None
     prefix: int = 0
     steps: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    cache: object = None
-    width: int = 0
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def whole(self) -> bool:
-        """Whether the recording holds every position up to its layer: a generation ran, and none of those layers'
-        caches is a sliding window's (which keeps only its last positions)."""
+        """Whether the recording holds every position up to its layer (see `keep`)."""
+        return self.prompt is not None and self.kv is not None
+
+    def keep(self, cache, start: int, end: int) -> None:
+        """Keep the row's keys and values of cache positions [start, end) up to the layer, so that the batch's cache
+        (a Compare's is about 100 MB) can go. Nothing is kept where one of those layers' caches is a sliding
+        window's, which holds only its last positions."""
         from transformers.cache_utils import StaticLayer
 
-        layers = getattr(self.cache, "layers", [])[: self.layer + 1]
-        return self.prompt is not None and len(layers) == self.layer + 1 and all(type(x) is StaticLayer for x in layers)
+        layers, r = cache.layers[: self.layer + 1], self.row
+        if len(layers) == self.layer + 1 and all(type(x) is StaticLayer for x in layers):
+            self.kv = [tuple(t[r : r + 1, :, start:end].clone() for t in (x.keys, x.values)) for x in layers]
 
     def edits(self, edits: Mapping, row: int, into: list) -> dict:
         """`edits` with this layer's edit (or none) wrapped to append (input, output) of the batch's `row` to
