@@ -164,6 +164,7 @@ def stream_batch(
 
 
 def _outputs(tok, requests: Sequence[Request], new_ids: list[list[int]], elapsed: float) -> list[Output]:
+    """Each row's reply so far, as a view shows it after every token."""
     return [
         Output(tok.decode(n, skip_special_tokens=True).strip(), r.method, r.level, len(n), elapsed, n)
         for r, n in zip(requests, new_ids)
