@@ -460,7 +460,7 @@ def separability_map(
         for h in h_heads:
             if not 0 <= int(h) < n_heads:
                 raise ValueError(f"highlight head {h} is out of range [0, {n_heads})")
-        # one layout update for all the outlines: add_shape validates the whole layout again for each (about 5 ms)
+        # one layout update for all the outlines: add_shape validates the whole layout again for each
         outline = {"type": "rect", "xref": "x", "yref": "y", "line": {"color": "#D62728", "width": 3}}
         fig.update_layout(
             shapes=[

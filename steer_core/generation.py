@@ -21,7 +21,7 @@ from .errors import UserError
 from .model import lean_step
 from .model.attention_kernel import PROMPT_COPIES, PromptCopies
 from .model.hooks import query_edits
-from .model.recording import RowRecording
+from .model.recording import RowRecording, recorder
 from .prefix_cache import cache_over, prefix_kv
 from .prompts import DEFAULT_STYLE, render, shared_prefix
 from .steering.assets import steering_groups
@@ -184,7 +184,7 @@ def _decode_edits(lm, groups: dict, record: RowRecording | None = None):
         def made(token):
             return edits
 
-    return made if record is None else lambda token: record.edits(made(token), record.row, record.steps)
+    return made if record is None else lambda token: recorder(made(token), record.layer, record.row, record.steps)
 
 
 @torch.no_grad()
@@ -291,7 +291,7 @@ def _prefill(
         past = cache_over(prefix_kv(lm, prefix), len(rows)) if prefix else DynamicCache()
         edits, kept = layer_edits(lm, steering_groups(lm, sub), "prompt"), []
         if record is not None and source[record.row] in rows:  # the row that reads the recorded row's prompt
-            edits = record.edits(edits, rows.index(source[record.row]), kept)
+            edits = recorder(edits, record.layer, rows.index(source[record.row]), kept)
         with query_edits(lm, edits):
             # logits_to_keep=1: the vocabulary projection of every prompt position would cost more
             # than the rest of the prefill
@@ -313,7 +313,8 @@ def _joined_cache(lm, parts: list, source: list[int], width: int, max_len: int):
     (parts: (rows read together, their cache)), left-padded with zeros to `width`. A growing cache re-copies every
     row's keys and values at each step, which for a batch with a long few-shot prompt cost more than the model's own
     matmuls (torch.profiler: aten::cat 38% of the time). Each part is copied straight to its place: padding,
-    joining and reordering the parts first made a Compare's join 47 ms against 18 (the same tensors)."""
+    joining and reordering the parts first made a Compare's join 32 ms against 14, the same tensors
+    (experiments/prefill_join_ab)."""
     from transformers import StaticCache
     from transformers.cache_utils import StaticLayer
 

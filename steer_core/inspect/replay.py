@@ -17,7 +17,7 @@ import torch
 
 from ..generation import Request
 from ..model.hooks import StopForward, query_edits, stop_above
-from ..model.recording import RowRecording
+from ..model.recording import RowRecording, recorder
 from ..prefix_cache import prefix_queries
 from ..prompts import render
 from ..steering.assets import steering_groups
@@ -93,37 +93,28 @@ def replay_at(
     groups = steering_groups(lm, [req]) if steered else {}
     cfg = req.steer if steered else None
     prompt, _ = render(lm.tokenizer, req.messages())
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    seen: dict[str, list] = {"prompt": [], "generated": []}  # each phase's recorded (q_in, q_out) at `layer`
     steered_by: list = []
     kept: list = []
     keep_prompt = keep_prompt and not (groups and layer_edits(lm, groups, "prompt"))
     if start is not None:
-        seen["prompt"] = start[1]
+        seen["prompt"].append(start[1])
         steered_by.extend([None] * len(prompt))
-
-    def recording(phase, edit):
-        def fn(q):
-            out = edit(q) if edit is not None else None
-            seen[phase] = (q.detach(), (q if out is None else out).detach())
-            return out
-
-        return fn
 
     def phase_edits(phase):
         n = len(prompt) if phase == "prompt" else len(reply_ids)
         edits = layer_edits(lm, groups, phase) if groups else {}
         steered_by.extend(_configs(cfg if layer in edits else None, phase, n))
-        edits[layer] = recording(phase, edits.get(layer))
-        return edits
+        return recorder(edits, layer, 0, seen[phase])
 
     def keep(cache):  # the prompt's state, for an unsteered replay of the same reply
-        if "prompt" in seen:
-            kept.append((copy.deepcopy(cache), seen["prompt"]))
+        if seen["prompt"]:
+            kept.append((copy.deepcopy(cache), seen["prompt"][0]))
 
     cache = replay(
         lm, prompt, reply_ids, phase_edits, layer, None if start is None else start[0], keep if keep_prompt else None
     )
-    q_in, q_out = (torch.cat([seen[p][i][0] for p in ("prompt", "generated") if p in seen]) for i in (0, 1))
+    q_in, q_out = (torch.cat([pair[i] for p in ("prompt", "generated") for pair in seen[p]]) for i in (0, 1))
     state = kept[0] if kept else None
     return Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups, state)
 
@@ -159,8 +150,7 @@ def _row_cache(rec: RowRecording, end: int):
 def _run_recording(lm, ids: list[int], cache, edits: dict, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `ids` over `cache` (extended in place) up to `layer` under `edits`; the (input, output) queries there."""
     kept: list = []
-    rec = RowRecording(row=0, layer=layer)
-    with query_edits(lm, {**rec.edits(edits, 0, kept), **stop_above(lm, layer)}):
+    with query_edits(lm, {**recorder(edits, layer, 0, kept), **stop_above(lm, layer)}):
         try:
             lm.model(
                 input_ids=torch.tensor([ids], device=lm.device), past_key_values=cache, use_cache=True, logits_to_keep=1
@@ -204,5 +194,5 @@ def recorded_pair(lm, req: Request, reply_ids: list[int], rec: RowRecording) -> 
     steered_by = _configs(cfg if layer in prompt_edits else None, "prompt", P)
     steered_by += _configs(cfg if layer in layer_edits(lm, groups, "generated") else None, "generated", len(reply_ids))
     steered = Replay(req, prompt, list(reply_ids), layer, q_in, q_out, steered_by, cache, groups)
-    start = None if prompt_edits else (_row_cache(rec, P), (q_in[None, :P], q_out[None, :P]))
+    start = None if prompt_edits else (_row_cache(rec, P), (q_in[:P], q_out[:P]))
     return steered, replay_at(lm, req, list(reply_ids), layer, steered=False, start=start)

@@ -43,14 +43,15 @@ class RowRecording:
         if len(layers) == self.layer + 1 and all(type(x) is StaticLayer for x in layers):
             self.kv = [tuple(t[r : r + 1, :, start:end].clone() for t in (x.keys, x.values)) for x in layers]
 
-    def edits(self, edits: Mapping, row: int, into: list) -> dict:
-        """`edits` with this layer's edit (or none) wrapped to append (input, output) of the batch's `row` to
-        `into`."""
-        inner = edits.get(self.layer)
 
-        def record(q):
-            out = inner(q) if inner is not None else None
-            into.append((q[row].detach().clone(), (q if out is None else out)[row].detach().clone()))
-            return out
+def recorder(edits: Mapping, layer: int, row: int, into: list) -> dict:
+    """`edits` with `layer`'s edit (or none) wrapped to append copies of the batch's `row` of its queries, as they
+    reached the edit and as it returned them ((positions, heads x dim) each), to `into`."""
+    inner = edits.get(layer)
 
-        return {**edits, self.layer: record}
+    def record(q):
+        out = inner(q) if inner is not None else None
+        into.append((q[row].detach().clone(), (q if out is None else out)[row].detach().clone()))
+        return out
+
+    return {**edits, layer: record}
