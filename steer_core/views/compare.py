@@ -326,21 +326,18 @@ class CompareResult:
         return charts.attention_text(att.tokens, att.change.tolist())
 
 
-def inspect_sae_reply(lm, req: CompareRequest, reply: Output, recording: RowRecording | None = None) -> Inspection:
+def inspect_sae_reply(lm, req: CompareRequest, reply: Output, recording: RowRecording) -> Inspection:
     """The SAE-steered reply as its steering ran it (the latent view and the steered side of the attention view),
     an unsteered replay of it (the attention view's baseline), and the separability map. recording: what the
     generation kept of the reply's row, which spares replaying it (inspect/replay.recorded_pair)."""
     from ..inspect.attention import attention_view
     from ..inspect.latents import latent_view, separability_scores
-    from ..inspect.replay import recorded_pair, replay_pair
+    from ..inspect.replay import recorded_pair
 
     t0 = time.time()
     cfg = req.steer("sae")
     sae_req = Request(req.question, req.student_answer, "sae", req.level, steer=cfg, k_shots=req.k_shots)
-    if recording is not None:
-        steered, plain = recorded_pair(lm, sae_req, reply.token_ids, recording)
-    else:
-        steered, plain = replay_pair(lm, sae_req, reply.token_ids, cfg.middle_layer)
+    steered, plain = recorded_pair(lm, sae_req, reply.token_ids, recording)
     latents = latent_view(lm, steered)
     return Inspection(latents, attention_view(lm, steered, plain), separability_scores(lm), time.time() - t0)
 
