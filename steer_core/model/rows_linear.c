@@ -35,7 +35,8 @@
    and up to 6 rows the loads, not the multiply-adds, set the pace: about 55 GFLOPS a core at 4 rows, against 103
    with each piece loaded once into a register (experiments/kernel_hot.py, the weight in the cache; the core's
    peak is about 117). An empty asm that takes the value in a register keeps it there. From 7 rows the
-   accumulators leave too few registers for the rows' pieces. */
+   accumulators would leave too few registers for the rows' pieces: more rows are two passes (TWO_PASSES). */
+#define MAX_PASS_ROWS 6
 #if defined(__x86_64__)
 #define IN_REGISTER(v) __asm__("" : "+v"(v))
 #else
@@ -53,37 +54,36 @@ static inline float lanes_sum(v16 a) {
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* The outputs of packed block q for R <= 8 rows of x (row stride K); prefetch: whether to prefetch the weight (not
-   where the block is already in the cache). */
+/* The outputs of packed block q for R <= MAX_PASS_ROWS rows of x (row stride K). pass: ONE_PASS, or which of the TWO_PASSES over
+   the block this is (the second reads the block from the cache). The far prefetch runs at the same pace through the
+   time both passes take: each pass prefetches half the block's lines, so memory is not left idle in the second. */
+enum { ONE_PASS, FIRST_PASS, SECOND_PASS };
 static inline __attribute__((always_inline)) void block(const float *P, const float *x, const float *b, float *y,
-                                                        ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q, int prefetch) {
+                                                        ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q, int pass) {
     const ptrdiff_t pieces = K / 16, tail = K % 16;
     const float *p = P + q * BLOCK * K;
-    v16 acc[BLOCK][8];
+    v16 acc[BLOCK][MAX_PASS_ROWS];
     _Pragma("GCC unroll 8") for (int j = 0; j < BLOCK; j++)
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] = (v16){0};
     for (ptrdiff_t c = 0; c < pieces; c++) {
         const float *pc = p + c * BLOCK * 16;
-        if (prefetch) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) {
+        if (pass == ONE_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++)
             __builtin_prefetch(pc + PREFETCH_FAR + j * 16, 0, 2);
-            __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
+        else {
+            const float *half = p + PREFETCH_FAR + (pass == SECOND_PASS ? pieces : 0) * BLOCK * 8 + c * BLOCK * 8;
+            _Pragma("GCC unroll 2") for (int j = 0; j < BLOCK / 2; j++) __builtin_prefetch(half + j * 16, 0, 2);
         }
-        if (R <= 6) { /* the rows' pieces held in registers (IN_REGISTER): a load a row and one an output */
-            v16 xv[6];
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                xv[r] = *(const v16 *)(x + r * K + c * 16);
-                IN_REGISTER(xv[r]);
-            }
-            _Pragma("GCC unroll 8") for (int j = 0; j < BLOCK; j++) {
-                v16 wv = *(const v16 *)(pc + j * 16);
-                IN_REGISTER(wv);
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] += wv * xv[r];
-            }
-        } else {
-            _Pragma("GCC unroll 8") for (int j = 0; j < BLOCK; j++) {
-                v16 wv = *(const v16 *)(pc + j * 16);
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] += wv * *(const v16 *)(x + r * K + c * 16);
-            }
+        if (pass != SECOND_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++)
+            __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
+        v16 xv[MAX_PASS_ROWS]; /* the rows' pieces held in registers (IN_REGISTER): a load a row and one an output */
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
+            xv[r] = *(const v16 *)(x + r * K + c * 16);
+            IN_REGISTER(xv[r]);
+        }
+        _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) {
+            v16 wv = *(const v16 *)(pc + j * 16);
+            IN_REGISTER(wv);
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) acc[j][r] += wv * xv[r];
         }
     }
     const float *pt = p + pieces * BLOCK * 16;
@@ -102,15 +102,20 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
 #define ROWS(n)                                                                 \
     case n:                                                                     \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")       \
-        for (ptrdiff_t q = 0; q < blocks; q++) block(P, x, b, y, O, K, n, q, 1); \
+        for (ptrdiff_t q = 0; q < blocks; q++) block(P, x, b, y, O, K, n, q, ONE_PASS); \
         break;
-/* More than 8 rows: the first 8, then the rest while the block is still in the cache (the weight read once). */
-#define MORE_ROWS(n)                                                            \
+/* From 7 rows: two passes over each block, the second while the block is still in the cache (the weight read
+   once), so that each pass holds its rows' pieces in registers, and the far prefetch paced over both (block's
+   pass). Against 7f32217's one pass of 7 or 8 rows (then the rest), all the default model's weights on an Intel
+   Xeon of 2 cores, two runs (experiments/kernel_ab.py, results/kernel_ab_2026-12-06e and f): 7 rows 36.7 -> 35.6
+   and 31.0 -> 30.2 ms, 10 rows 46.4 -> 41.1 and 38.0 -> 34.9. Two passes without the paced prefetch had been
+   slower at 7 rows on an earlier day (docs/performance.md). */
+#define TWO_PASSES(n, first)                                                    \
     case n:                                                                     \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")       \
         for (ptrdiff_t q = 0; q < blocks; q++) {                                \
-            block(P, x, b, y, O, K, 8, q, 1);                                   \
-            block(P, x + 8 * K, b, y + 8 * O, O, K, n - 8, q, 0);               \
+            block(P, x, b, y, O, K, first, q, FIRST_PASS);                      \
+            block(P, x + first * K, b, y + first * O, O, K, n - first, q, SECOND_PASS); \
         }                                                                       \
         break;
 
@@ -120,7 +125,7 @@ void rows_linear(const float *P, const float *x, const float *b, float *y, ptrdi
                  int threads) {
     const ptrdiff_t blocks = (O + BLOCK - 1) / BLOCK;
     switch (R) {
-        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8) MORE_ROWS(9) MORE_ROWS(10) MORE_ROWS(11)
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) TWO_PASSES(7, 4) TWO_PASSES(8, 4) TWO_PASSES(9, 5) TWO_PASSES(10, 5) TWO_PASSES(11, 6)
     }
 }
 
