@@ -3,7 +3,8 @@ same bits for 1 to 11 rows, and the time of all the weights' products, the two k
 (so that the machine's pace hits both alike). Both read the packed layout, so REV must be at or after the packed
 copy (rows_kernel.pack, commit 2fe1326 or later).
 
-    python -m experiments.kernel_ab 3f07d1e
+    python -m experiments.kernel_ab 3f07d1e            # 1, 4, 7 and 10 rows
+    python -m experiments.kernel_ab 3f07d1e 7 8 7 8    # these row counts, in this order
 
 Prints one JSON object per row count timed: {"rows", "before_ms", "after_ms", "before_gb_s", "after_gb_s"} (the
 median over rounds), after a line saying the outputs were the same bit for bit (or raising where they were not).
@@ -44,8 +45,9 @@ def kernel_at(rev: str, folder: Path) -> RowsKernel:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2 or not all(a.isdigit() and 1 <= int(a) <= MAX_ROWS for a in sys.argv[2:]):
         raise SystemExit(__doc__)
+    timed = [int(a) for a in sys.argv[2:]] or TIMED
     after = rows_kernel()
     if after is None:
         raise SystemExit("the few-row kernel is off here (no C compiler, or STEER_KERNEL=off)")
@@ -66,7 +68,7 @@ def main() -> None:
                 raise AssertionError(f"the kernels differ on a {tuple(w.shape)} weight, {rows} rows")
     print(f"same bits: {len(weights)} weights, 1 to {MAX_ROWS} rows", flush=True)
     nbytes = sum(w.numel() * w.element_size() for w, _, _ in weights)
-    for rows in TIMED:
+    for rows in timed:
         times = {"before": [], "after": []}
         for round_ in range(ROUNDS + 1):  # the first round warms up
             for name, kernel in (("before", before), ("after", after)):
