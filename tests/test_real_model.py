@@ -25,6 +25,19 @@ def test_default_model_loads_with_adapter(lm):
     assert lm.adapter is not None
 
 
+def test_the_shipped_adapter_merges_as_peft_merges_it(lm):
+    """model/lora.py merges the shipped adapter without peft: the loaded weights are peft's merge, bit for bit."""
+    import torch
+
+    from steer_core.model import loading, lora
+    from steer_core.paths import ADAPTER_DIR
+
+    by_peft = lora._merge_with_peft(loading._load_default(torch.device("cpu"))[0], ADAPTER_DIR).state_dict()
+    loaded = lm.model.state_dict()
+    assert loaded.keys() == by_peft.keys()
+    assert all(torch.equal(loaded[k], by_peft[k]) for k in by_peft)
+
+
 def test_shipped_saes_verify(lm):
     from steer_core.sae.store import STORE
 
