@@ -54,9 +54,10 @@ static inline float lanes_sum(v16 a) {
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* The outputs of packed block q for R <= MAX_PASS_ROWS rows of x (row stride K). pass: ONE_PASS, or which of the TWO_PASSES over
-   the block this is (the second reads the block from the cache). The far prefetch runs at the same pace through the
-   time both passes take: each pass prefetches half the block's lines, so memory is not left idle in the second. */
+/* The outputs of packed block q for R <= MAX_PASS_ROWS rows of x (row stride K). pass: ONE_PASS, or which of the
+   TWO_PASSES over the block this is (the second reads the block from the cache). The far prefetch runs at the same
+   pace through the time both passes take: each pass prefetches half the block's lines, so memory is not left idle
+   in the second. */
 enum { ONE_PASS, FIRST_PASS, SECOND_PASS };
 static inline __attribute__((always_inline)) void block(const float *P, const float *x, const float *b, float *y,
                                                         ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q, int pass) {
@@ -107,8 +108,8 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
 /* From 7 rows: two passes over each block, the second while the block is still in the cache (the weight read
    once), so that each pass holds its rows' pieces in registers, and the far prefetch paced over both (block's
    pass). Against 7f32217's one pass of 7 or 8 rows (then the rest), all the default model's weights on an Intel
-   Xeon of 2 cores, two runs (experiments/kernel_ab.py, results/kernel_ab_2026-12-06e and f): 7 rows 36.7 -> 35.6
-   and 31.0 -> 30.2 ms, 10 rows 46.4 -> 41.1 and 38.0 -> 34.9. Two passes without the paced prefetch had been
+   Xeon of 2 cores (experiments/kernel_ab.py, results/kernel_ab_2026-12-06e, f and g): 8 rows 4 and 6% faster,
+   10 rows 8 and 11%, 7 rows 0 to 3% (within the machine's noise). Two passes without the paced prefetch had been
    slower at 7 rows on an earlier day (docs/performance.md). */
 #define TWO_PASSES(n, first)                                                    \
     case n:                                                                     \
@@ -125,7 +126,8 @@ void rows_linear(const float *P, const float *x, const float *b, float *y, ptrdi
                  int threads) {
     const ptrdiff_t blocks = (O + BLOCK - 1) / BLOCK;
     switch (R) {
-        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) TWO_PASSES(7, 4) TWO_PASSES(8, 4) TWO_PASSES(9, 5) TWO_PASSES(10, 5) TWO_PASSES(11, 6)
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)
+        TWO_PASSES(7, 4) TWO_PASSES(8, 4) TWO_PASSES(9, 5) TWO_PASSES(10, 5) TWO_PASSES(11, 6)
     }
 }
 
