@@ -54,10 +54,15 @@ def test_which_adapters_are_plain(tmp_path):
         assert lora._scaling(cfg | other) is None, other
 
 
-def test_an_adapter_that_does_not_fit_the_model_is_left_to_peft_which_refuses_it(tmp_path):
+def test_an_adapter_that_does_not_fit_the_model_is_left_to_peft(tmp_path, monkeypatch):
     adapter = saved_adapter(tmp_path)
     other = tiny_lm().model
     other.model.layers = other.model.layers[:1]  # the adapter names layers this model does not have
     assert lora._plain_merge(other, adapter / "adapter_model.safetensors") is None
+    monkeypatch.setattr(lora, "_merge_with_peft", lambda model, folder: ("peft", folder))
+    assert lora.merge_lora(other, adapter) == ("peft", adapter)
+
+
+def test_a_folder_without_an_adapter_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match="no LoRA adapter"):
-        lora.merge_lora(other, tmp_path / "missing")
+        lora.merge_lora(tiny_lm().model, tmp_path / "missing")
