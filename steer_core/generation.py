@@ -38,7 +38,8 @@ SEED = 0  # generation is greedy unless sampling is asked for; the seed of its s
 MAX_BATCH = 96  # rows of one generation batch when many are run (eval, sweep, instructed replies)
 # How the interactive views generate (stream_batch): prompts read after their cached prefix, attention over each
 # row's own positions. Both agree with the plain way to float32 rounding, not bit for bit: evaluation uses neither.
-VIEWS = {"prefix_cache": True, "own_positions": True}
+# And each row's first word shown as soon as its prompt is read (the same tokens; only when they are shown changes).
+VIEWS = {"prefix_cache": True, "own_positions": True, "first_words": True}
 
 
 def check_inputs(question, student_answer) -> None:
@@ -115,6 +116,7 @@ def stream_batch(
     prefix_cache: bool = False,
     own_positions: bool = False,
     record: RowRecording | None = None,
+    first_words: bool = False,
 ) -> Iterator[list[Output]]:
     """Generate all requests together; yield the outputs so far after every new token.
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work).
@@ -122,7 +124,8 @@ def stream_batch(
     own_positions: a decoding step's attention reads each row's own positions only, not the padding a longer
     prompt beside it put there (model/attention_kernel.py; the interactive views). Both agree with the plain way to
     float32 rounding, not bit for bit, so the evaluation and the golden rows use neither.
-    record: keep one row's queries at one layer as it is generated, then its keys and values (model/recording.py)."""
+    record: keep one row's queries at one layer as it is generated, then its keys and values (model/recording.py).
+    first_words: show each row's first token once its prompt is read, before the other prompts' (_first_words)."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -140,7 +143,9 @@ def stream_batch(
     t0 = time.time()
     edits_for = _decode_edits(lm, groups, record)
     prefixes = [cut for _, cut in encoded] if prefix_cache else None
-    cache, logits = _prefill(lm, requests, prompts, W, max_new_tokens, prefixes, record)
+    reading = _read_prompts(lm, requests, prompts, W, max_new_tokens, prefixes, record)
+    early = first_words and temperature <= 0
+    cache, logits = yield from _first_words(tok, requests, reading, early, None if ignore_stop else stops, t0)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     nxt = None  # the tokens chosen at the previous step
     for step in range(max_new_tokens):
@@ -149,8 +154,7 @@ def stream_batch(
                 lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1, own_positions
             )
             position_ids = position_ids + 1
-        nxt = pick(logits)
-        nxt = torch.where(done, torch.full_like(nxt, tok.eos_token_id), nxt)
+        nxt = torch.where(done, torch.full_like(done, tok.eos_token_id, dtype=torch.long), pick(logits))
         is_stop = torch.isin(nxt, stops) & (not ignore_stop)
         for i in torch.nonzero(~done & ~is_stop).flatten().tolist():
             new_ids[i].append(int(nxt[i]))
@@ -161,6 +165,25 @@ def stream_batch(
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
     if record is not None:  # the recorded row's keys and values, so that the batch's cache can go
         record.keep(cache, W - len(prompts[record.row]), W + len(record.steps))
+
+
+def _first_words(tok, requests: Sequence[Request], reading, show: bool, stops: torch.Tensor | None, t0: float):
+    """Run the prefill generator `reading` to its end; where `show`, yield after each part it reads (but the last)
+    every row's reply so far: the greedy first token of the rows read, nothing for the others. The tokens are those
+    the first step picks, so only when they are shown changes (one yield more; a sampler draws every row's at once,
+    so it shows none early). A Compare's plain rows start before its few-shot prompt is read. stops: the tokens that
+    end a reply (not shown; None: every token shown). Returns the prefill's (cache, logits)."""
+    ids: list[list[int]] = [[] for _ in requests]
+    hidden = set() if stops is None else set(stops.tolist())
+    while True:
+        try:
+            rows, last = next(reading)
+        except StopIteration as finished:
+            return finished.value
+        if show:
+            for r, token in zip(rows, last.max(-1).indices.tolist()):  # the step's pick: argmax, the first largest
+                ids[r] = [] if token in hidden else [token]
+            yield _outputs(tok, requests, ids, time.time() - t0)
 
 
 def _outputs(tok, requests: Sequence[Request], new_ids: list[list[int]], elapsed: float) -> list[Output]:
@@ -259,8 +282,18 @@ def _prompt_steering(req: Request):
     return (req.steer, req.files, req.level, req.style)
 
 
+def _prefill(*args, **kw):
+    """_read_prompts' (cache, last-position logits in row order), its parts read in silence."""
+    reading = _read_prompts(*args, **kw)
+    while True:
+        try:
+            next(reading)
+        except StopIteration as finished:
+            return finished.value
+
+
 @torch.no_grad()
-def _prefill(
+def _read_prompts(
     lm,
     requests: Sequence[Request],
     prompts: list[list[int]],
@@ -274,7 +307,8 @@ def _prefill(
     every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
     prefixes: each row's shared prefix length; a row whose steering does not reach the prompt then reads
     only the rest, over the prefix's cached keys and values. record: the prompt's queries of its row.
-    Returns (cache, last-position logits in row order)."""
+    A generator: after each group read but the last, it yields (the rows given those prompts, their last-position
+    logits) for stream_batch's first words; it returns (cache, last-position logits in row order)."""
     from transformers import DynamicCache
 
     steering = [_prompt_steering(r) for r in requests]
@@ -299,6 +333,9 @@ def _prefill(
         parts.append((rows, out.past_key_values, out.logits[:, -1, :].float()))
         if kept:
             record.prompt, record.prefix = kept[0], len(prefix)
+        if len(parts) < len(groups):
+            given = [r for r, s in enumerate(source) if s in rows]
+            yield given, parts[-1][2][[rows.index(source[r]) for r in given]]
     at = {i: n for n, i in enumerate(i for rows, _, _ in parts for i in rows)}  # read row -> place in the join
     gather = torch.tensor([at[s] for s in source], device=lm.device)
     logits = torch.cat([last for _, _, last in parts])[gather]

@@ -252,3 +252,34 @@ def test_a_target_added_through_the_registry_alone_steers(lm, tmp_path):
         assert run(SteerConfig(layers=(1,), target="amplify", strength=0.0)) == plain
     finally:
         del targets.REGISTRY["amplify"]
+
+
+def _compare_like():
+    """A plain prompt given to two rows and a few-shot prompt: two distinct prompts, read one after the other."""
+    q, a = REQUESTS[2]
+    return [Request(q, a, "none"), Request(q, a, "fewshot", "analyze"), Request(q, a, "none")]
+
+
+def test_first_words_show_the_rows_read_first_and_change_no_token(lm):
+    from steer_core.generation import stream_batch
+
+    reqs = _compare_like()
+    kw = {"max_new_tokens": 5, "ignore_stop": True, "prefix_cache": True}
+    early = list(stream_batch(lm, reqs, first_words=True, **kw))
+    plain = list(stream_batch(lm, reqs, **kw))
+    assert len(early) == len(plain) + 1  # one yield before the first step's
+    first = early[0]
+    assert [o.new_tokens for o in first] == [1, 0, 1]  # the plain prompt's rows, read first; the few-shot row not yet
+    last = plain[-1]
+    assert [o.token_ids for o in first] == [last[0].token_ids[:1], [], last[2].token_ids[:1]]
+    assert [o.token_ids for o in early[-1]] == [o.token_ids for o in plain[-1]]
+    assert [[o.token_ids for o in outs] for outs in early[1:]] == [[o.token_ids for o in outs] for outs in plain]
+
+
+def test_first_words_wait_for_one_prompt_or_a_sampler(lm):
+    from steer_core.generation import stream_batch
+
+    reqs = _compare_like()
+    kw = {"max_new_tokens": 3, "ignore_stop": True, "prefix_cache": True, "first_words": True}
+    assert len(list(stream_batch(lm, reqs[::2], **kw))) == 3  # one prompt: nothing to show before the first step
+    assert len(list(stream_batch(lm, reqs, temperature=0.7, **kw))) == 3  # the sampler draws every row at once
