@@ -115,6 +115,18 @@ def _style(fig: go.Figure, title: str, xtitle: str, ytitle: str, height: int = _
     return _white(fig).update_layout(title_text=title, height=height, xaxis_title_text=xtitle, yaxis_title_text=ytitle)
 
 
+def _made(traces: list[dict], title: str, xtitle: str, ytitle: str, height: int = _HEIGHT, **layout: Any) -> go.Figure:
+    """A figure made whole from plain traces and layout, as `_style` would style it: plotly validates it once,
+    where each trace added and each layout update validates again (a Compare's six charts took about 60 ms made one
+    property at a time). layout's xaxis and yaxis are dicts of the primary axes' properties, given the titles."""
+    xaxis, yaxis = layout.pop("xaxis", {}), layout.pop("yaxis", {})
+    layout |= {"title": {"text": title}, "height": height}
+    layout |= {"xaxis": {**xaxis, "title": {"text": xtitle}}, "yaxis": {**yaxis, "title": {"text": ytitle}}}
+    if pio.templates.default != TEMPLATE:
+        layout["template"] = TEMPLATE
+    return go.Figure({"data": traces, "layout": layout})
+
+
 def _note(fig: go.Figure, text: str) -> go.Figure:
     """Centre a grey message on an otherwise empty figure."""
     fig.add_annotation(
@@ -238,25 +250,27 @@ def latent_bars(
     x = _latent_labels(ids)
     proto_name = f"{level} prototype" if level else "target prototype"
     proto_color = LEVEL_COLORS.get(level or "", "#444444")
-    fig = go.Figure()
-    for name, vals, color in (
-        ("before steering", b, "#BBBBBB"),
-        ("after steering", a, _method_color("sae")),
-        (proto_name, p, proto_color),
-    ):
-        fig.add_trace(
-            go.Bar(
-                x=x,
-                y=vals[ids],
-                name=name,
-                marker_color=color,
-                hovertemplate=f"latent %{{x}}<br>{html.escape(name)}: %{{y:.3f}}<extra></extra>",
-                customdata=None if where is None else [f"{where[0]}.{where[1]}:{int(i)}" for i in ids],
-            )
+    named = {} if where is None else {"customdata": [f"{where[0]}.{where[1]}:{int(i)}" for i in ids]}
+    traces = [
+        {
+            "type": "bar",
+            "x": x,
+            "y": vals[ids],
+            "name": name,
+            "marker": {"color": color},
+            "hovertemplate": f"latent %{{x}}<br>{html.escape(name)}: %{{y:.3f}}<extra></extra>",
+            **named,
+        }
+        for name, vals, color in (
+            ("before steering", b, "#BBBBBB"),
+            ("after steering", a, _method_color("sae")),
+            (proto_name, p, proto_color),
         )
-    fig.update_layout(barmode="group", bargap=0.25)
-    fig.update_xaxes(type="category")
-    return _style(fig, title or "Top latents: before vs after steering vs target", "SAE latent", "mean activation")
+    ]
+    title = title or "Top latents: before vs after steering vs target"
+    return _made(
+        traces, title, "SAE latent", "mean activation", barmode="group", bargap=0.25, xaxis={"type": "category"}
+    )
 
 
 def token_latent_heatmap(
@@ -285,21 +299,21 @@ def token_latent_heatmap(
     z, tokens = z[start:], tokens[start:]
     ids = _given_ids(latent_ids, z.shape[1]) if latent_ids is not None else _top_ids(z.sum(axis=0), top)
     y = [f"{start + i}: {_clean_token(t)}" for i, t in enumerate(tokens)]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z[:, ids],
-            x=_latent_labels(ids),
-            y=y,
-            colorscale="Blues",
-            zmin=0.0 if np.nanmin(z[:, ids]) >= 0 else None,
-            colorbar={"title": {"text": "activation"}, "thickness": 12},
-            hovertemplate="token %{y}<br>latent %{x}<br>activation %{z:.3f}<extra></extra>",
-            customdata=None if where is None else [[f"{where[0]}.{where[1]}:{int(i)}" for i in ids]] * len(y),
-        )
-    )
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category", autorange="reversed")
-    return _style(fig, title, "SAE latent", "token (position: text)", height=380)
+    heat = {
+        "type": "heatmap",
+        "z": z[:, ids],
+        "x": _latent_labels(ids),
+        "y": y,
+        "colorscale": "Blues",
+        "colorbar": {"title": {"text": "activation"}, "thickness": 12},
+        "hovertemplate": "token %{y}<br>latent %{x}<br>activation %{z:.3f}<extra></extra>",
+    }
+    if np.nanmin(z[:, ids]) >= 0:
+        heat["zmin"] = 0.0
+    if where is not None:
+        heat["customdata"] = [[f"{where[0]}.{where[1]}:{int(i)}" for i in ids]] * len(y)
+    axes = {"xaxis": {"type": "category"}, "yaxis": {"type": "category", "autorange": "reversed"}}
+    return _made([heat], title, "SAE latent", "token (position: text)", height=380, **axes)
 
 
 def _trace_matrix(trace: Any) -> np.ndarray:
@@ -312,48 +326,47 @@ def _trace_matrix(trace: Any) -> np.ndarray:
     return d
 
 
-def _add_level_lines(fig: go.Figure, d: np.ndarray, t_idx: int, quantity: str) -> None:
+def _level_lines(d: np.ndarray, t_idx: int, quantity: str) -> list[dict]:
     """One line per level over the steps: the target's bold, solid and marked, the others thin and dotted, so the
     target's course stands out against the five it is compared with."""
     steps = np.arange(d.shape[0])
-    for j, level in enumerate(LEVELS):
-        is_target = j == t_idx
-        fig.add_trace(
-            go.Scatter(
-                x=steps,
-                y=d[:, j],
-                name=f"{level} (target)" if is_target else level,
-                mode="lines+markers" if is_target else "lines",
-                line={
-                    "color": LEVEL_COLORS[level],
-                    "width": 4 if is_target else 1.5,
-                    "dash": "solid" if is_target else "dot",
-                },
-                opacity=1.0 if is_target else 0.7,
-                hovertemplate=f"{level}<br>step %{{x}}<br>{quantity} %{{y:.3f}}<extra></extra>",
-            )
-        )
+    return [
+        {
+            "type": "scatter",
+            "x": steps,
+            "y": d[:, j],
+            "name": f"{level} (target)" if j == t_idx else level,
+            "mode": "lines+markers" if j == t_idx else "lines",
+            "line": {
+                "color": LEVEL_COLORS[level],
+                "width": 4 if j == t_idx else 1.5,
+                "dash": "solid" if j == t_idx else "dot",
+            },
+            "opacity": 1.0 if j == t_idx else 0.7,
+            "hovertemplate": f"{level}<br>step %{{x}}<br>{quantity} %{{y:.3f}}<extra></extra>",
+        }
+        for j, level in enumerate(LEVELS)
+    ]
 
 
-def _add_objective(fig: go.Figure, objective: Any, n_steps: int, name: str) -> None:
-    """The descent's own objective, one value per step, on a second y axis: its scale is not the levels' scale."""
+def _objective_line(objective: Any, n_steps: int, name: str) -> tuple[dict, dict]:
+    """The descent's own objective, one value per step, on a second y axis (its scale is not the levels' scale):
+    (its trace, that axis)."""
     obj = _vector(objective, "objective")
     if len(obj) != n_steps:
         raise ValueError("objective must have one value per step")
-    fig.add_trace(
-        go.Scatter(
-            x=np.arange(n_steps),
-            y=obj,
-            name=f"descent objective: {name}",
-            mode="lines",
-            yaxis="y2",
-            line={"color": "#222", "width": 2, "dash": "dash"},
-            hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": name, "rangemode": "tozero"}
-    )
+    trace = {
+        "type": "scatter",
+        "x": np.arange(n_steps),
+        "y": obj,
+        "name": f"descent objective: {name}",
+        "mode": "lines",
+        "yaxis": "y2",
+        "line": {"color": "#222", "width": 2, "dash": "dash"},
+        "hovertemplate": f"{name}<br>step %{{x}}<br>%{{y:.3f}}<extra></extra>",
+    }
+    axis = {"overlaying": "y", "side": "right", "showgrid": False, "title": {"text": name}, "rangemode": "tozero"}
+    return trace, axis
 
 
 def descent_trace(
@@ -371,48 +384,51 @@ def descent_trace(
     target's line goes the right way (up, or down) when steering moves the code toward its level."""
     t_idx = _check_level(target_level)
     d = _trace_matrix(trace if probs is None else probs)
-    fig = go.Figure()
-    _add_level_lines(fig, d, t_idx, "probability" if probs is not None else "distance")
+    traces = _level_lines(d, t_idx, "probability" if probs is not None else "distance")
+    layout: dict[str, Any] = {"xaxis": {"tickmode": "auto", "rangemode": "tozero"}}
     if objective is not None:
-        _add_objective(fig, objective, d.shape[0], objective_name)
-    fig.update_xaxes(tickmode="auto", rangemode="tozero")
+        trace, layout["yaxis2"] = _objective_line(objective, d.shape[0], objective_name)
+        traces.append(trace)
     if probs is not None:
-        fig.update_yaxes(range=[0, 1])
+        layout["yaxis"] = {"range": [0, 1]}
         title = title or f"Steering toward '{target_level}': each level's probability under the prototypes"
-        return _style(fig, title, "steering step", "probability of the level")
+        return _made(traces, title, "steering step", "probability of the level", **layout)
     title = title or f"Descent toward '{target_level}': distance to each level's prototype"
-    return _style(fig, title, "descent step", "distance to prototype")
+    return _made(traces, title, "descent step", "distance to prototype", **layout)
 
 
 def judge_probs(probs: Mapping[str, Sequence[float]], target_level: str, title: str | None = None) -> go.Figure:
     """Grouped bars of the judge's six level probabilities, one series per method; target level shaded."""
     t_idx = _check_level(target_level)
     title = title or "Judge: probability of each level, per method"
-    fig = go.Figure()
+    traces = []
     for method, values in probs.items():
         v = _vector(values, f"probs[{method!r}]")
         if v.size != len(LEVELS):
             raise ValueError(f"probs[{method!r}] must have {len(LEVELS)} values (one per level), got {v.size}")
         label = _method_label(method)
-        fig.add_trace(
-            go.Bar(
-                x=list(LEVELS),
-                y=v,
-                name=label,
-                marker_color=_method_color(method),
-                hovertemplate=f"{html.escape(label)}<br>%{{x}}: %{{y:.2f}}<extra></extra>",
-            )
+        traces.append(
+            {
+                "type": "bar",
+                "x": list(LEVELS),
+                "y": v,
+                "name": label,
+                "marker": {"color": _method_color(method)},
+                "hovertemplate": f"{html.escape(label)}<br>%{{x}}: %{{y:.2f}}<extra></extra>",
+            }
         )
-    if not fig.data:
-        return _style(_note(fig, "no judge results"), title, "", "")
-    fig.add_vrect(
-        x0=t_idx - 0.5, x1=t_idx + 0.5, fillcolor=LEVEL_COLORS[target_level], opacity=0.15, layer="below", line_width=0
-    )
+    if not traces:
+        return _style(_note(go.Figure(), "no judge results"), title, "", "")
+    shade = {  # the target's column, as add_vrect draws it
+        "type": "rect", "xref": "x", "yref": "y domain", "x0": t_idx - 0.5, "x1": t_idx + 0.5, "y0": 0, "y1": 1,
+        "fillcolor": LEVEL_COLORS[target_level], "opacity": 0.15, "layer": "below", "line": {"width": 0},
+    }  # fmt: skip
     ticktext = [f"<b>{lv} (target)</b>" if i == t_idx else lv for i, lv in enumerate(LEVELS)]
-    fig.update_layout(barmode="group", bargap=0.2)
-    fig.update_xaxes(type="category", tickmode="array", tickvals=list(LEVELS), ticktext=ticktext)
-    fig.update_yaxes(range=[0, 1])
-    return _style(fig, title, "Bloom level", "judge probability")
+    xaxis = {"type": "category", "tickmode": "array", "tickvals": list(LEVELS), "ticktext": ticktext}
+    return _made(
+        traces, title, "Bloom level", "judge probability", shapes=[shade], barmode="group", bargap=0.2,
+        xaxis=xaxis, yaxis={"range": [0, 1]},
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,18 +456,18 @@ def separability_map(
         np.char.add(np.char.add("layer ", np.asarray(layer_labels)[:, None]), ", head "), np.asarray(heads)[None, :]
     )
     text = np.char.add(np.char.add(cell, ": "), np.where(finite, np.char.mod("%.3f", np.nan_to_num(s)), "no SAE"))
-    fig = go.Figure(
-        go.Heatmap(
-            z=s,
-            x=heads,
-            y=layer_labels,
-            text=text,
-            colorscale="Viridis",
-            hoverongaps=True,
-            colorbar={"title": {"text": "separability"}, "thickness": 12},
-            hovertemplate="%{text}<extra></extra>",
-        )
-    )
+    heat = {
+        "type": "heatmap",
+        "z": s,
+        "x": heads,
+        "y": layer_labels,
+        "text": text,
+        "colorscale": "Viridis",
+        "hoverongaps": True,
+        "colorbar": {"title": {"text": "separability"}, "thickness": 12},
+        "hovertemplate": "%{text}<extra></extra>",
+    }
+    layout: dict[str, Any] = {"xaxis": {"type": "category"}, "yaxis": {"type": "category"}}
     if highlight is not None:
         h_layer, h_heads = highlight
         if str(h_layer) not in layer_labels:
@@ -460,22 +476,17 @@ def separability_map(
         for h in h_heads:
             if not 0 <= int(h) < n_heads:
                 raise ValueError(f"highlight head {h} is out of range [0, {n_heads})")
-        # one layout update for all the outlines: add_shape validates the whole layout again for each
         outline = {"type": "rect", "xref": "x", "yref": "y", "line": {"color": "#D62728", "width": 3}}
-        fig.update_layout(
-            shapes=[
-                {**outline, "x0": int(h) - 0.5, "x1": int(h) + 0.5, "y0": row - 0.5, "y1": row + 0.5,
-                 "fillcolor": "rgba(0,0,0,0)"}
-                for h in h_heads
-            ]
-        )  # fmt: skip
+        layout["shapes"] = [
+            {**outline, "x0": int(h) - 0.5, "x1": int(h) + 0.5, "y0": row - 0.5, "y1": row + 0.5,
+             "fillcolor": "rgba(0,0,0,0)"}
+            for h in h_heads
+        ]  # fmt: skip
     if not finite.any():
-        fig.add_annotation(text="no trained SAEs", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category")
-    return _style(
-        fig, title or "Where do the six levels differ? Prototype separability per layer and head", "head h", "layer l"
-    )
+        note = {"text": "no trained SAEs", "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper", "showarrow": False}
+        layout["annotations"] = [note]
+    title = title or "Where do the six levels differ? Prototype separability per layer and head"
+    return _made([heat], title, "head h", "layer l", **layout)
 
 
 def accuracy_by_method_level(summary_rows: Sequence[Mapping[str, Any]], title: str | None = None) -> go.Figure:
@@ -771,19 +782,19 @@ def attention_parts(
     u, st = _vector(unsteered, "unsteered"), _vector(steered, "steered")
     if not len(parts) == len(u) == len(st):
         raise ValueError("parts, unsteered and steered must have the same length")
-    fig = go.Figure()
-    for name, vals, color in (("unsteered", u, _method_color("none")), ("steered", st, _method_color("sae"))):
-        fig.add_trace(
-            go.Bar(
-                x=list(parts),
-                y=vals,
-                name=name,
-                marker={"color": color},
-                hovertemplate="%{x}<br>" + name + " %{y:.3f}<extra></extra>",
-            )
-        )
-    fig.update_layout(barmode="group")
-    return _style(fig, title or "Where the reply looks in the prompt", "part of the prompt", "share of attention")
+    traces = [
+        {
+            "type": "bar",
+            "x": list(parts),
+            "y": vals,
+            "name": name,
+            "marker": {"color": color},
+            "hovertemplate": "%{x}<br>" + name + " %{y:.3f}<extra></extra>",
+        }
+        for name, vals, color in (("unsteered", u, _method_color("none")), ("steered", st, _method_color("sae")))
+    ]
+    title = title or "Where the reply looks in the prompt"
+    return _made(traces, title, "part of the prompt", "share of attention", barmode="group")
 
 
 def attention_text(tokens: Sequence[str], change: Sequence[float], start: int = 0, end: int | None = None) -> str:
