@@ -154,7 +154,7 @@ def stream_batch(
                 lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1, own_positions
             )
             position_ids = position_ids + 1
-        nxt = torch.where(done, torch.full_like(done, tok.eos_token_id, dtype=torch.long), pick(logits))
+        nxt = torch.where(done, tok.eos_token_id, pick(logits))
         is_stop = torch.isin(nxt, stops) & (not ignore_stop)
         for i in torch.nonzero(~done & ~is_stop).flatten().tolist():
             new_ids[i].append(int(nxt[i]))
