@@ -678,47 +678,44 @@ def ladder_chart(
         raise ValueError("targets, judged, target_probs and methods must have the same length")
     for lv in (*targets, *judged):
         _check_level(lv, "level")
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=list(LEVELS),
-            y=list(LEVELS),
-            mode="lines",
-            name="perfect steering",
-            line={"color": "#BBB", "dash": "dash"},
-            hoverinfo="skip",
-        )
-    )
+    traces = [
+        {
+            "type": "scatter", "x": list(LEVELS), "y": list(LEVELS), "mode": "lines", "name": "perfect steering",
+            "line": {"color": "#BBB", "dash": "dash"}, "hoverinfo": "skip",
+        }
+    ]  # fmt: skip
     for m in dict.fromkeys(methods):
         idx = [i for i, mm in enumerate(methods) if mm == m]
-        fig.add_trace(
-            go.Bar(
-                x=[targets[i] for i in idx],
-                y=[float(target_probs[i]) for i in idx],
-                name=f"{_method_label(m)}: probability of the target",
-                marker={"color": _method_color(m), "opacity": 0.25},
-                yaxis="y2",
-                offsetgroup=m,
-                hovertemplate="target %{x}<br>probability %{y:.2f}<extra></extra>",
-            )
+        x = [targets[i] for i in idx]
+        traces.append(
+            {
+                "type": "bar",
+                "x": x,
+                "y": [float(target_probs[i]) for i in idx],
+                "name": f"{_method_label(m)}: probability of the target",
+                "marker": {"color": _method_color(m), "opacity": 0.25},
+                "yaxis": "y2",
+                "offsetgroup": m,
+                "hovertemplate": "target %{x}<br>probability %{y:.2f}<extra></extra>",
+            }
         )
-        fig.add_trace(
-            go.Scatter(
-                x=[targets[i] for i in idx],
-                y=[judged[i] for i in idx],
-                mode="markers",
-                name=f"{_method_label(m)}: judged level",
-                marker={"color": _method_color(m), "size": 14, "line": {"width": 1, "color": "white"}},
-                hovertemplate="target %{x}<br>judged %{y}<extra></extra>",
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": x,
+                "y": [judged[i] for i in idx],
+                "mode": "markers",
+                "name": f"{_method_label(m)}: judged level",
+                "marker": {"color": _method_color(m), "size": 14, "line": {"width": 1, "color": "white"}},
+                "hovertemplate": "target %{x}<br>judged %{y}<extra></extra>",
+            }
         )
-    fig.update_layout(
-        yaxis={"categoryorder": "array", "categoryarray": list(LEVELS), "type": "category"},
-        yaxis2={"overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False, "title": "probability"},
-        xaxis={"categoryorder": "array", "categoryarray": list(LEVELS), "type": "category"},
-        barmode="group",
+    levels = {"categoryorder": "array", "categoryarray": list(LEVELS), "type": "category"}
+    right = {"overlaying": "y", "side": "right", "range": [0, 1], "showgrid": False, "title": {"text": "probability"}}
+    title = title or "Judged level against the level asked for"
+    return _made(
+        traces, title, "target level", "judged level", xaxis=levels, yaxis=levels, yaxis2=right, barmode="group"
     )
-    return _style(fig, title or "Judged level against the level asked for", "target level", "judged level")
 
 
 def sweep_chart(
@@ -737,42 +734,43 @@ def sweep_chart(
     ppl = _vector(perplexities, "perplexities")
     if not len(x) == len(p) == len(ppl):
         raise ValueError("strengths, target_probs and perplexities must have the same length")
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=p,
-            mode="lines+markers",
-            name=f"probability of '{level}' (judge)",
-            line={"color": LEVEL_COLORS[level], "width": 3},
-            hovertemplate="strength %{x}<br>probability %{y:.2f}<extra></extra>",
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=ppl,
-            mode="lines+markers",
-            name="perplexity (lower = more fluent)",
-            yaxis="y2",
-            line={"color": "#555", "dash": "dot"},
-            hovertemplate="strength %{x}<br>perplexity %{y:.2f}<extra></extra>",
-        )
-    )
+    traces = [
+        {
+            "type": "scatter",
+            "x": x,
+            "y": p,
+            "mode": "lines+markers",
+            "name": f"probability of '{level}' (judge)",
+            "line": {"color": LEVEL_COLORS[level], "width": 3},
+            "hovertemplate": "strength %{x}<br>probability %{y:.2f}<extra></extra>",
+        },
+        {
+            "type": "scatter",
+            "x": x,
+            "y": ppl,
+            "mode": "lines+markers",
+            "name": "perplexity (lower = more fluent)",
+            "yaxis": "y2",
+            "line": {"color": "#555", "dash": "dot"},
+            "hovertemplate": "strength %{x}<br>perplexity %{y:.2f}<extra></extra>",
+        },
+    ]
     if baseline_ppl is not None and np.isfinite(baseline_ppl):
-        fig.add_trace(
-            go.Scatter(
-                x=[x.min(), x.max()],
-                y=[1.5 * baseline_ppl] * 2,
-                mode="lines",
-                yaxis="y2",
-                name="1.5x the unsteered perplexity",
-                line={"color": "#D55E00", "dash": "dash", "width": 1},
-                hoverinfo="skip",
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": [x.min(), x.max()],
+                "y": [1.5 * baseline_ppl] * 2,
+                "mode": "lines",
+                "yaxis": "y2",
+                "name": "1.5x the unsteered perplexity",
+                "line": {"color": "#D55E00", "dash": "dash", "width": 1},
+                "hoverinfo": "skip",
+            }
         )
-    fig.update_layout(yaxis={"range": [0, 1]}, yaxis2={"overlaying": "y", "side": "right", "title": "perplexity"})
-    return _style(fig, title or f"Steering strength toward '{level}'", "strength", "probability of the level")
+    right = {"overlaying": "y", "side": "right", "title": {"text": "perplexity"}}
+    title = title or f"Steering strength toward '{level}'"
+    return _made(traces, title, "strength", "probability of the level", yaxis={"range": [0, 1]}, yaxis2=right)
 
 
 def attention_parts(
