@@ -117,8 +117,9 @@ def _style(fig: go.Figure, title: str, xtitle: str, ytitle: str, height: int = _
 
 def _made(traces: list[dict], title: str, xtitle: str, ytitle: str, height: int = _HEIGHT, **layout: Any) -> go.Figure:
     """A figure made whole from plain traces and layout, as `_style` would style it: plotly validates it once,
-    where each trace added and each layout update validates again (a Compare's six charts took about 60 ms made one
-    property at a time). layout's xaxis and yaxis are dicts of the primary axes' properties, given the titles."""
+    where each trace added and each layout update validates again (a Compare click's six charts: 50-85 ms made one
+    property at a time, 15-26 ms whole, the same JSON; experiments/charts_ab). layout's xaxis and yaxis are dicts
+    of the primary axes' properties, given the titles."""
     xaxis, yaxis = layout.pop("xaxis", {}), layout.pop("yaxis", {})
     layout |= {"title": {"text": title}, "height": height}
     layout |= {"xaxis": {**xaxis, "title": {"text": xtitle}}, "yaxis": {**yaxis, "title": {"text": ytitle}}}
