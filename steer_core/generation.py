@@ -144,7 +144,7 @@ def stream_batch(
     edits_for = _decode_edits(lm, groups, record)
     prefixes = [cut for _, cut in encoded] if prefix_cache else None
     reading = _read_prompts(lm, requests, prompts, W, max_new_tokens, prefixes, record)
-    early = first_words and temperature <= 0
+    early = pick if first_words and temperature <= 0 else None  # greedy: a row's pick does not depend on the others
     cache, logits = yield from _first_words(tok, requests, reading, early, None if ignore_stop else stops, t0)
     position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
     nxt = None  # the tokens chosen at the previous step
@@ -167,12 +167,13 @@ def stream_batch(
         record.keep(cache, W - len(prompts[record.row]), W + len(record.steps))
 
 
-def _first_words(tok, requests: Sequence[Request], reading, show: bool, stops: torch.Tensor | None, t0: float):
-    """Run the prefill generator `reading` to its end; where `show`, yield after each part it reads (but the last)
-    every row's reply so far: the greedy first token of the rows read, nothing for the others. The tokens are those
-    the first step picks, so only when they are shown changes (one yield more; a sampler draws every row's at once,
-    so it shows none early). A Compare's plain rows start before its few-shot prompt is read. stops: the tokens that
-    end a reply (not shown; None: every token shown). Returns the prefill's (cache, logits)."""
+def _first_words(tok, requests: Sequence[Request], reading, pick, stops: torch.Tensor | None, t0: float):
+    """Run the prefill generator `reading` to its end; given the greedy `pick`, yield after each part it reads (but
+    the last) every row's reply so far: the first token of the rows read, nothing for the others. The tokens are
+    those the first step picks, so only when they are shown changes (one yield more; a sampler draws every row's at
+    once, so stream_batch gives none and nothing is shown early). A Compare's plain rows start before its few-shot
+    prompt is read. stops: the tokens that end a reply (not shown; None: every token shown). Returns the prefill's
+    (cache, logits)."""
     ids: list[list[int]] = [[] for _ in requests]
     hidden = set() if stops is None else set(stops.tolist())
     while True:
@@ -180,8 +181,8 @@ def _first_words(tok, requests: Sequence[Request], reading, show: bool, stops: t
             rows, last = next(reading)
         except StopIteration as finished:
             return finished.value
-        if show:
-            for r, token in zip(rows, last.max(-1).indices.tolist()):  # the step's pick: argmax, the first largest
+        if pick is not None:
+            for r, token in zip(rows, pick(last).tolist()):
                 ids[r] = [] if token in hidden else [token]
             yield _outputs(tok, requests, ids, time.time() - t0)
 
