@@ -51,7 +51,11 @@ def decode(step, model, prompt: list[int]) -> tuple[list[float], list[int], floa
 @contextlib.contextmanager
 def plain_linears(model):
     """The model's Linear modules with their class's forward, not the few-row kernel's routing (small_batch)."""
-    routed = {m: m.__dict__.pop("forward") for m in model.modules() if "forward" in m.__dict__}
+    routed = {
+        m: m.__dict__.pop("forward")
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and "forward" in m.__dict__
+    }
     try:
         yield
     finally:
