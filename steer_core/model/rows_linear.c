@@ -44,6 +44,31 @@
 #endif
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+/* Built with -DWEIGHT_BF16 (experiments/bf16_weights.py only; the app never builds it): the packed weight holds
+   bfloat16 values, half the bytes to read, each widened to float32 exactly (its 16 bits shifted up) before the same
+   arithmetic. The products then differ from float32 weights' in their bits (the weights are rounded to bfloat16). */
+#ifdef WEIGHT_BF16
+typedef unsigned short weight_t;
+typedef unsigned short u16x16 __attribute__((vector_size(32), aligned(2)));
+typedef unsigned int u32x16 __attribute__((vector_size(64)));
+static inline v16 load_w(const weight_t *p) {
+    return (v16)(__builtin_convertvector(*(const u16x16 *)p, u32x16) << 16);
+}
+static inline float widen(weight_t w) {
+    union { unsigned int u; float f; } c = {(unsigned int)w << 16};
+    return c.f;
+}
+#undef PREFETCH
+#undef PREFETCH_FAR
+#define PREFETCH 1024     /* the same bytes ahead as float32's */
+#define PREFETCH_FAR 6144
+#else
+typedef float weight_t;
+#define load_w(p) (*(const v16 *)(p))
+#define widen(w) (w)
+#endif
+#define LINE (64 / (int)sizeof(weight_t)) /* weight values a cache line holds */
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef float v4 __attribute__((vector_size(16), aligned(4)));
 
@@ -59,41 +84,41 @@ static inline float lanes_sum(v16 a) {
    pace through the time both passes take: each pass prefetches half the block's lines, so memory is not left idle
    in the second. */
 enum { ONE_PASS, FIRST_PASS, SECOND_PASS };
-static inline __attribute__((always_inline)) void block(const float *P, const float *x, const float *b, float *y,
+static inline __attribute__((always_inline)) void block(const weight_t *P, const float *x, const float *b, float *y,
                                                         ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q, int pass) {
     const ptrdiff_t pieces = K / 16, tail = K % 16;
-    const float *p = P + q * BLOCK * K;
+    const weight_t *p = P + q * BLOCK * K;
     v16 acc[BLOCK][MAX_PASS_ROWS];
     _Pragma("GCC unroll 8") for (int j = 0; j < BLOCK; j++)
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) acc[j][r] = (v16){0};
     for (ptrdiff_t c = 0; c < pieces; c++) {
-        const float *pc = p + c * BLOCK * 16;
-        if (pass == ONE_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++)
-            __builtin_prefetch(pc + PREFETCH_FAR + j * 16, 0, 2);
+        const weight_t *pc = p + c * BLOCK * 16;
+        if (pass == ONE_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK * 16 / LINE; j++)
+            __builtin_prefetch(pc + PREFETCH_FAR + j * LINE, 0, 2);
         else {
-            const float *half = p + PREFETCH_FAR + (pass == SECOND_PASS ? pieces : 0) * BLOCK * 8 + c * BLOCK * 8;
-            _Pragma("GCC unroll 2") for (int j = 0; j < BLOCK / 2; j++) __builtin_prefetch(half + j * 16, 0, 2);
+            const weight_t *half = p + PREFETCH_FAR + (pass == SECOND_PASS ? pieces : 0) * BLOCK * 8 + c * BLOCK * 8;
+            _Pragma("GCC unroll 2") for (int j = 0; j < BLOCK * 8 / LINE; j++) __builtin_prefetch(half + j * LINE, 0, 2);
         }
-        if (pass != SECOND_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++)
-            __builtin_prefetch(pc + PREFETCH + j * 16, 0, 3);
+        if (pass != SECOND_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK * 16 / LINE; j++)
+            __builtin_prefetch(pc + PREFETCH + j * LINE, 0, 3);
         v16 xv[MAX_PASS_ROWS]; /* the rows' pieces held in registers (IN_REGISTER): a load a row and one an output */
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
             xv[r] = *(const v16 *)(x + r * K + c * 16);
             IN_REGISTER(xv[r]);
         }
         _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK; j++) {
-            v16 wv = *(const v16 *)(pc + j * 16);
+            v16 wv = load_w(pc + j * 16);
             IN_REGISTER(wv);
             _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) acc[j][r] += wv * xv[r];
         }
     }
-    const float *pt = p + pieces * BLOCK * 16;
+    const weight_t *pt = p + pieces * BLOCK * 16;
     const ptrdiff_t o0 = q * BLOCK;
     _Pragma("GCC unroll 8") for (int j = 0; j < BLOCK; j++) {
         if (o0 + j >= O) break; /* the last block's padding */
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             float s = lanes_sum(acc[j][r]);
-            for (ptrdiff_t t = 0; t < tail; t++) s = __builtin_fmaf(pt[j * tail + t], x[r * K + pieces * 16 + t], s);
+            for (ptrdiff_t t = 0; t < tail; t++) s = __builtin_fmaf(widen(pt[j * tail + t]), x[r * K + pieces * 16 + t], s);
             if (b) s += b[o0 + j];
             y[r * O + o0 + j] = s;
         }
@@ -122,7 +147,7 @@ static inline __attribute__((always_inline)) void block(const float *P, const fl
 
 /* P: W (O, K) packed (O rounded up to a multiple of BLOCK); x: (R, K) and y: (R, O), both contiguous;
    b: (O,) or NULL; R from 1 to 11 (rows_kernel.MAX_ROWS). */
-void rows_linear(const float *P, const float *x, const float *b, float *y, ptrdiff_t O, ptrdiff_t K, int R,
+void rows_linear(const weight_t *P, const float *x, const float *b, float *y, ptrdiff_t O, ptrdiff_t K, int R,
                  int threads) {
     const ptrdiff_t blocks = (O + BLOCK - 1) / BLOCK;
     switch (R) {
