@@ -10,8 +10,8 @@ Writes one JSON object a line:
 - "products": all the model's weights' products at 1, 4 and 7 rows, the two kernels taking turns round by round;
 - "decode": bench's batches (one unsteered reply, the Compare, the ladder; 64 tokens, stop tokens ignored) through
   the app's decoding (generation.VIEWS), float32 and bfloat16 taking turns; each batch's ratio to one reply in the
-  same round and mode, as bench computes it. The prompts are read in float32 in both modes (only decoding steps
-  change);
+  same round and mode, as bench computes it. Products of 12 rows or more, as in reading a prompt, keep MKL's
+  float32 in both modes;
 - "replies": the Compare of every test scenario (18), each toward one level in turn (three per level), in both
   modes, 64 tokens with stop tokens honoured: how many replies are the same token for token, how many first tokens
   agree on average, how often the judge reads the same level in both, and how many SAE-steered replies it reads at
