@@ -69,14 +69,30 @@ class BoundedCache(ProcessCache):
                 self._values[key] = self._values.pop(key)  # now the most recently used
                 return self._values[key]
             value = build()
-            size = self._size_of(value)
+            self.put(key, value)
+            return value
+
+    def peek(self, key: Hashable) -> Any | None:
+        """The value kept for `key` (now the most recently used), or None; builds nothing, so a caller can do its
+        own slow work outside the lock and `put` the result."""
+        with self._lock:
+            if key not in self._values:
+                return None
+            self._values[key] = self._values.pop(key)
+            return self._values[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Keep `value` for `key`, forgetting the least recently used values beyond the budget."""
+        size = self._size_of(value)
+        with self._lock:
+            self._values.pop(key, None)
+            self._sizes.pop(key, None)
             if size > self.max_bytes:
-                return value
+                return
             self._values[key], self._sizes[key] = value, size
             while sum(self._sizes.values()) > self.max_bytes:
                 oldest = next(iter(self._values))
                 del self._values[oldest], self._sizes[oldest]
-            return value
 
     def bytes_held(self) -> int:
         with self._lock:

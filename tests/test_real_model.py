@@ -294,3 +294,26 @@ def test_each_compare_and_ladder_row_is_the_reply_it_gets_alone(lm):
         alone = [generate_batch(lm, [r], max_new_tokens=32, **VIEWS)[0] for r in reqs]
         assert [o.token_ids for o in alone] == [o.token_ids for o in together]
         assert all(o.new_tokens > 0 for o in together)
+
+
+def test_a_compare_clicked_again_with_other_steering_gives_the_whole_batch_s_columns(lm):
+    """reply_cache: the unsteered and few-shot replies kept from the first click, the SAE and query rows generated
+    beside each other only, are token for token the columns of the whole batch with the new steering."""
+    from steer_core.reply_cache import REPLIES, reuses
+    from steer_core.views.compare import CompareRequest, compare_stream
+
+    class Judge:
+        def judge(self, texts):
+            return [{"pred": "apply", "probs": {}} for _ in texts]
+
+    def columns(req, reuse):
+        *_, result = compare_stream(lm, req, judge=Judge(), inspect=False, reuse=reuse)
+        return {m: o.token_ids for m, o in result.outputs.items()}
+
+    first = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=32)
+    other = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=32, strength=1.5, heads=(0, 1))
+    assert reuses(lm, 4, {"own_positions": True})
+    REPLIES.forget()
+    columns(first, reuse=True)
+    assert REPLIES.bytes_held() == 2
+    assert columns(other, reuse=True) == columns(other, reuse=False)

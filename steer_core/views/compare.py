@@ -32,6 +32,7 @@ from ..generation import (
 from ..layer_spec import layers_label
 from ..methods import PLAIN
 from ..model.recording import RowRecording
+from ..reply_cache import stream_reusing
 from ..steering.config import RESIDUAL_LAYERS, SteerConfig
 from ..steering.knobs import knob, knobs_of, same_knob
 from ..steering.model_defaults import residual_layers
@@ -343,11 +344,12 @@ def inspect_sae_reply(lm, req: CompareRequest, reply: Output, recording: RowReco
 
 
 def compare_stream(
-    lm, req: CompareRequest, judge=None, inspect: bool = True, ignore_stop: bool = False
+    lm, req: CompareRequest, judge=None, inspect: bool = True, ignore_stop: bool = False, reuse: bool = True
 ) -> Iterator[CompareResult]:
     """All methods in one batched generation; yields the texts so far after every token, then once more judged
     and (inspect) with the SAE-steered reply's inspection: the whole Compare click. ignore_stop: always
-    generate max_new_tokens (benchmarks compare equal work)."""
+    generate max_new_tokens (benchmarks compare equal work). reuse: the columns that do not steer may be the replies
+    kept from an earlier click with the same question and settings (reply_cache.py), not generated again."""
     if req.level is None:
         raise UserError("choose a Bloom level to steer toward")
     req.check_against(lm)
@@ -356,7 +358,8 @@ def compare_stream(
     sae_row = [r.method for r in reqs].index("sae")
     recording = RowRecording(sae_row, req.steer("sae").middle_layer) if inspect else None
     outs: list[Output] = []
-    for outs in stream_batch(
+    stream = stream_reusing if reuse else stream_batch
+    for outs in stream(
         lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, record=recording, **VIEWS
     ):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
