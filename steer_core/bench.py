@@ -178,11 +178,12 @@ def card_open_s(lm) -> dict:
     return out
 
 
-def compare_click(lm, req: CompareRequest) -> float:
+def compare_click(lm, req: CompareRequest, again: bool = False) -> float:
     """One whole Compare click as the app serves it: the batch (stop tokens ignored, so every round does the same
     work), the judge, the inspection (one steered and one unsteered replay), the charts and the report file.
-    Returns the seconds the inspection took."""
-    *_, result = compare_stream(lm, req, ignore_stop=True)
+    Returns the seconds the inspection took. A new question's click (the ratio targets' figure) reuses no reply;
+    again: the same click once more, whose unsteered and few-shot replies are those kept from the last."""
+    *_, result = compare_stream(lm, req, ignore_stop=True, reuse=again)
     result.figures()
     result.attention_html()
     os.unlink(result.write_report(lm.label))
@@ -195,6 +196,7 @@ RATIOS = (  # (output key, timed variant): each variant's time over the unsteere
     ("query_band_overhead_ratio", "query_band"),
     ("compare4_ratio", "compare4"),
     ("compare_click_ratio", "compare_click"),
+    ("compare_click_again_ratio", "compare_click_again"),
     ("compare4_delta_ratio", "compare4_delta"),
     ("ladder_ratio", "ladder"),
 )
@@ -253,6 +255,7 @@ def run_bench(
         for name, reqs in batches.items()
     }
     fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
+    fns["compare_click_again"] = lambda: compare_click(lm, compare, again=True)
     times = interleaved(fns, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     out = {
@@ -270,6 +273,7 @@ def run_bench(
         **ratio_figures(times),
     }
     out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
+    out["compare_click_again_s"] = round(med["compare_click_again"], 2)  # the same click again (reply_cache)
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
     # the few-shot row's first word: its prompt is read after the plain prompt's rows showed theirs
