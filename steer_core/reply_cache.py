@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
@@ -91,11 +90,10 @@ def stream_reusing(
         return
     if record is not None:
         record.row = run.index(record.row)
-    t0 = time.time()
     for sub in stream_batch(lm, [requests[i] for i in run], max_new_tokens=max_new_tokens, record=record, **decoding):
         outs.update(zip(run, sub))
-        for i in kept:
-            outs[i].seconds = time.time() - t0
+        for i in kept:  # shown as long as the batch has run
+            outs[i].seconds = sub[0].seconds
         yield [outs[i] for i in range(len(requests))]
     for i in run:  # reached only when the batch ended, not when its reader stopped early
         if keys[i] is not None:
