@@ -97,7 +97,8 @@ static inline __attribute__((always_inline)) void block(const weight_t *P, const
             __builtin_prefetch(pc + PREFETCH_FAR + j * LINE, 0, 2);
         else {
             const weight_t *half = p + PREFETCH_FAR + (pass == SECOND_PASS ? pieces : 0) * BLOCK * 8 + c * BLOCK * 8;
-            _Pragma("GCC unroll 2") for (int j = 0; j < BLOCK * 8 / LINE; j++) __builtin_prefetch(half + j * LINE, 0, 2);
+            _Pragma("GCC unroll 2") for (int j = 0; j < BLOCK * 8 / LINE; j++)
+                __builtin_prefetch(half + j * LINE, 0, 2);
         }
         if (pass != SECOND_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK * 16 / LINE; j++)
             __builtin_prefetch(pc + PREFETCH + j * LINE, 0, 3);
@@ -118,7 +119,8 @@ static inline __attribute__((always_inline)) void block(const weight_t *P, const
         if (o0 + j >= O) break; /* the last block's padding */
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             float s = lanes_sum(acc[j][r]);
-            for (ptrdiff_t t = 0; t < tail; t++) s = __builtin_fmaf(widen(pt[j * tail + t]), x[r * K + pieces * 16 + t], s);
+            for (ptrdiff_t t = 0; t < tail; t++)
+                s = __builtin_fmaf(widen(pt[j * tail + t]), x[r * K + pieces * 16 + t], s);
             if (b) s += b[o0 + j];
             y[r * O + o0 + j] = s;
         }
