@@ -1,6 +1,7 @@
 """Engine tests on a tiny random Llama: hooks, SAEs, descent, batching, isolation."""
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -154,6 +155,44 @@ def test_batched_heads_equal_per_head_reference(lm, method, target):
         single = steer_rows(bank, x[:, :, [h]], levels, torch.tensor([h]), cfg)
         assert torch.allclose(batched[:, :, j : j + 1], single, atol=1e-5)
         assert torch.allclose(every[:, :, h : h + 1], single, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk"])
+@pytest.mark.parametrize(
+    "target,strength,mu,heads,rows",
+    [
+        ("prototype", 1.0, 0.0, None, [0, 1, 2]),  # the paper's own: every row, head and position
+        ("prototype", 0.5, 0.5, (1, 3), [0, 1, 2]),
+        ("delta", 1.0, 0.0, None, [2, 0]),
+        ("delta", 2.0, 0.0, (0,), [1]),
+    ],
+)
+def test_a_descent_to_a_point_made_once_gives_steer_rows_bits(lm, architecture, target, strength, mu, heads, rows):
+    """A layer edit runs a closed-form descent to a point with its weights, points and constants made once
+    (edits.PointDescent), and one group of every row and head returns its steered queries whole: the same bits as
+    steer_rows on each group's rows and heads."""
+    from steer_core.steering.edits import PointDescent
+
+    bank = tiny_bank(lm, 1)
+    if architecture == "topk":
+        bank.sae.architecture, bank.sae.k = "topk", 5
+    cfg = SteerConfig(method="sae", layers=(1,), heads=heads, steps=6, lr=0.2, mu=mu, target=target, strength=strength)
+    head_idx = None if heads is None else torch.tensor(heads)
+    levels = torch.tensor([4, 1, 2][: len(rows)])
+    group = RowGroup(torch.tensor(rows), levels, cfg, bank, head_idx)
+    assert PointDescent.of(group) is not None
+    edit = make_layer_edit([group], "generated", 4, 12)
+    for seq in (1, 3):
+        q = torch.randn(3, seq, 48)
+        want = q.view(3, seq, 4, 12).clone()
+        picked = list(heads or range(4))
+        x = want[rows][:, :, picked]
+        want[torch.tensor(rows)[:, None], :, torch.tensor(picked)] = steer_rows(
+            bank, x, levels, head_idx, cfg
+        ).transpose(1, 2)
+        assert torch.equal(edit(q), want.view(3, seq, 48))
+    for other in (dict(distance="cosine"), dict(target="softmax"), dict(target="learned"), dict(lr=0.6)):
+        assert PointDescent.of(RowGroup(torch.tensor(rows), levels, replace(cfg, **other), bank, head_idx)) is None
 
 
 def test_layer_edit_touches_only_its_rows_and_heads(lm):

@@ -80,7 +80,11 @@ class HeadSAEs(nn.Module):
 
     def encode(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
         """x (..., H, d_in) -> codes (..., H, d_sae); with `heads`, x holds only those heads."""
-        W_enc, b_enc, _, b_dec = self.weights(heads)
+        return self.encode_with(x, self.weights(heads))
+
+    def encode_with(self, x: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """encode, with the heads' weights (`weights(heads)`) kept by a caller that encodes at every step."""
+        W_enc, b_enc, _, b_dec = weights
         pre = torch.einsum("...hd,hdk->...hk", x - b_dec, W_enc) + b_enc
         if self.architecture == "topk":  # relu(topk(pre)) == topk(relu(pre)), on k values only
             vals, idx = pre.topk(min(self.k, self.d_sae), dim=-1, sorted=False)

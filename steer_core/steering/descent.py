@@ -53,20 +53,35 @@ def latent_descent(
 
 
 def _l2_descent_closed_form(z0, target, steps, lr, mu, nonneg):
-    """T steps of the l2 descent in one expression, exact when 0 <= c < 1.
+    """T steps of the l2 descent in one expression, exact when 0 <= c < 1 (l2_closed_form); None where it does not
+    hold. Saves T passes over (rows, positions, heads, d_sae) tensors, which dominate the cost of steering a long
+    prompt."""
+    form = l2_closed_form(steps, lr, mu)
+    if form is None or (nonneg and bool((z0 < 0).any())):
+        return None
+    return closed_form_codes(z0, target, lr, mu, form, nonneg)
+
+
+def l2_closed_form(steps: int, lr: float, mu: float) -> tuple[float, float] | None:
+    """The closed form's constants (c^T, (1 - c^T) / (1 - c)), or None where it does not hold.
 
     With l2 distance every coordinate follows its own recurrence z <- relu(c z + b), where
     c = 1 - 2 lr (1 + mu) and b = 2 lr (target + mu z0). For 0 <= c < 1 and z0 >= 0 the unclamped
     sequence u_t = c^t z0 + b (1 - c^t) / (1 - c) is monotone, so the clamped one is u_t until it
-    crosses zero and 0 after: z_T = relu(u_T). Saves T passes over (rows, positions, heads, d_sae)
-    tensors, which dominate the cost of steering a long prompt.
+    crosses zero and 0 after: z_T = relu(u_T).
     """
     c = 1.0 - 2.0 * lr * (1.0 + mu)
-    if not 0.0 <= c < 1.0 or (nonneg and bool((z0 < 0).any())):
+    if not 0.0 <= c < 1.0:
         return None
-    b = 2.0 * lr * (target + mu * z0)
     cT = c**steps
-    u = cT * z0 + b * ((1.0 - cT) / (1.0 - c))
+    return cT, (1.0 - cT) / (1.0 - c)
+
+
+def closed_form_codes(z0, target, lr: float, mu: float, form: tuple[float, float], nonneg: bool = True):
+    """z_T from z0 >= 0 (where nonneg) by the closed form whose constants `form` are (l2_closed_form)."""
+    cT, gain = form
+    b = 2.0 * lr * (target + mu * z0)
+    u = cT * z0 + b * gain
     return torch.relu(u) if nonneg else u
 
 

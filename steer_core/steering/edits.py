@@ -15,7 +15,7 @@ from .. import methods
 from ..model.hooks import FIXED_SHIFT
 from ..sae.layer_files import LayerSAEs
 from .config import SteerConfig
-from .descent import query_descent
+from .descent import closed_form_codes, l2_closed_form, query_descent
 from .targets import CodeEdit
 
 
@@ -58,14 +58,55 @@ def steer_rows(
         if spec.code_offset is not None:  # a fixed code offset decodes to a fixed query shift: no encode
             return x + (cfg.alpha * decode(bank, spec.code_offset(c), heads))[:, None].to(x.dtype)
         z0 = bank.sae.encode(x, heads)
-        z = spec.edit_codes(replace(c, z0=z0))
-        W_dec = bank.sae.weights(heads)[2]
-        return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec).to(x.dtype)  # reconstruction error is kept
+        return _code_change(x, spec.edit_codes(replace(c, z0=z0)), z0, bank.sae.weights(heads)[2])
     point, mean = _level_queries(bank, levels, heads)
     if site == methods.QUERY_SHIFT:  # no descent: the level's mean query minus the mean, added
         return x + cfg.alpha * (point - mean)
     goal = spec.goal(x, point, mean, cfg.alpha)  # raw queries: the same descent on the query itself
     return query_descent(x, goal, cfg.steps, cfg.lr, cfg.mu, cfg.distance)
+
+
+def _code_change(x: torch.Tensor, z: torch.Tensor, z0: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
+    """The queries x with the change from codes z0 to z decoded onto them: the reconstruction error is kept."""
+    return x + torch.einsum("rshk,hkd->rshd", z - z0, W_dec).to(x.dtype)
+
+
+@dataclass
+class PointDescent:
+    """steer_rows for one row group whose target descends in l2 to a point (the paper's prototype, delta) in closed
+    form, with what is the same at every call made once: the heads' weights, the rows' level points, the closed
+    form's constants. The same operations on the same values, so the same bits (tests/test_engine.py), in about
+    0.6 of the time: it runs at every steered layer of every decoding step. The closed form's check that no code
+    is below zero is left out: codes come out of encode's relu."""
+
+    sae: object  # HeadSAEs
+    spec: object  # the target's registry entry
+    weights: tuple
+    point: torch.Tensor
+    mean: torch.Tensor
+    alpha: float
+    lr: float
+    mu: float
+    form: tuple[float, float]
+
+    @classmethod
+    def of(cls, g: RowGroup) -> PointDescent | None:
+        """The group's descent made ready, or None where steer_rows must run (another site or target, a cosine
+        distance, no steps, or steps too long for the closed form)."""
+        cfg, spec = g.cfg, g.cfg.target_spec
+        if cfg.site != methods.CODES or cfg.strength == 0 or spec.goal is None or cfg.distance != "l2":
+            return None
+        form = l2_closed_form(cfg.steps, cfg.lr, cfg.mu) if cfg.steps > 0 else None
+        if form is None:
+            return None
+        c = CodeEdit(g.bank, None, g.levels, g.heads, cfg, g.offsets)
+        return cls(g.bank.sae, spec, g.bank.sae.weights(g.heads), c.prototypes, c.mean_prototype, cfg.alpha,
+                   cfg.lr, cfg.mu, form)  # fmt: skip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        z0 = self.sae.encode_with(x, self.weights)
+        z = closed_form_codes(z0, self.spec.goal(z0, self.point, self.mean, self.alpha), self.lr, self.mu, self.form)
+        return _code_change(x, z, z0, self.weights[2])
 
 
 def decode(bank: LayerSAEs, codes: torch.Tensor, heads: torch.Tensor | None) -> torch.Tensor:
@@ -131,7 +172,15 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         if len(shifts) == 1 and shifts[0][:2] == (0, None) and shifts[0][3] is not None and g.gate is None:
             everywhere.append((g, shifts[0][3]))
         else:
-            rest += shifts
+            rest += [(a, b, part, s, None if s is not None else PointDescent.of(part)) for a, b, part, s in shifts]
+    # one group that steers every row in order, every head and position, by neither a shift nor a gate: its
+    # steered queries are the whole output, made without copying them out and back
+    whole = rest[0] if len(rest) == 1 and not everywhere else None
+    if whole is not None:
+        a, b, g, s, _ = whole
+        plain = s is None and g.heads is None and g.gate is None
+        if (a, b) != (0, None) or not plain or g.rows.tolist() != list(range(len(g.rows))):
+            whole = None
     dense: dict[tuple, torch.Tensor] = {}
 
     def shift(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -151,8 +200,10 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
             q = q + shift(B, q.dtype, q.device)
         if not rest:
             return q
+        if whole is not None and B == len(whole[2].rows):
+            return _steered(whole, q.view(B, S, n_heads, head_dim)).to(q.dtype).view(B, S, n_heads * head_dim)
         out = q.view(B, S, n_heads, head_dim).clone()
-        for a, b, g, s in rest:
+        for a, b, g, s, descent in rest:
             lo, hi = min(a, S), S if b is None else min(S, b)
             if lo >= hi:
                 continue
@@ -165,7 +216,7 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
             elif s is not None:
                 new = x + s[:, None].to(x.dtype)
             else:
-                new = steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets).to(block.dtype)
+                new = _steered((a, b, g, s, descent), x).to(block.dtype)
             if g.heads is None:
                 block = new
             else:
@@ -176,6 +227,12 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
     if not rest:  # the same add at every position: the lean decoding step makes it without calling back
         setattr(edit, FIXED_SHIFT, shift)
     return edit
+
+
+def _steered(entry: tuple, x: torch.Tensor) -> torch.Tensor:
+    """A group's queries x steered by its edit that is not a fixed shift (its PointDescent where it has one)."""
+    _, _, g, _, descent = entry
+    return descent(x) if descent is not None else steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets)
 
 
 def token_coefficients(h: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
