@@ -14,9 +14,10 @@ import torch
 from .. import methods
 from ..model.hooks import FIXED_SHIFT
 from ..sae.layer_files import LayerSAEs
+from ..sae.module import HeadSAEs
 from .config import SteerConfig
 from .descent import closed_form_codes, l2_closed_form, query_descent
-from .targets import CodeEdit
+from .targets import CodeEdit, Target
 
 
 def steer_codes(
@@ -79,9 +80,9 @@ class PointDescent:
     0.6 of the time: it runs at every steered layer of every decoding step. The closed form's check that no code
     is below zero is left out: codes come out of encode's relu."""
 
-    sae: object  # HeadSAEs
-    spec: object  # the target's registry entry
-    weights: tuple
+    sae: HeadSAEs
+    spec: Target  # the target's registry entry
+    weights: tuple[torch.Tensor, ...]  # sae.weights(heads)
     point: torch.Tensor
     mean: torch.Tensor
     alpha: float
@@ -157,6 +158,55 @@ def constant_shift(g: RowGroup) -> torch.Tensor | None:
     return None
 
 
+@dataclass
+class _Part:
+    """One group's positions [a, b) of a forward (b None: to its end), and how they are steered: a fixed shift
+    (rows, heads, head_dim), else the group's descent made ready (PointDescent), else steer_rows."""
+
+    a: int
+    b: int | None
+    g: RowGroup
+    shift: torch.Tensor | None
+    descent: PointDescent | None = None
+
+    def steered(self, x: torch.Tensor) -> torch.Tensor:
+        """The group's queries x steered by an edit that is not a fixed shift."""
+        g = self.g
+        if self.descent is not None:
+            return self.descent(x)
+        return steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets)
+
+    @property
+    def whole(self) -> bool:
+        """It steers every row in order, every head and position, by neither a shift nor a gate: alone, its
+        steered queries are the edit's whole output (no copying them out and back)."""
+        g = self.g
+        plain = self.shift is None and g.heads is None and g.gate is None
+        return (self.a, self.b) == (0, None) and plain and g.rows.tolist() == list(range(len(g.rows)))
+
+    def apply(self, out: torch.Tensor) -> None:
+        """Steer its rows, heads and positions of out (rows, seq, heads, head_dim) in place."""
+        g, S = self.g, out.shape[1]
+        lo, hi = min(self.a, S), S if self.b is None else min(S, self.b)
+        if lo >= hi:
+            return
+        block = out.index_select(0, g.rows)[:, lo:hi]
+        x = block if g.heads is None else block.index_select(2, g.heads)
+        if self.shift is not None and g.gate is not None:  # a fixed shift, times each head's own coefficient
+            gate = g.gate.index_select(0, g.levels)
+            gate = gate if g.heads is None else gate.index_select(1, g.heads)
+            new = x + self.shift[:, None].to(x.dtype) * token_coefficients(x, gate)[..., None].to(x.dtype)
+        elif self.shift is not None:
+            new = x + self.shift[:, None].to(x.dtype)
+        else:
+            new = self.steered(x).to(block.dtype)
+        if g.heads is None:
+            block = new
+        else:
+            block[:, :, g.heads] = new
+        out[g.rows, lo:hi] = block
+
+
 def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: int, start: int = 0):
     """The q_proj edit for one layer and one kind of forward (phase 'prompt' or 'generated'; start: see
     SteerConfig.steered_count), or None when no group steers any of its positions. Groups whose edit
@@ -172,15 +222,8 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         if len(shifts) == 1 and shifts[0][:2] == (0, None) and shifts[0][3] is not None and g.gate is None:
             everywhere.append((g, shifts[0][3]))
         else:
-            rest += [(a, b, part, s, None if s is not None else PointDescent.of(part)) for a, b, part, s in shifts]
-    # one group that steers every row in order, every head and position, by neither a shift nor a gate: its
-    # steered queries are the whole output, made without copying them out and back
-    whole = rest[0] if len(rest) == 1 and not everywhere else None
-    if whole is not None:
-        a, b, g, s, _ = whole
-        plain = s is None and g.heads is None and g.gate is None
-        if (a, b) != (0, None) or not plain or g.rows.tolist() != list(range(len(g.rows))):
-            whole = None
+            rest += [_Part(a, b, part, s, None if s is not None else PointDescent.of(part)) for a, b, part, s in shifts]
+    whole = rest[0] if len(rest) == 1 and not everywhere and rest[0].whole else None
     dense: dict[tuple, torch.Tensor] = {}
 
     def shift(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -200,39 +243,16 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
             q = q + shift(B, q.dtype, q.device)
         if not rest:
             return q
-        if whole is not None and B == len(whole[2].rows):
-            return _steered(whole, q.view(B, S, n_heads, head_dim)).to(q.dtype).view(B, S, n_heads * head_dim)
+        if whole is not None and B == len(whole.g.rows):
+            return whole.steered(q.view(B, S, n_heads, head_dim)).to(q.dtype).view(B, S, n_heads * head_dim)
         out = q.view(B, S, n_heads, head_dim).clone()
-        for a, b, g, s, descent in rest:
-            lo, hi = min(a, S), S if b is None else min(S, b)
-            if lo >= hi:
-                continue
-            block = out.index_select(0, g.rows)[:, lo:hi]
-            x = block if g.heads is None else block.index_select(2, g.heads)
-            if s is not None and g.gate is not None:  # a fixed shift, times each head's own coefficient
-                gate = g.gate.index_select(0, g.levels)
-                gate = gate if g.heads is None else gate.index_select(1, g.heads)
-                new = x + s[:, None].to(x.dtype) * token_coefficients(x, gate)[..., None].to(x.dtype)
-            elif s is not None:
-                new = x + s[:, None].to(x.dtype)
-            else:
-                new = _steered((a, b, g, s, descent), x).to(block.dtype)
-            if g.heads is None:
-                block = new
-            else:
-                block[:, :, g.heads] = new
-            out[g.rows, lo:hi] = block
+        for part in rest:
+            part.apply(out)
         return out.view(B, S, n_heads * head_dim)
 
     if not rest:  # the same add at every position: the lean decoding step makes it without calling back
         setattr(edit, FIXED_SHIFT, shift)
     return edit
-
-
-def _steered(entry: tuple, x: torch.Tensor) -> torch.Tensor:
-    """A group's queries x steered by its edit that is not a fixed shift (its PointDescent where it has one)."""
-    _, _, g, _, descent = entry
-    return descent(x) if descent is not None else steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets)
 
 
 def token_coefficients(h: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
