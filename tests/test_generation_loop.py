@@ -283,3 +283,34 @@ def test_first_words_wait_for_one_prompt_or_a_sampler(lm):
     kw = {"max_new_tokens": 3, "ignore_stop": True, "prefix_cache": True, "first_words": True}
     assert len(list(stream_batch(lm, reqs[::2], **kw))) == 3  # one prompt: nothing to show before the first step
     assert len(list(stream_batch(lm, reqs, temperature=0.7, **kw))) == 3  # the sampler draws every row at once
+
+
+@pytest.mark.parametrize("target", ["prototype", "delta"])
+def test_a_descent_made_ready_once_gives_the_tokens_of_steer_rows(lm, tmp_path, monkeypatch, target):
+    """Generation with each layer's descent to a point made ready once (edits.PointDescent), alone in its batch (its
+    queries the edit's whole output) and beside other rows, through the views' decoding: the tokens of steer_rows
+    at every call."""
+    from tiny import tiny_bank
+
+    from steer_core.generation import VIEWS
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering import edits
+    from steer_core.steering.config import SteerConfig
+
+    for layer in (1, 2):
+        b = tiny_bank(lm, layer, seed=layer)
+        protos = {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}
+        save_layer(tmp_path, lm, layer, b.sae, protos, {}, {})
+    files = SteerFiles(saes=str(tmp_path))
+    steer = SteerConfig(layers=(1, 2), target=target, lr=0.3, strength=0.5 if target == "prototype" else 1.0)
+    q, a = REQUESTS[2]
+    one = [Request(q, a, "sae", "evaluate", steer=steer, files=files)]
+    mixed = [Request(q, a, "none"), *one, Request(*REQUESTS[0], "sae", "remember", steer=steer, files=files)]
+
+    def tokens(reqs):
+        return [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS)]
+
+    made_once = [tokens(one), tokens(mixed)]
+    monkeypatch.setattr(edits.PointDescent, "of", classmethod(lambda cls, g: None))
+    assert made_once == [tokens(one), tokens(mixed)]
+    assert made_once[1][0] != made_once[1][1]  # it steers
