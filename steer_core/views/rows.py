@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from .. import methods
 from ..bloom import LEVELS
-from ..fluency import perplexity
+from ..fluency import perplexities
 from ..generation import VIEWS, Output, Request, stream_batch
 from ..layer_spec import layers_label
 from ..steering.config import RESIDUAL_LAYERS
@@ -201,5 +201,5 @@ def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None)
 
     judge = judge or default_judge()
     verdicts = judge.judge([o.text for o in outs])
-    ppl = [perplexity(lm, req.question, req.student_answer, o.token_ids) for o in outs]
+    ppl = perplexities(lm, req.question, req.student_answer, [o.token_ids for o in outs])
     yield ViewResult(kind, req, rows, outs, verdicts, ppl, time.time() - t0)
