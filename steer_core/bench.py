@@ -23,7 +23,7 @@ from .paths import DEFAULT_MODEL, ROOT
 from .prefix_cache import PREFIXES
 from .steering.config import SteerConfig
 from .views.compare import CompareRequest, compare_stream
-from .views.ladder import ladder_rows
+from .views.ladder import ladder_rows, ladder_stream
 from .views.rows import row_request
 
 Q = "A recipe for 4 people uses 300 g of flour. How much flour is needed for 6 people?"
@@ -190,6 +190,15 @@ def compare_click(lm, req: CompareRequest, again: bool = False) -> float:
     return result.inspection.seconds
 
 
+def ladder_click(lm, req: CompareRequest) -> None:
+    """One whole ladder click as the app serves it: the batch (stop tokens ignored), the judge, the perplexities,
+    the chart and the report files."""
+    *_, result = ladder_stream(lm, req, ignore_stop=True)
+    result.chart().to_json()
+    for path in result.write_files(lm.label):
+        os.unlink(path)
+
+
 RATIOS = (  # (output key, timed variant): each variant's time over the unsteered time of the same round
     ("sae_overhead_ratio", "sae_one"),
     ("sae_band_overhead_ratio", "sae_band"),
@@ -199,6 +208,7 @@ RATIOS = (  # (output key, timed variant): each variant's time over the unsteere
     ("compare_click_again_ratio", "compare_click_again"),
     ("compare4_delta_ratio", "compare4_delta"),
     ("ladder_ratio", "ladder"),
+    ("ladder_click_ratio", "ladder_click"),
 )
 
 
@@ -256,6 +266,7 @@ def run_bench(
     }
     fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
     fns["compare_click_again"] = lambda: compare_click(lm, compare, again=True)
+    fns["ladder_click"] = lambda: ladder_click(lm, compare)
     times = interleaved(fns, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     out = {
@@ -275,6 +286,7 @@ def run_bench(
     out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
     out["compare_click_again_s"] = round(med["compare_click_again"], 2)  # the same click again (reply_cache)
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
+    out["ladder_click_s"] = round(med["ladder_click"], 2)  # the whole ladder: generation, judge, perplexities
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
     # the few-shot row's first word: its prompt is read after the plain prompt's rows showed theirs
     out["first_token_compare4_all_s"] = round(first_token_s(lm, batches["compare4"], repeats, every_row=True), 3)

@@ -71,5 +71,7 @@ def ladder_rows(baseline: str | None = None, prompt: str = methods.PLAIN) -> lis
     return rows
 
 
-def ladder_stream(lm, req: CompareRequest, baseline: str | None = None, judge=None) -> Iterator[ViewResult]:
-    return view_stream(lm, req, ladder_rows(baseline, req.prompt), "ladder", judge)
+def ladder_stream(
+    lm, req: CompareRequest, baseline: str | None = None, judge=None, ignore_stop: bool = False
+) -> Iterator[ViewResult]:
+    return view_stream(lm, req, ladder_rows(baseline, req.prompt), "ladder", judge, ignore_stop)

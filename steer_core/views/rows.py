@@ -188,14 +188,19 @@ class ViewResult:
         return buf.getvalue()
 
 
-def view_stream(lm, req: CompareRequest, rows: list[Row], kind: str, judge=None) -> Iterator[ViewResult]:
+def view_stream(
+    lm, req: CompareRequest, rows: list[Row], kind: str, judge=None, ignore_stop: bool = False
+) -> Iterator[ViewResult]:
     """All rows in one batched generation; yields after every token, then once more judged and with
-    each reply's perplexity under the unsteered model (what the sweep's fluency axis shows)."""
+    each reply's perplexity under the unsteered model (what the sweep's fluency axis shows). ignore_stop: every
+    reply runs to max_new_tokens (bench, so that every round does the same work)."""
     req.check_against(lm)
     t0 = time.time()
     reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
     outs: list[Output] = []
-    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, **VIEWS):
+    for outs in stream_batch(
+        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, **VIEWS
+    ):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 
