@@ -286,7 +286,7 @@ def run_bench(
     out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
     out["compare_click_again_s"] = round(med["compare_click_again"], 2)  # the same click again (reply_cache)
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
-    out["ladder_click_s"] = round(med["ladder_click"], 2)  # the whole ladder: generation, judge, perplexities
+    out["ladder_click_s"] = round(med["ladder_click"], 2)  # the whole ladder: batch, judge, perplexities, files
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
     # the few-shot row's first word: its prompt is read after the plain prompt's rows showed theirs
     out["first_token_compare4_all_s"] = round(first_token_s(lm, batches["compare4"], repeats, every_row=True), 3)

@@ -24,7 +24,8 @@ def perplexity(lm, question: str, student_answer: str, token_ids: Sequence[int],
     return float(torch.exp(nll))
 
 
-CHUNK = 8  # replies a batch: their logits are (replies, tokens, vocabulary), about 100 MB for 8 of 64 tokens
+POSITIONS = 512  # reply tokens a batch reads: its logits and their log-softmax, 2 x 4 bytes x vocabulary each
+# (about 200 MB for the default model's 49,152 words)
 
 
 @torch.no_grad()
@@ -53,8 +54,9 @@ def perplexities(
     )  # fmt: skip
     first = read.logits[:, -1].float()  # what predicts each reply's first token
     kv = tuple((layer.keys, layer.values) for layer in read.past_key_values.layers)
-    for c in range(0, len(live), CHUNK):
-        rows = live[c : c + CHUNK]
+    per_batch = max(1, POSITIONS // max(len(replies[i]) for i in live))
+    for c in range(0, len(live), per_batch):
+        rows = live[c : c + per_batch]
         lengths = torch.tensor([len(replies[i]) for i in rows], device=lm.device)
         tokens = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=lm.device)
         for n, i in enumerate(rows):  # ragged replies into one padded tensor

@@ -159,38 +159,50 @@ def test_batched_heads_equal_per_head_reference(lm, method, target):
 
 @pytest.mark.parametrize("architecture", ["standard", "topk"])
 @pytest.mark.parametrize(
-    "target,strength,mu,heads,rows",
+    "target,strength,mu,heads,rows,extra",
     [
-        ("prototype", 1.0, 0.0, None, [0, 1, 2]),  # the paper's own: every row, head and position
-        ("prototype", 0.5, 0.5, (1, 3), [0, 1, 2]),
-        ("delta", 1.0, 0.0, None, [2, 0]),
-        ("delta", 2.0, 0.0, (0,), [1]),
+        ("prototype", 1.0, 0.0, None, [0, 1, 2], {}),  # the paper's own: every row, head and position
+        ("prototype", 0.5, 0.5, (1, 3), [0, 1, 2], {}),
+        ("delta", 1.0, 0.0, None, [2, 0], {}),
+        ("delta", 2.0, 0.0, (0,), [1], {}),
+        ("prototype", 1.0, 0.0, None, [0, 1, 2], {"first_tokens": 2, "after_first": 0.5}),  # a schedule: two parts
+        ("delta", 1.0, 0.0, (1, 2), [1, 2], {"positions": "all"}),  # the prompt steered too
     ],
 )
-def test_a_descent_to_a_point_made_once_gives_steer_rows_bits(lm, architecture, target, strength, mu, heads, rows):
+def test_a_descent_to_a_point_made_once_gives_steer_rows_bits(
+    lm, architecture, target, strength, mu, heads, rows, extra
+):
     """A layer edit runs a closed-form descent to a point with its weights, points and constants made once
     (edits.PointDescent), and one group of every row and head returns its steered queries whole: the same bits as
-    steer_rows on each group's rows and heads."""
+    steer_rows on each group's rows, heads and positions (each segment of a schedule with its own config), in the
+    prompt and in the reply, one position or several."""
     from steer_core.steering.edits import PointDescent
 
     bank = tiny_bank(lm, 1)
     if architecture == "topk":
         bank.sae.architecture, bank.sae.k = "topk", 5
-    cfg = SteerConfig(method="sae", layers=(1,), heads=heads, steps=6, lr=0.2, mu=mu, target=target, strength=strength)
+    cfg = SteerConfig(
+        method="sae", layers=(1,), heads=heads, steps=6, lr=0.2, mu=mu, target=target, strength=strength, **extra
+    )
     head_idx = None if heads is None else torch.tensor(heads)
     levels = torch.tensor([4, 1, 2][: len(rows)])
     group = RowGroup(torch.tensor(rows), levels, cfg, bank, head_idx)
     assert PointDescent.of(group) is not None
-    edit = make_layer_edit([group], "generated", 4, 12)
-    for seq in (1, 3):
-        q = torch.randn(3, seq, 48)
-        want = q.view(3, seq, 4, 12).clone()
-        picked = list(heads or range(4))
-        x = want[rows][:, :, picked]
-        want[torch.tensor(rows)[:, None], :, torch.tensor(picked)] = steer_rows(
-            bank, x, levels, head_idx, cfg
-        ).transpose(1, 2)
-        assert torch.equal(edit(q), want.view(3, seq, 48))
+    for phase, start in [("generated", 0), ("generated", 1)] + ([("prompt", 0)] if "positions" in extra else []):
+        edit = make_layer_edit([group], phase, 4, 12, start)
+        for seq in (1, 3):
+            q = torch.randn(3, seq, 48)
+            want = q.view(3, seq, 4, 12).clone()
+            picked = torch.tensor(list(heads or range(4)))
+            for a, b, seg in cfg.segments(phase, start):
+                b = seq if b is None else min(b, seq)
+                if a < b:
+                    x = want[rows][:, a:b][:, :, picked]
+                    # (rows, positions, heads, dim) -> the indexed assignment's (rows, heads, positions, dim)
+                    want[torch.tensor(rows)[:, None], a:b, picked] = steer_rows(
+                        bank, x, levels, head_idx, seg
+                    ).transpose(1, 2)
+            assert torch.equal(edit(q), want.view(3, seq, 48)), (phase, start, seq)
     for other in (dict(distance="cosine"), dict(target="softmax"), dict(target="learned"), dict(lr=0.6)):
         assert PointDescent.of(RowGroup(torch.tensor(rows), levels, replace(cfg, **other), bank, head_idx)) is None
 

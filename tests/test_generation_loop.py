@@ -311,6 +311,7 @@ def test_a_descent_made_ready_once_gives_the_tokens_of_steer_rows(lm, tmp_path, 
         return [o.token_ids for o in generate_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS)]
 
     made_once = [tokens(one), tokens(mixed)]
-    monkeypatch.setattr(edits.PointDescent, "of", classmethod(lambda cls, g: None))
+    monkeypatch.setattr(edits.PointDescent, "of", classmethod(lambda cls, g: None))  # steer_rows at every call
+    monkeypatch.setattr(edits._Part, "whole", property(lambda part: False))  # queries copied out and back
     assert made_once == [tokens(one), tokens(mixed)]
     assert made_once[1][0] != made_once[1][1]  # it steers

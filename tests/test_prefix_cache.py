@@ -119,17 +119,21 @@ def test_warming_reads_every_level_s_compare_prefixes(lm):
 def test_perplexities_read_together_are_each_replys_own(lm, monkeypatch):
     """fluency.perplexities (a ladder's or a sweep's replies: the prompt read once after its cached prefix, the
     replies right-padded in batches) gives perplexity() of each reply to float32 rounding: replies of different
-    lengths, one of a single token, an empty one (nan), and more replies than one batch holds."""
+    lengths, one of a single token, an empty one (nan), more replies than one batch holds, and a prompt without a
+    shared prefix."""
     from steer_core import fluency
 
-    monkeypatch.setattr(fluency, "CHUNK", 3)
+    monkeypatch.setattr(fluency, "POSITIONS", 3 * 14)  # three replies a batch: the longest has 14 tokens
     q, a = "Why do seasons change?", "Because the Earth gets closer to the Sun in summer."
     g = torch.Generator().manual_seed(0)
     replies = [torch.randint(3, 90, (n,), generator=g).tolist() for n in (9, 1, 0, 14, 5, 12, 2)]
     together = fluency.perplexities(lm, q, a, replies)
     assert len(PREFIXES._values) == 1  # the prompt's shared prefix, read through the cache
-    for reply, value in zip(replies, together):
+    monkeypatch.setattr(fluency, "shared_prefix", lambda *args: 0)  # a prompt without one: read whole
+    whole = fluency.perplexities(lm, q, a, replies)
+    for reply, value, read_whole in zip(replies, together, whole):
         if not reply:
-            assert value != value  # nan
+            assert value != value and read_whole != read_whole  # nan
         else:
-            assert value == pytest.approx(fluency.perplexity(lm, q, a, reply), rel=1e-4)
+            one = fluency.perplexity(lm, q, a, reply)
+            assert value == pytest.approx(one, rel=1e-4) and read_whole == pytest.approx(one, rel=1e-4)

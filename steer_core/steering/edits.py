@@ -6,6 +6,7 @@ a config steers, and how hard, is SteerConfig.segments; what each target does, t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -93,7 +94,7 @@ class PointDescent:
     @classmethod
     def of(cls, g: RowGroup) -> PointDescent | None:
         """The group's descent made ready, or None where steer_rows must run (another site or target, a cosine
-        distance, no steps, or steps too long for the closed form)."""
+        distance, no steps, or a step size too large for the closed form)."""
         cfg, spec = g.cfg, g.cfg.target_spec
         if cfg.site != methods.CODES or cfg.strength == 0 or spec.goal is None or cfg.distance != "l2":
             return None
@@ -161,13 +162,17 @@ def constant_shift(g: RowGroup) -> torch.Tensor | None:
 @dataclass
 class _Part:
     """One group's positions [a, b) of a forward (b None: to its end), and how they are steered: a fixed shift
-    (rows, heads, head_dim), else the group's descent made ready (PointDescent), else steer_rows."""
+    (rows, heads, head_dim), else the group's descent made ready (PointDescent, on its first call: a schedule's
+    edits are made again at every step, and a part a forward never reaches is never made ready), else steer_rows."""
 
     a: int
     b: int | None
     g: RowGroup
     shift: torch.Tensor | None
-    descent: PointDescent | None = None
+
+    @functools.cached_property
+    def descent(self) -> PointDescent | None:
+        return None if self.shift is not None else PointDescent.of(self.g)
 
     def steered(self, x: torch.Tensor) -> torch.Tensor:
         """The group's queries x steered by an edit that is not a fixed shift."""
@@ -176,12 +181,13 @@ class _Part:
             return self.descent(x)
         return steer_rows(g.bank, x, g.levels, g.heads, g.cfg, g.offsets)
 
-    @property
+    @functools.cached_property
     def whole(self) -> bool:
         """It steers every row in order, every head and position, by neither a shift nor a gate: alone, its
-        steered queries are the edit's whole output (no copying them out and back)."""
+        steered queries are the edit's whole output (no copying them out and back). Only on the CPU, where those
+        copies cost most and reading the rows waits for no device."""
         g = self.g
-        plain = self.shift is None and g.heads is None and g.gate is None
+        plain = self.shift is None and g.heads is None and g.gate is None and g.rows.device.type == "cpu"
         return (self.a, self.b) == (0, None) and plain and g.rows.tolist() == list(range(len(g.rows)))
 
     def apply(self, out: torch.Tensor) -> None:
@@ -222,8 +228,8 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
         if len(shifts) == 1 and shifts[0][:2] == (0, None) and shifts[0][3] is not None and g.gate is None:
             everywhere.append((g, shifts[0][3]))
         else:
-            rest += [_Part(a, b, part, s, None if s is not None else PointDescent.of(part)) for a, b, part, s in shifts]
-    whole = rest[0] if len(rest) == 1 and not everywhere and rest[0].whole else None
+            rest += [_Part(a, b, part, s) for a, b, part, s in shifts]
+    whole = rest[0] if len(rest) == 1 and not everywhere else None  # used where it is whole (_Part.whole)
     dense: dict[tuple, torch.Tensor] = {}
 
     def shift(rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -243,7 +249,7 @@ def make_layer_edit(groups: list[RowGroup], phase: str, n_heads: int, head_dim: 
             q = q + shift(B, q.dtype, q.device)
         if not rest:
             return q
-        if whole is not None and B == len(whole.g.rows):
+        if whole is not None and B == len(whole.g.rows) and whole.whole:
             return whole.steered(q.view(B, S, n_heads, head_dim)).to(q.dtype).view(B, S, n_heads * head_dim)
         out = q.view(B, S, n_heads, head_dim).clone()
         for part in rest:
