@@ -35,9 +35,9 @@ def perplexities(
     """perplexity() of each of several replies to one prompt (nan for an empty one): the prompt read once, after
     its shared prefix's cached keys and values (prefix_cache), and the replies together after it, right-padded (a
     reply's tokens see the prompt and their own reply's earlier tokens only). What a ladder or a sweep shows of its
-    seven or more replies, in about half the time of one forward each. The same values to float32 rounding, not bit
-    for bit (the same products in other shapes and parts): evaluation keeps perplexity(), whose values its
-    recorded rows hold."""
+    seven or more replies, in about half the time of one forward each. The same values to the rounding of the
+    model's dtype (float32 as models load here), not bit for bit (the same products in other shapes and parts):
+    evaluation keeps perplexity(), whose values its recorded rows hold."""
     from transformers import DynamicCache
 
     out = [float("nan")] * len(replies)
