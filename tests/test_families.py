@@ -249,3 +249,24 @@ def test_a_prompt_read_in_two_parts_gives_the_logits_of_one_read(family):
     finally:
         PREFIXES.forget()
     torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_views_perplexities_read_together_are_each_replys_own(family):
+    """A ladder's and a sweep's perplexities (fluency.perplexities: the prompt read once after its cached prefix, the
+    replies right-padded together) are each reply's own (fluency.perplexity, one forward each), to float32 rounding,
+    in every family: sliding windows shorter than the prompt, soft-capping, a base model's plain prompt."""
+    from steer_core import fluency
+    from steer_core.prefix_cache import PREFIXES
+
+    lm = tiny_family_lm(family, seed=4, tokenizer=tokenizer_for(family))
+    g = torch.Generator().manual_seed(1)
+    replies = [torch.randint(3, len(lm.tokenizer), (n,), generator=g).tolist() for n in (9, 1, 20, 0)]
+    PREFIXES.forget()
+    try:
+        together = fluency.perplexities(lm, Q, A, replies)
+    finally:
+        PREFIXES.forget()
+    assert together[-1] != together[-1]  # an empty reply: nan
+    for reply, value in zip(replies[:-1], together):
+        assert value == pytest.approx(fluency.perplexity(lm, Q, A, reply), rel=1e-4)
