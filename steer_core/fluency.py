@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .prefix_cache import cache_over, prefix_kv
-from .prompts import DEFAULT_STYLE, messages, render, shared_prefix
+from .prompts import DEFAULT_STYLE, messages, pad_right, render, shared_prefix
 
 
 @torch.no_grad()
@@ -57,15 +57,13 @@ def perplexities(
     per_batch = max(1, POSITIONS // max(len(replies[i]) for i in live))
     for c in range(0, len(live), per_batch):
         rows = live[c : c + per_batch]
-        lengths = torch.tensor([len(replies[i]) for i in rows], device=lm.device)
-        tokens = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=lm.device)
-        for n, i in enumerate(rows):  # ragged replies into one padded tensor
-            tokens[n, : len(replies[i])] = torch.tensor(list(replies[i]), device=lm.device)
+        tokens, real, _ = (t.to(lm.device) for t in pad_right([(list(replies[i]), 0) for i in rows], 0))
         logits = lm.model(input_ids=tokens, past_key_values=cache_over(kv, len(rows)), use_cache=True).logits
         # token t + 1 is predicted at position t (the first token at the prompt's last position); a reply's last
         # position and its padding predict nothing (-100: cross_entropy's ignored target)
-        following = torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], -100)], dim=1)
-        following[torch.arange(tokens.shape[1], device=lm.device)[None] >= lengths[:, None] - 1] = -100
+        following = torch.full_like(tokens, -100)
+        following[:, :-1] = tokens[:, 1:].masked_fill(~real[:, 1:], -100)
+        lengths = real.sum(1)
         nll = F.cross_entropy(logits.flatten(0, 1).float(), following.flatten(), reduction="none")
         nll = nll.view(len(rows), -1).sum(1) + F.cross_entropy(
             first.expand(len(rows), -1), tokens[:, 0], reduction="none"

@@ -59,8 +59,9 @@ def steer_rows(
         c = CodeEdit(bank, None, levels, heads, cfg, offsets)
         if spec.code_offset is not None:  # a fixed code offset decodes to a fixed query shift: no encode
             return x + (cfg.alpha * decode(bank, spec.code_offset(c), heads))[:, None].to(x.dtype)
-        z0 = bank.sae.encode(x, heads)
-        return _code_change(x, spec.edit_codes(replace(c, z0=z0)), z0, bank.sae.weights(heads)[2])
+        weights = bank.sae.weights(heads)
+        z0 = bank.sae.encode_with(x, weights)
+        return _code_change(x, spec.edit_codes(replace(c, z0=z0)), z0, weights[2])
     point, mean = _level_queries(bank, levels, heads)
     if site == methods.QUERY_SHIFT:  # no descent: the level's mean query minus the mean, added
         return x + cfg.alpha * (point - mean)
