@@ -20,7 +20,7 @@ from .bloom import normalize_level
 from .errors import UserError
 from .model import lean_step
 from .model.attention_kernel import PROMPT_COPIES, PromptCopies
-from .model.hooks import query_edits
+from .model.hooks import dispatchers_held, query_edits
 from .model.recording import RowRecording, recorder
 from .prefix_cache import cache_over, prefix_kv
 from .prompts import DEFAULT_STYLE, render, shared_prefix
@@ -146,23 +146,23 @@ def stream_batch(
     reading = _read_prompts(lm, requests, prompts, W, max_new_tokens, prefixes, record)
     early = pick if first_words and temperature <= 0 else None  # greedy: a row's pick does not depend on the others
     cache, logits = yield from _first_words(tok, requests, reading, early, None if ignore_stop else stops, t0)
-    position_ids = torch.tensor([[len(p)] for p in prompts], device=device)
-    nxt = None  # the tokens chosen at the previous step
-    for step in range(max_new_tokens):
-        if step > 0:  # step s reads the token chosen at step s-1 (generated token s-1)
-            logits = _decode_step(
-                lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1, own_positions
-            )
-            position_ids = position_ids + 1
-        nxt = torch.where(done, tok.eos_token_id, pick(logits))
-        is_stop = torch.isin(nxt, stops) & (not ignore_stop)
-        for i in torch.nonzero(~done & ~is_stop).flatten().tolist():
-            new_ids[i].append(int(nxt[i]))
-        done |= is_stop
-        yield _outputs(tok, requests, new_ids, time.time() - t0)
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+    position_ids, nxt = torch.tensor([[len(p)] for p in prompts], device=device), None  # nxt: the last step's picks
+    with dispatchers_held(lm, [*groups, *([] if record is None else [record.layer])]):  # every site a step edits
+        for step in range(max_new_tokens):
+            if step > 0:  # step s reads the token chosen at step s-1 (generated token s-1)
+                logits = _decode_step(
+                    lm, edits_for(step - 1), nxt[:, None], mask, position_ids, cache, W + step - 1, own_positions
+                )
+                position_ids = position_ids + 1
+            nxt = torch.where(done, tok.eos_token_id, pick(logits))
+            is_stop = torch.isin(nxt, stops) & (not ignore_stop)
+            for i in torch.nonzero(~done & ~is_stop).flatten().tolist():
+                new_ids[i].append(int(nxt[i]))
+            done |= is_stop
+            yield _outputs(tok, requests, new_ids, time.time() - t0)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
     if record is not None:  # the recorded row's keys and values, so that the batch's cache can go
         record.keep(cache, W - len(prompts[record.row]), W + len(record.steps))
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny import tiny_bank, tiny_lm
 
-from steer_core.model.hooks import FIXED_SHIFT, active_hook_count, capture_queries, query_edits
+from steer_core.model.hooks import FIXED_SHIFT, active_hook_count, capture_queries, dispatchers_held, query_edits
 from steer_core.sae.module import (
     HeadSAEs,
     SAEFileError,
@@ -57,6 +57,35 @@ def test_edit_changes_output_and_hooks_leave_on_exception(lm):
     assert active_hook_count() == 0
     assert all(not m.self_attn.q_proj._forward_hooks for m in lm.model.model.layers)
     assert torch.equal(ref, logits(lm, x))
+
+
+def test_held_dispatchers_stay_through_their_block_and_leave_outputs_alone(lm):
+    x = ids()
+    ref = logits(lm, x)
+    q0 = lm.model.model.layers[0].self_attn.q_proj
+    with dispatchers_held(lm, [0, ("residual", 1)]):
+        assert active_hook_count() == 2 and len(q0._forward_hooks) == 1
+        assert torch.equal(ref, logits(lm, x))  # held, with no edit in this context: bit for bit
+        hook = next(iter(q0._forward_hooks.values()))
+        for _ in range(2):  # a step's edits come and go; the held dispatcher is the same one, not registered again
+            with query_edits(lm, {0: lambda q: q * 3}):
+                assert not torch.equal(ref, logits(lm, x)) and active_hook_count() == 2
+            assert next(iter(q0._forward_hooks.values())) is hook
+        with query_edits(lm, {2: lambda q: q}):  # a site not held comes and goes as before
+            assert active_hook_count() == 3
+        assert active_hook_count() == 2 and torch.equal(ref, logits(lm, x))
+    assert active_hook_count() == 0 and not q0._forward_hooks
+
+
+def test_held_dispatchers_leave_on_exception_and_a_bad_site_takes_none(lm):
+    with pytest.raises(RuntimeError):
+        with dispatchers_held(lm, [0, 1]):
+            raise RuntimeError("boom")
+    assert active_hook_count() == 0
+    with pytest.raises(ValueError):
+        with dispatchers_held(lm, [0, 99]):
+            pass
+    assert active_hook_count() == 0
 
 
 def test_capture_shapes(lm):
@@ -435,3 +464,22 @@ def test_for_method_is_idempotent_and_the_label_states_the_scale_applied(method,
     req = Request("What is 2 + 2?", "5", method, "create", steer=cfg)
     assert req.steer == cfg and req.steer.label == cfg.label
     assert f"a{cfg.alpha:g}" in cfg.label or (cfg.target == "prototype" and cfg.alpha == 1)
+
+
+def test_separability_is_kept_while_its_prototypes_stay_loaded_and_unchanged():
+    from steer_core.inspect import latents
+    from steer_core.sae.prototypes import separability
+
+    codes = torch.rand(6, 3, 16, generator=torch.Generator().manual_seed(0))
+    first = latents._separability(codes)
+    assert latents._separability(codes) is first  # kept: the same prototypes
+    assert (first == separability(codes).numpy()).all()
+    codes[0] *= 3  # changed in place: read again
+    again = latents._separability(codes)
+    assert again is not first and (again == separability(codes).numpy()).all()
+    other = codes.clone()  # other prototypes with the same values: their own entry
+    assert latents._separability(other) is not again
+    del other
+    fresh = torch.rand(6, 3, 16)
+    latents._separability(fresh)  # a miss drops the entries of prototypes since unloaded
+    assert all(ref() is not None for ref, _, _ in latents._SEPARABILITY.values())

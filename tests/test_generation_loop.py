@@ -315,3 +315,54 @@ def test_a_descent_made_ready_once_gives_the_tokens_of_steer_rows(lm, tmp_path, 
     monkeypatch.setattr(edits._Part, "whole", property(lambda part: False))  # queries copied out and back
     assert made_once == [tokens(one), tokens(mixed)]
     assert made_once[1][0] != made_once[1][1]  # it steers
+
+
+def test_a_generation_registers_each_hook_once_and_leaves_none(lm, tmp_path, monkeypatch):
+    """The decoding loop holds its sites' dispatchers (hooks.dispatchers_held): each step switches its edits on and
+    off without registering a hook again; the tokens are those of registering them at every step; a stream closed
+    part way leaves no hook behind."""
+    import contextlib
+    from collections import Counter
+
+    from tiny import tiny_bank
+
+    from steer_core import generation
+    from steer_core.generation import VIEWS, stream_batch
+    from steer_core.model import hooks
+    from steer_core.model.recording import RowRecording
+    from steer_core.sae.layer_files import save_layer
+    from steer_core.steering.config import SteerConfig
+
+    for layer in (1, 2):
+        b = tiny_bank(lm, layer, seed=layer)
+        protos = {"codes": b.codes * 20, "queries": b.queries, "query_all": b.query_all}
+        save_layer(tmp_path, lm, layer, b.sae, protos, {}, {})
+    files = SteerFiles(saes=str(tmp_path))
+    q, a = REQUESTS[2]
+    reqs = [
+        Request(q, a, "none"),
+        Request(q, a, "sae", "evaluate", steer=SteerConfig(layers=(1, 2), target="prototype", lr=0.3), files=files),
+        Request(q, a, "sae", "remember", steer=SteerConfig(layers=(1,), target="delta", first_tokens=3), files=files),
+    ]
+    made = []
+    dispatcher = hooks._dispatcher
+    monkeypatch.setattr(hooks, "_dispatcher", lambda key: made.append(key) or dispatcher(key))
+
+    def tokens():
+        record = RowRecording(1, 0)  # a recorded layer that no edit steers: held too
+        outs = list(stream_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, record=record, **VIEWS))[-1]
+        return [o.token_ids for o in outs]
+
+    held = tokens()
+    # each site's hook registered once for the loop (the recorded layer's once more, for the prompt's read)
+    assert len(set(made)) == 3 and max(Counter(made).values()) <= 2
+    assert hooks.active_hook_count() == 0
+    made.clear()
+    monkeypatch.setattr(generation, "dispatchers_held", lambda lm, sites: contextlib.nullcontext())
+    assert tokens() == held and min(Counter(made).values()) >= 11  # registered at every step, the same tokens
+    monkeypatch.undo()
+    stream = stream_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS)
+    next(stream), next(stream)
+    assert hooks.active_hook_count() == 2  # layers 1 and 2 held between steps, with no edit active
+    stream.close()
+    assert hooks.active_hook_count() == 0

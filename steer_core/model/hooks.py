@@ -109,16 +109,10 @@ def query_edits(lm, edits: Mapping[Site, QueryEdit]) -> Iterator[None]:
     for site, fn in edits.items():
         module = site_module(lm, site)
         keyed[(id(module), site)] = (module, fn if isinstance(site, tuple) else _on_flat_queries(lm, fn))
-    acquired = []
+    acquired: list = []
     token = None
     try:
-        with _LOCK:
-            for key, (module, _) in keyed.items():
-                slot = _INSTALLED.get(key)
-                if slot is None:
-                    slot = _INSTALLED[key] = [module.register_forward_hook(_dispatcher(key)), 0]
-                slot[1] += 1
-                acquired.append(key)
+        _acquire(keyed, acquired)
         current = dict(_ACTIVE.get() or {})
         current.update({key: fn for key, (_, fn) in keyed.items()})
         token = _ACTIVE.set(current)
@@ -126,13 +120,48 @@ def query_edits(lm, edits: Mapping[Site, QueryEdit]) -> Iterator[None]:
     finally:
         if token is not None:
             _ACTIVE.reset(token)
-        with _LOCK:
-            for key in acquired:
-                slot = _INSTALLED[key]
-                slot[1] -= 1
-                if slot[1] == 0:
-                    slot[0].remove()
-                    del _INSTALLED[key]
+        _release(acquired)
+
+
+@contextmanager
+def dispatchers_held(lm, sites) -> Iterator[None]:
+    """Keep the dispatchers of `sites` registered through this block, with no edit of its own: a decoding loop that
+    enters query_edits for the same sites at every step then only switches its context's edits, instead of
+    registering and removing a hook on every site at every step (about 0.18 ms a step for 30 layers). A held
+    dispatcher with no edit in a context leaves its output as it is, bit for bit, as a registered one always did."""
+    keyed = {}
+    for site in sites:
+        module = site_module(lm, site)
+        keyed[(id(module), site)] = (module, None)
+    acquired: list = []
+    try:
+        _acquire(keyed, acquired)
+        yield
+    finally:
+        _release(acquired)
+
+
+def _acquire(keyed: Mapping[tuple, tuple], acquired: list) -> None:
+    """Register a dispatcher on each keyed module that has none, and count this holder on every one (appended to
+    `acquired` as it goes, so that a failure part way releases what was taken)."""
+    with _LOCK:
+        for key, (module, _) in keyed.items():
+            slot = _INSTALLED.get(key)
+            if slot is None:
+                slot = _INSTALLED[key] = [module.register_forward_hook(_dispatcher(key)), 0]
+            slot[1] += 1
+            acquired.append(key)
+
+
+def _release(acquired: list) -> None:
+    """Uncount a holder; a dispatcher nobody holds any longer is removed."""
+    with _LOCK:
+        for key in acquired:
+            slot = _INSTALLED[key]
+            slot[1] -= 1
+            if slot[1] == 0:
+                slot[0].remove()
+                del _INSTALLED[key]
 
 
 @contextmanager

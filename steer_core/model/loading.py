@@ -42,7 +42,8 @@ def adapter_tag(adapter: str | Path | None) -> str | None:
     """Short name of an adapter: the shipped one, or another identified by its path."""
     if not adapter:
         return None
-    if Path(adapter).resolve() == ADAPTER_DIR:
+    # the shipped adapter as the app loads it, without resolving a path: a model's key is read at every cache lookup
+    if str(adapter) == str(ADAPTER_DIR) or Path(adapter).resolve() == ADAPTER_DIR:
         return SHIPPED_ADAPTER_TAG
     return "lora-" + hashlib.sha256(str(adapter).encode()).hexdigest()[:8]
 
