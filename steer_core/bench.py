@@ -190,13 +190,18 @@ def compare_click(lm, req: CompareRequest, again: bool = False) -> float:
     return result.inspection.seconds
 
 
-def ladder_click(lm, req: CompareRequest) -> None:
-    """One whole ladder click as the app serves it: the batch (stop tokens ignored), the judge, the perplexities,
-    the chart and the report files."""
-    *_, result = ladder_stream(lm, req, ignore_stop=True)
-    result.chart().to_json()
+def ladder_click(lm, req: CompareRequest) -> float:
+    """One whole ladder click as the app serves it: the batch (stop tokens ignored), the judge and the chart (shown
+    judged), then the perplexities and the report files. Returns the seconds until the judged chart was made."""
+    t0 = time.perf_counter()
+    charted = None
+    for result in ladder_stream(lm, req, ignore_stop=True):
+        if result.done and charted is None:
+            result.chart().to_json()
+            charted = time.perf_counter() - t0
     for path in result.write_files(lm.label):
         os.unlink(path)
+    return charted
 
 
 RATIOS = (  # (output key, timed variant): each variant's time over the unsteered time of the same round
@@ -266,7 +271,8 @@ def run_bench(
     }
     fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
     fns["compare_click_again"] = lambda: compare_click(lm, compare, again=True)
-    fns["ladder_click"] = lambda: ladder_click(lm, compare)
+    charted: list[float] = []
+    fns["ladder_click"] = lambda: charted.append(ladder_click(lm, compare))
     times = interleaved(fns, repeats)
     med = {name: statistics.median(t) for name, t in times.items()}
     out = {
@@ -287,6 +293,7 @@ def run_bench(
     out["compare_click_again_s"] = round(med["compare_click_again"], 2)  # the same click again (reply_cache)
     out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
     out["ladder_click_s"] = round(med["ladder_click"], 2)  # the whole ladder: batch, judge, perplexities, files
+    out["ladder_chart_s"] = round(statistics.median(charted[1:] or charted), 2)  # until its judged chart shows
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)
     # the few-shot row's first word: its prompt is read after the plain prompt's rows showed theirs
     out["first_token_compare4_all_s"] = round(first_token_s(lm, batches["compare4"], repeats, every_row=True), 3)

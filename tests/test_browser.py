@@ -110,7 +110,9 @@ def test_ladder_and_sweep_in_the_browser(browser, app_url, tmp_path):
     page.locator("#ladder-plot .js-plotly-plot").wait_for(timeout=60_000)
     for name in ("unsteered", "remember", "create"):
         assert page.locator(f"#ladder-judge-{name}").inner_text().strip(), f"no verdict for {name}"
-    assert page.locator("#ladder-json a, #ladder-json [download]").count() >= 1
+    # the downloads come once the perplexities are read, after the judged chart
+    page.locator("#ladder-json a, #ladder-json [download]").first.wait_for(timeout=60_000)
+    page.get_by_text("Reading each reply's perplexity").wait_for(state="hidden", timeout=60_000)
     assert not page.locator("#ladder-base-create").is_visible()  # the baseline row only when one is chosen
     shot = tmp_path / "ladder.png"
     page.screenshot(path=str(shot), full_page=True)

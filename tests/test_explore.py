@@ -2,6 +2,7 @@
 SAEs saved in a temporary cache, a stand-in judge): one batch, the right rows, a complete record."""
 
 import json
+import os
 
 import pytest
 
@@ -77,6 +78,28 @@ def test_ladder_streams_seven_rows_in_one_batch_and_records(lm):
     assert final.csv_text().splitlines()[0].startswith("row,method,level,strength,text")
     untargeted = list(ladder_stream(lm, request(level=None), judge=FakeJudge()))[-1]
     assert "level" not in untargeted.record("tiny")["inputs"]  # a ladder has no single target level
+
+
+def test_a_ladder_is_shown_judged_before_its_perplexities_are_read(lm):
+    """The ladder's chart and verdicts come one yield before its perplexities (its downloads hold them): the same
+    replies and verdicts, no downloads until they are read (nor the last run's); the sweep, whose chart shows
+    perplexity, waits for them."""
+    from ui import ladder as ladder_ui
+
+    *_, judged, final = ladder_stream(lm, request(), judge=FakeJudge())
+    assert judged.done and not judged.complete and not judged.perplexities and final.complete
+    assert [o.token_ids for o in judged.outputs] == [o.token_ids for o in final.outputs]
+    assert judged.verdicts == final.verdicts and judged.chart().to_json() == final.chart().to_json()
+    assert "perplexity" in judged.status() and "perplexity" not in final.status()
+    shown = ladder_ui.show(judged, "tiny")
+    assert shown["ladder-plot"] is not None and (shown["ladder-json"], shown["ladder-csv"]) == (None, None)
+    files = ladder_ui.show(final, "tiny")
+    assert all(files[k] for k in ("ladder-json", "ladder-csv"))
+    assert json.load(open(files["ladder-json"]))["rows"][0]["perplexity"] > 0
+    for k in ("ladder-json", "ladder-csv"):
+        os.unlink(files[k])
+    *_, before, last = sweep_stream(lm, request(positions="all", target="prototype"), "0, 1", judge=FakeJudge())
+    assert not before.done and last.complete
 
 
 def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):

@@ -56,6 +56,11 @@ class ViewResult:
     def done(self) -> bool:
         return bool(self.verdicts)
 
+    @property
+    def complete(self) -> bool:
+        """Judged and every perplexity read: what its downloads hold (a ladder is shown judged before that)."""
+        return self.done and len(self.perplexities) == len(self.outputs)
+
     def level_probability(self, i: int) -> float:
         """The judge's probability of the level row i was steered toward (NaN for the unsteered row: none)."""
         row = self.rows[i]
@@ -156,10 +161,11 @@ class ViewResult:
             return f"Generating... {max(o.new_tokens for o in self.outputs)} tokens"
         if self.kind == "ladder":
             hits = sum(self.verdicts[i]["pred"] == r.level for i, r in enumerate(self.rows) if r.method == "sae")
+            reading = "" if self.complete else " Reading each reply's perplexity for the downloads..."
             return (
                 f"Done in {self.seconds:.1f} s. The judge reads {hits} of the 6 SAE-steered replies at the level asked "
                 f"for (chance: 1). Strength {req.strength:g} (alpha {req.steer('sae').alpha:g}, target {req.target}), "
-                f"layers {layers_label(req.layers)}{req.on_top_note}."
+                f"layers {layers_label(req.layers)}{req.on_top_note}.{reading}"
             )
         probs = [self.level_probability(i) for i in range(len(self.rows))]
         best = max(range(len(probs)), key=lambda i: probs[i])
@@ -192,8 +198,9 @@ def view_stream(
     lm, req: CompareRequest, rows: list[Row], kind: str, judge=None, ignore_stop: bool = False
 ) -> Iterator[ViewResult]:
     """All rows in one batched generation; yields after every token, then once more judged and with
-    each reply's perplexity under the unsteered model (what the sweep's fluency axis shows). ignore_stop: every
-    reply runs to max_new_tokens (bench, so that every round does the same work)."""
+    each reply's perplexity under the unsteered model (what the sweep's fluency axis shows). A ladder's chart does
+    not show perplexity: it is yielded judged before they are read too (about a quarter of its click). ignore_stop:
+    every reply runs to max_new_tokens (bench, so that every round does the same work)."""
     req.check_against(lm)
     t0 = time.time()
     reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
@@ -206,5 +213,7 @@ def view_stream(
 
     judge = judge or default_judge()
     verdicts = judge.judge([o.text for o in outs])
+    if kind == "ladder":
+        yield ViewResult(kind, req, rows, outs, verdicts, seconds=time.time() - t0)
     ppl = perplexities(lm, req.question, req.student_answer, [o.token_ids for o in outs])
     yield ViewResult(kind, req, rows, outs, verdicts, ppl, time.time() - t0)
