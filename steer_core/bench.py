@@ -178,16 +178,21 @@ def card_open_s(lm) -> dict:
     return out
 
 
-def compare_click(lm, req: CompareRequest, again: bool = False) -> float:
+def compare_click(lm, req: CompareRequest, again: bool = False) -> tuple[float, float]:
     """One whole Compare click as the app serves it: the batch (stop tokens ignored, so every round does the same
-    work), the judge, the inspection (one steered and one unsteered replay), the charts and the report file.
-    Returns the seconds the inspection took. A new question's click (the ratio targets' figure) reuses no reply;
-    again: the same click once more, whose unsteered and few-shot replies are those kept from the last."""
-    *_, result = compare_stream(lm, req, ignore_stop=True, reuse=again)
+    work), the judge (its verdicts and chart shown), the inspection (one steered and one unsteered replay), the
+    charts and the report file. Returns the seconds the inspection took and those until the verdicts were shown. A
+    new question's click (the ratio targets' figure) reuses no reply; again: the same click once more, whose
+    unsteered and few-shot replies are those kept from the last."""
+    t0, judged = time.perf_counter(), None
+    for result in compare_stream(lm, req, ignore_stop=True, reuse=again):
+        if result.done and judged is None:
+            result.judge_chart().to_json()
+            judged = time.perf_counter() - t0
     result.figures()
     result.attention_html()
     os.unlink(result.write_report(lm.label))
-    return result.inspection.seconds
+    return result.inspection.seconds, judged
 
 
 def ladder_click(lm, req: CompareRequest) -> float:
@@ -264,12 +269,12 @@ def run_bench(
     band = SteerConfig()
     compare = CompareRequest(question=Q, student_answer=A, level="analyze", max_new_tokens=tokens)
     batches = bench_batches(compare, band, SteerConfig(layers=(layer,)))
-    views: list[float] = []
+    clicks: list[tuple[float, float]] = []  # (the inspection's seconds, those until the verdicts showed)
     fns = {
         name: (lambda reqs=reqs: generate_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, **VIEWS))
         for name, reqs in batches.items()
     }
-    fns["compare_click"] = lambda: views.append(compare_click(lm, compare))
+    fns["compare_click"] = lambda: clicks.append(compare_click(lm, compare))
     fns["compare_click_again"] = lambda: compare_click(lm, compare, again=True)
     charted: list[float] = []
     fns["ladder_click"] = lambda: charted.append(ladder_click(lm, compare))
@@ -291,7 +296,9 @@ def run_bench(
     }
     out["compare_click_s"] = round(med["compare_click"], 2)  # the whole click: generation, judge, views, report
     out["compare_click_again_s"] = round(med["compare_click_again"], 2)  # the same click again (reply_cache)
-    out["compare_views_s"] = round(statistics.median(views[1:] or views), 2)  # its inspection replays alone
+    clicks = clicks[1:] or clicks  # the first was the warm-up
+    out["compare_views_s"] = round(statistics.median(c[0] for c in clicks), 2)  # its inspection replays alone
+    out["compare_judged_s"] = round(statistics.median(c[1] for c in clicks), 2)  # until its verdicts show
     out["ladder_click_s"] = round(med["ladder_click"], 2)  # the whole ladder: batch, judge, perplexities, files
     out["ladder_chart_s"] = round(statistics.median(charted[1:] or charted), 2)  # until its judged chart shows
     out["first_token_compare4_s"] = round(first_token_s(lm, batches["compare4"], repeats), 3)

@@ -36,6 +36,20 @@ def test_compare_streams_and_its_last_output_is_every_reply_by_method_name(steer
     assert last["report"].endswith(".json") and "Done in" in last["status"]
 
 
+def test_compare_shows_its_verdicts_before_its_inspection_and_charts(steerable_lm):
+    """One yield before the last: every verdict and the judge's chart, no report yet (the last run's cleared); the
+    last adds the inspection's charts, the attention text and the report, with the same verdicts."""
+    *_, judged, last = compare.run(BASE | {"level": "create"}, model=steerable_lm, judge=FakeJudge())
+    plot = compare.PLOTS
+    assert judged["report"] is None and "Drawing the charts" in judged["status"]
+    assert judged[plot["probs"][2]] is not None and plot["bars"][2] not in judged and "attn-text" not in judged
+    for m in ("none", "sae", "query", "fewshot"):
+        assert judged[f"judge-{m}"] == last[f"judge-{m}"] and judged[f"judge-{m}"]
+    assert last["report"].endswith(".json") and last[plot["bars"][2]] is not None and last["attn-text"]
+    assert "Drawing the charts" not in last["status"]
+    assert judged[plot["probs"][2]].to_json() == last[plot["probs"][2]].to_json()
+
+
 def test_compare_on_top_of_the_instruction_prompt_shows_the_prompt_alone_beside_it(steerable_lm):
     last = list(compare.run(BASE | {"level": "create", "prompt": "instruction"}, model=steerable_lm, judge=FakeJudge()))
     replies = last[-1]["compare-replies"]

@@ -86,11 +86,14 @@ def show(result, label: str | None = None, report_path: str | None = None) -> di
     """A run's outputs by name (a live run's report is written for model `label`; a restored one has its path)."""
     out = {f"out-{m}": result.outputs[m].text if m in result.outputs else "" for m in columns()}
     out |= {"status": result.status(), "compare-replies": replies(result)}
+    if result.done:
+        out |= {f"judge-{m}": verdict(result.judgements.get(m)) for m in columns()}
     if result.done and (result.inspection is not None or result.saved is not None):
         figures = result.figures()
-        out |= {f"judge-{m}": verdict(result.judgements.get(m)) for m in columns()}
         out |= {PLOTS[n][2]: figures.get(n) for n in PLOTS}
         out |= {"report": report_path or result.write_report(label), "attn-text": result.attention_html()}
+    elif result.charting:  # judged: its verdicts and the judge's chart now; no report yet (nor the last run's)
+        out |= {PLOTS["probs"][2]: result.judge_chart(), "report": None}
     return out
 
 

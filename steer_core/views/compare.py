@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .. import methods
 from ..bloom import LEVELS, normalize_level
@@ -196,6 +196,7 @@ class CompareResult:
     seconds: float = 0.0
     inspection: Inspection | None = None  # filled at the end of the run
     saved: dict | None = None  # a restored report's charts and attention text (no inspection: no model)
+    charting: bool = False  # judged, its inspection and charts being made (shown before them)
     _drawn: dict | None = field(default=None, repr=False, compare=False)  # figures(), drawn once for a finished run
 
     @property
@@ -270,7 +271,15 @@ class CompareResult:
             f"Done in {self.seconds:.1f} s. The judge reads **{hit_text}** as '{req.level}'. "
             f"Steered layers {layers_label(req.layers)}, strength {req.strength:g} "
             f"(alpha {req.steer('sae').alpha:g}, target {req.target}){req.on_top_note}{charts}."
+            + (" Drawing the charts..." if self.charting else "")
         )
+
+    def judge_chart(self):
+        """The judge's probabilities of every column, the chart a run shows once judged."""
+        from .. import charts
+
+        probs = {m: [v["probs"][lv] for lv in LEVELS] for m, v in self.judgements.items()}
+        return charts.judge_probs(probs, self.request.level)
 
     def figures(self) -> dict:
         """The run's charts by name: bars, heat, trace, probs, sep (the SAE's inside and the judge) and attention.
@@ -283,8 +292,7 @@ class CompareResult:
         from .. import charts
 
         if self.saved is not None:  # a report's charts; one kept without them still shows the judge's
-            probs = {m: [v["probs"][lv] for lv in LEVELS] for m, v in self.judgements.items()}
-            drawn = {"probs": charts.judge_probs(probs, self.request.level)}
+            drawn = {"probs": self.judge_chart()}
             return drawn | {n: charts.figure_from_saved(f) for n, f in self.saved["figures"].items()}
         req, view, att = self.request, self.inspection.latents, self.inspection.attention
         before, after = view.mean_codes()
@@ -294,7 +302,6 @@ class CompareResult:
         names, unsteered, steered = att.part_shares()
         heads = "all heads" if len(att.heads) == scores.shape[1] else "heads " + ", ".join(map(str, att.heads))
         shown = list(range(scores.shape[1])) if req.heads is None else list(req.heads)
-        probs = {m: [v["probs"][lv] for lv in LEVELS] for m, v in self.judgements.items()}
         return {
             "bars": charts.latent_bars(
                 before, after, view.prototype, level=req.level, where=(view.layer, view.head),
@@ -309,7 +316,7 @@ class CompareResult:
                 view.trace, req.level, probs=view.level_probs, objective=view.objective,
                 objective_name=view.objective_name,
             ),
-            "probs": charts.judge_probs(probs, req.level),
+            "probs": self.judge_chart(),
             "sep": charts.separability_map(scores, layers, highlight=(view.layer, shown)),
             "attention": charts.attention_parts(
                 names, unsteered, steered,
@@ -346,8 +353,8 @@ def inspect_sae_reply(lm, req: CompareRequest, reply: Output, recording: RowReco
 def compare_stream(
     lm, req: CompareRequest, judge=None, inspect: bool = True, ignore_stop: bool = False, reuse: bool = True
 ) -> Iterator[CompareResult]:
-    """All methods in one batched generation; yields the texts so far after every token, then once more judged
-    and (inspect) with the SAE-steered reply's inspection: the whole Compare click. ignore_stop: always
+    """All methods in one batched generation; yields the texts so far after every token, then once more judged,
+    and (inspect) once more with the SAE-steered reply's inspection: the whole Compare click. ignore_stop: always
     generate max_new_tokens (benchmarks compare equal work). reuse: the columns that do not steer may be the replies
     kept from an earlier click with the same question and settings (reply_cache.py), not generated again."""
     if req.level is None:
@@ -370,7 +377,8 @@ def compare_stream(
     result = CompareResult(
         req, {r.method: o for r, o in zip(reqs, outs)}, {r.method: v for r, v in zip(reqs, verdicts)}
     )
-    if inspect:
+    if inspect:  # the verdicts are shown before the inspection and the charts are made
+        yield replace(result, seconds=time.time() - t0, charting=True)
         result.inspection = inspect_sae_reply(lm, req, result.outputs["sae"], recording)
     result.seconds = time.time() - t0
     yield result
