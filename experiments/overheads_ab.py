@@ -144,8 +144,11 @@ def main() -> None:
     for row in rows:
         row["rounds"] = rounds
     same = replies["before"] == replies["after"]
-    with torch.no_grad():
-        a, b = (latents.separability_scores(lm)[1] for _ in range(2))
+    with torch.no_grad():  # the map computed the old way, then kept the new way (read twice: the second is kept)
+        use(OLD)
+        a = latents.separability_scores(lm)[1]
+        use(NEW)
+        b = [latents.separability_scores(lm)[1] for _ in range(2)][-1]
     rows.append({"same_replies": same, "same_separability": bool(((a == b) | (a != a)).all())})
     with out.open("w") as f:
         for row in rows:

@@ -29,10 +29,11 @@ from steer_core.views.sweep import DEFAULT_STRENGTHS, sweep_stream
 
 def whole(stream) -> tuple[float, float, list]:
     """(seconds to the last reply's last token, seconds to the judged view, the replies' token ids)."""
-    t0, stamps = time.perf_counter(), []
+    t0, generated = time.perf_counter(), []
     for view in stream:  # noqa: B007 - the last is kept
-        stamps.append(time.perf_counter() - t0)
-    return stamps[-2], stamps[-1], [o.token_ids for o in view.outputs]
+        if not view.done:  # a reply's token (a ladder is then yielded judged, then whole)
+            generated.append(time.perf_counter() - t0)
+    return generated[-1], time.perf_counter() - t0, [o.token_ids for o in view.outputs]
 
 
 def main() -> None:

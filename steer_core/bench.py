@@ -201,9 +201,9 @@ def ladder_click(lm, req: CompareRequest) -> float:
     t0 = time.perf_counter()
     charted = None
     for result in ladder_stream(lm, req, ignore_stop=True):
-        if result.done and charted is None:
+        if result.done:  # the app draws it at both yields, judged and whole
             result.chart().to_json()
-            charted = time.perf_counter() - t0
+            charted = time.perf_counter() - t0 if charted is None else charted
     for path in result.write_files(lm.label):
         os.unlink(path)
     return charted

@@ -147,7 +147,7 @@ def stream_batch(
     early = pick if first_words and temperature <= 0 else None  # greedy: a row's pick does not depend on the others
     cache, logits = yield from _first_words(tok, requests, reading, early, None if ignore_stop else stops, t0)
     position_ids, nxt = torch.tensor([[len(p)] for p in prompts], device=device), None  # nxt: the last step's picks
-    with dispatchers_held(lm, [*groups, *([] if record is None else [record.layer])]):  # every site a step edits
+    with dispatchers_held(lm, list(edits_for(0))):  # the sites the first step edits (later steps edit no others)
         for step in range(max_new_tokens):
             if step > 0:  # step s reads the token chosen at step s-1 (generated token s-1)
                 logits = _decode_step(

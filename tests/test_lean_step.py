@@ -323,3 +323,25 @@ def test_a_weight_written_between_generations_is_read_by_the_next():
         twin.model.model.layers[0].mlp.down_proj.weight.mul_(0.5)
     assert _same(_decode(twin, cxx_step), _decode(twin, transformers_step))
     assert not _same(_decode(twin, cxx_step), before)
+
+
+@pytest.mark.parametrize("step", STEPPERS)
+def test_held_dispatchers_with_no_edit_leave_the_step_bit_for_bit_and_are_not_called_back(lm, step, monkeypatch):
+    """A decoding loop holds its sites' dispatchers (hooks.dispatchers_held) across steps that may edit none of them,
+    and another thread's held dispatchers are there during this thread's steps: a query's and a layer's output with
+    no edit in this context give transformers' logits, and the C++ layers do not call back for them."""
+    from steer_core.model.hooks import dispatchers_held
+
+    lean_step.lean_layers()  # built and checked first (its check calls back for hooks of its own)
+    calls = []
+    run_hooks = lean_step.Plan._run_hooks
+    monkeypatch.setattr(
+        lean_step.Plan, "_run_hooks", lambda plan, idx, where: calls.append(idx) or run_hooks(plan, idx, where)
+    )
+    with dispatchers_held(lm, [0, ("residual", 1)]):
+        held = _decode(lm, step)
+        edited = _decode(lm, step, {("residual", 1): lambda h: h * 1.5})  # an edit on one held site: called back
+    assert _same(held, _decode(lm, transformers_step)) and active_hook_count() == 0
+    assert not _same(edited, held)
+    if step is cxx_step:
+        assert calls == [1] * STEPS

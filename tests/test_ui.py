@@ -42,7 +42,7 @@ def test_compare_shows_its_verdicts_before_its_inspection_and_charts(steerable_l
     *_, judged, last = compare.run(BASE | {"level": "create"}, model=steerable_lm, judge=FakeJudge())
     plot = compare.PLOTS
     assert judged["report"] is None and "Drawing the charts" in judged["status"]
-    assert judged[plot["probs"][2]] is not None and plot["bars"][2] not in judged and "attn-text" not in judged
+    assert judged[plot["probs"][2]] is not None and judged[plot["bars"][2]] is None and judged["attn-text"] == ""
     for m in ("none", "sae", "query", "fewshot"):
         assert judged[f"judge-{m}"] == last[f"judge-{m}"] and judged[f"judge-{m}"]
     assert last["report"].endswith(".json") and last[plot["bars"][2]] is not None and last["attn-text"]

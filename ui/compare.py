@@ -92,8 +92,9 @@ def show(result, label: str | None = None, report_path: str | None = None) -> di
         figures = result.figures()
         out |= {PLOTS[n][2]: figures.get(n) for n in PLOTS}
         out |= {"report": report_path or result.write_report(label), "attn-text": result.attention_html()}
-    elif result.charting:  # judged: its verdicts and the judge's chart now; no report yet (nor the last run's)
-        out |= {PLOTS["probs"][2]: result.judge_chart(), "report": None}
+    elif result.charting:  # judged: its verdicts and the judge's chart now; the rest (the last run's cleared) next
+        out |= {PLOTS[n][2]: None for n in PLOTS} | {PLOTS["probs"][2]: result.judge_chart()}
+        out |= {"report": None, "attn-text": ""}
     return out
 
 

@@ -9,6 +9,7 @@ separable the six prototypes are per layer and head, to help choose where to ste
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -159,16 +160,19 @@ def separability_scores(lm, style: str = DEFAULT_STYLE) -> tuple[list[int], np.n
 
 
 _SEPARABILITY: dict[int, tuple] = {}  # id(codes) -> (a weak reference to them, their version, their scores)
+_SEPARABILITY_LOCK = threading.Lock()  # concurrent clicks read and prune it
 
 
 def _separability(codes: torch.Tensor) -> np.ndarray:
     """separability(codes) as an array, kept while these prototypes stay loaded and unchanged: every Compare click
     draws the map, from the same prototypes (about 3.5 ms for 30 layers)."""
-    kept = _SEPARABILITY.get(id(codes))
+    with _SEPARABILITY_LOCK:
+        kept = _SEPARABILITY.get(id(codes))
     if kept is not None and kept[0]() is codes and kept[1] == codes._version:
         return kept[2]
     scores = separability(codes).cpu().numpy()
-    for gone in [k for k, v in _SEPARABILITY.items() if v[0]() is None]:  # prototypes since unloaded
-        _SEPARABILITY.pop(gone, None)
-    _SEPARABILITY[id(codes)] = (weakref.ref(codes), codes._version, scores)
+    with _SEPARABILITY_LOCK:
+        for gone in [k for k, v in _SEPARABILITY.items() if v[0]() is None]:  # prototypes since unloaded
+            del _SEPARABILITY[gone]
+        _SEPARABILITY[id(codes)] = (weakref.ref(codes), codes._version, scores)
     return scores

@@ -326,10 +326,13 @@ class Plan:
         """Each layer's flags this step (QUERY, SHIFT, OUTPUT, or PYTHON), written where the C++ layers read them. A
         query whose hooks only add a fixed vector (a steering edit's usual form) or leave it as it is
         (hooks.planned_edit) is not called back for: a callback costs about 50 us, 1.5 ms a step when every layer
-        is steered. The vector's address goes where the C++ layers read it, the tensor is kept until the next step."""
+        is steered. Nor is a layer's output whose hooks leave it as it is (a dispatcher held with no edit in this
+        context). The vector's address goes where the C++ layers read it, the tensor is kept until the next step."""
         flags = [_site_flags(hooks) for hooks in self.hooks]
         self.shifts, addresses = {}, [0] * len(flags)
         for idx, flag in enumerate(flags):
+            if flag != PYTHON and flag & OUTPUT and planned_edit(self.modules[idx][0], 0, torch.float32, _CPU) is LEAVE:
+                flag = flags[idx] = flag & ~OUTPUT
             if flag != PYTHON and flag & QUERY:
                 planned = planned_edit(self.modules[idx][1], self.rows, torch.float32, _CPU)
                 if planned is LEAVE:
