@@ -34,10 +34,13 @@ def show(result, label: str | None = None, report_path: str | None = None) -> di
     if result.done:
         out |= {f"ladder-judge-{n}": verdict(v) for n, v in zip(NAMES, result.verdicts)}
         out["ladder-plot"] = result.chart()
-        files = (report_path, temp_file("ladder", ".csv", result.csv_text())) if report_path else None
         if not result.complete:  # judged, its perplexities still being read: no downloads yet (nor the last run's)
             files = (None, None)
-        out |= dict(zip(("ladder-json", "ladder-csv"), files or result.write_files(label)))
+        elif report_path:  # a restored run: its report, and its table again
+            files = (report_path, temp_file("ladder", ".csv", result.csv_text()))
+        else:
+            files = result.write_files(label)
+        out |= dict(zip(("ladder-json", "ladder-csv"), files))
     return out
 
 

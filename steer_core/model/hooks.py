@@ -109,8 +109,8 @@ def query_edits(lm, edits: Mapping[Site, QueryEdit]) -> Iterator[None]:
     (a layer's queries, or a ("residual", layer) decoder layer's output)."""
     keyed = {}
     for site, fn in edits.items():
-        module = site_module(lm, site)
-        keyed[(id(module), site)] = (module, fn if isinstance(site, tuple) else _on_flat_queries(lm, fn))
+        key, module = _keyed_site(lm, site)
+        keyed[key] = (module, fn if isinstance(site, tuple) else _on_flat_queries(lm, fn))
     acquired: list = []
     token = None
     try:
@@ -130,18 +130,21 @@ def dispatchers_held(lm, sites) -> Iterator[None]:
     """Keep the dispatchers of `sites` registered through this block, with no edit of its own: a decoding loop that
     enters query_edits for the same sites at every step then only switches its context's edits, instead of
     registering and removing a hook on every site at every step (0.08 to 0.11 ms a step for 30 layers,
-    experiments/overheads_ab). A held
-    dispatcher with no edit in a context leaves its output as it is, bit for bit, as a registered one always did."""
-    keyed = {}
-    for site in sites:
-        module = site_module(lm, site)
-        keyed[(id(module), site)] = (module, None)
+    experiments/overheads_ab). A held dispatcher with no edit in a context leaves its output as it is, bit for bit,
+    as a registered one always did."""
+    keyed = {key: (module, None) for key, module in (_keyed_site(lm, site) for site in sites)}
     acquired: list = []
     try:
         _acquire(keyed, acquired)
         yield
     finally:
         _release(acquired)
+
+
+def _keyed_site(lm, site: Site) -> tuple[tuple, torch.nn.Module]:
+    """A site's dispatcher key ((id(module), site): _INSTALLED's) and the module it hooks."""
+    module = site_module(lm, site)
+    return (id(module), site), module
 
 
 def _acquire(keyed: Mapping[tuple, tuple], acquired: list) -> None:

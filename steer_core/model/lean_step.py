@@ -331,7 +331,11 @@ class Plan:
         flags = [_site_flags(hooks) for hooks in self.hooks]
         self.shifts, addresses = {}, [0] * len(flags)
         for idx, flag in enumerate(flags):
-            if flag != PYTHON and flag & OUTPUT and planned_edit(self.modules[idx][0], 0, torch.float32, _CPU) is LEAVE:
+            if (
+                flag != PYTHON
+                and flag & OUTPUT
+                and planned_edit(self.modules[idx][0], self.rows, torch.float32, _CPU) is LEAVE
+            ):
                 flag = flags[idx] = flag & ~OUTPUT
             if flag != PYTHON and flag & QUERY:
                 planned = planned_edit(self.modules[idx][1], self.rows, torch.float32, _CPU)
