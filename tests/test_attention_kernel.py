@@ -59,6 +59,26 @@ def test_it_is_sdpa_over_each_rows_own_positions_and_a_rows_bits_do_not_depend_o
 
 
 @needs_cc
+@pytest.mark.parametrize("groups", [1, 3, 4])
+def test_query_heads_summed_together_get_the_bits_of_heads_summed_one_by_one(groups):
+    """With dims of 64 and up to four query heads a key head (the default model's three), the values are summed for
+    all the heads at once (decode_attention.c's values_together); with more heads, one head after another. A query
+    head's result depends on its own query only, so the same heads among six give the same bits."""
+    kernel = ak.attention_kernel()
+    assert kernel is not None
+    g = torch.Generator().manual_seed(groups)
+    rows, length = 3, 150
+    q = torch.randn(rows, 2, 6, 64, generator=g)
+    keys, values = (torch.randn(rows, 2, length, 64, generator=g) for _ in range(2))
+    mask = torch.zeros(rows, 1, 1, length)
+    mask[1, ..., :33] = mask[..., -5:] = float("-inf")
+    mask[2, ..., 70] = float("-inf")  # a position inside a row's span that it does not read
+    together = kernel(q[:, :, :groups].contiguous(), keys, values, mask, 0.125)
+    one_by_one = kernel(q, keys, values, mask, 0.125)[:, :, :groups]
+    assert torch.equal(together, one_by_one)
+
+
+@needs_cc
 @pytest.mark.parametrize("dim", [64, 37])
 def test_rows_sharing_a_prompt_read_it_from_the_row_that_holds_it_and_keep_their_bits(dim):
     """Rows 2 and 3 were given row 0's prompt (the first 50 positions, row 0's padding included): told so, they read

@@ -15,8 +15,11 @@
 
    Speed, bench's shapes (30 layers, 3 key heads of 64, 9 query heads; experiments/attention_cost.py) on an Intel Xeon
    of 2 cores: a Compare's 4 rows (one of 622 positions) 3.16 -> 2.11 ms a step, the ladder's 7 rows 3.93 -> 2.41,
-   against one position's score and one expf at a time and the key heads handed out in row order. That is about
-   25 GB/s of keys and values, the machine's read bandwidth: what is left is reading the cache.
+   against one position's score and one expf at a time and the key heads handed out in row order. Then the values'
+   sums of a key head's query heads held at once (values_together) and the exponentials without a copy of each 16:
+   the Compare's 30 layers 3.44 -> 2.96 ms, the ladder's 2.69 -> 2.15, the caches pushed out of the CPU's caches
+   before each step (experiments/attention_ab.py, results/attention_ab_2026-12-06.jsonl). Prefetching the values
+   while the scores are worked out, or the keys further ahead, made no difference there.
 
    Rows that were given the same prompt hold copies of its keys and values. Told so (prompt_rows), a row reads its
    prompt's positions from the one row that holds them for all: the same values, so the same bits, but a ladder's
@@ -135,12 +138,13 @@ static inline float largest_of(const float *s, ptrdiff_t lo, ptrdiff_t hi) {
 
 /* s[lo .. hi) = exp(s - largest), 16 at a time (the last piece through a copy: the same exp16 on every position). */
 static inline void exponentials(float *s, ptrdiff_t lo, ptrdiff_t hi, float largest) {
-    for (ptrdiff_t n = lo; n < hi; n += 16) {
+    ptrdiff_t n = lo;
+    for (; n + 16 <= hi; n += 16) *(v16 *)(s + n) = exp16(*(const v16 *)(s + n) - largest);
+    if (n < hi) {
         v16 x = (v16){0} - INFINITY;
-        const ptrdiff_t m = hi - n < 16 ? hi - n : 16;
-        for (ptrdiff_t j = 0; j < m; j++) x[j] = s[n + j];
+        for (ptrdiff_t j = 0; j < hi - n; j++) x[j] = s[n + j];
         const v16 p = exp16(x - largest);
-        for (ptrdiff_t j = 0; j < m; j++) s[n + j] = p[j];
+        for (ptrdiff_t j = 0; j < hi - n; j++) s[n + j] = p[j];
     }
 }
 
@@ -157,6 +161,41 @@ static inline __attribute__((always_inline)) void scores(const float *restrict q
     for (; n < to; n++)
         for (int g = 0; g < groups; g++)
             scratch[g * len + n] = __builtin_fmaf(dot(q + g * dim, k + n * dim, dim), scale, mask[n]);
+}
+
+#define TOGETHER 4 /* query heads a key head whose values' sums values_together holds at once */
+
+/* head's sums of values for dims of 64 and up to TOGETHER query heads, out = sum_n p[n] v[n] / sum_n p[n]: every
+   query head's accumulators held in registers at once, so each position's value is read once for all of them and
+   their chains of multiply-adds run side by side instead of one head's waiting on its own last. Each accumulator
+   adds the same products in the same order as head's loop, so the bits are the same. */
+static inline __attribute__((always_inline)) void values_together(const float *restrict p, const float *v,
+                                                                  const float *vs, ptrdiff_t split,
+                                                                  const float *restrict mask, float *restrict out,
+                                                                  float *restrict sum, int groups, ptrdiff_t lo,
+                                                                  ptrdiff_t hi, ptrdiff_t len) {
+    v16 acc[TOGETHER][4];
+    float total[TOGETHER];
+    for (int g = 0; g < groups; g++) {
+        total[g] = 0.0f;
+        for (int c = 0; c < 4; c++) acc[g][c] = (v16){0};
+    }
+    for (ptrdiff_t n = lo; n < hi; n++) {
+        if (!admitted(mask[n])) continue;
+        const float *vn = (n < split ? vs : v) + n * 64;
+        const v16 v0 = *(const v16 *)vn, v1 = *(const v16 *)(vn + 16), v2 = *(const v16 *)(vn + 32),
+                  v3 = *(const v16 *)(vn + 48);
+        for (int g = 0; g < groups; g++) { /* fused, as head's loop */
+            const float w = p[g * len + n];
+            total[g] += w;
+            acc[g][0] += w * v0, acc[g][1] += w * v1, acc[g][2] += w * v2, acc[g][3] += w * v3;
+        }
+    }
+    for (int g = 0; g < groups; g++) {
+        sum[g] = total[g];
+        for (int c = 0; c < 4; c++) *(v16 *)(out + g * 64 + c * 16) = acc[g][c];
+        for (ptrdiff_t d = 0; d < 64; d++) out[g * 64 + d] = out[g * 64 + d] / sum[g];
+    }
 }
 
 /* One key head of one row over positions lo .. hi of its cache k, v (len x dim): its `groups` query heads q, each
@@ -176,6 +215,10 @@ static inline __attribute__((always_inline)) void head(const float *restrict q, 
         float *s = scratch + g * len;
         exponentials(s, lo, hi, largest_of(s, lo, hi));
         sum[g] = 0.0f;
+    }
+    if (dim == 64 && groups <= TOGETHER) {
+        values_together(scratch, v, vs, split, mask, out, sum, groups, lo, hi, len);
+        return;
     }
     const ptrdiff_t chunks = dim / 16, body = chunks * 16;
     for (ptrdiff_t i = 0; i < (ptrdiff_t)groups * dim; i++) out[i] = 0.0f;
@@ -242,7 +285,10 @@ int decode_attention(const float *q, const float *keys, const float *values, con
             const ptrdiff_t at = (ptrdiff_t)row_head * groups * dim, cache = (ptrdiff_t)row_head * len * dim;
             const ptrdiff_t prompt = ((ptrdiff_t)from * kv_heads + h) * len * dim, shared = from == r ? 0 : prompt_len;
             const float *m = mask + (ptrdiff_t)r * len;
-            if (dim == 64) /* the default model's: its loops unrolled, the output in registers */
+            if (dim == 64 && groups == 3) /* the default model's: its loops unrolled, the output in registers */
+                head(q + at, keys + cache, values + cache, keys + prompt, values + prompt, shared, m, out + at, 3,
+                     lo[r], hi[r], len, 64, scale, scratch);
+            else if (dim == 64)
                 head(q + at, keys + cache, values + cache, keys + prompt, values + prompt, shared, m, out + at, groups,
                      lo[r], hi[r], len, 64, scale, scratch);
             else
