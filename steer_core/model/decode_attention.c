@@ -17,7 +17,7 @@
    of 2 cores: a Compare's 4 rows (one of 622 positions) 3.16 -> 2.11 ms a step, the ladder's 7 rows 3.93 -> 2.41,
    against one position's score and one expf at a time and the key heads handed out in row order. Then the values'
    sums of a key head's query heads held at once (values_together) and the exponentials without a copy of each 16:
-   the Compare's 30 layers 3.44 -> 2.96 ms, the ladder's 2.69 -> 2.15, the caches pushed out of the CPU's caches
+   the Compare's 30 layers 2.51 -> 2.09 ms, the ladder's 2.05 -> 1.61, the caches pushed out of the CPU's caches
    before each step (experiments/attention_ab.py, results/attention_ab_2026-12-06.jsonl). Prefetching the values
    while the scores are worked out, or the keys further ahead, made no difference there.
 
