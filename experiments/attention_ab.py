@@ -19,7 +19,6 @@ Prints, and appends to OUT.jsonl if given, one JSON object per batch and state: 
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.jsonl import emit
 from steer_core import native
 from steer_core.model.attention_kernel import SOURCE, AttentionKernel, PromptCopies, attention_kernel
 from steer_core.paths import ROOT
@@ -108,10 +108,7 @@ def main() -> None:
             row = {"batch": name, "cold": cold} | {
                 f"{k}_ms": round(statistics.median(v) * 1e3, 3) for k, v in times.items()
             }
-            print(json.dumps(row), flush=True)
-            if len(sys.argv) == 3:
-                with open(sys.argv[2], "a") as f:
-                    f.write(json.dumps(row | {"rev": sys.argv[1]}) + "\n")
+            emit(row | {"rev": sys.argv[1]}, sys.argv[2] if len(sys.argv) == 3 else None)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ over one reply split the same way.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
 from contextlib import contextmanager
 
+from experiments.jsonl import emit
 from steer_core import bench, generation
 from steer_core.generation import VIEWS, stream_batch
 from steer_core.model import lean_step
@@ -106,10 +106,7 @@ def main() -> None:
     extra["per step"] = round(extra["steps"] / (TOKENS - 1), 3)
     extra["ratio"] = round(c4["whole"] / none["whole"], 3)
     for line in lines + [extra]:
-        print(json.dumps(line), flush=True)
-        if len(sys.argv) == 2:
-            with open(sys.argv[1], "a") as f:
-                f.write(json.dumps(line) + "\n")
+        emit(line, sys.argv[1] if len(sys.argv) == 2 else None)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,13 @@ rounds; step_ms is the batch's time over its 64 tokens, the first token's prefil
 from __future__ import annotations
 
 import ctypes
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from experiments.jsonl import emit
 from steer_core import bench
 from steer_core.generation import VIEWS, stream_batch
 from steer_core.model import lean_step
@@ -123,10 +123,7 @@ def main() -> None:
         mid = [round(statistics.median(g[i] for g in got), 3) for i in range(len(PHASES) + 1)]
         line = {"batch": name, "rows": len(runs[name])} | {f"{p}_ms": m for p, m in zip(PHASES, mid)}
         line["step_ms"] = mid[-1]
-        print(json.dumps(line), flush=True)
-        if len(sys.argv) == 2:
-            with open(sys.argv[1], "a") as f:
-                f.write(json.dumps(line) + "\n")
+        emit(line, sys.argv[1] if len(sys.argv) == 2 else None)
 
 
 if __name__ == "__main__":
