@@ -230,6 +230,42 @@ def test_a_fixed_shift_is_added_without_a_callback_and_gives_the_same_logits(lm,
     assert active_hook_count() == 0
 
 
+@needs_cxx
+def test_a_steps_edits_are_planned_again_when_they_change_and_kept_when_they_do_not(lm, monkeypatch):
+    """A plan keeps a site's answer while its hooks and its edit are the objects of the last step (Plan._planned_site).
+    Over one generation a held site's edit changes: a fixed shift, the same again, another, none, one to call back
+    for. Every step gives transformers' logits with that step's edits, bit for bit (a kept answer gone stale would
+    add the first shift at the third step), and the site is planned again at every step but the second."""
+    from steer_core.model.hooks import dispatchers_held
+
+    width = lm.n_heads * lm.head_dim
+    first, _ = _fixed_shift(width, 0)
+    second, _ = _fixed_shift(width, 1)
+    per_step = [{0: first}, {0: first}, {0: second}, {}, {0: lambda q: q * 1.25}]
+    query = lm.query_site(0)
+    planned, step_of = [], [0]
+    real = lean_step.planned_edit
+    monkeypatch.setattr(
+        lean_step, "planned_edit", lambda m, *a: (m is query and planned.append(step_of[0])) or real(m, *a)
+    )
+
+    def steps(step):
+        cache, mask = _prefilled(lm)
+        pos, at = mask.sum(1, keepdim=True), mask.shape[1]
+        out = []
+        with dispatchers_held(lm, [0]):
+            for s, edits in enumerate(per_step):
+                step_of[0], mask = s, torch.cat([mask, torch.ones(ROWS, 1, dtype=torch.long)], dim=1)
+                with query_edits(lm, edits):
+                    out.append(step(lm, torch.full((ROWS, 1), 5 + s), mask, pos + s, cache, at + s))
+        return out
+
+    got = steps(cxx_step)
+    assert planned == [0, 2, 3, 4]
+    assert _same(got, steps(transformers_step))
+    assert active_hook_count() == 0
+
+
 class Stop(Exception):
     pass
 

@@ -74,6 +74,26 @@ def planned_edit(module: torch.nn.Module, rows: int, dtype: torch.dtype, device:
     return planned
 
 
+def active_edits() -> Mapping[tuple, QueryEdit]:
+    """This context's edits, by dispatcher key (edit_identity's `edits`)."""
+    return _ACTIVE.get() or {}
+
+
+def edit_identity(module: torch.nn.Module, edits: Mapping[tuple, QueryEdit] | None = None) -> tuple | None:
+    """What planned_edit's answer for `module` depends on, as objects compared by identity: each forward hook with
+    this context's edit of its site (an edit's fixed shift is its own, made once a batch size). None where a hook is
+    not a dispatcher, whose effect nothing here can key. A decoding loop that finds the same identity at its next
+    step can keep the answer it planned (lean_step.Plan). edits: active_edits(), where the caller has it."""
+    edits = active_edits() if edits is None else edits
+    out = []
+    for hook in module._forward_hooks.values():
+        key = getattr(hook, "site_key", None)
+        if key is None:
+            return None
+        out.append((hook, edits.get(key)))
+    return tuple(out)
+
+
 def active_hook_count() -> int:
     """Dispatchers currently registered (0 when no steering context is open anywhere)."""
     with _LOCK:

@@ -1,0 +1,99 @@
+"""What working out a decoding step's sites costs (lean_step.Plan.sites: each layer's flags and fixed shifts), the way
+it was (every site planned again at every step, the flags written through new tensors) against the way it is (a
+site whose hooks and edit are the last step's objects keeps its answer, the flags written in place), in one process:
+bench's batches (64 tokens, stop tokens ignored, the views' settings), the two ways taking turns round by round, each
+step's sites timed, and the replies checked to be the same both ways.
+
+    python -m experiments.sites_ab [OUT.jsonl] [ROUNDS]
+
+Prints, and appends to OUT.jsonl if given, one JSON object per batch: {"batch", "before_us", "after_us",
+"same_replies"} (before and after: the median over rounds of each round's median step, in microseconds).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+
+from experiments.jsonl import emit
+from steer_core import bench
+from steer_core.generation import VIEWS, generate_batch
+from steer_core.model import lean_step
+from steer_core.model.hooks import planned_edit
+from steer_core.model.loading import load_model
+from steer_core.steering.config import SteerConfig
+from steer_core.views.compare import CompareRequest
+
+BATCHES = ("none", "compare4", "ladder")
+
+
+def sites_as_it_was(plan) -> list[int]:
+    """Plan.sites before the kept answers: every site planned again, the flags copied from new tensors."""
+    flags = [lean_step._site_flags(hooks) for hooks in plan.hooks]
+    plan.shifts, addresses = {}, [0] * len(flags)
+    f32, cpu = torch.float32, lean_step._CPU
+    for idx, flag in enumerate(flags):
+        if (
+            flag != lean_step.PYTHON
+            and flag & lean_step.OUTPUT
+            and planned_edit(plan.modules[idx][0], plan.rows, f32, cpu) is lean_step.LEAVE
+        ):
+            flag = flags[idx] = flag & ~lean_step.OUTPUT
+        if flag != lean_step.PYTHON and flag & lean_step.QUERY:
+            planned = planned_edit(plan.modules[idx][1], plan.rows, f32, cpu)
+            if planned is lean_step.LEAVE:
+                flags[idx] = flag & ~lean_step.QUERY
+            elif planned is not None and lean_step._fits(planned, plan.shift_shape):
+                flags[idx] = (flag & ~lean_step.QUERY) | lean_step.SHIFT
+                plan.shifts[idx] = planned
+                addresses[idx] = planned.data_ptr()
+    plan.flags.copy_(torch.tensor(flags, dtype=torch.int32))
+    plan.shift_addresses.copy_(torch.tensor(addresses, dtype=torch.int64))
+    return flags
+
+
+def timed(way, spent: list[int]):
+    def sites(plan):
+        t = time.perf_counter_ns()
+        try:
+            return way(plan)
+        finally:
+            spent.append(time.perf_counter_ns() - t)
+
+    return sites
+
+
+def main() -> None:
+    if len(sys.argv) > 3 or (len(sys.argv) == 3 and not sys.argv[2].isdigit()):
+        raise SystemExit(__doc__)
+    out, rounds = (sys.argv[1] if len(sys.argv) > 1 else None), (int(sys.argv[2]) if len(sys.argv) == 3 else 7)
+    lm = load_model()
+    if not lean_step.takes(lm.model) or lean_step.lean_layers() is None:
+        raise SystemExit("the C++ layers are off here (no compiler, or STEER_KERNEL=off)")
+    compare = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=64)
+    made = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
+    ways = {"before": sites_as_it_was, "after": lean_step.Plan.sites}
+    medians = {(b, w): [] for b in BATCHES for w in ways}
+    replies = {}
+    try:
+        for r in range(rounds + 1):  # round 0 warms up
+            for name in BATCHES:
+                for way in ways if r % 2 else reversed(ways):
+                    spent: list[int] = []
+                    lean_step.Plan.sites = timed(ways[way], spent)
+                    outs = generate_batch(lm, made[name], max_new_tokens=64, ignore_stop=True, **VIEWS)
+                    replies[(name, way)] = [o.token_ids for o in outs]
+                    if r:
+                        medians[(name, way)].append(statistics.median(spent) / 1e3)
+    finally:
+        lean_step.Plan.sites = ways["after"]
+    for name in BATCHES:
+        line = {"batch": name} | {f"{w}_us": round(statistics.median(medians[(name, w)]), 1) for w in ways}
+        emit(line | {"same_replies": replies[(name, "before")] == replies[(name, "after")]}, out)
+
+
+if __name__ == "__main__":
+    main()
