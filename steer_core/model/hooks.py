@@ -49,7 +49,8 @@ def _dispatcher(key: tuple):
 
 
 # An edit that adds the same vector at every position may say so: its attribute FIXED_SHIFT, called with (rows,
-# dtype, device), returns the (rows, 1, width) tensor it adds (the edit returns output + that tensor).
+# dtype, device), returns the (rows, 1, width) tensor it adds (the edit returns output + that tensor), the same
+# values at every call: a decoding loop keeps what it returned while the edit is the same object (lean_step.Plan).
 FIXED_SHIFT = "fixed_shift"
 LEAVE = "leave"  # planned_edit: the hooks leave the output as it is
 
