@@ -29,9 +29,8 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from experiments.bf16_weights import TOKENS, _first_difference
+from experiments.bf16_weights import TOKENS, compare_replies, decode_row
 from steer_core.bench import A, Q, bench_batches
-from steer_core.bloom import LEVELS, load_dataset, scenarios
 from steer_core.generation import VIEWS, generate_batch, stream_batch
 from steer_core.model.loading import load_model
 from steer_core.prefix_cache import PREFIXES
@@ -93,62 +92,8 @@ def time_decoding(lm, half, rounds: int) -> list[dict]:
                         times[mode, n].append(time.perf_counter() - t0)
                 if r:
                     times[mode, "first"].append(first_token(lm, batches["none"]))
-    out = []
-    for mode in modes:
-        row = {
-            "part": "decode",
-            "mode": mode,
-            "unsteered_tok_s": round(TOKENS / statistics.median(times[mode, "none"]), 2),
-        }
-        row["first_token_ms"] = round(statistics.median(times[mode, "first"]) * 1e3, 1)
-        for n in names[1:]:
-            ratios = [t / b for t, b in zip(times[mode, n], times[mode, "none"])]
-            row[f"{n}_ratio"] = round(statistics.median(ratios), 3)
-            row[f"{n}_ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
-        row |= {f"{n}_s": round(statistics.median(times[mode, n]), 3) for n in names}
-        out.append(row)
-        print(json.dumps(row), flush=True)
-    return out
-
-
-def compare_replies(lm, half) -> dict:
-    from steer_core.judge.classifier import default_judge
-
-    chosen = scenarios(load_dataset(split="test"))
-    compares = [
-        CompareRequest(question=s.question, student_answer=s.student_answer, level=LEVELS[i % 6], max_new_tokens=TOKENS)
-        for i, s in enumerate(chosen)
-    ]
-    rows = [(c, r) for c in compares for r in c.requests()]
-    replies = {}
-    for mode, within in (("fp32", contextlib.nullcontext), ("bf16", lambda: bf16_prompts(lm, half))):
-        with within():
-            replies[mode] = [
-                o for c in compares for o in generate_batch(lm, c.requests(), max_new_tokens=TOKENS, **VIEWS)
-            ]
-    judge = default_judge()
-    verdicts = {mode: judge.judge([o.text for o in outs]) for mode, outs in replies.items()}
-    pairs = list(zip(replies["fp32"], replies["bf16"]))
-    sae = [i for i, (_, r) in enumerate(rows) if r.method == "sae"]
-    out = {
-        "part": "replies",
-        "rows": len(rows),
-        "same_tokens": sum(a.token_ids == b.token_ids for a, b in pairs),
-        "same_tokens_by_method": {
-            m: sum(a.token_ids == b.token_ids for (a, b), (_, r) in zip(pairs, rows) if r.method == m)
-            for m in dict.fromkeys(r.method for _, r in rows)
-        },
-        "mean_tokens_before_first_difference": round(
-            statistics.mean(_first_difference(a.token_ids, b.token_ids) for a, b in pairs), 1
-        ),
-        "judge_same_level": sum(u["pred"] == v["pred"] for u, v in zip(verdicts["fp32"], verdicts["bf16"])),
-        "sae_rows": len(sae),
-        "sae_judged_on_target": {
-            mode: sum(verdicts[mode][i]["pred"] == rows[i][0].level for i in sae) for mode in replies
-        },
-    }
-    print(json.dumps(out), flush=True)
-    return out
+    first = {mode: round(statistics.median(times[mode, "first"]) * 1e3, 1) for mode in modes}
+    return [decode_row(mode, times, names, first_token_ms=first[mode]) for mode in modes]
 
 
 def main() -> None:
@@ -160,7 +105,7 @@ def main() -> None:
     half.load_state_dict(lm.model.state_dict())
     half = half.to(torch.bfloat16).eval()
     lines = time_decoding(lm, half, rounds)
-    lines.append(compare_replies(lm, half))
+    lines.append(compare_replies(lm, lambda: bf16_prompts(lm, half)))
     Path(sys.argv[1]).write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 

@@ -125,25 +125,30 @@ def time_decoding(lm, bf16: RowsKernel, rounds: int) -> list[dict]:
                     generate_batch(lm, batches[n], max_new_tokens=TOKENS, ignore_stop=True, **VIEWS)
                     if r:
                         times[mode, n].append(time.perf_counter() - t0)
-    out = []
-    for mode in modes:
-        unsteered = round(TOKENS / statistics.median(times[mode, "none"]), 2)
-        row = {"part": "decode", "mode": mode, "unsteered_tok_s": unsteered}
-        for n in names[1:]:
-            ratios = [t / b for t, b in zip(times[mode, n], times[mode, "none"])]
-            row[f"{n}_ratio"] = round(statistics.median(ratios), 3)
-            row[f"{n}_ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
-        row |= {f"{n}_s": round(statistics.median(times[mode, n]), 3) for n in names}
-        out.append(row)
-        print(json.dumps(row), flush=True)
-    return out
+    return [decode_row(mode, times, names) for mode in modes]
+
+
+def decode_row(mode: str, times: dict, names: tuple[str, ...], **extra) -> dict:
+    """One mode's "decode" line, printed: one reply's pace, each batch's median ratio to one reply in the same
+    round (and the lowest and highest round), each batch's median seconds, then `extra`. times: (mode, batch) ->
+    seconds."""
+    row = {"part": "decode", "mode": mode, "unsteered_tok_s": round(TOKENS / statistics.median(times[mode, "none"]), 2)}
+    for n in names[1:]:
+        ratios = [t / b for t, b in zip(times[mode, n], times[mode, "none"])]
+        row[f"{n}_ratio"] = round(statistics.median(ratios), 3)
+        row[f"{n}_ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    row |= {f"{n}_s": round(statistics.median(times[mode, n]), 3) for n in names} | extra
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def compare_replies(lm, bf16: RowsKernel) -> dict:
+def compare_replies(lm, bf16_mode) -> dict:
+    """The Compare of every test scenario in float32 and under `bf16_mode()` (a context): how the replies and the
+    judge's verdicts differ."""
     from steer_core.judge.classifier import default_judge
 
     chosen = scenarios(load_dataset(split="test"))
@@ -153,7 +158,7 @@ def compare_replies(lm, bf16: RowsKernel) -> dict:
     ]
     rows = [(c, r) for c in compares for r in c.requests()]  # (its Compare, the row's request)
     replies = {}
-    for mode, within in (("fp32", contextlib.nullcontext), ("bf16", lambda: bf16_decoding(lm, bf16))):
+    for mode, within in (("fp32", contextlib.nullcontext), ("bf16", bf16_mode)):
         with within():
             replies[mode] = [
                 o for c in compares for o in generate_batch(lm, c.requests(), max_new_tokens=TOKENS, **VIEWS)
@@ -166,6 +171,10 @@ def compare_replies(lm, bf16: RowsKernel) -> dict:
         "part": "replies",
         "rows": len(rows),
         "same_tokens": sum(a.token_ids == b.token_ids for a, b in pairs),
+        "same_tokens_by_method": {
+            m: sum(a.token_ids == b.token_ids for (a, b), (_, r) in zip(pairs, rows) if r.method == m)
+            for m in dict.fromkeys(r.method for _, r in rows)
+        },
         "mean_tokens_before_first_difference": round(
             statistics.mean(_first_difference(a.token_ids, b.token_ids) for a, b in pairs), 1
         ),
@@ -191,7 +200,7 @@ def main() -> None:
     print(json.dumps(lines[0]), flush=True)
     lines += time_products(lm, fp32, bf16, 3 * rounds)
     lines += time_decoding(lm, bf16, rounds)
-    lines.append(compare_replies(lm, bf16))
+    lines.append(compare_replies(lm, lambda: bf16_decoding(lm, bf16)))
     Path(sys.argv[1]).write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
