@@ -55,17 +55,18 @@ FIXED_SHIFT = "fixed_shift"
 LEAVE = "leave"  # planned_edit: the hooks leave the output as it is
 
 
-def planned_edit(module: torch.nn.Module, rows: int, dtype: torch.dtype, device: torch.device):
+def planned_edit(
+    module: torch.nn.Module, rows: int, dtype: torch.dtype, device: torch.device, identity: tuple | None = None
+):
     """What `module`'s forward hooks do to its output in this context, for a caller that runs its arithmetic itself
     (the lean decoding step) and can then do it without calling back into Python: LEAVE (its only hooks are
     dispatchers with no edit in this context), the (rows, 1, width) tensor the one edit there adds (FIXED_SHIFT),
-    or None (anything else: call the hooks)."""
-    edits, planned = _ACTIVE.get() or {}, LEAVE
-    for hook in module._forward_hooks.values():
-        key = getattr(hook, "site_key", None)
-        if key is None:
-            return None
-        fn = edits.get(key)
+    or None (anything else: call the hooks). identity: edit_identity(module), where the caller has it."""
+    identity = edit_identity(module) if identity is None else identity
+    if identity is None:  # a hook that is not a dispatcher
+        return None
+    planned = LEAVE
+    for _, fn in identity:
         if fn is None:
             continue
         shift = getattr(fn, FIXED_SHIFT, None)

@@ -355,14 +355,15 @@ class Plan:
         fixed shift the C++ layers can add (_fits), or None (call the hooks back)."""
         module = self.modules[idx][which]
         identity = edit_identity(module, edits)
+        if identity is None:  # a hook that is not a dispatcher: call the hooks back
+            return None
         kept = self._planned.get((idx, which))
-        if identity is not None and kept is not None and kept[0] == identity:
+        if kept is not None and kept[0] == identity:
             return kept[1]
-        planned = planned_edit(module, self.rows, torch.float32, _CPU)
+        planned = planned_edit(module, self.rows, torch.float32, _CPU, identity)
         if which == 1 and planned is not None and planned is not LEAVE and not _fits(planned, self.shift_shape):
             planned = None
-        if identity is not None:
-            self._planned[(idx, which)] = (identity, planned)
+        self._planned[(idx, which)] = (identity, planned)
         return planned
 
     def _run_hooks(self, idx: int, where: int) -> int:
