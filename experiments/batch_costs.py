@@ -40,6 +40,8 @@ def timed(lm, reqs) -> tuple[float, float]:
 
 
 def batches(lm) -> dict[str, list]:
+    """The batches named above, by name (experiments.step_phases, compare_parts and sites_ab take theirs from here:
+    a request does not hold its reply's length, so TOKENS here does not bound theirs)."""
     compare = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=TOKENS)
     made = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
     none, c4 = made["none"][0], made["compare4"]

@@ -22,13 +22,12 @@ import sys
 import time
 from contextlib import contextmanager
 
+from experiments.batch_costs import batches
 from experiments.jsonl import emit
-from steer_core import bench, generation
+from steer_core import generation
 from steer_core.generation import VIEWS, stream_batch
 from steer_core.model import lean_step
 from steer_core.model.loading import load_model
-from steer_core.steering.config import SteerConfig
-from steer_core.views.compare import CompareRequest
 
 ROUNDS, TOKENS = 9, 64
 
@@ -84,8 +83,7 @@ def main() -> None:
     lm = load_model()
     if not lean_step.takes(lm.model):  # its decoding steps would call the model too
         raise SystemExit("the default model's decoding steps are expected to take the lean path")
-    compare = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=TOKENS)
-    made = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
+    made = batches(lm)
     runs = {"none": made["none"], "compare4": made["compare4"]}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for r in range(ROUNDS + 1):  # round 0 warms up

@@ -18,14 +18,12 @@ import time
 
 import torch
 
+from experiments.batch_costs import batches
 from experiments.jsonl import emit
-from steer_core import bench
 from steer_core.generation import VIEWS, generate_batch
 from steer_core.model import lean_step
 from steer_core.model.hooks import planned_edit
 from steer_core.model.loading import load_model
-from steer_core.steering.config import SteerConfig
-from steer_core.views.compare import CompareRequest
 
 BATCHES = ("none", "compare4", "ladder")
 
@@ -73,8 +71,7 @@ def main() -> None:
     lm = load_model()
     if not lean_step.takes(lm.model) or lean_step.lean_layers() is None:
         raise SystemExit("the C++ layers are off here (no compiler, or STEER_KERNEL=off)")
-    compare = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=64)
-    made = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
+    made = batches(lm)
     ways = {"before": sites_as_it_was, "after": lean_step.Plan.sites}
     medians = {(b, w): [] for b in BATCHES for w in ways}
     replies = {}

@@ -34,15 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.batch_costs import batches
 from experiments.jsonl import emit
-from steer_core import bench
 from steer_core.generation import VIEWS, stream_batch
 from steer_core.model import lean_step
 from steer_core.model.loading import load_model
-from steer_core.steering.config import SteerConfig
-from steer_core.views.compare import CompareRequest
 
 ROUNDS, TOKENS = 7, 64
+BATCHES = ("none", "none x4", "compare4", "none x7", "ladder")  # batch_costs.batches' names
 PHASES = ("norms", "products", "rope", "attention", "silu", "output")
 CLOCK = """#include <chrono>
 static double phase_s[6];
@@ -83,19 +82,6 @@ def clocked_source(folder: Path) -> Path:
     return out
 
 
-def batches(lm) -> dict[str, list]:
-    compare = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=TOKENS)
-    made = bench.bench_batches(compare, SteerConfig(), SteerConfig(layers=(lm.middle_layer,)))
-    none = made["none"][0]
-    return {
-        "none": [none],
-        "none x4": [none] * 4,
-        "compare4": made["compare4"],
-        "none x7": [none] * 7,
-        "ladder": made["ladder"],
-    }
-
-
 def main() -> None:
     if len(sys.argv) > 2:
         raise SystemExit(__doc__)
@@ -106,7 +92,7 @@ def main() -> None:
             raise SystemExit("the C++ layers are off here (no compiler, or STEER_KERNEL=off)")
         read = ctypes.CDLL(str(layers.path)).phase_times
     lm = load_model()
-    runs = batches(lm)
+    runs = {name: reqs for name, reqs in batches(lm).items() if name in BATCHES}
     out = (ctypes.c_double * len(PHASES))()
     rows: dict[str, list[list[float]]] = {name: [] for name in runs}
     for r in range(ROUNDS + 1):  # round 0 warms up: the prefixes read, the kernels built
