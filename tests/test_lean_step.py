@@ -381,3 +381,25 @@ def test_held_dispatchers_with_no_edit_leave_the_step_bit_for_bit_and_are_not_ca
     assert not _same(edited, held)
     if step is cxx_step:
         assert calls == [1] * STEPS
+
+
+def test_a_steps_mask_is_the_last_ones_with_its_new_position_and_made_again_otherwise(lm):
+    from transformers.masking_utils import create_causal_mask
+
+    def made(mask, pos, cache):  # create_causal_mask's mask as SDPA converts it, the way it is made from scratch
+        h = lm.model.model.embed_tokens(torch.zeros(ROWS, 1, dtype=torch.long))
+        bool_mask = create_causal_mask(
+            config=lm.model.config, inputs_embeds=h, attention_mask=mask, cache=cache, position_ids=pos
+        )
+        return torch.zeros_like(bool_mask, dtype=h.dtype).masked_fill_(bool_mask.logical_not(), float("-inf"))
+
+    cache, mask = _prefilled(lm)
+    pos, width = mask.sum(1, keepdim=True), mask.shape[1]
+    for s in range(STEPS):
+        mask = torch.cat([mask, torch.ones(ROWS, 1, dtype=torch.long)], dim=1)
+        if s == 2:  # a row whose new position is not attended: not the last mask with one more position
+            mask[0, -1] = 0
+        expected = made(mask, pos + s, cache)
+        cxx_step(lm, torch.full((ROWS, 1), 5 + s), mask, pos + s, cache, width + s)
+        kept_2d, kept = cache._lean_mask
+        assert kept_2d is mask and torch.equal(kept, expected), f"step {s}"

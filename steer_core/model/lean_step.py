@@ -400,6 +400,40 @@ def _plan(model, cache, rows: int) -> Plan | None:
     return plan
 
 
+def _step_mask(inner, h, attention_mask, cache, position_ids, lean: bool) -> torch.Tensor | None:
+    """create_causal_mask's mask; for the lean step (lean) as SDPA converts it (0 where attended, -inf elsewhere).
+    A decoding step's mask is the last step's with one more position attended (generation's 2D mask grew by a
+    column of ones, the new token's), so that column is written into the last step's mask, kept on the cache,
+    instead of the mask being made again (0.3 ms a step, about 1.5% of one reply's). Anything else: made again."""
+    from transformers.masking_utils import create_causal_mask
+
+    kept = getattr(cache, "_lean_mask", None) if lean else None
+    if kept is not None:
+        last_2d, float_mask = kept
+        width = last_2d.shape[1]
+        if (
+            attention_mask is not None
+            and attention_mask.shape == (last_2d.shape[0], width + 1)
+            and width < float_mask.shape[-1]
+            and int(cache.layers[0].cumulative_length) == width
+            and bool((attention_mask[:, width] == 1).all())
+            and torch.equal(attention_mask[:, :width], last_2d)
+        ):
+            float_mask[..., width] = 0.0
+            cache._lean_mask = (attention_mask, float_mask)
+            return float_mask
+    mask = create_causal_mask(
+        config=inner.config, inputs_embeds=h, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+    )
+    if not lean or mask is None:
+        return mask
+    # SDPA's own conversion of a boolean mask, once a step, not once a layer
+    mask = torch.zeros_like(mask, dtype=h.dtype).masked_fill_(mask.logical_not(), float("-inf")).contiguous()
+    if attention_mask is not None and attention_mask.dim() == 2 and mask.shape[0] == attention_mask.shape[0]:
+        cache._lean_mask = (attention_mask, mask)
+    return mask
+
+
 _DEFAULT = object()
 
 
@@ -412,21 +446,16 @@ def decode_logits(
     (default: lean_layers(), None where they are not available), or None for Python layers only. own_positions:
     attention through the attention kernel (each row over its own positions, in an order of its own: transformers'
     logits to float32 rounding, not bit for bit), where it built; SDPA otherwise."""
-    from transformers.masking_utils import create_causal_mask
-
     inner = model.model
     n = inner.config.num_hidden_layers
     h = inner.embed_tokens(input_ids)
-    mask = create_causal_mask(
-        config=inner.config, inputs_embeds=h, attention_mask=attention_mask, cache=cache, position_ids=position_ids
-    )
+    lean = h.dtype == torch.float32 and _lean_cache(cache, n)
+    mask = _step_mask(inner, h, attention_mask, cache, position_ids, lean)
+    lean = lean and mask is not None
     table = inner.rotary_emb(h, position_ids=position_ids)
-    lean = mask is not None and h.dtype == torch.float32 and _lean_cache(cache, n)
     hooked = bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
     plan = None
     if lean:
-        # SDPA's own conversion of a boolean mask (0 where attended, -inf elsewhere), once a step, not once a layer
-        mask = torch.zeros_like(mask, dtype=h.dtype).masked_fill_(mask.logical_not(), float("-inf")).contiguous()
         cos, sin = table[0].unsqueeze(1).contiguous(), table[1].unsqueeze(1).contiguous()
         kernel = attention_kernel() if own_positions else None
         prompts = getattr(cache, PROMPT_COPIES, None) if kernel is not None else None
