@@ -53,6 +53,9 @@ def test_greedy_picks_what_argmax_picks_the_first_of_equal_largest():
     wide = torch.randn(7, 49152, generator=torch.Generator().manual_seed(0))
     wide[3, 100] = wide[3, 40000] = wide[3].max() + 1.0  # a tie far apart: the first one
     assert torch.equal(pick(wide), wide.argmax(-1)) and int(pick(wide)[3]) == 100
+    assert pick(wide).dtype == torch.int64 and torch.equal(pick(wide[2:5].t().contiguous().t()), wide[2:5].argmax(-1))
+    wide[5, 7] = float("nan")  # a row with a NaN picks it, as torch's max does
+    assert int(pick(wide)[5]) == int(wide.max(-1).indices[5]) == 7
 
 
 def test_mixed_length_batch_equals_each_row_alone(lm):
