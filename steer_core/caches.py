@@ -5,6 +5,7 @@ under its own lock (two requests asking at once get one copy), forgotten by key 
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -41,6 +42,18 @@ class ProcessCache:
                     del self._values[k]
             else:
                 self._values.clear()
+
+
+_SERIALS = itertools.count()
+
+
+def model_serial(model) -> int:
+    """A number for this model object, never another's in this process (two models may share a name and an id()
+    may be reused once an object is gone): what a cache of a model's outputs is keyed by."""
+    serial = model.__dict__.get("_cache_serial")
+    if serial is None:
+        serial = model.__dict__["_cache_serial"] = next(_SERIALS)
+    return serial
 
 
 def clear_all() -> None:

@@ -21,9 +21,9 @@ from .bloom import normalize_level
 from .errors import UserError
 from .model import lean_step
 from .model.attention_kernel import PROMPT_COPIES, PromptCopies
-from .model.hooks import dispatchers_held, query_edits
+from .model.hooks import active_edits, dispatchers_held, query_edits
 from .model.recording import RowRecording, recorder
-from .prefix_cache import cache_over, prefix_kv
+from .prefix_cache import READS, PromptRead, cache_over, prefix_kv, read_key
 from .prompts import DEFAULT_STYLE, render, shared_prefix
 from .steering.assets import steering_groups
 from .steering.config import PLAIN, SteerConfig
@@ -118,6 +118,7 @@ def stream_batch(
     own_positions: bool = False,
     record: RowRecording | None = None,
     first_words: bool = False,
+    keep_prompts: bool = False,
 ) -> Iterator[list[Output]]:
     """Generate all requests together; yield the outputs so far after every new token.
     ignore_stop: always generate max_new_tokens (benchmarks compare equal work).
@@ -126,7 +127,8 @@ def stream_batch(
     prompt beside it put there (model/attention_kernel.py; the interactive views). Both agree with the plain way to
     float32 rounding, not bit for bit, so the evaluation and the golden rows use neither.
     record: keep one row's queries at one layer as it is generated, then its keys and values (model/recording.py).
-    first_words: show each row's first token once its prompt is read, before the other prompts' (_first_words)."""
+    first_words: show each row's first token once its prompt is read, before the other prompts' (_first_words).
+    keep_prompts (with prefix_cache): a prompt read before is not read again (_read_group; a Compare clicked again)."""
     if not requests:
         return
     _check_decoding(max_new_tokens, temperature, top_p)
@@ -144,7 +146,7 @@ def stream_batch(
     t0 = time.time()
     edits_for = _decode_edits(lm, groups, record)
     prefixes = [cut for _, cut in encoded] if prefix_cache else None
-    reading = _read_prompts(lm, requests, prompts, W, max_new_tokens, prefixes, record)
+    reading = _read_prompts(lm, requests, prompts, W, max_new_tokens, prefixes, record, keep_prompts and prefix_cache)
     early = pick if first_words and temperature <= 0 else None  # greedy: a row's pick does not depend on the others
     cache, logits = yield from _first_words(tok, requests, reading, early, None if ignore_stop else stops, t0)
     position_ids, nxt = torch.tensor([[len(p)] for p in prompts], device=device), None  # nxt: the last step's picks
@@ -311,16 +313,16 @@ def _read_prompts(
     max_new_tokens: int,
     prefixes: list[int] | None = None,
     record: RowRecording | None = None,
+    keep: bool = False,
 ):
     """Read each distinct prompt once (the Compare batch's unsteered, SAE and query rows share one),
     distinct prompts of equal length together (no padding, so a long few-shot prompt does not make
     every row pay for its length), then join the KV caches left-padded to `width`, one row per request.
     prefixes: each row's shared prefix length; a row whose steering does not reach the prompt then reads
-    only the rest, over the prefix's cached keys and values. record: the prompt's queries of its row.
+    only the rest, over the prefix's cached keys and values. record: the prompt's queries of its row. keep: a
+    prompt read alone is taken from, or kept in, prefix_cache.READS (_read_group).
     A generator: after each group read but the last, it yields (the rows given those prompts, their last-position
     logits) for stream_batch's first words; it returns (cache, last-position logits in row order)."""
-    from transformers import DynamicCache
-
     steering = [_prompt_steering(r) for r in requests]
     first: dict[tuple, int] = {}  # (tokens, prompt steering) -> the first row that reads it
     source = [first.setdefault((tuple(p), s), i) for i, (p, s) in enumerate(zip(prompts, steering))]
@@ -330,19 +332,13 @@ def _read_prompts(
         groups.setdefault((tuple(prompts[i][:cut]), len(prompts[i])), []).append(i)
     parts = []  # (rows, cache, last logits) per group
     for (prefix, _), rows in groups.items():
-        sub = [requests[i] for i in rows]
-        ids = torch.tensor([prompts[i][len(prefix) :] for i in rows], device=lm.device)
-        past = cache_over(prefix_kv(lm, prefix), len(rows)) if prefix else DynamicCache()
-        edits, kept = layer_edits(lm, steering_groups(lm, sub), "prompt"), []
-        if record is not None and source[record.row] in rows:  # the row that reads the recorded row's prompt
-            edits = recorder(edits, record.layer, rows.index(source[record.row]), kept)
-        with query_edits(lm, edits):
-            # logits_to_keep=1: the vocabulary projection of every prompt position would cost more
-            # than the rest of the prefill
-            out = lm.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
-        parts.append((rows, out.past_key_values, out.logits[:, -1, :].float()))
-        if kept:
-            record.prompt, record.prefix = kept[0], len(prefix)
+        recorded = record is not None and source[record.row] in rows  # the rows read the recorded row's prompt
+        at = (record.layer, rows.index(source[record.row])) if recorded else None
+        sub, texts = [requests[i] for i in rows], [prompts[i] for i in rows]
+        cache, logits, queries = _read_group(lm, sub, texts, prefix, at, keep)
+        parts.append((rows, cache, logits))
+        if recorded:
+            record.prompt, record.prefix = queries, len(prefix)
         if len(parts) < len(groups):
             given = [r for r, s in enumerate(source) if s in rows]
             yield given, parts[-1][2][[rows.index(source[r]) for r in given]]
@@ -353,6 +349,37 @@ def _read_prompts(
     # rows given one prompt hold copies of its keys and values: the views' attention reads them from one row
     setattr(cache, PROMPT_COPIES, PromptCopies.of(source, width))
     return cache, logits
+
+
+def _read_group(lm, requests, prompts, prefix: tuple, record_at: tuple | None, keep: bool):
+    """A group's prompts (one row each, all as long) read together over their prefix's cached keys and values:
+    (cache, last-position logits, the recorded queries or None). record_at: (layer, row of the group) whose queries
+    to record. keep: a lone prompt that nothing steers, in a context with no edits of its own, is taken from the
+    reads kept (prefix_cache.READS: the very tensors a read gave, so the same replies bit for bit) or its read kept."""
+    from transformers import DynamicCache
+
+    edits, kept = layer_edits(lm, steering_groups(lm, requests), "prompt"), []
+    layer = None if record_at is None else record_at[0]
+    key = None
+    if keep and len(prompts) == 1 and not edits and not active_edits():
+        key = read_key(lm, prompts[0], len(prefix))
+        held = READS.peek(key)
+        if held is not None and (layer is None or layer in held.queries):
+            return cache_over(held.kv, 1), held.logits, held.queries.get(layer)
+    ids = torch.tensor([p[len(prefix) :] for p in prompts], device=lm.device)
+    past = cache_over(prefix_kv(lm, prefix), len(prompts)) if prefix else DynamicCache()
+    if record_at is not None:
+        edits = recorder(edits, layer, record_at[1], kept)
+    with query_edits(lm, edits):
+        # logits_to_keep=1: the vocabulary projection of every prompt position would cost more than the rest
+        out = lm.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+    logits, queries = out.logits[:, -1, :].float(), (kept[0] if kept else None)
+    if key is not None:
+        earlier = READS.peek(key)
+        recorded = {**(earlier.queries if earlier is not None else {}), **({layer: queries} if kept else {})}
+        kv = tuple((c.keys, c.values) for c in out.past_key_values.layers)
+        READS.put(key, PromptRead(kv, logits, recorded))
+    return out.past_key_values, logits, queries
 
 
 def _joined_cache(lm, parts: list, source: list[int], width: int, max_len: int):

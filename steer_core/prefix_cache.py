@@ -12,10 +12,11 @@ prompts whole.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import torch
 
-from .caches import BoundedCache
+from .caches import BoundedCache, model_serial
 from .errors import UserError
 
 PREFIX_CACHE_ENV = "STEER_PREFIX_CACHE_MB"
@@ -36,6 +37,34 @@ def _kv_bytes(kv: tuple) -> int:
 
 
 PREFIXES = BoundedCache("prompt prefixes", _budget_bytes(), _kv_bytes)
+
+
+@dataclass(frozen=True)
+class PromptRead:
+    """What reading one whole prompt gave (generation._read_prompts, one row): each layer's (keys, values), shape
+    (1, kv_heads, len, head_dim), the last position's logits (1, vocab), and the queries recorded at a layer when an
+    inspection asked ({layer: (q_in, q_out)}, the prompt's positions after its prefix). Never written once kept."""
+
+    kv: tuple
+    logits: torch.Tensor
+    queries: dict = field(default_factory=dict)
+
+
+def _read_bytes(read: PromptRead) -> int:
+    queries = sum(t.numel() * t.element_size() for pair in read.queries.values() for t in pair)
+    return _kv_bytes(read.kv) + read.logits.numel() * read.logits.element_size() + queries
+
+
+# A Compare clicked again with the same question reads no prompt: its plain prompt's read is kept, the very tensors,
+# so a reply from a kept read is the one a fresh read gives, bit for bit. A quarter of the prefixes' budget: the
+# default model's plain prompt is about 4.5 MB, a few-shot prompt about 23.
+READS = BoundedCache("prompt reads", _budget_bytes() // 4, _read_bytes)
+
+
+def read_key(lm, tokens, cut: int) -> tuple:
+    """A prompt read's key: the model object, its device, the prompt's tokens and where its cached prefix ends (a
+    prompt read in other parts has other bits)."""
+    return (model_serial(lm.model), lm.key, str(lm.device), tuple(tokens), cut)
 
 
 @torch.no_grad()

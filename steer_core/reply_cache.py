@@ -12,12 +12,11 @@ STEER_KERNEL=off, a GPU, more than 11 rows), or when sampling, nothing is kept o
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
-from .caches import BoundedCache
+from .caches import BoundedCache, model_serial
 from .errors import UserError
 from .generation import REPLY_TOKENS, Output, Request, stream_batch
 from .model import lean_step
@@ -38,7 +37,6 @@ def _budget() -> int:
 
 
 REPLIES = BoundedCache("replies", _budget(), lambda _: 1)  # its budget counts replies
-_SERIALS = itertools.count()
 
 
 def reuses(lm, rows: int, decoding: dict) -> bool:
@@ -52,19 +50,10 @@ def reuses(lm, rows: int, decoding: dict) -> bool:
     return lean_step.Plan.qualifies(lm.model, rows)
 
 
-def _model_serial(model) -> int:
-    """A number for this model object, never another's in this process (two models may share a name and an id()
-    may be reused once an object is gone)."""
-    serial = model.__dict__.get("_reply_cache_serial")
-    if serial is None:
-        serial = model.__dict__["_reply_cache_serial"] = next(_SERIALS)
-    return serial
-
-
 def _key(lm, req: Request, max_new_tokens: int, decoding: dict) -> tuple:
     ids, _ = render(lm.tokenizer, req.messages())
     reading = (bool(decoding.get("prefix_cache")), bool(decoding.get("ignore_stop")))
-    return (_model_serial(lm.model), lm.key, str(lm.device), tuple(ids), max_new_tokens, reading)
+    return (model_serial(lm.model), lm.key, str(lm.device), tuple(ids), max_new_tokens, reading)
 
 
 def stream_reusing(

@@ -6,8 +6,10 @@ import torch
 from tiny import char_tokenizer, tiny_lm
 
 from steer_core.caches import BoundedCache, clear_all
-from steer_core.generation import Request, _prefill, generate_batch
-from steer_core.prefix_cache import PREFIXES
+from steer_core.generation import VIEWS, Request, _encode, _prefill, generate_batch, stream_batch
+from steer_core.model.hooks import query_edits
+from steer_core.model.recording import RowRecording
+from steer_core.prefix_cache import PREFIXES, READS
 from steer_core.prompts import render, shared_prefix
 
 
@@ -18,9 +20,9 @@ def lm():
 
 @pytest.fixture(autouse=True)
 def empty_prefixes():
-    PREFIXES.forget()
+    PREFIXES.forget(), READS.forget()
     yield
-    PREFIXES.forget()
+    PREFIXES.forget(), READS.forget()
 
 
 def _requests():
@@ -137,3 +139,68 @@ def test_perplexities_read_together_are_each_replys_own(lm, monkeypatch):
         else:
             one = fluency.perplexity(lm, q, a, reply)
             assert value == pytest.approx(one, rel=1e-4) and read_whole == pytest.approx(one, rel=1e-4)
+
+
+def _reads_counted(lm, monkeypatch) -> list[int]:
+    """The model's forwards from now on, counted (a prompt's read; the decoding steps do not call the model)."""
+    calls, forward = [], lm.model.forward
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return forward(*args, **kw)
+
+    monkeypatch.setattr(lm.model, "forward", counted)
+    return calls
+
+
+def test_a_prompt_read_again_is_the_kept_read_bit_for_bit(lm, monkeypatch):
+    reqs = _requests()[:2]  # the plain prompt and the few-shot one: each read alone
+    prompts, cuts = zip(*[_encode(lm.tokenizer, r, True) for r in reqs])
+    width = max(map(len, prompts))
+    kept = generate_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS, keep_prompts=True)
+    fresh_cache, fresh_logits = _prefill(lm, reqs, list(prompts), width, 12, list(cuts), keep=False)
+    assert len(READS._values) == 2
+    reads = _reads_counted(lm, monkeypatch)
+    again = generate_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS, keep_prompts=True)
+    cache, logits = _prefill(lm, reqs, list(prompts), width, 12, list(cuts), keep=True)
+    assert not reads  # neither prompt read again
+    assert [o.token_ids for o in again] == [o.token_ids for o in kept]
+    assert torch.equal(logits, fresh_logits)
+    for a, b in zip(cache.layers, fresh_cache.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    plain = generate_batch(lm, reqs, max_new_tokens=12, ignore_stop=True, **VIEWS)  # keeps nothing, reads both
+    assert [o.token_ids for o in plain] == [o.token_ids for o in kept] and len(reads) == 2
+    clear_all()
+    assert READS.bytes_held() == 0
+
+
+def _recorded(lm, req, layer) -> RowRecording:
+    record = RowRecording(0, layer)
+    for _ in stream_batch(lm, [req], max_new_tokens=3, record=record, **VIEWS, keep_prompts=True):
+        pass
+    return record
+
+
+def test_a_kept_read_gives_the_queries_recorded_at_its_layer_or_is_read_again(lm, monkeypatch):
+    req = _requests()[0]
+    first = _recorded(lm, req, 1)
+    reads = _reads_counted(lm, monkeypatch)
+    again = _recorded(lm, req, 1)
+    assert not reads and again.prefix == first.prefix > 0
+    assert all(torch.equal(a, b) for a, b in zip(again.prompt, first.prompt))
+    other = _recorded(lm, req, 2)  # a layer the kept read did not record: read again, and kept beside the first
+    assert len(reads) == 1 and other.prompt is not None
+    (held,) = READS._values.values()
+    assert sorted(held.queries) == [1, 2]
+
+
+def test_a_read_under_edits_of_its_context_is_neither_kept_nor_taken(lm, monkeypatch):
+    req = _requests()[0]
+    generate_batch(lm, [req], max_new_tokens=2, **VIEWS, keep_prompts=True)
+    assert len(READS._values) == 1
+    reads = _reads_counted(lm, monkeypatch)
+    with query_edits(lm, {1: lambda q: q * 1.5}):
+        generate_batch(lm, [req], max_new_tokens=2, **VIEWS, keep_prompts=True)  # the kept read not taken
+        READS.forget()
+        generate_batch(lm, [req], max_new_tokens=2, **VIEWS, keep_prompts=True)  # nor this read kept
+    assert len(reads) == 2 and len(READS._values) == 0
