@@ -116,3 +116,21 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
         3 * unit_alpha("sae", "prototype"),
     ]
     assert len(final.perplexities) == 3
+
+
+def test_a_ladder_takes_the_prompt_read_kept_from_a_click_on_its_question_unless_told_not_to(lm, monkeypatch):
+    """The ladder's rows share the plain prompt (steering reaches only the reply): read once, kept, and taken by the
+    next ladder on the question; bench's new question (keep_prompts=False) reads it again."""
+    from steer_core.prefix_cache import READS
+
+    READS.forget()
+    first = list(ladder_stream(lm, request(), judge=FakeJudge()))[-1]
+    assert len(READS._values) == 1
+    reads, forward = [], lm.model.forward
+    monkeypatch.setattr(lm.model, "forward", lambda *a, **kw: reads.append(1) or forward(*a, **kw))
+    monkeypatch.setattr("steer_core.views.rows.perplexities", lambda *a: [1.0] * 7)  # its own reads, not counted
+    again = list(ladder_stream(lm, request(), judge=FakeJudge()))[-1]
+    assert not reads and [o.token_ids for o in again.outputs] == [o.token_ids for o in first.outputs]
+    fresh = list(ladder_stream(lm, request(), judge=FakeJudge(), keep_prompts=False))[-1]
+    assert len(reads) == 1 and [o.token_ids for o in fresh.outputs] == [o.token_ids for o in first.outputs]
+    READS.forget()
