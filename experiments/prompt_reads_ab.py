@@ -1,13 +1,18 @@
-"""A Compare clicked again with the same question (bench's request, 64 tokens, stop tokens ignored), its plain
-prompt's read taken from the reads kept (prefix_cache.READS, now) or read again (before: the kept reads emptied
-first), the two ways taking turns round by round in one process. Both reuse the unsteered and few-shot replies
-(reply_cache), so each click generates its SAE and query rows. Checks that both ways, and a click that reuses
-nothing, give the same replies token for token.
+"""A click repeated on the same question (bench's request, 64 tokens, stop tokens ignored), what an earlier click
+kept taken (now) or not (before), the two ways taking turns round by round in one process, and the replies checked
+to be the same both ways and as a click that reuses nothing:
+
+- compare: a Compare clicked again. Both ways reuse its unsteered and few-shot replies (reply_cache), so each
+  generates its SAE and query rows; before, the kept prompt reads (prefix_cache.READS) are emptied first, so the
+  plain prompt is read again.
+- ladder: a ladder clicked again. Before, nothing is reused (reuse=False: seven rows, the prompt read); now its
+  unsteered reply and its prompt's read are the ones kept (six rows, no prompt read).
 
     python -m experiments.prompt_reads_ab [OUT.jsonl] [ROUNDS]
 
-Prints, and appends to OUT.jsonl if given, one JSON object: the median over rounds of the whole click (its
-generation, judge and inspection) and of its first word, in ms, each way, and whether the replies were the same.
+Prints, and appends to OUT.jsonl if given, one JSON object a view: the median over rounds of the click until it
+is judged (the Compare's verdicts, before its inspection; the ladder's judged chart, before its perplexities) and
+of its first word, in ms, each way, and whether the replies were the same.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from steer_core.charts import white_by_default
 from steer_core.model.loading import load_model
 from steer_core.prefix_cache import READS
 from steer_core.views.compare import CompareRequest, compare_stream
+from steer_core.views.ladder import ladder_stream
 
 
-def click(lm, req, reuse: bool = True) -> tuple[float, float, dict]:
-    """(whole seconds, seconds to the first yield, the replies' token ids by method)."""
-    t0, first, results = time.perf_counter(), None, []
-    for result in compare_stream(lm, req, ignore_stop=True, reuse=reuse):
+def click(stream) -> tuple[float, float, list]:
+    """(seconds to the judged result, seconds to the first yield, the replies' token ids) of a view's stream."""
+    t0, first = time.perf_counter(), None
+    for result in stream:
         first = time.perf_counter() - t0 if first is None else first
-        results[:] = [result]
-    return time.perf_counter() - t0, first, {m: o.token_ids for m, o in results[0].outputs.items()}
+        if result.done:
+            break
+    outputs = result.outputs.values() if isinstance(result.outputs, dict) else result.outputs
+    return time.perf_counter() - t0, first, [o.token_ids for o in outputs]
 
 
 def main() -> None:
@@ -40,22 +48,27 @@ def main() -> None:
     white_by_default()
     lm = load_model()
     req = CompareRequest(question=bench.Q, student_answer=bench.A, level="analyze", max_new_tokens=64)
-    _, _, fresh = click(lm, req, reuse=False)
-    click(lm, req)  # the replies and the read kept
-    times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
-    same = True
-    for r in range(rounds):
-        for way in ("before", "after") if r % 2 else ("after", "before"):
-            if way == "before":
-                READS.forget()
-            whole, first, replies = click(lm, req)
-            times[way].append((whole, first))
-            same = same and replies == fresh
-    line = {"rounds": rounds}
-    for way, t in times.items():
-        line[f"{way}_ms"] = round(statistics.median(x[0] for x in t) * 1e3, 1)
-        line[f"{way}_first_word_ms"] = round(statistics.median(x[1] for x in t) * 1e3, 1)
-    emit(line | {"same_replies": same}, out)
+    views = {
+        "compare": lambda reuse: compare_stream(lm, req, ignore_stop=True, reuse=reuse),
+        "ladder": lambda reuse: ladder_stream(lm, req, ignore_stop=True, reuse=reuse),
+    }
+    for view, stream in views.items():
+        fresh = click(stream(False))[2]
+        click(stream(True))  # what the next click takes, kept
+        times: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+        same = True
+        for r in range(rounds):
+            for way in ("before", "after") if r % 2 else ("after", "before"):
+                if way == "before" and view == "compare":
+                    READS.forget()
+                whole, first, replies = click(stream(view == "compare" or way == "after"))
+                times[way].append((whole, first))
+                same = same and replies == fresh
+        line = {"view": view, "rounds": rounds}
+        for way, t in times.items():
+            line[f"{way}_ms"] = round(statistics.median(x[0] for x in t) * 1e3, 1)
+            line[f"{way}_first_word_ms"] = round(statistics.median(x[1] for x in t) * 1e3, 1)
+        emit(line | {"same_replies": same}, out)
 
 
 if __name__ == "__main__":

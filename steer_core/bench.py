@@ -200,7 +200,7 @@ def ladder_click(lm, req: CompareRequest) -> float:
     judged), then the perplexities and the report files. Returns the seconds until the judged chart was made."""
     t0 = time.perf_counter()
     charted = None
-    for result in ladder_stream(lm, req, ignore_stop=True, keep_prompts=False):  # a new question's
+    for result in ladder_stream(lm, req, ignore_stop=True, reuse=False):  # a new question's: nothing kept taken
         if result.done:  # the app draws it at both yields, judged and whole
             result.chart().to_json()
             charted = time.perf_counter() - t0 if charted is None else charted

@@ -118,19 +118,30 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     assert len(final.perplexities) == 3
 
 
-def test_a_ladder_takes_the_prompt_read_kept_from_a_click_on_its_question_unless_told_not_to(lm, monkeypatch):
-    """The ladder's rows share the plain prompt (steering reaches only the reply): read once, kept, and taken by the
-    next ladder on the question; bench's new question (keep_prompts=False) reads it again."""
+def test_a_ladder_takes_the_reply_and_prompt_read_kept_from_a_click_on_its_question_unless_told_not_to(
+    lm, monkeypatch
+):
+    """The ladder's rows share the plain prompt (steering reaches only the reply): read once and kept, with the
+    unsteered reply; the next ladder on the question reads no prompt and generates only its six steered rows, the
+    same replies. Bench's new question (reuse=False) reads and generates everything again."""
+    from steer_core import generation
+    from steer_core.model.small_batch import speed_up_small_batches
     from steer_core.prefix_cache import READS
+    from steer_core.reply_cache import REPLIES
 
-    READS.forget()
+    speed_up_small_batches(lm.model)  # the views' decoding, in which a row's reply is its own in any batch
+    READS.forget(), REPLIES.forget()
     first = list(ladder_stream(lm, request(), judge=FakeJudge()))[-1]
-    assert len(READS._values) == 1
-    reads, forward = [], lm.model.forward
+    assert len(READS._values) == 1 and len(REPLIES._values) == 1
+    reads, forward, batches, stream = [], lm.model.forward, [], generation.stream_batch
     monkeypatch.setattr(lm.model, "forward", lambda *a, **kw: reads.append(1) or forward(*a, **kw))
     monkeypatch.setattr("steer_core.views.rows.perplexities", lambda *a: [1.0] * 7)  # its own reads, not counted
+    for where in ("steer_core.reply_cache.stream_batch", "steer_core.views.rows.stream_batch"):
+        monkeypatch.setattr(where, lambda lm, reqs, **kw: batches.append(len(reqs)) or stream(lm, reqs, **kw))
     again = list(ladder_stream(lm, request(), judge=FakeJudge()))[-1]
-    assert not reads and [o.token_ids for o in again.outputs] == [o.token_ids for o in first.outputs]
-    fresh = list(ladder_stream(lm, request(), judge=FakeJudge(), keep_prompts=False))[-1]
-    assert len(reads) == 1 and [o.token_ids for o in fresh.outputs] == [o.token_ids for o in first.outputs]
-    READS.forget()
+    assert not reads and batches == [6]
+    assert [o.token_ids for o in again.outputs] == [o.token_ids for o in first.outputs]
+    fresh = list(ladder_stream(lm, request(), judge=FakeJudge(), reuse=False))[-1]
+    assert len(reads) == 1 and batches == [6, 7]
+    assert [o.token_ids for o in fresh.outputs] == [o.token_ids for o in first.outputs]
+    READS.forget(), REPLIES.forget()

@@ -72,6 +72,6 @@ def ladder_rows(baseline: str | None = None, prompt: str = methods.PLAIN) -> lis
 
 
 def ladder_stream(
-    lm, req: CompareRequest, baseline: str | None = None, judge=None, ignore_stop: bool = False, keep_prompts=True
+    lm, req: CompareRequest, baseline: str | None = None, judge=None, ignore_stop: bool = False, reuse: bool = True
 ) -> Iterator[ViewResult]:
-    return view_stream(lm, req, ladder_rows(baseline, req.prompt), "ladder", judge, ignore_stop, keep_prompts)
+    return view_stream(lm, req, ladder_rows(baseline, req.prompt), "ladder", judge, ignore_stop, reuse)

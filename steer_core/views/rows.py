@@ -18,6 +18,7 @@ from ..bloom import LEVELS
 from ..fluency import perplexities
 from ..generation import VIEWS, Output, Request, stream_batch
 from ..layer_spec import layers_label
+from ..reply_cache import stream_reusing
 from ..steering.config import RESIDUAL_LAYERS
 from ..steering.model_defaults import residual_layers
 from .compare import REPORT_FORMAT, CompareRequest
@@ -195,20 +196,20 @@ class ViewResult:
 
 
 def view_stream(
-    lm, req: CompareRequest, rows: list[Row], kind: str, judge=None, ignore_stop: bool = False, keep_prompts=True
+    lm, req: CompareRequest, rows: list[Row], kind: str, judge=None, ignore_stop: bool = False, reuse: bool = True
 ) -> Iterator[ViewResult]:
     """All rows in one batched generation; yields after every token, then once more judged and with
     each reply's perplexity under the unsteered model (what the sweep's fluency axis shows). A ladder's chart does
     not show perplexity: it is yielded judged before they are read too (about a quarter of its click). ignore_stop:
-    every reply runs to max_new_tokens (bench, so that every round does the same work). keep_prompts: the plain
-    prompt's read kept from an earlier click on the question (a Compare's, say) is taken, and this one's kept
-    (generation._read_group; bench's new question does without)."""
+    every reply runs to max_new_tokens (bench, so that every round does the same work). reuse: the unsteered reply
+    and the plain prompt's read kept from an earlier click on the question (a Compare's, say) are taken, and this
+    click's kept (reply_cache.py, generation._read_group); bench's new question does without."""
     req.check_against(lm)
     t0 = time.time()
     reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
     outs: list[Output] = []
-    decoding = {**VIEWS, "seed": req.seed, "ignore_stop": ignore_stop, "keep_prompts": keep_prompts}
-    for outs in stream_batch(lm, reqs, max_new_tokens=req.max_new_tokens, **decoding):
+    decoding = {**VIEWS, "seed": req.seed, "ignore_stop": ignore_stop, "keep_prompts": reuse}
+    for outs in (stream_reusing if reuse else stream_batch)(lm, reqs, max_new_tokens=req.max_new_tokens, **decoding):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 
