@@ -118,9 +118,7 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     assert len(final.perplexities) == 3
 
 
-def test_a_ladder_takes_the_reply_and_prompt_read_kept_from_a_click_on_its_question_unless_told_not_to(
-    lm, monkeypatch
-):
+def test_a_ladder_takes_the_reply_and_prompt_read_kept_from_a_click_on_its_question_unless_told_not_to(lm, monkeypatch):
     """The ladder's rows share the plain prompt (steering reaches only the reply): read once and kept, with the
     unsteered reply; the next ladder on the question reads no prompt and generates only its six steered rows, the
     same replies. Bench's new question (reuse=False) reads and generates everything again."""
