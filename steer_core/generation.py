@@ -141,7 +141,7 @@ def stream_batch(
     pick = _sampler(temperature, top_p, seed)
     # Chat models end a turn with their EOS, but a fine-tuned one may open the next turn instead.
     stops = torch.tensor(sorted({tok.eos_token_id, *tok.all_special_ids} - {None}), device=device)
-    done, new_ids = torch.zeros(B, dtype=torch.bool, device=device), [[] for _ in range(B)]  # new_ids: each row's
+    done, new_ids = torch.zeros(B, dtype=torch.bool, device=device), [[] for _ in range(B)]  # each row's tokens
     t0, edits_for = time.time(), _decode_edits(lm, groups, record)
     prefixes = [cut for _, cut in encoded] if prefix_cache else None
     reading = _read_prompts(lm, requests, prompts, W, max_new_tokens, prefixes, record, keep_prompts and prefix_cache)
