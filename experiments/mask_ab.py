@@ -19,6 +19,7 @@ import time
 
 from experiments.batch_costs import batches
 from experiments.jsonl import emit
+from experiments.sites_ab import timed
 from steer_core.generation import VIEWS, generate_batch
 from steer_core.model import lean_step
 from steer_core.model.loading import load_model
@@ -31,17 +32,6 @@ def mask_as_it_was(inner, h, attention_mask, cache, position_ids, lean):
     """_step_mask before the kept mask: made again at every step."""
     cache.__dict__.pop("_lean_mask", None)
     return KEPT(inner, h, attention_mask, cache, position_ids, lean)
-
-
-def timed(way, spent: list[int]):
-    def step_mask(*args):
-        t = time.perf_counter_ns()
-        try:
-            return way(*args)
-        finally:
-            spent.append(time.perf_counter_ns() - t)
-
-    return step_mask
 
 
 def main() -> None:
