@@ -182,8 +182,8 @@ def compare_click(lm, req: CompareRequest, again: bool = False) -> tuple[float, 
     """One whole Compare click as the app serves it: the batch (stop tokens ignored, so every round does the same
     work), the judge (its verdicts and chart shown), the inspection (one steered and one unsteered replay), the
     charts and the report file. Returns the seconds the inspection took and those until the verdicts were shown. A
-    new question's click (the ratio targets' figure) reuses no reply; again: the same click once more, whose
-    unsteered and few-shot replies are those kept from the last."""
+    new question's click (the ratio targets' figure) reuses nothing; again: the same click once more, whose
+    unsteered and few-shot replies, and its plain prompt's read, are those kept from the last."""
     t0, judged = time.perf_counter(), None
     for result in compare_stream(lm, req, ignore_stop=True, reuse=again):
         if result.done and judged is None:
