@@ -13,18 +13,12 @@ batch, whole).
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
-from experiments.batch_costs import batches
-from experiments.jsonl import emit
-from experiments.sites_ab import timed
-from steer_core.generation import VIEWS, generate_batch
+from experiments.sites_ab import ab_rounds
 from steer_core.model import lean_step
 from steer_core.model.loading import load_model
 
-BATCHES = ("none", "compare4", "ladder")
 KEPT = lean_step._step_mask
 
 
@@ -41,30 +35,7 @@ def main() -> None:
     lm = load_model()
     if not lean_step.takes(lm.model):
         raise SystemExit("the default model's decoding steps are expected to take the lean path")
-    made = batches(lm)
-    ways = {"before": mask_as_it_was, "after": KEPT}
-    masks = {(b, w): [] for b in BATCHES for w in ways}
-    wholes = {(b, w): [] for b in BATCHES for w in ways}
-    replies = {}
-    try:
-        for r in range(rounds + 1):  # round 0 warms up
-            for name in BATCHES:
-                for way in ways if r % 2 else reversed(ways):
-                    spent: list[int] = []
-                    lean_step._step_mask = timed(ways[way], spent)
-                    t = time.perf_counter()
-                    outs = generate_batch(lm, made[name], max_new_tokens=64, ignore_stop=True, **VIEWS)
-                    whole = time.perf_counter() - t
-                    replies[(name, way)] = [o.token_ids for o in outs]
-                    if r:
-                        masks[(name, way)].append(statistics.median(spent) / 1e3)
-                        wholes[(name, way)].append(whole * 1e3)
-    finally:
-        lean_step._step_mask = KEPT
-    for name in BATCHES:
-        line = {"batch": name} | {f"{w}_us": round(statistics.median(masks[(name, w)]), 1) for w in ways}
-        line |= {f"{w}_ms": round(statistics.median(wholes[(name, w)]), 1) for w in ways}
-        emit(line | {"same_replies": replies[(name, "before")] == replies[(name, "after")]}, out)
+    ab_rounds(lm, lean_step, "_step_mask", {"before": mask_as_it_was, "after": KEPT}, rounds, out)
 
 
 if __name__ == "__main__":

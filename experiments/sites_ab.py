@@ -7,7 +7,8 @@ step's sites timed, and the replies checked to be the same both ways.
     python -m experiments.sites_ab [OUT.jsonl] [ROUNDS]
 
 Prints, and appends to OUT.jsonl if given, one JSON object per batch: {"batch", "before_us", "after_us",
-"same_replies"} (before and after: the median over rounds of each round's median step, in microseconds).
+"before_ms", "after_ms", "same_replies"} (_us: the median over rounds of each round's median step's sites; _ms: the
+median batch, whole).
 """
 
 from __future__ import annotations
@@ -66,6 +67,36 @@ def timed(way, spent: list[int]):
     return call
 
 
+def ab_rounds(lm, owner, name: str, ways: dict, rounds: int, out: str | None) -> None:
+    """Bench's BATCHES generated with `owner.name` set to each of `ways` ({"before": fn, "after": fn}, each call
+    timed) in turn, the order swapped every round, round 0 a warm-up; `owner.name` left as "after". Emits a line per
+    batch: each way's median call (us) and whole batch (ms), and whether both ways gave the same replies
+    (experiments.mask_ab runs its ways through it too)."""
+    made = batches(lm)
+    calls = {(b, w): [] for b in BATCHES for w in ways}
+    wholes = {(b, w): [] for b in BATCHES for w in ways}
+    replies = {}
+    try:
+        for r in range(rounds + 1):
+            for batch in BATCHES:
+                for way in ways if r % 2 else reversed(ways):
+                    spent: list[int] = []
+                    setattr(owner, name, timed(ways[way], spent))
+                    t = time.perf_counter()
+                    outs = generate_batch(lm, made[batch], max_new_tokens=64, ignore_stop=True, **VIEWS)
+                    whole = time.perf_counter() - t
+                    replies[(batch, way)] = [o.token_ids for o in outs]
+                    if r:
+                        calls[(batch, way)].append(statistics.median(spent) / 1e3)
+                        wholes[(batch, way)].append(whole * 1e3)
+    finally:
+        setattr(owner, name, ways["after"])
+    for batch in BATCHES:
+        line = {"batch": batch} | {f"{w}_us": round(statistics.median(calls[(batch, w)]), 1) for w in ways}
+        line |= {f"{w}_ms": round(statistics.median(wholes[(batch, w)]), 1) for w in ways}
+        emit(line | {"same_replies": replies[(batch, "before")] == replies[(batch, "after")]}, out)
+
+
 def main() -> None:
     if len(sys.argv) > 3 or (len(sys.argv) == 3 and not sys.argv[2].isdigit()):
         raise SystemExit(__doc__)
@@ -73,25 +104,7 @@ def main() -> None:
     lm = load_model()
     if not lean_step.takes(lm.model) or lean_step.lean_layers() is None:
         raise SystemExit("the C++ layers are off here (no compiler, or STEER_KERNEL=off)")
-    made = batches(lm)
-    ways = {"before": sites_as_it_was, "after": lean_step.Plan.sites}
-    medians = {(b, w): [] for b in BATCHES for w in ways}
-    replies = {}
-    try:
-        for r in range(rounds + 1):  # round 0 warms up
-            for name in BATCHES:
-                for way in ways if r % 2 else reversed(ways):
-                    spent: list[int] = []
-                    lean_step.Plan.sites = timed(ways[way], spent)
-                    outs = generate_batch(lm, made[name], max_new_tokens=64, ignore_stop=True, **VIEWS)
-                    replies[(name, way)] = [o.token_ids for o in outs]
-                    if r:
-                        medians[(name, way)].append(statistics.median(spent) / 1e3)
-    finally:
-        lean_step.Plan.sites = ways["after"]
-    for name in BATCHES:
-        line = {"batch": name} | {f"{w}_us": round(statistics.median(medians[(name, w)]), 1) for w in ways}
-        emit(line | {"same_replies": replies[(name, "before")] == replies[(name, "after")]}, out)
+    ab_rounds(lm, lean_step.Plan, "sites", {"before": sites_as_it_was, "after": lean_step.Plan.sites}, rounds, out)
 
 
 if __name__ == "__main__":
