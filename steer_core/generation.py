@@ -358,7 +358,7 @@ def _read_group(lm, requests, prompts, prefix: tuple, record_at: tuple | None, k
 
     edits, kept = layer_edits(lm, steering_groups(lm, requests), "prompt"), []
     layer = None if record_at is None else record_at[0]
-    key = None
+    key = held = None
     if keep and len(prompts) == 1 and not edits and not active_edits():
         key = read_key(lm, prompts[0], len(prefix))
         held = READS.peek(key)
@@ -372,9 +372,8 @@ def _read_group(lm, requests, prompts, prefix: tuple, record_at: tuple | None, k
         # logits_to_keep=1: the vocabulary projection of every prompt position would cost more than the rest
         out = lm.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
     logits, queries = out.logits[:, -1, :].float(), (kept[0] if kept else None)
-    if key is not None:
-        earlier = READS.peek(key)
-        recorded = {**(earlier.queries if earlier is not None else {}), **({layer: queries} if kept else {})}
+    if key is not None:  # held: this prompt's read kept without the layer recorded here; its queries stay
+        recorded = {**(held.queries if held is not None else {}), **({layer: queries} if kept else {})}
         kv = tuple((c.keys, c.values) for c in out.past_key_values.layers)
         READS.put(key, PromptRead(kv, logits, recorded))
     return out.past_key_values, logits, queries

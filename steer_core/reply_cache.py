@@ -65,7 +65,8 @@ def stream_reusing(
 ) -> Iterator[list[Output]]:
     """stream_batch, but a row that does not steer and was generated before with the same prompt and settings is not
     generated again: its kept reply is shown whole from the first yield, and the rows generated are kept once the
-    batch ends. record: as stream_batch's (its row always runs; `record.row` is renumbered among the rows run)."""
+    batch ends; the rows run also take, and keep, the prompt reads kept by earlier batches (stream_batch's
+    keep_prompts). record: as stream_batch's (its row always runs; `record.row` is renumbered among the rows run)."""
     keys: list[tuple | None] = [None] * len(requests)
     if reuses(lm, len(requests), decoding):
         keys = [None if r.steer is not None else _key(lm, r, max_new_tokens, decoding) for r in requests]
@@ -79,6 +80,7 @@ def stream_reusing(
         return
     if record is not None:
         record.row = run.index(record.row)
+    decoding = {**decoding, "keep_prompts": True}
     for sub in stream_batch(lm, [requests[i] for i in run], max_new_tokens=max_new_tokens, record=record, **decoding):
         outs.update(zip(run, sub))
         for i in kept:  # shown as long as the batch has run

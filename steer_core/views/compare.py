@@ -366,8 +366,9 @@ def compare_stream(
     recording = RowRecording(sae_row, req.steer("sae").middle_layer) if inspect else None
     outs: list[Output] = []
     stream = stream_reusing if reuse else stream_batch
-    decoding = {**VIEWS, "keep_prompts": reuse, "seed": req.seed, "ignore_stop": ignore_stop}  # reuse: prompt reads too
-    for outs in stream(lm, reqs, max_new_tokens=req.max_new_tokens, record=recording, **decoding):
+    for outs in stream(
+        lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, record=recording, **VIEWS
+    ):
         yield CompareResult(req, {r.method: o for r, o in zip(reqs, outs)}, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 

@@ -208,8 +208,8 @@ def view_stream(
     t0 = time.time()
     reqs = [row_request(req, row, residual_layers(lm)) for row in rows]
     outs: list[Output] = []
-    decoding = {**VIEWS, "seed": req.seed, "ignore_stop": ignore_stop, "keep_prompts": reuse}
-    for outs in (stream_reusing if reuse else stream_batch)(lm, reqs, max_new_tokens=req.max_new_tokens, **decoding):
+    stream = stream_reusing if reuse else stream_batch
+    for outs in stream(lm, reqs, max_new_tokens=req.max_new_tokens, seed=req.seed, ignore_stop=ignore_stop, **VIEWS):
         yield ViewResult(kind, req, rows, outs, seconds=time.time() - t0)
     from ..judge.classifier import default_judge
 
