@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from steer_core import native
 from steer_core.bloom import LEVELS
 from steer_core.errors import UserError
 from steer_core.views.compare import CompareRequest
@@ -118,6 +119,9 @@ def test_sweep_runs_each_strength_and_zero_is_unsteered(lm):
     assert len(final.perplexities) == 3
 
 
+@pytest.mark.skipif(
+    native.compiler() is None or native.cxx_compiler() is None, reason="no compiler: the views' kernels keep no reply"
+)
 def test_a_ladder_takes_the_reply_and_prompt_read_kept_from_a_click_on_its_question_unless_told_not_to(lm, monkeypatch):
     """The ladder's rows share the plain prompt (steering reaches only the reply): read once and kept, with the
     unsteered reply; the next ladder on the question reads no prompt and generates only its six steered rows, the

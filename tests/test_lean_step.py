@@ -400,6 +400,6 @@ def test_a_steps_mask_is_the_last_ones_with_its_new_position_and_made_again_othe
         if s == 2:  # a row whose new position is not attended: not the last mask with one more position
             mask[0, -1] = 0
         expected = made(mask, pos + s, cache)
-        cxx_step(lm, torch.full((ROWS, 1), 5 + s), mask, pos + s, cache, width + s)
+        python_step(lm, torch.full((ROWS, 1), 5 + s), mask, pos + s, cache, width + s)  # no compiler needed
         kept_2d, kept = cache._lean_mask
         assert kept_2d is mask and torch.equal(kept, expected), f"step {s}"
