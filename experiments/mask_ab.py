@@ -7,8 +7,9 @@ replies checked to be the same both ways.
     python -m experiments.mask_ab [OUT.jsonl] [ROUNDS]
 
 Prints, and appends to OUT.jsonl if given, one JSON object per batch: {"batch", "before_us", "after_us",
-"before_ms", "after_ms", "same_replies"} (_us: the median over rounds of each round's median mask; _ms: the median
-batch, whole).
+"before_ms", "after_ms", "same_replies"}, and for the Compare and the ladder "before_ratio" and "after_ratio" (_us:
+the median over rounds of each round's median mask; _ms: the median batch, whole; _ratio: to one reply in the same
+round and way, experiments.sites_ab.ab_rounds).
 """
 
 from __future__ import annotations

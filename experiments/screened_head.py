@@ -18,9 +18,10 @@ Prints, and appends to OUT.jsonl if given, one JSON object a line:
 - "head": the output layer alone at 1, 4 and 7 rows, float32 against screened (screen, bound, exact pass), the two
   taking turns round by round, medians in ms (its weights read again and again: as much of them in the caches as
   fits);
-- "decode": bench's three batches with the output layer screened or not (both return logits whose first largest is
-  the same token: the screened ones hold -inf outside the tokens left), taking turns; the median batch in ms, each
-  batch's ratio to one reply in the same round and way (as bench computes it), and whether the replies were the same.
+- per batch of bench's three (experiments.sites_ab.ab_rounds), the output layer read as shipped ("before") or
+  screened ("after"; its logits hold -inf outside the tokens left, so their first largest is the same token), taking
+  turns: each way's median output-layer call (us), median batch (ms), ratio to one reply in the same round and way (as
+  bench computes it), and whether the replies were the same.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import torch
 from experiments.batch_costs import batches
 from experiments.bf16_weights import bf16_kernel, bf16_pack
 from experiments.jsonl import emit
+from experiments.sites_ab import BATCHES, ab_rounds
 from steer_core.generation import VIEWS, generate_batch
 from steer_core.model.loading import load_model
 from steer_core.model.rows_kernel import pack, rows_kernel
 
-NAMES = ("none", "compare4", "ladder")
 GAMMA = 64 * 2.0**-24  # the kernel's roundings of one logit (36 multiply-adds a lane, 4 in the tree), with room
 
 
@@ -61,11 +62,12 @@ class Screen:
         bound = self.factor[None, :] * x.double().norm(dim=1, keepdim=True)
         return s + bound >= (s - bound).max(dim=1, keepdim=True).values
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """-inf but at the tokens some row's screen left, which hold their exact float32 logits."""
+    def logits(self, x: torch.Tensor, left: torch.Tensor | None = None) -> torch.Tensor:
+        """-inf but at the tokens some row's screen left (`left`, where the caller has it), which hold their exact
+        float32 logits."""
         if not bool(torch.isfinite(x).all()):
             return self.full(x)
-        kept = self.left(x).any(0).nonzero().flatten()
+        kept = (self.left(x) if left is None else left).any(0).nonzero().flatten()
         out = torch.full((x.shape[0], self.weight.shape[0]), float("-inf"))
         out[:, kept] = self.fp32(x, self.weight[kept].contiguous(), None, None)
         return out
@@ -81,7 +83,7 @@ def inputs(lm) -> torch.Tensor:
     hook = head.register_forward_pre_hook(keep)
     try:
         made = batches(lm)
-        for n in NAMES:
+        for n in BATCHES:
             generate_batch(lm, made[n], max_new_tokens=64, ignore_stop=True, **VIEWS)
     finally:
         hook.remove()
@@ -92,11 +94,11 @@ def check_exact(screen: Screen, xs: torch.Tensor) -> dict:
     counts, same = [], True
     for i in range(0, len(xs), 7):
         x = xs[i : i + 7]
-        full, screened = screen.full(x), screen.logits(x)
-        same &= torch.equal(full.argmax(-1), screened.argmax(-1))
-        counts += screen.left(x).sum(1).tolist()
-    left = {"left_median": statistics.median(counts), "left_mean": round(statistics.mean(counts), 2)}
-    return {"part": "exact", "states": len(xs), "same_picks": bool(same), **left, "left_max": max(counts)}
+        left = screen.left(x)
+        same &= torch.equal(screen.full(x).argmax(-1), screen.logits(x, left).argmax(-1))
+        counts += left.sum(1).tolist()
+    spread = {"left_median": statistics.median(counts), "left_mean": round(statistics.mean(counts), 2)}
+    return {"part": "exact", "states": len(xs), "same_picks": bool(same), **spread, "left_max": max(counts)}
 
 
 def time_head(screen: Screen, xs: torch.Tensor, rounds: int, out: str | None) -> None:
@@ -114,7 +116,7 @@ def time_head(screen: Screen, xs: torch.Tensor, rounds: int, out: str | None) ->
 
 
 def time_decode(lm, screen: Screen, rounds: int, out: str | None) -> None:
-    head, made = lm.model.lm_head, batches(lm)
+    head = lm.model.lm_head
     plain = head.forward
 
     def screened(x):
@@ -123,27 +125,7 @@ def time_decode(lm, screen: Screen, rounds: int, out: str | None) -> None:
             return plain(x)
         return screen.logits(flat.contiguous()).reshape(*x.shape[:-1], -1)
 
-    ways = {"fp32": plain, "screened": screened}
-    times = {(w, n): [] for w in ways for n in NAMES}
-    replies = {}
-    try:
-        for r in range(rounds + 1):
-            for w in ways if r % 2 else reversed(ways):
-                head.forward = ways[w]
-                for n in NAMES:
-                    t0 = time.perf_counter()
-                    outs = generate_batch(lm, made[n], max_new_tokens=64, ignore_stop=True, **VIEWS)
-                    if r:
-                        times[w, n].append(time.perf_counter() - t0)
-                    replies[w, n] = [o.token_ids for o in outs]
-    finally:
-        head.forward = plain
-    for w in ways:
-        line = {"part": "decode", "way": w}
-        line |= {f"{n}_ms": round(statistics.median(times[w, n]) * 1e3, 1) for n in NAMES}
-        for n in NAMES[1:]:
-            line[f"{n}_ratio"] = round(statistics.median(a / b for a, b in zip(times[w, n], times[w, "none"])), 3)
-        emit(line | {"same_replies": all(replies["fp32", n] == replies["screened", n] for n in NAMES)}, out)
+    ab_rounds(lm, head, "forward", {"before": plain, "after": screened}, rounds, out)
 
 
 def main() -> None:

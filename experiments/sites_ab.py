@@ -7,8 +7,9 @@ step's sites timed, and the replies checked to be the same both ways.
     python -m experiments.sites_ab [OUT.jsonl] [ROUNDS]
 
 Prints, and appends to OUT.jsonl if given, one JSON object per batch: {"batch", "before_us", "after_us",
-"before_ms", "after_ms", "same_replies"} (_us: the median over rounds of each round's median step's sites; _ms: the
-median batch, whole).
+"before_ms", "after_ms", "same_replies"}, and for the Compare and the ladder "before_ratio" and "after_ratio" (_us: the
+median over rounds of each round's median step's sites; _ms: the median batch, whole; _ratio: the median over rounds
+of the batch over one reply in the same round and way, as bench computes it).
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ def timed(way, spent: list[int]):
 
 def ab_rounds(lm, owner, name: str, ways: dict, rounds: int, out: str | None) -> None:
     """Bench's BATCHES generated with `owner.name` set to each of `ways` ({"before": fn, "after": fn}, each call
-    timed) in turn, the order swapped every round, round 0 a warm-up; `owner.name` left as "after". Emits a line per
-    batch: each way's median call (us) and whole batch (ms), and whether both ways gave the same replies
-    (experiments.mask_ab runs its ways through it too)."""
-    made = batches(lm)
+    timed) in turn, the order swapped every round, round 0 a warm-up; `owner.name` then as it was. Emits a line per
+    batch: each way's median call (us), whole batch (ms) and, but for one reply's, ratio to one reply in the same
+    round, and whether both ways gave the same replies (experiments.mask_ab and screened_head run theirs through it)."""
+    made, original = batches(lm), getattr(owner, name)
     calls = {(b, w): [] for b in BATCHES for w in ways}
     wholes = {(b, w): [] for b in BATCHES for w in ways}
     replies = {}
@@ -90,10 +91,13 @@ def ab_rounds(lm, owner, name: str, ways: dict, rounds: int, out: str | None) ->
                         calls[(batch, way)].append(statistics.median(spent) / 1e3)
                         wholes[(batch, way)].append(whole * 1e3)
     finally:
-        setattr(owner, name, ways["after"])
+        setattr(owner, name, original)
     for batch in BATCHES:
         line = {"batch": batch} | {f"{w}_us": round(statistics.median(calls[(batch, w)]), 1) for w in ways}
         line |= {f"{w}_ms": round(statistics.median(wholes[(batch, w)]), 1) for w in ways}
+        if batch != "none":
+            ratios = {w: [a / b for a, b in zip(wholes[(batch, w)], wholes[("none", w)])] for w in ways}
+            line |= {f"{w}_ratio": round(statistics.median(v), 3) for w, v in ratios.items()}
         emit(line | {"same_replies": replies[(batch, "before")] == replies[(batch, "after")]}, out)
 
 
