@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -66,15 +67,10 @@ def first_token_s(lm, reqs, repeats: int, cold: bool = False, every_row: bool = 
     return statistics.median(out[1:])
 
 
-def decode_step_s(lm, reqs, tokens: int, repeats: int) -> float:
-    """One decoding step of a batch: the median time between streamed tokens (the prefill left out)."""
-    gaps = []
-    for _ in range(repeats):
-        stamps = [
-            time.perf_counter() for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, **VIEWS)
-        ]
-        gaps += [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first gap still holds the prefill
-    return statistics.median(gaps)
+def _step_gaps(lm, reqs, tokens: int) -> list[float]:
+    """The times between one batch's streamed tokens (the first gap, which still holds the prefill, left out)."""
+    stamps = [time.perf_counter() for _outs in stream_batch(lm, reqs, max_new_tokens=tokens, ignore_stop=True, **VIEWS)]
+    return [b - a for a, b in zip(stamps[1:], stamps[2:])]
 
 
 def weight_bytes(lm) -> int:
@@ -91,8 +87,8 @@ def weight_bytes(lm) -> int:
     return total
 
 
-def read_bandwidth_gb_s(mb: int = 512, repeats: int = 7) -> float:
-    """The machine's memory read bandwidth as this process sees it: summing a buffer far larger than any
+def read_bandwidth_gb_s(mb: int = 512, repeats: int = 3) -> float:
+    """The machine's memory read bandwidth as this process sees it now: summing a buffer far larger than any
     cache, with torch's threads, the best of `repeats`."""
     x = torch.ones(mb * 2**20 // 4)
     best = float("inf")
@@ -105,16 +101,26 @@ def read_bandwidth_gb_s(mb: int = 512, repeats: int = 7) -> float:
 
 def decode_floor(lm, reqs, tokens: int, repeats: int) -> dict:
     """How far one unsteered decoding step is from the machine's own limit: the weight-streaming floor (the bytes
-    a step reads over the read bandwidth measured now) and the step's ratio to it."""
-    step = decode_step_s(lm, reqs, tokens, repeats)
-    gb_s, size = read_bandwidth_gb_s(), weight_bytes(lm)
-    floor = size / (gb_s * 1e9)
+    a step reads over the read bandwidth) and the step's ratio to it. The bandwidth is read right after each
+    reply, and a round's ratio is its reply's median step over the floor of the bandwidth read with it: on a
+    shared machine the bandwidth a neighbour leaves moves within minutes (25 to 52 GB/s on one AMD EPYC), and a
+    step of one moment over the best bandwidth of another is no ratio."""
+    size, gaps, steps, bandwidths = weight_bytes(lm), [], [], []
+    for _ in range(repeats):
+        reply = _step_gaps(lm, reqs, tokens)
+        gaps += reply
+        steps.append(statistics.median(reply))
+        bandwidths.append(read_bandwidth_gb_s())
+    ratios = [step * gb_s * 1e9 / size for step, gb_s in zip(steps, bandwidths)]
+    gb_s = statistics.median(bandwidths)
     return {
-        "decode_step_ms": round(step * 1e3, 2),
+        "decode_step_ms": round(statistics.median(gaps) * 1e3, 2),
         "weight_mb": round(size / 2**20, 1),
         "read_gb_s": round(gb_s, 1),
-        "decode_floor_ms": round(floor * 1e3, 2),
-        "decode_floor_ratio": round(step / floor, 2),
+        "read_gb_s_range": [round(min(bandwidths), 1), round(max(bandwidths), 1)],
+        "decode_floor_ms": round(size / (gb_s * 1e9) * 1e3, 2),
+        "decode_floor_ratio": round(statistics.median(ratios), 2),
+        "decode_floor_ratio_range": [round(min(ratios), 2), round(max(ratios), 2)],
     }
 
 
@@ -141,6 +147,16 @@ def cold_start_s(model: str = DEFAULT_MODEL) -> float:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     return time.perf_counter() - t0
+
+
+def cold_starts(model: str, launches: int) -> dict:
+    """cold_start_s's median over `launches` launches, with the lowest and highest: one launch on a shared
+    machine read 9.8 s where six that followed read 5.6 to 6.8."""
+    times = [cold_start_s(model) for _ in range(launches)]
+    return {
+        "cold_start_s": round(statistics.median(times), 2),
+        "cold_start_s_range": [round(min(times), 2), round(max(times), 2)],
+    }
 
 
 def sae_train_seconds(lm, layer: int, epochs: int | None = None) -> tuple[float, float]:
@@ -239,11 +255,23 @@ def bench_batches(compare: CompareRequest, band: SteerConfig, one: SteerConfig) 
 
 
 def device_label(lm) -> str:
-    """The device the figures were measured on, with what makes them comparable: the GPU's name, or the CPU and
-    the threads torch used."""
+    """The device the figures were measured on, with what makes them comparable: the GPU's name, or the CPU's model
+    and the threads torch used (one machine's figures are not another's: an AMD EPYC's prompt reads took twice an
+    Intel Xeon's)."""
     if lm.device.type == "cuda":
         return f"{lm.device} ({torch.cuda.get_device_name(lm.device)})"
-    return f"{lm.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"{lm.device} ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the system gives it (/proc/cpuinfo), else the platform's processor or machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def ratio_figures(times: dict[str, list[float]]) -> dict:
@@ -309,7 +337,7 @@ def run_bench(
     out |= decode_floor(lm, batches["none"], tokens, repeats)
     out |= card_open_s(lm)
     if cold_start:
-        out["cold_start_s"] = round(cold_start_s(lm.name), 2)
+        out |= cold_starts(lm.name, min(repeats, 3))
     if train:
         capture, fit = sae_train_seconds(lm, layer)
         out["query_capture_s"] = round(capture, 2)

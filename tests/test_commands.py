@@ -147,5 +147,28 @@ def test_bench_counts_the_weights_a_decoding_step_reads_and_reports_its_floor():
     tensors = {p.data_ptr(): p for m in linears for p in (m.weight, m.bias) if p is not None}
     assert weight_bytes(lm) == sum(p.numel() * p.element_size() for p in tensors.values()) > 0
     got = decode_floor(lm, [Request("q?", "a.", "none")], 6, 1)
-    assert set(got) == {"decode_step_ms", "weight_mb", "read_gb_s", "decode_floor_ms", "decode_floor_ratio"}
-    assert got["weight_mb"] == round(weight_bytes(lm) / 2**20, 1) and all(v > 0 for v in got.values())
+    ranges = {"read_gb_s_range", "decode_floor_ratio_range"}
+    assert set(got) == {"decode_step_ms", "weight_mb", "read_gb_s", "decode_floor_ms", "decode_floor_ratio"} | ranges
+    assert got["weight_mb"] == round(weight_bytes(lm) / 2**20, 1)
+    assert all(v > 0 for k, v in got.items() if k not in ranges)
+    assert all(0 < lo <= hi for lo, hi in (got[k] for k in ranges))
+
+
+def test_bench_pairs_each_replys_step_with_the_bandwidth_read_right_after_it(monkeypatch):
+    """A round's floor ratio is its reply's median step over the floor of the bandwidth read with it (not over the
+    best bandwidth of the run); cold start is the median of its launches."""
+    from steer_core import bench
+
+    size = 10**9  # bytes: a floor of 1 / bandwidth seconds
+    steps = iter([[0.02] * 4, [0.03] * 4, [0.05] * 4])
+    bandwidths = iter([50.0, 25.0, 20.0])  # GB/s: floors of 20, 40 and 50 ms
+    monkeypatch.setattr(bench, "weight_bytes", lambda lm: size)
+    monkeypatch.setattr(bench, "_step_gaps", lambda lm, reqs, tokens: next(steps))
+    monkeypatch.setattr(bench, "read_bandwidth_gb_s", lambda: next(bandwidths))
+    got = bench.decode_floor(None, [], 6, 3)
+    # rounds 1.0, 0.75, 1.0; the median step over the best bandwidth's floor would read 1.5
+    assert got["decode_floor_ratio"] == 1.0 and got["decode_floor_ratio_range"] == [0.75, 1.0]
+    assert got["read_gb_s"] == 25.0 and got["decode_floor_ms"] == 40.0 and got["decode_step_ms"] == 30.0
+    launches = iter([9.8, 5.6, 5.9])
+    monkeypatch.setattr(bench, "cold_start_s", lambda model: next(launches))
+    assert bench.cold_starts("m", 3) == {"cold_start_s": 5.9, "cold_start_s_range": [5.6, 9.8]}
