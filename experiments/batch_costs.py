@@ -8,6 +8,7 @@ The batches (bench's question; every row's reply 24 tokens, stop tokens ignored;
   none            one unsteered reply (bench's baseline)
   none x4         four unsteered rows of its prompt: four rows of products
   compare - few   the Compare's unsteered, SAE and query rows: the steering of two rows
+  compare again   the Compare's SAE and query rows (a Compare clicked again generates only those)
   none x3 + few   three unsteered rows and the Compare's few-shot row: its examples' keys and values
   compare4        the Compare's batch (bench's)
   none x7         seven unsteered rows: seven rows of products
@@ -49,6 +50,7 @@ def batches(lm) -> dict[str, list]:
         "none": [none],
         "none x4": [none] * 4,
         "compare - few": c4[:3],
+        "compare again": c4[1:3],  # a Compare clicked again generates only its SAE and query rows
         "none x3 + few": [none] * 3 + c4[3:],
         "compare4": c4,
         "none x7": [none] * 7,

@@ -103,7 +103,7 @@ def decode_floor(lm, reqs, tokens: int, repeats: int) -> dict:
     """How far one unsteered decoding step is from the machine's own limit: the weight-streaming floor (the bytes
     a step reads over the read bandwidth) and the step's ratio to it. The bandwidth is read right after each
     reply, and a round's ratio is its reply's median step over the floor of the bandwidth read with it: on a
-    shared machine the bandwidth a neighbour leaves moves within minutes (25 to 52 GB/s on one AMD EPYC), and a
+    shared machine the bandwidth a neighbour leaves moves within minutes (25 to 60 GB/s on one AMD EPYC), and a
     step of one moment over the best bandwidth of another is no ratio."""
     size, gaps, steps, bandwidths = weight_bytes(lm), [], [], []
     for _ in range(repeats):

@@ -30,6 +30,18 @@
    than none at 5 and 7 rows.) */
 #define PREFETCH 512
 #define PREFETCH_FAR 3072
+/* Up to HARDWARE_ROWS rows, no software prefetch at all, on an AMD Zen 4 (AVX-512 and GCC's znver3 or znver4: this
+   GCC calls the EPYC measured znver3, and Zen 3 has no AVX-512). There the hardware prefetcher alone streams a few
+   rows' weights faster. experiments/kernel_variants.py (results/kernel_variants_2026-12-07.jsonl, 21 rounds, the
+   builds and row counts taking turns), all the default model's weights, ms for 1 / 2 / 3 rows: 18.15 / 17.94 / 18.33
+   with prefetches, 15.75 / 16.19 / 17.68 without; 6 and 7 rows were 53-56% slower with none at all. Whole
+   generations (experiments/kernel_batches_ab.py): one reply 1416 -> 1297 ms, a Compare clicked again (2 rows) 1568
+   -> 1482, the same replies. On the Xeon, one row with no prefetch was not faster (above). */
+#if defined(__AVX512F__) && (defined(__znver3__) || defined(__znver4__))
+#define HARDWARE_ROWS 3
+#else
+#define HARDWARE_ROWS 0
+#endif
 
 /* Left to itself, GCC loads a piece of x or of the weight again for nearly every multiply-add (a memory operand),
    and up to 6 rows the loads, not the multiply-adds, set the pace: about 55 GFLOPS a core at 4 rows, against 103
@@ -79,11 +91,11 @@ static inline float lanes_sum(v16 a) {
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* The outputs of packed block q for R <= MAX_PASS_ROWS rows of x (row stride K). pass: ONE_PASS, or which of the
-   TWO_PASSES over the block this is (the second reads the block from the cache). The far prefetch runs at the same
-   pace through the time both passes take: each pass prefetches half the block's lines, so memory is not left idle
-   in the second. */
-enum { ONE_PASS, FIRST_PASS, SECOND_PASS };
+/* The outputs of packed block q for R <= MAX_PASS_ROWS rows of x (row stride K). pass: ONE_PASS, ONE_PASS_BARE (one
+   pass without software prefetches: HARDWARE_ROWS), or which of the TWO_PASSES over the block this is (the second
+   reads the block from the cache). The far prefetch runs at the same pace through the time both passes take: each
+   pass prefetches half the block's lines, so memory is not left idle in the second. */
+enum { ONE_PASS, ONE_PASS_BARE, FIRST_PASS, SECOND_PASS };
 static inline __attribute__((always_inline)) void block(const weight_t *P, const float *x, const float *b, float *y,
                                                         ptrdiff_t O, ptrdiff_t K, int R, ptrdiff_t q, int pass) {
     const ptrdiff_t pieces = K / 16, tail = K % 16;
@@ -95,12 +107,12 @@ static inline __attribute__((always_inline)) void block(const weight_t *P, const
         const weight_t *pc = p + c * BLOCK * 16;
         if (pass == ONE_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK * 16 / LINE; j++)
             __builtin_prefetch(pc + PREFETCH_FAR + j * LINE, 0, 2);
-        else {
+        else if (pass != ONE_PASS_BARE) {
             const weight_t *half = p + PREFETCH_FAR + (pass == SECOND_PASS ? pieces : 0) * BLOCK * 8 + c * BLOCK * 8;
             _Pragma("GCC unroll 2") for (int j = 0; j < BLOCK * 8 / LINE; j++)
                 __builtin_prefetch(half + j * LINE, 0, 2);
         }
-        if (pass != SECOND_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK * 16 / LINE; j++)
+        if (pass == ONE_PASS || pass == FIRST_PASS) _Pragma("GCC unroll 4") for (int j = 0; j < BLOCK * 16 / LINE; j++)
             __builtin_prefetch(pc + PREFETCH + j * LINE, 0, 3);
         v16 xv[MAX_PASS_ROWS]; /* the rows' pieces held in registers (IN_REGISTER): a load a row and one an output */
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) {
@@ -130,7 +142,8 @@ static inline __attribute__((always_inline)) void block(const weight_t *P, const
 #define ROWS(n)                                                                 \
     case n:                                                                     \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")       \
-        for (ptrdiff_t q = 0; q < blocks; q++) block(P, x, b, y, O, K, n, q, ONE_PASS); \
+        for (ptrdiff_t q = 0; q < blocks; q++)                                   \
+            block(P, x, b, y, O, K, n, q, n <= HARDWARE_ROWS ? ONE_PASS_BARE : ONE_PASS); \
         break;
 /* From 7 rows: two passes over each block, the second while the block is still in the cache (the weight read
    once), so that each pass holds its rows' pieces in registers, and the far prefetch paced over both (block's
