@@ -44,6 +44,15 @@ def kernel_at(rev: str, folder: Path) -> RowsKernel:
     return RowsKernel(native.build(native.compiler(), source_at(rev, folder)))
 
 
+def packed_weights(lm) -> list[tuple]:
+    """(weight, bias, packed copy) of every distinct Linear weight of the model, the output layer's included."""
+    weights = {}
+    for m in lm.model.modules():
+        if isinstance(m, torch.nn.Linear):
+            weights.setdefault(m.weight.data_ptr(), (m.weight.detach(), None if m.bias is None else m.bias.detach()))
+    return [(w, b, pack(w)) for w, b in weights.values()]
+
+
 def main() -> None:
     if len(sys.argv) < 2 or not all(a.isdigit() and 1 <= int(a) <= MAX_ROWS for a in sys.argv[2:]):
         raise SystemExit(__doc__)
@@ -53,12 +62,7 @@ def main() -> None:
         raise SystemExit("the few-row kernel is off here (no C compiler, or STEER_KERNEL=off)")
     with tempfile.TemporaryDirectory() as tmp:
         before = kernel_at(sys.argv[1], Path(tmp))
-    lm = load_model()
-    weights = {}  # every distinct Linear weight, the output layer's included
-    for m in lm.model.modules():
-        if isinstance(m, torch.nn.Linear):
-            weights.setdefault(m.weight.data_ptr(), (m.weight.detach(), None if m.bias is None else m.bias.detach()))
-    weights = [(w, b, pack(w)) for w, b in weights.values()]
+    weights = packed_weights(load_model())
     g = torch.Generator().manual_seed(0)
     xs = {k: torch.randn(MAX_ROWS, k, generator=g) for k in {w.shape[1] for w, _, _ in weights}}
     for w, b, p in weights:

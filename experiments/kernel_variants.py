@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from experiments.jsonl import emit
+from experiments.kernel_ab import packed_weights
 from steer_core import native
 from steer_core.bench import cpu_model
 from steer_core.model.loading import load_model
-from steer_core.model.rows_kernel import SOURCE, RowsKernel, pack
+from steer_core.model.rows_kernel import SOURCE, RowsKernel
 
 ROUNDS = 21
 ROWS = (1, 2, 3, 4, 6, 7)
@@ -66,12 +67,7 @@ def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else None
     with tempfile.TemporaryDirectory() as tmp:
         kernels = {name: build(name, Path(tmp)) for name in BUILDS}
-    lm = load_model()
-    weights = {}  # every distinct Linear weight, the output layer's included
-    for m in lm.model.modules():
-        if isinstance(m, torch.nn.Linear):
-            weights.setdefault(m.weight.data_ptr(), (m.weight.detach(), None if m.bias is None else m.bias.detach()))
-    weights = [(w, b, pack(w)) for w, b in weights.values()]
+    weights = packed_weights(load_model())
     g = torch.Generator().manual_seed(0)
     xs = {k: torch.randn(max(ROWS), k, generator=g) for k in {w.shape[1] for w, _, _ in weights}}
     for w, b, p in weights:
