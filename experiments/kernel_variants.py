@@ -26,7 +26,7 @@ import torch
 from experiments.jsonl import emit
 from experiments.kernel_ab import packed_weights
 from steer_core import native
-from steer_core.bench import cpu_model
+from steer_core.bench import cpu_model, read_bandwidth_gb_s, read_buffer
 from steer_core.model.loading import load_model
 from steer_core.model.rows_kernel import SOURCE, RowsKernel
 
@@ -78,13 +78,11 @@ def main() -> None:
                 if not torch.equal(kernel(x, w, b, p), shipped):
                     raise AssertionError(f"{name} differs on a {tuple(w.shape)} weight, {rows} rows")
     print(f"same bits: {len(weights)} weights, rows {ROWS}", flush=True)
-    big = torch.ones(512 * 2**18)
+    buffer = read_buffer()
     times = {(name, rows): [] for name in kernels for rows in ROWS}
     sums = []
     for round_ in range(ROUNDS + 1):  # the first round warms up
-        t0 = time.perf_counter()
-        big.sum()
-        sums.append(big.numel() * 4 / (time.perf_counter() - t0) / 1e9)
+        sums.append(read_bandwidth_gb_s(buffer, repeats=0))  # one read a round
         for rows in ROWS:
             for name, kernel in kernels.items():
                 t0 = time.perf_counter()

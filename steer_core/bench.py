@@ -15,11 +15,11 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from .generation import VIEWS, Request, generate_batch, stream_batch
+from .native import cpuinfo_line
 from .paths import DEFAULT_MODEL, ROOT
 from .prefix_cache import PREFIXES
 from .steering.config import SteerConfig
@@ -87,10 +87,15 @@ def weight_bytes(lm) -> int:
     return total
 
 
-def read_bandwidth_gb_s(mb: int = 512, repeats: int = 3) -> float:
-    """The machine's memory read bandwidth as this process sees it now: summing a buffer far larger than any
-    cache, with torch's threads, the best of `repeats`."""
-    x = torch.ones(mb * 2**20 // 4)
+def read_buffer(mb: int = 512) -> torch.Tensor:
+    """A buffer far larger than any cache, for read_bandwidth_gb_s (made once by a caller that reads it often)."""
+    return torch.ones(mb * 2**20 // 4)
+
+
+def read_bandwidth_gb_s(x: torch.Tensor | None = None, repeats: int = 3) -> float:
+    """The machine's memory read bandwidth as this process sees it now: summing `x` (read_buffer's), with torch's
+    threads, the best of repeats + 1 reads."""
+    x = read_buffer() if x is None else x
     best = float("inf")
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -105,12 +110,12 @@ def decode_floor(lm, reqs, tokens: int, repeats: int) -> dict:
     reply, and a round's ratio is its reply's median step over the floor of the bandwidth read with it: on a
     shared machine the bandwidth a neighbour leaves moves within minutes (25 to 60 GB/s on one AMD EPYC), and a
     step of one moment over the best bandwidth of another is no ratio."""
-    size, gaps, steps, bandwidths = weight_bytes(lm), [], [], []
+    size, buffer, gaps, steps, bandwidths = weight_bytes(lm), read_buffer(), [], [], []
     for _ in range(repeats):
         reply = _step_gaps(lm, reqs, tokens)
         gaps += reply
         steps.append(statistics.median(reply))
-        bandwidths.append(read_bandwidth_gb_s())
+        bandwidths.append(read_bandwidth_gb_s(buffer))
     ratios = [step * gb_s * 1e9 / size for step, gb_s in zip(steps, bandwidths)]
     gb_s = statistics.median(bandwidths)
     return {
@@ -265,13 +270,8 @@ def device_label(lm) -> str:
 
 def cpu_model() -> str:
     """The CPU's model name as the system gives it (/proc/cpuinfo), else the platform's processor or machine."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    line = cpuinfo_line("model name")
+    return line.split(":", 1)[1].strip() if line else platform.processor() or platform.machine()
 
 
 def ratio_figures(times: dict[str, list[float]]) -> dict:

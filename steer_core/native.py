@@ -36,15 +36,20 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _cpu_flags() -> str:
-    """What -march=native compiles for: the CPU's feature flags (a cached build is reused only on the same kind)."""
+def cpuinfo_line(*keys: str) -> str | None:
+    """The first line of /proc/cpuinfo that starts with one of `keys`, or None (no such file or line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
+            if line.startswith(keys):
                 return line
     except OSError:
         pass
-    return platform.processor()
+    return None
+
+
+def _cpu_flags() -> str:
+    """What -march=native compiles for: the CPU's feature flags (a cached build is reused only on the same kind)."""
+    return cpuinfo_line("flags", "Features") or platform.processor()
 
 
 def build(cc: str, source: Path, flags: tuple[str, ...] = FLAGS, after: tuple[str, ...] = ()) -> Path:

@@ -164,7 +164,8 @@ def test_bench_pairs_each_replys_step_with_the_bandwidth_read_right_after_it(mon
     bandwidths = iter([50.0, 25.0, 20.0])  # GB/s: floors of 20, 40 and 50 ms
     monkeypatch.setattr(bench, "weight_bytes", lambda lm: size)
     monkeypatch.setattr(bench, "_step_gaps", lambda lm, reqs, tokens: next(steps))
-    monkeypatch.setattr(bench, "read_bandwidth_gb_s", lambda: next(bandwidths))
+    monkeypatch.setattr(bench, "read_buffer", lambda: None)
+    monkeypatch.setattr(bench, "read_bandwidth_gb_s", lambda buffer: next(bandwidths))
     got = bench.decode_floor(None, [], 6, 3)
     # rounds 1.0, 0.75, 1.0; the median step over the best bandwidth's floor would read 1.5
     assert got["decode_floor_ratio"] == 1.0 and got["decode_floor_ratio_range"] == [0.75, 1.0]
