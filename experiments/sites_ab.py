@@ -68,37 +68,46 @@ def timed(way, spent: list[int]):
     return call
 
 
-def ab_rounds(lm, owner, name: str, ways: dict, rounds: int, out: str | None) -> None:
-    """Bench's BATCHES generated with `owner.name` set to each of `ways` ({"before": fn, "after": fn}, each call
-    timed) in turn, the order swapped every round, round 0 a warm-up; `owner.name` then as it was. Emits a line per
-    batch: each way's median call (us), whole batch (ms) and, but for one reply's, ratio to one reply in the same
-    round, and whether both ways gave the same replies (experiments.mask_ab and screened_head run theirs through it)."""
+def ab_rounds(
+    lm, owner, name: str, ways: dict, rounds: int, out: str | None, names=BATCHES, time_calls: bool = True, about=None
+) -> None:
+    """batch_costs' batches `names` (bench's BATCHES) generated with `owner.name` set to each of the two `ways`
+    ({way: value}, "before" and "after" unless named otherwise) in turn, the order swapped every round, round 0 a
+    warm-up; `owner.name` then as it was. time_calls: each way is a function, its calls timed (a value that must stay
+    itself, a C function's address, is set as it is). Emits a line per batch: about(name, requests)'s fields, each
+    way's median call (us, where timed), whole batch (ms) and, but for one reply's, ratio to one reply in the same
+    round, and whether both ways gave the same replies (experiments.mask_ab, screened_head and kernel_batches_ab run
+    theirs through it)."""
     made, original = batches(lm), getattr(owner, name)
-    calls = {(b, w): [] for b in BATCHES for w in ways}
-    wholes = {(b, w): [] for b in BATCHES for w in ways}
+    calls = {(b, w): [] for b in names for w in ways}
+    wholes = {(b, w): [] for b in names for w in ways}
     replies = {}
     try:
         for r in range(rounds + 1):
-            for batch in BATCHES:
+            for batch in names:
                 for way in ways if r % 2 else reversed(ways):
                     spent: list[int] = []
-                    setattr(owner, name, timed(ways[way], spent))
+                    setattr(owner, name, timed(ways[way], spent) if time_calls else ways[way])
                     t = time.perf_counter()
                     outs = generate_batch(lm, made[batch], max_new_tokens=64, ignore_stop=True, **VIEWS)
                     whole = time.perf_counter() - t
                     replies[(batch, way)] = [o.token_ids for o in outs]
                     if r:
-                        calls[(batch, way)].append(statistics.median(spent) / 1e3)
+                        if time_calls:
+                            calls[(batch, way)].append(statistics.median(spent) / 1e3)
                         wholes[(batch, way)].append(whole * 1e3)
     finally:
         setattr(owner, name, original)
-    for batch in BATCHES:
-        line = {"batch": batch} | {f"{w}_us": round(statistics.median(calls[(batch, w)]), 1) for w in ways}
+    first, second = ways
+    for batch in names:
+        line = {"batch": batch} | (about(batch, made[batch]) if about else {})
+        if time_calls:
+            line |= {f"{w}_us": round(statistics.median(calls[(batch, w)]), 1) for w in ways}
         line |= {f"{w}_ms": round(statistics.median(wholes[(batch, w)]), 1) for w in ways}
         if batch != "none":
             ratios = {w: [a / b for a, b in zip(wholes[(batch, w)], wholes[("none", w)])] for w in ways}
             line |= {f"{w}_ratio": round(statistics.median(v), 3) for w, v in ratios.items()}
-        emit(line | {"same_replies": replies[(batch, "before")] == replies[(batch, "after")]}, out)
+        emit(line | {"same_replies": replies[(batch, first)] == replies[(batch, second)]}, out)
 
 
 def main() -> None:
