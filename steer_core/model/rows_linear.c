@@ -30,8 +30,9 @@
    than none at 5 and 7 rows.) */
 #define PREFETCH 512
 #define PREFETCH_FAR 3072
-/* Up to HARDWARE_ROWS rows, no software prefetch at all, on an AMD Zen 4 (AVX-512 and GCC's znver3 or znver4: this
-   GCC calls the EPYC measured znver3, and Zen 3 has no AVX-512). There the hardware prefetcher alone streams a few
+/* Up to HARDWARE_ROWS rows, no software prefetch at all, on an AMD Zen 4 (AVX-512 and GCC's znver3 or znver4: GCC 12
+   knows no znver4 and calls the EPYC measured znver3 under -march=native, while its -march=znver3 alone defines no
+   __AVX512F__, which leaves a plain Zen 3 out). There the hardware prefetcher alone streams a few
    rows' weights faster. experiments/kernel_variants.py (results/kernel_variants_2026-12-07.jsonl, 21 rounds, the
    builds and row counts taking turns), all the default model's weights, ms for 1 / 2 / 3 rows: 18.15 / 17.94 / 18.33
    with prefetches, 15.75 / 16.19 / 17.68 without; 6 and 7 rows were 53-56% slower with none at all. Whole
