@@ -34,6 +34,7 @@ ROUNDS = 21
 ROWS = (1, 2, 3, 4, 6, 7)
 NEAR = "__builtin_prefetch(pc + PREFETCH + j * LINE, 0, 3)"
 FAR_CALL = "__builtin_prefetch(pc + PREFETCH_FAR + j * LINE, 0, 2)"  # one pass's (two passes prefetch by halves)
+HALF = "__builtin_prefetch(half + j * LINE, 0, 2)"  # two passes' far prefetch, by halves
 FAR = "#define PREFETCH_FAR 3072\n"
 NONE = "#define __builtin_prefetch(...) ((void)0)\n"  # every prefetch of the kernel left out
 BUILDS = {  # name -> (text of rows_linear.c, its replacement) pairs
@@ -44,6 +45,15 @@ BUILDS = {  # name -> (text of rows_linear.c, its replacement) pairs
         (FAR, FAR.replace("3072", "6144")),
         (NEAR, NEAR.replace("0, 3)", "0, 0)")),
     ],
+    # the weights' prefetches non-temporal (hint 0) where they run, so that the weights' stream might leave the keys
+    # and values in the L3 cache between steps: the far ones, or every one
+    "far_nta": [(FAR_CALL, FAR_CALL.replace("0, 2)", "0, 0)")), (HALF, HALF.replace("0, 2)", "0, 0)"))],
+    "all_nta": [
+        (FAR_CALL, FAR_CALL.replace("0, 2)", "0, 0)")),
+        (HALF, HALF.replace("0, 2)", "0, 0)")),
+        (NEAR, NEAR.replace("0, 3)", "0, 0)")),
+    ],
+    "hardware_to_4_rows": [("#define HARDWARE_ROWS 3\n", "#define HARDWARE_ROWS 4\n")],  # the Compare's too
     # one to three rows without software prefetches (R is a constant in each inlined case; the far one's braces keep
     # its if's else, the two passes' paced prefetch, theirs; two passes have the near prefetch only in their first,
     # of 4 rows or more)

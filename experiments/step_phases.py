@@ -8,6 +8,7 @@ cost about a microsecond a layer).
 The batches (bench's question; 64 tokens, stop tokens ignored; the views' settings), taking turns round by round:
   none        one unsteered reply (bench's baseline)
   none x4     four unsteered rows of its prompt
+  compare - few  the Compare's three plain rows (unsteered, SAE, query) without its few-shot row
   compare4    the Compare's batch (bench's)
   none x7     seven unsteered rows
   ladder      the ladder's batch (bench's)
@@ -41,7 +42,7 @@ from steer_core.model import lean_step
 from steer_core.model.loading import load_model
 
 ROUNDS, TOKENS = 7, 64
-BATCHES = ("none", "none x4", "compare4", "none x7", "ladder")  # batch_costs.batches' names
+BATCHES = ("none", "none x4", "compare - few", "compare4", "none x7", "ladder")  # batch_costs.batches' names
 PHASES = ("norms", "products", "rope", "attention", "silu", "output")
 CLOCK = """#include <chrono>
 static double phase_s[6];
