@@ -403,38 +403,3 @@ def test_a_steps_mask_is_the_last_ones_with_its_new_position_and_made_again_othe
         python_step(lm, torch.full((ROWS, 1), 5 + s), mask, pos + s, cache, width + s)  # no compiler needed
         kept_2d, kept = cache._lean_mask
         assert kept_2d is mask and torch.equal(kept, expected), f"step {s}"
-
-
-@needs_cxx
-def test_products_of_one_input_run_as_one_where_their_copies_allow_and_apart_where_not():
-    """A layer's query, key and value (and its gate and up) run as one product where small_batch.pack_together laid
-    their packed copies one after another (made again together after a weight is written to), and apart where a
-    bias keeps them apart (the key's and value's then called one by one): transformers' logits bit for bit in
-    each case."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from steer_core.model.loading import LoadedModel
-
-    def plans(lm):
-        """Transformers' logits from the C++ layers, and each layer's TOGETHER field of a new generation's plan."""
-        assert _same(_decode(lm, cxx_step), _decode(lm, transformers_step))
-        cache, mask = _prefilled(lm)
-        pos = mask.sum(1, keepdim=True)
-        mask = torch.cat([mask, torch.ones(ROWS, 1, dtype=torch.long)], dim=1)
-        cxx_step(lm, torch.full((ROWS, 1), 5), mask, pos, cache, PROMPT)
-        return cache._lean_plan.fields[:, -1].tolist()
-
-    both = lean_step.QKV_TOGETHER | lean_step.GATE_UP_TOGETHER
-    lm = tiny_lm(seed=5)
-    speed_up_small_batches(lm.model)
-    assert plans(lm) == [both] * 3
-    with torch.no_grad():
-        lm.model.model.layers[1].self_attn.k_proj.weight.mul_(1.5)  # its copy is stale: the three packed again
-    assert plans(lm) == [both] * 3
-    torch.manual_seed(5)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=1024, attention_bias=True)  # fmt: skip
-    biased = LoadedModel(LlamaForCausalLM(cfg).eval().requires_grad_(False), None, "tiny-llama", torch.device("cpu"),
-                         3, 4, 12)  # fmt: skip
-    speed_up_small_batches(biased.model)
-    assert plans(biased) == [lean_step.GATE_UP_TOGETHER] * 3

@@ -186,33 +186,3 @@ def test_the_packed_weight_is_made_once_and_again_after_the_weight_changes(fresh
         torch.testing.assert_close(fast(x), F.linear(x, fast.weight), rtol=1e-5, atol=1e-5)
         fast.weight = torch.nn.Parameter(torch.randn(160, 96), requires_grad=False)
         torch.testing.assert_close(fast(x), F.linear(x, fast.weight), rtol=1e-5, atol=1e-5)
-
-
-@needs_cc
-def test_linears_packed_together_keep_their_own_products_and_stay_apart_where_they_cannot(fresh_kernel):
-    """pack_together: Linears of one input share one packed copy, each module's own a view of it, one after
-    another; each gives the products it gave alone bit for bit, as does one product over them all (how the C++
-    layers call it); a second call makes nothing; a bias, or outputs that do not fill whole blocks, leave them
-    apart (nothing made)."""
-    from steer_core.model.small_batch import one_after_another, pack_together
-
-    def linears(*outs, bias=False):
-        mods = [torch.nn.Linear(96, n, bias=bias) for n in outs]
-        for m in mods:
-            speed_up_small_batches(m)
-        return mods
-
-    mods, x = linears(64, 32, 32), torch.randn(3, 96)
-    with torch.no_grad():
-        alone = [m(x) for m in mods]
-        pack_together(mods)
-        copies = [m._rows_packed[1] for m in mods]
-        assert one_after_another(copies) and all(c._base is copies[0]._base for c in copies)
-        assert all(torch.equal(m(x), a) for m, a in zip(mods, alone))
-        whole = rk.rows_kernel()(x, torch.cat([m.weight for m in mods]), None, copies[0]._base)
-        assert torch.equal(whole, torch.cat(alone, dim=1))
-        pack_together(mods)
-        assert all(m._rows_packed[1] is c for m, c in zip(mods, copies))
-        for apart in (linears(64, 30), linears(64, 32, bias=True)):
-            pack_together(apart)
-            assert all(m._rows_packed is None for m in apart)

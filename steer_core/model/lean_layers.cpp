@@ -10,10 +10,7 @@
    row, products aside, take about 1.5 ms (2 CPU cores).
 
    A layer is described by FIELDS int64 values (lean_step.Plan writes them): the addresses of its two norm
-   weights, its seven packed weights and their biases (0 for none), its cache's keys, values and length, and which
-   products run as one (TOGETHER: the query's, key's and value's; the gate's and up's), where their packed copies
-   lie one after another (small_batch.pack_together): one call of the kernel instead of three or two, the same
-   outputs. A layer
+   weights, its seven packed weights and their biases (0 for none), its cache's keys, values and length. A layer
    whose query or output has forward hooks (a steering edit) calls back into Python there, with the value in a
    buffer Python owns: Python runs the hooks and writes their result back. A query edit that adds a fixed vector
    (lean_step.Plan.sites: SHIFT) is added here instead, without the callback. */
@@ -25,9 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <initializer_list>
 #include <stdexcept>
-#include <utility>
 #include <vector>
 
 using rows_fn = void (*)(const float *, const float *, const float *, float *, std::ptrdiff_t, std::ptrdiff_t, int,
@@ -35,8 +30,7 @@ using rows_fn = void (*)(const float *, const float *, const float *, float *, s
 using attend_fn = int (*)(const float *, const float *, const float *, const float *, float *, int, int, int,
                           std::ptrdiff_t, std::ptrdiff_t, float, int, const int32_t *, std::ptrdiff_t);
 
-enum Field { NORM1, NORM2, Q, K, V, O, GATE, UP, DOWN, BIAS = 9, KEYS = 16, VALUES, LENGTH, TOGETHER, FIELDS };
-enum Together { QKV = 1, GATE_UP = 2 }; /* lean_step's QKV_TOGETHER, GATE_UP_TOGETHER */
+enum Field { NORM1, NORM2, Q, K, V, O, GATE, UP, DOWN, BIAS = 9, KEYS = 16, VALUES, LENGTH, FIELDS };
 
 extern "C" int lean_layers_fields(void) { return FIELDS; }
 
@@ -64,33 +58,16 @@ static at::Tensor blob(const void *address, at::IntArrayRef shape, at::ScalarTyp
 
 /* One call's values, rows x each width, row after row. */
 struct Work {
-    std::vector<float> h, x, q, k, v, a, gate, up, together; /* together: the outputs of products run as one */
+    std::vector<float> h, x, q, k, v, a, gate, up;
     explicit Work(const Shape &s)
         : h(s.rows * s.hidden), x(s.rows * s.hidden), q(s.rows * s.heads * s.dim), k(s.rows * s.kv_heads * s.dim),
-          v(s.rows * s.kv_heads * s.dim), a(s.rows * s.hidden), gate(s.rows * s.inter), up(s.rows * s.inter),
-          together(s.rows * std::max((s.heads + 2 * s.kv_heads) * s.dim, 2 * s.inter)) {}
+          v(s.rows * s.kv_heads * s.dim), a(s.rows * s.hidden), gate(s.rows * s.inter), up(s.rows * s.inter) {}
 };
 
 /* small_batch._linear through the kernel: y (rows, out) = x (rows, in) W^T (+ b). */
 static void linear(const Shape &s, const int64_t *f, int which, const float *x, int64_t in, float *y, int64_t out) {
     s.product(reinterpret_cast<const float *>(f[which]), x, reinterpret_cast<const float *>(f[BIAS + which - Q]), y,
               out, in, static_cast<int>(s.rows), s.threads);
-}
-
-/* Products of the same input whose packed weights lie one after another (f[first] onwards), as one call of the
-   kernel: each output is the same as in its own product. Each row's outputs are then split into outs, widths wide. */
-static void linear_together(const Shape &s, const int64_t *f, int first, const float *x, int64_t in, float *y,
-                            std::initializer_list<std::pair<float *, int64_t>> outs) {
-    int64_t total = 0;
-    for (const auto &o : outs) total += o.second;
-    linear(s, f, first, x, in, y, total);
-    for (int64_t r = 0; r < s.rows; r++) {
-        const float *from = y + r * total;
-        for (const auto &o : outs) {
-            std::copy(from, from + o.second, o.first + r * o.second);
-            from += o.second;
-        }
-    }
 }
 
 /* LlamaRMSNorm: weight * (h * rsqrt(mean(h^2) + eps)). The mean is ATen's (its summation order); the rest is
@@ -165,21 +142,14 @@ static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f,
     std::vector<float> h_in;
     if (flags & OUTPUT) h_in = w.h;
     rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM1]), eps[0], w.x.data());
-    const bool qkv = f[TOGETHER] & QKV; /* the key and value do not depend on the query's hooks: x stays as it is */
-    if (qkv)
-        linear_together(s, f, Q, w.x.data(), H, w.together.data(),
-                        {{w.q.data(), QW}, {w.k.data(), KW}, {w.v.data(), KW}});
-    else
-        linear(s, f, Q, w.x.data(), H, w.q.data(), QW);
+    linear(s, f, Q, w.x.data(), H, w.q.data(), QW);
     if ((flags & QUERY) && !call_back(s, idx, QUERY, w.q.data(), QW, QUERY_OUT, w.x.data(), H, X)) return false;
     if (flags & SHIFT) { /* the edit's q + shift, one rounding each */
         const float *d = reinterpret_cast<const float *>(s.shifts[idx]);
         for (int64_t i = 0; i < s.rows * QW; i++) w.q[i] = w.q[i] + d[i];
     }
-    if (!qkv) {
-        linear(s, f, K, w.x.data(), H, w.k.data(), KW);
-        linear(s, f, V, w.x.data(), H, w.v.data(), KW);
-    }
+    linear(s, f, K, w.x.data(), H, w.k.data(), KW);
+    linear(s, f, V, w.x.data(), H, w.v.data(), KW);
     rope(s, w.q.data(), s.heads, cos, sin);
     rope(s, w.k.data(), s.kv_heads, cos, sin);
     /* StaticLayer.update: the length, then this position's keys and values */
@@ -195,13 +165,8 @@ static bool layer(const Shape &s, Work &w, int idx, int flags, const int64_t *f,
     linear(s, f, O, flat.data_ptr<float>(), QW, w.a.data(), H);
     for (int64_t i = 0; i < s.rows * H; i++) w.h[i] = w.h[i] + w.a[i];
     rms_norm(s, w.h.data(), reinterpret_cast<const float *>(f[NORM2]), eps[1], w.x.data());
-    if (f[TOGETHER] & GATE_UP) {
-        linear_together(s, f, GATE, w.x.data(), H, w.together.data(),
-                        {{w.gate.data(), s.inter}, {w.up.data(), s.inter}});
-    } else {
-        linear(s, f, GATE, w.x.data(), H, w.gate.data(), s.inter);
-        linear(s, f, UP, w.x.data(), H, w.up.data(), s.inter);
-    }
+    linear(s, f, GATE, w.x.data(), H, w.gate.data(), s.inter);
+    linear(s, f, UP, w.x.data(), H, w.up.data(), s.inter);
     at::Tensor act = at::silu(blob(w.gate.data(), {s.rows, 1, s.inter})).contiguous();
     const float *g = act.data_ptr<float>();
     for (int64_t i = 0; i < s.rows * s.inter; i++) w.gate[i] = g[i] * w.up[i];

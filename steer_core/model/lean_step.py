@@ -28,11 +28,10 @@ from .attention_kernel import PROMPT_COPIES, attention_kernel
 from .families import LLAMA_LINEARS
 from .hooks import LEAVE, active_edits, edit_identity, planned_edit
 from .rows_kernel import rows_kernel
-from .small_batch import KERNEL_ROWS, _kernel_takes, _packed, one_after_another, pack_together
+from .small_batch import KERNEL_ROWS, _kernel_takes, _packed
 
 SOURCE = Path(__file__).with_name("lean_layers.cpp")
-FIELDS = 20  # int64 values describing a layer (lean_layers.cpp's FIELDS; checked when the library loads)
-QKV_TOGETHER, GATE_UP_TOGETHER = 1, 2  # a layer's TOGETHER field: which products run as one (pack_together)
+FIELDS = 19  # int64 values describing a layer (lean_layers.cpp's FIELDS; checked when the library loads)
 
 
 def takes(model: torch.nn.Module) -> bool:
@@ -264,25 +263,6 @@ def lean_layers() -> LeanLayers | None:
     return native.load_checked(SOURCE, LeanLayers, "C++ decoder layers", "decoding runs its layers in Python")
 
 
-def pack_layer(layer) -> None:
-    """A layer's products of one input (query, key and value; gate and up) packed together (small_batch's
-    pack_together), so that the C++ layer runs each group as one call; a server warming up does it before its
-    first generation."""
-    linears = _linears(layer)
-    pack_together(linears[:3])
-    pack_together(linears[4:6])
-
-
-def _together(packed: list[torch.Tensor], biases: list) -> int:
-    """A layer's TOGETHER field: the products whose packed copies, as this plan holds them, lie one after another
-    with no bias (pack_together made them so, unless a weight changed since), which the C++ layer runs as one."""
-    flags = 0
-    for flag, group in ((QKV_TOGETHER, slice(0, 3)), (GATE_UP_TOGETHER, slice(4, 6))):
-        if one_after_another(packed[group]) and all(b is None for b in biases[group]):
-            flags |= flag
-    return flags
-
-
 class Plan:
     """What the C++ layers read, for one generation's cache: every layer's weights (their packed copies, held
     here), norms and cache tensors as addresses, the buffers its hooks read and write, and the callback that runs
@@ -297,7 +277,6 @@ class Plan:
         for layer, kv in zip(inner.layers, cache.layers):
             linears = _linears(layer)
             norms = (layer.input_layernorm, layer.post_attention_layernorm)
-            pack_layer(layer)
             packed = [_packed(m, m.weight) for m in linears]
             biases = [m.bias for m in linears]
             self.kept += packed
@@ -305,7 +284,6 @@ class Plan:
                 [n.weight.data_ptr() for n in norms] + [p.data_ptr() for p in packed]
                 + [0 if b is None else b.data_ptr() for b in biases]
                 + [kv.keys.data_ptr(), kv.values.data_ptr(), kv.cumulative_length.data_ptr()]
-                + [_together(packed, biases)]
             )  # fmt: skip
             eps.append([n.variance_epsilon for n in norms])
         self.fields = torch.tensor(fields, dtype=torch.int64)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import types
-from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F
 
-from .rows_kernel import BLOCK, MAX_ROWS, pack, rows_kernel
+from .rows_kernel import MAX_ROWS, pack, rows_kernel
 
 # Where (W @ x.T).T was faster here: all 30 layers' matrices timed both ways (docs/performance.md).
 SMALL_ROWS = range(2, 12)
@@ -50,40 +49,6 @@ def _packed(self: torch.nn.Linear, w: torch.Tensor) -> torch.Tensor:
     if kept is None or kept[0] != key:
         kept = self._rows_packed = (key, pack(w))
     return kept[1]
-
-
-def pack_together(modules: Sequence[torch.nn.Linear]) -> None:
-    """Give Linears that read the same input (a layer's query, key and value; its gate and up) one packed copy, their
-    outputs one after another, each module's own copy a view of it, so that the kernel can multiply them in one
-    call (lean_layers.cpp): a decoding step then makes 90 calls fewer for the default model, each output the same
-    bit for bit (the kernel's outputs do not depend on the weight they are part of). Left as they are where they
-    cannot share one: a bias, outputs that do not fill whole blocks, other input widths, weights the kernel does
-    not take. Where the copies are already one after another, nothing is made."""
-    weights, x = [m.weight for m in modules], torch.empty(0)
-    with torch.no_grad():  # whether the weights need gradients does not matter to their copies
-        if (
-            any(m.bias is not None or getattr(m, "_rows_kernel", None) is None for m in modules)
-            or len({w.shape[1] for w in weights}) != 1
-            or any(w.shape[0] % BLOCK for w in weights)
-            or not all(_kernel_takes(w, None, x) for w in weights)
-        ):
-            return
-        keys = [(w.data_ptr(), w._version) for w in weights]
-        kept = [m._rows_packed for m in modules]
-        if all(k is not None and k[0] == key for k, key in zip(kept, keys)) and one_after_another([k[1] for k in kept]):
-            return
-        whole = pack(torch.cat([w.detach() for w in weights]))  # blocks of whole outputs: each weight's in turn
-    at = 0
-    for module, w, key in zip(modules, weights, keys):
-        module._rows_packed = (key, whole[at : at + w.shape[0] // BLOCK])
-        at += w.shape[0] // BLOCK
-
-
-def one_after_another(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether contiguous tensors lie in memory one right after the other (a product of them all reads them so)."""
-    return all(a.is_contiguous() for a in tensors) and all(
-        b.data_ptr() == a.data_ptr() + a.nbytes for a, b in zip(tensors, tensors[1:])
-    )
 
 
 def pack_weights(model: torch.nn.Module) -> int:

@@ -155,11 +155,8 @@ def warm_prefixes(lm) -> int:
     from ..model.attention_kernel import attention_kernel
     from ..model.small_batch import pack_weights
 
-    lean = lean_step.takes(lm.model)
-    for layer in lm.model.model.layers if lean else ():  # products of one input in one packed copy, then the rest
-        lean_step.pack_layer(layer)
     pack_weights(lm.model)
-    if lean:
+    if lean_step.takes(lm.model):
         lean_step.lean_layers()
         attention_kernel()
     columns = [
