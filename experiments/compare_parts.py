@@ -32,6 +32,7 @@ import torch
 from experiments.batch_costs import batches
 from experiments.jsonl import emit
 from steer_core import generation
+from steer_core.bench import ratio_spread
 from steer_core.generation import VIEWS, stream_batch
 from steer_core.model import lean_step
 from steer_core.model.loading import load_model
@@ -97,15 +98,14 @@ def ratios(rounds: dict[str, list[dict[str, float]]]) -> dict[str, float]:
     """Per round, over one reply of the same round (medians over rounds, as bench takes its ratios): the Compare;
     its three plain rows alone (compare - few); and those three rows with the few-shot prompt's products added: what
     the Compare would cost if its few-shot row cost nothing but those products."""
-    none, few, c4 = (rounds[name] for name in ("none", "compare - few", "compare4"))
-    per_round = {
-        "ratio": [c["whole"] / n["whole"] for n, c in zip(none, c4)],
-        "three plain rows, ratio": [f["whole"] / n["whole"] for n, f in zip(none, few)],
-        "three plain rows and the few-shot products, ratio": [
-            (f["whole"] + c["products1"]) / n["whole"] for n, f, c in zip(none, few, c4)
-        ],
+    times = {name: [g["whole"] for g in got] for name, got in rounds.items()}
+    times["few + products"] = [f["whole"] + c["products1"] for f, c in zip(rounds["compare - few"], rounds["compare4"])]
+    named = {
+        "ratio": "compare4",
+        "three plain rows, ratio": "compare - few",
+        "three plain rows and the few-shot products, ratio": "few + products",
     }
-    return {k: round(statistics.median(v), 3) for k, v in per_round.items()}
+    return {key: round(ratio_spread(times, name)[0], 3) for key, name in named.items()}
 
 
 def main() -> None:

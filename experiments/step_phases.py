@@ -6,12 +6,12 @@ cost about a microsecond a layer).
     python -m experiments.step_phases [OUT.jsonl]
 
 The batches (bench's question; 64 tokens, stop tokens ignored; the views' settings), taking turns round by round:
-  none        one unsteered reply (bench's baseline)
-  none x4     four unsteered rows of its prompt
+  none           one unsteered reply (bench's baseline)
+  none x4        four unsteered rows of its prompt
   compare - few  the Compare's three plain rows (unsteered, SAE, query) without its few-shot row
-  compare4    the Compare's batch (bench's)
-  none x7     seven unsteered rows
-  ladder      the ladder's batch (bench's)
+  compare4       the Compare's batch (bench's)
+  none x7        seven unsteered rows
+  ladder         the ladder's batch (bench's)
 
 The phases, ms a step (the 30 layers' sum; the main thread's clock, so a phase run on both threads counts its
 slower one):
