@@ -10,7 +10,9 @@ is checked against the shipped one, bit for bit, before it is timed.
 Prints, and appends to OUT.jsonl if given, one JSON object per row count: {"rows", "cpu", build_ms...} (medians over
 ROUNDS rounds of all the weights' products), then one with the bandwidth of torch's sum of 512 MB read in the same
 rounds ({"sum_gb_s"}). results/kernel_variants_2026-12-07.jsonl was made before rows_linear.c had HARDWARE_ROWS: its
-"shipped" prefetched at every row count (prefetch_always here), and its hardware_to_3_rows is what ships since.
+"shipped" prefetched at every row count (prefetch_always here), and its hardware_to_3_rows shipped next.
+results/kernel_variants_2026-12-07c.jsonl was made after a wide weight came to be read in chunks, when HARDWARE_ROWS
+became 4. A build replaces text of the checkout's rows_linear.c, so each file's builds are those of its own commit.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ FAR = "#define PREFETCH_FAR 3072\n"
 NONE = "#define __builtin_prefetch(...) ((void)0)\n"  # every prefetch of the kernel left out
 BUILDS = {  # name -> (text of rows_linear.c, its replacement) pairs
     "shipped": [],
-    "prefetch_always": [("#define HARDWARE_ROWS 3\n", "#define HARDWARE_ROWS 0\n")],  # as before HARDWARE_ROWS
+    "prefetch_always": [("#define HARDWARE_ROWS 4\n", "#define HARDWARE_ROWS 0\n")],  # as before HARDWARE_ROWS
     "no_prefetch": [(FAR, FAR + NONE)],
     "far_24kb_near_hint_0": [
         (FAR, FAR.replace("3072", "6144")),
@@ -53,11 +55,10 @@ BUILDS = {  # name -> (text of rows_linear.c, its replacement) pairs
         (HALF, HALF.replace("0, 2)", "0, 0)")),
         (NEAR, NEAR.replace("0, 3)", "0, 0)")),
     ],
-    "hardware_to_4_rows": [("#define HARDWARE_ROWS 3\n", "#define HARDWARE_ROWS 4\n")],  # the Compare's too
-    # one to three rows without software prefetches (R is a constant in each inlined case; the far one's braces keep
-    # its if's else, the two passes' paced prefetch, theirs; two passes have the near prefetch only in their first,
-    # of 4 rows or more)
-    "hardware_to_3_rows": [(f"{FAR_CALL};", f"{{ if (R > 3) {FAR_CALL}; }}"), (NEAR, f"if (R > 3) {NEAR}")],
+    # one to three rows without software prefetches, as shipped before a wide weight was read in chunks (since
+    # then the Compare's four rows go without them too)
+    "hardware_to_3_rows": [("#define HARDWARE_ROWS 4\n", "#define HARDWARE_ROWS 3\n")],
+    "hardware_to_5_rows": [("#define HARDWARE_ROWS 4\n", "#define HARDWARE_ROWS 5\n")],
 }
 
 

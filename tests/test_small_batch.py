@@ -3,6 +3,7 @@ gradients too, each row's product the same in any batch, and a batched greedy ge
 one row at a time."""
 
 import copy
+import ctypes
 import subprocess
 import sys
 import threading
@@ -56,7 +57,7 @@ def test_small_batch_linear_matches_f_linear(rows):
 
 
 @needs_cc
-@pytest.mark.parametrize("shape", [(160, 96), (70, 37), (33, 600), (1, 16)])
+@pytest.mark.parametrize("shape", [(160, 96), (70, 37), (33, 600), (1, 16), (33, 1300), (9, 656)])
 def test_the_kernel_gives_each_row_the_same_product_in_any_batch_and_thread_count(fresh_kernel, shape):
     """Close to the float64 product; a row's bits do not depend on its batch, its place or the threads
     (a weight's width that is not a multiple of 16, an odd count of outputs, a bias or none)."""
@@ -79,6 +80,39 @@ def test_the_kernel_gives_each_row_the_same_product_in_any_batch_and_thread_coun
             assert torch.equal(kernel(x, w, bias), full)
         finally:
             torch.set_num_threads(threads)
+
+
+@needs_cc
+def test_a_wide_weight_read_in_chunks_gives_the_bits_of_one_pass_over_its_width(monkeypatch, tmp_path):
+    """A weight wider than a chunk (here 3 chunks, the last with K % 16 floats) keeps its sums between chunks: each
+    row's product is the same bits as the kernel's built to read every width in one pass, at every row count."""
+    monkeypatch.setenv("STEER_CACHE", str(tmp_path))
+    one_pass = native.build(native.compiler(), rk.SOURCE, native.FLAGS + ("-DMAX_CHUNK_PIECES=100000",))
+    chunked = rk.RowsKernel(native.build(native.compiler(), rk.SOURCE))
+    g = torch.Generator().manual_seed(3)
+    w, b = torch.randn(21, 16 * 2 * rk.MAX_CHUNK_PIECES + 37, generator=g), torch.randn(21, generator=g)
+    x = torch.randn(rk.MAX_ROWS, w.shape[1], generator=g)
+    assert len(rk.chunk_starts(w.shape[1] // 16)) == 4  # three chunks
+    monkeypatch.setattr(rk, "MAX_CHUNK_PIECES", 100000)
+    whole = rk.pack(w)
+    monkeypatch.undo()
+    with pytest.raises(AssertionError, match="pieces a chunk"):
+        rk.RowsKernel(one_pass)  # a library that chunks otherwise is refused by this module
+    for rows in KERNEL_ROWS:
+        for bias in (b, None):
+            assert torch.equal(chunked(x[:rows], w, bias), _call(one_pass, x[:rows], w, bias, whole)), rows
+
+
+def _call(library, x, w, bias, packed):
+    """The library's product with its own packed weight, past RowsKernel's checks (it chunks otherwise)."""
+    args = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int]
+    y = torch.empty(x.shape[0], w.shape[0])
+    fail = native.c_function(library, "rows_linear", args, ctypes.c_int)(
+        packed.data_ptr(), x.contiguous().data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
+        w.shape[0], w.shape[1], x.shape[0], torch.get_num_threads(),
+    )  # fmt: skip
+    assert not fail
+    return y
 
 
 @needs_cc

@@ -25,7 +25,7 @@
 #include <stdexcept>
 #include <vector>
 
-using rows_fn = void (*)(const float *, const float *, const float *, float *, std::ptrdiff_t, std::ptrdiff_t, int,
+using rows_fn = int (*)(const float *, const float *, const float *, float *, std::ptrdiff_t, std::ptrdiff_t, int,
                          int);
 using attend_fn = int (*)(const float *, const float *, const float *, const float *, float *, int, int, int,
                           std::ptrdiff_t, std::ptrdiff_t, float, int, const int32_t *, std::ptrdiff_t);
@@ -66,8 +66,9 @@ struct Work {
 
 /* small_batch._linear through the kernel: y (rows, out) = x (rows, in) W^T (+ b). */
 static void linear(const Shape &s, const int64_t *f, int which, const float *x, int64_t in, float *y, int64_t out) {
-    s.product(reinterpret_cast<const float *>(f[which]), x, reinterpret_cast<const float *>(f[BIAS + which - Q]), y,
-              out, in, static_cast<int>(s.rows), s.threads);
+    if (s.product(reinterpret_cast<const float *>(f[which]), x, reinterpret_cast<const float *>(f[BIAS + which - Q]), y,
+                  out, in, static_cast<int>(s.rows), s.threads))
+        throw std::runtime_error("the few-row kernel could not allocate its sums' scratch");
 }
 
 /* LlamaRMSNorm: weight * (h * rsqrt(mean(h^2) + eps)). The mean is ATen's (its summation order); the rest is
