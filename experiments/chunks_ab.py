@@ -53,21 +53,21 @@ def same_bits(linears, now: rk.RowsKernel, then: rk.RowsKernel, then_pack) -> No
     for m in linears:
         w = m.weight.detach()
         x = torch.randn(rk.MAX_ROWS, w.shape[1], generator=g)
+        packed_now, packed_then = rk.pack(w), then_pack(w)
         for rows in range(1, rk.MAX_ROWS + 1):
-            a = now(x[:rows], w, m.bias, rk.pack(w))
-            b = then(x[:rows], w, m.bias, then_pack(w))
+            a = now(x[:rows], w, m.bias, packed_now)
+            b = then(x[:rows], w, m.bias, packed_then)
             if not torch.equal(a, b):
                 raise AssertionError(f"the kernels differ on a {tuple(w.shape)} weight, {rows} rows")
 
 
 class Swap:
     """ab_rounds' owner: setting `way` sets the kernel's address and copies that way's layouts into the packed
-    weights (only those whose layouts differ)."""
+    weights (only those whose layouts differ). Made with the way the kernel and weights are in now."""
 
-    def __init__(self, kernel: rk.RowsKernel, layouts: dict):
+    def __init__(self, kernel: rk.RowsKernel, way):
         object.__setattr__(self, "kernel", kernel)
-        object.__setattr__(self, "layouts", layouts)  # way -> [(packed, that way's layout)]
-        object.__setattr__(self, "way", None)
+        object.__setattr__(self, "way", way)  # (the kernel's address, [(packed, that way's layout)]) as it is now
 
     def __setattr__(self, name, way):
         fn, copies = way
@@ -100,8 +100,7 @@ def main() -> None:
             then_copies.append((packed, earlier.reshape(packed.shape)))
     print(f"{len(then_copies)} of {len(linears)} weights laid out differently", flush=True)
     ways = {"before": (then._fn, then_copies), "after": (kernel._fn, now_copies)}
-    owner = Swap(kernel, ways)
-    object.__setattr__(owner, "way", ways["after"])
+    owner = Swap(kernel, ways["after"])
 
     def about(name, requests):
         return {"rows": len(requests), "cpu": cpu_model(), "before": rev}

@@ -3,7 +3,6 @@ gradients too, each row's product the same in any batch, and a batched greedy ge
 one row at a time."""
 
 import copy
-import ctypes
 import subprocess
 import sys
 import threading
@@ -105,9 +104,8 @@ def test_a_wide_weight_read_in_chunks_gives_the_bits_of_one_pass_over_its_width(
 
 def _call(library, x, w, bias, packed):
     """The library's product with its own packed weight, past RowsKernel's checks (it chunks otherwise)."""
-    args = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int]
     y = torch.empty(x.shape[0], w.shape[0])
-    fail = native.c_function(library, "rows_linear", args, ctypes.c_int)(
+    fail = rk.rows_linear(library)(
         packed.data_ptr(), x.contiguous().data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
         w.shape[0], w.shape[1], x.shape[0], torch.get_num_threads(),
     )  # fmt: skip

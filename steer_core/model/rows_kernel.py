@@ -47,13 +47,18 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([part.reshape(-1) for part in parts]).reshape(padded // BLOCK, -1).contiguous()
 
 
+def rows_linear(path: Path):
+    """The library's rows_linear(P, x, b, y, O, K, R, threads) -> 0, or 1 where its scratch could not be had."""
+    args = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int]
+    return native.c_function(path, "rows_linear", args, ctypes.c_int)
+
+
 class RowsKernel:
     """y = x @ W.T (+ b) for 1 to MAX_ROWS rows of float32 on the CPU, without autograd."""
 
     def __init__(self, path: Path):
         self.path = path
-        args = [ctypes.c_void_p] * 4 + [ctypes.c_ssize_t, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_int]
-        self._fn = native.c_function(path, "rows_linear", args, ctypes.c_int)
+        self._fn = rows_linear(path)
         block = native.c_function(path, "rows_linear_block", [], ctypes.c_int)()
         chunk = native.c_function(path, "rows_linear_chunk_pieces", [], ctypes.c_int)()
         if (block, chunk) != (BLOCK, MAX_CHUNK_PIECES):
