@@ -17,13 +17,13 @@ rounds).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from experiments.kernel_ab import file_at, source_at
 from experiments.sites_ab import ab_rounds
 from steer_core import native
 from steer_core.bench import cpu_model
@@ -34,17 +34,12 @@ from steer_core.model.small_batch import pack_weights
 BATCHES = ("none", "compare again", "compare - few", "compare4", "ladder")
 
 
-def at_commit(rev: str, path: str) -> str:
-    return subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True).stdout
-
-
 def earlier_kernel(rev: str, folder: Path) -> tuple[rk.RowsKernel, object]:
-    """REV's kernel, built and loaded, and its pack function (run from REV's rows_kernel.py)."""
-    source = folder / "rows_linear.c"
-    source.write_text(at_commit(rev, "steer_core/model/rows_linear.c"))
+    """REV's kernel, built and loaded, and its pack function (run from REV's rows_kernel.py, whose RowsKernel checks
+    the library against REV's own layout)."""
     space = {"__name__": "earlier_rows_kernel", "__package__": "steer_core.model", "__file__": str(rk.SOURCE)}
-    exec(compile(at_commit(rev, "steer_core/model/rows_kernel.py"), f"{rev}:rows_kernel.py", "exec"), space)
-    return space["RowsKernel"](native.build(native.compiler(), source)), space["pack"]
+    exec(compile(file_at(rev, Path(rk.__file__)), f"{rev}:rows_kernel.py", "exec"), space)
+    return space["RowsKernel"](native.build(native.compiler(), source_at(rev, folder))), space["pack"]
 
 
 def same_bits(linears, now: rk.RowsKernel, then: rk.RowsKernel, then_pack) -> None:

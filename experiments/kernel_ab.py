@@ -31,11 +31,16 @@ ROUNDS = 15
 TIMED = (1, 4, 7, 10)
 
 
+def file_at(rev: str, path: Path) -> str:
+    """The text of the repository's file `path` as it was at `rev`."""
+    show = ["git", "show", f"{rev}:{path.relative_to(ROOT)}"]
+    return subprocess.run(show, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
 def source_at(rev: str, folder: Path) -> Path:
     """rows_linear.c as it was at `rev`, written into `folder`."""
     source = folder / "rows_linear.c"
-    show = ["git", "show", f"{rev}:{SOURCE.relative_to(ROOT)}"]
-    source.write_text(subprocess.run(show, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    source.write_text(file_at(rev, SOURCE))
     return source
 
 

@@ -92,9 +92,9 @@ def test_a_wide_weight_read_in_chunks_gives_the_bits_of_one_pass_over_its_width(
     w, b = torch.randn(21, 16 * 2 * rk.MAX_CHUNK_PIECES + 37, generator=g), torch.randn(21, generator=g)
     x = torch.randn(rk.MAX_ROWS, w.shape[1], generator=g)
     assert len(rk.chunk_starts(w.shape[1] // 16)) == 4  # three chunks
-    monkeypatch.setattr(rk, "MAX_CHUNK_PIECES", 100000)
-    whole = rk.pack(w)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:  # the one-pass build's layout
+        m.setattr(rk, "MAX_CHUNK_PIECES", 100000)
+        whole = rk.pack(w)
     with pytest.raises(AssertionError, match="pieces a chunk"):
         rk.RowsKernel(one_pass)  # a library that chunks otherwise is refused by this module
     for rows in KERNEL_ROWS:
